@@ -1,0 +1,96 @@
+# The index of what one can do with this starter pack. `make help` lists it.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BASE ?= python3.11
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+STATE       ?= .state
+DATA        ?= data/creditcard_synthetic.csv
+ROWS        ?= 60000
+MODEL_REPO  ?= s3://models/triton
+MODELS      ?= random_forest,extra_trees,xgboost,lightgbm
+S3_ENV      := $(STATE)/s3/credentials.env
+# Every command that talks to the local S3 reads its endpoint and credentials from here.
+WITH_S3     := set -a; [ -f $(S3_ENV) ] && . $(S3_ENV); set +a;
+
+.PHONY: help venv data train s3 s3-stop serve serve-stop query lineage versions rollback \
+        demo test test-unit lint benchmark benchmark-quick k8s-check argo-template \
+        reliability clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	@command -v $(PYTHON_BASE) >/dev/null || { echo "error: $(PYTHON_BASE) not found; install Python 3.11 or pass PYTHON_BASE=/path/to/python3.11" >&2; exit 1; }
+	$(PYTHON_BASE) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+venv: $(VENV)/.installed ## create .venv from requirements*.txt (done by every target that needs it)
+
+$(DATA): | $(VENV)/.installed
+	$(PY) -m fraudml.data generate --rows $(ROWS) --out $(DATA)
+
+data: $(VENV)/.installed ## generate the synthetic creditcard-schema dataset (ROWS=284807 for full size)
+	$(PY) -m fraudml.data generate --rows $(ROWS) --out $(DATA)
+
+train: $(VENV)/.installed $(DATA) ## run the training flow (publishes to MODEL_REPO when S3 is up)
+	$(WITH_S3) $(PY) train/flow.py run --data $(DATA) --models $(MODELS) --model-repo $(MODEL_REPO)
+
+s3: $(VENV)/.installed ## start the local SeaweedFS S3 on 127.0.0.1:8333 (credentials in .state/s3)
+	$(PY) -m serve.s3 start --state-dir $(STATE)/s3
+
+s3-stop: ## stop the local S3
+	-@[ -x $(PY) ] && $(PY) -m serve.s3 stop --state-dir $(STATE)/s3
+
+serve: $(VENV)/.installed ## start the bundled tritonserver on MODEL_REPO (HTTP 8000, gRPC 8001, metrics 8002)
+	$(WITH_S3) $(PY) -m serve.triton start --model-repo $(MODEL_REPO) --state-dir $(STATE)/triton
+
+serve-stop: ## stop the local Triton
+	-@[ -x $(PY) ] && $(PY) -m serve.triton stop --state-dir $(STATE)/triton
+
+query: $(VENV)/.installed ## send 5 test-set rows to Triton and print answers with their lineage
+	$(WITH_S3) $(PY) -m serve.client --rows 5 --data $(DATA)
+
+lineage: $(VENV)/.installed ## trace the served version back to its Metaflow run (VERSION=n for another)
+	$(WITH_S3) $(PY) -m serve.lineage --model-repo $(MODEL_REPO) $(if $(VERSION),--version $(VERSION),)
+
+versions: $(VENV)/.installed ## list the published versions and which one is serving
+	$(WITH_S3) $(PY) -m serve.models list --model-repo $(MODEL_REPO)
+
+rollback: $(VENV)/.installed ## serve an earlier version: make rollback VERSION=n
+	@[ -n "$(VERSION)" ] || { echo "usage: make rollback VERSION=<n>" >&2; exit 2; }
+	$(WITH_S3) $(PY) -m serve.models rollback --model-repo $(MODEL_REPO) --version $(VERSION)
+
+demo: $(VENV)/.installed ## the whole job: data -> S3 -> flow -> publish -> Triton -> query -> lineage -> quick benchmark
+	$(PY) -m serve.demo --rows $(ROWS) --data $(DATA) --models $(MODELS) --state-dir $(STATE)
+
+test: $(VENV)/.installed ## the whole test suite (starts every server it needs itself)
+	$(PY) -m pytest
+
+test-unit: $(VENV)/.installed ## only the tests that need no server
+	$(PY) -m pytest tests/unit tests/data
+
+lint: $(VENV)/.installed ## ruff
+	$(PY) -m ruff check train serve benchmark tests
+
+benchmark: $(VENV)/.installed ## full benchmark: Triton HTTP/gRPC vs FastAPI (sklearn, treelite), sequential + load
+	$(PY) -m benchmark.run --state-dir $(STATE)
+
+benchmark-quick: $(VENV)/.installed ## the same in under 2 minutes
+	$(PY) -m benchmark.run --quick --state-dir $(STATE)
+
+k8s-check: $(VENV)/.installed ## kustomize + kubernetes-validate every overlay, hadolint every Dockerfile
+	$(PY) k8s/check.py
+
+argo-template: $(VENV)/.installed ## compile the flow into an Argo WorkflowTemplate offline (k8s/argo/)
+	$(PY) k8s/argo_template.py --state-dir $(STATE)
+
+reliability: $(VENV)/.installed ## bad input, faults, load and security: counted cases and a summary table
+	$(PY) -m benchmark.reliability --state-dir $(STATE)
+
+clean: s3-stop serve-stop ## stop servers, remove state, results and the venv
+	rm -rf $(STATE) $(VENV) .metaflow .pytest_cache

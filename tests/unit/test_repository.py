@@ -1,0 +1,147 @@
+"""Model repository contract on a local folder: versions, pointer, claims, failures, rollback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import pytest
+
+from fraudml.repository import ModelRepository, PublishError, publish_model_version
+from fraudml.storage import LocalStore, S3Store, StorageError, open_store
+from fraudml.tritonconfig import served_versions
+
+CONFIG_KWARGS = {"model_type": "treelite_checkpoint", "threshold": 0.7, "n_features": 30}
+
+
+def _lineage(run: str = "FraudClassifierTreeSelection/1") -> dict:
+    return {"pathspec": run, "dataset": {"fingerprint": "sha256:abc"}, "metrics": {"average_precision": 0.8}}
+
+
+def _publish(uri, payload=b"model-bytes", run="FraudClassifierTreeSelection/1") -> int:
+    return publish_model_version(str(uri), {"checkpoint.tl": payload}, _lineage(run), CONFIG_KWARGS)
+
+
+def test_first_publish_writes_version_1_and_points_config_at_it(tmp_path):
+    assert _publish(tmp_path) == 1
+    model_dir = tmp_path / "fraud-classifier"
+    assert (model_dir / "1" / "checkpoint.tl").read_bytes() == b"model-bytes"
+    lineage = json.loads((model_dir / "1" / "lineage.json").read_text())
+    assert lineage["version"] == 1 and lineage["model_name"] == "fraud-classifier"
+    assert lineage["pathspec"] == "FraudClassifierTreeSelection/1"
+    assert lineage["files"]["checkpoint.tl"].startswith("sha256:")
+    assert lineage["triton_config"] == CONFIG_KWARGS
+    assert served_versions((model_dir / "config.pbtxt").read_text()) == [1]
+
+
+def test_versions_increase_and_rollback_moves_only_the_pointer(tmp_path):
+    assert [_publish(tmp_path, bytes([i])) for i in range(3)] == [1, 2, 3]
+    repo = ModelRepository(str(tmp_path))
+    assert repo.served_version() == 3
+    assert repo.set_served_version(1) == 3
+    assert repo.served_version() == 1
+    assert [v.status for v in repo.list_versions()] == ["complete"] * 3
+    assert _publish(tmp_path) == 4  # a rollback never frees a number
+
+
+def test_concurrent_publishes_get_distinct_complete_versions(tmp_path):
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            results.append(_publish(tmp_path, f"m{i}".encode(), run=f"F/{i}"))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(results) == list(range(1, 9))
+    repo = ModelRepository(str(tmp_path))
+    assert repo.served_version() == 8  # the pointer only moves forward while publishing
+    for info in repo.list_versions():
+        assert info.status == "complete"
+        lineage = repo.read_lineage(info.version)
+        assert (tmp_path / "fraud-classifier" / str(info.version) / "checkpoint.tl").read_bytes() == \
+            f"m{lineage['pathspec'].split('/')[1]}".encode()
+
+
+class FlakyStore(LocalStore):
+    """Fails the upload of one file, as an S3 outage mid-publish would."""
+
+    def __init__(self, root, fail_on: str):
+        super().__init__(root)
+        self.fail_on = fail_on
+
+    def put(self, key, data):
+        if key.endswith(self.fail_on):
+            raise StorageError("connection reset")
+        super().put(key, data)
+
+
+def test_failed_publish_leaves_pointer_and_never_reuses_the_number(tmp_path):
+    assert _publish(tmp_path) == 1
+    repo = ModelRepository(str(tmp_path))
+    repo.store = FlakyStore(tmp_path, fail_on="lineage.json")
+    with pytest.raises(PublishError, match="Nothing was served"):
+        repo.publish({"checkpoint.tl": b"new"}, _lineage(), CONFIG_KWARGS)
+    repo = ModelRepository(str(tmp_path))
+    assert repo.served_version() == 1
+    statuses = {v.version: v.status for v in repo.list_versions()}
+    assert statuses == {1: "complete", 2: "failed"}
+    assert not (tmp_path / "fraud-classifier" / "2" / "checkpoint.tl").exists()
+    with pytest.raises(PublishError, match="failed, not complete"):
+        repo.set_served_version(2)
+    assert _publish(tmp_path) == 3
+
+
+def test_lineage_json_cannot_be_smuggled_in_as_a_file(tmp_path):
+    with pytest.raises(PublishError, match="lineage.json"):
+        publish_model_version(str(tmp_path), {"lineage.json": b"{}"}, _lineage(), CONFIG_KWARGS)
+    assert ModelRepository(str(tmp_path)).list_versions() == []
+
+
+def test_rollback_to_missing_version_is_a_clear_error(tmp_path):
+    _publish(tmp_path)
+    with pytest.raises(LookupError, match="fraud-classifier/7 does not exist"):
+        ModelRepository(str(tmp_path)).set_served_version(7)
+
+
+def test_read_lineage_before_any_publish_says_so(tmp_path):
+    with pytest.raises(LookupError, match="no version"):
+        ModelRepository(str(tmp_path)).read_lineage()
+
+
+def test_s3_without_credentials_fails_at_once(monkeypatch):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(StorageError, match="no S3 credentials"):
+        S3Store("s3://models/triton")
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_s3_is_a_clear_error(monkeypatch):
+    unused_tcp_port = _closed_port()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{unused_tcp_port}")
+    with pytest.raises(StorageError, match="unreachable"):
+        open_store("s3://models/triton").check()
+
+
+def test_unsupported_uri_is_rejected():
+    with pytest.raises(StorageError, match="unsupported"):
+        open_store("gs://bucket/x")

@@ -1,0 +1,236 @@
+"""Object storage for the model repository: one small interface, a local folder or S3.
+
+Both stores offer the two conditional writes that publishing relies on:
+``create`` (write only if the key does not exist: S3 ``If-None-Match: *``, ``O_EXCL`` locally)
+and ``replace`` (write only if the key still has the tag we read: S3 ``If-Match``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class StorageError(RuntimeError):
+    """The store cannot be used: missing credentials, unreachable endpoint, denied access."""
+
+
+class PreconditionFailed(Exception):
+    """A conditional write lost a race: the key exists, or changed since it was read."""
+
+
+@dataclass(frozen=True)
+class Blob:
+    data: bytes
+    tag: str  # ETag on S3, content hash locally: what `replace` compares against
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+class LocalStore:
+    """A folder. Writes go through a temporary file and ``os.replace``, so readers never
+    see a partial file."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self.uri = str(self.root)
+
+    def check(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.root, os.W_OK):
+            raise StorageError(f"model repository {self.root} is not writable")
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def get(self, key: str) -> Blob | None:
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        return Blob(data, _md5(data))
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return []
+        return sorted(
+            str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file()
+        )
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def create(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError as exc:
+            raise PreconditionFailed(key) from exc
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+
+    def replace(self, key: str, data: bytes, tag: str | None) -> None:
+        """Write ``key`` only if it still has ``tag`` (``None``: only if it does not exist)."""
+        lock_path = self._path(key).with_name(self._path(key).name + ".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = self.get(key)
+            if (current.tag if current else None) != tag:
+                raise PreconditionFailed(key)
+            self.put(key, data)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+class S3Store:
+    """A bucket and prefix on S3 or any S3-compatible service (SeaweedFS locally).
+
+    Endpoint and credentials come from the standard variables (``AWS_ENDPOINT_URL``,
+    ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``). Time-outs and
+    retries are short so that a store that is down fails in seconds, not minutes.
+    """
+
+    def __init__(self, uri: str, *, connect_timeout: float = 3.0, read_timeout: float = 20.0):
+        parsed = urlparse(uri)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise StorageError(f"not an s3://bucket/prefix URI: {uri!r}")
+        self.uri = uri.rstrip("/")
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        import boto3
+        from botocore.config import Config
+
+        session = boto3.session.Session()
+        if session.get_credentials() is None:
+            raise StorageError(
+                "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "(for the local SeaweedFS: `make s3`, then "
+                "`set -a; . .state/s3/credentials.env; set +a`)"
+            )
+        self.endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("S3_ENDPOINT_URL")
+        self._client = session.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            config=Config(
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                retries={"max_attempts": 2, "mode": "standard"},
+                s3={"addressing_style": "path"},
+            ),
+        )
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, what: str, fn, **kwargs):
+        from botocore.exceptions import (
+            ClientError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            ReadTimeoutError,
+        )
+
+        try:
+            return fn(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                raise PreconditionFailed(kwargs.get("Key", "")) from exc
+            if code in ("NoSuchKey", "404") or status == 404 and code != "NoSuchBucket":
+                raise FileNotFoundError(kwargs.get("Key", "")) from exc
+            if code == "NoSuchBucket":
+                raise StorageError(
+                    f"bucket {self.bucket!r} does not exist at {self.endpoint or 'AWS S3'}: "
+                    "create it (the local `make s3` creates `models`)"
+                ) from exc
+            if code in ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied"):
+                raise StorageError(
+                    f"S3 refused the credentials for {what} on {self.uri} ({code}): "
+                    "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+                ) from exc
+            raise StorageError(f"S3 error during {what} on {self.uri}: {code or exc}") from exc
+        except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as exc:
+            raise StorageError(
+                f"S3 endpoint {self.endpoint or 'AWS S3'} is unreachable during {what}: {exc}. "
+                "Is the server up (`make s3`) and AWS_ENDPOINT_URL right?"
+            ) from exc
+        except NoCredentialsError as exc:
+            raise StorageError("no S3 credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from exc
+
+    def check(self) -> None:
+        self._call("a listing", self._client.list_objects_v2, Bucket=self.bucket, MaxKeys=1)
+
+    def get(self, key: str) -> Blob | None:
+        try:
+            obj = self._call(f"reading {key}", self._client.get_object, Bucket=self.bucket, Key=self._key(key))
+        except FileNotFoundError:
+            return None
+        return Blob(obj["Body"].read(), obj["ETag"])
+
+    def list(self, prefix: str) -> list[str]:
+        full = self._key(prefix)
+        keys: list[str] = []
+        token = None
+        while True:
+            kwargs = {"Bucket": self.bucket, "Prefix": full}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call(f"listing {prefix}", self._client.list_objects_v2, **kwargs)
+            start = len(self.prefix) + 1 if self.prefix else 0
+            keys += [obj["Key"][start:] for obj in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return sorted(keys)
+            token = page["NextContinuationToken"]
+
+    def put(self, key: str, data: bytes) -> None:
+        self._call(f"writing {key}", self._client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def create(self, key: str, data: bytes) -> None:
+        self._call(
+            f"creating {key}", self._client.put_object,
+            Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*",
+        )
+
+    def replace(self, key: str, data: bytes, tag: str | None) -> None:
+        extra = {"IfMatch": tag} if tag else {"IfNoneMatch": "*"}
+        self._call(
+            f"replacing {key}", self._client.put_object,
+            Bucket=self.bucket, Key=self._key(key), Body=data, **extra,
+        )
+
+    def delete(self, key: str) -> None:
+        self._call(f"deleting {key}", self._client.delete_object, Bucket=self.bucket, Key=self._key(key))
+
+
+def open_store(uri: str) -> LocalStore | S3Store:
+    """``s3://bucket/prefix`` -> S3Store, anything else -> LocalStore (a folder)."""
+    if uri.startswith("s3://"):
+        return S3Store(uri)
+    if "://" in uri:
+        raise StorageError(f"unsupported model repository URI {uri!r}: use s3://bucket/prefix or a folder")
+    return LocalStore(uri)
