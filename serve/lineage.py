@@ -1,0 +1,126 @@
+"""Trace a model version, or a saved Triton response, back to the Metaflow run that made it.
+
+    python -m serve.lineage                      # the version config.pbtxt serves
+    python -m serve.lineage --version 3
+    python -m serve.lineage --response out.json  # a response saved by `serve.client --save`
+
+Prints the run pathspec, its parameters, metrics and dataset fingerprint, then proves the
+link: the run is loaded through the Metaflow client, and its dataset fingerprint and model
+checkpoint must equal what lineage.json records for the published version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from fraudml.repository import ModelRepository
+from fraudml.storage import StorageError
+
+from serve.settings import Settings
+
+
+@dataclass
+class Verification:
+    ok: bool
+    checks: list[tuple[str, bool, str]]  # (what, passed, detail)
+
+
+def lineage_line(lineage: dict[str, Any]) -> str:
+    """``fraud-classifier/<version> -> FraudClassifierTreeSelection/<run id>``"""
+    return f"{lineage['model_name']}/{lineage['version']} -> {lineage['pathspec']}"
+
+
+def verify_run(lineage: dict[str, Any], model_file_bytes: bytes | None = None) -> Verification:
+    """Load the run named by ``lineage`` through the Metaflow client and compare it with lineage.json."""
+    from metaflow import Run, namespace
+
+    namespace(None)  # the run may belong to another user or a production namespace
+    checks: list[tuple[str, bool, str]] = []
+    try:
+        run = Run(lineage["pathspec"])
+    except Exception as exc:  # noqa: BLE001 - Metaflow raises several kinds; all mean "not found here"
+        return Verification(False, [("run loads through the Metaflow client", False,
+                                     f"{type(exc).__name__}: {exc} (is METAFLOW_HOME/datastore the one that ran it?)")])
+    checks.append(("run loads through the Metaflow client", True, f"{run.pathspec}, finished {run.finished_at}"))
+    checks.append(("run finished successfully", bool(run.successful), ""))
+    data = run.data
+    fp = getattr(data, "dataset_fingerprint", None)
+    want = lineage.get("dataset", {}).get("fingerprint")
+    checks.append(("dataset fingerprint matches", fp == want and want is not None, f"{fp}"))
+    if model_file_bytes is not None:
+        ckpt = getattr(data, "model_checkpoint", None)
+        same = ckpt is not None and hashlib.sha256(ckpt).digest() == hashlib.sha256(model_file_bytes).digest()
+        checks.append(("published model file == the run's model_checkpoint artifact", same,
+                       "sha256:" + hashlib.sha256(model_file_bytes).hexdigest()[:16] + "…"))
+    return Verification(all(ok for _, ok, _ in checks), checks)
+
+
+def _model_file(repo: ModelRepository, lineage: dict[str, Any]) -> bytes | None:
+    name = next((n for n in lineage.get("files", {}) if n != "lineage.json"), None)
+    if name is None:
+        return None
+    blob = repo.store.get(repo._k(lineage["version"], name))
+    return blob.data if blob else None
+
+
+def describe(lineage: dict[str, Any]) -> str:
+    ds = lineage.get("dataset", {})
+    lines = [
+        lineage_line(lineage),
+        f"  published   {lineage.get('published_at')} to {lineage.get('model_repository')}",
+        f"  family      {lineage.get('family')}  threshold {lineage.get('threshold')}",
+        f"  dataset     {ds.get('source')}  rows {ds.get('rows')}  {ds.get('fingerprint')}",
+        f"  code        {lineage.get('code_version')}",
+        "  metrics     " + ", ".join(f"{k}={v:.4f}" for k, v in lineage.get("metrics", {}).items()
+                                     if isinstance(v, int | float)),
+        "  parameters  " + ", ".join(f"{k}={v}" for k, v in lineage.get("parameters", {}).items()),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(prog="python -m serve.lineage", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-repo", default=settings.model_repo, help="default: %(default)s")
+    parser.add_argument("--model-name", default=settings.model_name, help="default: %(default)s")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int, help="a published version (default: the served one)")
+    which.add_argument("--response", help="a JSON response saved by `python -m serve.client --save FILE`")
+    parser.add_argument("--no-verify", action="store_true", help="do not load the run through Metaflow")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+
+    version, name = args.version, args.model_name
+    if args.response:
+        with open(args.response) as fh:
+            saved = json.load(fh)
+        version, name = int(saved["model_version"]), saved["model_name"]
+    try:
+        repo = ModelRepository(args.model_repo, name)
+        lineage = repo.read_lineage(version)
+        verification = None if args.no_verify else verify_run(lineage, _model_file(repo, lineage))
+    except (StorageError, LookupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        out = {"lineage": lineage}
+        if verification:
+            out["verification"] = {"ok": verification.ok,
+                                   "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in verification.checks]}
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        print(describe(lineage))
+        if verification:
+            for what, ok, detail in verification.checks:
+                print(f"  [{'ok' if ok else 'FAIL'}] {what}" + (f": {detail}" if detail else ""))
+    return 0 if verification is None or verification.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

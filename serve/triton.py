@@ -1,0 +1,568 @@
+"""Local Triton: the real ``tritonserver`` bundled in the nvidia-pytriton wheel (DESIGN §2).
+
+Only the binary of the wheel is used. The launcher copies the bundle into the state folder,
+adds the Python backend stub built for this interpreter and our Python-based ``fil`` backend
+(``serve/backends/fil``), and runs it bound to 127.0.0.1 with explicit model control, so a
+new version is loaded only when asked (``load_model``).
+
+    python -m serve.triton start  --model-repo s3://models/triton --state-dir .state/triton
+    python -m serve.triton status --state-dir .state/triton
+    python -m serve.triton load   --state-dir .state/triton [--model fraud-classifier]
+    python -m serve.triton stop   --state-dir .state/triton
+
+An ``s3://bucket/prefix`` repository is read from ``AWS_ENDPOINT_URL`` with
+``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_DEFAULT_REGION`` (for the local S3:
+``set -a; . .state/s3/credentials.env; set +a``); a plain path is a local repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from fraudml.tritonconfig import MODEL_NAME
+
+from serve.ports import pid_alive, port_in_use, read_pid, terminate
+from serve.settings import Settings
+
+PID_FILE = "tritonserver.pid"
+LOG_FILE = "tritonserver.log"
+LAUNCH_FILE = "launch.json"
+BACKEND_SOURCE = Path(__file__).resolve().parent / "backends" / "fil"
+MODEL_CONTROL_MODES = ("explicit", "poll", "none")
+
+
+class TritonError(RuntimeError):
+    """Triton cannot be started, reached, or cannot load a model; the message says why."""
+
+
+# -- locating the bundle ------------------------------------------------------------------------
+def bundle_paths() -> tuple[Path, Path]:
+    """(tritonserver bundle folder, folder of its shared libraries) inside nvidia-pytriton."""
+    try:
+        import pytriton
+    except ImportError:
+        raise TritonError(
+            "the nvidia-pytriton package is not installed; it bundles tritonserver (`make venv`)"
+        ) from None
+    root = Path(pytriton.__file__).resolve().parent
+    bundle = root / "tritonserver"
+    libs = root.parent / "nvidia_pytriton.libs"
+    if not (bundle / "bin" / "tritonserver").is_file():
+        raise TritonError(f"{bundle}/bin/tritonserver is missing: reinstall nvidia-pytriton")
+    return bundle, libs
+
+
+def python_libdir() -> str:
+    """Folder with libpython3.x.so of the running interpreter (the stub and backend need it)."""
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    name = f"libpython{sys.version_info.major}.{sys.version_info.minor}.so.1.0"
+    if not (Path(libdir) / name).exists():
+        raise TritonError(
+            f"{name} was not found in {libdir!r}: the Python backend stub needs a Python built "
+            "with --enable-shared (pyenv: PYTHON_CONFIGURE_OPTS=--enable-shared)"
+        )
+    return libdir
+
+
+# -- repository URIs ----------------------------------------------------------------------------
+def triton_repository_uri(model_repo: str, endpoint_url: str | None) -> str:
+    """``s3://bucket/prefix`` + endpoint -> Triton's ``s3://http://host:port/bucket/prefix``;
+    a local folder -> its absolute path."""
+    if model_repo.startswith(("s3://http://", "s3://https://")):
+        return model_repo.rstrip("/")
+    if model_repo.startswith("s3://"):
+        rest = model_repo[len("s3://") :].strip("/")
+        if not rest:
+            raise TritonError(f"{model_repo!r} names no bucket; use s3://bucket/prefix")
+        if not endpoint_url:
+            return f"s3://{rest}"  # AWS S3 itself
+        parts = urlsplit(endpoint_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise TritonError(f"AWS_ENDPOINT_URL={endpoint_url!r} is not an http(s)://host:port URL")
+        return f"s3://{parts.scheme}://{parts.netloc}/{rest}"
+    path = Path(model_repo).expanduser().absolute()
+    if not path.is_dir():
+        raise TritonError(f"model repository folder {path} does not exist")
+    return str(path)
+
+
+def _split_s3(model_repo: str) -> tuple[str, str]:
+    rest = model_repo[len("s3://") :]
+    if rest.startswith(("http://", "https://")):
+        rest = rest.split("://", 1)[1].split("/", 1)[1]
+    bucket, _, prefix = rest.strip("/").partition("/")
+    return bucket, prefix.strip("/")
+
+
+def check_s3_repository(model_repo: str, env: Mapping[str, str], models: Iterable[str]) -> None:
+    """Fail fast with a clear message when an S3 repository cannot serve ``models``."""
+    if not (env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")):
+        raise TritonError(
+            f"the model repository {model_repo} is on S3 but AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+            "are not set; for the local S3 run `set -a; . .state/s3/credentials.env; set +a` "
+            "(`make serve` does this) or export your own credentials"
+        )
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    endpoint = env.get("AWS_ENDPOINT_URL") or None
+    if model_repo.startswith(("s3://http://", "s3://https://")):
+        scheme, rest = model_repo[len("s3://") :].split("://", 1)
+        endpoint = f"{scheme}://{rest.split('/', 1)[0]}"
+    bucket, prefix = _split_s3(model_repo)
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=3, read_timeout=5, s3={"addressing_style": "path"}),
+    )
+    for model in models:
+        key = f"{prefix}/{model}/config.pbtxt" if prefix else f"{model}/config.pbtxt"
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchKey", "NotFound"):
+                raise TritonError(
+                    f"s3://{bucket}/{key} does not exist: no model {model!r} has been published to "
+                    f"{model_repo} yet (run the training flow, `make train`)"
+                ) from None
+            if code in ("403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"):
+                raise TritonError(f"S3 rejected the credentials for s3://{bucket} ({code}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from None
+            raise TritonError(f"S3 error reading s3://{bucket}/{key}: {code} {e}") from None
+        except BotoCoreError as e:
+            raise TritonError(f"S3 endpoint {endpoint or 'AWS'} is unreachable ({e}); is the local S3 running (`make s3`)?") from None
+
+
+def relevant_log_lines(text: str, limit: int = 40) -> str:
+    """The lines of a Triton log that explain a failure (errors, Python tracebacks)."""
+    lines = text.splitlines()
+    keep: list[str] = []
+    in_traceback = False
+    for line in lines:
+        if re.match(r"^E\d{4} ", line) or "Traceback" in line or re.search(r"\b(error|failed|Error|Exception)\b", line):
+            keep.append(line)
+            in_traceback = "Traceback" in line
+        elif in_traceback and (line.startswith((" ", "\t")) or re.match(r"^\w+(\.\w+)*(Error|Exception)", line)):
+            keep.append(line)
+        else:
+            in_traceback = False
+    keep = [k for k in keep if "NVML" not in k and "DCGM" not in k and "CUDA driver" not in k]
+    return "\n".join(keep[-limit:]) if keep else "\n".join(lines[-15:])
+
+
+# -- the server -----------------------------------------------------------------------------------
+class TritonServer:
+    """A bundled ``tritonserver`` with its copy, pid file and log in ``state_dir``."""
+
+    def __init__(
+        self,
+        model_repository: str | Path,
+        *,
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        state_dir: str | Path,
+        env: Mapping[str, str] | None = None,
+        load_models: Iterable[str] = (MODEL_NAME,),
+        model_control: str = "explicit",
+        host: str = "127.0.0.1",
+        fil_cache_dir: str | Path | None = None,
+        log_verbose: int = 0,
+    ):
+        if model_control not in MODEL_CONTROL_MODES:
+            raise ValueError(f"model_control must be one of {MODEL_CONTROL_MODES}")
+        self.model_repository = str(model_repository)
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.state_dir = Path(state_dir).absolute()
+        self.extra_env = dict(env or {})
+        self.load_models = tuple(load_models)
+        self.model_control = model_control
+        self.host = host
+        self.fil_cache_dir = Path(fil_cache_dir).absolute() if fil_cache_dir else None
+        self.log_verbose = log_verbose
+        self.startup_seconds: float | None = None
+        self._popen: subprocess.Popen | None = None
+        self._shm_prefix: str | None = None
+
+    # -- addresses ------------------------------------------------------------------------------
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / PID_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / LOG_FILE
+
+    def pid(self) -> int | None:
+        return read_pid(self.pid_file, must_contain=str(self.state_dir))
+
+    def is_running(self) -> bool:
+        return self.pid() is not None
+
+    # -- preparing ------------------------------------------------------------------------------
+    def _environment(self) -> dict[str, str]:
+        env = {**os.environ, **self.extra_env}
+        for key in ("PYTHONPATH", "PYTHONHOME"):
+            env.pop(key, None)  # the stub's embedded Python ignores PYTHONPATH; do not pretend
+        # The stub finds its Python prefix from the first `python3` on PATH: the venv's bin
+        # (not resolved through symlinks) makes it use the venv's site-packages.
+        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "/usr/bin:/bin")])
+        _, libs = bundle_paths()
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in [python_libdir(), str(libs), env.get("LD_LIBRARY_PATH", "")] if p
+        )
+        if self.fil_cache_dir is not None:
+            env["FIL_CACHE_DIR"] = str(self.fil_cache_dir)
+        else:
+            env.setdefault("FIL_CACHE_DIR", str(self.state_dir / "fil-cache"))
+        return env
+
+    def _prepare_server_dir(self) -> Path:
+        """Copy the bundle (once per bundle version) and our backend (every start)."""
+        bundle, _ = bundle_paths()
+        server = self.state_dir / "server"
+        marker = server / ".bundle"
+        stamp = f"{bundle} {(bundle / 'bin' / 'tritonserver').stat().st_mtime_ns}"
+        if not marker.is_file() or marker.read_text() != stamp:
+            shutil.rmtree(server, ignore_errors=True)
+            shutil.copytree(bundle, server, ignore=shutil.ignore_patterns("python_backend_stubs", "__pycache__"))
+            stub = bundle / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}" / "triton_python_backend_stub"
+            if not stub.is_file():
+                raise TritonError(f"nvidia-pytriton has no Python backend stub for Python {sys.version_info[:2]} ({stub})")
+            shutil.copy2(stub, server / "backends" / "python" / "triton_python_backend_stub")
+            marker.write_text(stamp)
+        fil = server / "backends" / "fil"
+        shutil.rmtree(fil, ignore_errors=True)
+        fil.mkdir(parents=True)
+        for source in BACKEND_SOURCE.glob("*.py"):
+            shutil.copy2(source, fil / source.name)
+        return server
+
+    def command(self, server_dir: Path, repository_uri: str) -> list[str]:
+        args = [
+            str(server_dir / "bin" / "tritonserver"),
+            f"--model-repository={repository_uri}",
+            f"--backend-directory={server_dir / 'backends'}",
+            f"--cache-directory={server_dir / 'caches'}",
+            "--disable-auto-complete-config",  # the config is complete; saves a 1.2 s stub start
+            f"--model-control-mode={self.model_control}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-gpu-metrics=false",
+            "--exit-timeout-secs=10",
+            f"--log-verbose={self.log_verbose}",
+            # a unique prefix, so several servers on one machine never share Python backend shm
+            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+        ]
+        if self.model_control == "explicit":
+            args += [f"--load-model={name}" for name in self.load_models]
+        elif self.model_control == "poll":
+            args.append("--repository-poll-secs=2")
+        return args
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self, timeout: float = 120.0) -> TritonServer:
+        """Start Triton and wait until it and every model in ``load_models`` are ready.
+
+        Raises:
+            TritonError: bundle missing, ports busy, S3 credentials missing or rejected, a
+                model failing to load (with the log lines that say why), or not ready in time.
+        """
+        if self.is_running():
+            self._load_launch()
+            self.wait_ready(timeout)
+            return self
+        env = self._environment()
+        repository_uri = triton_repository_uri(self.model_repository, env.get("AWS_ENDPOINT_URL"))
+        if repository_uri.startswith("s3://"):
+            check_s3_repository(repository_uri, env, self.load_models if self.model_control == "explicit" else ())
+        for name, port in (("HTTP", self.http_port), ("gRPC", self.grpc_port), ("metrics", self.metrics_port)):
+            if port_in_use(port, self.host):
+                raise TritonError(
+                    f"{name} port {port} on {self.host} is already in use; choose another "
+                    f"(--{name.lower()}-port / TRITON_{name.upper()}_PORT) or stop what listens there"
+                )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        server_dir = self._prepare_server_dir()
+        Path(env["FIL_CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
+        self._shm_prefix = f"fraudml_{secrets.token_hex(4)}"
+        args = self.command(server_dir, repository_uri)
+        self.log_file.write_text("")
+        started = time.monotonic()
+        with open(self.log_file, "ab") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(args)}\n".encode())
+            log.flush()
+            self._popen = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.state_dir,
+                env=env,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{self._popen.pid}\n")
+        (self.state_dir / LAUNCH_FILE).write_text(
+            json.dumps(
+                {
+                    "model_repository": self.model_repository,
+                    "host": self.host,
+                    "http_port": self.http_port,
+                    "grpc_port": self.grpc_port,
+                    "metrics_port": self.metrics_port,
+                    "load_models": list(self.load_models),
+                    "model_control": self.model_control,
+                    "shm_prefix": self._shm_prefix,
+                },
+                indent=2,
+            )
+        )
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def _load_launch(self) -> None:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            launch = json.loads((self.state_dir / LAUNCH_FILE).read_text())
+            self.host = launch["host"]
+            self.http_port, self.grpc_port, self.metrics_port = launch["http_port"], launch["grpc_port"], launch["metrics_port"]
+            self.load_models = tuple(launch["load_models"])
+            self.model_repository = launch["model_repository"]
+            self.model_control = launch["model_control"]
+            self._shm_prefix = launch.get("shm_prefix")
+
+    def _http(self, method: str, path: str, body: bytes | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
+        request = urllib.request.Request(self.http_url + path, data=body, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def is_ready(self) -> bool:
+        try:
+            status, _ = self._http("GET", "/v2/health/ready", timeout=1.0)
+        except OSError:
+            return False
+        return status == 200
+
+    def model_ready(self, name: str, version: int | None = None) -> bool:
+        path = f"/v2/models/{quote(name)}" + (f"/versions/{version}" if version else "") + "/ready"
+        try:
+            status, _ = self._http("GET", path, timeout=1.0)
+        except OSError:
+            return False
+        return status == 200
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Poll until the server and its ``load_models`` are ready (or it exits)."""
+        deadline = time.monotonic() + timeout
+        pid = self._popen.pid if self._popen is not None else self.pid()
+        while True:
+            exited = self._popen.poll() is not None if self._popen is not None else (pid is None or not pid_alive(pid))
+            if exited:
+                raise TritonError(self._failure_message("tritonserver exited during start-up"))
+            models = self.load_models if self.model_control == "explicit" else ()
+            if self.is_ready() and all(self.model_ready(m) for m in models):
+                return
+            if time.monotonic() > deadline:
+                raise TritonError(self._failure_message(f"tritonserver was not ready within {timeout:.0f} s"))
+            time.sleep(0.05)
+
+    def _failure_message(self, headline: str, log_text: str | None = None) -> str:
+        if log_text is None:
+            try:
+                log_text = self.log_file.read_text(errors="replace")
+            except FileNotFoundError:
+                log_text = ""
+        return f"{headline}; from {self.log_file}:\n{relevant_log_lines(log_text)}"
+
+    def load_model(self, name: str = MODEL_NAME, timeout: float = 120.0) -> None:
+        """Ask Triton to (re)load ``name`` from the repository: the versions its config
+        names are loaded, then swapped in; on failure the previous versions keep serving.
+
+        Raises:
+            TritonError: the load failed (Triton's message and the log lines that explain it).
+        """
+        offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        try:
+            status, body = self._http("POST", f"/v2/repository/models/{quote(name)}/load", b"{}", timeout=timeout)
+        except OSError as e:
+            raise TritonError(f"Triton at {self.http_url} is not reachable: {e}") from None
+        if status != 200:
+            try:
+                message = json.loads(body).get("error", body.decode(errors="replace"))
+            except ValueError:
+                message = body.decode(errors="replace")
+            new_log = ""
+            with contextlib.suppress(FileNotFoundError), open(self.log_file, "rb") as f:
+                f.seek(offset)
+                new_log = f.read().decode(errors="replace")
+            raise TritonError(self._failure_message(f"loading model {name!r} failed: {message}", new_log))
+
+    def unload_model(self, name: str = MODEL_NAME) -> None:
+        status, body = self._http("POST", f"/v2/repository/models/{quote(name)}/unload", b"{}", timeout=30)
+        if status != 200:
+            raise TritonError(f"unloading model {name!r} failed: {body.decode(errors='replace')}")
+
+    def repository_index(self) -> list[dict]:
+        """Triton's view of the repository: name, version, state, reason per model version."""
+        status, body = self._http("POST", "/v2/repository/index", b"{}", timeout=5)
+        if status != 200:
+            raise TritonError(f"repository index failed: {body.decode(errors='replace')}")
+        return json.loads(body)
+
+    def stop(self, timeout: float = 20.0) -> bool:
+        """Stop the server of this state folder; False if none was running."""
+        pid = self.pid()
+        if pid is None and self._popen is not None and self._popen.poll() is None:
+            pid = self._popen.pid
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        if self._shm_prefix is None:
+            self._load_launch()
+        popen = self._popen if self._popen is not None and self._popen.pid == pid else None
+        terminate(pid, timeout=timeout, popen=popen)
+        self._popen = None
+        self.pid_file.unlink(missing_ok=True)
+        if self._shm_prefix:  # a killed server leaves its Python backend shared memory behind
+            for path in glob.glob(f"/dev/shm/{self._shm_prefix}*"):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        return True
+
+    def status(self) -> dict[str, object]:
+        pid = self.pid()
+        if pid is not None:
+            self._load_launch()
+        info: dict[str, object] = {
+            "running": pid is not None,
+            "pid": pid,
+            "ready": pid is not None and self.is_ready(),
+            "model_repository": self.model_repository,
+            "http_url": self.http_url,
+            "grpc_url": self.grpc_url,
+            "metrics_url": self.metrics_url,
+            "log_file": str(self.log_file),
+        }
+        if info["ready"]:
+            with contextlib.suppress(TritonError, OSError, ValueError):
+                info["models"] = self.repository_index()
+        return info
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(prog="python -m serve.triton", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["start", "stop", "status", "load"])
+    parser.add_argument("--model-repo", default=settings.model_repo, help="s3://bucket/prefix or a folder (MODEL_REPO)")
+    parser.add_argument("--state-dir", default=str(settings.state_dir / "triton"), help="server copy, pid, log")
+    parser.add_argument("--http-port", type=int, default=settings.triton.http_port)
+    parser.add_argument("--grpc-port", type=int, default=settings.triton.grpc_port)
+    parser.add_argument("--metrics-port", type=int, default=settings.triton.metrics_port)
+    parser.add_argument("--model", action="append", help=f"model to load (repeatable; default {settings.model_name})")
+    parser.add_argument("--model-control", choices=MODEL_CONTROL_MODES, default="explicit")
+    parser.add_argument("--fil-cache-dir", default=os.environ.get("FIL_CACHE_DIR"), help="compiled-model cache (FIL_CACHE_DIR)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
+    args = parser.parse_args(argv)
+
+    server = TritonServer(
+        args.model_repo,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        state_dir=args.state_dir,
+        load_models=args.model or (settings.model_name,),
+        model_control=args.model_control,
+        host=settings.triton.host,
+        fil_cache_dir=args.fil_cache_dir or settings.state_dir / "fil-cache",
+    )
+    try:
+        if args.command == "start":
+            was_running = server.is_running()
+            server.start(timeout=args.timeout)
+            if was_running:
+                print(f"Triton already running (pid {server.pid()})")
+            else:
+                print(f"Triton ready in {server.startup_seconds:.1f} s (pid {server.pid()}), models: {', '.join(server.load_models)}")
+            print(f"  HTTP    {server.http_url}")
+            print(f"  gRPC    {server.grpc_url}")
+            print(f"  metrics {server.metrics_url}")
+            print(f"  log     {server.log_file}")
+        elif args.command == "stop":
+            print("Triton stopped" if server.stop() else "Triton was not running")
+        elif args.command == "status":
+            st = server.status()
+            if not st["running"]:
+                print(f"Triton not running (state dir {server.state_dir})")
+                return 1
+            print(f"Triton running (pid {st['pid']}, {'ready' if st['ready'] else 'NOT ready'}) on {st['model_repository']}")
+            print(f"  HTTP {st['http_url']}  gRPC {st['grpc_url']}  metrics {st['metrics_url']}")
+            for m in st.get("models", []):
+                reason = f" ({m['reason']})" if m.get("reason") else ""
+                print(f"  {m.get('name')}/{m.get('version', '-')}: {m.get('state', '?')}{reason}")
+            return 0 if st["ready"] else 1
+        elif args.command == "load":
+            if not server.is_running():
+                print(f"error: Triton is not running (state dir {server.state_dir}); start it first", file=sys.stderr)
+                return 1
+            server._load_launch()
+            for name in args.model or (settings.model_name,):
+                started = time.monotonic()
+                server.load_model(name)
+                print(f"loaded {name} in {time.monotonic() - started:.2f} s")
+    except TritonError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

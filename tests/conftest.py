@@ -1,0 +1,86 @@
+"""Shared fixtures: real servers on free ports, waited for by polling, always stopped.
+
+* ``free_port`` -> a function returning a free TCP port on 127.0.0.1.
+* ``s3_server`` (session) -> a running :class:`serve.s3.SeaweedS3`; ``s3_server.env()``
+  gives the AWS_* variables for it, ``s3_server.client()`` a boto3 client.
+* ``fil_cache_dir`` (session) -> the compiled-model cache shared by the session's Tritons.
+* ``triton_factory`` (session) -> ``triton_factory(model_repository, **kwargs)`` starts a
+  :class:`serve.triton.TritonServer` on free ports and returns it ready; every server it
+  started is stopped when the session ends (``server.stop()`` stops one earlier).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from serve.ports import free_port as _free_port
+from serve.ports import free_ports
+from serve.s3 import SeaweedS3
+from serve.triton import TritonServer
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    """A function returning a free TCP port on 127.0.0.1."""
+    return _free_port
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A real SeaweedFS S3 gateway on a free port with its own credentials and bucket "models"."""
+    server = SeaweedS3(tmp_path_factory.mktemp("s3"), port=_free_port(), bucket="models")
+    server.start(timeout=60)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def fil_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fil-cache")
+
+
+@pytest.fixture(scope="session")
+def triton_factory(
+    tmp_path_factory: pytest.TempPathFactory, fil_cache_dir: Path
+) -> Iterator[Callable[..., TritonServer]]:
+    """``triton_factory(model_repository, *, env=None, fil_compile=True, timeout=120, **kwargs)``.
+
+    ``kwargs`` go to :class:`TritonServer` (``load_models``, ``model_control``, ...);
+    ``fil_compile=False`` makes the local ``fil`` backend serve with Treelite GTIL only.
+    """
+    started: list[TritonServer] = []
+    counter = itertools.count()
+
+    def start(
+        model_repository: str | Path,
+        *,
+        env: dict[str, str] | None = None,
+        fil_compile: bool = True,
+        timeout: float = 120.0,
+        **kwargs,
+    ) -> TritonServer:
+        http_port, grpc_port, metrics_port = free_ports(3)
+        server = TritonServer(
+            str(model_repository),
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            state_dir=tmp_path_factory.mktemp(f"triton{next(counter)}"),
+            env={**(env or {}), "FIL_COMPILE": "1" if fil_compile else "0"},
+            fil_cache_dir=kwargs.pop("fil_cache_dir", fil_cache_dir),
+            **kwargs,
+        )
+        started.append(server)
+        return server.start(timeout=timeout)
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()

@@ -1,0 +1,212 @@
+"""End to end on real parts: flow -> SeaweedFS S3 -> Triton -> response -> lineage -> run.
+
+Then, on the same running Triton: a new version and a rollback while a request loop runs
+(zero failed requests), a corrupt version refused (the old one keeps serving), and two
+concurrent publishes to S3 getting two distinct complete versions.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fraudml.data import generate_dataset
+from fraudml.features import FeatureTransform
+from fraudml.repository import ModelRepository, publish_model_version
+from fraudml.rollout import RolloutError, roll_out
+from serve.client import ClientError, infer
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _run(cmd: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def e2e(s3_server, tmp_path_factory):
+    """The real flow trained on a tiny dataset and published to a fresh prefix on the real S3."""
+    work = tmp_path_factory.mktemp("e2e")
+    csv = work / "tiny.csv"
+    generate_dataset(rows=6000, fraud_rate=0.02, seed=3).to_csv(csv, index=False)
+    repo_uri = f"s3://models/e2e-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        **s3_server.env(),
+        "USERNAME": "tester",
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(work / "mf"),
+        "METAFLOW_S3_TRANSIENT_RETRY_COUNT": "0",
+        "MODEL_REPO": repo_uri,
+    }
+    _run([sys.executable, "train/flow.py", "--quiet", "run", "--data", str(csv), "--models", "random_forest,lightgbm",
+          "--cv-folds", "2", "--n-iter", "1", "--model-repo", repo_uri], env, timeout=600)
+    return {"csv": csv, "repo_uri": repo_uri, "env": env}
+
+
+@pytest.fixture(scope="module")
+def triton(e2e, triton_factory, s3_server):
+    return triton_factory(e2e["repo_uri"], env=s3_server.env())
+
+
+def _rows(e2e, n: int = 64) -> tuple[np.ndarray, dict]:
+    lineage = ModelRepository(e2e["repo_uri"]).read_lineage()
+    df = generate_dataset(rows=6000, fraud_rate=0.02, seed=3)
+    x = FeatureTransform.from_dict(lineage["feature_transform"]).transform(df.head(n))
+    return x, lineage
+
+
+def test_flow_published_version_1_with_lineage(e2e, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", e2e["env"]["AWS_ENDPOINT_URL"])
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", e2e["env"]["AWS_ACCESS_KEY_ID"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", e2e["env"]["AWS_SECRET_ACCESS_KEY"])
+    repo = ModelRepository(e2e["repo_uri"])
+    assert repo.served_version() == 1
+    lineage = repo.read_lineage(1)
+    assert lineage["pathspec"].startswith("FraudClassifierTreeSelection/")
+    assert lineage["dataset"]["fingerprint"].startswith("sha256:")
+    assert lineage["family"] in ("random_forest", "lightgbm")
+    assert 0.0 < lineage["threshold"] < 1.0
+    assert [v.status for v in repo.list_versions()] == ["complete"]
+
+
+def test_triton_answers_like_the_runs_model_and_lineage_leads_back(e2e, triton, monkeypatch):
+    for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(k, e2e["env"][k])
+    x, lineage = _rows(e2e)
+    for protocol, url in (("http", triton.http_url), ("grpc", triton.grpc_url)):
+        answer = infer(x, url=url, protocol=protocol, model_name="fraud-classifier")
+        assert (answer.model_name, answer.model_version) == ("fraud-classifier", 1)
+        assert answer.probabilities.shape == (64,)
+        assert np.all((answer.probabilities >= 0) & (answer.probabilities <= 1))
+
+    # The client CLI: answer + lineage line; then the lineage CLI proves the run behind it.
+    env = {**e2e["env"], "TRITON_HTTP_PORT": str(triton.http_port), "TRITON_GRPC_PORT": str(triton.grpc_port)}
+    saved = e2e["csv"].parent / "response.json"
+    out = _run([sys.executable, "-m", "serve.client", "--data", str(e2e["csv"]), "--rows", "6",
+                "--save", str(saved)], env).stdout
+    assert f"fraud-classifier/1 -> {lineage['pathspec']}" in out
+    response = json.loads(saved.read_text())
+    assert response["model_version"] == 1 and len(response["rows"]) == 6
+
+    proof = json.loads(_run([sys.executable, "-m", "serve.lineage", "--response", str(saved), "--json"], env).stdout)
+    assert proof["lineage"]["pathspec"] == lineage["pathspec"]
+    assert proof["verification"]["ok"], proof["verification"]
+    checks = {c["check"] for c in proof["verification"]["checks"] if c["ok"]}
+    assert "dataset fingerprint matches" in checks
+    assert "published model file == the run's model_checkpoint artifact" in checks
+
+
+class RequestLoop(threading.Thread):
+    """Sequential one-row requests until stopped (bounded by count and time)."""
+
+    def __init__(self, url: str, row: np.ndarray, max_requests: int = 20000, max_seconds: float = 60):
+        super().__init__(daemon=True)
+        self.url, self.row = url, row
+        self.max_requests, self.max_seconds = max_requests, max_seconds
+        self.versions: list[int] = []
+        self.failures: list[str] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop_event.is_set() and len(self.versions) < self.max_requests and time.monotonic() < deadline:
+            try:
+                self.versions.append(infer(self.row, url=self.url, model_name="fraud-classifier").model_version)
+            except ClientError as exc:
+                self.failures.append(str(exc))
+
+    def wait_for_version(self, version: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.versions and self.versions[-1] == version:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"Triton never served version {version}; last seen {self.versions[-5:]}")
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=30)
+
+
+def _publish_copy_of(repo: ModelRepository, version: int, **lineage_changes) -> int:
+    lineage = repo.read_lineage(version)
+    files = {name: repo.store.get(repo._k(version, name)).data for name in lineage["files"]}
+    record = {k: v for k, v in lineage.items() if k not in ("version", "files", "published_at", "triton_config")}
+    return repo.publish(files, {**record, **lineage_changes}, lineage["triton_config"])
+
+
+def test_new_version_rollback_and_refused_version_without_a_failed_request(e2e, triton, monkeypatch):
+    for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(k, e2e["env"][k])
+    repo = ModelRepository(e2e["repo_uri"])
+    x, _ = _rows(e2e, 1)
+    loop = RequestLoop(triton.http_url, x)
+    loop.start()
+    try:
+        loop.wait_for_version(1)
+        previous = repo.served_version()
+        new = _publish_copy_of(repo, 1, note="republished by the hot-swap test")
+        roll_out(repo, [triton.http_url], previous)
+        loop.wait_for_version(new)
+
+        env = {**e2e["env"], "TRITON_HTTP_PORT": str(triton.http_port)}
+        _run([sys.executable, "-m", "serve.models", "rollback", "--version", "1"], env)
+        loop.wait_for_version(1)
+        assert repo.served_version() == 1
+
+        # A corrupt model: the load is refused, the pointer goes back, version 1 keeps serving.
+        lineage = repo.read_lineage(1)
+        record = {k: v for k, v in lineage.items() if k not in ("version", "files", "published_at", "triton_config")}
+        bad = repo.publish({"checkpoint.tl": b"not a treelite checkpoint"}, record, lineage["triton_config"])
+        with pytest.raises(RolloutError, match="refused to load"):
+            roll_out(repo, [triton.http_url], previous=1)
+        assert repo.served_version() == 1
+        statuses = {v.version: v.status for v in repo.list_versions()}
+        assert statuses[bad] == "rejected"
+        time.sleep(0.5)  # let the loop make more requests after the refused load
+        loop.wait_for_version(1)
+    finally:
+        loop.stop()
+    assert loop.failures == [], loop.failures[:3]
+    assert len(loop.versions) > 50
+    seen = [v for i, v in enumerate(loop.versions) if i == 0 or loop.versions[i - 1] != v]
+    assert seen == [1, new, 1], seen
+
+
+def _publish_in_process(args) -> int:
+    uri, env, tag = args
+    os.environ.update(env)
+    return publish_model_version(uri, {"checkpoint.tl": tag.encode()}, {"pathspec": f"F/{tag}"},
+                                 {"model_type": "treelite_checkpoint", "threshold": 0.5})
+
+
+def test_concurrent_publishes_on_s3_get_distinct_complete_versions(s3_server, monkeypatch):
+    uri = f"s3://models/concurrent-{uuid.uuid4().hex[:8]}"
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        versions = pool.map(_publish_in_process, [(uri, s3_server.env(), f"p{i}") for i in range(4)])
+    assert sorted(versions) == [1, 2, 3, 4]
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    repo = ModelRepository(uri)
+    infos = repo.list_versions()
+    assert [i.status for i in infos] == ["complete"] * 4
+    assert repo.served_version() == 4
+    for info in infos:  # every version holds the bytes its own publisher sent
+        tag = repo.read_lineage(info.version)["pathspec"].split("/")[1]
+        assert repo.store.get(repo._k(info.version, "checkpoint.tl")).data == tag.encode()

@@ -1,0 +1,126 @@
+"""Unit tests of the synthetic generator, CSV round trip, fingerprint and the data CLI."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudml.data import (
+    COLUMNS,
+    FEATURES,
+    LABEL,
+    SECONDS_IN_TWO_DAYS,
+    dataset_fingerprint,
+    generate_dataset,
+    load_dataset,
+    main,
+    min_positives_for,
+    write_dataset,
+)
+
+
+def test_same_arguments_give_the_same_frame():
+    """The generator is deterministic for a seed."""
+    a = generate_dataset(5_000, 0.01, seed=11)
+    b = generate_dataset(5_000, 0.01, seed=11)
+    pd.testing.assert_frame_equal(a, b)
+    assert dataset_fingerprint(a) == dataset_fingerprint(b)
+
+
+def test_another_seed_gives_another_frame():
+    """Different seeds give different data."""
+    assert dataset_fingerprint(generate_dataset(2_000, seed=1)) != dataset_fingerprint(generate_dataset(2_000, seed=2))
+
+
+@pytest.mark.parametrize("rows", [1, 10, 4_321])
+def test_shape_columns_and_dtypes(rows):
+    """Rows as asked, the creditcard.csv columns in order, float features and an int label."""
+    df = generate_dataset(rows, 0.01, seed=3)
+    assert df.shape == (rows, len(COLUMNS))
+    assert list(df.columns) == COLUMNS
+    assert all(df[c].dtype == np.float64 for c in FEATURES)
+    assert df[LABEL].dtype == np.int64
+
+
+@pytest.mark.parametrize(("rows", "rate"), [(60_000, 0.002), (10_000, 0.0017), (3_000, 0.05), (500, 0.0)])
+def test_positive_count_is_exact(rows, rate):
+    """Exactly round(rows * fraud_rate) frauds."""
+    df = generate_dataset(rows, rate, seed=5)
+    assert int(df[LABEL].sum()) == round(rows * rate)
+    assert set(df[LABEL].unique()) <= {0, 1}
+
+
+def test_time_spans_two_days_sorted():
+    """Time is in [0, 172800) seconds and sorted, like the public file."""
+    df = generate_dataset(20_000, seed=4)
+    assert df["Time"].min() >= 0 and df["Time"].max() < SECONDS_IN_TWO_DAYS
+    assert df["Time"].is_monotonic_increasing
+    assert df["Time"].max() > 150_000  # the second day is there
+
+
+def test_amount_is_non_negative_and_heavy_tailed():
+    """Amount >= 0 with a long right tail (mean above median, max far above)."""
+    amount = generate_dataset(20_000, seed=4)["Amount"]
+    assert (amount >= 0).all()
+    assert amount.mean() > 1.5 * amount.median()
+    assert amount.max() > 50 * amount.median()
+    assert np.allclose(amount, amount.round(2))
+
+
+@pytest.mark.parametrize(("rows", "rate"), [(0, 0.01), (10, -0.1), (10, 0.5)])
+def test_bad_arguments_raise(rows, rate):
+    """Impossible sizes or rates are refused."""
+    with pytest.raises(ValueError):
+        generate_dataset(rows, rate)
+
+
+def test_csv_round_trip_keeps_content_and_fingerprint(tmp_path):
+    """Written and re-read, the frame and its fingerprint are unchanged."""
+    df = generate_dataset(3_000, 0.01, seed=9)
+    path = write_dataset(df, tmp_path / "sub" / "cc.csv")
+    back = load_dataset(path)
+    pd.testing.assert_frame_equal(back, df)
+    assert dataset_fingerprint(back) == dataset_fingerprint(df)
+
+
+def test_fingerprint_ignores_column_order_and_dtype_but_not_values():
+    """The fingerprint hashes content: column order and int/float do not matter, a value does."""
+    df = generate_dataset(1_000, 0.01, seed=2)
+    fp = dataset_fingerprint(df)
+    assert fp.startswith("sha256:") and len(fp) == len("sha256:") + 64
+    assert dataset_fingerprint(df[list(reversed(COLUMNS))]) == fp
+    assert dataset_fingerprint(df.astype({LABEL: "float64"})) == fp
+    changed = df.copy()
+    changed.loc[17, "V3"] += 1e-6
+    assert dataset_fingerprint(changed) != fp
+    assert dataset_fingerprint(df.iloc[:-1]) != fp
+
+
+def test_min_positives_for_split_and_cv():
+    """Enough frauds for one in the test set and k+1 in every CV training fold."""
+    assert min_positives_for(0.2, 3) == 12
+    assert min_positives_for(0.2, 2) > min_positives_for(0.2, 5) - 5  # sane, positive
+    assert min_positives_for(0.5, 3) > min_positives_for(0.2, 3)
+    with pytest.raises(ValueError):
+        min_positives_for(0.0, 3)
+    with pytest.raises(ValueError):
+        min_positives_for(0.2, 1)
+
+
+def test_cli_generate_then_validate(tmp_path, capsys):
+    """`generate` writes a CSV and prints a summary; `validate` accepts it."""
+    out = tmp_path / "cc.csv"
+    assert main(["generate", "--rows", "3000", "--fraud-rate", "0.01", "--seed", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "3,000 rows" in printed and "30 frauds" in printed and "sha256:" in printed
+    assert main(["validate", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("ok ")
+    pd.testing.assert_frame_equal(load_dataset(out), generate_dataset(3000, 0.01, 1))
+
+
+def test_cli_validate_reports_a_bad_file(tmp_path, capsys):
+    """`validate` exits 1 with a one-line error on stderr."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Time,V1\n0,1\n")
+    assert main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: missing column(s)") and "\n" not in err

@@ -1,0 +1,137 @@
+"""Unit tests of the metrics and threshold selection, on inputs computed by hand."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fraudml.metrics import (
+    average_precision,
+    choose_threshold,
+    confusion,
+    evaluate,
+    pr_curve,
+    recall_at_precision,
+    roc_auc,
+    threshold_metrics,
+)
+
+# Scores descending: 0.8 (fraud), 0.4 (legit), 0.35 (fraud), 0.1 (legit).
+# Operating points (predict fraud for p >= s):
+#   s=0.8:  tp1 fp0 -> P 1.000 R 0.5 F1 0.667
+#   s=0.4:  tp1 fp1 -> P 0.500 R 0.5 F1 0.500
+#   s=0.35: tp2 fp1 -> P 0.667 R 1.0 F1 0.800
+#   s=0.1:  tp2 fp2 -> P 0.500 R 1.0 F1 0.667
+Y = [0, 0, 1, 1]
+P = [0.1, 0.4, 0.35, 0.8]
+
+
+def test_average_precision_and_roc_auc():
+    """AP = 0.5 * 1 + 0.5 * 2/3; ROC-AUC = 3 of 4 pairs ranked right."""
+    assert average_precision(Y, P) == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)
+    assert roc_auc(Y, P) == pytest.approx(0.75)
+
+
+def test_confusion_and_threshold_metrics_at_half():
+    """At 0.5 only the 0.8 row is predicted fraud."""
+    assert confusion(Y, P, 0.5) == {"tn": 2, "fp": 0, "fn": 1, "tp": 1}
+    m = threshold_metrics(Y, P, 0.5)
+    assert m == pytest.approx({"precision": 1.0, "recall": 0.5, "f1": 2 / 3})
+
+
+def test_threshold_is_inclusive():
+    """proba == threshold counts as fraud."""
+    assert confusion(Y, P, 0.35)["tp"] == 2
+
+
+def test_threshold_metrics_when_nothing_is_predicted():
+    """No predicted frauds: precision, recall and F1 are 0, not NaN."""
+    assert threshold_metrics(Y, P, 0.99) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+
+
+@pytest.mark.parametrize(("target", "expected"), [(0.9, 0.5), (0.6, 1.0), (0.5, 1.0), (1.0, 0.5)])
+def test_recall_at_precision(target, expected):
+    """Best recall among points with precision >= target."""
+    assert recall_at_precision(Y, P, target) == pytest.approx(expected)
+
+
+def test_recall_at_unreachable_precision_is_zero():
+    """No point reaches the precision: 0."""
+    assert recall_at_precision([1, 0], [0.2, 0.9], 0.9) == 0.0
+
+
+def test_choose_threshold_best_f1():
+    """Best F1 is at s=0.35; the threshold sits half-way to the next lower score 0.1."""
+    t = choose_threshold(Y, P, "best_f1")
+    assert t == pytest.approx(0.225)
+    assert threshold_metrics(Y, P, t)["f1"] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize(("target", "expected"), [(0.9, 0.6), (0.6, 0.225), (0.5, 0.225)])
+def test_choose_threshold_precision_target(target, expected):
+    """The most recall at the target precision."""
+    assert choose_threshold(Y, P, "precision_target", target) == pytest.approx(expected)
+
+
+def test_choose_threshold_unreachable_target_warns_and_takes_the_most_precise():
+    """No threshold reaches 0.9: the most precise one (all rows positive, P=0.5) with a warning."""
+    with pytest.warns(UserWarning, match="no threshold reaches precision 0.9"):
+        t = choose_threshold([1, 0], [0.2, 0.9], "precision_target", 0.9)
+    assert t < 0.2 and t == pytest.approx(0.2)
+    assert confusion([1, 0], [0.2, 0.9], t) == {"tn": 0, "fp": 1, "fn": 0, "tp": 1}
+
+
+def test_ties_are_one_operating_point():
+    """Rows with the same score are on the same side of the threshold."""
+    assert choose_threshold([1, 1, 0], [0.5, 0.5, 0.2], "best_f1") == pytest.approx(0.35)
+    # the tie {0.5: fraud, 0.5: legit} cannot be split: best F1 takes all three rows
+    t = choose_threshold([0, 1, 1], [0.5, 0.5, 0.2], "best_f1")
+    assert t < 0.2 and confusion([0, 1, 1], [0.5, 0.5, 0.2], t) == {"tn": 0, "fp": 1, "fn": 0, "tp": 2}
+
+
+def test_bad_inputs():
+    """Unknown rule, no positives, length mismatch, labels not 0/1, no rows."""
+    with pytest.raises(ValueError, match="unknown threshold rule"):
+        choose_threshold(Y, P, "max_accuracy")
+    with pytest.raises(ValueError, match="no positives"):
+        choose_threshold([0, 0], [0.1, 0.2])
+    with pytest.raises(ValueError, match="differ in length"):
+        average_precision([0, 1], [0.1])
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        confusion([0, 2], [0.1, 0.2], 0.5)
+    with pytest.raises(ValueError, match="no rows"):
+        confusion([], [], 0.5)
+
+
+def test_evaluate_collects_everything():
+    """evaluate() reports all the numbers for the hand-computed example."""
+    m = evaluate(Y, P, 0.225, precision_target=0.6)
+    assert m["average_precision"] == pytest.approx(5 / 6)
+    assert m["roc_auc"] == pytest.approx(0.75)
+    assert m["recall_at_precision"] == pytest.approx(1.0)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == 1.0 and m["f1"] == pytest.approx(0.8)
+    assert m["confusion_matrix"] == {"tn": 1, "fp": 1, "fn": 0, "tp": 2}
+    assert (m["n"], m["n_positive"], m["positive_rate"], m["threshold"]) == (4, 2, 0.5, 0.225)
+
+
+def test_pr_curve_points():
+    """Starts at (recall 0, precision 1) and visits every operating point."""
+    recall, precision = pr_curve(Y, P)
+    np.testing.assert_allclose(recall, [0, 0.5, 0.5, 1.0, 1.0])
+    np.testing.assert_allclose(precision, [1, 1, 0.5, 2 / 3, 0.5])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 1), st.integers(0, 20)), min_size=2, max_size=40).filter(
+        lambda rows: any(y for y, _ in rows)
+    )
+)
+def test_best_f1_threshold_is_optimal_and_comparison_safe(rows):
+    """The chosen threshold reaches the best F1 of any cut-off, and > gives the same decisions as >=."""
+    y = np.array([r[0] for r in rows])
+    p = np.array([r[1] for r in rows]) / 20.0  # coarse scores: many ties
+    t = choose_threshold(y, p, "best_f1")
+    best = max(threshold_metrics(y, p, s)["f1"] for s in np.unique(p))
+    assert threshold_metrics(y, p, t)["f1"] == pytest.approx(best)
+    np.testing.assert_array_equal(p >= t, p > t)

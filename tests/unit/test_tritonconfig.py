@@ -1,0 +1,133 @@
+"""Golden and property tests of fraudml.tritonconfig, the one config.pbtxt generator.
+
+Regenerate the golden files after an intended change with
+``UPDATE_GOLDEN=1 python -m pytest tests/unit/test_tritonconfig.py`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tritonclient.grpc import model_config_pb2
+
+from fraudml.tritonconfig import MODEL_FILENAMES, MODEL_NAME, render_config, served_versions
+
+GOLDEN = Path(__file__).parent / "golden"
+
+CASES = {
+    # the CPU overlay's published version: probabilities [1-p, p], one pinned version
+    "cpu_proba_v3": dict(versions=[3]),
+    # the GPU overlay: labels at a tuned threshold, XGBoost UBJSON, two instances
+    "gpu_label_xgboost_ubj": dict(
+        model_type="xgboost_ubj",
+        predict_proba=False,
+        threshold=0.37,
+        instance_kind="KIND_GPU",
+        instance_count=2,
+        versions=[7, 5],
+        max_queue_delay_us=100,
+    ),
+    # a regressor-style raw score, LightGBM text, NGC >= 25.09 key, Triton's latest policy
+    "score_lightgbm_is_classifier": dict(
+        model_type="lightgbm",
+        predict_proba=False,
+        output_class=False,
+        classifier_key="is_classifier",
+        max_batch_size=32768,
+        n_features=12,
+    ),
+}
+
+
+def _parse(text: str) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_render_config_matches_golden(case):
+    """render_config output is byte-for-byte the reviewed golden file."""
+    text = render_config(**CASES[case])
+    golden = GOLDEN / f"{case}.pbtxt"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rendered_config_is_a_valid_triton_model_config(case):
+    """Triton's own ModelConfig protobuf schema parses every rendered config."""
+    kwargs = CASES[case]
+    config = _parse(render_config(**kwargs))
+    assert config.name == MODEL_NAME and config.backend == "fil"
+    assert [i.name for i in config.input] == ["input__0"] and [o.name for o in config.output] == ["output__0"]
+    assert config.input[0].data_type == model_config_pb2.TYPE_FP32 == config.output[0].data_type
+    assert list(config.input[0].dims) == [kwargs.get("n_features", 30)]
+    assert list(config.output[0].dims) == [2 if kwargs.get("predict_proba", True) else 1]
+    assert config.parameters["model_type"].string_value == kwargs.get("model_type", "treelite_checkpoint")
+    assert config.parameters[kwargs.get("classifier_key", "output_class")].string_value in ("true", "false")
+    assert float(config.parameters["threshold"].string_value) == kwargs.get("threshold", 0.5)
+    assert config.HasField("dynamic_batching")
+    assert model_config_pb2.ModelInstanceGroup.Kind.Name(config.instance_group[0].kind) == kwargs.get("instance_kind", "KIND_CPU")
+    assert sorted(config.version_policy.specific.versions) == sorted(kwargs.get("versions", []))
+
+
+@given(st.lists(st.integers(min_value=1, max_value=10**6), min_size=1, max_size=5))
+@settings(max_examples=50, deadline=None)
+def test_served_versions_reads_back_rendered_versions(versions):
+    """served_versions(render_config(versions=v)) == sorted(set(v))."""
+    assert served_versions(render_config(versions=versions)) == sorted(set(versions))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("version_policy: { specific: { versions: [ 2, 5 ] } }", [2, 5]),
+        ("version_policy { specific { versions: 2 versions: 5 } }", [2, 5]),
+        ("version_policy: { specific: { versions: 4 } }  # versions: [ 9 ]", [4]),
+        ("version_policy: { latest: { num_versions: 2 } }", []),
+        ("version_policy: { all: {} }", []),
+        ('backend: "fil"', []),
+    ],
+)
+def test_served_versions_on_hand_written_configs(text, expected):
+    """Hand-written protobuf spellings of the policy parse the same way; no pin -> []."""
+    assert served_versions(text) == expected
+
+
+def test_latest_policy_omits_version_policy():
+    assert "version_policy" not in render_config()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(model_type="onnx"), "model_type"),
+        (dict(instance_kind="KIND_TPU"), "instance_kind"),
+        (dict(n_features=0), "n_features"),
+        (dict(max_batch_size=0), "max_batch_size"),
+        (dict(threshold=1.5), "threshold"),
+        (dict(threshold=float("nan")), "threshold"),
+        (dict(versions=[]), "versions"),
+        (dict(versions=[0]), "versions"),
+        (dict(predict_proba=True, output_class=False), "predict_proba"),
+        (dict(classifier_key="classifier"), "classifier_key"),
+        (dict(extra_parameters={"threshold": "0.1"}), "threshold"),
+    ],
+)
+def test_invalid_arguments_are_rejected(kwargs, message):
+    """Arguments FIL or Triton would reject fail here, naming the argument."""
+    with pytest.raises(ValueError, match=message):
+        render_config(**kwargs)
+
+
+def test_model_filenames_match_the_local_fil_backend():
+    """The generator and the local fil backend agree on FIL's default file names."""
+    from serve.backends.fil.fil_forest import FIL_MODEL_FILENAMES
+
+    assert MODEL_FILENAMES == FIL_MODEL_FILENAMES
+    assert "model.so" not in MODEL_FILENAMES.values()

@@ -1,0 +1,267 @@
+"""Train tree-ensemble fraud classifiers, pick the best, export it for Triton's FIL backend.
+
+DAG::
+
+    start -> preprocess -> train (foreach model family) -> eval (join) -> deploy -> end
+
+- start:      check the parameters.
+- preprocess: load (or generate) the data, validate, fingerprint, split, fit the feature transform.
+- train:      one model family per branch: SMOTE + classifier pipeline, small randomized search.
+- eval:       score every family on the untouched test set; the best by average precision wins.
+- deploy:     export the winner as a Treelite checkpoint, check it predicts like the pipeline,
+              and publish it as a new version of the Triton model repository if --model-repo is set.
+- end:        print how to read the results.
+
+Run:  python train/flow.py run [--data PATH|s3://bucket/key] [--models random_forest,xgboost] ...
+Help: python train/flow.py run --help
+"""
+
+import tempfile
+
+from fraudml import cards
+from fraudml.data import (
+    DEFAULT_FRAUD_RATE,
+    DEFAULT_ROWS,
+    DEFAULT_SEED,
+    dataset_fingerprint,
+    describe,
+    generate_dataset,
+    load_dataset,
+    min_positives_for,
+    validate_dataset,
+)
+from fraudml.export import check_export_parity, load_fil_model, write_fil_model
+from fraudml.features import FeatureTransform, labels, split_train_test
+from fraudml.lineage import build_lineage, code_version
+from fraudml.metrics import THRESHOLD_RULES
+from fraudml.models import (
+    DEFAULT_CV_FOLDS,
+    DEFAULT_FAMILIES,
+    DEFAULT_N_ITER,
+    parse_families,
+    pick_best,
+    score_family,
+    train_family,
+)
+from metaflow import FlowSpec, Parameter, card, current, resources, step
+
+MODEL_TYPE = "treelite_checkpoint"
+N_FEATURES = 30
+# Artifacts set before the foreach that eval and the steps after it use.
+SHARED_ARTIFACTS = [
+    "families", "dataset_source", "dataset_fingerprint", "dataset_rows", "class_distribution",
+    "feature_transform", "X_train", "y_train", "X_test", "y_test", "test_index",
+]
+PARAMETER_NAMES = [
+    "data", "rows", "fraud_rate", "models", "seed", "cv_folds", "n_iter", "n_jobs", "test_size",
+    "threshold_rule", "precision_target", "model_repo", "triton_url",
+]
+
+
+class FraudClassifierTreeSelection(FlowSpec):
+    """Train tree-ensemble fraud classifiers, pick the best, export it for Triton's FIL backend.
+
+    start -> preprocess -> train (foreach family) -> eval (join) -> deploy -> end
+    """
+
+    data = Parameter(
+        "data", default="",
+        help="Dataset with the creditcard.csv schema: a local CSV path or an s3://bucket/key URL "
+        "(endpoint and credentials from AWS_* variables). Empty: generate a synthetic one in the "
+        "flow from --rows, --fraud-rate and --seed.",
+    )
+    rows = Parameter("rows", default=DEFAULT_ROWS, type=int, help="Rows of the synthetic dataset (284807 = full size); ignored with --data.")
+    fraud_rate = Parameter("fraud-rate", default=DEFAULT_FRAUD_RATE, type=float, help="Fraction of frauds in the synthetic dataset; ignored with --data.")
+    models = Parameter("models", default=",".join(DEFAULT_FAMILIES), help="Comma-separated model families to train: random_forest, extra_trees, xgboost, lightgbm, hist_gradient_boosting.")
+    seed = Parameter("seed", default=DEFAULT_SEED, type=int, help="Seed for data generation, the split, SMOTE, the folds and the models.")
+    cv_folds = Parameter("cv-folds", default=DEFAULT_CV_FOLDS, type=int, help="Stratified cross-validation folds in each family's search.")
+    n_iter = Parameter("n-iter", default=DEFAULT_N_ITER, type=int, help="Hyperparameter candidates sampled per family.")
+    n_jobs = Parameter("n-jobs", default=0, type=int, help="Threads per classifier; 0 = 2 for the forests, 1 for the boosters (the families already train in parallel).")
+    test_size = Parameter("test-size", default=0.2, type=float, help="Fraction of rows held out as the untouched test set (stratified).")
+    threshold_rule = Parameter("threshold-rule", default="best_f1", help="How the decision threshold is chosen on out-of-fold training scores: best_f1 or precision_target.")
+    precision_target = Parameter("precision-target", default=0.9, type=float, help="Precision for --threshold-rule precision_target and for the recall-at-precision metric.")
+    model_repo = Parameter("model-repo", default="", help="Triton model repository to publish the winner to (s3://bucket/prefix or a folder). Empty: do not publish.")
+    triton_url = Parameter("triton-url", default="", help="Comma-separated Triton HTTP URLs to ask to load the newly published version (needs --model-repo). Empty: none.")
+
+    @step
+    def start(self):
+        """Check the parameters before any work is done."""
+        self.families = parse_families(self.models)
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ValueError(f"--threshold-rule must be one of {', '.join(THRESHOLD_RULES)}, got {self.threshold_rule!r}")
+        if not 0.0 < self.precision_target <= 1.0:
+            raise ValueError(f"--precision-target must be in (0, 1], got {self.precision_target}")
+        if self.n_iter < 1 or self.n_jobs < 0:
+            raise ValueError("--n-iter must be >= 1 and --n-jobs >= 0")
+        if self.triton_url and not self.model_repo:
+            raise ValueError("--triton-url needs --model-repo: there is nothing to load without publishing")
+        min_positives_for(self.test_size, self.cv_folds)  # raises on a bad --test-size / --cv-folds
+        print(f"families: {', '.join(self.families)}")
+        self.next(self.preprocess)
+
+    @card(type="blank")
+    @step
+    def preprocess(self):
+        """Load or generate the data, validate and fingerprint it, split it, fit the feature transform."""
+        if self.data:
+            df = load_dataset(self.data)
+            self.dataset_source = self.data
+        else:
+            df = generate_dataset(self.rows, self.fraud_rate, self.seed)
+            self.dataset_source = f"synthetic:rows={self.rows},fraud_rate={self.fraud_rate},seed={self.seed}"
+        validate_dataset(df, min_positives=min_positives_for(self.test_size, self.cv_folds))
+        self.dataset_fingerprint = dataset_fingerprint(df)
+        self.dataset_rows = len(df)
+        train_df, test_df = split_train_test(df, self.test_size, self.seed)
+        transform = FeatureTransform().fit(train_df)
+        self.feature_transform = transform.to_dict()
+        self.X_train, self.y_train = transform.transform(train_df), labels(train_df)
+        self.X_test, self.y_test = transform.transform(test_df), labels(test_df)
+        self.test_index = test_df.index.to_numpy()
+        self.class_distribution = {"all": describe(df), "train": describe(train_df), "test": describe(test_df)}
+
+        from metaflow.cards import Markdown, Table
+
+        headers, rows = cards.class_distribution_rows(self.class_distribution)
+        current.card.append(Markdown(f"# Class distribution\n\nsource `{self.dataset_source}`  \n`{self.dataset_fingerprint}`"))
+        current.card.append(Table(rows, headers=headers))
+        print(cards.text_table(headers, rows))
+        self.next(self.train, foreach="families")
+
+    @resources(cpu=2, memory=4096)
+    @step
+    def train(self):
+        """Search and fit one model family (SMOTE inside the pipeline, stratified CV, average precision)."""
+        self.family = self.input
+        self.trained = train_family(
+            self.family, self.X_train, self.y_train,
+            seed=self.seed, cv_folds=self.cv_folds, n_iter=self.n_iter, n_jobs=self.n_jobs or None,
+        )
+        print(
+            f"{self.family}: CV average precision {self.trained.cv_average_precision:.4f} "
+            f"(+/- {self.trained.cv_average_precision_std:.4f}) in {self.trained.train_seconds:.1f} s, "
+            f"best {self.trained.best_params}"
+        )
+        self.next(self.eval)
+
+    @card(type="blank")
+    @step
+    def eval(self, inputs):
+        """Score every family on the untouched test set and pick the best by average precision."""
+        self.merge_artifacts(inputs, include=SHARED_ARTIFACTS)
+        trained = {inp.family: inp.trained for inp in inputs}
+        scored = {
+            family: score_family(
+                t, self.X_test, self.y_test, self.y_train,
+                rule=self.threshold_rule, precision_target=self.precision_target,
+            )
+            for family, t in trained.items()
+        }
+        self.metrics_by_family = {family: m for family, (m, _) in scored.items()}
+        self.test_proba_by_family = {family: p for family, (_, p) in scored.items()}
+        self.best_family = pick_best(self.metrics_by_family)
+        self.best_pipeline = trained[self.best_family].pipeline
+        self.best_params = trained[self.best_family].best_params
+        self.metrics = self.metrics_by_family[self.best_family]
+        self.threshold = self.metrics["threshold"]
+
+        from metaflow.cards import Image, Markdown, Table
+
+        headers, rows = cards.comparison_rows(self.metrics_by_family, self.best_family)
+        cm_headers, cm_rows = cards.confusion_rows(self.metrics["confusion_matrix"])
+        figure = cards.pr_curves_figure(self.y_test, self.test_proba_by_family, self.best_family)
+        current.card.append(Markdown(
+            f"# Model comparison (test set: {self.metrics['n']:,} rows, {self.metrics['n_positive']} frauds)\n\n"
+            f"Winner: **{self.best_family}**, threshold {self.threshold:.4f} ({self.threshold_rule}, "
+            "chosen on out-of-fold training scores)"
+        ))
+        current.card.append(Table(rows, headers=headers))
+        current.card.append(Image.from_matplotlib(figure, label="Precision-recall, all families"))
+        current.card.append(Markdown(f"## Confusion matrix of {self.best_family} at threshold {self.threshold:.4f}"))
+        current.card.append(Table(cm_rows, headers=cm_headers))
+        print(cards.text_table(headers, rows))
+        print(
+            f"winner: {self.best_family}  test average precision {self.metrics['average_precision']:.4f}  "
+            f"threshold {self.threshold:.4f}  precision {self.metrics['precision']:.3f}  "
+            f"recall {self.metrics['recall']:.3f}"
+        )
+        self.next(self.deploy)
+
+    @step
+    def deploy(self):
+        """Export the winner as a Treelite checkpoint, check parity on the test set, publish if asked."""
+        with tempfile.TemporaryDirectory(prefix="fraudml-deploy-") as tmp:
+            path = write_fil_model(self.best_pipeline, tmp, MODEL_TYPE)
+            # Check the file that will be shipped, read back, not the in-memory model.
+            exported = load_fil_model(path, MODEL_TYPE)
+            self.export_max_abs_diff = check_export_parity(self.best_pipeline, exported, self.X_test)
+            self.model_checkpoint = path.read_bytes()
+            self.model_filename = path.name
+        self.model_type = MODEL_TYPE
+        print(f"exported {self.best_family} as {self.model_filename} ({len(self.model_checkpoint):,} bytes); "
+              f"max |P(fraud) diff| vs pipeline on the test set {self.export_max_abs_diff:.2e}")
+        self.lineage = build_lineage(
+            flow_name=current.flow_name,
+            run_id=current.run_id,
+            task_pathspec=current.pathspec,
+            dataset_fingerprint=self.dataset_fingerprint,
+            dataset_source=self.dataset_source,
+            dataset_rows=self.dataset_rows,
+            parameters={name: getattr(self, name) for name in PARAMETER_NAMES},
+            metrics=self.metrics,
+            threshold=self.threshold,
+            feature_transform=self.feature_transform,
+            family=self.best_family,
+            best_params=self.best_params,
+            model_type=self.model_type,
+            code_version=code_version(__file__),
+            extra={"all_families": {
+                f: {"average_precision": m["average_precision"], "roc_auc": m["roc_auc"]}
+                for f, m in self.metrics_by_family.items()
+            }},
+        )
+        self.model_version = None
+
+        # ---- publish to the Triton model repository (issue 3; fraudml.repository) --------
+        if self.model_repo:
+            from fraudml.repository import ModelRepository, publish_model_version
+
+            previous = ModelRepository(self.model_repo).served_version() if self.triton_url else None
+            self.model_version = publish_model_version(
+                repo_uri=self.model_repo,
+                files={self.model_filename: self.model_checkpoint},
+                lineage=self.lineage,
+                config_kwargs={"model_type": self.model_type, "threshold": self.threshold, "n_features": N_FEATURES},
+            )
+            print(f"published {self.model_repo} fraud-classifier/{self.model_version}")
+            if self.triton_url:
+                from fraudml.rollout import roll_out
+
+                urls = [u.strip() for u in self.triton_url.split(",") if u.strip()]
+                roll_out(ModelRepository(self.model_repo), urls, previous)
+                print(f"loaded fraud-classifier/{self.model_version} on {', '.join(urls)}")
+        # ---- end publish -----------------------------------------------------------------
+        self.next(self.end)
+
+    @step
+    def end(self):
+        """Print how to read this run's results with the Metaflow client."""
+        published = (
+            f"published as fraud-classifier/{self.model_version} in {self.model_repo}"
+            if self.model_version is not None else "not published (no --model-repo)"
+        )
+        print(
+            f"best model: {self.best_family} (test AP {self.metrics['average_precision']:.4f}), {published}\n"
+            "Read the results with the Metaflow client:\n"
+            "    from metaflow import Run\n"
+            f"    run = Run('{current.flow_name}/{current.run_id}')\n"
+            "    run.data.metrics_by_family    # every family's test metrics\n"
+            "    run.data.best_pipeline        # the trained imblearn pipeline (predict_proba)\n"
+            "    run.data.model_checkpoint     # the Treelite checkpoint bytes; run.data.lineage\n"
+            f"Cards: python train/flow.py card get {current.run_id}/eval eval.html "
+            f"(or `card view {current.run_id}/eval`, `card server`)"
+        )
+
+
+if __name__ == "__main__":
+    FraudClassifierTreeSelection()

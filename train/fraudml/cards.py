@@ -1,0 +1,100 @@
+"""What the flow's cards and console show: tables as (headers, rows), plots as matplotlib figures.
+
+Plain functions without Metaflow, so they can be tested and reused; the flow wraps the
+results in ``metaflow.cards`` components.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fraudml.metrics import pr_curve
+
+COMPARISON_HEADERS = [
+    "family", "test AP", "ROC-AUC", "recall@P", "threshold", "precision", "recall", "F1",
+    "CV AP", "train s",
+]
+
+
+def class_distribution_rows(parts: dict[str, dict]) -> tuple[list[str], list[list]]:
+    """``parts``: name -> :func:`fraudml.data.describe` output (e.g. all / train / test)."""
+    headers = ["part", "rows", "legitimate", "fraud", "fraud rate"]
+    rows = [
+        [name, f"{d['rows']:,}", f"{d['legitimate']:,}", f"{d['fraud']:,}", f"{d['fraud_rate']:.3%}"]
+        for name, d in parts.items()
+    ]
+    return headers, rows
+
+
+def comparison_rows(metrics_by_family: dict[str, dict], best: str | None = None) -> tuple[list[str], list[list]]:
+    """One row per family, best test average precision first; the winner is marked ``*``."""
+    order = sorted(metrics_by_family, key=lambda f: -metrics_by_family[f]["average_precision"])
+    rows = []
+    for family in order:
+        m = metrics_by_family[family]
+        rows.append(
+            [
+                f"{family}{' *' if family == best else ''}",
+                f"{m['average_precision']:.4f}",
+                f"{m['roc_auc']:.4f}",
+                f"{m['recall_at_precision']:.3f}",
+                f"{m['threshold']:.4f}",
+                f"{m['precision']:.3f}",
+                f"{m['recall']:.3f}",
+                f"{m['f1']:.3f}",
+                f"{m.get('cv_average_precision', float('nan')):.4f}",
+                f"{m.get('train_seconds', float('nan')):.1f}",
+            ]
+        )
+    headers = list(COMPARISON_HEADERS)
+    if metrics_by_family:
+        target = next(iter(metrics_by_family.values()))["precision_target"]
+        headers[3] = f"recall@P{target:g}"
+    return headers, rows
+
+
+def text_table(headers: list[str], rows: list[list]) -> str:
+    """A fixed-width table for the console."""
+    cells = [list(map(str, headers)), *[list(map(str, r)) for r in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def confusion_rows(cm: dict[str, int]) -> tuple[list[str], list[list]]:
+    """A 2x2 confusion matrix table (rows: actual, columns: predicted)."""
+    headers = ["actual \\ predicted", "legitimate (0)", "fraud (1)"]
+    rows = [
+        ["legitimate (0)", f"{cm['tn']:,}", f"{cm['fp']:,}"],
+        ["fraud (1)", f"{cm['fn']:,}", f"{cm['tp']:,}"],
+    ]
+    return headers, rows
+
+
+def pr_curves_figure(y_true: np.ndarray, proba_by_family: dict[str, np.ndarray], best: str | None = None):
+    """Precision-recall curves of every family on one plot (matplotlib ``Figure``, no GUI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from fraudml.metrics import average_precision
+
+    fig = Figure(figsize=(6.5, 4.8), dpi=100)
+    ax = fig.add_subplot()
+    for family, proba in proba_by_family.items():
+        recall, precision = pr_curve(y_true, proba)
+        ap = average_precision(y_true, proba)
+        ax.step(
+            recall, precision, where="post",
+            label=f"{family} (AP {ap:.3f})", linewidth=2.4 if family == best else 1.3,
+        )
+    base_rate = float(np.mean(y_true))
+    ax.axhline(base_rate, color="grey", linestyle=":", linewidth=1, label=f"chance ({base_rate:.3%})")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.02),
+           title="Precision-recall on the test set")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig

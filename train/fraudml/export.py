@@ -1,0 +1,161 @@
+"""Export a trained pipeline for Triton's FIL backend, and check that the export predicts alike.
+
+Only the classifier step is exported: SMOTE is a training-time step (imbalanced-learn
+skips samplers outside ``fit``), so the served model is exactly what ``predict_proba`` uses.
+scikit-learn forests come in through ``treelite.sklearn.import_model``; XGBoost and
+LightGBM through their own saved formats and Treelite's frontends, the same files FIL
+reads natively. Positive-class probability is the last column of ``gtil.predict``'s
+output (``(n, 1, 2)`` for scikit-learn forests, ``(n, 1, 1)`` for boosted models).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import treelite
+from treelite import gtil
+
+from fraudml.tritonconfig import MODEL_FILENAMES
+
+# FIL model_type -> default file name in a version folder (DESIGN §3); one table for all.
+FIL_FILENAMES = MODEL_FILENAMES
+
+# Which native formats each family can be written in, besides a Treelite checkpoint.
+_NATIVE_TYPES = {"xgboost": ("xgboost_json", "xgboost_ubj"), "lightgbm": ("lightgbm",)}
+DEFAULT_ATOL = 1e-5
+
+
+class ExportMismatch(RuntimeError):
+    """The exported model does not predict like the trained pipeline."""
+
+    def __init__(self, message: str, max_abs_diff: float):
+        super().__init__(message)
+        self.max_abs_diff = max_abs_diff
+
+
+def classifier_of(pipeline):
+    """The ``clf`` step of a SMOTE pipeline (or the estimator itself when it is not a pipeline)."""
+    steps = getattr(pipeline, "named_steps", None)
+    if steps is None:
+        return pipeline
+    if "clf" in steps:
+        return steps["clf"]
+    return pipeline.steps[-1][1]
+
+
+def family_of(estimator) -> str:
+    """``random_forest`` / ``extra_trees`` / ``xgboost`` / ``lightgbm`` / ``hist_gradient_boosting``."""
+    name = type(estimator).__name__
+    families = {
+        "RandomForestClassifier": "random_forest",
+        "ExtraTreesClassifier": "extra_trees",
+        "XGBClassifier": "xgboost",
+        "LGBMClassifier": "lightgbm",
+        "HistGradientBoostingClassifier": "hist_gradient_boosting",
+    }
+    if name not in families:
+        raise TypeError(f"cannot export a {name}: supported are {', '.join(families)}")
+    return families[name]
+
+
+def _save_native(clf, family: str, path: Path) -> None:
+    if family == "xgboost":
+        clf.get_booster().save_model(str(path))  # format from the suffix: .json, .ubj
+    elif family == "lightgbm":
+        clf.booster_.save_model(str(path))
+    else:
+        raise TypeError(f"{family} has no native FIL format; use model_type='treelite_checkpoint'")
+
+
+def to_treelite(pipeline) -> treelite.Model:
+    """The pipeline's classifier as a Treelite model (SMOTE stripped)."""
+    clf = classifier_of(pipeline)
+    family = family_of(clf)
+    if family in ("random_forest", "extra_trees", "hist_gradient_boosting"):
+        return treelite.sklearn.import_model(clf)
+    with tempfile.TemporaryDirectory(prefix="fraudml-export-") as tmp:
+        if family == "xgboost":
+            path = Path(tmp) / "xgboost.json"
+            _save_native(clf, family, path)
+            return treelite.frontend.load_xgboost_model(path)
+        path = Path(tmp) / "model.txt"
+        _save_native(clf, family, path)
+        return treelite.frontend.load_lightgbm_model(path)
+
+
+def write_fil_model(pipeline, dest_dir: str | Path, model_type: str = "treelite_checkpoint") -> Path:
+    """Write the pipeline's classifier into ``dest_dir`` in a FIL ``model_type``.
+
+    ``treelite_checkpoint`` works for every family (``checkpoint.tl``); ``xgboost_json`` /
+    ``xgboost_ubj`` for XGBoost and ``lightgbm`` (``model.txt``) for LightGBM.
+
+    Returns:
+        The path of the written file, named per ``FIL_FILENAMES``.
+    """
+    if model_type not in FIL_FILENAMES:
+        raise ValueError(f"unknown FIL model_type {model_type!r}; choose from {', '.join(FIL_FILENAMES)}")
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / FIL_FILENAMES[model_type]
+    clf = classifier_of(pipeline)
+    family = family_of(clf)
+    if model_type == "treelite_checkpoint":
+        to_treelite(pipeline).serialize(str(path))
+    elif model_type in _NATIVE_TYPES.get(family, ()):
+        _save_native(clf, family, path)
+    else:
+        raise ValueError(
+            f"model_type {model_type!r} does not fit a {family} model; "
+            f"use treelite_checkpoint{''.join(', ' + t for t in _NATIVE_TYPES.get(family, ()))}"
+        )
+    return path
+
+
+def load_fil_model(path: str | Path, model_type: str = "treelite_checkpoint") -> treelite.Model:
+    """Read a file written by :func:`write_fil_model` back as a Treelite model."""
+    path = Path(path)
+    if model_type == "treelite_checkpoint":
+        return treelite.Model.deserialize(str(path))
+    if model_type in ("xgboost_json", "xgboost_ubj", "xgboost"):
+        return treelite.frontend.load_xgboost_model(path)
+    if model_type == "lightgbm":
+        return treelite.frontend.load_lightgbm_model(path)
+    raise ValueError(f"unknown FIL model_type {model_type!r}; choose from {', '.join(FIL_FILENAMES)}")
+
+
+def predict_proba_treelite(tl_model: treelite.Model, X: np.ndarray, *, nthread: int = 1) -> np.ndarray:
+    """P(fraud) per row from a Treelite model (GTIL), as float64 ``(n,)``."""
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise ValueError(f"expected a 2-D array of rows, got shape {X.shape}")
+    out = gtil.predict(tl_model, X, nthread=nthread)
+    return np.asarray(out, dtype=np.float64).reshape(X.shape[0], -1)[:, -1]
+
+
+def check_export_parity(pipeline, tl_model: treelite.Model, X: np.ndarray, atol: float = DEFAULT_ATOL) -> float:
+    """Compare the Treelite model with ``pipeline.predict_proba`` on ``X``.
+
+    Returns:
+        The largest absolute difference in P(fraud).
+
+    Raises:
+        ExportMismatch: the difference exceeds ``atol``, or the feature counts differ.
+    """
+    X = np.asarray(X, dtype=np.float32)
+    if tl_model.num_feature != X.shape[1]:
+        raise ExportMismatch(
+            f"exported model expects {tl_model.num_feature} features, the data has {X.shape[1]}", float("inf")
+        )
+    expected = pipeline.predict_proba(X)[:, 1]
+    got = predict_proba_treelite(tl_model, X)
+    diff = float(np.max(np.abs(expected - got))) if X.shape[0] else 0.0
+    if not diff <= atol:  # also catches NaN
+        worst = int(np.nanargmax(np.abs(expected - got)))
+        raise ExportMismatch(
+            f"exported model disagrees with the pipeline: max |diff| {diff:.3g} > atol {atol:g} "
+            f"(row {worst}: pipeline {expected[worst]:.6f}, export {got[worst]:.6f})",
+            diff,
+        )
+    return diff

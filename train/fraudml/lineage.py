@@ -1,0 +1,132 @@
+"""Lineage: the record that ties a model version to the run, data and code that made it.
+
+It is stored as the flow artifact ``lineage`` and, when publishing, as
+``<version>/lineage.json`` next to the model (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from fraudml.data import FEATURES
+
+LINEAGE_SCHEMA = 1
+_LIBRARIES = (
+    "numpy", "pandas", "scikit-learn", "imbalanced-learn", "xgboost", "xgboost-cpu", "lightgbm",
+    "treelite", "metaflow",
+)
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape the model (missing ones left out)."""
+    versions = {}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    import platform
+
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def code_version(flow_file: str | Path | None = None) -> dict:
+    """What is known about the code: git commit/branch/dirty (when in a repository with
+    commits), the flow file's sha256, and Metaflow's code package (remote runs)."""
+    info: dict = {}
+    here = Path(flow_file).resolve().parent if flow_file else Path.cwd()
+    commit = _git(["rev-parse", "HEAD"], here)
+    if commit:
+        info["git_commit"] = commit
+        info["git_branch"] = _git(["rev-parse", "--abbrev-ref", "HEAD"], here)
+        status = _git(["status", "--porcelain", "--untracked-files=no"], here)
+        info["git_dirty"] = bool(status)
+    if flow_file and Path(flow_file).is_file():
+        info["flow_file"] = Path(flow_file).name
+        info["flow_sha256"] = hashlib.sha256(Path(flow_file).read_bytes()).hexdigest()
+    for env, key in (("METAFLOW_CODE_URL", "code_package_url"), ("METAFLOW_CODE_SHA", "code_package_sha")):
+        if os.environ.get(env):
+            info[key] = os.environ[env]
+    return info
+
+
+def build_lineage(
+    *,
+    flow_name: str,
+    run_id: str,
+    dataset_fingerprint: str,
+    dataset_source: str,
+    parameters: dict,
+    metrics: dict,
+    threshold: float,
+    feature_transform: dict,
+    family: str,
+    best_params: dict,
+    model_type: str = "treelite_checkpoint",
+    dataset_rows: int | None = None,
+    task_pathspec: str | None = None,
+    code_version: dict | None = None,
+    extra: dict | None = None,
+    created_at: str | None = None,
+) -> dict:
+    """The lineage record of one trained model, JSON-able.
+
+    ``pathspec`` in the record is the *run* pathspec (``flow_name/run_id``), which
+    ``metaflow.Run(...)`` opens; ``task_pathspec`` names the task that built the record.
+
+    Args:
+        flow_name, run_id: the Metaflow run.
+        dataset_fingerprint, dataset_source, dataset_rows: :func:`fraudml.data.dataset_fingerprint`,
+            where the data came from (path, URL or the generator's arguments) and its size.
+        parameters: the flow's parameters.
+        metrics: the winner's test-set metrics (:func:`fraudml.metrics.evaluate`).
+        threshold: the decision threshold (predict fraud when P(fraud) >= threshold).
+        feature_transform: :meth:`fraudml.features.FeatureTransform.to_dict`; clients apply it
+            to raw rows before sending them to Triton.
+        family, best_params: the winning model family and its hyperparameters.
+        model_type: the FIL ``model_type`` of the exported file.
+        task_pathspec: ``flow/run/step/task`` of the task that built the record.
+        code_version: :func:`code_version` output.
+        extra: anything else worth keeping (e.g. the other families' scores).
+        created_at: ISO-8601 UTC time; now by default.
+    """
+    record = {
+        "schema": LINEAGE_SCHEMA,
+        "created_at": created_at or datetime.now(UTC).isoformat(timespec="seconds"),
+        "flow": flow_name,
+        "run_id": str(run_id),
+        "pathspec": f"{flow_name}/{run_id}",
+        "task_pathspec": task_pathspec,
+        "dataset": {"fingerprint": dataset_fingerprint, "source": dataset_source, "rows": dataset_rows},
+        "parameters": parameters,
+        "family": family,
+        "best_params": best_params,
+        "model_type": model_type,
+        "n_features": len(FEATURES),
+        "features": list(FEATURES),
+        "threshold": float(threshold),
+        "decision": "fraud when P(fraud) >= threshold",
+        "metrics": metrics,
+        "feature_transform": feature_transform,
+        "code_version": code_version or {},
+        "libraries": library_versions(),
+    }
+    if extra:
+        record["extra"] = extra
+    # Fail here, not at publish time, if anything is not JSON-able.
+    return json.loads(json.dumps(record, allow_nan=False))

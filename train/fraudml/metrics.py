@@ -1,0 +1,164 @@
+"""Metrics for imbalanced classification, computed from predicted fraud probabilities.
+
+Convention: a row is predicted fraud when ``proba >= threshold``. Thresholds chosen by
+:func:`choose_threshold` sit half-way between two observed scores, so ``>`` (native FIL's
+comparison) and ``>=`` give the same decisions on the data they were chosen on.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+THRESHOLD_RULES = ("best_f1", "precision_target")
+
+
+def _check(y_true, proba) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true).astype(np.int64).ravel()
+    p = np.asarray(proba, dtype=np.float64).ravel()
+    if y.shape != p.shape:
+        raise ValueError(f"y_true and proba differ in length: {y.shape[0]} vs {p.shape[0]}")
+    if y.size == 0:
+        raise ValueError("no rows to evaluate")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("y_true must contain only 0 and 1")
+    return y, p
+
+
+def _operating_points(y: np.ndarray, p: np.ndarray):
+    """One point per distinct score ``s`` (descending): predict fraud for ``proba >= s``.
+
+    Returns ``(scores, tp, fp)``.
+    """
+    order = np.argsort(-p, kind="mergesort")
+    p_sorted, y_sorted = p[order], y[order]
+    tp = np.cumsum(y_sorted)
+    fp = np.cumsum(1 - y_sorted)
+    last_of_group = np.r_[p_sorted[1:] != p_sorted[:-1], True]
+    return p_sorted[last_of_group], tp[last_of_group], fp[last_of_group]
+
+
+def _precision_recall_points(y: np.ndarray, p: np.ndarray):
+    positives = int(y.sum())
+    if positives == 0:
+        raise ValueError("y_true has no positives: precision/recall are undefined")
+    scores, tp, fp = _operating_points(y, p)
+    precision = tp / (tp + fp)
+    recall = tp / positives
+    return scores, precision, recall
+
+
+def average_precision(y_true, proba) -> float:
+    """Area under the precision-recall curve (step-wise, as scikit-learn computes it)."""
+    from sklearn.metrics import average_precision_score  # lazy: keeps `import fraudml.*` light
+
+    y, p = _check(y_true, proba)
+    return float(average_precision_score(y, p))
+
+
+def roc_auc(y_true, proba) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    y, p = _check(y_true, proba)
+    return float(roc_auc_score(y, p))
+
+
+def recall_at_precision(y_true, proba, precision: float) -> float:
+    """The highest recall over thresholds whose precision is at least ``precision`` (0.0 if none)."""
+    y, p = _check(y_true, proba)
+    _, prec, rec = _precision_recall_points(y, p)
+    ok = prec >= precision
+    return float(rec[ok].max()) if ok.any() else 0.0
+
+
+def confusion(y_true, proba, threshold: float) -> dict[str, int]:
+    """``{"tn", "fp", "fn", "tp"}`` for the decision ``proba >= threshold``."""
+    y, p = _check(y_true, proba)
+    pred = p >= threshold
+    return {
+        "tn": int(((~pred) & (y == 0)).sum()),
+        "fp": int((pred & (y == 0)).sum()),
+        "fn": int(((~pred) & (y == 1)).sum()),
+        "tp": int((pred & (y == 1)).sum()),
+    }
+
+
+def threshold_metrics(y_true, proba, threshold: float) -> dict[str, float]:
+    """Precision, recall and F1 of the decision ``proba >= threshold`` (0.0 where undefined)."""
+    cm = confusion(y_true, proba, threshold)
+    tp, fp, fn = cm["tp"], cm["fp"], cm["fn"]
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def evaluate(y_true, proba, threshold: float, *, precision_target: float = 0.9) -> dict:
+    """All the numbers reported for one model on one labelled set.
+
+    Returns:
+        ``average_precision``, ``roc_auc``, ``recall_at_precision`` (at ``precision_target``),
+        ``precision_target``, ``threshold``, ``precision``, ``recall``, ``f1``,
+        ``confusion_matrix`` (``tn``/``fp``/``fn``/``tp``), ``n``, ``n_positive``, ``positive_rate``.
+    """
+    y, p = _check(y_true, proba)
+    return {
+        "average_precision": average_precision(y, p),
+        "roc_auc": roc_auc(y, p),
+        "recall_at_precision": recall_at_precision(y, p, precision_target),
+        "precision_target": float(precision_target),
+        "threshold": float(threshold),
+        **threshold_metrics(y, p, threshold),
+        "confusion_matrix": confusion(y, p, threshold),
+        "n": int(y.size),
+        "n_positive": int(y.sum()),
+        "positive_rate": float(y.mean()),
+    }
+
+
+def _between(scores: np.ndarray, i: int) -> float:
+    """A threshold that predicts fraud for ``scores[: i + 1]`` and not for the lower ones."""
+    if i + 1 < scores.size:
+        return float((scores[i] + scores[i + 1]) / 2.0)
+    return float(np.nextafter(scores[i], -np.inf))
+
+
+def choose_threshold(y_true, proba, rule: str = "best_f1", precision_target: float = 0.9) -> float:
+    """Pick the decision threshold on labelled scores (use out-of-fold or validation scores).
+
+    Rules:
+        ``best_f1``: the threshold with the highest F1 (ties: the higher threshold).
+        ``precision_target``: the most recall among thresholds whose precision is at
+        least ``precision_target`` (of several with that recall, the higher threshold).
+        If no threshold reaches it, the most precise one is used and a warning says so.
+
+    Returns:
+        A threshold half-way between two observed scores (see the module docstring).
+    """
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"unknown threshold rule {rule!r}; choose one of {', '.join(THRESHOLD_RULES)}")
+    y, p = _check(y_true, proba)
+    scores, precision, recall = _precision_recall_points(y, p)
+    if rule == "best_f1":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+        return _between(scores, int(np.argmax(f1)))
+    ok = np.flatnonzero(precision >= precision_target)
+    if ok.size == 0:
+        best = int(np.argmax(precision))
+        warnings.warn(
+            f"no threshold reaches precision {precision_target:g} (best {precision[best]:.3f}); "
+            "using the most precise threshold",
+            stacklevel=2,
+        )
+        return _between(scores, best)
+    best_recall = recall[ok].max()
+    return _between(scores, int(ok[recall[ok] == best_recall][0]))
+
+
+def pr_curve(y_true, proba) -> tuple[np.ndarray, np.ndarray]:
+    """``(recall, precision)`` points of the precision-recall curve, for plotting."""
+    y, p = _check(y_true, proba)
+    _, precision, recall = _precision_recall_points(y, p)
+    return np.r_[0.0, recall], np.r_[1.0, precision]
