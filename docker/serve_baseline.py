@@ -1,0 +1,84 @@
+"""Start the FastAPI baseline in a container on the model Triton serves.
+
+    python docker/serve_baseline.py            (the ENTRYPOINT of docker/Dockerfile.fastapi)
+
+``benchmark.app`` reads a local model file (``BENCH_MODEL_FILE``). In a container the model
+lives in the S3 model repository, so when no file is given this launcher downloads the version
+that config.pbtxt names (the one Triton serves) into ``BENCH_MODEL_DIR``, sets
+``BENCH_MODEL_FILE``/``BENCH_MODEL_TYPE``/``BENCH_MODEL_VERSION`` and then replaces itself with
+Uvicorn. Same model, same version as Triton: the comparison stays fair in the cluster too.
+
+Environment: ``MODEL_REPO`` (``s3://bucket/prefix`` or a folder), ``MODEL_NAME``
+(``fraud-classifier``), the ``AWS_*`` variables, ``BENCH_MODEL_DIR`` (``/tmp/model``),
+``PORT`` (``8080``), and every ``BENCH_*`` variable of ``benchmark.app``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+
+class BaselineSetupError(RuntimeError):
+    """The baseline cannot find the model it should serve."""
+
+
+def model_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for ``benchmark.app``: ``environ`` plus the served model's file.
+
+    Nothing is downloaded when ``BENCH_MODEL_FILE`` is set or the runtime is ``sklearn``
+    (a pickled pipeline is a local file by nature).
+
+    Raises:
+        BaselineSetupError: no ``MODEL_REPO``, nothing published yet, or no FIL model file
+            in the served version.
+    """
+    env = dict(environ)
+    runtime = (env.get("BENCH_RUNTIME") or "treelite").strip().lower()
+    if runtime != "treelite" or env.get("BENCH_MODEL_FILE"):
+        return env
+
+    from fraudml.repository import ModelRepository
+    from fraudml.tritonconfig import MODEL_FILENAMES, MODEL_NAME
+
+    repo_uri = env.get("MODEL_REPO")
+    if not repo_uri:
+        raise BaselineSetupError("set MODEL_REPO (s3://bucket/prefix) or BENCH_MODEL_FILE")
+    repo = ModelRepository(repo_uri, env.get("MODEL_NAME") or MODEL_NAME)
+    version = repo.served_version()
+    if version is None:
+        raise BaselineSetupError(f"{repo_uri}: no version of {repo.model_name} is published yet")
+    dest = repo.download_version(version, Path(env.get("BENCH_MODEL_DIR") or "/tmp/model") / str(version))
+    for model_type, filename in MODEL_FILENAMES.items():
+        if (dest / filename).is_file():
+            env.update(BENCH_MODEL_FILE=str(dest / filename), BENCH_MODEL_TYPE=model_type,
+                       BENCH_MODEL_VERSION=str(version), BENCH_MODEL_NAME=repo.model_name)
+            return env
+    raise BaselineSetupError(
+        f"{repo_uri}: {repo.model_name}/{version} holds none of {sorted(MODEL_FILENAMES.values())}")
+
+
+def uvicorn_argv(env: Mapping[str, str]) -> list[str]:
+    # One worker, like the benchmark: the baseline is compared per process with one Triton instance.
+    return ["uvicorn", "benchmark.app:app", "--host", "0.0.0.0", "--port", env.get("PORT") or "8080",
+            "--workers", "1", "--no-access-log"]
+
+
+def main() -> int:
+    try:
+        env = model_env(os.environ)
+    except Exception as exc:  # one clear line in the pod log beats a traceback
+        print(f"serve_baseline: error: {exc}", file=sys.stderr)
+        return 1
+    if env.get("BENCH_MODEL_FILE"):
+        print(f"serve_baseline: {env.get('BENCH_MODEL_NAME', '')}/{env.get('BENCH_MODEL_VERSION', '?')} "
+              f"from {env['BENCH_MODEL_FILE']}", file=sys.stderr)
+    argv = uvicorn_argv(env)
+    os.execvpe(argv[0], argv, env)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())
