@@ -1,0 +1,308 @@
+"""The FastAPI + Uvicorn baseline the benchmark compares Triton with.
+
+    BENCH_RUNTIME=treelite BENCH_MODEL_FILE=.../checkpoint.tl \\
+        uvicorn benchmark.app:app --host 127.0.0.1 --port 8080 --workers 1
+
+Two runtimes behind the same API, chosen by ``BENCH_RUNTIME``:
+
+- ``sklearn``: the pickled trained pipeline and its ``predict_proba`` (the reference
+  baseline: what the published comparison put behind FastAPI);
+- ``treelite``: the very model file Triton serves, predicted the way the local ``fil``
+  backend predicts it (the fair baseline: same runtime, so what remains is the server):
+  with the backend's own ``fil_forest`` predictors, Treelite GTIL through its C API, or
+  the tl2cgen-compiled library Triton loaded when ``BENCH_COMPILED_LIB`` names it. Output
+  shaping is the backend's too, so the answers are Triton's float32 ``[1-p, p]``.
+
+``POST /predict`` takes ``{"rows": [[30 floats], ...]}`` (the transformed features, like
+Triton's ``input__0``) and answers ``[1-p, p]`` per row, like Triton's ``output__0`` with
+``predict_proba``, with the model's name and version. Wrong row length, NaN/Inf, strings or
+an empty batch are refused with 422 and a message that names the row and the problem.
+``GET /healthz`` answers once the model is loaded (Uvicorn accepts no connection before).
+
+Environment (read once, at start-up):
+
+| variable | default | meaning |
+| --- | --- | --- |
+| ``BENCH_RUNTIME`` | ``treelite`` | ``sklearn`` or ``treelite`` |
+| ``BENCH_MODEL_FILE`` | – | treelite: the model file Triton serves (e.g. ``<version>/checkpoint.tl``) |
+| ``BENCH_MODEL_TYPE`` | ``treelite_checkpoint`` | treelite: its FIL ``model_type`` |
+| ``BENCH_COMPILED_LIB`` | – | treelite: a tl2cgen library of that model (``FIL_CACHE_DIR/<key>/libforest.so``); unset = GTIL |
+| ``BENCH_PIPELINE_FILE`` | – | sklearn: the pickled pipeline (a trusted local file: pickle runs code) |
+| ``BENCH_MODEL_NAME`` | ``fraud-classifier`` | name echoed in every answer |
+| ``BENCH_MODEL_VERSION`` | ``0`` | version echoed in every answer |
+| ``BENCH_N_FEATURES`` | ``30`` | row length |
+| ``BENCH_MAX_ROWS`` | ``4096`` | most rows per request (Triton's ``max_batch_size``) |
+"""
+
+import os
+import pickle
+from collections.abc import Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+RUNTIMES = ("sklearn", "treelite")
+FEATURE_HINT = "Time, V1..V28, Amount, transformed like Triton's input__0"
+
+
+class AppSettingsError(ValueError):
+    """An environment variable of the baseline app is missing or wrong."""
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    runtime: str = "treelite"
+    model_file: Path | None = None
+    model_type: str = "treelite_checkpoint"
+    compiled_lib: Path | None = None
+    pipeline_file: Path | None = None
+    model_name: str = "fraud-classifier"
+    model_version: str = "0"
+    n_features: int = 30
+    max_rows: int = 4096
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "AppSettings":
+        env = os.environ if environ is None else environ
+        runtime = (env.get("BENCH_RUNTIME") or "treelite").strip().lower()
+        if runtime not in RUNTIMES:
+            raise AppSettingsError(f"BENCH_RUNTIME={runtime!r}: use one of {', '.join(RUNTIMES)}")
+        settings = cls(
+            runtime=runtime,
+            model_file=Path(env["BENCH_MODEL_FILE"]) if env.get("BENCH_MODEL_FILE") else None,
+            model_type=env.get("BENCH_MODEL_TYPE") or "treelite_checkpoint",
+            compiled_lib=Path(env["BENCH_COMPILED_LIB"]) if env.get("BENCH_COMPILED_LIB") else None,
+            pipeline_file=Path(env["BENCH_PIPELINE_FILE"]) if env.get("BENCH_PIPELINE_FILE") else None,
+            model_name=env.get("BENCH_MODEL_NAME") or "fraud-classifier",
+            model_version=env.get("BENCH_MODEL_VERSION") or "0",
+            n_features=_positive_int(env, "BENCH_N_FEATURES", 30),
+            max_rows=_positive_int(env, "BENCH_MAX_ROWS", 4096),
+        )
+        needed = {"treelite": ("BENCH_MODEL_FILE", settings.model_file),
+                  "sklearn": ("BENCH_PIPELINE_FILE", settings.pipeline_file)}[runtime]
+        if needed[1] is None:
+            raise AppSettingsError(f"BENCH_RUNTIME={runtime} needs {needed[0]} (a path)")
+        if not needed[1].is_file():
+            raise AppSettingsError(f"{needed[0]}={needed[1]} does not exist")
+        return settings
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise AppSettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < 1:
+        raise AppSettingsError(f"{name}={raw!r} must be >= 1")
+    return value
+
+
+# ------------------------------------------------------------------------------------
+# runtimes: rows (n, n_features) float32 -> probabilities (n, 2) [1-p, p]
+# ------------------------------------------------------------------------------------
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+def fil_forest():
+    """The local ``fil`` backend's prediction module (``serve/backends/fil/fil_forest.py``),
+    imported by path: it is a Triton backend folder, not a package."""
+    import importlib.util
+    import sys
+
+    import serve
+
+    if "fil_forest" in sys.modules:
+        return sys.modules["fil_forest"]
+    path = Path(serve.__file__).resolve().parent / "backends" / "fil" / "fil_forest.py"
+    spec = importlib.util.spec_from_file_location("fil_forest", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fil_forest"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_treelite_model(path: Path, model_type: str = "treelite_checkpoint"):
+    """Load a model file in any FIL ``model_type`` as a ``treelite.Model`` (as the backend does)."""
+    return fil_forest().load_model(Path(path), model_type)
+
+
+def treelite_predictor(model_file: Path, model_type: str = "treelite_checkpoint",
+                       compiled_lib: Path | None = None) -> tuple[Predictor, str]:
+    """Rows -> float32 ``[1-p, p]`` with the fil backend's own predictor and output shaping,
+    on one thread (the server is pinned to one core, like Triton's one model instance).
+    Returns the predictor and a description of the runtime."""
+    ff = fil_forest()
+    model = ff.load_model(Path(model_file), model_type)
+    gtil = ff.GTILPredictor(model, threads=1)
+    shape = ff.OutputFormat(n_model_outputs=gtil.n_outputs, predict_proba=True, output_class=True,
+                            threshold=0.5)
+    if compiled_lib is not None:
+        compiled = ff.CompiledPredictor(Path(compiled_lib), n_features=gtil.n_features,
+                                        n_outputs=gtil.n_outputs, threads=1)
+        engine, what = compiled, f"tl2cgen-compiled library {compiled_lib}"
+    else:
+        engine, what = gtil, "Treelite GTIL (C API, 1 thread)"
+
+    def predict(rows: np.ndarray) -> np.ndarray:
+        return shape(engine.predict(rows))
+
+    return predict, what
+
+
+def sklearn_single_thread(pipeline: Any) -> Any:
+    """Set ``n_jobs=1`` wherever the pipeline has it: joblib's thread pool only adds overhead
+    to a one-row call, and the server is pinned to one core."""
+    steps = getattr(pipeline, "steps", None) or [(None, pipeline)]
+    for _, step in steps:
+        if hasattr(step, "n_jobs"):
+            step.n_jobs = 1
+    return pipeline
+
+
+def sklearn_predictor(pipeline: Any) -> Predictor:
+    def predict(rows: np.ndarray) -> np.ndarray:
+        return pipeline.predict_proba(rows)
+
+    return predict
+
+
+def load_predictor(settings: AppSettings) -> Predictor:
+    if settings.runtime == "treelite":
+        return treelite_predictor(settings.model_file, settings.model_type, settings.compiled_lib)[0]
+    with open(settings.pipeline_file, "rb") as fh:
+        pipeline = pickle.load(fh)  # noqa: S301 - a local file the benchmark wrote itself
+    return sklearn_predictor(sklearn_single_thread(pipeline))
+
+
+# ------------------------------------------------------------------------------------
+# API
+# ------------------------------------------------------------------------------------
+
+
+def request_model(n_features: int, max_rows: int) -> type[BaseModel]:
+    """``{"rows": [[n_features finite floats], ...]}``; the checks run in pydantic-core."""
+    feature = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+    row = Annotated[list[feature], Field(min_length=n_features, max_length=n_features)]
+    return create_model(
+        "PredictRequest",
+        __config__=ConfigDict(extra="forbid"),
+        rows=(Annotated[list[row], Field(min_length=1, max_length=max_rows)], ...),
+    )
+
+
+class PredictResponse(BaseModel):
+    model_name: str
+    model_version: str
+    runtime: str
+    probabilities: list[list[float]]  # [1-p, p] per row, like Triton's output__0
+
+
+def _where(loc: tuple) -> str:
+    parts = [p for p in loc if p != "body"]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "body"
+
+
+def explain(error: Mapping[str, Any], n_features: int, max_rows: int) -> str:
+    """One clear sentence for one pydantic error."""
+    loc, kind = tuple(error.get("loc", ())), error.get("type", "")
+    where = _where(loc)
+    actual = (error.get("ctx") or {}).get("actual_length")
+    depth = len([p for p in loc if p != "body"])
+    if kind in ("too_short", "too_long") and depth == 2:  # ("rows", i)
+        got = actual if actual is not None else len(error.get("input") or [])
+        return f"{where} has {got} features; expected exactly {n_features} ({FEATURE_HINT})"
+    if kind in ("too_short", "too_long") and depth == 1:
+        return f"rows must hold 1 to {max_rows} rows; got {actual if actual is not None else '?'}"
+    if kind == "finite_number":
+        return f"{where} is {error.get('input')!r}: NaN and Infinity are not valid feature values"
+    if kind.startswith("float") or kind in ("int_type", "bool_type"):
+        return f"{where} is {error.get('input')!r}: features must be JSON numbers"
+    if kind == "missing":
+        return f'{where} is missing: send {{"rows": [[{n_features} numbers], ...]}}'
+    if kind == "list_type":
+        return f"{where} must be a list"
+    if kind == "extra_forbidden":
+        return f'{where} is not an accepted field: send only {{"rows": [...]}}'
+    if kind == "json_invalid":
+        return f"the body is not valid JSON: {error.get('msg')}"
+    return f"{where}: {error.get('msg')}"
+
+
+def create_app(settings: AppSettings | None = None) -> FastAPI:
+    """The baseline app. ``settings`` default: read from the environment at start-up."""
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        s = settings or AppSettings.from_env()
+        state["settings"] = s
+        state["predict"] = load_predictor(s)
+        # one warm call, so that the first timed request does not pay for lazy set-up
+        state["predict"](np.zeros((1, s.n_features), dtype=np.float32))
+        yield
+        state.clear()
+
+    s0 = settings or _settings_for_schema()
+    PredictRequest = request_model(s0.n_features, s0.max_rows)
+    app = FastAPI(title="fraud-classifier FastAPI baseline", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        s = state.get("settings") or s0
+        errors = exc.errors()
+        messages = [explain(e, s.n_features, s.max_rows) for e in errors[:10]]
+        if len(errors) > 10:
+            messages.append(f"... and {len(errors) - 10} more problems")
+        return JSONResponse(
+            status_code=422,
+            content={"error": messages[0], "detail": [
+                {"loc": _where(tuple(e.get("loc", ()))), "type": e.get("type"), "msg": m}
+                for e, m in zip(errors, messages, strict=False)
+            ]},
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        s = state["settings"]
+        return {"status": "ok", "runtime": s.runtime, "model_name": s.model_name,
+                "model_version": s.model_version}
+
+    # (No `from __future__ import annotations` in this module: FastAPI must see the real
+    # PredictRequest class, built above, in this signature.)
+    # async def: the model call runs inline on the event loop. With one worker the call
+    # holds the GIL either way; skipping the thread-pool hop of a plain `def` favours the
+    # baseline, which is the side a fair benchmark should err on.
+    @app.post("/predict", response_model=PredictResponse)
+    async def predict(body: PredictRequest) -> PredictResponse:  # type: ignore[valid-type]
+        s = state["settings"]
+        rows = np.asarray(body.rows, dtype=np.float32)
+        proba = state["predict"](rows)
+        return PredictResponse(model_name=s.model_name, model_version=s.model_version,
+                               runtime=s.runtime, probabilities=proba.tolist())
+
+    return app
+
+
+def _settings_for_schema() -> AppSettings:
+    """Row length and batch limit are needed to build the request schema at import; they are
+    read from the environment without touching any model file."""
+    env = os.environ
+    return AppSettings(n_features=_positive_int(env, "BENCH_N_FEATURES", 30),
+                       max_rows=_positive_int(env, "BENCH_MAX_ROWS", 4096))
+
+
+app = create_app()

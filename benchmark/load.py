@@ -1,0 +1,123 @@
+"""Concurrent load with locust (headless, CSV) and Triton's batch statistics around it."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+
+
+class LoadError(RuntimeError):
+    """A locust run failed; the message has the end of its output."""
+CPU_WARNING = "CPU usage above"
+
+
+def triton_model_stats(http_port: int, model: str = "fraud-classifier") -> dict:
+    """The model's entry of ``GET /v2/models/<model>/stats`` (cumulative counters)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/models/{model}/stats", timeout=10) as r:
+        doc = json.loads(r.read())
+    stats = doc.get("model_stats") or [{}]
+    return stats[0]
+
+
+def batching_delta(before: dict, after: dict) -> dict:
+    """What happened between two stats snapshots: requests, executions, the average batch size
+    and how many executions ran each batch size."""
+
+    def sizes(s: dict) -> dict[int, int]:
+        return {int(b["batch_size"]): int(b.get("compute_infer", {}).get("count", 0))
+                for b in s.get("batch_stats", []) or []}
+
+    inferences = int(after.get("inference_count", 0)) - int(before.get("inference_count", 0))
+    executions = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
+    b0, b1 = sizes(before), sizes(after)
+    hist = {k: b1.get(k, 0) - b0.get(k, 0) for k in sorted(b1)}
+    hist = {k: v for k, v in hist.items() if v > 0}
+
+    def ns(s: dict, key: str) -> int:
+        return int((s.get("inference_stats", {}).get(key) or {}).get("ns", 0))
+
+    def count(s: dict, key: str) -> int:
+        return int((s.get("inference_stats", {}).get(key) or {}).get("count", 0))
+
+    success = count(after, "success") - count(before, "success")
+    out = {
+        "inference_count": inferences,
+        "execution_count": executions,
+        "avg_batch_size": round(inferences / executions, 3) if executions else None,
+        "max_batch_size_seen": max(hist) if hist else None,
+        "batch_size_histogram": {str(k): v for k, v in hist.items()},
+        "failed_requests": count(after, "fail") - count(before, "fail"),
+    }
+    if success:
+        for key in ("queue", "compute_input", "compute_infer", "compute_output"):
+            out[f"avg_{key}_us"] = round((ns(after, key) - ns(before, key)) / success / 1e3, 2)
+    return out
+
+
+def _float(row: dict, key: str) -> float | None:
+    try:
+        value = row.get(key)
+        return float(value) if value not in (None, "", "N/A") else None
+    except ValueError:
+        return None
+
+
+def run_locust(*, target: str, host: str, users: int, duration_s: int, rows_file: Path,
+               out_dir: Path, name: str, taskset: list[str], model: str = "fraud-classifier",
+               env: dict | None = None) -> dict:
+    """One headless locust run; returns req/s, percentiles (ms) and failures.
+
+    Counts, req/s (requests / seconds from test start to stop) and percentiles come from the
+    locustfile's own bookkeeping (see its docstring); locust's CSV stays beside them.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prefix = out_dir / name
+    latencies = Path(f"{prefix}_latencies.npy")
+    cmd = [*taskset, sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+           "-u", str(users), "-r", str(users), "-t", f"{duration_s}s", "--host", host,
+           "--csv", str(prefix), "--only-summary", "--stop-timeout", "2",
+           "--loglevel", "WARNING", "--exit-code-on-error", "0"]
+    run_env = {**os.environ, **(env or {}), "BENCH_TARGET": target, "BENCH_ROWS_FILE": str(rows_file),
+               "BENCH_LATENCY_OUT": str(latencies), "BENCH_MODEL_NAME": model}
+    proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True,
+                          timeout=duration_s + 60)
+    (out_dir / f"{name}.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise LoadError(f"locust exited with {proc.returncode}: {(proc.stderr or proc.stdout)[-800:]}")
+    agg: dict = {}
+    with contextlib.suppress(FileNotFoundError, StopIteration):
+        with open(f"{prefix}_stats.csv", newline="") as fh:
+            agg = next(r for r in csv.DictReader(fh) if r.get("Name") == "Aggregated")
+    summary_file = Path(f"{latencies}.summary.json")
+    if not summary_file.is_file():
+        raise LoadError(f"locust wrote no summary ({summary_file}); see {out_dir / f'{name}.log'}")
+    summary = json.loads(summary_file.read_text())
+    requests, failures, elapsed = summary["requests"], summary["failures"], summary["elapsed_s"]
+    result = {
+        "users": users,
+        "duration_s": duration_s,
+        "elapsed_s": round(elapsed, 3),
+        "requests": requests,
+        "failures": failures,
+        "rps": requests / elapsed if elapsed > 0 else None,
+        "failure_examples": summary.get("failure_examples", []),
+        "locust_csv_rps": _float(agg, "Requests/s"),
+        "client_cpu_saturated": CPU_WARNING in (proc.stderr + proc.stdout),
+    }
+    ms = np.load(latencies) if latencies.is_file() else np.empty(0)
+    if ms.size:
+        p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+        result.update(p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99), mean_ms=float(ms.mean()))
+    latencies.unlink(missing_ok=True)  # large; the summary is what is kept
+    summary_file.unlink()
+    return result

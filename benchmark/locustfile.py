@@ -1,0 +1,102 @@
+"""Locust load: each user sends one-row requests back to back (closed loop, no wait).
+
+    BENCH_TARGET=triton BENCH_ROWS_FILE=rows.npy \\
+        locust -f benchmark/locustfile.py --headless -u 32 -r 32 -t 20s \\
+               --host http://127.0.0.1:8000 --csv out/triton_u32
+
+Environment:
+
+| variable | default | meaning |
+| --- | --- | --- |
+| ``BENCH_TARGET`` | ``triton`` | ``triton``: POST ``/v2/models/<model>/infer`` (KServe v2 JSON); ``fastapi``: POST ``/predict`` |
+| ``BENCH_MODEL_NAME`` | ``fraud-classifier`` | Triton model name |
+| ``BENCH_ROWS_FILE`` | – | ``.npy`` of float32 rows (n, 30); without it, rows of zeros |
+| ``BENCH_LATENCY_OUT`` | – | where to write every successful request's latency (ms, ``.npy``) |
+
+Locust 2.18's FastHttpUser reports response times as whole milliseconds (``int``), too
+coarse for sub-millisecond answers, and its CSV of a short headless run can miss the last
+requests. So the task also times each request itself with ``time.perf_counter`` and counts
+answers and failures; at the end of the test it writes every successful latency
+(``BENCH_LATENCY_OUT``, ms, ``.npy``) and a summary (``<that>.summary.json``: requests,
+failures, elapsed seconds from test start to stop, a few failure messages).
+"""
+
+import json
+import os
+import random
+import time
+
+import numpy as np
+from locust import FastHttpUser, constant, events, task
+
+TARGET = os.environ.get("BENCH_TARGET", "triton").strip().lower()
+MODEL_NAME = os.environ.get("BENCH_MODEL_NAME", "fraud-classifier")
+HEADERS = {"Content-Type": "application/json"}
+
+_bodies: list[bytes] = []
+_latencies_ms: list[float] = []
+_failures: list[str] = []
+_counts = {"requests": 0, "failures": 0, "started": 0.0}
+
+
+def _load_bodies() -> list[bytes]:
+    if not _bodies:
+        path = os.environ.get("BENCH_ROWS_FILE")
+        rows = np.load(path) if path else np.zeros((1, 30), dtype=np.float32)
+        for row in np.asarray(rows, dtype=np.float32):
+            values = row.tolist()
+            if TARGET == "fastapi":
+                doc = {"rows": [values]}
+            else:
+                doc = {"inputs": [{"name": "input__0", "shape": [1, len(values)],
+                                   "datatype": "FP32", "data": values}]}
+            _bodies.append(json.dumps(doc).encode())
+    return _bodies
+
+
+@events.test_start.add_listener
+def _on_start(environment, **_kwargs):
+    _load_bodies()
+    _latencies_ms.clear()
+    _failures.clear()
+    _counts.update(requests=0, failures=0, started=time.perf_counter())
+
+
+@events.request.add_listener
+def _on_request(exception, **_kwargs):
+    if exception is not None and len(_failures) < 20:
+        _failures.append(str(exception)[:200])
+
+
+@events.test_stop.add_listener
+def _on_stop(environment, **_kwargs):
+    out = os.environ.get("BENCH_LATENCY_OUT")
+    if out:
+        np.save(out, np.asarray(_latencies_ms, dtype=np.float64))
+        summary = {"requests": _counts["requests"], "failures": _counts["failures"],
+                   "elapsed_s": time.perf_counter() - _counts["started"], "failure_examples": _failures[:5]}
+        with open(out + ".summary.json", "w") as fh:
+            json.dump(summary, fh)
+
+
+class OneRowUser(FastHttpUser):
+    """Sends one row per request, the next as soon as the answer is in."""
+
+    wait_time = constant(0)
+    path = "/predict" if TARGET == "fastapi" else f"/v2/models/{MODEL_NAME}/infer"
+
+    def on_start(self):
+        self.bodies = _load_bodies()
+        self.i = random.randrange(len(self.bodies))
+
+    @task
+    def infer(self):
+        self.i = (self.i + 1) % len(self.bodies)
+        t0 = time.perf_counter()
+        response = self.client.post(self.path, data=self.bodies[self.i], headers=HEADERS, name=self.path)
+        elapsed_ms = (time.perf_counter() - t0) * 1e3
+        _counts["requests"] += 1
+        if response.status_code == 200:
+            _latencies_ms.append(elapsed_ms)
+        else:
+            _counts["failures"] += 1

@@ -1,0 +1,538 @@
+"""Plots and report.md from a results folder (results.json + sequential_latencies_ns.npz).
+
+    python -m benchmark.report [benchmark/results/latest]
+
+Everything here is computed from the measured numbers: the target verdicts, the ratios and
+the split of the gap between model runtime and server. Nothing is hard-coded but the
+published reference figures and the issue's targets, which are inputs to compare against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# The published comparison (one client, sequential one-row requests over HTTP).
+REFERENCE = {
+    "triton": {"mean_ms": 0.44, "std_ms": 0.64, "label": "Triton + FIL (published)"},
+    "fastapi": {"mean_ms": 5.15, "std_ms": 0.9, "label": "FastAPI + Uvicorn, pickled model (published)"},
+    "ratio": 5.15 / 0.44,
+}
+# The issue's targets.
+TARGETS = {
+    "seq_vs_sklearn": 15.0,
+    "seq_vs_treelite": 1.5,
+    "rps_at_32": 10_000.0,
+    "rps_vs_sklearn": 30.0,
+    "rps_vs_treelite": 3.0,
+}
+ORDER = ("triton-http", "triton-grpc", "fastapi-treelite", "fastapi-sklearn")
+COLORS = {"triton-http": "#76b900", "triton-grpc": "#3d7a00", "fastapi-treelite": "#009688",
+          "fastapi-sklearn": "#e76f51", "perf_analyzer http": "#76b900", "perf_analyzer grpc": "#3d7a00"}
+BOX_PNG = "sequential_latency_boxplot.png"
+LOAD_PNG = "throughput_p99_vs_users.png"
+
+
+# ------------------------------------------------------------------------------------
+# analysis
+# ------------------------------------------------------------------------------------
+
+
+def _get(d: dict, *keys, default=None):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return default
+        d = d[k]
+    return d
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def _target(name: str, description: str, value, goal: float, unit: str = "x", note: str = "") -> dict:
+    met = None if value is None else bool(value >= goal)
+    return {"name": name, "description": description, "value": value, "goal": goal, "unit": unit,
+            "met": met, "note": note}
+
+
+def analyze(results: dict) -> dict:
+    """Ratios, target verdicts and the runtime/server split, from results.json's numbers."""
+    seq = results.get("contenders", {})
+    p50 = {name: s.get("p50_ms") for name, s in seq.items()}
+    triton_seq = p50.get("triton-http")
+    targets = [
+        _target("sequential p50: triton-http vs fastapi-sklearn",
+                "Triton >= 15x faster than the reference baseline (published ratio 11.7x)",
+                _ratio(p50.get("fastapi-sklearn"), triton_seq), TARGETS["seq_vs_sklearn"]),
+        _target("sequential p50: triton-http vs fastapi-treelite",
+                "Triton >= 1.5x faster than the fair baseline",
+                _ratio(p50.get("fastapi-treelite"), triton_seq), TARGETS["seq_vs_treelite"]),
+    ]
+    load = results.get("load", {})
+    users_measured = sorted({int(u) for runs in load.values() for u in runs})
+    top = 32 if 32 in users_measured else (users_measured[-1] if users_measured else None)
+    note = "" if top == 32 or top is None else f"32 users not measured; shown at {top} users"
+
+    def rps(target):
+        return _get(load, target, str(top), "rps") if top is not None else None
+
+    triton_rps = rps("triton-http")
+    targets += [
+        _target(f"req/s at {top or 32} users: triton-http", "Triton >= 10,000 req/s on this machine (locust)",
+                triton_rps, TARGETS["rps_at_32"], "req/s", note),
+        _target(f"req/s at {top or 32} users: triton-http vs fastapi-sklearn", "Triton >= 30x the reference baseline",
+                _ratio(triton_rps, rps("fastapi-sklearn")), TARGETS["rps_vs_sklearn"], "x", note),
+        _target(f"req/s at {top or 32} users: triton-http vs fastapi-treelite", "Triton >= 3x the fair baseline",
+                _ratio(triton_rps, rps("fastapi-treelite")), TARGETS["rps_vs_treelite"], "x", note),
+    ]
+    failures = {f"{t} u={u}": r.get("failures", 0) for t, runs in load.items() for u, r in runs.items()}
+    if failures:
+        total = sum(failures.values())
+        targets.append({"name": "zero errors under load", "description": "no failed request in any load run",
+                        "value": total, "goal": 0, "unit": "failures", "met": total == 0,
+                        "note": ", ".join(f"{k}: {v}" for k, v in failures.items() if v) or ""})
+    return {
+        "sequential_p50_ms": p50,
+        "speedup_vs_reference": {
+            "published_mean_ratio": round(REFERENCE["ratio"], 2),
+            "measured_mean_ratio": _ratio(_get(seq, "fastapi-sklearn", "mean_ms"), _get(seq, "triton-http", "mean_ms")),
+            "measured_p50_ratio": _ratio(p50.get("fastapi-sklearn"), triton_seq),
+        },
+        "targets": targets,
+        "decomposition": decompose(results, top),
+        "load_top_users": top,
+    }
+
+
+def decompose(results: dict, top: int | None) -> dict:
+    """Split the gap between fastapi-sklearn and triton-http into model runtime and server.
+
+    Sequential (additive, p50): runtime = sklearn - treelite (both behind FastAPI), server =
+    treelite behind FastAPI - Triton (same Treelite model). Throughput (multiplicative): the
+    ratio triton/sklearn = (treelite/sklearn) x (triton/treelite); shares in log space.
+    """
+    seq = results.get("contenders", {})
+    out: dict = {}
+    sk, tl, tr = (_get(seq, n, "p50_ms") for n in ("fastapi-sklearn", "fastapi-treelite", "triton-http"))
+    if None not in (sk, tl, tr):
+        gap = sk - tr
+        out["sequential_p50"] = {
+            "gap_ms": gap, "runtime_ms": sk - tl, "server_ms": tl - tr,
+            "runtime_share": (sk - tl) / gap if gap else None, "server_share": (tl - tr) / gap if gap else None,
+        }
+    load = results.get("load", {})
+    if top is not None:
+        r = {t: _get(load, t, str(top), "rps") for t in ("fastapi-sklearn", "fastapi-treelite", "triton-http")}
+        if None not in r.values() and min(r.values()) > 0:
+            total = r["triton-http"] / r["fastapi-sklearn"]
+            runtime = r["fastapi-treelite"] / r["fastapi-sklearn"]
+            server = r["triton-http"] / r["fastapi-treelite"]
+            log_total = math.log(total) if total > 0 and total != 1 else None
+            out["throughput"] = {
+                "users": top, "total_ratio": total, "runtime_ratio": runtime, "server_ratio": server,
+                "runtime_share_log": math.log(runtime) / log_total if log_total else None,
+                "server_share_log": math.log(server) / log_total if log_total else None,
+                "avg_batch_size": _get(results, "batching", str(top), "avg_batch_size"),
+            }
+    return out
+
+
+# ------------------------------------------------------------------------------------
+# plots
+# ------------------------------------------------------------------------------------
+
+
+def _names(results: dict) -> list[str]:
+    return [n for n in ORDER if n in results.get("contenders", {})]
+
+
+def _plain_ticks(axis) -> None:
+    """Log-scale axis labelled 0.5, 1, 10, 1,000 rather than 10^-1."""
+    from matplotlib.ticker import FuncFormatter
+
+    fmt = FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 10 else f"{v:g}")
+    axis.set_major_formatter(fmt)
+    axis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
+
+
+def plot_boxplot(results: dict, latencies: dict[str, np.ndarray], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in _names(results) if n in latencies]
+    data = [np.asarray(latencies[n], dtype=np.float64) / 1e6 for n in names]
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    box = ax.boxplot(data, tick_labels=names, whis=(1, 99), showmeans=True, patch_artist=True,
+                     flierprops={"marker": ".", "markersize": 2, "alpha": 0.3},
+                     meanprops={"marker": "^", "markerfacecolor": "white", "markeredgecolor": "black"})
+    for patch, name in zip(box["boxes"], names, strict=True):
+        patch.set_facecolor(COLORS.get(name, "#999999"))
+        patch.set_alpha(0.7)
+    for key, style in (("triton", ":"), ("fastapi", "--")):
+        ref = REFERENCE[key]
+        ax.axhline(ref["mean_ms"], color="grey", linestyle=style, linewidth=1,
+                   label=f"{ref['label']}: mean {ref['mean_ms']} ms")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_yscale("log")
+    _plain_ticks(ax.yaxis)
+    ax.set_ylabel("latency per request (ms, log scale)")
+    n = results.get("n")
+    machine = _get(results, "machine", "cpu_model", default="")
+    ax.set_title(f"One-row requests, sequential client, N={n} per contender\n"
+                 f"box: p25-p75, line: median, triangle: mean, whiskers: p1-p99 ({machine})", fontsize=9)
+    for x, d in enumerate(data, start=1):
+        ax.annotate(f"p50 {np.median(d):.3f} ms", (x + 0.25, np.median(d)), xytext=(4, 0),
+                    textcoords="offset points", fontsize=7, va="center")
+    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_load(results: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_rps, ax_p99) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120)
+    for target in ORDER:
+        runs = _get(results, "load", target)
+        if not runs:
+            continue
+        users = sorted(int(u) for u in runs)
+        rps = [runs[str(u)].get("rps") or np.nan for u in users]
+        p99 = [runs[str(u)].get("p99_ms") or np.nan for u in users]
+        ax_rps.plot(users, rps, "o-", color=COLORS.get(target), label=f"{target} (locust)")
+        ax_p99.plot(users, p99, "o-", color=COLORS.get(target), label=f"{target} (locust)")
+    for protocol in ("http", "grpc"):
+        runs = [r for r in (_get(results, "perf_analyzer", protocol) or []) if "error" not in r]
+        if not runs:
+            continue
+        conc = [r["concurrency"] for r in runs]
+        ax_rps.plot(conc, [r["rps"] for r in runs], "s--", color=COLORS[f"perf_analyzer {protocol}"],
+                    alpha=0.7, label=f"triton-{protocol} (perf_analyzer)")
+        ax_p99.plot(conc, [r["p99_ms"] for r in runs], "s--", color=COLORS[f"perf_analyzer {protocol}"],
+                    alpha=0.7, label=f"triton-{protocol} (perf_analyzer)")
+    ticks = sorted({int(u) for runs in (results.get("load") or {}).values() for u in runs}
+                   | {r["concurrency"] for p in ("http", "grpc")
+                      for r in (_get(results, "perf_analyzer", p) or []) if "concurrency" in r})
+    for ax in (ax_rps, ax_p99):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        if ticks:
+            ax.set_xticks(ticks)
+        _plain_ticks(ax.xaxis)
+        _plain_ticks(ax.yaxis)
+        ax.set_xlabel("concurrent users / requests in flight")
+        ax.grid(which="both", alpha=0.3)
+    ax_rps.set_ylabel("requests per second (log)")
+    ax_rps.set_title("Throughput", fontsize=10)
+    ax_p99.set_ylabel("p99 latency, ms (log)")
+    ax_p99.set_title("p99 latency under load", fontsize=10)
+    ax_rps.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------
+# report.md
+# ------------------------------------------------------------------------------------
+
+
+def _f(value, digits: int = 2, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float) and abs(value) >= 1000:
+        return f"{value:,.0f}{unit}"
+    return f"{value:.{digits}f}{unit}"
+
+
+def _verdict(t: dict) -> str:
+    return "not measured" if t["met"] is None else ("**met**" if t["met"] else "**missed**")
+
+
+def sequential_table(results: dict) -> list[str]:
+    lines = ["| contender | p50 ms | p90 ms | p99 ms | mean ms | std ms | min ms | max ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name in _names(results):
+        s = results["contenders"][name]
+        lines.append(f"| {name} | {_f(s.get('p50_ms'), 3)} | {_f(s.get('p90_ms'), 3)} | {_f(s.get('p99_ms'), 3)} | "
+                     f"{_f(s.get('mean_ms'), 3)} | {_f(s.get('std_ms'), 3)} | {_f(s.get('min_ms'), 3)} | "
+                     f"{_f(s.get('max_ms'), 3)} |")
+    for key in ("triton", "fastapi"):
+        ref = REFERENCE[key]
+        lines.append(f"| *{ref['label']}* | | | | *{ref['mean_ms']:.2f}* | *{ref['std_ms']:.2f}* | | |")
+    return lines
+
+
+def summary_text(results: dict) -> str:
+    """A short plain-text summary for the terminal."""
+    lines = ["sequential, one row per request:"]
+    for name in _names(results):
+        s = results["contenders"][name]
+        lines.append(f"  {name:<17} p50 {s['p50_ms']:7.3f} ms   p99 {s['p99_ms']:7.3f} ms   "
+                     f"mean {s['mean_ms']:7.3f} ms (std {s['std_ms']:.3f})")
+    analysis = results.get("analysis") or analyze(results)
+    top = analysis.get("load_top_users")
+    if top is not None:
+        lines.append(f"load, {top} users (locust):")
+        for target in ORDER:
+            r = _get(results, "load", target, str(top))
+            if r:
+                lines.append(f"  {target:<17} {_f(r.get('rps'), 0):>8} req/s   p99 {_f(r.get('p99_ms'), 2)} ms   "
+                             f"failures {r.get('failures')}")
+    lines.append("targets:")
+    for t in analysis["targets"]:
+        value = str(t["value"]) if t["unit"] == "failures" else _f(t["value"], 2 if t["unit"] == "x" else 0,
+                                                                   "x" if t["unit"] == "x" else "")
+        lines.append(f"  [{'MET ' if t['met'] else ('MISS' if t['met'] is False else ' -- ')}] {t['name']}: {value}")
+    return "\n".join(lines)
+
+
+def render_markdown(results: dict) -> str:
+    a = results.get("analysis") or analyze(results)
+    m = results.get("machine", {})
+    model = results.get("model", {})
+    pins = results.get("pinning", {})
+    servers = results.get("servers", {})
+    triton = servers.get("triton", {})
+    fastapi = servers.get("fastapi", {})
+    lines = [f"# Benchmark: Triton vs FastAPI + Uvicorn ({results.get('created_utc')})", ""]
+
+    warnings = []
+    before = _get(results, "load_average", "before", default=[0])[0]
+    cores = m.get("cpu_count") or 1
+    if before is not None and before > 0.25 * cores:
+        warnings.append(f"the machine was not quiet: 1-minute load average {before:.2f} on {cores} cores "
+                        "before the run; other work competed with client and servers")
+    if results.get("quick"):
+        warnings.append(f"quick mode: N={results.get('n')} and short load runs; tails (p99) and "
+                        "throughput are indicative only — `make benchmark` for the full run")
+    if not pins.get("enabled"):
+        warnings.append(f"no CPU pinning ({pins.get('why')})")
+    parity = results.get("parity", {})
+    if parity and not parity.get("ok"):
+        warnings.append(f"parity check FAILED: {parity.get('max_abs_diff')}")
+    for name, why in (results.get("skipped") or {}).items():
+        warnings.append(f"{name} skipped: {why}")
+    if warnings:
+        lines += ["> **Read with care:**", *[f"> - {w}" for w in warnings], ""]
+
+    lines += [
+        "## Set-up", "",
+        f"- Machine: {m.get('cpu_model')}, {m.get('cpu_count')} CPUs, {m.get('memory_gib')} GiB, "
+        f"Python {m.get('python')}, {m.get('platform')}.",
+        f"- Model: `{model.get('name')}` version {model.get('version')} ({model.get('family')}, "
+        f"{model.get('n_trees')} trees, max depth {model.get('max_depth')}, up to {model.get('max_leaves')} "
+        f"leaves per tree, {model.get('n_features')} features), `{model.get('model_type')}` from "
+        f"`{model.get('source_repo')}`; Metaflow run: "
+        + (f"`{model.get('pathspec')}`." if model.get("pathspec") else "none (not made by the flow)."),
+        f"- sklearn pipeline (fastapi-sklearn): {model.get('sklearn_pipeline')}.",
+        f"- Rows: {_get(results, 'rows', 'origin')}; {_get(results, 'rows', 'order')}.",
+        *([f"- Triton {triton.get('server_version', '?')}: backend `{triton.get('backend')}` (the local "
+        f"Python-based `fil` backend on Treelite), {triton.get('instance_count', '?')} model instance(s) "
+        f"{triton.get('instance_group')}, {_batching_words(triton.get('dynamic_batching'))}, "
+        f"max_batch_size {triton.get('max_batch_size')}, FIL_COMPILE={triton.get('fil_compile')}; "
+        f"ready {triton.get('start_to_ready_s')} s after start."] if triton else []),
+        f"- FastAPI + Uvicorn: {fastapi.get('workers')} worker, event loop {fastapi.get('loop')}, HTTP "
+        f"parser {fastapi.get('http')}, handler {fastapi.get('handler')}; pydantic validates every row.",
+        "- Pinning: " + (f"servers on CPU {pins.get('server_cpu')}, clients on CPU {pins.get('client_cpu')} "
+                          f"({pins.get('method', '').format(server=pins.get('server_cpu'), client=pins.get('client_cpu'))})."
+                          if pins.get("enabled") else f"none ({pins.get('why')})."),
+        f"- Load average (1, 5, 15 min): before {_fmt_load(_get(results, 'load_average', 'before'))}, "
+        f"after {_fmt_load(_get(results, 'load_average', 'after'))}. Whole run: {results.get('duration_s')} s "
+        f"({', '.join(f'{k} {v} s' for k, v in (results.get('phase_seconds') or {}).items())}).",
+        "",
+        "## Sequential: the published method", "",
+        f"{results.get('warmup')} warm-up requests, then N={results.get('n')} one-row requests per contender, "
+        "one after another, each timed with `time.perf_counter_ns` from send to the last byte of the answer; "
+        "contenders interleaved in blocks of 250. HTTP contenders share one client (`http.client`, kept-alive "
+        "connection, bodies encoded before timing); triton-grpc uses `tritonclient.grpc`.", "",
+        *sequential_table(results), "",
+        f"![sequential latencies]({BOX_PNG})", "",
+    ]
+    sp = a.get("speedup_vs_reference", {})
+    lines.append(f"Published: FastAPI/Triton mean ratio {sp.get('published_mean_ratio')}x. Measured here: "
+                 f"mean ratio {_f(sp.get('measured_mean_ratio'), 1)}x, p50 ratio {_f(sp.get('measured_p50_ratio'), 1)}x "
+                 "(fastapi-sklearn / triton-http).")
+    if parity:
+        diffs = ", ".join(f"{k} {v:.1e}" for k, v in parity.get("max_abs_diff", {}).items())
+        lines += ["", f"Same answers: the first {parity.get('rows_compared')} rows' probabilities of every contender "
+                  f"against {parity.get('reference')}: largest difference {diffs} "
+                  f"({'within' if parity.get('ok') else 'OUTSIDE'} {parity.get('atol')})."]
+    lines += [""]
+
+    in_process = results.get("in_process") or {}
+    if in_process:
+        lines += ["### The model runtime alone", "",
+                  "One row per call in this process, no server, no network (pinned to the client CPU before any "
+                  "server started):", "", "| runtime | calls | p50 µs | mean µs |", "| --- | ---: | ---: | ---: |"]
+        for r in in_process.values():
+            lines.append(f"| {r['what']} | {r['calls']} | {_f(r['p50_us'], 1)} | {_f(r['mean_us'], 1)} |")
+        fil = results.get("fil_runtime") or {}
+        lines += ["", f"Triton's `fil` backend served with: {_get(results, 'servers', 'triton', 'fil_backend') or fil.get('runtime')}. "
+                  f"fastapi-treelite runs {_get(results, 'servers', 'fastapi', 'treelite_runtime')}: the same runtime, "
+                  "so the difference between fastapi-treelite and Triton is the server.", ""]
+
+    load = results.get("load") or {}
+    if load:
+        ls = results.get("load_settings", {})
+        lines += ["## Under load (locust)", "",
+                  f"{ls.get('tool')}, {ls.get('duration_s')} s per run, users spawned at once, "
+                  f"{ls.get('processes')} locust process pinned to the client CPU; {ls.get('measured_by')}.", "",
+                  "| target | users | req/s | p50 ms | p95 ms | p99 ms | requests | failures | client CPU saturated |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for target in ORDER:
+            for u, r in sorted((_get(load, target) or {}).items(), key=lambda kv: int(kv[0])):
+                lines.append(f"| {target} | {u} | {_f(r.get('rps'), 0)} | {_f(r.get('p50_ms'), 2)} | "
+                             f"{_f(r.get('p95_ms'), 2)} | {_f(r.get('p99_ms'), 2)} | {r.get('requests')} | "
+                             f"{r.get('failures')} | {'yes' if r.get('client_cpu_saturated') else 'no'} |")
+        batching = results.get("batching") or {}
+        if batching:
+            lines += ["", "Triton's dynamic batching during the triton-http runs (from `/v2/models/<model>/stats`, "
+                      "after minus before):", "",
+                      "| users | requests | executions | average batch | largest batch | avg queue µs | avg compute µs |",
+                      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            for u, b in sorted(batching.items(), key=lambda kv: int(kv[0])):
+                compute = b.get("avg_compute_infer_us")
+                lines.append(f"| {u} | {b.get('inference_count')} | {b.get('execution_count')} | "
+                             f"{_f(b.get('avg_batch_size'), 2)} | {b.get('max_batch_size_seen')} | "
+                             f"{_f(b.get('avg_queue_us'), 1)} | {_f(compute, 1)} |")
+        lines += ["", f"![throughput and p99]({LOAD_PNG})", ""]
+
+    pa = results.get("perf_analyzer") or {}
+    if pa.get("http") or pa.get("grpc") or pa.get("error"):
+        lines += ["## perf_analyzer cross-check", ""]
+        if pa.get("error"):
+            lines += [f"Not run: {pa['error']}", ""]
+        else:
+            st = pa.get("settings", {})
+            how = (f"stable windows of {st.get('measurement_interval_ms')} ms (at most {st.get('max_trials')}, "
+                   f"within {st.get('stability_percentage')} %), else a fixed {st.get('request_count')} requests"
+                   if st.get("mode") == "stable" else f"a fixed {st.get('request_count')} requests per level")
+            lines += [f"`perf_analyzer` from tritonclient {m.get('packages', {}).get('tritonclient')}, {st.get('client')}, "
+                      f"batch 1, {how}, input: {st.get('input_data')}.", "",
+                      "| protocol | concurrency | req/s | p50 ms | p99 ms | server queue ms | server compute ms |",
+                      "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            for protocol in ("http", "grpc"):
+                for r in pa.get(protocol) or []:
+                    if "error" in r:
+                        lines.append(f"| {protocol} | {r['concurrency']} | failed: {r['error'][:80]} | | | | |")
+                        continue
+                    flag = " (did not stabilise)" if "did not stabilise" in r.get("method", "") else ""
+                    lines.append(f"| {protocol} | {r['concurrency']} | {_f(r.get('rps'), 0)}{flag} | "
+                                 f"{_f(r.get('p50_ms'), 3)} | {_f(r.get('p99_ms'), 3)} | "
+                                 f"{_f(r.get('server_queue_ms'), 3)} | {_f(r.get('server_compute_ms'), 3)} |")
+            lines.append("")
+
+    lines += ["## Targets (from the issue)", "", "| target | goal | measured | verdict | note |",
+              "| --- | ---: | ---: | --- | --- |"]
+    for t in a.get("targets", []):
+        unit = t["unit"]
+        goal = f"≥ {t['goal']:,.0f} {unit}" if unit == "req/s" else (f"{t['goal']} {unit}" if unit == "failures" else f"≥ {t['goal']}x")
+        value = _f(t["value"], 0 if unit != "x" else 2, "x" if unit == "x" else "")
+        lines.append(f"| {t['name']} | {goal} | {value} | {_verdict(t)} | {t.get('note') or ''} |")
+    lines += ["", "## Where the gap comes from", "", *decomposition_text(a, results), ""]
+    lines += ["## Reproduce", "", "```", "make benchmark          # python -m benchmark.run --state-dir .state",
+              "make benchmark-quick    # the short run of make demo", "```",
+              "Raw data beside this report: `results.json`, `sequential_latencies_ns.npz`, `rows.npy` (the rows sent), "
+              "`answers.npz` (each contender's probabilities for them), `locust/`, "
+              "`perf_analyzer/`.", ""]
+    return "\n".join(lines)
+
+
+def _batching_words(config) -> str:
+    if not config:
+        return "dynamic batching off"
+    delay = config.get("max_queue_delay_microseconds", 0)
+    return f"dynamic batching on (max queue delay {delay} µs)"
+
+
+def _fmt_load(values) -> str:
+    return ", ".join(f"{v:.2f}" for v in values) if values else "?"
+
+
+def decomposition_text(a: dict, results: dict) -> list[str]:
+    d = a.get("decomposition", {})
+    out = []
+    s = d.get("sequential_p50")
+    if s:
+        out.append(
+            f"**One request at a time (p50).** fastapi-sklearn takes {_f(s['gap_ms'], 3)} ms longer than "
+            f"triton-http. Swapping sklearn's `predict_proba` for the Treelite runtime Triton uses, behind the "
+            f"same FastAPI app (fastapi-sklearn → fastapi-treelite), accounts for {_f(s['runtime_ms'], 3)} ms of it "
+            f"({_f(100 * s['runtime_share'], 0) if s['runtime_share'] is not None else '–'} %): that is the model "
+            f"runtime. Swapping FastAPI + Uvicorn for Triton with the same Treelite model (fastapi-treelite → "
+            f"triton-http) accounts for {_f(s['server_ms'], 3)} ms "
+            f"({_f(100 * s['server_share'], 0) if s['server_share'] is not None else '–'} %): that is the server.")
+        ip = results.get("in_process") or {}
+        fast = ip.get("compiled") or ip.get("gtil")
+        if ip.get("sklearn") and fast:
+            alone = (ip["sklearn"]["p50_us"] - fast["p50_us"]) / 1e3
+            out.append("")
+            out.append(f"Cross-check in process, without any server: sklearn takes {_f(ip['sklearn']['p50_us'] / 1e3, 3)} ms "
+                       f"per row and the Treelite runtime {_f(fast['p50_us'], 1)} µs, a difference of {_f(alone, 3)} ms "
+                       f"against the {_f(s['runtime_ms'], 3)} ms measured through FastAPI.")
+    else:
+        out.append("The sequential split needs fastapi-sklearn, fastapi-treelite and triton-http in one run; "
+                   "one of them is missing.")
+    t = d.get("throughput")
+    if t:
+        batch = t.get("avg_batch_size")
+        out += ["", f"**Under load ({t['users']} users).** triton-http serves {_f(t['total_ratio'], 1)}x the requests "
+                f"per second of fastapi-sklearn. Of that factor, {_f(t['runtime_ratio'], 1)}x comes from the model "
+                f"runtime (fastapi-treelite / fastapi-sklearn) and {_f(t['server_ratio'], 1)}x from the server "
+                f"(triton-http / fastapi-treelite: native HTTP front end plus dynamic batching"
+                + (f", average batch {batch:.2f} requests per model execution" if batch else "")
+                + f"); on a log scale that is {_f(100 * (t['runtime_share_log'] or 0), 0)} % runtime and "
+                f"{_f(100 * (t['server_share_log'] or 0), 0)} % server."]
+    return out
+
+
+# ------------------------------------------------------------------------------------
+# entry points
+# ------------------------------------------------------------------------------------
+
+
+def write_report(out_dir: Path) -> Path:
+    """(Re)write the PNGs and report.md of a results folder; returns report.md's path."""
+    out_dir = Path(out_dir)
+    results = json.loads((out_dir / "results.json").read_text())
+    if "analysis" not in results:
+        results["analysis"] = analyze(results)
+    npz = out_dir / "sequential_latencies_ns.npz"
+    latencies = dict(np.load(npz)) if npz.is_file() else {}
+    if latencies:
+        plot_boxplot(results, latencies, out_dir / BOX_PNG)
+    if results.get("load") or _get(results, "perf_analyzer", "http"):
+        plot_load(results, out_dir / LOAD_PNG)
+    path = out_dir / "report.md"
+    path.write_text(render_markdown(results))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmark.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", nargs="?", default=str(Path(__file__).resolve().parent / "results" / "latest"),
+                   help="a results folder (default: benchmark/results/latest)")
+    args = p.parse_args(argv)
+    path = write_report(Path(args.results))
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The benchmark machinery on a tiny run: real Triton, real Uvicorn, real locust and
+perf_analyzer, a small reference model. No timing is asserted: only that every contender
+answers the same probabilities for the same rows, that results.json has its schema and
+that the plots and the report are written."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark import report
+from benchmark.run import ALL_CONTENDERS, SCHEMA, Plan, run, wait_http_ok
+
+pytestmark = pytest.mark.slow
+
+SEQ_KEYS = {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "n"}
+LOAD_KEYS = {"users", "rps", "p50_ms", "p95_ms", "p99_ms", "requests", "failures"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """One whole benchmark run: 10-tree reference model, N=60, one short load level,
+    perf_analyzer at concurrency 1."""
+    base = tmp_path_factory.mktemp("bench")
+    plan = Plan(
+        state_dir=base / "state", results_dir=base / "results", reference_model=True,
+        reference_trees=10, reference_depth=4, n=60, warmup=5, distinct_rows=50,
+        users=(2,), duration_s=2, concurrency=(1,), perf_measurement_ms=500, perf_max_trials=3,
+        progress=False,
+    )
+    return run(plan)
+
+
+def test_every_contender_answers_like_the_pipeline(tiny_run: Path):
+    """Triton (HTTP, gRPC) and both FastAPI apps give the trained pipeline's probabilities."""
+    results = json.loads((tiny_run / "results.json").read_text())
+    assert set(results["contenders"]) == set(ALL_CONTENDERS)
+    assert results["parity"]["ok"], results["parity"]
+    rows = np.load(tiny_run / "rows.npy")
+    answers = dict(np.load(tiny_run / "answers.npz"))
+    pipeline_file = tiny_run.parent.parent / "state" / "benchmark" / "model" / "pipeline.pkl"
+    with open(pipeline_file, "rb") as fh:
+        pipeline = pickle.load(fh)
+    expected = pipeline.predict_proba(rows[: len(answers["triton-http"])])
+    for name in ALL_CONTENDERS:
+        got = answers[name]
+        assert got.shape == expected.shape, name
+        np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=name)
+    for name, stats in results["contenders"].items():
+        assert stats["model_versions_answered"] == [str(results["model"]["version"])], name
+
+
+def test_results_json_has_its_schema(tiny_run: Path):
+    results = json.loads((tiny_run / "results.json").read_text())
+    assert results["schema"] == SCHEMA
+    for key in ("machine", "model", "rows", "n", "pinning", "servers", "contenders", "load",
+                "batching", "perf_analyzer", "analysis", "load_average"):
+        assert key in results, key
+    assert {"cpu_model", "cpu_count", "python", "packages"} <= set(results["machine"])
+    assert results["model"]["n_trees"] == 10 and results["model"]["n_features"] == 30
+    assert results["n"] == 60
+    for name, stats in results["contenders"].items():
+        assert SEQ_KEYS <= set(stats), name
+        assert stats["n"] == 60
+        assert 0 < stats["min_ms"] <= stats["p50_ms"] <= stats["p99_ms"] <= stats["max_ms"]
+    for target in ("triton-http", "fastapi-treelite", "fastapi-sklearn"):
+        assert LOAD_KEYS <= set(results["load"][target]["2"]), target
+        assert results["load"][target]["2"]["requests"] > 0
+    batching = results["batching"]["2"]
+    assert batching["inference_count"] > 0 and batching["execution_count"] > 0
+    assert batching["avg_batch_size"] >= 1
+    for protocol in ("http", "grpc"):
+        (level,) = results["perf_analyzer"][protocol]
+        assert level["concurrency"] == 1
+        assert "rps" in level or "error" in level, level
+    assert results["servers"]["fastapi"]["workers"] == 1
+    assert results["servers"]["triton"]["instance_count"] >= 1
+    targets = results["analysis"]["targets"]
+    assert {t["met"] for t in targets} <= {True, False, None}
+    assert "sequential_p50" in results["analysis"]["decomposition"]
+
+
+def test_pinning_is_recorded(tiny_run: Path):
+    results = json.loads((tiny_run / "results.json").read_text())
+    pins = results["pinning"]
+    if len(os.sched_getaffinity(0)) < 2:
+        assert pins["enabled"] is False
+        return
+    assert pins["enabled"] and pins["server_cpu"] != pins["client_cpu"]
+    observed = pins["observed"]
+    assert observed["client (this process)"] == [pins["client_cpu"]]
+    for name in ("fastapi-sklearn", "fastapi-treelite", "triton"):
+        cpu_lists = [c for proc in observed[name].values() for c in proc["cpus"]]
+        assert cpu_lists and all(c == [pins["server_cpu"]] for c in cpu_lists), (name, observed[name])
+
+
+def test_plots_and_report_are_written(tiny_run: Path):
+    for name in (report.BOX_PNG, report.LOAD_PNG):
+        data = (tiny_run / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000, name
+    text = (tiny_run / "report.md").read_text()
+    for needle in ("| triton-http |", "| fastapi-sklearn |", "0.44", "5.15", "Targets", "Where the gap comes from"):
+        assert needle in text, needle
+    latest = tiny_run.parent / "latest"
+    assert latest.is_symlink() and latest.resolve() == tiny_run.resolve()
+    # the report can be rebuilt from the folder alone
+    (tiny_run / "report.md").unlink()
+    report.write_report(tiny_run)
+    assert (tiny_run / "report.md").is_file()
+
+
+# ------------------------------------------------------------------------------------
+# the FastAPI app's validation
+# ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fastapi_url(tmp_path_factory):
+    import treelite
+    from sklearn.ensemble import RandomForestClassifier
+
+    from serve.ports import free_port
+
+    folder = tmp_path_factory.mktemp("app")
+    X = np.random.default_rng(0).normal(size=(300, 30)).astype(np.float32)
+    clf = RandomForestClassifier(n_estimators=3, max_depth=3, random_state=0).fit(X, X[:, 0] > 0)
+    treelite.sklearn.import_model(clf).serialize(str(folder / "checkpoint.tl"))
+    port = free_port()
+    env = {**os.environ, "BENCH_RUNTIME": "treelite", "BENCH_MODEL_FILE": str(folder / "checkpoint.tl"),
+           "BENCH_MODEL_VERSION": "7"}
+    log = folder / "uvicorn.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "benchmark.app:app", "--host", "127.0.0.1",
+                                 "--port", str(port), "--log-level", "warning"], env=env, stdout=fh,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/healthz", 60, proc, log)
+        yield f"http://127.0.0.1:{port}", clf, X
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url + "/predict", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_fastapi_answers_like_triton_output(fastapi_url):
+    url, clf, X = fastapi_url
+    status, body = _post(url, json.dumps({"rows": X[:3].tolist()}).encode())
+    assert status == 200
+    assert body["model_name"] == "fraud-classifier" and body["model_version"] == "7"
+    np.testing.assert_allclose(body["probabilities"], clf.predict_proba(X[:3]), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (json.dumps({"rows": [[0.1] * 29]}), "rows[0] has 29 features; expected exactly 30"),
+        (json.dumps({"rows": [[0.1] * 30, [0.1] * 31]}), "rows[1] has 31 features"),
+        ('{"rows": [[NaN' + ", 0.1" * 29 + "]]}", "rows[0][0] is nan: NaN and Infinity are not valid"),
+        ('{"rows": [[0.1, Infinity' + ", 0.1" * 28 + "]]}", "rows[0][1] is inf"),
+        (json.dumps({"rows": [["1"] + [0.1] * 29]}), "features must be JSON numbers"),
+        (json.dumps({"rows": []}), "rows must hold 1 to"),
+        (json.dumps({"data": [[0.1] * 30]}), "rows is missing"),
+        ('{"rows": [[1,', "not valid JSON"),
+    ],
+    ids=["short-row", "long-row", "nan", "inf", "string", "empty", "no-rows", "bad-json"],
+)
+def test_fastapi_rejects_bad_input_with_422(fastapi_url, body, needle):
+    url, _, _ = fastapi_url
+    status, answer = _post(url, body.encode())
+    assert status == 422
+    assert needle in answer["error"], answer
+    # and it keeps serving
+    assert _post(url, json.dumps({"rows": [[0.0] * 30]}).encode())[0] == 200
