@@ -11,6 +11,8 @@ ROWS        ?= 60000
 MODEL_REPO  ?= s3://models/triton
 MODELS      ?= random_forest,extra_trees,xgboost,lightgbm
 S3_ENV      := $(STATE)/s3/credentials.env
+# Metaflow refuses to run without a user name; containers and CI often have none.
+export USERNAME := $(or $(USERNAME),$(USER),$(shell id -un 2>/dev/null),fraudml)
 # Every command that talks to the local S3 reads its endpoint and credentials from here.
 WITH_S3     := set -a; [ -f $(S3_ENV) ] && . $(S3_ENV); set +a;
 

@@ -3,8 +3,14 @@
 import numpy as np
 import pandas as pd
 import pytest
-
-from fraudml.data import COLUMNS, LABEL, DatasetError, generate_dataset, load_dataset, validate_dataset
+from fraudml.data import (
+    COLUMNS,
+    LABEL,
+    DatasetError,
+    generate_dataset,
+    load_dataset,
+    validate_dataset,
+)
 
 
 @pytest.fixture(scope="module")

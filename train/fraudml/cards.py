@@ -87,7 +87,7 @@ def pr_curves_figure(y_true: np.ndarray, proba_by_family: dict[str, np.ndarray],
         recall, precision = pr_curve(y_true, proba)
         ap = average_precision(y_true, proba)
         ax.step(
-            recall, precision, where="post",
+            recall, precision, where="pre",  # AP: precision of point i+1 over (r_i, r_i+1]
             label=f"{family} (AP {ap:.3f})", linewidth=2.4 if family == best else 1.3,
         )
     base_rate = float(np.mean(y_true))

@@ -65,6 +65,9 @@ def render_config(
         versions: serve exactly these versions (``version_policy specific``); ``None`` keeps
             Triton's default policy (latest one).
         max_queue_delay_us: how long the dynamic batcher may hold a request to grow a batch.
+            0 (default): a lone request runs at once, and under load requests still batch,
+            because they queue while the instance is busy; a delay would add to every
+            sequential request's latency.
         storage_type: FIL ``storage_type`` (GPU only; ``AUTO`` is FIL's heuristic).
         classifier_key: ``output_class`` for NGC images up to 25.08, ``is_classifier`` from 25.09.
         model_name: the model's name; must equal its folder name in the repository.

@@ -1,0 +1,193 @@
+"""The real training flow, driven by the Metaflow Runner on a tiny dataset, read back with the client."""
+
+import base64
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import treelite
+from fraudml.data import (
+    FEATURES,
+    dataset_fingerprint,
+    generate_dataset,
+    load_dataset,
+    write_dataset,
+)
+from fraudml.export import check_export_parity, predict_proba_treelite
+from fraudml.features import FeatureTransform, split_train_test
+
+pytestmark = pytest.mark.slow
+
+FLOW = str(Path(__file__).resolve().parents[2] / "train" / "flow.py")
+TINY = {"rows": 4000, "fraud_rate": 0.02, "seed": 5}
+
+
+@pytest.fixture(scope="module")
+def metaflow_env(tmp_path_factory):
+    """A private local datastore and metadata (`root/.metaflow`) for the runs of this module,
+    for the flow and for the client in this process."""
+    root = tmp_path_factory.mktemp("metaflow")
+    env = {
+        "USERNAME": os.environ.get("USERNAME") or os.environ.get("USER") or "pytest",
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+        "METAFLOW_S3_TRANSIENT_RETRY_COUNT": "0",
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        # The local datastore (and its cards) is the .metaflow folder found from the working
+        # directory: the flow runs in `root`, and the client here reads from there too.
+        for key in ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_CARD_LOCALROOT"):
+            mp.delenv(key, raising=False)
+        mp.chdir(root)
+        yield {"root": root, "env": env}
+
+
+@pytest.fixture(scope="module")
+def run(metaflow_env):
+    """One tiny run: 4,000 synthetic rows generated in the flow, 2 families, 1 candidate, 2 folds."""
+    from metaflow import Runner
+
+    with Runner(FLOW, show_output=False, cwd=str(metaflow_env["root"]), env=metaflow_env["env"]) as runner:
+        result = runner.run(
+            rows=TINY["rows"], fraud_rate=TINY["fraud_rate"], seed=TINY["seed"],
+            models="random_forest,xgboost", n_iter=1, cv_folds=2,
+        )
+        assert result.status == "successful", result.stdout + result.stderr
+        stdout = result.stdout
+        run = result.run
+    return {"run": run, "stdout": stdout}
+
+
+def test_flow_succeeds_and_prints_the_comparison(run):
+    """The run finished; eval printed the comparison table and the winner, end the client hint."""
+    assert run["run"].successful
+    out = run["stdout"]
+    assert "test AP" in out and "random_forest" in out and "xgboost" in out
+    assert "winner: " in out
+    assert "from metaflow import Run" in out
+
+
+def test_steps_and_foreach(run):
+    """The DAG ran as designed: one train task per family."""
+    steps = {s.id: s for s in run["run"]}
+    assert set(steps) == {"start", "preprocess", "train", "eval", "deploy", "end"}
+    assert sorted(t.data.family for t in steps["train"]) == ["random_forest", "xgboost"]
+
+
+def test_artifacts_read_back_with_the_client(run):
+    """The data, the winner, its threshold and metrics are artifacts of the run."""
+    data = run["run"].data
+    expected = generate_dataset(TINY["rows"], TINY["fraud_rate"], TINY["seed"])
+    assert data.dataset_fingerprint == dataset_fingerprint(expected)
+    assert data.dataset_source.startswith("synthetic:rows=4000")
+    assert data.best_family in ("random_forest", "xgboost")
+    assert set(data.metrics_by_family) == {"random_forest", "xgboost"}
+    assert data.metrics == data.metrics_by_family[data.best_family]
+    assert data.metrics["average_precision"] == max(m["average_precision"] for m in data.metrics_by_family.values())
+    assert data.metrics["average_precision"] > 10 * data.metrics["positive_rate"]
+    assert data.threshold == data.metrics["threshold"] and 0 < data.threshold < 1
+    assert data.metrics["threshold_source"] == "out_of_fold"
+    assert data.model_type == "treelite_checkpoint" and data.model_filename == "checkpoint.tl"
+    assert data.model_version is None  # no --model-repo: nothing published
+
+
+def test_test_set_is_the_untouched_split(run):
+    """The test rows in the run are exactly the stratified split of the data, transformed, not resampled."""
+    data = run["run"].data
+    df = generate_dataset(TINY["rows"], TINY["fraud_rate"], TINY["seed"])
+    train, test = split_train_test(df, 0.2, TINY["seed"])
+    np.testing.assert_array_equal(data.test_index, test.index.to_numpy())
+    transform = FeatureTransform().fit(train)
+    np.testing.assert_array_equal(data.X_test, transform.transform(test))
+    assert data.metrics["n"] == len(test) and data.metrics["n_positive"] == int(test["Class"].sum())
+    assert data.class_distribution["test"]["fraud"] == int(test["Class"].sum())
+    assert data.feature_transform == transform.to_dict()
+
+
+def test_checkpoint_predicts_like_the_pipeline(run):
+    """The checkpoint bytes load in Treelite and match the best pipeline on the test set."""
+    data = run["run"].data
+    tl_model = treelite.Model.deserialize_bytes(data.model_checkpoint)
+    assert check_export_parity(data.best_pipeline, tl_model, data.X_test) <= 1e-5
+    assert data.export_max_abs_diff <= 1e-5
+    p = predict_proba_treelite(tl_model, data.X_test)
+    assert np.array_equal(p >= data.threshold, p > data.threshold)
+
+
+def test_lineage_ties_the_model_to_the_run(run):
+    """lineage: run pathspec, data, parameters, metrics, threshold, transform, code and libraries."""
+    r = run["run"]
+    lineage = r.data.lineage
+    json.dumps(lineage)
+    assert lineage["pathspec"] == r.pathspec
+    assert lineage["task_pathspec"].startswith(r.pathspec + "/deploy/")
+    assert lineage["dataset"]["fingerprint"] == r.data.dataset_fingerprint
+    assert lineage["dataset"]["rows"] == TINY["rows"]
+    assert lineage["parameters"]["models"] == "random_forest,xgboost"
+    assert lineage["parameters"]["cv_folds"] == 2
+    assert lineage["threshold"] == r.data.threshold
+    assert lineage["family"] == r.data.best_family and lineage["best_params"] == r.data.best_params
+    assert lineage["features"] == FEATURES and lineage["n_features"] == 30
+    assert lineage["feature_transform"]["kind"] == "robust_scale"
+    assert lineage["code_version"]["flow_sha256"]
+    assert {"scikit-learn", "treelite", "metaflow"} <= set(lineage["libraries"])
+
+
+def _card_text(html: str) -> str:
+    """The card's components, which the HTML carries as base64-encoded JSON."""
+    return " ".join(
+        base64.b64decode(blob).decode("utf-8", "replace")
+        for blob in re.findall(r'window\.__MF_DATA__\["[^"]+"\] = "([A-Za-z0-9+/=]+)"', html)
+    )
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        ("preprocess", ["Class distribution", "fraud rate", "train", "test"]),
+        ("eval", ["Model comparison", "Winner", "random_forest", "xgboost", "image/png", "Confusion matrix"]),
+    ],
+)
+def test_cards_were_rendered(run, step, expected):
+    """preprocess: class distribution; eval: comparison table, PR-curve plot, winner's confusion matrix."""
+    from metaflow.cards import get_cards
+
+    cards = get_cards(run["run"][step].task)
+    assert len(cards) == 1
+    text = _card_text(cards[0].get())
+    for word in expected:
+        assert word in text, f"{word!r} missing from the {step} card"
+
+
+def test_bad_dataset_fails_fast_with_the_fix(metaflow_env, tmp_path):
+    """A dataset without the Amount column stops the run in preprocess with the one-line error."""
+    from metaflow import Runner
+
+    bad = tmp_path / "bad.csv"
+    generate_dataset(2000, 0.02, seed=1).drop(columns=["Amount"]).to_csv(bad, index=False)
+    with Runner(FLOW, show_output=False, cwd=str(metaflow_env["root"]), env=metaflow_env["env"]) as runner:
+        result = runner.run(data=str(bad), models="xgboost", n_iter=1, cv_folds=2)
+        assert result.status == "failed"
+        output = result.stdout + result.stderr
+    assert "DatasetError: missing column(s): Amount. Fix:" in output
+
+
+def test_load_dataset_from_s3(s3_server, tmp_path, monkeypatch):
+    """--data s3://bucket/key: the same frame and fingerprint as the local file, from the real S3."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    df = generate_dataset(1500, 0.02, seed=2)
+    path = write_dataset(df, tmp_path / "cc.csv")
+    s3_server.client().upload_file(str(path), "models", "datasets/cc.csv")
+    back = load_dataset("s3://models/datasets/cc.csv")
+    assert dataset_fingerprint(back) == dataset_fingerprint(df)
+    from fraudml.data import DatasetError
+
+    with pytest.raises(DatasetError, match="S3 refused to read .*NoSuchKey"):
+        load_dataset("s3://models/datasets/missing.csv")
+    assert os.environ["AWS_ENDPOINT_URL"] == s3_server.env()["AWS_ENDPOINT_URL"]

@@ -1,0 +1,116 @@
+"""Treelite export of every family predicts like the trained pipeline (the file Triton's FIL serves)."""
+
+import numpy as np
+import pytest
+import treelite
+from fraudml.export import (
+    FIL_FILENAMES,
+    ExportMismatch,
+    check_export_parity,
+    load_fil_model,
+    predict_proba_treelite,
+    to_treelite,
+    write_fil_model,
+)
+from fraudml.models import FAMILIES, build_pipeline
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_treelite_model_matches_pipeline_on_the_test_set(trained, split, family):
+    """to_treelite + GTIL gives the pipeline's P(fraud) within 1e-5 on every test row."""
+    pipeline = trained[family].pipeline
+    tl_model = to_treelite(pipeline)
+    assert tl_model.num_feature == 30
+    diff = check_export_parity(pipeline, tl_model, split.X_test)
+    assert diff <= 1e-5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_checkpoint_file_round_trip(trained, split, tmp_path, family):
+    """checkpoint.tl written, read back, same predictions."""
+    pipeline = trained[family].pipeline
+    path = write_fil_model(pipeline, tmp_path, "treelite_checkpoint")
+    assert path == tmp_path / "checkpoint.tl" and path.stat().st_size > 0
+    check_export_parity(pipeline, load_fil_model(path, "treelite_checkpoint"), split.X_test)
+    check_export_parity(pipeline, treelite.Model.deserialize_bytes(path.read_bytes()), split.X_test)
+
+
+@pytest.mark.parametrize(
+    ("family", "model_type"),
+    [("xgboost", "xgboost_json"), ("xgboost", "xgboost_ubj"), ("lightgbm", "lightgbm")],
+)
+def test_native_fil_formats(trained, split, tmp_path, family, model_type):
+    """XGBoost JSON/UBJ and LightGBM text files load in Treelite and predict like the pipeline."""
+    pipeline = trained[family].pipeline
+    path = write_fil_model(pipeline, tmp_path, model_type)
+    assert path.name == FIL_FILENAMES[model_type]
+    check_export_parity(pipeline, load_fil_model(path, model_type), split.X_test)
+
+
+@pytest.mark.parametrize(("family", "model_type"), [("random_forest", "xgboost_json"), ("xgboost", "lightgbm")])
+def test_mismatched_model_type_is_refused(trained, tmp_path, family, model_type):
+    """A format that does not fit the family is an error, not a wrong file."""
+    with pytest.raises(ValueError, match="does not fit"):
+        write_fil_model(trained[family].pipeline, tmp_path, model_type)
+    with pytest.raises(ValueError, match="unknown FIL model_type"):
+        write_fil_model(trained[family].pipeline, tmp_path, "onnx")
+
+
+def test_smote_is_not_part_of_the_export(trained):
+    """The export is the classifier only: same number of trees as the fitted classifier."""
+    pipeline = trained["random_forest"].pipeline
+    assert to_treelite(pipeline).num_tree == len(pipeline.named_steps["clf"].estimators_)
+
+
+def test_a_different_model_is_a_mismatch(trained, split):
+    """Parity catches an export of another model, and reports the max difference."""
+    with pytest.raises(ExportMismatch) as info:
+        check_export_parity(trained["random_forest"].pipeline, to_treelite(trained["xgboost"].pipeline), split.X_test)
+    assert info.value.max_abs_diff > 1e-3
+    assert "max |diff|" in str(info.value)
+
+
+def test_feature_count_mismatch(trained, split):
+    """Data with another width is refused before predicting."""
+    with pytest.raises(ExportMismatch, match="expects 30 features"):
+        check_export_parity(trained["xgboost"].pipeline, to_treelite(trained["xgboost"].pipeline), split.X_test[:, :29])
+
+
+def test_unsupported_estimator():
+    """Only tree ensembles Treelite can import."""
+    from sklearn.linear_model import LogisticRegression
+
+    with pytest.raises(TypeError, match="cannot export a LogisticRegression"):
+        to_treelite(LogisticRegression())
+
+
+@pytest.mark.parametrize("family", ["random_forest", "xgboost", "lightgbm"])
+def test_parity_on_generated_rows(trained, family):
+    """Parity holds on rows far outside the training data too (Hypothesis-generated)."""
+    pipeline = trained[family].pipeline
+    tl_model = to_treelite(pipeline)
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(arrays(np.float32, st.tuples(st.integers(1, 64), st.just(30)),
+                  elements=st.floats(-1e4, 1e4, width=32, allow_nan=False)))
+    def check(rows):
+        check_export_parity(pipeline, tl_model, rows)
+
+    check()
+
+
+def test_predict_proba_treelite_shape(trained, split):
+    """One probability per row, float64, in [0, 1]."""
+    p = predict_proba_treelite(to_treelite(trained["extra_trees"].pipeline), split.X_test[:7])
+    assert p.shape == (7,) and p.dtype == np.float64 and ((p >= 0) & (p <= 1)).all()
+    with pytest.raises(ValueError):
+        predict_proba_treelite(to_treelite(trained["extra_trees"].pipeline), split.X_test[0])
+
+
+def test_export_of_an_unfitted_pipeline_fails():
+    """An unfitted pipeline cannot be exported."""
+    with pytest.raises(Exception):  # noqa: B017 - each library raises its own "not fitted" error
+        to_treelite(build_pipeline("random_forest"))

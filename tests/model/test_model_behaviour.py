@@ -1,0 +1,195 @@
+"""Behavioural tests of the model families: resampling stays in training, thresholds, minimum quality."""
+
+import hashlib
+
+import numpy as np
+import pytest
+from fraudml.data import FEATURES
+from fraudml.metrics import average_precision, choose_threshold
+from fraudml.models import (
+    DEFAULT_FAMILIES,
+    FAMILIES,
+    build_pipeline,
+    oversampling_target,
+    parse_families,
+    pick_best,
+    predict_proba,
+    score_family,
+    train_family,
+)
+from imblearn.over_sampling import SMOTE
+
+
+def _digest(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def resample_spy(monkeypatch):
+    """Record the number of rows every SMOTE.fit_resample call receives."""
+    calls: list[int] = []
+    original = SMOTE.fit_resample
+
+    def spy(self, X, y, **kwargs):
+        calls.append(len(y))
+        return original(self, X, y, **kwargs)
+
+    monkeypatch.setattr(SMOTE, "fit_resample", spy)
+    return calls
+
+
+def test_smote_runs_in_fit_only(split, resample_spy):
+    """fit resamples the training rows once; predict_proba never resamples and returns one score per row."""
+    pipeline = build_pipeline("random_forest", seed=0).set_params(clf__n_estimators=10)
+    pipeline.fit(split.X_train, split.y_train)
+    assert resample_spy == [len(split.y_train)]
+    proba = predict_proba(pipeline, split.X_test)
+    assert resample_spy == [len(split.y_train)]
+    assert proba.shape == (len(split.y_test),)
+
+
+def test_oversampling_adds_synthetic_frauds_to_training_only(split):
+    """The classifier is fitted on more frauds than the training set has; the test set is as it was."""
+    pipeline = build_pipeline("xgboost", seed=0).set_params(clf__n_estimators=5)
+    X_res, y_res = pipeline.named_steps["smote"].fit_resample(split.X_train, split.y_train)
+    n_legit = int((split.y_train == 0).sum())
+    assert int((y_res == 0).sum()) == n_legit
+    assert int(y_res.sum()) == round(0.1 * n_legit) > int(split.y_train.sum())
+
+
+def test_cross_validation_never_resamples_the_validation_fold(split, resample_spy):
+    """In the search only training folds (2/3 of the rows) and the final refit (all rows) are resampled."""
+    n = len(split.y_train)
+    train_family("lightgbm", split.X_train, split.y_train, seed=0, cv_folds=3, n_iter=1, out_of_fold=False)
+    assert len(resample_spy) == 3 + 1
+    assert sorted(resample_spy)[-1] == n
+    for rows in sorted(resample_spy)[:-1]:
+        assert abs(rows - 2 * n / 3) <= 1, "a fold other than a training fold was resampled"
+
+
+def test_scoring_leaves_the_test_set_untouched(trained, split):
+    """Scoring reads the test rows without changing or resampling them."""
+    before = _digest(split.X_test, split.y_test)
+    metrics, proba = score_family(trained["random_forest"], split.X_test, split.y_test, split.y_train)
+    assert _digest(split.X_test, split.y_test) == before
+    assert metrics["n"] == len(split.y_test) and metrics["n_positive"] == int(split.y_test.sum())
+    assert proba.shape == split.y_test.shape
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_out_of_fold_scores_cover_every_training_row(trained, split, family):
+    """Out-of-fold probabilities: one per training row, in [0, 1], informative."""
+    oof = trained[family].oof_proba
+    assert oof.shape == split.y_train.shape
+    assert ((oof >= 0) & (oof <= 1)).all()
+    assert average_precision(split.y_train, oof) > 10 * split.y_train.mean()
+
+
+def test_threshold_comes_from_out_of_fold_scores(trained, split):
+    """The decision threshold is chosen on training out-of-fold scores, not on the test set."""
+    t = trained["xgboost"]
+    for rule in ("best_f1", "precision_target"):
+        metrics, _ = score_family(t, split.X_test, split.y_test, split.y_train, rule=rule, precision_target=0.8)
+        assert metrics["threshold_source"] == "out_of_fold"
+        assert metrics["threshold"] == choose_threshold(split.y_train, t.oof_proba, rule, 0.8)
+
+
+def test_threshold_falls_back_to_test_scores_without_out_of_fold(trained, split):
+    """Without out-of-fold scores the source says "test"."""
+    metrics, _ = score_family(trained["lightgbm"], split.X_test, split.y_test, None)
+    assert metrics["threshold_source"] == "test"
+
+
+def test_precision_target_threshold_is_not_below_best_f1(trained, split):
+    """Asking for high precision moves the threshold up (or keeps it)."""
+    t = trained["random_forest"]
+    f1 = choose_threshold(split.y_train, t.oof_proba, "best_f1")
+    strict = choose_threshold(split.y_train, t.oof_proba, "precision_target", 0.99)
+    assert strict >= f1
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_beats_a_constant_predictor_by_far(trained, split, family):
+    """Minimum functionality: AP far above the fraud rate (a constant score's AP), but below 1."""
+    ap = average_precision(split.y_test, predict_proba(trained[family].pipeline, split.X_test))
+    base_rate = split.y_test.mean()
+    assert average_precision(split.y_test, np.full(len(split.y_test), 0.5)) == pytest.approx(base_rate)
+    assert ap > 20 * base_rate
+    assert ap < 0.999
+
+
+def test_winner_beats_a_constant_predictor(trained, split):
+    """The family pick_best chooses beats a constant score by far."""
+    scored = {f: score_family(t, split.X_test, split.y_test, split.y_train)[0] for f, t in trained.items()}
+    best = pick_best(scored)
+    assert scored[best]["average_precision"] == max(m["average_precision"] for m in scored.values())
+    assert scored[best]["average_precision"] > 0.3 > 20 * split.y_test.mean()
+
+
+def test_moving_along_the_fraud_direction_raises_the_score(trained, split):
+    """Direction: pushing legitimate rows towards the fraud pattern (V14, V12, V10, V17 down) raises P(fraud)."""
+    legit = split.X_test[split.y_test == 0][:500]
+    pushed = legit.copy()
+    for name, shift in (("V14", -4.0), ("V12", -3.0), ("V10", -3.0), ("V17", -3.0)):
+        pushed[:, FEATURES.index(name)] += shift
+    for family in ("random_forest", "xgboost"):
+        pipeline = trained[family].pipeline
+        assert predict_proba(pipeline, pushed).mean() > 5 * predict_proba(pipeline, legit).mean()
+
+
+def test_irrelevant_change_barely_moves_the_score(trained, split):
+    """Invariance: a tiny change of a weak component leaves the scores nearly unchanged."""
+    pipeline = trained["random_forest"].pipeline
+    rows = split.X_test[:1000]
+    nudged = rows.copy()
+    nudged[:, FEATURES.index("V26")] += 1e-4
+    assert np.abs(predict_proba(pipeline, nudged) - predict_proba(pipeline, rows)).max() < 0.05
+
+
+def test_training_is_deterministic(split):
+    """Same seed, same model."""
+    a = train_family("xgboost", split.X_train, split.y_train, seed=3, cv_folds=2, n_iter=1, out_of_fold=False)
+    b = train_family("xgboost", split.X_train, split.y_train, seed=3, cv_folds=2, n_iter=1, out_of_fold=False)
+    assert a.best_params == b.best_params
+    np.testing.assert_array_equal(predict_proba(a.pipeline, split.X_test), predict_proba(b.pipeline, split.X_test))
+
+
+def test_trained_family_records_the_search(trained, split):
+    """Best params without the pipeline prefix, CV score, per-candidate results, sizes."""
+    t = trained["extra_trees"]
+    assert t.family == "extra_trees" and t.cv_folds == 2 and t.n_iter == 1
+    assert all(not k.startswith("clf__") for k in t.best_params)
+    assert 0 < t.cv_average_precision <= 1 and len(t.cv_results) == 1
+    assert (t.n_train, t.n_train_positive) == (len(split.y_train), int(split.y_train.sum()))
+
+
+def test_oversampling_target_never_removes_frauds():
+    """Raise frauds to 10 % of legitimate rows, but keep them all if there are more already."""
+    assert oversampling_target(np.array([0] * 1000 + [1] * 5)) == {1: 100}
+    assert oversampling_target(np.array([0] * 100 + [1] * 40)) == {1: 40}
+
+
+def test_parse_families():
+    """Comma list, spaces and duplicates tolerated, unknown names refused."""
+    assert parse_families(" random_forest, xgboost ,random_forest") == ["random_forest", "xgboost"]
+    assert parse_families(",".join(DEFAULT_FAMILIES)) == list(DEFAULT_FAMILIES)
+    with pytest.raises(ValueError, match="unknown model family catboost"):
+        parse_families("random_forest,catboost")
+    with pytest.raises(ValueError):
+        parse_families(" , ")
+
+
+def test_pick_best_prefers_average_precision_then_roc_auc():
+    """Highest AP wins; ties broken by ROC-AUC, then by name."""
+    scores = {
+        "a": {"average_precision": 0.5, "roc_auc": 0.99},
+        "b": {"average_precision": 0.7, "roc_auc": 0.90},
+        "c": {"average_precision": 0.7, "roc_auc": 0.95},
+    }
+    assert pick_best(scores) == "c"
+    assert pick_best({"z": scores["c"], "y": scores["c"]}) == "y"
+    with pytest.raises(ValueError):
+        pick_best({})
