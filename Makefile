@@ -77,7 +77,7 @@ test-unit: $(VENV)/.installed ## only the tests that need no server
 	$(PY) -m pytest tests/unit tests/data
 
 lint: $(VENV)/.installed ## ruff
-	$(PY) -m ruff check train serve benchmark tests
+	$(PY) -m ruff check train serve benchmark tests k8s
 
 benchmark: $(VENV)/.installed ## full benchmark: Triton HTTP/gRPC vs FastAPI (sklearn, treelite), sequential + load
 	$(PY) -m benchmark.run --state-dir $(STATE)

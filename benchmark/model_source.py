@@ -256,9 +256,8 @@ def _copy_version(source_uri: str, version: int | None, work_dir: Path) -> tuple
 
 def _finish(source_uri: str, version: int, lineage: dict, version_dir: Path, work_dir: Path,
             pipeline: Any, pipeline_note: str, test_rows: np.ndarray | None = None) -> BenchModel:
-    from fraudml.tritonconfig import DEFAULT_MAX_BATCH_SIZE, MODEL_FILENAMES, MODEL_NAME
-
     from benchmark.app import load_treelite_model
+    from fraudml.tritonconfig import DEFAULT_MAX_BATCH_SIZE, MODEL_FILENAMES, MODEL_NAME
 
     config = lineage.get("triton_config") or {}
     model_type = config.get("model_type", "treelite_checkpoint")

@@ -745,7 +745,6 @@ def parse_args(argv: list[str] | None = None) -> Plan:
 
 def main(argv: list[str] | None = None) -> int:
     from fraudml.storage import StorageError
-
     from serve.triton import TritonError
 
     plan = parse_args(argv)

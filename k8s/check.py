@@ -258,7 +258,6 @@ def serving_defaults() -> tuple[dict[str, Any], str]:
     repo_env = {"MODEL_REPO": os.environ.get("MODEL_REPO", "")}
     try:
         from fraudml.tritonconfig import MODEL_NAME
-
         from serve.settings import Settings
     except ImportError as exc:
         values = dict(CONTRACT, model_repo=repo_env["MODEL_REPO"] or CONTRACT["model_repo"])

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from fraudml.data import FEATURES, LABEL
 from fraudml.features import FeatureTransform
 from fraudml.repository import ModelRepository
 from fraudml.storage import StorageError
-
 from serve.lineage import lineage_line
 from serve.settings import Settings
 

@@ -20,7 +20,6 @@ from typing import Any
 
 from fraudml.repository import ModelRepository
 from fraudml.storage import StorageError
-
 from serve.settings import Settings
 
 

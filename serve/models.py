@@ -17,7 +17,6 @@ import sys
 from fraudml.repository import ModelRepository, PublishError
 from fraudml.rollout import RolloutError, roll_out
 from fraudml.storage import StorageError
-
 from serve.settings import Settings
 
 

@@ -18,6 +18,8 @@ Help: python train/flow.py run --help
 
 import tempfile
 
+from metaflow import FlowSpec, Parameter, card, current, resources, step
+
 from fraudml import cards
 from fraudml.data import (
     DEFAULT_FRAUD_RATE,
@@ -43,7 +45,7 @@ from fraudml.models import (
     score_family,
     train_family,
 )
-from metaflow import FlowSpec, Parameter, card, current, resources, step
+from fraudml.tritonconfig import INSTANCE_KINDS
 
 MODEL_TYPE = "treelite_checkpoint"
 N_FEATURES = 30
@@ -54,7 +56,7 @@ SHARED_ARTIFACTS = [
 ]
 PARAMETER_NAMES = [
     "data", "rows", "fraud_rate", "models", "seed", "cv_folds", "n_iter", "n_jobs", "test_size",
-    "threshold_rule", "precision_target", "model_repo", "triton_url",
+    "threshold_rule", "precision_target", "model_repo", "triton_url", "instance_kind",
 ]
 
 
@@ -82,6 +84,7 @@ class FraudClassifierTreeSelection(FlowSpec):
     precision_target = Parameter("precision-target", default=0.9, type=float, help="Precision for --threshold-rule precision_target and for the recall-at-precision metric.")
     model_repo = Parameter("model-repo", default="", help="Triton model repository to publish the winner to (s3://bucket/prefix or a folder). Empty: do not publish.")
     triton_url = Parameter("triton-url", default="", help="Comma-separated Triton HTTP URLs to ask to load the newly published version (needs --model-repo). Empty: none.")
+    instance_kind = Parameter("instance-kind", default="KIND_CPU", help="Triton instance_group kind written to config.pbtxt: KIND_CPU (local, k8s cpu overlay), KIND_GPU or KIND_AUTO (k8s gpu overlay).")
 
     @step
     def start(self):
@@ -96,6 +99,12 @@ class FraudClassifierTreeSelection(FlowSpec):
         if self.triton_url and not self.model_repo:
             raise ValueError("--triton-url needs --model-repo: there is nothing to load without publishing")
         min_positives_for(self.test_size, self.cv_folds)  # raises on a bad --test-size / --cv-folds
+        if self.instance_kind not in INSTANCE_KINDS:
+            raise ValueError(f"--instance-kind must be one of {', '.join(INSTANCE_KINDS)}, got {self.instance_kind!r}")
+        if self.model_repo:  # fail now, not after training, if the repository cannot be written
+            from fraudml.storage import open_store
+
+            open_store(self.model_repo).check()
         print(f"families: {', '.join(self.families)}")
         self.next(self.preprocess)
 
@@ -222,7 +231,6 @@ class FraudClassifierTreeSelection(FlowSpec):
         )
         self.model_version = None
 
-        # ---- publish to the Triton model repository (issue 3; fraudml.repository) --------
         if self.model_repo:
             from fraudml.repository import ModelRepository, publish_model_version
 
@@ -231,7 +239,8 @@ class FraudClassifierTreeSelection(FlowSpec):
                 repo_uri=self.model_repo,
                 files={self.model_filename: self.model_checkpoint},
                 lineage=self.lineage,
-                config_kwargs={"model_type": self.model_type, "threshold": self.threshold, "n_features": N_FEATURES},
+                config_kwargs={"model_type": self.model_type, "threshold": self.threshold,
+                               "n_features": N_FEATURES, "instance_kind": self.instance_kind},
             )
             print(f"published {self.model_repo} fraud-classifier/{self.model_version}")
             if self.triton_url:
@@ -240,7 +249,6 @@ class FraudClassifierTreeSelection(FlowSpec):
                 urls = [u.strip() for u in self.triton_url.split(",") if u.strip()]
                 roll_out(ModelRepository(self.model_repo), urls, previous)
                 print(f"loaded fraud-classifier/{self.model_version} on {', '.join(urls)}")
-        # ---- end publish -----------------------------------------------------------------
         self.next(self.end)
 
     @step

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import treelite
+
 from fraudml.data import (
     FEATURES,
     dataset_fingerprint,

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+
 from fraudml.data import generate_dataset
 from fraudml.features import FeatureTransform, labels, split_train_test
 from fraudml.models import FAMILIES, TrainedFamily, train_family

@@ -3,6 +3,10 @@
 import numpy as np
 import pytest
 import treelite
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
 from fraudml.export import (
     FIL_FILENAMES,
     ExportMismatch,
@@ -13,9 +17,6 @@ from fraudml.export import (
     write_fil_model,
 )
 from fraudml.models import FAMILIES, build_pipeline
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 
 @pytest.mark.parametrize("family", FAMILIES)

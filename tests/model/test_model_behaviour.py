@@ -4,6 +4,8 @@ import hashlib
 
 import numpy as np
 import pytest
+from imblearn.over_sampling import SMOTE
+
 from fraudml.data import FEATURES
 from fraudml.metrics import average_precision, choose_threshold
 from fraudml.models import (
@@ -17,7 +19,6 @@ from fraudml.models import (
     score_family,
     train_family,
 )
-from imblearn.over_sampling import SMOTE
 
 
 def _digest(*arrays) -> str:
