@@ -11,8 +11,9 @@ ROWS        ?= 60000
 MODEL_REPO  ?= s3://models/triton
 MODELS      ?= random_forest,extra_trees,xgboost,lightgbm
 S3_ENV      := $(STATE)/s3/credentials.env
-# Metaflow refuses to run without a user name; containers and CI often have none.
-export USERNAME := $(or $(USERNAME),$(USER),$(shell id -un 2>/dev/null),fraudml)
+# Metaflow refuses to run without a user name and ignores "root" (containers, CI).
+METAFLOW_USER ?= $(or $(filter-out root,$(USERNAME) $(USER) $(shell id -un 2>/dev/null)),fraudml)
+export METAFLOW_USER := $(firstword $(METAFLOW_USER))
 # Every command that talks to the local S3 reads its endpoint and credentials from here.
 WITH_S3     := set -a; [ -f $(S3_ENV) ] && . $(S3_ENV); set +a;
 

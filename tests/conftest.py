@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +22,16 @@ from serve.ports import free_port as _free_port
 from serve.ports import free_ports
 from serve.s3 import SeaweedS3
 from serve.triton import TritonServer
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment() -> Iterator[None]:
+    """Code under test may load credentials into os.environ (as the CLIs do); no test
+    may see what an earlier one left there."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

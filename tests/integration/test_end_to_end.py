@@ -46,7 +46,7 @@ def e2e(s3_server, tmp_path_factory):
     env = {
         **os.environ,
         **s3_server.env(),
-        "USERNAME": "tester",
+        "METAFLOW_USER": "pytest",  # Metaflow ignores "root", the CI user
         "METAFLOW_DEFAULT_DATASTORE": "local",
         "METAFLOW_DEFAULT_METADATA": "local",
         "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(work / "mf"),

@@ -32,7 +32,8 @@ def metaflow_env(tmp_path_factory):
     for the flow and for the client in this process."""
     root = tmp_path_factory.mktemp("metaflow")
     env = {
-        "USERNAME": os.environ.get("USERNAME") or os.environ.get("USER") or "pytest",
+        # Metaflow ignores the name "root" (CI runs as root): give it one it accepts.
+        "METAFLOW_USER": "pytest",
         "METAFLOW_DEFAULT_DATASTORE": "local",
         "METAFLOW_DEFAULT_METADATA": "local",
         "METAFLOW_S3_TRANSIENT_RETRY_COUNT": "0",

@@ -205,7 +205,8 @@ def _read_s3(url: str) -> pd.DataFrame:
 
     # boto3 reads the endpoint (AWS_ENDPOINT_URL) and credentials from the environment itself;
     # short time-outs so that a server that is down fails in seconds.
-    client = boto3.client(
+    # A fresh session, not boto3's cached default one: it must see the environment of now.
+    client = boto3.session.Session().client(
         "s3",
         config=Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"}),
     )
