@@ -38,6 +38,7 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         if s.connect_ex((host, port)) == 0:
             return True
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # like weed/tritonserver: TIME_WAIT is not "in use"
         try:
             s.bind((host, port))
         except OSError:

@@ -317,7 +317,9 @@ def _read_env_file(path: Path) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
-    parser = argparse.ArgumentParser(prog="python -m serve.s3", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m serve.s3", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["start", "stop", "status", "env"])
     parser.add_argument("--state-dir", default=str(settings.state_dir / "s3"), help="data, credentials, pid, log")
     parser.add_argument("--port", type=int, default=settings.s3.port, help="S3 port on 127.0.0.1 (S3_PORT)")

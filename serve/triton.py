@@ -36,7 +36,6 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from fraudml.tritonconfig import MODEL_NAME
-
 from serve.ports import pid_alive, port_in_use, read_pid, terminate
 from serve.settings import Settings
 
@@ -153,21 +152,27 @@ def check_s3_repository(model_repo: str, env: Mapping[str, str], models: Iterabl
             raise TritonError(f"S3 endpoint {endpoint or 'AWS'} is unreachable ({e}); is the local S3 running (`make s3`)?") from None
 
 
-def relevant_log_lines(text: str, limit: int = 40) -> str:
-    """The lines of a Triton log that explain a failure (errors, Python tracebacks)."""
-    lines = text.splitlines()
-    keep: list[str] = []
-    in_traceback = False
-    for line in lines:
-        if re.match(r"^E\d{4} ", line) or "Traceback" in line or re.search(r"\b(error|failed|Error|Exception)\b", line):
-            keep.append(line)
-            in_traceback = "Traceback" in line
-        elif in_traceback and (line.startswith((" ", "\t")) or re.match(r"^\w+(\.\w+)*(Error|Exception)", line)):
-            keep.append(line)
-        else:
-            in_traceback = False
-    keep = [k for k in keep if "NVML" not in k and "DCGM" not in k and "CUDA driver" not in k]
-    return "\n".join(keep[-limit:]) if keep else "\n".join(lines[-15:])
+_LOG_NOISE = ("NVML", "DCGM", "CUDA driver", "CudaDriverHelper", "pinned memory", "GPU metrics")
+
+
+def relevant_log_lines(text: str, limit: int = 8, width: int = 600) -> str:
+    """What a Triton log says about a failure: the cause of each failed model load if there
+    is one (Python traceback frames dropped), else the error lines without the harmless
+    no-GPU warnings, each cut to ``width`` characters."""
+    causes: dict[str, str] = {}
+    for match in re.finditer(r"failed to load '([^']+)' version (\d+): (.*?)\"?$", text, re.MULTILINE):
+        message = match.group(3).replace("\\n", "\n").split("\n\nAt:", 1)[0].strip()
+        causes[f"{match.group(1)}/{match.group(2)}"] = message
+    if causes:
+        return "\n".join(f"model {name} failed to load: {message}" for name, message in causes.items())
+    lines = [line for line in text.splitlines() if not any(noise in line for noise in _LOG_NOISE)]
+    keep = [
+        line
+        for line in lines
+        if re.match(r"^E\d{4} ", line) or re.search(r"\b(error|failed|Failed|Error|Exception|UNAVAILABLE)\b", line)
+    ]
+    keep = keep or lines[-limit:]
+    return "\n".join(line if len(line) <= width else line[:width] + " ..." for line in keep[-limit:])
 
 
 # -- the server -----------------------------------------------------------------------------------
@@ -394,6 +399,13 @@ class TritonServer:
             return False
         return status == 200
 
+    def _serving(self) -> bool:
+        """Every model this server was asked to load answers ready (the server itself, when
+        it loads none). Under strict readiness one failed load of a new version makes
+        /v2/health/ready fail while the previous version still serves; this does not."""
+        models = self.load_models if self.model_control == "explicit" else ()
+        return all(self.model_ready(m) for m in models) if models else self.is_ready()
+
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Poll until the server and its ``load_models`` are ready (or it exits)."""
         deadline = time.monotonic() + timeout
@@ -402,8 +414,7 @@ class TritonServer:
             exited = self._popen.poll() is not None if self._popen is not None else (pid is None or not pid_alive(pid))
             if exited:
                 raise TritonError(self._failure_message("tritonserver exited during start-up"))
-            models = self.load_models if self.model_control == "explicit" else ()
-            if self.is_ready() and all(self.model_ready(m) for m in models):
+            if self._serving():
                 return
             if time.monotonic() > deadline:
                 raise TritonError(self._failure_message(f"tritonserver was not ready within {timeout:.0f} s"))
@@ -439,6 +450,50 @@ class TritonServer:
                 f.seek(offset)
                 new_log = f.read().decode(errors="replace")
             raise TritonError(self._failure_message(f"loading model {name!r} failed: {message}", new_log))
+
+    def predictor_state(self, name: str = MODEL_NAME) -> dict[int, str]:
+        """Per loaded version of ``name`` (the last loaded last), what the local ``fil``
+        backend serves it with: ``"compiled"``, ``"gtil"`` (compiling, or compilation off)
+        or ``"gtil (final)"`` (compilation failed or was refused); read from the server log."""
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return {}
+        state: dict[int, str] = {}
+        tag = re.escape(name)
+        for match in re.finditer(rf"\[fil\] {tag}/(\d+): (.*)", text):
+            version, message = int(match.group(1)), match.group(2)
+            if "serving with" in message and "now serving" not in message:
+                state.pop(version, None)  # a (re)load: keep versions in the order they were last loaded
+            if "compiled library from cache" in message or "now serving with compiled library" in message:
+                state[version] = "compiled"
+            elif "staying on GTIL" in message or "compiling the model failed" in message:
+                state[version] = "gtil (final)"
+            elif "serving with GTIL" in message:
+                state[version] = "gtil"
+        return state
+
+    def wait_compiled(self, name: str = MODEL_NAME, version: int | None = None, timeout: float = 600.0) -> None:
+        """Wait until the local ``fil`` backend serves ``name`` (its last loaded version, or
+        ``version``) with the compiled library, e.g. before a benchmark.
+
+        Raises:
+            TritonError: compilation failed, is disabled (FIL_COMPILE=0), or took too long.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.predictor_state(name)
+            if not state and self.model_ready(name):
+                raise TritonError(f"{name} is not served by the local fil backend (no [fil] lines in {self.log_file})")
+            target = version if version is not None else (list(state)[-1] if state else None)
+            current = state.get(target) if target is not None else None
+            if current == "compiled":
+                return
+            if current == "gtil (final)":
+                raise TritonError(self._failure_message(f"{name}/{target} will stay on GTIL (compilation failed)"))
+            if time.monotonic() > deadline:
+                raise TritonError(f"{name}/{target} was not compiled within {timeout:.0f} s (state: {current}); see {self.log_file}")
+            time.sleep(0.2)
 
     def unload_model(self, name: str = MODEL_NAME) -> None:
         status, body = self._http("POST", f"/v2/repository/models/{quote(name)}/unload", b"{}", timeout=30)
@@ -479,14 +534,15 @@ class TritonServer:
         info: dict[str, object] = {
             "running": pid is not None,
             "pid": pid,
-            "ready": pid is not None and self.is_ready(),
+            "ready": pid is not None and self._serving(),
+            "health_ready": pid is not None and self.is_ready(),
             "model_repository": self.model_repository,
             "http_url": self.http_url,
             "grpc_url": self.grpc_url,
             "metrics_url": self.metrics_url,
             "log_file": str(self.log_file),
         }
-        if info["ready"]:
+        if pid is not None:
             with contextlib.suppress(TritonError, OSError, ValueError):
                 info["models"] = self.repository_index()
         return info
@@ -500,7 +556,9 @@ class TritonServer:
 
 def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
-    parser = argparse.ArgumentParser(prog="python -m serve.triton", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m serve.triton", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["start", "stop", "status", "load"])
     parser.add_argument("--model-repo", default=settings.model_repo, help="s3://bucket/prefix or a folder (MODEL_REPO)")
     parser.add_argument("--state-dir", default=str(settings.state_dir / "triton"), help="server copy, pid, log")
@@ -509,8 +567,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=int, default=settings.triton.metrics_port)
     parser.add_argument("--model", action="append", help=f"model to load (repeatable; default {settings.model_name})")
     parser.add_argument("--model-control", choices=MODEL_CONTROL_MODES, default="explicit")
-    parser.add_argument("--fil-cache-dir", default=os.environ.get("FIL_CACHE_DIR"), help="compiled-model cache (FIL_CACHE_DIR)")
+    parser.add_argument("--fil-cache-dir", default=str(settings.fil_cache_dir), help="compiled-model cache (FIL_CACHE_DIR)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
+    parser.add_argument(
+        "--wait-compiled", action="store_true", help="after start/load, also wait until the model is served compiled"
+    )
     args = parser.parse_args(argv)
 
     server = TritonServer(
@@ -522,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         load_models=args.model or (settings.model_name,),
         model_control=args.model_control,
         host=settings.triton.host,
-        fil_cache_dir=args.fil_cache_dir or settings.state_dir / "fil-cache",
+        fil_cache_dir=args.fil_cache_dir,
     )
     try:
         if args.command == "start":
@@ -536,6 +597,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  gRPC    {server.grpc_url}")
             print(f"  metrics {server.metrics_url}")
             print(f"  log     {server.log_file}")
+            if args.wait_compiled:
+                for name in server.load_models:
+                    if not server.predictor_state(name):
+                        continue  # not a fil model
+                    started = time.monotonic()
+                    server.wait_compiled(name)
+                    print(f"{name} served with the compiled library (waited {time.monotonic() - started:.1f} s)")
         elif args.command == "stop":
             print("Triton stopped" if server.stop() else "Triton was not running")
         elif args.command == "status":
@@ -543,11 +611,14 @@ def main(argv: list[str] | None = None) -> int:
             if not st["running"]:
                 print(f"Triton not running (state dir {server.state_dir})")
                 return 1
-            print(f"Triton running (pid {st['pid']}, {'ready' if st['ready'] else 'NOT ready'}) on {st['model_repository']}")
+            health = "" if st["health_ready"] == st["ready"] else f"; /v2/health/ready says {'ready' if st['health_ready'] else 'NOT ready'}"
+            print(f"Triton running (pid {st['pid']}, {'ready' if st['ready'] else 'NOT ready'}{health}) on {st['model_repository']}")
             print(f"  HTTP {st['http_url']}  gRPC {st['grpc_url']}  metrics {st['metrics_url']}")
             for m in st.get("models", []):
-                reason = f" ({m['reason']})" if m.get("reason") else ""
-                print(f"  {m.get('name')}/{m.get('version', '-')}: {m.get('state', '?')}{reason}")
+                reason = f" ({m['reason'].splitlines()[0]})" if m.get("reason") else ""
+                predictor = server.predictor_state(m.get("name", "")).get(int(m.get("version") or 0))
+                how = f", {predictor}" if predictor and m.get("state") == "READY" else ""
+                print(f"  {m.get('name')}/{m.get('version', '-')}: {m.get('state', '?')}{how}{reason}")
             return 0 if st["ready"] else 1
         elif args.command == "load":
             if not server.is_running():
@@ -558,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.monotonic()
                 server.load_model(name)
                 print(f"loaded {name} in {time.monotonic() - started:.2f} s")
+                if args.wait_compiled:
+                    server.wait_compiled(name)
+                    print(f"{name} served with the compiled library")
     except TritonError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -79,6 +79,7 @@ class TritonPythonModel:
         started = time.monotonic()
         config = json.loads(args["model_config"])
         self.model_name = config.get("name", args.get("model_name", "?"))
+        self.tag = f"{self.model_name}/{args['model_version']}"  # how log lines name this model version
         params = config.get("parameters", {}) or {}
         model_type = _param(params, "model_type")
         if model_type is None:
@@ -152,7 +153,7 @@ class TritonPythonModel:
                 self._compiler.start()
         _log(
             "info",
-            f"{self.model_name}/{args['model_version']}: {model_type} {self.model_path.name}, "
+            f"{self.tag}: {model_type} {self.model_path.name}, "
             f"{model.num_tree} trees, {self.n_features} features, serving with {how} "
             f"(loaded in {time.monotonic() - started:.2f} s)",
         )
@@ -163,12 +164,12 @@ class TritonPythonModel:
             compiled = ff.CompiledPredictor(
                 libpath, n_features=self.n_features, n_outputs=self.gtil.n_outputs, threads=os.cpu_count() or 1
             )
-            diff = ff.self_check(self.gtil, compiled, self.n_features)
+            diff = ff.self_check(self.gtil, compiled, self.n_features, self.format)
         except Exception as e:  # a broken cache entry must not stop serving
-            _log("warn", f"cannot use compiled library {libpath}: {e}; staying on GTIL")
+            _log("warn", f"{self.tag}: cannot use compiled library {libpath}: {e}; staying on GTIL")
             return False
         if not diff <= SELF_CHECK_ATOL:
-            _log("warn", f"compiled library {libpath} differs from GTIL by {diff:.3g}; staying on GTIL")
+            _log("warn", f"{self.tag}: compiled library {libpath} differs from GTIL by {diff:.3g}; staying on GTIL")
             return False
         self.compiled = compiled
         self._predictor = compiled  # one attribute store: the next execute() uses it
@@ -180,11 +181,13 @@ class TritonPythonModel:
                 model, sha, cache_dir, jobs=os.cpu_count() or 1, cancel=self._cancel, log=lambda m: _log("info", m)
             )
             if not self._cancel.is_set() and self._try_swap(libpath):
-                _log("info", f"{self.model_name}: now serving with compiled library {libpath}")
+                _log("info", f"{self.tag}: now serving with compiled library {libpath}")
         except ff.CompileCancelled:
             pass
+        except ff.CompilerMissing as e:
+            _log("warn", f"{self.tag}: {e}; staying on GTIL")
         except Exception:
-            _log("warn", f"compiling the model failed; staying on GTIL:\n{traceback.format_exc()}")
+            _log("warn", f"{self.tag}: compiling the model failed; staying on GTIL:\n{traceback.format_exc()}")
 
     # -- serving --------------------------------------------------------------------------
     def _shape_problem(self, x) -> str | None:
@@ -212,8 +215,11 @@ class TritonPythonModel:
         )
 
     @staticmethod
-    def _error(message: str):
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+    def _error(message: str, invalid_input: bool = True):
+        # INVALID_ARG -> HTTP 400 / gRPC INVALID_ARGUMENT, like Triton's own shape/dtype checks
+        code = getattr(pb_utils.TritonError, "INVALID_ARG" if invalid_input else "INTERNAL", None)
+        error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+        return pb_utils.InferenceResponse(error=error)
 
     def execute(self, requests):
         predictor = self._predictor  # one predictor per call, even if a swap happens meanwhile
@@ -225,11 +231,11 @@ class TritonPythonModel:
             if problem is not None:
                 return [self._error(problem)]
             try:
-                y = self.format(predictor.predict(x))
+                y = predictor.predict_formatted(x, self.format) if predictor.formats else self.format(predictor.predict(x))
             except ff.NonFiniteInput:
                 return [self._error(self._finite_problem(x) or "input holds a non-finite value")]
             except Exception as e:
-                return [self._error(f"prediction failed: {e}")]
+                return [self._error(f"prediction failed: {e}", invalid_input=False)]
             return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT_NAME, y)])]
 
         xs = [pb_utils.get_input_tensor_by_name(r, INPUT_NAME).as_numpy() for r in requests]
@@ -249,7 +255,7 @@ class TritonPythonModel:
             outputs = [None] * len(xs)
             problems = [p or f"prediction failed: {e}" for p in problems]
         return [
-            self._error(p) if p is not None else pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT_NAME, y)])
+            self._error(p, invalid_input=not p.startswith("prediction failed")) if p is not None else pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT_NAME, y)])
             for p, y in zip(problems, outputs, strict=True)
         ]
 
@@ -259,7 +265,8 @@ class TritonPythonModel:
         outputs = [None] * len(xs)
         if not valid:
             return outputs
-        y = self.format(predictor.predict(np.concatenate(valid) if len(valid) > 1 else valid[0]))
+        batch = np.concatenate(valid) if len(valid) > 1 else valid[0]
+        y = predictor.predict_formatted(batch, self.format) if predictor.formats else self.format(predictor.predict(batch))
         start = 0
         for i, (x, p) in enumerate(zip(xs, problems, strict=True)):
             if p is None:

@@ -1,0 +1,155 @@
+"""Bad requests get a Triton error that says what is wrong, and the server keeps serving —
+with Treelite GTIL and with the compiled library, over HTTP and gRPC."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+import treelite.sklearn
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from fraudml.tritonconfig import render_config
+from serve.backends.fil import fil_forest
+
+pytestmark = pytest.mark.slow
+
+N_FEATURES = 30
+MAX_BATCH = 64
+MODEL = "tiny"
+BATCHING_MODEL = "tiny-batching"  # holds requests 50 ms so concurrent ones share one execute()
+
+
+@pytest.fixture(scope="module")
+def forest():
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(1000, N_FEATURES)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    return RandomForestClassifier(n_estimators=10, max_depth=5, random_state=0, n_jobs=1).fit(X, y)
+
+
+@pytest.fixture(scope="module", params=["gtil", "compiled"])
+def server(request, tmp_path_factory, triton_factory, fil_cache_dir, forest):
+    root = tmp_path_factory.mktemp("bad-requests-repo")
+    for name, delay in ((MODEL, 0), (BATCHING_MODEL, 50_000)):
+        (root / name / "1").mkdir(parents=True)
+        path = root / name / "1" / "checkpoint.tl"
+        treelite.sklearn.import_model(forest).serialize(str(path))
+        (root / name / "config.pbtxt").write_text(
+            render_config(model_name=name, max_batch_size=MAX_BATCH, max_queue_delay_us=delay, versions=[1])
+        )
+    if request.param == "compiled":
+        fil_forest.compile_model(
+            fil_forest.load_model(path, "treelite_checkpoint"), fil_forest.file_sha256(path), fil_cache_dir, jobs=os.cpu_count() or 1
+        )
+    srv = triton_factory(root, load_models=[MODEL, BATCHING_MODEL], fil_compile=request.param == "compiled")
+    want = "compiled" if request.param == "compiled" else "gtil"
+    assert [srv.predictor_state(name) for name in (MODEL, BATCHING_MODEL)] == [{1: want}, {1: want}]
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def clients(server):
+    http = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+    grpc = grpcclient.InferenceServerClient(server.grpc_url)
+    yield {"http": (httpclient, http), "grpc": (grpcclient, grpc)}
+    http.close()
+    grpc.close()
+
+
+def send(clients, protocol: str, x: np.ndarray, *, model: str = MODEL, datatype: str = "FP32"):
+    module, client = clients[protocol]
+    tensor = module.InferInput("input__0", list(x.shape), datatype)
+    tensor.set_data_from_numpy(x)
+    return client.infer(model, [tensor]).as_numpy("output__0")
+
+
+def assert_still_serving(clients, protocol: str, forest) -> None:
+    x = np.random.default_rng(0).normal(size=(3, N_FEATURES)).astype(np.float32)
+    np.testing.assert_allclose(send(clients, protocol, x), forest.predict_proba(x), atol=1e-5)
+
+
+def rows(n: int = 4) -> np.ndarray:
+    return np.random.default_rng(1).normal(size=(n, N_FEATURES)).astype(np.float32)
+
+
+def with_nan() -> np.ndarray:
+    x = rows()
+    x[2, 5] = np.nan
+    return x
+
+
+def with_inf() -> np.ndarray:
+    x = rows()
+    x[1, 0] = np.inf
+    return x
+
+
+BAD = {
+    # name: (input, datatype, model, words the error must contain)
+    "too-few-features": (np.zeros((2, N_FEATURES - 1), np.float32), "FP32", MODEL, ["input__0", "shape"]),
+    "too-many-features": (np.zeros((2, N_FEATURES + 3), np.float32), "FP32", MODEL, ["input__0", "shape"]),
+    "no-batch-dimension": (np.zeros((N_FEATURES,), np.float32), "FP32", MODEL, ["input__0"]),
+    "fp64": (np.zeros((2, N_FEATURES), np.float64), "FP64", MODEL, ["input__0", "FP64", "FP32"]),
+    "int32": (np.zeros((2, N_FEATURES), np.int32), "INT32", MODEL, ["input__0", "INT32", "FP32"]),
+    "nan": (with_nan(), "FP32", MODEL, ["row 2", "feature 5", "NaN"]),
+    "inf": (with_inf(), "FP32", MODEL, ["row 1", "feature 0", "inf"]),
+    "over-max-batch-size": (np.zeros((MAX_BATCH + 1, N_FEATURES), np.float32), "FP32", MODEL, ["batch", str(MAX_BATCH)]),
+    "unknown-model": (rows(), "FP32", "no-such-model", ["no-such-model"]),
+}
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_request_gets_a_clear_error_and_server_keeps_serving(clients, forest, protocol, case):
+    """Each bad request fails with a client error (HTTP 4xx / gRPC INVALID_ARGUMENT or
+    NOT_FOUND) naming the problem; a good one then succeeds."""
+    x, datatype, model, words = BAD[case]
+    with pytest.raises(InferenceServerException) as info:
+        send(clients, protocol, x, model=model, datatype=datatype)
+    message = str(info.value)
+    for word in words:
+        assert word.lower() in message.lower(), f"{word!r} not in {message!r}"
+    status = str(info.value.status())
+    assert status.startswith("4") if protocol == "http" else status in ("StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND", "StatusCode.UNAVAILABLE"), status
+    assert_still_serving(clients, protocol, forest)
+
+
+def test_bad_request_in_a_dynamic_batch_fails_alone(server, clients, forest):
+    """Concurrent requests batched into one execute(): the NaN ones get errors, the
+    others their correct answers."""
+    grpc = clients["grpc"][1]
+    inputs = [np.random.default_rng(i).normal(size=(i % 3 + 1, N_FEATURES)).astype(np.float32) for i in range(12)]
+    bad_at = {3, 8}
+    for i in bad_at:
+        inputs[i] = with_nan()
+    before = grpc.get_inference_statistics(BATCHING_MODEL, as_json=True)["model_stats"][0]
+    done = threading.Semaphore(0)
+    results: dict[int, object] = {}
+
+    def callback(i, result, error):
+        results[i] = error if error is not None else result.as_numpy("output__0")
+        done.release()
+
+    for i, x in enumerate(inputs):  # gRPC's async_infer: all in flight at once
+        tensor = grpcclient.InferInput("input__0", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        grpc.async_infer(BATCHING_MODEL, [tensor], callback=lambda result, error, i=i: callback(i, result, error))
+    for _ in inputs:
+        assert done.acquire(timeout=60), "a request got no answer"
+    after = grpc.get_inference_statistics(BATCHING_MODEL, as_json=True)["model_stats"][0]
+    executions = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
+    assert executions < len(inputs), "requests were not batched together; the test proves nothing"
+    for i, x in enumerate(inputs):
+        if i in bad_at:
+            assert isinstance(results[i], InferenceServerException), results[i]
+            assert "row 2 feature 5 is NaN" in str(results[i])
+        else:
+            np.testing.assert_allclose(results[i], forest.predict_proba(x), atol=1e-5)

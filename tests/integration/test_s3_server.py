@@ -1,0 +1,217 @@
+"""The local S3 (real SeaweedFS) and Triton reading its model repository from it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import numpy as np
+import pytest
+import treelite.sklearn
+import tritonclient.http as httpclient
+from botocore.exceptions import ClientError
+
+from fraudml.tritonconfig import MODEL_NAME, render_config
+from serve.s3 import S3Error, SeaweedS3
+from serve.triton import TritonError
+
+pytestmark = pytest.mark.slow
+
+N_FEATURES = 30
+
+
+# -- SeaweedFS ---------------------------------------------------------------------------------
+def test_bucket_exists_and_credentials_work(s3_server):
+    """The generated credentials can write and read the bucket created at start."""
+    client = s3_server.client()
+    assert "models" in [b["Name"] for b in client.list_buckets()["Buckets"]]
+    key = f"probe/{uuid.uuid4().hex}"
+    client.put_object(Bucket="models", Key=key, Body=b"hello")
+    assert client.get_object(Bucket="models", Key=key)["Body"].read() == b"hello"
+
+
+@pytest.mark.parametrize(
+    "access_key, secret_key, code",
+    [
+        (None, "wrong-secret", "SignatureDoesNotMatch"),
+        ("NOSUCHKEY", "whatever", "InvalidAccessKeyId"),
+    ],
+)
+def test_wrong_credentials_are_rejected(s3_server, access_key, secret_key, code):
+    """A wrong secret or an unknown key gets an S3 error, not the data."""
+    client = s3_server.client(access_key=access_key, secret_key=secret_key)
+    with pytest.raises(ClientError) as info:
+        client.list_objects_v2(Bucket="models")
+    assert info.value.response["Error"]["Code"] == code
+
+
+def test_anonymous_requests_are_rejected(s3_server):
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"{s3_server.endpoint_url}/models/", timeout=5)
+    assert info.value.code == 403
+
+
+def test_conditional_put_never_overwrites(s3_server):
+    """If-None-Match: * succeeds once and then fails with 412 (what version claims rely on)."""
+    client = s3_server.client()
+    key = f"claims/{uuid.uuid4().hex}.json"
+    client.put_object(Bucket="models", Key=key, Body=b"first", IfNoneMatch="*")
+    with pytest.raises(ClientError) as info:
+        client.put_object(Bucket="models", Key=key, Body=b"second", IfNoneMatch="*")
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert client.get_object(Bucket="models", Key=key)["Body"].read() == b"first"
+
+
+def test_every_port_is_bound_to_loopback(s3_server):
+    """weed mini opens many ports; all of them listen on 127.0.0.1 only."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    mine = [line.split() for line in out.splitlines() if f"pid={s3_server.pid()}," in line]
+    addresses = [fields[3] for fields in mine]
+    assert f"127.0.0.1:{s3_server.port}" in addresses
+    assert len(addresses) >= 5 and all(a.startswith("127.0.0.1:") for a in addresses), addresses
+
+
+def test_credentials_file_and_env_command(s3_server):
+    """credentials.env is private and `python -m serve.s3 env` prints export lines for it."""
+    path = s3_server.credentials_file
+    assert path.stat().st_mode & 0o777 == 0o600
+    values = dict(line.split("=", 1) for line in path.read_text().splitlines())
+    assert values == s3_server.env()
+    assert values["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{s3_server.port}"
+    out = subprocess.run(
+        [sys.executable, "-m", "serve.s3", "env", "--state-dir", str(s3_server.state_dir)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert f"export AWS_SECRET_ACCESS_KEY={values['AWS_SECRET_ACCESS_KEY']}" in out.splitlines()
+
+
+def test_busy_port_is_a_clear_error(s3_server, tmp_path):
+    with pytest.raises(S3Error, match=f"port {s3_server.port} .* already in use"):
+        SeaweedS3(tmp_path / "other", port=s3_server.port).start(timeout=10)
+
+
+def test_cli_start_stop_keeps_credentials_and_data(tmp_path, free_port):
+    """start -> write -> stop -> start again: same credentials, the object is still there;
+    stop leaves no process behind."""
+    state, port = tmp_path / "s3", free_port()
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "serve.s3", *args, "--state-dir", str(state), "--port", str(port)],
+            capture_output=True, text=True, timeout=120,
+        )
+
+    try:
+        assert cli("start").returncode == 0
+        server = SeaweedS3(state, port)
+        first_env, pid = server.env(), server.pid()
+        server.client().put_object(Bucket="models", Key="kept.txt", Body=b"still here")
+        assert cli("status").returncode == 0
+        assert cli("start").stdout.startswith("S3 already running")
+        assert cli("stop").returncode == 0
+        assert not server.is_running() and cli("status").returncode == 1
+        assert cli("start").returncode == 0
+        assert server.env() == first_env and server.pid() != pid
+        assert server.client().get_object(Bucket="models", Key="kept.txt")["Body"].read() == b"still here"
+    finally:
+        cli("stop")
+    assert not SeaweedS3(state, port).is_running()
+
+
+# -- Triton on the S3 repository -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def forest():
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(1000, N_FEATURES)).astype(np.float32)
+    return RandomForestClassifier(n_estimators=10, max_depth=5, random_state=0).fit(X, (X[:, 0] > 0).astype(int))
+
+
+def publish(s3_server, prefix: str, version: int, checkpoint: bytes, *, threshold: float = 0.5) -> None:
+    """Upload one version then point config.pbtxt at it (what the publisher does)."""
+    client = s3_server.client()
+    client.put_object(Bucket="models", Key=f"{prefix}/{MODEL_NAME}/{version}/checkpoint.tl", Body=checkpoint)
+    config = render_config(versions=[version], threshold=threshold)
+    client.put_object(Bucket="models", Key=f"{prefix}/{MODEL_NAME}/config.pbtxt", Body=config.encode())
+
+
+def checkpoint_bytes(forest, tmp_path) -> bytes:
+    path = tmp_path / "checkpoint.tl"
+    treelite.sklearn.import_model(forest).serialize(str(path))
+    return path.read_bytes()
+
+
+def test_triton_serves_from_s3_and_loads_a_new_version(s3_server, triton_factory, forest, tmp_path):
+    """Triton starts on s3://models/<prefix> (endpoint and credentials from AWS_*), answers
+    like the model, and serves a newly published version after load_model."""
+    prefix = f"triton-{uuid.uuid4().hex[:8]}"
+    publish(s3_server, prefix, 1, checkpoint_bytes(forest, tmp_path))
+    server = triton_factory(f"s3://models/{prefix}", env=s3_server.env(), fil_compile=False)
+    print(f"\nTriton ready from S3 in {server.startup_seconds:.2f} s")
+    client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+    x = np.random.default_rng(0).normal(size=(5, N_FEATURES)).astype(np.float32)
+    tensor = httpclient.InferInput("input__0", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    result = client.infer(MODEL_NAME, [tensor])
+    np.testing.assert_allclose(result.as_numpy("output__0"), forest.predict_proba(x), atol=1e-5)
+    assert result.get_response()["model_version"] == "1"
+
+    publish(s3_server, prefix, 2, checkpoint_bytes(forest, tmp_path))
+    server.load_model(MODEL_NAME)
+    assert client.infer(MODEL_NAME, [tensor]).get_response()["model_version"] == "2"
+    client.close()
+    server.stop()
+
+
+def test_triton_without_s3_credentials_fails_fast(s3_server, triton_factory, monkeypatch):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    started = time.monotonic()
+    with pytest.raises(TritonError, match="AWS_ACCESS_KEY_ID"):
+        triton_factory("s3://models/anything", env={"AWS_ENDPOINT_URL": s3_server.endpoint_url})
+    assert time.monotonic() - started < 10
+
+
+def test_triton_on_an_empty_prefix_says_nothing_was_published(s3_server, triton_factory):
+    with pytest.raises(TritonError, match="has been published"):
+        triton_factory(f"s3://models/empty-{uuid.uuid4().hex[:8]}", env=s3_server.env())
+
+
+def test_triton_with_a_corrupt_model_shows_why(s3_server, triton_factory):
+    """A model that cannot load stops start() with the backend's own explanation."""
+    prefix = f"corrupt-{uuid.uuid4().hex[:8]}"
+    publish(s3_server, prefix, 1, b"this is not a treelite checkpoint")
+    with pytest.raises(TritonError) as info:
+        triton_factory(f"s3://models/{prefix}", env=s3_server.env(), timeout=60)
+    message = str(info.value)
+    assert "checkpoint.tl" in message and "treelite_checkpoint" in message, message
+
+
+@pytest.mark.parametrize(
+    "repo, endpoint, want",
+    [
+        ("s3://models/triton", "http://127.0.0.1:8333", "s3://http://127.0.0.1:8333/models/triton"),
+        ("s3://models/triton/", "https://s3.example.com", "s3://https://s3.example.com/models/triton"),
+        ("s3://models", "http://127.0.0.1:9000", "s3://http://127.0.0.1:9000/models"),
+        ("s3://models/triton", None, "s3://models/triton"),
+        ("s3://http://127.0.0.1:1/models/x", "http://ignored:2", "s3://http://127.0.0.1:1/models/x"),
+    ],
+)
+def test_repository_uri_in_tritons_form(repo, endpoint, want):
+    """s3://bucket/prefix + AWS_ENDPOINT_URL -> Triton's s3://http://host:port/bucket/prefix."""
+    from serve.triton import triton_repository_uri
+
+    assert triton_repository_uri(repo, endpoint) == want
+
+
+def test_local_repository_must_exist(tmp_path):
+    from serve.triton import triton_repository_uri
+
+    assert triton_repository_uri(str(tmp_path), None) == str(tmp_path)
+    with pytest.raises(TritonError, match="does not exist"):
+        triton_repository_uri(str(tmp_path / "missing"), None)
