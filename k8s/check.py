@@ -384,7 +384,10 @@ def triton_wiring_problems(docs) -> list[str]:
     got = {p["name"]: p["containerPort"] for p in triton.get("ports", [])}
     if got != ports:
         problems.append(f"Deployment/triton: container ports {got} != {ports}")
-    for probe, path in (("startupProbe", "/v2/health/ready"), ("readinessProbe", "/v2/health/ready"),
+    # Model readiness, not /v2/health/ready: that one turns 400 after a refused load of a bad
+    # new version while the previous version keeps serving.
+    model_ready = f"/v2/models/{want['model_name']}/ready"
+    for probe, path in (("startupProbe", model_ready), ("readinessProbe", model_ready),
                         ("livenessProbe", "/v2/health/live")):
         http = (triton.get(probe) or {}).get("httpGet") or {}
         if http.get("path") != path or http.get("port") not in ("http", ports["http"]):
