@@ -67,6 +67,15 @@ def _model_file(repo: ModelRepository, lineage: dict[str, Any]) -> bytes | None:
     return blob.data if blob else None
 
 
+def _code_line(code: dict[str, Any]) -> str:
+    if "git_commit" in code:
+        dirty = " (with uncommitted changes)" if code.get("git_dirty") else ""
+        return f"git {code['git_commit'][:12]} on {code.get('git_branch')}{dirty}"
+    if "flow_sha256" in code:
+        return f"{code.get('flow_file', 'flow')} sha256:{code['flow_sha256'][:16]}…"
+    return "unknown"
+
+
 def describe(lineage: dict[str, Any]) -> str:
     ds = lineage.get("dataset", {})
     lines = [
@@ -74,7 +83,7 @@ def describe(lineage: dict[str, Any]) -> str:
         f"  published   {lineage.get('published_at')} to {lineage.get('model_repository')}",
         f"  family      {lineage.get('family')}  threshold {lineage.get('threshold')}",
         f"  dataset     {ds.get('source')}  rows {ds.get('rows')}  {ds.get('fingerprint')}",
-        f"  code        {lineage.get('code_version')}",
+        f"  code        {_code_line(lineage.get('code_version') or {})}",
         "  metrics     " + ", ".join(f"{k}={v:.4f}" for k, v in lineage.get("metrics", {}).items()
                                      if isinstance(v, int | float)),
         "  parameters  " + ", ".join(f"{k}={v}" for k, v in lineage.get("parameters", {}).items()),
