@@ -511,9 +511,10 @@ def _serve_reference_again(rig: Rig) -> None:
 def same_second_repoint(rig: Rig, cat: Category, tries: int = 5) -> None:
     """The mechanism behind a diverging concurrent deploy, made deterministic: config.pbtxt
     is pointed at v_a and loaded, then pointed at v_b and loaded, both writes within one
-    wall-clock second (S3's LastModified resolution). Both loads report success; Triton must
-    then serve v_b."""
-    from fraudml.rollout import request_load, serving_version
+    wall-clock second (S3's LastModified resolution). Triton 2.51 then skips the second reload
+    although it answers 200; ``load_and_confirm`` (what roll_out uses) must notice and make
+    Triton serve v_b."""
+    from fraudml.rollout import load_and_confirm, serving_version
 
     with cat.case("config.pbtxt re-pointed twice within one second, each followed by a load") as note:
         repo = rig.repo()
@@ -527,10 +528,10 @@ def same_second_repoint(rig: Rig, cat: Category, tries: int = 5) -> None:
             t0 = time.time()
             # the pointer move of ModelRepository.set_served_version, without its listing
             repo._point_config(second, config_kwargs, only_forward=False)
-            request_load(rig.triton.http_url, MODEL_NAME)
+            load_and_confirm(rig.triton.http_url, repo)
             repo._point_config(first, config_kwargs, only_forward=False)
             written = time.time() - t0
-            request_load(rig.triton.http_url, MODEL_NAME)
+            load_and_confirm(rig.triton.http_url, repo)
             if written < 0.95:
                 break
             first, second = second, first

@@ -33,6 +33,14 @@ PID_FILE = "weed.pid"
 LOG_FILE = "weed.log"
 DATA_DIR = "data"
 
+SIGNING_KEYS_FILE = "internal-signing-keys.env"
+_SIGNING_KEY_VARS = (
+    "WEED_JWT_FILER_SIGNING_KEY",
+    "WEED_JWT_FILER_SIGNING_READ_KEY",
+    "WEED_JWT_SIGNING_KEY",
+    "WEED_JWT_SIGNING_READ_KEY",
+)
+
 # internal weed ports set explicitly (flag names of `weed mini`)
 _INTERNAL_PORT_FLAGS = (
     "master.port",
@@ -143,6 +151,19 @@ class SeaweedS3:
             f.write(text)
         os.replace(tmp, self.credentials_file)
 
+    def _internal_signing_keys(self) -> dict[str, str]:
+        """JWT keys for weed's internal filer and volume HTTP ports, generated once per state
+        folder. Without them the filer port answers anonymous GET and PUT on the bucket,
+        going round the S3 gateway's credential check."""
+        path = self.state_dir / SIGNING_KEYS_FILE
+        keys = _read_env_file(path)
+        if not all(keys.get(name) for name in _SIGNING_KEY_VARS):
+            keys = {name: secrets.token_urlsafe(32) for name in _SIGNING_KEY_VARS}
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write("".join(f"{k}={v}\n" for k, v in keys.items()))
+        return keys
+
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> SeaweedS3:
         """Start the server (or attach to the running one) and wait until S3 answers an
@@ -188,6 +209,7 @@ class SeaweedS3:
         env.update(self.env())
         env["S3_BUCKET"] = self.bucket
         env.pop("AWS_ENDPOINT_URL", None)
+        env.update(self._internal_signing_keys())
         with open(self.log_file, "ab") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(args)}\n".encode())
             log.flush()

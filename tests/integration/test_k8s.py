@@ -160,7 +160,6 @@ def test_serving_values_come_from_the_serving_code():
     """The comparisons use fraudml.tritonconfig / serve.settings, not copies of their values."""
     try:
         from fraudml.tritonconfig import MODEL_NAME
-
         from serve.settings import Settings
     except ImportError as exc:
         pytest.skip(f"serving code not importable yet ({exc}); check.py compares with docs/CONTRACTS.md")

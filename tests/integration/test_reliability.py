@@ -6,7 +6,7 @@ published through the project's publisher. Each test runs one category of
 ``benchmark.reliability`` with fewer rounds and asserts that no case failed and no
 published version was lost. No timing is asserted.
 
-Open findings are reported as xfail until they are fixed (docs/security.md): the
+The findings of docs/security.md that were fixed are asserted here so they stay fixed: the
 Kubernetes readinessProbe path after a refused model load (R1), Triton not reloading a
 config.pbtxt rewritten within the same second (R2), a truncated checkpoint accepted by the
 local fil backend (R3), and SeaweedFS's filer port serving the bucket without credentials (S1).
@@ -119,17 +119,14 @@ def test_truncated_checkpoint_is_refused(rig):
     accepted = [c for c in cat.failed_cases() if "Triton accepted" in c.detail]
     cat.cases = [c for c in cat.cases if c not in accepted]
     assert_nothing_lost(rig, cat)
-    if accepted:
-        pytest.xfail(f"open finding (docs/security.md, R3): {accepted[0].detail}")
+    assert not accepted, accepted[0].detail
 
 
 def test_k8s_readiness_probe_after_a_refused_load(rig):
     """Runs after the refusals above: the manifests' readinessProbe must still say ready."""
     cat = category("faults-model")
     reliability_faults.probe_after_refusal(rig, cat)
-    if cat.failures:
-        pytest.xfail(f"open finding (docs/security.md, R1): {cat.cases[-1].detail}")
-    assert cat.skipped or cat.cases[-1].ok
+    assert_no_failure(cat)
 
 
 def test_triton_killed_under_load_and_restarted_mid_publish(rig):
@@ -145,16 +142,14 @@ def test_two_concurrent_deploys(rig):
     diverged = [c for c in cat.failed_cases() if "Triton then serves what config.pbtxt names" in c.name]
     cat.cases = [c for c in cat.cases if c not in diverged]
     assert_nothing_lost(rig, cat)
-    if diverged:
-        pytest.xfail(f"open finding (docs/security.md, R2): {diverged[0].detail}")
+    assert not diverged, diverged[0].detail
 
 
 def test_config_repointed_twice_within_one_second(rig):
     cat = category("faults-deploy")
     reliability_faults.same_second_repoint(rig, cat)
     print(cat.cases[0].detail)
-    if cat.failures:
-        pytest.xfail(f"open finding (docs/security.md, R2): {cat.failed_cases()[0].detail}")
+    assert_no_failure(cat)
 
 
 def test_bounded_soak_has_no_errors(rig):
@@ -179,5 +174,4 @@ def test_no_secrets_loopback_only_and_s3_requires_credentials(rig):
 def test_s3_data_is_not_reachable_around_the_s3_gateway(rig):
     cat = category("security")
     reliability_security.filer_bypass(rig, cat)
-    if cat.failures:
-        pytest.xfail(f"open finding (docs/security.md, S1): {cat.failed_cases()[0].detail}")
+    assert_no_failure(cat)

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+
 from fraudml.data import FEATURES, LABEL, generate_dataset
 from fraudml.features import FeatureTransform, labels, split_train_test
 

@@ -2,6 +2,9 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from fraudml.metrics import (
     average_precision,
     choose_threshold,
@@ -12,8 +15,6 @@ from fraudml.metrics import (
     roc_auc,
     threshold_metrics,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 # Scores descending: 0.8 (fraud), 0.4 (legit), 0.35 (fraud), 0.1 (legit).
 # Operating points (predict fraud for p >= s):

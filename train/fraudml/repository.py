@@ -233,6 +233,13 @@ class ModelRepository:
         except Exception:  # noqa: BLE001 - the original error is what the caller must see
             pass
 
+    def touch_config(self) -> None:
+        """Rewrite config.pbtxt unchanged: a new modification time, so that a Triton that saw
+        the previous write within the same second (S3 times have 1 s resolution) reloads it."""
+        current = self._config()
+        if current is not None:
+            self.store.replace(self._k(CONFIG), current.data, current.tag)
+
     def mark_rejected(self, version: int, reason: str) -> None:
         """Record that a server refused ``version`` (it stays retired; its files stay for forensics)."""
         claim = self._claims().get(version, {})

@@ -10,6 +10,7 @@ Triton restarting later does not pick up the version that failed.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -48,6 +49,27 @@ def serving_version(triton_url: str, model_name: str, timeout: float = 5.0) -> i
     return max(ready) if ready else None
 
 
+def load_and_confirm(url: str, repo: ModelRepository, attempts: int = 4) -> None:
+    """Ask ``url`` to load, then check it serves the version config.pbtxt names now.
+
+    Triton skips a reload when the model files look unchanged, and S3 modification times have a
+    one-second resolution: a config rewritten within a second of the last load can be ignored
+    (the load still answers 200). Then the config is rewritten unchanged and loaded again.
+    The config is read anew each time: a concurrent publisher may have moved it on.
+    """
+    for attempt in range(attempts):
+        request_load(url, repo.model_name)
+        want = repo.served_version()
+        serving = serving_version(url, repo.model_name)
+        if want is None or serving == want:
+            return
+        if attempt + 1 < attempts:
+            time.sleep(1.1)
+            repo.touch_config()
+    raise RolloutError(f"{url} still serves version {serving} after {attempts} loads; "
+                       f"config.pbtxt names version {want}")
+
+
 def roll_out(repo: ModelRepository, triton_urls: list[str], previous: int | None) -> None:
     """Load what config.pbtxt names on every Triton in ``triton_urls``.
 
@@ -58,15 +80,17 @@ def roll_out(repo: ModelRepository, triton_urls: list[str], previous: int | None
     done: list[str] = []
     for url in triton_urls:
         try:
-            request_load(url, repo.model_name)
+            load_and_confirm(url, repo)
             done.append(url)
         except RolloutError as exc:
+            if repo.served_version() != new:
+                raise  # a concurrent publisher moved the pointer on: its roll-out owns it now
             if new is not None and new != previous:
                 repo.mark_rejected(new, str(exc))
             if previous is not None:
                 repo.set_served_version(previous)
                 for ok in done:
-                    request_load(ok, repo.model_name)
+                    load_and_confirm(ok, repo)
             raise RolloutError(
                 f"{exc}. config.pbtxt points at version {previous} again; "
                 f"the servers keep serving version {previous}."

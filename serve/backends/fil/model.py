@@ -126,6 +126,15 @@ class TritonPythonModel:
             output_class=output_class,
             threshold=threshold,
         )
+        # A truncated or damaged checkpoint can parse and still fail on every row: predict a
+        # few rows now, so that such a version is refused at load and the old one keeps serving.
+        probe = np.linspace(-3.0, 3.0, 4 * self.n_features, dtype=np.float32).reshape(4, self.n_features)
+        try:
+            probe_out = self.format(self.gtil.predict(probe))
+        except Exception as e:
+            raise ff.ModelLoadError(f"{self.model_path.name} loads but cannot predict ({e}): the file is damaged") from None
+        if not np.all(np.isfinite(probe_out)):
+            raise ff.ModelLoadError(f"{self.model_path.name} predicts non-finite values: the file is damaged")
         out_dims = [int(d) for d in outputs[OUTPUT_NAME].get("dims", [])]
         if out_dims != [self.format.width]:
             raise ff.ModelLoadError(
