@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -103,3 +104,20 @@ def log_tail(path: Path, lines: int = 30) -> str:
     except FileNotFoundError:
         return "(no log)"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def spawn_logged(args: list[str], *, log_file: Path, cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start a server in its own session (it outlives the CLI that started it; a Ctrl+C
+    elsewhere does not reach it), stdout and stderr appended to ``log_file`` after a header."""
+    with open(log_file, "ab") as log:
+        log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(args)}\n".encode())
+        log.flush()
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )

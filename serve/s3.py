@@ -25,7 +25,15 @@ import sys
 import time
 from pathlib import Path
 
-from serve.ports import free_ports, log_tail, pid_alive, port_in_use, read_pid, terminate
+from serve.ports import (
+    free_ports,
+    log_tail,
+    pid_alive,
+    port_in_use,
+    read_pid,
+    spawn_logged,
+    terminate,
+)
 from serve.settings import Settings
 
 CREDENTIALS_FILE = "credentials.env"
@@ -210,18 +218,7 @@ class SeaweedS3:
         env["S3_BUCKET"] = self.bucket
         env.pop("AWS_ENDPOINT_URL", None)
         env.update(self._internal_signing_keys())
-        with open(self.log_file, "ab") as log:
-            log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(args)}\n".encode())
-            log.flush()
-            self._popen = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.state_dir,
-                env=env,
-                start_new_session=True,  # survives the CLI that started it; Ctrl+C elsewhere does not reach it
-            )
+        self._popen = spawn_logged(args, log_file=self.log_file, cwd=self.state_dir, env=env)
         self.pid_file.write_text(f"{self._popen.pid}\n")
         (self.state_dir / "ports").write_text(f"{self.port} {' '.join(map(str, self._internal_ports))}\n")
         try:

@@ -36,7 +36,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from fraudml.tritonconfig import MODEL_NAME
-from serve.ports import pid_alive, port_in_use, read_pid, terminate
+from serve.ports import pid_alive, port_in_use, read_pid, spawn_logged, terminate
 from serve.settings import Settings
 
 PID_FILE = "tritonserver.pid"
@@ -330,18 +330,7 @@ class TritonServer:
         args = self.command(server_dir, repository_uri)
         self.log_file.write_text("")
         started = time.monotonic()
-        with open(self.log_file, "ab") as log:
-            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(args)}\n".encode())
-            log.flush()
-            self._popen = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.state_dir,
-                env=env,
-                start_new_session=True,
-            )
+        self._popen = spawn_logged(args, log_file=self.log_file, cwd=self.state_dir, env=env)
         self.pid_file.write_text(f"{self._popen.pid}\n")
         (self.state_dir / LAUNCH_FILE).write_text(
             json.dumps(
