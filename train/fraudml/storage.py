@@ -80,14 +80,19 @@ class LocalStore:
             raise
 
     def create(self, key: str, data: bytes) -> None:
+        """Write the whole file aside, then hard-link it into place: the link fails if the key
+        exists, and a reader never sees the file empty or half written."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.link(tmp, path)
         except FileExistsError as exc:
             raise PreconditionFailed(key) from exc
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def replace(self, key: str, data: bytes, tag: str | None) -> None:
         """Write ``key`` only if it still has ``tag`` (``None``: only if it does not exist)."""
