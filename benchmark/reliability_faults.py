@@ -477,8 +477,8 @@ def concurrent_deploys(rig: Rig, cat: Category, rounds: int = 2) -> None:
             infos = {v.version: v for v in repo.list_versions()}
             for version, tag in results:
                 expect(infos[version].status == "complete", f"v{version} ({tag}) is {infos[version].status}")
-                blob = repo.store.get(repo._k(version, "checkpoint.tl"))
-                expect(blob is not None and sha256(blob.data) == sha256(models[tag[0]].checkpoint),
+                data = repo.read_file(version, "checkpoint.tl")
+                expect(data is not None and sha256(data) == sha256(models[tag[0]].checkpoint),
                        f"v{version} does not hold deploy {tag}'s model")
             served = repo.served_version()
             expect(served == versions[-1], f"config.pbtxt names v{served}, expected the newer v{versions[-1]}")

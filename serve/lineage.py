@@ -63,8 +63,7 @@ def _model_file(repo: ModelRepository, lineage: dict[str, Any]) -> bytes | None:
     name = next((n for n in lineage.get("files", {}) if n != "lineage.json"), None)
     if name is None:
         return None
-    blob = repo.store.get(repo._k(lineage["version"], name))
-    return blob.data if blob else None
+    return repo.read_file(lineage["version"], name)
 
 
 def _code_line(code: dict[str, Any]) -> str:

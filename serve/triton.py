@@ -37,7 +37,7 @@ from urllib.parse import quote, urlsplit
 
 from fraudml.tritonconfig import MODEL_NAME
 from serve.ports import pid_alive, port_in_use, read_pid, spawn_logged, terminate
-from serve.settings import Settings
+from serve.settings import Settings, TritonSettings
 
 PID_FILE = "tritonserver.pid"
 LOG_FILE = "tritonserver.log"
@@ -211,16 +211,20 @@ class TritonServer:
 
     # -- addresses ------------------------------------------------------------------------------
     @property
+    def _addresses(self) -> TritonSettings:  # one place formats Triton's URLs
+        return TritonSettings(self.host, self.http_port, self.grpc_port, self.metrics_port)
+
+    @property
     def http_url(self) -> str:
-        return f"http://{self.host}:{self.http_port}"
+        return self._addresses.http_url
 
     @property
     def grpc_url(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
+        return self._addresses.grpc_url
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self.host}:{self.metrics_port}/metrics"
+        return self._addresses.metrics_url
 
     @property
     def pid_file(self) -> Path:

@@ -145,7 +145,7 @@ class RequestLoop(threading.Thread):
 
 def _publish_copy_of(repo: ModelRepository, version: int, **lineage_changes) -> int:
     lineage = repo.read_lineage(version)
-    files = {name: repo.store.get(repo._k(version, name)).data for name in lineage["files"]}
+    files = {name: repo.read_file(version, name) for name in lineage["files"]}
     record = {k: v for k, v in lineage.items() if k not in ("version", "files", "published_at", "triton_config")}
     return repo.publish(files, {**record, **lineage_changes}, lineage["triton_config"])
 
@@ -209,4 +209,4 @@ def test_concurrent_publishes_on_s3_get_distinct_complete_versions(s3_server, mo
     assert repo.served_version() == 4
     for info in infos:  # every version holds the bytes its own publisher sent
         tag = repo.read_lineage(info.version)["pathspec"].split("/")[1]
-        assert repo.store.get(repo._k(info.version, "checkpoint.tl")).data == tag.encode()
+        assert repo.read_file(info.version, "checkpoint.tl") == tag.encode()

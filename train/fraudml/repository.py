@@ -121,6 +121,11 @@ class ModelRepository:
             raise LookupError(f"{self.uri}: {self.model_name}/{version} has no {LINEAGE}")
         return json.loads(blob.data)
 
+    def read_file(self, version: int, name: str) -> bytes | None:
+        """The bytes of one file of ``version`` (None if it does not exist)."""
+        blob = self.store.get(self._k(version, name))
+        return blob.data if blob else None
+
     def download_version(self, version: int, dest: str | Path) -> Path:
         """Copy the files of ``version`` into ``dest`` (a folder) and return it."""
         dest = Path(dest)
