@@ -13,8 +13,8 @@ Two runtimes behind the same API, chosen by ``BENCH_RUNTIME``:
   the tl2cgen-compiled library Triton loaded when ``BENCH_COMPILED_LIB`` names it. Output
   shaping is the backend's too, so the answers are Triton's float32 ``[1-p, p]``.
 
-``POST /predict`` takes ``{"rows": [[30 floats], ...]}`` (the transformed features, like
-Triton's ``input__0``) and answers ``[1-p, p]`` per row, like Triton's ``output__0`` with
+``POST /predict`` takes ``{"rows": [[30 floats], ...]}`` (raw transactions, like Triton's
+``input__0``) and answers ``[1-p, p]`` per row, like Triton's ``output__0`` with
 ``predict_proba``, with the model's name and version. Wrong row length, NaN/Inf, strings or
 an empty batch are refused with 422 and a message that names the row and the problem.
 ``GET /healthz`` answers once the model is loaded (Uvicorn accepts no connection before).
@@ -49,7 +49,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 RUNTIMES = ("sklearn", "treelite")
-FEATURE_HINT = "Time, V1..V28, Amount, transformed like Triton's input__0"
+FEATURE_HINT = "Time, V1..V28, Amount, raw, like Triton's input__0"
 
 
 class AppSettingsError(ValueError):

@@ -15,9 +15,9 @@ Two ways, one result (:class:`BenchModel`):
 
 Rows (:func:`benchmark_rows`): the test set of the Metaflow run that trained the version
 (rows it never saw in training), else fresh synthetic rows from the project's generator with
-a seed no training run uses, transformed with the version's own ``feature_transform`` from
-``lineage.json`` — what a client sends to Triton's ``input__0``. Every contender gets the
-same rows in the same order.
+a seed no training run uses. Rows are raw transactions (``Time, V1..V28, Amount``), exactly
+what any client sends to Triton's ``input__0``. Every contender gets the same rows in the
+same order.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def model_family(lineage: dict[str, Any], pipeline: Any = None) -> str:
 
 
 def run_artifacts(pathspec: str, artifact: str | None = None) -> tuple[Any, np.ndarray | None]:
-    """The trained pipeline and the test rows (``X_test``, transformed) of the Metaflow run
+    """The trained pipeline and the test rows (``X_test``, raw rows) of the Metaflow run
     (or step/task) ``pathspec``.
 
     Looks at the run's end data first, then the deploy, eval and preprocess steps;
@@ -188,19 +188,18 @@ def run_artifacts(pathspec: str, artifact: str | None = None) -> tuple[Any, np.n
 
 def benchmark_rows(model: BenchModel, n_rows: int, seed: int = ROW_SEED,
                    data: str | None = None) -> tuple[np.ndarray, str]:
-    """``n_rows`` transformed rows (float32, (n, 30)) and a sentence saying where they come from.
+    """``n_rows`` raw rows (float32, (n, 30)) and a sentence saying where they come from.
 
     In order of preference: rows of ``data`` (a dataset file) when given; the test set of the
-    Metaflow run that trained the model (rows it never saw in training, as the flow
-    transformed them); fresh synthetic rows from the project's generator with a seed no
-    training run uses, transformed with the version's own ``feature_transform``.
+    Metaflow run that trained the model (rows it never saw in training); fresh synthetic rows
+    from the project's generator with a seed no training run uses.
     """
     rng = np.random.default_rng(seed)
     if data is None and model.test_rows is not None and len(model.test_rows):
         pick = rng.permutation(len(model.test_rows))[:n_rows]
         rows = np.ascontiguousarray(model.test_rows[pick], dtype=np.float32)
         return rows, (f"{len(rows)} rows of the test set (X_test) of Metaflow run {model.lineage.get('pathspec')}: "
-                      "rows the model never saw in training, transformed by the flow")
+                      "rows the model never saw in training")
     from fraudml.data import FEATURES, generate_dataset, load_dataset
 
     if data:
@@ -211,17 +210,7 @@ def benchmark_rows(model: BenchModel, n_rows: int, seed: int = ROW_SEED,
         df = generate_dataset(rows=n_rows, seed=seed)
         origin = (f"{n_rows} fresh synthetic rows (fraudml.data.generate_dataset, seed {seed}, "
                   "a seed no training run uses)")
-    raw = df[FEATURES]
-    ft = model.lineage.get("feature_transform")
-    if ft:
-        from fraudml.features import FeatureTransform
-
-        rows = FeatureTransform.from_dict(ft).transform(raw)
-        origin += ", transformed with the version's own feature_transform from lineage.json"
-    else:
-        rows = raw.to_numpy()
-        origin += "; lineage.json has no feature_transform, so the rows are sent untransformed"
-    rows = np.ascontiguousarray(np.asarray(rows, dtype=np.float32))
+    rows = np.ascontiguousarray(df[FEATURES].to_numpy(dtype=np.float32))
     return rows[rng.permutation(len(rows))], origin
 
 
@@ -304,20 +293,19 @@ def train_reference_pipeline(n_trees: int = 100, max_depth: int = 10, rows: int 
                              seed: int = 7):
     """The reference set-up: the flow's own random-forest pipeline (SMOTE -> RandomForest,
     ``fraudml.models.build_pipeline``) with ``n_trees`` trees of depth ``max_depth``, fitted
-    on synthetic data without a search. Returns (pipeline, feature transform)."""
-    from fraudml.data import FEATURES, LABEL, generate_dataset
-    from fraudml.features import FeatureTransform
+    on synthetic data without a search (raw rows, like the flow)."""
+    from fraudml.data import LABEL, generate_dataset
+    from fraudml.features import feature_matrix
     from fraudml.models import build_pipeline
 
     df = generate_dataset(rows=rows, seed=seed)
-    transform = FeatureTransform().fit(df)
-    X = transform.transform(df[FEATURES])
+    X = feature_matrix(df)
     y = df[LABEL].to_numpy()
     pipeline = build_pipeline("random_forest", seed=seed, n_jobs=-1)
     pipeline.set_params(clf__n_estimators=n_trees, clf__max_depth=max_depth)
     pipeline.fit(X, y)
     pipeline.set_params(clf__n_jobs=1)
-    return pipeline, transform
+    return pipeline
 
 
 def _export(pipeline: Any, dest: Path) -> Path:
@@ -340,14 +328,13 @@ def reference_model(work_dir: Path, n_trees: int = 100, max_depth: int = 10,
     from fraudml.tritonconfig import MODEL_NAME
 
     work_dir.mkdir(parents=True, exist_ok=True)
-    pipeline, transform = train_reference_pipeline(n_trees, max_depth, rows, seed)
+    pipeline = train_reference_pipeline(n_trees, max_depth, rows, seed)
     model_file = _export(pipeline, work_dir / "export")
     source = work_dir / "reference-repo"
     shutil.rmtree(source, ignore_errors=True)
     lineage = {
         "pathspec": None,
         "family": "random_forest",
-        "feature_transform": transform.to_dict(),
         "threshold": 0.5,
         "reference_model": {"n_estimators": n_trees, "max_depth": max_depth,
                             "training_rows": rows, "seed": seed,

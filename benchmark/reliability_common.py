@@ -217,8 +217,7 @@ class RefModel:
 
     pipeline: Any
     checkpoint: bytes
-    feature_transform: dict[str, Any]
-    x: np.ndarray  # transformed rows (float32, (n, 30)) the client sends
+    x: np.ndarray  # raw rows (float32, (n, 30)) the client sends
     seed: int
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
@@ -228,7 +227,6 @@ class RefModel:
         return {
             "pathspec": None,
             "family": "random_forest",
-            "feature_transform": self.feature_transform,
             "threshold": 0.5,
             "reliability": {"note": note, "seed": self.seed},
         }
@@ -241,14 +239,13 @@ def train_reference(seed: int = 7, rows: int = 3000, n_trees: int = 20, max_dept
                     n_features: int = N_FEATURES) -> RefModel:
     import tempfile
 
-    from fraudml.data import FEATURES, LABEL, generate_dataset
+    from fraudml.data import LABEL, generate_dataset
     from fraudml.export import write_fil_model
-    from fraudml.features import FeatureTransform
+    from fraudml.features import feature_matrix
     from fraudml.models import build_pipeline
 
     df = generate_dataset(rows=rows, fraud_rate=0.03, seed=seed)
-    transform = FeatureTransform().fit(df)
-    x = transform.transform(df[FEATURES]).astype(np.float32)[:, :n_features]
+    x = feature_matrix(df)[:, :n_features]
     pipeline = build_pipeline("random_forest", seed=seed, n_jobs=1)
     pipeline.set_params(clf__n_estimators=n_trees, clf__max_depth=max_depth, clf__max_samples=None)
     pipeline.fit(x, df[LABEL].to_numpy())
@@ -256,7 +253,7 @@ def train_reference(seed: int = 7, rows: int = 3000, n_trees: int = 20, max_dept
         checkpoint = Path(write_fil_model(pipeline, tmp)).read_bytes()
     rng = np.random.default_rng(seed + 1)
     sample = np.ascontiguousarray(x[rng.permutation(len(x))[:256]])
-    return RefModel(pipeline, checkpoint, transform.to_dict(), sample, seed)
+    return RefModel(pipeline, checkpoint, sample, seed)
 
 
 # ------------------------------------------------------------------------------------------

@@ -5,10 +5,12 @@
     python -m serve.client --data my.csv --save response.json   # then: python -m serve.lineage --response response.json
 
 Rows are raw creditcard-schema records (Time, V1..V28, Amount; a Class column is shown
-beside the answer when present). The client applies the served version's feature
-transform (from its lineage.json), sends one batch, and prints p(fraud), the decision at
-that version's threshold and the lineage line
-``fraud-classifier/<version> -> FraudClassifierTreeSelection/<run id>``.
+beside the answer when present), sent to Triton exactly as they are: the served model takes
+raw rows. Only Triton is needed for the answer: the decision threshold comes from the
+model's own config (``get_model_config``, FIL's ``threshold`` parameter) and the version
+from the response. The lineage line ``fraud-classifier/<version> ->
+FraudClassifierTreeSelection/<run id>`` is read from the model repository (S3) when it is
+reachable; when it is not, a note says so and the answer still stands.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import numpy as np
 import pandas as pd
 
 from fraudml.data import FEATURES, LABEL
-from fraudml.features import FeatureTransform
 from fraudml.repository import ModelRepository
 from fraudml.storage import StorageError
 from serve.lineage import lineage_line
@@ -76,6 +77,36 @@ def infer(x: np.ndarray, *, url: str, protocol: str = "http", model_name: str, t
     return Answer(name, int(version), proba.astype(np.float64))
 
 
+def served_threshold(*, url: str, protocol: str = "http", model_name: str, timeout: float = 10.0) -> float:
+    """The decision threshold in the served model's config (FIL parameter ``threshold``)."""
+    try:
+        if protocol == "grpc":
+            import tritonclient.grpc as tc
+
+            config = tc.InferenceServerClient(url).get_model_config(model_name, as_json=True,
+                                                                      client_timeout=timeout)["config"]
+        else:
+            import tritonclient.http as tc
+
+            config = tc.InferenceServerClient(url.split("://", 1)[-1], connection_timeout=timeout,
+                                              network_timeout=timeout).get_model_config(model_name)
+        return float(config["parameters"]["threshold"]["string_value"])
+    except KeyError:
+        raise ClientError(f"{model_name} on {url} has no threshold parameter in its config") from None
+    except Exception as exc:  # noqa: BLE001 - tritonclient raises many types
+        raise ClientError(f"Triton at {url} ({protocol}) did not give the model config: {exc}") from exc
+
+
+def read_lineage_line(model_repo: str, model_name: str, version: int) -> tuple[dict[str, Any] | None, str]:
+    """``(lineage, line)`` of ``version``; ``(None, note)`` when the repository cannot be read."""
+    try:
+        lineage = ModelRepository(model_repo, model_name).read_lineage(version)
+    except (StorageError, LookupError, OSError) as exc:
+        return None, (f"lineage: not available ({model_repo} could not be read: {exc}); "
+                      "the answer above needs only Triton")
+    return lineage, lineage_line(lineage)
+
+
 def read_rows(path: str, n: int, seed: int | None) -> pd.DataFrame:
     df = pd.read_csv(path)
     missing = [c for c in FEATURES if c not in df.columns]
@@ -110,25 +141,23 @@ def main(argv: list[str] | None = None) -> int:
     url = args.url or (settings.triton.grpc_url if args.protocol == "grpc" else settings.triton.http_url)
 
     try:
-        repo = ModelRepository(args.model_repo, args.model_name)
-        lineage = repo.read_lineage()
         rows = read_rows(args.data, args.rows, None if args.first else args.seed)
-        transform = FeatureTransform.from_dict(lineage["feature_transform"])
-        answer = infer(transform.transform(rows), url=url, protocol=args.protocol, model_name=args.model_name)
-        if answer.model_version != lineage["version"]:  # a publish or rollback happened in between
-            lineage = repo.read_lineage(answer.model_version)
-    except (ClientError, StorageError, LookupError, OSError) as exc:
+        answer = infer(rows[FEATURES].to_numpy(np.float32), url=url, protocol=args.protocol,
+                       model_name=args.model_name)
+        threshold = served_threshold(url=url, protocol=args.protocol, model_name=args.model_name)
+    except (ClientError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    lineage, line = read_lineage_line(args.model_repo, args.model_name, answer.model_version)
 
-    threshold = float(lineage["threshold"])
     labels = rows[LABEL].tolist() if LABEL in rows.columns else [None] * len(rows)
     result: dict[str, Any] = {
         "model_name": answer.model_name,
         "model_version": answer.model_version,
         "threshold": threshold,
-        "lineage": {"pathspec": lineage["pathspec"], "dataset_fingerprint": lineage.get("dataset", {}).get("fingerprint"),
-                    "line": lineage_line(lineage)},
+        "lineage": {"pathspec": lineage["pathspec"] if lineage else None,
+                    "dataset_fingerprint": lineage.get("dataset", {}).get("fingerprint") if lineage else None,
+                    "line": line},
         "rows": [{"p_fraud": float(p), "fraud": bool(p >= threshold), "label": None if y is None else int(y)}
                  for p, y in zip(answer.probabilities, labels, strict=True)],
     }
@@ -142,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, r in enumerate(result["rows"]):
         label = "" if r["label"] is None else ("fraud" if r["label"] else "legit")
         print(f"{i:>4}  {r['p_fraud']:>9.4f}  {'FRAUD' if r['fraud'] else 'legit':<9} {label}")
-    print(f"threshold {threshold:.4f} (chosen by the run)")
+    print(f"threshold {threshold:.4f} (chosen by the run; from the model's config.pbtxt)")
     print(result["lineage"]["line"])
     return 0
 

@@ -5,11 +5,15 @@ DAG::
     start -> preprocess -> train (foreach model family) -> eval (join) -> deploy -> end
 
 - start:      check the parameters.
-- preprocess: load (or generate) the data, validate, fingerprint, split, fit the feature transform.
-- train:      one model family per branch: SMOTE + classifier pipeline, small randomized search.
-- eval:       score every family on the untouched test set; the best by average precision wins.
-- deploy:     export the winner as a Treelite checkpoint, check it predicts like the pipeline,
-              and publish it as a new version of the Triton model repository if --model-repo is set.
+- preprocess: load (or generate) the data, validate, fingerprint, split (raw rows: the model
+              takes Time, V1..V28, Amount as they are; only SMOTE scales, for its own distances).
+- train:      one model family per branch: SMOTE + classifier pipeline, randomized search scored
+              by cross-validated average precision on the training rows.
+- eval:       the family with the best cross-validated average precision wins; then every family
+              is scored once on the untouched test set, for the report (bootstrap intervals).
+- deploy:     export the winner as a Treelite checkpoint, check it predicts like the pipeline on
+              raw test rows, and publish it (with its threshold in config.pbtxt) as a new version
+              of the Triton model repository if --model-repo is set.
 - end:        print how to read the results.
 
 Run:  python train/flow.py run [--data PATH|s3://bucket/key] [--models random_forest,xgboost] ...
@@ -33,7 +37,7 @@ from fraudml.data import (
     validate_dataset,
 )
 from fraudml.export import check_export_parity, load_fil_model, write_fil_model
-from fraudml.features import FeatureTransform, labels, split_train_test
+from fraudml.features import feature_matrix, labels, split_train_test
 from fraudml.lineage import build_lineage, code_version
 from fraudml.metrics import THRESHOLD_RULES
 from fraudml.models import (
@@ -52,7 +56,7 @@ N_FEATURES = 30
 # Artifacts set before the foreach that eval and the steps after it use.
 SHARED_ARTIFACTS = [
     "families", "dataset_source", "dataset_fingerprint", "dataset_rows", "class_distribution",
-    "feature_transform", "X_train", "y_train", "X_test", "y_test", "test_index",
+    "X_train", "y_train", "X_test", "y_test", "test_index",
 ]
 PARAMETER_NAMES = [
     "data", "rows", "fraud_rate", "models", "seed", "cv_folds", "n_iter", "n_jobs", "test_size",
@@ -111,7 +115,7 @@ class FraudClassifierTreeSelection(FlowSpec):
     @card(type="blank")
     @step
     def preprocess(self):
-        """Load or generate the data, validate and fingerprint it, split it, fit the feature transform."""
+        """Load or generate the data, validate and fingerprint it, split it into raw train/test rows."""
         if self.data:
             df = load_dataset(self.data)
             self.dataset_source = self.data
@@ -122,10 +126,8 @@ class FraudClassifierTreeSelection(FlowSpec):
         self.dataset_fingerprint = dataset_fingerprint(df)
         self.dataset_rows = len(df)
         train_df, test_df = split_train_test(df, self.test_size, self.seed)
-        transform = FeatureTransform().fit(train_df)
-        self.feature_transform = transform.to_dict()
-        self.X_train, self.y_train = transform.transform(train_df), labels(train_df)
-        self.X_test, self.y_test = transform.transform(test_df), labels(test_df)
+        self.X_train, self.y_train = feature_matrix(train_df), labels(train_df)
+        self.X_test, self.y_test = feature_matrix(test_df), labels(test_df)
         self.test_index = test_df.index.to_numpy()
         self.class_distribution = {"all": describe(df), "train": describe(train_df), "test": describe(test_df)}
 
@@ -156,9 +158,12 @@ class FraudClassifierTreeSelection(FlowSpec):
     @card(type="blank")
     @step
     def eval(self, inputs):
-        """Score every family on the untouched test set and pick the best by average precision."""
+        """Pick the family with the best cross-validated AP; score every family once on the test set."""
         self.merge_artifacts(inputs, include=SHARED_ARTIFACTS)
         trained = {inp.family: inp.trained for inp in inputs}
+        # Selection uses training folds only; the test set below is a report, never a choice.
+        self.best_family = pick_best({f: t.cv_average_precision for f, t in trained.items()})
+        self.selection = "highest cross-validated average precision on the training rows"
         scored = {
             family: score_family(
                 t, self.X_test, self.y_test, self.y_train,
@@ -168,7 +173,6 @@ class FraudClassifierTreeSelection(FlowSpec):
         }
         self.metrics_by_family = {family: m for family, (m, _) in scored.items()}
         self.test_proba_by_family = {family: p for family, (_, p) in scored.items()}
-        self.best_family = pick_best(self.metrics_by_family)
         self.best_pipeline = trained[self.best_family].pipeline
         self.best_params = trained[self.best_family].best_params
         self.metrics = self.metrics_by_family[self.best_family]
@@ -181,16 +185,21 @@ class FraudClassifierTreeSelection(FlowSpec):
         figure = cards.pr_curves_figure(self.y_test, self.test_proba_by_family, self.best_family)
         current.card.append(Markdown(
             f"# Model comparison (test set: {self.metrics['n']:,} rows, {self.metrics['n_positive']} frauds)\n\n"
-            f"Winner: **{self.best_family}**, threshold {self.threshold:.4f} ({self.threshold_rule}, "
-            "chosen on out-of-fold training scores)"
+            f"Winner: **{self.best_family}**, chosen by {self.selection}; the test columns are a "
+            "report, scored once after the choice, with 95 % bootstrap intervals.  \n"
+            f"Threshold {self.threshold:.4f} ({self.threshold_rule}, chosen on out-of-fold training scores)"
         ))
         current.card.append(Table(rows, headers=headers))
         current.card.append(Image.from_matplotlib(figure, label="Precision-recall, all families"))
         current.card.append(Markdown(f"## Confusion matrix of {self.best_family} at threshold {self.threshold:.4f}"))
         current.card.append(Table(cm_rows, headers=cm_headers))
         print(cards.text_table(headers, rows))
+        ap_low, ap_high = self.metrics["intervals"]["average_precision"]
         print(
-            f"winner: {self.best_family}  test average precision {self.metrics['average_precision']:.4f}  "
+            f"winner: {self.best_family} (chosen by {self.selection}: "
+            f"{self.metrics['cv_average_precision']:.4f})\n"
+            f"test, for the report: average precision {self.metrics['average_precision']:.4f} "
+            f"[{ap_low:.4f}, {ap_high:.4f}]  "
             f"threshold {self.threshold:.4f}  precision {self.metrics['precision']:.3f}  "
             f"recall {self.metrics['recall']:.3f}"
         )
@@ -198,7 +207,7 @@ class FraudClassifierTreeSelection(FlowSpec):
 
     @step
     def deploy(self):
-        """Export the winner as a Treelite checkpoint, check parity on the test set, publish if asked."""
+        """Export the winner as a Treelite checkpoint, check parity on raw test rows, publish if asked."""
         with tempfile.TemporaryDirectory(prefix="fraudml-deploy-") as tmp:
             path = write_fil_model(self.best_pipeline, tmp, MODEL_TYPE)
             # Check the file that will be shipped, read back, not the in-memory model.
@@ -219,13 +228,14 @@ class FraudClassifierTreeSelection(FlowSpec):
             parameters={name: getattr(self, name) for name in PARAMETER_NAMES},
             metrics=self.metrics,
             threshold=self.threshold,
-            feature_transform=self.feature_transform,
             family=self.best_family,
             best_params=self.best_params,
             model_type=self.model_type,
             code_version=code_version(__file__),
-            extra={"all_families": {
-                f: {"average_precision": m["average_precision"], "roc_auc": m["roc_auc"]}
+            extra={"selection": self.selection, "all_families": {
+                f: {"cv_average_precision": m["cv_average_precision"],
+                    "test_average_precision": m["average_precision"],
+                    "test_average_precision_95ci": m["intervals"]["average_precision"]}
                 for f, m in self.metrics_by_family.items()
             }},
         )

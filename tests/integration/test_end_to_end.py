@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fraudml.data import generate_dataset
-from fraudml.features import FeatureTransform
+from fraudml.data import FEATURES, generate_dataset
 from fraudml.repository import ModelRepository, publish_model_version
 from fraudml.rollout import RolloutError, roll_out
 from serve.client import ClientError, infer
@@ -66,7 +65,7 @@ def triton(e2e, triton_factory, s3_server):
 def _rows(e2e, n: int = 64) -> tuple[np.ndarray, dict]:
     lineage = ModelRepository(e2e["repo_uri"]).read_lineage()
     df = generate_dataset(rows=6000, fraud_rate=0.02, seed=3)
-    x = FeatureTransform.from_dict(lineage["feature_transform"]).transform(df.head(n))
+    x = df.head(n)[FEATURES].to_numpy(np.float32)  # raw rows: the served model needs no transform
     return x, lineage
 
 
@@ -102,6 +101,7 @@ def test_triton_answers_like_the_runs_model_and_lineage_leads_back(e2e, triton, 
     assert f"fraud-classifier/1 -> {lineage['pathspec']}" in out
     response = json.loads(saved.read_text())
     assert response["model_version"] == 1 and len(response["rows"]) == 6
+    assert response["threshold"] == lineage["threshold"]  # read from config.pbtxt, written by the run
 
     proof = json.loads(_run([sys.executable, "-m", "serve.lineage", "--response", str(saved), "--json"], env).stdout)
     assert proof["lineage"]["pathspec"] == lineage["pathspec"]
@@ -109,6 +109,59 @@ def test_triton_answers_like_the_runs_model_and_lineage_leads_back(e2e, triton, 
     checks = {c["check"] for c in proof["verification"]["checks"] if c["ok"]}
     assert "dataset fingerprint matches" in checks
     assert "published model file == the run's model_checkpoint artifact" in checks
+
+
+_RUN_PROBA = """
+import json, sys
+import numpy as np
+from metaflow import Run, namespace
+namespace(None)
+x = np.asarray(json.load(sys.stdin), dtype=np.float32)
+print(json.dumps(Run(sys.argv[1]).data.best_pipeline.predict_proba(x)[:, 1].tolist()))
+"""
+
+
+def test_raw_rows_straight_to_triton_equal_the_runs_pipeline(e2e, triton):
+    """Any KServe v2 client: raw CSV rows, no transform, give the run's own predict_proba."""
+    df = generate_dataset(rows=6000, fraud_rate=0.02, seed=3)
+    x = np.vstack([df[df["Class"] == 1].head(32)[FEATURES], df.head(224)[FEATURES]]).astype(np.float32)
+    env = e2e["env"]
+    result = subprocess.run([sys.executable, "-c", _RUN_PROBA, _served_pathspec(e2e)], input=json.dumps(x.tolist()),
+                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = np.asarray(json.loads(result.stdout))
+    for protocol, url in (("http", triton.http_url), ("grpc", triton.grpc_url)):
+        got = infer(x, url=url, protocol=protocol, model_name="fraud-classifier").probabilities
+        assert np.max(np.abs(got - expected)) <= 1e-5
+    assert expected.max() > 0.5 > expected.min()  # real frauds and legit rows, not a constant
+
+
+def _served_pathspec(e2e) -> str:
+    env = e2e["env"]
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    os.environ.update({k: env[k] for k in saved})
+    try:
+        return ModelRepository(e2e["repo_uri"]).read_lineage()["pathspec"]
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_client_answers_with_only_triton_when_s3_is_down(e2e, triton):
+    """S3 unreachable: the answer and the threshold (from the model config) still come; the
+    lineage line is replaced by a note that says why."""
+    env = {**e2e["env"], "TRITON_HTTP_PORT": str(triton.http_port), "TRITON_GRPC_PORT": str(triton.grpc_port),
+           "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"}
+    for protocol in ("http", "grpc"):
+        out = json.loads(_run([sys.executable, "-m", "serve.client", "--data", str(e2e["csv"]), "--rows", "4",
+                               "--protocol", protocol, "--json"], env).stdout)
+        assert out["model_version"] == 1 and len(out["rows"]) == 4
+        assert 0.0 < out["threshold"] < 1.0
+        assert out["lineage"]["pathspec"] is None
+        assert out["lineage"]["line"].startswith("lineage: not available") and "needs only Triton" in out["lineage"]["line"]
 
 
 class RequestLoop(threading.Thread):

@@ -18,7 +18,7 @@ from fraudml.data import (
     write_dataset,
 )
 from fraudml.export import check_export_parity, predict_proba_treelite
-from fraudml.features import FeatureTransform, split_train_test
+from fraudml.features import feature_matrix, split_train_test
 
 pytestmark = pytest.mark.slow
 
@@ -69,8 +69,8 @@ def test_flow_succeeds_and_prints_the_comparison(run):
     """The run finished; eval printed the comparison table and the winner, end the client hint."""
     assert run["run"].successful
     out = run["stdout"]
-    assert "test AP" in out and "random_forest" in out and "xgboost" in out
-    assert "winner: " in out
+    assert "test AP" in out and "CV AP (selects)" in out and "random_forest" in out and "xgboost" in out
+    assert "winner: " in out and "chosen by highest cross-validated average precision" in out
     assert "from metaflow import Run" in out
 
 
@@ -90,7 +90,11 @@ def test_artifacts_read_back_with_the_client(run):
     assert data.best_family in ("random_forest", "xgboost")
     assert set(data.metrics_by_family) == {"random_forest", "xgboost"}
     assert data.metrics == data.metrics_by_family[data.best_family]
-    assert data.metrics["average_precision"] == max(m["average_precision"] for m in data.metrics_by_family.values())
+    # chosen on cross-validated AP (training folds), not on the test set
+    assert data.metrics["cv_average_precision"] == max(m["cv_average_precision"] for m in data.metrics_by_family.values())
+    for m in data.metrics_by_family.values():
+        low, high = m["intervals"]["average_precision"]
+        assert low <= m["average_precision"] <= high and low < high
     assert data.metrics["average_precision"] > 10 * data.metrics["positive_rate"]
     assert data.threshold == data.metrics["threshold"] and 0 < data.threshold < 1
     assert data.metrics["threshold_source"] == "out_of_fold"
@@ -99,16 +103,15 @@ def test_artifacts_read_back_with_the_client(run):
 
 
 def test_test_set_is_the_untouched_split(run):
-    """The test rows in the run are exactly the stratified split of the data, transformed, not resampled."""
+    """The test rows in the run are exactly the stratified split of the data, raw, not resampled."""
     data = run["run"].data
     df = generate_dataset(TINY["rows"], TINY["fraud_rate"], TINY["seed"])
     train, test = split_train_test(df, 0.2, TINY["seed"])
     np.testing.assert_array_equal(data.test_index, test.index.to_numpy())
-    transform = FeatureTransform().fit(train)
-    np.testing.assert_array_equal(data.X_test, transform.transform(test))
+    np.testing.assert_array_equal(data.X_test, feature_matrix(test))
+    np.testing.assert_array_equal(data.X_test, test[FEATURES].to_numpy(np.float32))
     assert data.metrics["n"] == len(test) and data.metrics["n_positive"] == int(test["Class"].sum())
     assert data.class_distribution["test"]["fraud"] == int(test["Class"].sum())
-    assert data.feature_transform == transform.to_dict()
 
 
 def test_checkpoint_predicts_like_the_pipeline(run):
@@ -122,7 +125,7 @@ def test_checkpoint_predicts_like_the_pipeline(run):
 
 
 def test_lineage_ties_the_model_to_the_run(run):
-    """lineage: run pathspec, data, parameters, metrics, threshold, transform, code and libraries."""
+    """lineage: run pathspec, data, parameters, metrics, threshold, raw input, code and libraries."""
     r = run["run"]
     lineage = r.data.lineage
     json.dumps(lineage)
@@ -135,7 +138,7 @@ def test_lineage_ties_the_model_to_the_run(run):
     assert lineage["threshold"] == r.data.threshold
     assert lineage["family"] == r.data.best_family and lineage["best_params"] == r.data.best_params
     assert lineage["features"] == FEATURES and lineage["n_features"] == 30
-    assert lineage["feature_transform"]["kind"] == "robust_scale"
+    assert "feature_transform" not in lineage and lineage["input"].startswith("raw rows")
     assert lineage["code_version"]["flow_sha256"]
     assert {"scikit-learn", "treelite", "metaflow"} <= set(lineage["libraries"])
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fraudml.data import generate_dataset
-from fraudml.features import FeatureTransform, labels, split_train_test
+from fraudml.features import feature_matrix, labels, split_train_test
 from fraudml.models import FAMILIES, TrainedFamily, train_family
 
 
@@ -20,11 +20,10 @@ class Split:
 
 @pytest.fixture(scope="session")
 def split() -> Split:
-    """12,000 rows with 1 % frauds, 25 % held out, transformed like the flow does."""
+    """12,000 rows with 1 % frauds, 25 % held out, raw rows like the flow uses."""
     df = generate_dataset(12_000, 0.01, seed=21)
     train, test = split_train_test(df, test_size=0.25, seed=21)
-    transform = FeatureTransform().fit(train)
-    return Split(transform.transform(train), labels(train), transform.transform(test), labels(test))
+    return Split(feature_matrix(train), labels(train), feature_matrix(test), labels(test))
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,20 @@
-"""Unit tests of the feature transform and the stratified split."""
-
-import json
+"""Unit tests of the raw model input, SMOTE on a robust-scaled distance, and the stratified split."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from fraudml.data import FEATURES, LABEL, generate_dataset
-from fraudml.features import FeatureTransform, labels, split_train_test
+from fraudml.features import (
+    feature_matrix,
+    labels,
+    make_sampler,
+    robust_scale_params,
+    smote_on_robust_scale,
+    split_train_test,
+)
+
+TIME, AMOUNT = FEATURES.index("Time"), FEATURES.index("Amount")
 
 
 @pytest.fixture(scope="module")
@@ -15,74 +22,74 @@ def df() -> pd.DataFrame:
     return generate_dataset(5_000, 0.02, seed=8)
 
 
-def test_fit_learns_median_and_iqr_of_time_and_amount(df):
-    """Center = median, scale = interquartile range, from the rows given to fit."""
-    t = FeatureTransform().fit(df)
-    for column in ("Time", "Amount"):
-        q1, q3 = np.percentile(df[column], [25, 75])
-        assert t.center[column] == pytest.approx(df[column].median())
-        assert t.scale[column] == pytest.approx(q3 - q1)
+def test_feature_matrix_is_the_raw_rows_in_feature_order(df):
+    """Columns by name, in FEATURES order, float32, values untouched."""
+    shuffled = df[list(reversed(df.columns))]
+    x = feature_matrix(shuffled)
+    assert x.dtype == np.float32 and x.shape == (len(df), 30)
+    np.testing.assert_array_equal(x, df[FEATURES].to_numpy(np.float32))
+    with pytest.raises(ValueError, match="missing feature column.*Amount"):
+        feature_matrix(df.drop(columns=["Amount"]))
 
 
-def test_transform_scales_only_time_and_amount(df):
-    """float32 (n, 30) in FEATURES order; V columns pass through unchanged."""
-    t = FeatureTransform().fit(df)
-    out = t.transform(df)
-    assert out.dtype == np.float32 and out.shape == (len(df), 30)
-    v = [FEATURES.index(f"V{i}") for i in range(1, 29)]
-    np.testing.assert_array_equal(out[:, v], df[FEATURES].to_numpy(np.float32)[:, v])
-    amount = FEATURES.index("Amount")
-    expected = (df["Amount"] - t.center["Amount"]) / t.scale["Amount"]
-    np.testing.assert_allclose(out[:, amount], expected, rtol=1e-6)
-    assert np.median(out[:, amount]) == pytest.approx(0.0, abs=1e-6)
+def test_robust_scale_params_are_median_and_iqr(df):
+    """Center = median, scale = interquartile range of Time and Amount; 1 where the range is 0."""
+    x = feature_matrix(df)
+    center, scale = robust_scale_params(x)
+    for k, col in enumerate((TIME, AMOUNT)):
+        q1, med, q3 = np.percentile(x[:, col].astype(np.float64), [25, 50, 75])
+        assert center[k] == pytest.approx(med) and scale[k] == pytest.approx(q3 - q1)
+    x[:, AMOUNT] = 5.0
+    assert robust_scale_params(x)[1][1] == 1.0
 
 
-def test_frame_and_raw_array_give_the_same_result(df):
-    """Columns are taken by name from a frame (any order, extra columns ignored) or by position from an array."""
-    t = FeatureTransform().fit(df)
-    shuffled = df[[LABEL, *reversed(FEATURES)]]
-    np.testing.assert_array_equal(t.transform(shuffled), t.transform(df[FEATURES].to_numpy()))
-    one = t.transform(df[FEATURES].to_numpy()[0])
-    assert one.shape == (1, 30)
+def test_smote_keeps_original_rows_and_adds_rows_in_raw_units(df):
+    """The originals come back bit for bit; each new row lies between two frauds, in raw units."""
+    x, y = feature_matrix(df), labels(df)
+    x_res, y_res = smote_on_robust_scale(x, y, sampling_strategy={1: 400}, random_state=0)
+    np.testing.assert_array_equal(x_res[: len(x)], x)
+    np.testing.assert_array_equal(y_res[: len(y)], y)
+    new = x_res[len(x):]
+    assert len(new) == 400 - y.sum() and (y_res[len(y):] == 1).all()
+    assert new.dtype == x.dtype
+    frauds = x[y == 1]
+    # raw units: within the frauds' own range in every column (not scaled values near 0)
+    assert (new >= frauds.min(axis=0) - 1e-3).all() and (new <= frauds.max(axis=0) + 1e-3).all()
+    assert new[:, TIME].max() > 1000  # Time in seconds, not in interquartile ranges
 
 
-def test_transform_does_not_modify_its_input(df):
-    """The caller's array is left alone."""
-    raw = df[FEATURES].to_numpy()
-    before = raw.copy()
-    FeatureTransform().fit(df).transform(raw)
-    np.testing.assert_array_equal(raw, before)
+def test_smote_measures_distance_on_the_scaled_columns():
+    """Neighbours are chosen on robust-scaled Time/Amount: a fraud 50 s away in Time is nearer
+    than one 1 unit away in V1, although raw Euclidean distance says the opposite."""
+    rng = np.random.default_rng(0)
+    legit = rng.normal(size=(200, 30))
+    legit[:, TIME] = rng.uniform(0, 172_800, 200)  # IQR of Time ~ 86,000 s
+    legit[:, AMOUNT] = rng.uniform(0, 100, 200)
+    base = np.zeros(30)
+    base[TIME], base[AMOUNT] = 80_000.0, 50.0
+    near_in_time = base.copy()
+    near_in_time[TIME] += 50.0  # 50 s: tiny once scaled
+    near_in_v1 = base.copy()
+    near_in_v1[1] += 1.0  # V1 is not scaled
+    x = np.vstack([legit, base, near_in_time, near_in_v1])
+    y = np.r_[np.zeros(200, int), np.ones(3, int)]
+    x_res, _ = smote_on_robust_scale(x, y, sampling_strategy={1: 300}, k_neighbors=1, random_state=0)
+    new = x_res[len(x):]
+    from_base_pair = new[np.isclose(new[:, 1], 0.0)]  # V1 unchanged: interpolated base <-> near_in_time
+    assert len(from_base_pair) > 100  # base and near_in_time are each other's nearest neighbour
 
 
-def test_bad_inputs_raise(df):
-    """Unfitted transform, wrong width, missing column."""
-    with pytest.raises(RuntimeError, match="not fitted"):
-        FeatureTransform().transform(df)
-    t = FeatureTransform().fit(df)
-    with pytest.raises(ValueError, match=r"shape \(n, 30\)"):
-        t.transform(np.zeros((2, 29)))
-    with pytest.raises(ValueError, match="missing feature column"):
-        t.transform(df.drop(columns=["V7"]))
+def test_sampler_is_a_pipeline_step_that_clones():
+    """make_sampler gives imbalanced-learn's FunctionSampler, cloneable for cross-validation."""
+    from sklearn.base import clone
 
-
-def test_dict_round_trip_through_json(df):
-    """to_dict is JSON-able and from_dict rebuilds the same transform."""
-    t = FeatureTransform().fit(df)
-    d = json.loads(json.dumps(t.to_dict()))
-    assert d["kind"] == "robust_scale" and d["features"] == FEATURES
-    back = FeatureTransform.from_dict(d)
-    np.testing.assert_array_equal(back.transform(df), t.transform(df))
-    with pytest.raises(ValueError):
-        FeatureTransform.from_dict({**d, "kind": "standard"})
-    with pytest.raises(ValueError):
-        FeatureTransform.from_dict({**d, "features": list(reversed(FEATURES))})
-
-
-def test_constant_column_does_not_divide_by_zero(df):
-    """An interquartile range of 0 gives scale 1."""
-    t = FeatureTransform().fit(df.assign(Amount=5.0))
-    assert t.scale["Amount"] == 1.0
-    assert np.isfinite(t.transform(df)).all()
+    sampler = make_sampler({1: 60}, random_state=1)
+    x = generate_dataset(2_000, 0.02, seed=1)
+    X, y = feature_matrix(x), labels(x)
+    a = sampler.fit_resample(X, y)
+    b = clone(sampler).fit_resample(X, y)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert (a[1] == 1).sum() == 60
 
 
 def test_split_is_stratified_disjoint_and_deterministic(df):
@@ -96,9 +103,4 @@ def test_split_is_stratified_disjoint_and_deterministic(df):
     pd.testing.assert_frame_equal(train, again)
     other, _ = split_train_test(df, test_size=0.25, seed=4)
     assert not train.index.equals(other.index)
-
-
-def test_transform_fitted_on_train_only(df):
-    """Fitting on the training part gives other statistics than on all rows (test rows are not used)."""
-    train, _ = split_train_test(df, seed=1)
-    assert FeatureTransform().fit(train).center != FeatureTransform().fit(df).center
+    assert df[LABEL].sum() == 100

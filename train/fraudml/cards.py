@@ -11,8 +11,8 @@ import numpy as np
 from fraudml.metrics import pr_curve
 
 COMPARISON_HEADERS = [
-    "family", "test AP", "ROC-AUC", "recall@P", "threshold", "precision", "recall", "F1",
-    "CV AP", "train s",
+    "family", "CV AP (selects)", "test AP [95% CI]", "ROC-AUC", "recall@P", "threshold",
+    "precision [95% CI]", "recall [95% CI]", "F1", "train s",
 ]
 
 
@@ -26,30 +26,38 @@ def class_distribution_rows(parts: dict[str, dict]) -> tuple[list[str], list[lis
     return headers, rows
 
 
+def _with_interval(value: float, interval: list[float] | None, digits: int) -> str:
+    if not interval:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
 def comparison_rows(metrics_by_family: dict[str, dict], best: str | None = None) -> tuple[list[str], list[list]]:
-    """One row per family, best test average precision first; the winner is marked ``*``."""
-    order = sorted(metrics_by_family, key=lambda f: -metrics_by_family[f]["average_precision"])
+    """One row per family, best cross-validated AP (the selection criterion) first; the winner
+    is marked ``*``. Test metrics carry their bootstrap intervals when present."""
+    order = sorted(metrics_by_family, key=lambda f: (-metrics_by_family[f].get("cv_average_precision", 0.0), f))
     rows = []
     for family in order:
         m = metrics_by_family[family]
+        ci = m.get("intervals", {})
         rows.append(
             [
                 f"{family}{' *' if family == best else ''}",
-                f"{m['average_precision']:.4f}",
+                f"{m.get('cv_average_precision', float('nan')):.4f}",
+                _with_interval(m["average_precision"], ci.get("average_precision"), 3),
                 f"{m['roc_auc']:.4f}",
                 f"{m['recall_at_precision']:.3f}",
                 f"{m['threshold']:.4f}",
-                f"{m['precision']:.3f}",
-                f"{m['recall']:.3f}",
+                _with_interval(m["precision"], ci.get("precision"), 3),
+                _with_interval(m["recall"], ci.get("recall"), 3),
                 f"{m['f1']:.3f}",
-                f"{m.get('cv_average_precision', float('nan')):.4f}",
                 f"{m.get('train_seconds', float('nan')):.1f}",
             ]
         )
     headers = list(COMPARISON_HEADERS)
     if metrics_by_family:
         target = next(iter(metrics_by_family.values()))["precision_target"]
-        headers[3] = f"recall@P{target:g}"
+        headers[4] = f"recall@P{target:g}"
     return headers, rows
 
 

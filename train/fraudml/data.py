@@ -33,7 +33,10 @@ COLUMNS: list[str] = [*FEATURES, LABEL]
 
 DEFAULT_ROWS = 60_000
 FULL_ROWS = 284_807  # the size of the public dataset
-DEFAULT_FRAUD_RATE = 0.002
+# 1 % frauds (the public data has 0.17 %): 600 frauds in the default 60,000 rows, so the
+# default test split holds 120 and a comparison of families is not a coin toss. For the
+# public data's shape: --rows 284807 --fraud-rate 0.0017.
+DEFAULT_FRAUD_RATE = 0.01
 DEFAULT_SEED = 7
 SECONDS_IN_TWO_DAYS = 172_800
 # SMOTE's default neighbourhood: every resampled training fold needs k + 1 frauds.

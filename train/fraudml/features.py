@@ -1,106 +1,89 @@
-"""Feature engineering: robust scaling of ``Time`` and ``Amount``, and the stratified split.
+"""What the model sees: the raw transaction, and SMOTE that measures distance on a fair scale.
 
-The ``V`` columns are PCA components already on a common scale; ``Time`` and ``Amount`` are
-not (``Amount`` is heavy-tailed), and SMOTE interpolates between neighbours by Euclidean
-distance, so those two are centred on the median and divided by the interquartile range.
-The transform is fitted on the training rows only and travels with every model version as a
-JSON-able dict (``lineage.json`` -> ``"feature_transform"``): Triton's ``input__0`` is the
-*transformed* 30 features, so a client applies ``FeatureTransform.from_dict(d).transform(rows)``.
+The served model takes the raw row, ``Time, V1..V28, Amount`` in that order, so any KServe
+v2 client gets the right answer without a feature transform. Trees do not need scaled
+inputs; only SMOTE's neighbour search does: the ``V`` columns are PCA components on a
+common scale, while ``Time`` (seconds) and ``Amount`` (heavy-tailed) are not, and SMOTE
+picks neighbours by Euclidean distance. So the scaling lives *inside the resampling step*:
+:func:`smote_on_robust_scale` scales ``Time`` and ``Amount`` by median and interquartile
+range of the rows it is given, finds neighbours and interpolates there, and maps the new
+rows back to raw units. The classifier, the exported Treelite model and Triton all see raw
+rows. Interpolation commutes with a per-column affine map, so this is exactly SMOTE with a
+scaled distance; the original rows are passed through untouched, bit for bit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
-from fraudml.data import FEATURES, LABEL
+from fraudml.data import FEATURES, LABEL, SMOTE_K_NEIGHBORS
 
 SCALED_COLUMNS: tuple[str, ...] = ("Time", "Amount")
-TRANSFORM_KIND = "robust_scale"
+_SCALED_IDX = [FEATURES.index(c) for c in SCALED_COLUMNS]
 
 
-@dataclass
-class FeatureTransform:
-    """``x -> (x - center) / scale`` for ``Time`` and ``Amount``; the ``V`` columns pass through.
+def robust_scale_params(X: np.ndarray, columns: list[int] = _SCALED_IDX) -> tuple[np.ndarray, np.ndarray]:
+    """Median and interquartile range (1.0 where the range is 0) of ``columns`` (``Time``, ``Amount``)."""
+    q1, median, q3 = np.percentile(np.asarray(X, dtype=np.float64)[:, columns], [25.0, 50.0, 75.0], axis=0)
+    iqr = q3 - q1
+    return median, np.where(iqr > 0, iqr, 1.0)
 
-    ``center`` is the median and ``scale`` the interquartile range of the training rows
-    (1.0 when the range is 0, so a constant column does not divide by zero).
+
+def smote_on_robust_scale(
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    sampling_strategy: float | dict | Callable = "auto",
+    k_neighbors: int = SMOTE_K_NEIGHBORS,
+    random_state: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """SMOTE on robust-scaled ``Time``/``Amount``, returned in raw units.
+
+    Args:
+        X: raw training rows ``(n, 30)`` in ``FEATURES`` order.
+        y: labels 0/1.
+        sampling_strategy, k_neighbors, random_state: passed to ``imblearn``'s ``SMOTE``.
+
+    Returns:
+        ``(X_res, y_res)``: the original rows first, unchanged, then the synthetic ones.
     """
+    from imblearn.over_sampling import SMOTE  # lazy: keeps `import fraudml.*` light
 
-    center: dict[str, float] = field(default_factory=dict)
-    scale: dict[str, float] = field(default_factory=dict)
+    X = np.asarray(X)
+    idx = [i for i in _SCALED_IDX if i < X.shape[1]]  # a narrower test model may lack Amount
+    center, scale = robust_scale_params(X, idx)
+    scaled = X.astype(np.float64, copy=True)
+    scaled[:, idx] = (scaled[:, idx] - center) / scale
+    smote = SMOTE(sampling_strategy=sampling_strategy, k_neighbors=k_neighbors, random_state=random_state)
+    X_res, y_res = smote.fit_resample(scaled, y)
+    new = X_res[len(X):]  # imblearn appends the synthetic rows after the originals
+    new[:, idx] = new[:, idx] * scale + center
+    return np.vstack([X, new.astype(X.dtype)]), y_res
 
-    @property
-    def fitted(self) -> bool:
-        return all(c in self.center and c in self.scale for c in SCALED_COLUMNS)
 
-    def fit(self, df: pd.DataFrame) -> FeatureTransform:
-        """Learn median and IQR of ``Time`` and ``Amount`` from ``df`` (the training rows)."""
-        for column in SCALED_COLUMNS:
-            values = df[column].to_numpy(dtype=np.float64)
-            q1, median, q3 = np.percentile(values, [25.0, 50.0, 75.0])
-            iqr = float(q3 - q1)
-            self.center[column] = float(median)
-            self.scale[column] = iqr if iqr > 0 else 1.0
-        return self
+def make_sampler(sampling_strategy, *, k_neighbors: int = SMOTE_K_NEIGHBORS, random_state: int | None = None):
+    """The pipeline step: imbalanced-learn's ``FunctionSampler`` around :func:`smote_on_robust_scale`.
 
-    def transform(self, data: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Return the model input: float32 ``(n, 30)`` in ``FEATURES`` order.
+    A sampler runs only in ``fit`` (imbalanced-learn skips samplers in ``predict_proba``), so
+    cross-validation resamples the training folds only, and serving never sees it.
+    """
+    from imblearn import FunctionSampler
 
-        Args:
-            data: a DataFrame with (at least) the ``FEATURES`` columns, by name; or raw
-                values, shape ``(n, 30)`` or ``(30,)``, already in ``FEATURES`` order.
-        """
-        if not self.fitted:
-            raise RuntimeError("FeatureTransform is not fitted: call fit(train_df) or from_dict(d) first")
-        if isinstance(data, pd.DataFrame):
-            missing = [c for c in FEATURES if c not in data.columns]
-            if missing:
-                raise ValueError(f"missing feature column(s): {', '.join(missing)}")
-            values = data[FEATURES].to_numpy(dtype=np.float64, copy=True)
-        else:
-            values = np.asarray(data, dtype=np.float64)
-            if values.ndim == 1:
-                values = values[None, :]
-            if values.ndim != 2 or values.shape[1] != len(FEATURES):
-                raise ValueError(
-                    f"expected raw rows of shape (n, {len(FEATURES)}) in FEATURES order, got {np.shape(data)}"
-                )
-            values = values.copy()
-        for column in SCALED_COLUMNS:
-            j = FEATURES.index(column)
-            values[:, j] = (values[:, j] - self.center[column]) / self.scale[column]
-        return values.astype(np.float32)
+    return FunctionSampler(
+        func=smote_on_robust_scale,
+        kw_args={"sampling_strategy": sampling_strategy, "k_neighbors": k_neighbors, "random_state": random_state},
+    )
 
-    def fit_transform(self, df: pd.DataFrame) -> np.ndarray:
-        return self.fit(df).transform(df)
 
-    def to_dict(self) -> dict:
-        """A JSON-able description that :meth:`from_dict` (or any client) can apply."""
-        if not self.fitted:
-            raise RuntimeError("FeatureTransform is not fitted")
-        return {
-            "kind": TRANSFORM_KIND,
-            "version": 1,
-            "features": list(FEATURES),
-            "formula": "x[c] = (x[c] - center[c]) / scale[c] for c in columns; other features unchanged",
-            "columns": {c: {"center": self.center[c], "scale": self.scale[c]} for c in SCALED_COLUMNS},
-            "dtype": "float32",
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FeatureTransform:
-        if d.get("kind") != TRANSFORM_KIND:
-            raise ValueError(f"not a {TRANSFORM_KIND} transform: kind={d.get('kind')!r}")
-        if list(d.get("features", FEATURES)) != FEATURES:
-            raise ValueError("the transform was fitted for a different feature order")
-        columns = d["columns"]
-        return cls(
-            center={c: float(columns[c]["center"]) for c in SCALED_COLUMNS},
-            scale={c: float(columns[c]["scale"]) for c in SCALED_COLUMNS},
-        )
+def feature_matrix(df: pd.DataFrame) -> np.ndarray:
+    """The model input: raw ``FEATURES`` columns by name, float32 ``(n, 30)`` (Triton's ``input__0``)."""
+    missing = [c for c in FEATURES if c not in df.columns]
+    if missing:
+        raise ValueError(f"missing feature column(s): {', '.join(missing)}; rows need Time, V1..V28, Amount")
+    return df[FEATURES].to_numpy(dtype=np.float32, copy=True)
 
 
 def split_train_test(

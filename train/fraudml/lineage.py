@@ -74,7 +74,6 @@ def build_lineage(
     parameters: dict,
     metrics: dict,
     threshold: float,
-    feature_transform: dict,
     family: str,
     best_params: dict,
     model_type: str = "treelite_checkpoint",
@@ -96,8 +95,6 @@ def build_lineage(
         parameters: the flow's parameters.
         metrics: the winner's test-set metrics (:func:`fraudml.metrics.evaluate`).
         threshold: the decision threshold (predict fraud when P(fraud) >= threshold).
-        feature_transform: :meth:`fraudml.features.FeatureTransform.to_dict`; clients apply it
-            to raw rows before sending them to Triton.
         family, best_params: the winning model family and its hyperparameters.
         model_type: the FIL ``model_type`` of the exported file.
         task_pathspec: ``flow/run/step/task`` of the task that built the record.
@@ -122,7 +119,7 @@ def build_lineage(
         "threshold": float(threshold),
         "decision": "fraud when P(fraud) >= threshold",
         "metrics": metrics,
-        "feature_transform": feature_transform,
+        "input": "raw rows: features in this order, float32, no transform (NaN = missing)",
         "code_version": code_version or {},
         "libraries": library_versions(),
     }

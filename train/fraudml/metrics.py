@@ -26,27 +26,16 @@ def _check(y_true, proba) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def _operating_points(y: np.ndarray, p: np.ndarray):
-    """One point per distinct score ``s`` (descending): predict fraud for ``proba >= s``.
-
-    Returns ``(scores, tp, fp)``.
-    """
-    order = np.argsort(-p, kind="mergesort")
-    p_sorted, y_sorted = p[order], y[order]
-    tp = np.cumsum(y_sorted)
-    fp = np.cumsum(1 - y_sorted)
-    last_of_group = np.r_[p_sorted[1:] != p_sorted[:-1], True]
-    return p_sorted[last_of_group], tp[last_of_group], fp[last_of_group]
-
-
 def _precision_recall_points(y: np.ndarray, p: np.ndarray):
-    positives = int(y.sum())
-    if positives == 0:
+    """scikit-learn's precision-recall curve, one point per distinct score ``s`` (descending):
+    predict fraud for ``proba >= s``. Returns ``(scores, precision, recall)``."""
+    from sklearn.metrics import precision_recall_curve  # lazy: keeps `import fraudml.*` light
+
+    if not y.any():
         raise ValueError("y_true has no positives: precision/recall are undefined")
-    scores, tp, fp = _operating_points(y, p)
-    precision = tp / (tp + fp)
-    recall = tp / positives
-    return scores, precision, recall
+    precision, recall, scores = precision_recall_curve(y, p, drop_intermediate=False)
+    # sklearn: ascending scores, plus a last point (precision 1, recall 0) without a score
+    return scores[::-1], precision[-2::-1], recall[-2::-1]
 
 
 def average_precision(y_true, proba) -> float:
@@ -74,24 +63,50 @@ def recall_at_precision(y_true, proba, precision: float) -> float:
 
 def confusion(y_true, proba, threshold: float) -> dict[str, int]:
     """``{"tn", "fp", "fn", "tp"}`` for the decision ``proba >= threshold``."""
+    from sklearn.metrics import confusion_matrix
+
     y, p = _check(y_true, proba)
-    pred = p >= threshold
-    return {
-        "tn": int(((~pred) & (y == 0)).sum()),
-        "fp": int((pred & (y == 0)).sum()),
-        "fn": int(((~pred) & (y == 1)).sum()),
-        "tp": int((pred & (y == 1)).sum()),
-    }
+    tn, fp, fn, tp = confusion_matrix(y, p >= threshold, labels=[0, 1]).ravel()
+    return {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)}
 
 
 def threshold_metrics(y_true, proba, threshold: float) -> dict[str, float]:
     """Precision, recall and F1 of the decision ``proba >= threshold`` (0.0 where undefined)."""
-    cm = confusion(y_true, proba, threshold)
-    tp, fp, fn = cm["tp"], cm["fp"], cm["fn"]
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
+    from sklearn.metrics import precision_recall_fscore_support
+
+    y, p = _check(y_true, proba)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y, p >= threshold, average="binary", zero_division=0.0
+    )
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
+
+
+def bootstrap_intervals(
+    y_true, proba, threshold: float, *, n_boot: int = 500, level: float = 0.95, seed: int = 0
+) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals of average precision, precision and recall at ``threshold``.
+
+    Rows are resampled with replacement, frauds and legitimate rows separately (so every
+    resample holds the same number of frauds, and AP stays defined).
+
+    Returns:
+        ``{"average_precision": [low, high], "precision": [...], "recall": [...]}``.
+    """
+    from sklearn.metrics import average_precision_score
+
+    y, p = _check(y_true, proba)
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    draws: dict[str, list[float]] = {"average_precision": [], "precision": [], "recall": []}
+    for _ in range(n_boot):
+        idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+        yb, pb = y[idx], p[idx]
+        draws["average_precision"].append(average_precision_score(yb, pb))
+        tp, predicted = int((pb[yb == 1] >= threshold).sum()), int((pb >= threshold).sum())
+        draws["precision"].append(tp / predicted if predicted else 0.0)
+        draws["recall"].append(tp / pos.size)
+    tail = 100 * (1 - level) / 2
+    return {k: [float(v) for v in np.percentile(d, [tail, 100 - tail])] for k, d in draws.items()}
 
 
 def evaluate(y_true, proba, threshold: float, *, precision_target: float = 0.9) -> dict:

@@ -1,8 +1,9 @@
-"""Model families, each an imbalanced-learn ``Pipeline([("smote", SMOTE), ("clf", ...)])``.
+"""Model families, each an imbalanced-learn ``Pipeline([("smote", sampler), ("clf", ...)])``.
 
 SMOTE lives inside the pipeline, so it runs only in ``fit``: in cross-validation it
 oversamples the training folds and never the validation fold, and ``predict_proba`` (test
-set, serving) sees real rows only. Every family is a tree ensemble that Treelite can import
+set, serving) sees real rows only. Every step takes raw rows; SMOTE scales ``Time`` and
+``Amount`` for its own neighbour search only (:mod:`fraudml.features`). Every family is a tree ensemble that Treelite can import
 (see :mod:`fraudml.export`), so each can be served by Triton's FIL backend.
 
 The hyperparameter search is a small ``RandomizedSearchCV`` over stratified folds, scored
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fraudml.data import SMOTE_K_NEIGHBORS
-from fraudml.metrics import choose_threshold, evaluate
+from fraudml.features import make_sampler
+from fraudml.metrics import bootstrap_intervals, choose_threshold, evaluate
 
 if TYPE_CHECKING:
     from imblearn.pipeline import Pipeline
@@ -150,14 +152,13 @@ def oversampling_target(y: np.ndarray, ratio: float = SMOTE_SAMPLING_STRATEGY) -
 def build_pipeline(
     family: str, *, seed: int = 7, n_jobs: int = 1, sampling_ratio: float = SMOTE_SAMPLING_STRATEGY
 ) -> Pipeline:
-    """``Pipeline([("smote", SMOTE(...)), ("clf", make_classifier(family))])``."""
-    from imblearn.over_sampling import SMOTE
+    """``Pipeline([("smote", SMOTE on robust-scaled distance), ("clf", make_classifier(family))])``."""
     from imblearn.pipeline import Pipeline
 
     target = functools.partial(oversampling_target, ratio=sampling_ratio)
     return Pipeline(
         [
-            ("smote", SMOTE(sampling_strategy=target, k_neighbors=SMOTE_K_NEIGHBORS, random_state=seed)),
+            ("smote", make_sampler(target, k_neighbors=SMOTE_K_NEIGHBORS, random_state=seed)),
             ("clf", make_classifier(family, seed=seed, n_jobs=n_jobs)),
         ]
     )
@@ -197,7 +198,7 @@ def train_family(
 
     Args:
         family: one of ``FAMILIES``.
-        X: training features, float32 ``(n, 30)`` (already transformed).
+        X: raw training rows, float32 ``(n, 30)`` in ``FEATURES`` order.
         y: training labels 0/1.
         seed: seeds SMOTE, the classifier, the folds and the candidate sampling.
         cv_folds: number of stratified folds.
@@ -286,17 +287,21 @@ def score_family(
     *,
     rule: str = "best_f1",
     precision_target: float = 0.9,
+    n_boot: int = 500,
 ) -> tuple[dict, np.ndarray]:
-    """Metrics of one trained family on the untouched test set.
+    """Metrics of one trained family on the untouched test set, for the report.
 
-    The decision threshold is chosen with ``rule`` on the out-of-fold training scores
+    The family is *chosen* on its cross-validated average precision (:func:`pick_best`); the
+    test set is scored once per family afterwards and never feeds back into a choice. The
+    decision threshold is chosen with ``rule`` on the out-of-fold training scores
     (``y_train`` needed) when the family has them, otherwise on the test scores (then
     ``threshold_source`` says so and the threshold metrics are optimistic).
 
     Returns:
-        ``(metrics, test_proba)``: :func:`fraudml.metrics.evaluate` plus ``family``,
-        ``threshold_rule``, ``threshold_source``, ``cv_average_precision``, ``best_params``,
-        ``train_seconds``.
+        ``(metrics, test_proba)``: :func:`fraudml.metrics.evaluate` plus ``intervals``
+        (95 % bootstrap intervals of AP, precision and recall, ``n_boot`` resamples),
+        ``family``, ``threshold_rule``, ``threshold_source``, ``cv_average_precision``,
+        ``cv_average_precision_std``, ``best_params``, ``train_seconds``.
     """
     proba = predict_proba(trained.pipeline, X_test)
     if trained.oof_proba is not None and y_train is not None:
@@ -307,21 +312,23 @@ def score_family(
         source = "test"
     metrics = evaluate(y_test, proba, threshold, precision_target=precision_target)
     metrics.update(
+        intervals=bootstrap_intervals(y_test, proba, threshold, n_boot=n_boot),
         family=trained.family,
         threshold_rule=rule,
         threshold_source=source,
         cv_average_precision=trained.cv_average_precision,
+        cv_average_precision_std=trained.cv_average_precision_std,
         best_params=trained.best_params,
         train_seconds=trained.train_seconds,
     )
     return metrics, proba
 
 
-def pick_best(metrics_by_family: dict[str, dict]) -> str:
-    """The family with the highest test average precision (ties: ROC-AUC, then name)."""
-    if not metrics_by_family:
+def pick_best(cv_average_precision: dict[str, float]) -> str:
+    """The family with the highest cross-validated average precision (ties: name).
+
+    Chosen on training folds only, so the test set stays an unbiased report of the winner.
+    """
+    if not cv_average_precision:
         raise ValueError("no trained families to choose from")
-    return min(
-        metrics_by_family,
-        key=lambda f: (-metrics_by_family[f]["average_precision"], -metrics_by_family[f]["roc_auc"], f),
-    )
+    return min(cv_average_precision, key=lambda f: (-cv_average_precision[f], f))
