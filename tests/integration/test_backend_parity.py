@@ -58,9 +58,15 @@ FORMATS = [
 ]
 VARIANTS = [Variant(f"{f}-{t}-proba".replace("_", "-"), f, t, "proba") for f, t in FORMATS] + [
     Variant(f"{f}-{t}-{mode}".replace("_", "-"), f, t, mode)
-    for f, t in [("random_forest", "treelite_checkpoint"), ("xgboost", "xgboost_json"), ("lightgbm", "lightgbm")]
+    for f, t in [("xgboost", "xgboost_json"), ("lightgbm", "lightgbm")]
     for mode in ("label", "score")
+] + [
+    # an sklearn forest has 2 model outputs: its "score" is both columns; a label output
+    # would ignore the threshold (tests/integration/test_fil_conformance.py: refused)
+    Variant("random-forest-treelite-checkpoint-score", "random_forest", "treelite_checkpoint", "score"),
 ]
+# outputs per row of each family's Treelite form (its num_class)
+MODEL_OUTPUTS = {"random_forest": 2, "extra_trees": 2, "xgboost": 1, "lightgbm": 1}
 
 
 def train_families(seed: int = 42) -> dict:
@@ -129,6 +135,7 @@ def write_repository(root: Path, models: dict, variants: list[Variant]) -> dict[
                 output_class=v.mode != "score",
                 threshold=THRESHOLD,
                 versions=[1],
+                n_model_outputs=MODEL_OUTPUTS[v.family],
             )
         )
         files[v.name] = path
@@ -136,16 +143,17 @@ def write_repository(root: Path, models: dict, variants: list[Variant]) -> dict[
 
 
 def expected(variant: Variant, estimator, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(expected output__0, mask of rows to compare) from the model's own predict_proba."""
+    """(expected output__0, mask of rows to compare) from the model's own predict_proba.
+    A one-value-per-row output comes back as shape [rows], as native FIL squeezes it."""
     proba = estimator.predict_proba(x)
     rows = np.ones(len(x), dtype=bool)
     if variant.mode == "proba":
         return proba, rows
     if variant.mode == "score":
-        return proba[:, 1:2], rows
+        return (proba if MODEL_OUTPUTS[variant.family] == 2 else proba[:, 1]), rows
     # a label is only well defined away from the threshold (float32 vs float64 rounding)
     rows = np.abs(proba[:, 1] - THRESHOLD) > 1e-5
-    return (proba[:, 1:2] > THRESHOLD).astype(np.float32), rows
+    return (proba[:, 1] > THRESHOLD).astype(np.float32), rows
 
 
 # -- fixtures ----------------------------------------------------------------------------------

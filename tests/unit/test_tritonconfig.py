@@ -32,6 +32,8 @@ CASES = {
         versions=[7, 5],
         max_queue_delay_us=100,
     ),
+    # an sklearn forest's own two outputs (both flags false): dims [2]
+    "raw_forest_two_outputs": dict(predict_proba=False, output_class=False, n_model_outputs=2, versions=[1]),
     # a regressor-style raw score, LightGBM text, NGC >= 25.09 key, Triton's latest policy
     "score_lightgbm_is_classifier": dict(
         model_type="lightgbm",
@@ -67,7 +69,7 @@ def test_rendered_config_is_a_valid_triton_model_config(case):
     assert [i.name for i in config.input] == ["input__0"] and [o.name for o in config.output] == ["output__0"]
     assert config.input[0].data_type == model_config_pb2.TYPE_FP32 == config.output[0].data_type
     assert list(config.input[0].dims) == [kwargs.get("n_features", 30)]
-    assert list(config.output[0].dims) == [2 if kwargs.get("predict_proba", True) else 1]
+    assert list(config.output[0].dims) == [2 if kwargs.get("predict_proba", True) else kwargs.get("n_model_outputs", 1)]
     assert config.parameters["model_type"].string_value == kwargs.get("model_type", "treelite_checkpoint")
     assert config.parameters[kwargs.get("classifier_key", "output_class")].string_value in ("true", "false")
     assert float(config.parameters["threshold"].string_value) == kwargs.get("threshold", 0.5)
@@ -117,6 +119,12 @@ def test_latest_policy_omits_version_policy():
         (dict(predict_proba=True, output_class=False), "predict_proba"),
         (dict(classifier_key="classifier"), "classifier_key"),
         (dict(extra_parameters={"threshold": "0.1"}), "threshold"),
+        # FIL's label for a model with 2+ outputs is the arg-max: the threshold would be ignored
+        (dict(predict_proba=False, n_model_outputs=2), "threshold would be ignored"),
+        (dict(predict_proba=False, threshold=0.3, n_model_outputs=3), "threshold would be ignored"),
+        (dict(n_model_outputs=3), "n_classes"),
+        (dict(n_classes=3, n_model_outputs=1), "n_classes"),
+        (dict(n_model_outputs=0), "n_model_outputs"),
     ],
 )
 def test_invalid_arguments_are_rejected(kwargs, message):
@@ -131,3 +139,52 @@ def test_model_filenames_match_the_local_fil_backend():
 
     assert MODEL_FILENAMES == FIL_MODEL_FILENAMES
     assert "model.so" not in MODEL_FILENAMES.values()
+
+
+def test_existing_callers_keep_working():
+    """The flow's call (no n_model_outputs) renders as before: probabilities, threshold kept."""
+    text = render_config(model_type="xgboost_json", threshold=0.42, n_features=30, instance_kind="KIND_CPU", versions=[4])
+    config = _parse(text)
+    assert list(config.output[0].dims) == [2] and config.parameters["threshold"].string_value == "0.42"
+    # a label is still allowed when the model is known to have one output (XGBoost/LightGBM binary)
+    assert "dims: [ 1 ]" in render_config(predict_proba=False, threshold=0.3, n_model_outputs=1)
+
+
+def _backend_parameters(text: str) -> dict:
+    """config.pbtxt parameters in the JSON form Triton hands the backend."""
+    return {k: {"string_value": v.string_value} for k, v in _parse(text).parameters.items()}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_local_fil_backend_reads_what_render_config_means(case):
+    """The local fil backend's parameter reader (native FIL's rules) accepts every rendered
+    config of the pinned release's key and reads back the flags and threshold; a [1]
+    output is answered squeezed, as native FIL does."""
+    from serve.backends.fil import fil_config
+
+    kwargs = CASES[case]
+    text = render_config(**kwargs)
+    if kwargs.get("classifier_key", "output_class") != fil_config.classifier_key():
+        with pytest.raises(fil_config.ConfigError, match="Required parameter"):
+            fil_config.read_parameters(_backend_parameters(text))
+        return
+    params = fil_config.read_parameters(_backend_parameters(text))
+    assert params.model_type == kwargs.get("model_type", "treelite_checkpoint")
+    assert params.predict_proba == kwargs.get("predict_proba", True)
+    assert params.output_class == kwargs.get("output_class", True)
+    if params.output_class:
+        assert params.threshold == pytest.approx(kwargs.get("threshold", 0.5), abs=1e-7)
+    output = _parse(text).output[0]
+    squeezed = tuple(d for d in output.dims if d != 1)
+    assert fil_config.response_dims({"dims": list(output.dims)}) == squeezed
+
+
+def test_pinned_release_is_the_one_the_backend_follows():
+    """The local backend follows the release in docker/NGC_TAG, and render_config writes the
+    classifier key that release reads; moving the pin fails here until the rules in
+    serve/backends/fil/fil_config.py are re-read for the new release."""
+    from serve.backends.fil import fil_config
+
+    pinned = (Path(__file__).resolve().parents[2] / "docker" / "NGC_TAG").read_text().strip()
+    assert fil_config.NATIVE_RELEASE == pinned
+    assert f'key: "{fil_config.classifier_key()}"' in render_config()

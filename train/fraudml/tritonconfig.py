@@ -48,6 +48,7 @@ def render_config(
     classifier_key: str = "output_class",
     model_name: str = MODEL_NAME,
     extra_parameters: Mapping[str, str] | None = None,
+    n_model_outputs: int | None = None,
 ) -> str:
     """Render the ``config.pbtxt`` of one FIL model.
 
@@ -55,9 +56,13 @@ def render_config(
         n_features: width of ``input__0`` (the transformed features).
         max_batch_size: the largest batch Triton accepts, in rows.
         model_type: FIL ``model_type``; the version folder holds ``MODEL_FILENAMES[model_type]``.
-        threshold: decision threshold for the positive class (``predict_proba`` false).
+        threshold: the run's decision threshold for the positive class. FIL applies it only
+            for a label output (``predict_proba`` false) of a single-output model; with
+            ``predict_proba`` true it travels with the model for clients (DESIGN §3).
         predict_proba: true: ``output__0`` is ``[n_classes]`` probabilities (``[1-p, p]``);
-            false: ``output__0`` is ``[1]`` (class label, or raw score without ``output_class``).
+            false: ``output__0`` is ``[1]`` (class label; without ``output_class`` the model's
+            own output, ``[n_model_outputs]`` wide). FIL answers a ``[1]`` output as shape
+            ``[rows]``.
         output_class: the model is a classifier (FIL's ``output_class``/``is_classifier``).
         n_classes: number of classes of a classifier (2 for fraud / not fraud).
         instance_kind: ``KIND_CPU`` (CPU overlay, local), ``KIND_GPU`` or ``KIND_AUTO``.
@@ -72,6 +77,13 @@ def render_config(
         classifier_key: ``output_class`` for NGC images up to 25.08, ``is_classifier`` from 25.09.
         model_name: the model's name; must equal its folder name in the repository.
         extra_parameters: further FIL parameters (string values), appended after the standard ones.
+        n_model_outputs: outputs per row of the model's Treelite form (its ``num_class``): 1
+            for XGBoost/LightGBM binary models and regressors, 2 for sklearn binary forests,
+            the class count for multi-class models. When given, combinations FIL would not
+            serve as asked are refused: a label output of a model with more than one output
+            (FIL takes the arg-max and ignores ``threshold``; native FIL 25.08 on CPU fails
+            every request), and probabilities whose width is not ``n_classes``. ``None``
+            (the caller does not know the model) skips these checks.
 
     Returns:
         The config text, deterministic for equal arguments.
@@ -99,6 +111,20 @@ def render_config(
         raise ValueError(f"threshold must be a probability in [0, 1], got {threshold!r}")
     if predict_proba and not output_class:
         raise ValueError("predict_proba needs output_class: only a classifier has class probabilities")
+    if n_model_outputs is not None:
+        if isinstance(n_model_outputs, bool) or not isinstance(n_model_outputs, int) or n_model_outputs < 1:
+            raise ValueError(f"n_model_outputs must be an integer >= 1, got {n_model_outputs!r}")
+        if output_class and not predict_proba and n_model_outputs > 1:
+            raise ValueError(
+                f"threshold would be ignored: for a model with {n_model_outputs} outputs (e.g. an sklearn "
+                "forest) FIL's label output is the arg-max, and native FIL 25.08 on CPU fails every "
+                "request; use predict_proba=True and apply the threshold to p in the client"
+            )
+        if predict_proba and (2 if n_model_outputs == 1 else n_model_outputs) != n_classes:
+            raise ValueError(
+                f"n_classes={n_classes} but a model with {n_model_outputs} output(s) gives "
+                f"{2 if n_model_outputs == 1 else n_model_outputs} probabilities per row"
+            )
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", model_name):
         raise ValueError(f"model_name {model_name!r} is not a valid Triton model name")
     if versions is not None:
@@ -106,7 +132,7 @@ def render_config(
         if not versions or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in versions):
             raise ValueError(f"versions must be a non-empty list of integers >= 1, got {versions!r}")
 
-    output_dims = n_classes if predict_proba else 1
+    output_dims = n_classes if predict_proba else (n_model_outputs or 1) if not output_class else 1
     params: list[tuple[str, str]] = [
         ("model_type", model_type),
         (classifier_key, _bool(output_class)),

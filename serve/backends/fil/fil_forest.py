@@ -1,7 +1,10 @@
-"""Tree-ensemble prediction for the local ``fil`` backend: load a model file, predict with
-Treelite GTIL or with a tl2cgen-compiled library, and shape the output as FIL does.
+"""Tree-ensemble prediction for the local ``fil`` backend: load a model file as native FIL
+does, predict with Treelite GTIL or with a tl2cgen-compiled library, and shape the output
+as native FIL does (fil_backend r25.08 src/tl_utils.h, src/tl_model.h; the rules are cited
+next to the code; docs/fil_contract.md lists them).
 
-Kept free of ``triton_python_backend_utils`` so it can be tested and benchmarked in process.
+Kept free of ``triton_python_backend_utils`` (and of sibling imports: benchmark/app.py loads
+this file on its own) so it can be tested and benchmarked in process.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ FIL_MODEL_FILENAMES = {
 }
 
 # Bump when the generated wrapper or the compile flags change: old cache entries are ignored.
-WRAPPER_VERSION = 3
+WRAPPER_VERSION = 4
 LIB_NAME = "libforest.so"  # never "model.so": the Python backend would import it as the model
 # Measured on the project machines (100 trees of depth 10, 30 features): -O1 with quantized
 # thresholds builds in 9 s on idle cores (tl2cgen's default -O3 without quantizing: 50 s)
@@ -53,23 +56,33 @@ class ModelLoadError(ValueError):
 
 
 def load_model(path: Path, model_type: str, *, xgboost_allow_unknown_field: bool = False) -> treelite.Model:
-    """Load ``path`` written in FIL ``model_type`` into a Treelite model."""
+    """Load ``path`` written in FIL ``model_type`` into a Treelite model, with the Treelite
+    loader native FIL uses for it (fil_backend src/tl_utils.h ``load_tl_base_model``;
+    ``xgboost_allow_unknown_field`` applies to JSON and UBJSON, as there)."""
     if not path.is_file():
         raise ModelLoadError(f"model file {path} does not exist (model_type {model_type!r} reads {path.name})")
     fe = treelite.frontend
     try:
         if model_type == "treelite_checkpoint":
             return treelite.Model.deserialize(str(path))
-        if model_type == "xgboost_json":
-            return fe.load_xgboost_model(str(path), format_choice="json", allow_unknown_field=xgboost_allow_unknown_field)
-        if model_type == "xgboost_ubj":
-            return fe.load_xgboost_model(str(path), format_choice="ubjson")
+        if model_type in ("xgboost_json", "xgboost_ubj"):
+            choice = "json" if model_type == "xgboost_json" else "ubjson"
+            return fe.load_xgboost_model(str(path), format_choice=choice, allow_unknown_field=xgboost_allow_unknown_field)
         if model_type == "xgboost":
             return fe.load_xgboost_model_legacy_binary(str(path))
         if model_type == "lightgbm":
             return fe.load_lightgbm_model(str(path))
     except treelite.TreeliteError as e:
-        raise ModelLoadError(f"cannot read {path} as model_type {model_type!r}: {e}") from e
+        hint = ""
+        if model_type == "xgboost" and path.read_bytes()[:1] in (b"{", b"["):
+            # XGBoost >= 2.1 writes UBJSON from save_model("xgboost.model"); the legacy
+            # binary format needs save_model("<name>.deprecated") or save_raw("deprecated")
+            hint = (
+                "; the file is JSON/UBJSON, not XGBoost's legacy binary format (XGBoost >= 2.1 "
+                "save_model('xgboost.model') writes UBJSON): use model_type xgboost_ubj/xgboost_json "
+                "with xgboost.ubj/xgboost.json"
+            )
+        raise ModelLoadError(f"cannot read {path} as model_type {model_type!r}: {e}{hint}") from e
     raise ModelLoadError(f"model_type {model_type!r} is not a FIL model_type; use one of {sorted(FIL_MODEL_FILENAMES)}")
 
 
@@ -87,42 +100,67 @@ def model_outputs(model: treelite.Model) -> int:
     return int(header.get_field("num_target")[0]) * int(max(header.get_field("num_class")))
 
 
-# -- output shaping ---------------------------------------------------------------------------
-class OutputFormat:
-    """Turns the forest's raw output (rows x classes, post-processed) into FIL's ``output__0``.
+# -- what native FIL does to the model and its output -------------------------------------------
+TASK_MULTICLASS = 2  # treelite::TaskType::kMultiClf
 
-    * ``predict_proba``: one probability per class; a single-output binary model ``p``
-      becomes ``[1-p, p]``.
-    * classifier without ``predict_proba``: the class label (``p > threshold`` for binary,
-      argmax otherwise) as float32.
-    * not a classifier: the model's score (positive-class probability of a binary classifier).
+
+def apply_native_postprocessor(model: treelite.Model, *, predict_proba: bool) -> str | None:
+    """Give ``model`` the Treelite post-processor native FIL gives it; return its name, or None
+    when native FIL keeps the model's own.
+
+    fil_backend src/tl_model.h (r25.08), TreeliteModel's constructor: with ``predict_proba``
+    a multi-class model (task kMultiClf) gets ``softmax`` when each leaf holds one value
+    (XGBoost, LightGBM, sklearn gradient boosting: one tree per class) and
+    ``identity_multiclass`` when leaves hold class vectors (sklearn forests). So a LightGBM
+    ``multiclassova`` model answers softmax probabilities, not its own one-vs-all sigmoids.
+    (Its ``max_index`` for labels is refused in model.py, see fil_config.cpu_label_argmax.)
+    """
+    header = model.get_header_accessor()
+    if not predict_proba or int(header.get_field("task_type")[0]) != TASK_MULTICLASS:
+        return None
+    wanted = "softmax" if int(header.get_field("leaf_vector_shape")[1]) == 1 else "identity_multiclass"
+    if header.get_field("postprocessor") == wanted:
+        return None
+    header.set_field("postprocessor", wanted)
+    return wanted
+
+
+class OutputFormat:
+    """Turns the forest's output (rows x ``n_model_outputs``, float32, post-processed as GTIL
+    does) into native FIL's ``output__0`` values, one row per input row.
+
+    fil_backend src/tl_model.h (r25.08), ``TreeliteModel::predict``, with k the model's
+    ``num_class`` (1 for XGBoost/LightGBM binary models and regressors, 2 for sklearn
+    binary forests, the class count for multi-class models):
+
+    * ``predict_proba`` true (``output_class`` is not looked at): k == 1 gives ``[1-p, p]``,
+      also for a regressor; k > 1 gives the k outputs.
+    * ``output_class`` true, ``predict_proba`` false: k == 1 gives ``1.0 if p > threshold
+      else 0.0`` (a float32 comparison); k > 1 gives the arg-max class and ignores the
+      threshold (GPU r25.08, CPU from r25.09; CPU r25.08 fails, refused in model.py).
+    * both false: the k outputs as they are (a regressor's value, a binary model's p,
+      a multi-class model's per-class outputs).
     """
 
     # mode codes shared with the compiled library's fil_predict()
-    RAW, PROBA, LABEL, SCORE = 0, 1, 2, 3
+    RAW, PROBA, LABEL = 0, 1, 2
 
     def __init__(self, *, n_model_outputs: int, predict_proba: bool, output_class: bool, threshold: float):
-        k = n_model_outputs
-        self.threshold = float(threshold)
-        self.mode = self.PROBA if predict_proba else self.LABEL if output_class else self.SCORE
+        k = self.n_model_outputs = int(n_model_outputs)
+        self.threshold = float(np.float32(threshold))
+        threshold32 = np.float32(threshold)
         if predict_proba:
-            if not output_class:
-                raise ModelLoadError("predict_proba is true but output_class is false: only a classifier has class probabilities")
-            self.width = 2 if k == 1 else k
+            self.mode, self.width = self.PROBA, (2 if k == 1 else k)
             self._fn = _proba_from_one if k == 1 else _as_f32
         elif output_class:
-            self.width = 1
-            if k <= 2:
-                col = k - 1
-                self._fn = lambda raw: (raw[:, col : col + 1] > threshold).astype(np.float32)
+            self.mode, self.width = self.LABEL, 1
+            if k == 1:
+                self._fn = lambda raw: (raw.astype(np.float32, copy=False) > threshold32).astype(np.float32)
             else:
                 self._fn = lambda raw: np.argmax(raw, axis=1).astype(np.float32)[:, None]
         else:
-            if k > 2:
-                raise ModelLoadError(f"the model has {k} classes: set output_class true (a label) or predict_proba true")
-            self.width = 1
-            col = k - 1
-            self._fn = lambda raw: raw[:, col : col + 1].astype(np.float32)
+            self.mode, self.width = self.RAW, k
+            self._fn = _as_f32
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         return self._fn(raw)
@@ -131,12 +169,12 @@ class OutputFormat:
 def _proba_from_one(raw: np.ndarray) -> np.ndarray:
     out = np.empty((raw.shape[0], 2), dtype=np.float32)
     out[:, 1] = raw[:, 0]
-    np.subtract(1.0, out[:, 1], out=out[:, 0])
+    np.subtract(np.float32(1.0), out[:, 1], out=out[:, 0])
     return out
 
 
 def _as_f32(raw: np.ndarray) -> np.ndarray:
-    return raw.astype(np.float32)
+    return raw.astype(np.float32, copy=False)
 
 
 # -- predictors -------------------------------------------------------------------------------
@@ -154,50 +192,45 @@ _GTIL_PREDICT.restype = ctypes.c_int
 
 class GTILPredictor:
     """Treelite's General Tree Inference Library, called straight through its C API (the
-    Python ``treelite.gtil.predict`` wrapper spends ~60 us per call on set-up)."""
+    Python ``treelite.gtil.predict`` wrapper spends ~60 us per call on set-up).
+
+    As native FIL on CPU does (fil_backend src/tl_model.h r25.08 calls
+    ``treelite::gtil::Predict`` with ``float`` rows and a ``float`` output): float32 in,
+    float32 out, whatever the model's own threshold and leaf types. GTIL sends NaN down each
+    split's default branch and compares +-Inf like any number (Treelite src/gtil/predict.cc,
+    ``EvaluateTree``/``NextNode``), so no value is ever rejected.
+    """
 
     name = "gtil"
-    checks_finite = False  # GTIL takes NaN as "missing": callers must check first
     formats = False  # callers apply OutputFormat
 
     def __init__(self, model: treelite.Model, *, threads: int = 0):
         self.model = model
         self.n_features = model.num_feature
         self.n_outputs = model_outputs(model)
-        self._in_dtype = np.dtype(model.input_type)
-        self._in_type = model.input_type.encode()
-        self._out_dtype = np.dtype(model.output_type)
         self._cfg_one = GTILConfig(predict_type="default", nthread=1)
         self._cfg_all = GTILConfig(predict_type="default", nthread=threads if threads > 0 else -1)
         self._handle = model.handle
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """``x``: float32 (rows, n_features), C order. Returns (rows, n_outputs)."""
+        """``x``: float32 (rows, n_features), C order. Returns float32 (rows, n_outputs)."""
         n = x.shape[0]
-        x = np.ascontiguousarray(x, dtype=self._in_dtype)  # no copy for a C-ordered request
-        out = np.empty((n, self.n_outputs), dtype=self._out_dtype)
+        x = np.ascontiguousarray(x, dtype=np.float32)  # no copy for a C-ordered request
+        out = np.empty((n, self.n_outputs), dtype=np.float32)
         cfg = self._cfg_all if n >= PARALLEL_MIN_ROWS else self._cfg_one
-        rc = _GTIL_PREDICT(self._handle, x.ctypes.data, self._in_type, n, out.ctypes.data, cfg.handle)
+        rc = _GTIL_PREDICT(self._handle, x.ctypes.data, b"float32", n, out.ctypes.data, cfg.handle)
         if rc != 0:
             raise RuntimeError(f"Treelite GTIL failed: {treelite.core._LIB.TreeliteGetLastError().decode()}")
         return out
 
 
-class NonFiniteInput(ValueError):
-    """Row ``row`` of a batch holds NaN or Inf."""
-
-    def __init__(self, row: int):
-        super().__init__(f"row {row} holds a non-finite value")
-        self.row = row
-
-
 class CompiledPredictor:
     """A tl2cgen-compiled model library with our batch entry point ``fil_predict``, which
-    also checks for NaN/Inf and writes FIL's output format, so serving one request is one
-    ctypes call into a reused output buffer."""
+    marks NaN features missing (tl2cgen's ``Entry.missing = -1``: each split's default
+    branch, as GTIL) and writes FIL's output format, so serving one request is one ctypes
+    call into a reused output buffer."""
 
     name = "compiled"
-    checks_finite = True  # predict() raises NonFiniteInput itself
     formats = True  # predict_formatted() exists
 
     def __init__(self, libpath: Path, *, n_features: int, n_outputs: int, threads: int = 1):
@@ -211,7 +244,7 @@ class CompiledPredictor:
                 f"the model has {n_features} / {n_outputs}"
             )
         fn = lib.fil_predict
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_double]
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_float]
         fn.restype = ctypes.c_int64
         self._lib = lib
         self._fn = fn
@@ -222,11 +255,7 @@ class CompiledPredictor:
         self._one_row: dict[int, tuple[np.ndarray, int]] = {}
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Every model output: float32 (rows, n_outputs), like GTILPredictor.predict.
-
-        Raises:
-            NonFiniteInput: a row holds NaN/Inf (checked in C while the rows are read).
-        """
+        """Every model output: float32 (rows, n_outputs), like GTILPredictor.predict."""
         return self._run(x, OutputFormat.RAW, self.n_outputs, 0.0, reuse=False)
 
     def predict_formatted(self, x: np.ndarray, fmt: OutputFormat) -> np.ndarray:
@@ -252,19 +281,13 @@ class CompiledPredictor:
                 self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="fil-predict")
             bounds = np.linspace(0, n, self._threads + 1, dtype=np.int64)
             futures = [
-                (a, self._pool.submit(self._fn, x[a:b].ctypes.data, int(b - a), self.n_features, out[a:b].ctypes.data, mode, threshold))
+                self._pool.submit(self._fn, x[a:b].ctypes.data, int(b - a), self.n_features, out[a:b].ctypes.data, mode, threshold)
                 for a, b in zip(bounds[:-1], bounds[1:], strict=True)
             ]
-            codes = [(a, f.result()) for a, f in futures]
-            bad = [a + rc - 1 for a, rc in codes if rc > 0]
-            if bad:
-                raise NonFiniteInput(min(bad))
-            rc = min(rc for _, rc in codes)
+            rc = min(f.result() for f in futures)
         else:
             out = np.empty((n, width), dtype=np.float32)
             rc = self._fn(x.ctypes.data, n, self.n_features, out.ctypes.data, mode, threshold)
-        if rc > 0:
-            raise NonFiniteInput(rc - 1)
         if rc != 0:
             raise RuntimeError(f"compiled model {self.libpath} rejected the batch (code {rc})")
         return out
@@ -277,11 +300,14 @@ class CompiledPredictor:
 # -- compilation ------------------------------------------------------------------------------
 _WRAPPER_C = r"""
 /* Batch entry point around tl2cgen's per-row predict(): one call per batch from Python,
-   output written in FIL's format. mode 0: every model output; 1: probabilities ([1-p, p]
-   for a single-output binary model); 2: class label (p > threshold, argmax for >2
-   classes); 3: the positive-class score.
-   Returns 0, or 1 + the index of the first row holding a NaN/Inf (nothing is predicted
-   for it or later rows), or -1 when n_cols is not the model's feature count. */
+   output written as native FIL writes it (fil_backend src/tl_model.h, r25.08):
+   mode 0: every model output; 1: probabilities ([1-p, p] for a single-output model);
+   2: class label (p > threshold for a single-output model, else the arg-max).
+   A NaN feature is marked missing (Entry.missing = -1), so tl2cgen's generated code takes
+   the split's default branch, as Treelite GTIL does; +-Inf is compared like any number.
+   (For a double Entry the int overlay cannot collide with a float32 value widened to
+   double: its low 29 mantissa bits are zero. For a float Entry only a NaN has the bits
+   of -1.) Returns 0, or -1 when n_cols is not the model's feature count. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -292,38 +318,40 @@ _WRAPPER_C = r"""
 int fil_num_outputs(void) { return FIL_N_OUT; }
 int fil_num_features(void) { return get_num_feature(); }
 
-int64_t fil_predict(const float* x, int64_t n_rows, int64_t n_cols, float* out, int mode, double threshold) {
+int64_t fil_predict(const float* x, int64_t n_rows, int64_t n_cols, float* out, int mode, float threshold) {
   const int32_t nf = get_num_feature();
   if (n_cols != nf) return -1;
   const int k_out = FIL_N_OUT;
   const int width = mode == 0 ? k_out : mode == 1 ? (k_out == 1 ? 2 : k_out) : 1;
-  const FIL_LEAF_T thr = (FIL_LEAF_T)threshold;
   union Entry row[nf];
   FIL_LEAF_T res[FIL_N_OUT];
+  float p[FIL_N_OUT];
   for (int64_t r = 0; r < n_rows; ++r) {
     const float* xr = x + r * n_cols;
     for (int32_t j = 0; j < nf; ++j) {
-      if (!isfinite(xr[j])) return r + 1;
-      row[j].fvalue = xr[j];
+      if (isnan(xr[j])) {
+        row[j].missing = -1;
+      } else {
+        row[j].fvalue = xr[j];
+      }
     }
     memset(res, 0, sizeof(res));
     predict(row, 0, res);
+    for (int k = 0; k < k_out; ++k) p[k] = (float)res[k];  /* native FIL's output is float */
     float* o = out + r * width;
     if (mode == 1 && k_out == 1) {
-      o[1] = (float)res[0];
-      o[0] = 1.0f - o[1];
+      o[1] = p[0];
+      o[0] = 1.0f - p[0];
     } else if (mode == 2) {
-      if (k_out <= 2) {
-        o[0] = res[k_out - 1] > thr ? 1.0f : 0.0f;
+      if (k_out == 1) {
+        o[0] = p[0] > threshold ? 1.0f : 0.0f;
       } else {
         int best = 0;
-        for (int k = 1; k < k_out; ++k) if (res[k] > res[best]) best = k;
+        for (int k = 1; k < k_out; ++k) if (p[k] > p[best]) best = k;
         o[0] = (float)best;
       }
-    } else if (mode == 3) {
-      o[0] = (float)res[k_out - 1];
     } else {
-      for (int k = 0; k < k_out; ++k) o[k] = (float)res[k];
+      for (int k = 0; k < k_out; ++k) o[k] = p[k];
     }
   }
   return 0;
@@ -450,21 +478,39 @@ def _run_parallel(commands: list[list[str]], *, cwd: Path, jobs: int, cancel: th
                 proc.stderr.close()
 
 
+def check_rows(n_features: int, rows: int = 512, seed: int = 0) -> np.ndarray:
+    """Rows that exercise every branch kind: wide normal values, small integers (category
+    ids), NaN (missing: the default branch), +-Inf, a row of zeros and a row of NaN."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((rows, n_features)) * 3).astype(np.float32)
+    ints = rng.random(x.shape) < 0.3
+    x[ints] = rng.integers(-1, 12, size=int(ints.sum()))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    x[rng.random(x.shape) < 0.02] = np.inf
+    x[rng.random(x.shape) < 0.02] = -np.inf
+    x[0] = 0.0
+    x[1] = np.nan
+    return x
+
+
 def self_check(
     reference: GTILPredictor, candidate: CompiledPredictor, n_features: int, fmt: OutputFormat | None = None, *, rows: int = 512, seed: int = 0
 ) -> float:
-    """Largest absolute difference between GTIL and a compiled library on random rows, raw
-    and (with ``fmt``) in FIL's output format; a library is only used when this is ~0."""
-    rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((rows, n_features)) * 3).astype(np.float32)
-    x[0] = 0.0
+    """Largest absolute difference between GTIL and a compiled library on check_rows() (NaN
+    and +-Inf included), raw and (with ``fmt``) in FIL's output format; a library is only
+    used when this is ~0."""
+    x = check_rows(n_features, rows, seed)
     ref_raw = np.asarray(reference.predict(x), dtype=np.float64)
     diff = float(np.max(np.abs(ref_raw - candidate.predict(x))))
     if fmt is not None:
         want = fmt(reference.predict(x)).astype(np.float64)
         got = np.vstack([candidate.predict_formatted(x[:-1], fmt), candidate.predict_formatted(x[-1:], fmt)])
-        if fmt.mode == OutputFormat.LABEL and ref_raw.shape[1] <= 2:
-            keep = np.abs(ref_raw[:, -1] - fmt.threshold) > 1e-6  # labels are exact away from the threshold
+        if fmt.mode == OutputFormat.LABEL:  # labels are exact away from the threshold / a tie
+            if ref_raw.shape[1] == 1:
+                keep = np.abs(ref_raw[:, 0] - fmt.threshold) > 1e-6
+            else:
+                top = np.sort(ref_raw, axis=1)
+                keep = top[:, -1] - top[:, -2] > 1e-6
             want, got = want[keep], got[keep]
         diff = max(diff, float(np.max(np.abs(want - got), initial=0.0)))
     return diff

@@ -1,0 +1,296 @@
+"""Conformance: the local ``fil`` backend answers as native FIL of the pinned NGC image
+(``fil_config.NATIVE_RELEASE``) does, for every model format it claims — XGBoost JSON, UBJSON
+and legacy binary, LightGBM (categorical, multi-class, one-vs-all, regression), scikit-learn
+forests and gradient boosting through Treelite checkpoints — in one real Triton per predictor
+(GTIL, compiled), over HTTP and gRPC, against each library's own predictions on rows holding
+NaN and +-Inf; and it refuses at load what native FIL refuses or cannot serve.
+
+The references: XGBoost and LightGBM take NaN as missing themselves; +-Inf is given to them
+as +-1e30, since FIL compares it like any number (XGBoost refuses Inf). Treelite imports
+scikit-learn trees with every split sending NaN left (``x <= threshold``, Treelite
+src/model_loader/sklearn.cc), ignoring sklearn's own missing-value routing, so native FIL
+answers NaN like -Inf there: the sklearn reference gets NaN as -1e30. docs/fil_contract.md
+lists the rules and the remaining differences.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import treelite
+import treelite.sklearn
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+from tritonclient.utils import InferenceServerException
+
+from fraudml.tritonconfig import MODEL_FILENAMES, render_config
+
+pytestmark = pytest.mark.slow
+
+N_FEATURES = 8
+CATEGORICAL = 7  # the LightGBM categorical model's categorical feature (integer ids 0..9)
+MAX_BATCH = 256
+THRESHOLD = 0.4213  # unlikely to equal a predicted probability
+ATOL = 1e-5
+BIG = 1e30  # how +-Inf (and NaN for sklearn) reach the reference libraries
+
+# Treelite form outputs per row (num_class) of each trained model
+MODEL_OUTPUTS = {
+    "xgb": 1, "xgb3": 3, "lgbm": 1, "lgbm_cat": 1, "lgbm3": 3, "lgbm_ova": 3, "lgbm_reg": 1,
+    "sk_rf": 2, "sk_et": 2, "sk_gb": 1, "sk_rf3": 3, "sk_rf_reg": 1,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    model: str  # key of the trained model
+    model_type: str  # FIL model_type rendered into the config
+    config: dict = field(default_factory=dict)  # further render_config arguments
+    edit: dict = field(default_factory=dict)  # parameters set (str) or removed (None) afterwards
+    expect: str = "proba"  # "proba" | "label" | "value" (the model's own output)
+    save_as: str | None = None  # the file format written, when not model_type's
+    refused: tuple[str, ...] = ()  # words the load error must hold; empty: the model serves
+
+
+SERVED = [
+    Case("xgb-json-proba", "xgb", "xgboost_json"),
+    Case("xgb-ubj-label", "xgb", "xgboost_ubj", dict(predict_proba=False, n_model_outputs=1), expect="label"),
+    Case("xgb-legacy-binary-proba", "xgb", "xgboost"),
+    # model_type left out: FIL's default, xgboost (legacy binary, xgboost.model)
+    Case("xgb-default-model-type", "xgb", "xgboost", edit={"model_type": None}),
+    # native FIL loads predict_proba without output_class: [1-p, p] all the same
+    Case("xgb-proba-without-output-class", "xgb", "xgboost_json", edit={"output_class": "false", "threshold": None}),
+    Case("xgb-multiclass-proba", "xgb3", "xgboost_json", dict(n_classes=3, n_model_outputs=3)),
+    Case("xgb-multiclass-both-flags-false", "xgb3", "xgboost_ubj", dict(predict_proba=False, output_class=False, n_model_outputs=3), expect="value"),
+    Case("lgbm-proba", "lgbm", "lightgbm"),
+    Case("lgbm-label", "lgbm", "lightgbm", dict(predict_proba=False, n_model_outputs=1), expect="label"),
+    Case("lgbm-categorical-proba", "lgbm_cat", "lightgbm"),
+    Case("lgbm-multiclass-proba", "lgbm3", "lightgbm", dict(n_classes=3, n_model_outputs=3)),
+    # native FIL replaces one-vs-all sigmoids by a softmax when predict_proba is true
+    Case("lgbm-multiclassova-proba", "lgbm_ova", "lightgbm", dict(n_classes=3, n_model_outputs=3)),
+    Case("lgbm-regressor", "lgbm_reg", "lightgbm", dict(predict_proba=False, output_class=False, n_model_outputs=1), expect="value"),
+    Case("sk-random-forest-proba", "sk_rf", "treelite_checkpoint", dict(n_model_outputs=2)),
+    Case("sk-extra-trees-proba", "sk_et", "treelite_checkpoint", dict(n_model_outputs=2)),
+    Case("sk-gradient-boosting-proba", "sk_gb", "treelite_checkpoint", dict(n_model_outputs=1)),
+    Case("sk-gradient-boosting-label", "sk_gb", "treelite_checkpoint", dict(predict_proba=False, n_model_outputs=1), expect="label"),
+    Case("sk-random-forest-multiclass-proba", "sk_rf3", "treelite_checkpoint", dict(n_classes=3, n_model_outputs=3)),
+    Case("sk-random-forest-both-flags-false", "sk_rf", "treelite_checkpoint", dict(predict_proba=False, output_class=False, n_model_outputs=2), expect="value"),
+    Case("sk-random-forest-regressor", "sk_rf_reg", "treelite_checkpoint", dict(predict_proba=False, output_class=False, n_model_outputs=1), expect="value"),
+    # keys native FIL 25.08 does not read, or reads only on GPU with defaults that absorb bad values
+    Case("unknown-keys-ignored", "lgbm", "lightgbm", dict(extra_parameters={
+        "is_classifier": "banana", "no_such_key": "1", "algo": "NO_SUCH_ALGO", "threads_per_tree": "many",
+        "blocks_per_sm": "x", "transfer_threshold": "-", "cpu_nthread": "2",
+    })),  # fmt: skip
+]
+
+REFUSED = [
+    Case("no-output-class", "xgb", "xgboost_json", edit={"output_class": None}, refused=("Required parameter output_class",)),
+    Case("no-threshold", "xgb", "xgboost_json", edit={"threshold": None}, refused=("Required parameter threshold",)),
+    Case("is-classifier-only", "xgb", "xgboost_json", dict(classifier_key="is_classifier"), refused=("output_class", "25.09")),
+    Case("bool-not-lowercase", "xgb", "xgboost_json", edit={"predict_proba": "True"}, refused=("Expected 'true' or 'false'",)),
+    Case("unknown-model-type", "xgb", "xgboost_json", edit={"model_type": "onnx"}, refused=("not recognized as a valid serialization format",)),
+    # more than one class output + label: 'max_index', which native FIL 25.08 on CPU lacks
+    Case("forest-label", "sk_rf", "treelite_checkpoint", dict(predict_proba=False), refused=("max_index",)),
+    Case("multiclass-label", "xgb3", "xgboost_json", dict(predict_proba=False), refused=("max_index",)),
+    # an sklearn forest writes 2 values per row: a [1] output cannot hold them
+    Case("forest-outputs-in-one-column", "sk_rf", "treelite_checkpoint", dict(predict_proba=False, output_class=False), refused=("dims", "2")),
+    # XGBoost >= 2.1 save_model("xgboost.model") writes UBJSON, not the legacy binary format
+    Case("ubjson-named-xgboost-model", "xgb", "xgboost", save_as="xgboost_ubj", refused=("legacy binary",)),
+]
+
+
+# -- models and repository -----------------------------------------------------------------------
+def train_models(seed: int = 0) -> dict:
+    """Small models of every family, XGBoost and LightGBM trained with missing values."""
+    from lightgbm import LGBMClassifier, LGBMRegressor
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        GradientBoostingClassifier,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+    from xgboost import XGBClassifier
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(2000, N_FEATURES)).astype(np.float32)
+    X[:, CATEGORICAL] = rng.integers(0, 10, len(X))
+    y = ((X[:, 0] + X[:, 1] * X[:, 2] + (X[:, CATEGORICAL] % 3 == 0)) > 0.5).astype(int)
+    y3 = np.digitize(X[:, 0] + 0.5 * X[:, 3], [-0.5, 0.5])
+    value = 2 * X[:, 0] + X[:, 1] * X[:, 4]
+    Xm = X.copy()  # with missing values, for the libraries that learn where they go
+    Xm[rng.random(X.shape) < 0.1] = np.nan
+    small = dict(n_estimators=10, random_state=seed, n_jobs=1)
+    lgbm = dict(small, num_leaves=8, min_child_samples=5, verbose=-1)
+    return {
+        "xgb": XGBClassifier(max_depth=4, **small).fit(Xm, y),
+        "xgb3": XGBClassifier(max_depth=4, **small).fit(Xm, y3),
+        "lgbm": LGBMClassifier(**lgbm).fit(Xm, y),
+        "lgbm_cat": LGBMClassifier(min_data_per_group=5, cat_smooth=1, **lgbm).fit(Xm, y, categorical_feature=[CATEGORICAL]),
+        "lgbm3": LGBMClassifier(**lgbm).fit(Xm, y3),
+        "lgbm_ova": LGBMClassifier(objective="multiclassova", **lgbm).fit(Xm, y3),
+        "lgbm_reg": LGBMRegressor(**lgbm).fit(Xm, value),
+        "sk_rf": RandomForestClassifier(max_depth=5, **small).fit(X, y),
+        "sk_et": ExtraTreesClassifier(max_depth=5, **small).fit(X, y),
+        "sk_gb": GradientBoostingClassifier(n_estimators=10, max_depth=3, random_state=seed).fit(X, y),
+        "sk_rf3": RandomForestClassifier(max_depth=5, **small).fit(X, y3),
+        "sk_rf_reg": RandomForestRegressor(max_depth=5, **small).fit(X, value),
+    }
+
+
+def write_model(estimator, fmt: str, dest: Path) -> None:
+    """Save ``estimator`` in FIL format ``fmt`` with the libraries' public APIs."""
+    if fmt in ("xgboost_json", "xgboost_ubj"):
+        named = dest.with_name("saved.json" if fmt == "xgboost_json" else "saved.ubj")  # the extension picks the format
+        estimator.get_booster().save_model(str(named))
+        named.rename(dest)
+    elif fmt == "xgboost":  # the legacy binary format: XGBoost 2.1 writes it only when asked
+        with warnings.catch_warnings():  # XGBoost warns that the format is deprecated; FIL reads it
+            warnings.simplefilter("ignore", UserWarning)
+            dest.write_bytes(bytes(estimator.get_booster().save_raw(raw_format="deprecated")))
+    elif fmt == "lightgbm":
+        estimator.booster_.save_model(str(dest))
+    elif fmt == "treelite_checkpoint":
+        treelite.sklearn.import_model(estimator).serialize(str(dest))
+    else:
+        raise ValueError(fmt)
+
+
+def config_text(case: Case) -> str:
+    """render_config's text, with ``case.edit`` applied through Triton's ModelConfig protobuf."""
+    text = render_config(
+        model_name=case.name, n_features=N_FEATURES, max_batch_size=MAX_BATCH, model_type=case.model_type,
+        threshold=THRESHOLD, versions=[1], **case.config,
+    )  # fmt: skip
+    if not case.edit:
+        return text
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    for key, value in case.edit.items():
+        if value is None:
+            del config.parameters[key]
+        else:
+            config.parameters[key].string_value = value
+    return text_format.MessageToString(config)
+
+
+def write_repository(root: Path, models: dict, cases: list[Case]) -> None:
+    for case in cases:
+        (root / case.name / "1").mkdir(parents=True)
+        write_model(models[case.model], case.save_as or case.model_type, root / case.name / "1" / MODEL_FILENAMES[case.model_type])
+        (root / case.name / "config.pbtxt").write_text(config_text(case))
+
+
+# -- references ----------------------------------------------------------------------------------
+def conformance_rows(n: int = MAX_BATCH, seed: int = 5) -> np.ndarray:
+    """Rows with NaN (12 %) and +-Inf (2 % each) anywhere, unseen and negative category ids,
+    and four special rows: all NaN, all zero, all +Inf, all -Inf."""
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(n, N_FEATURES)) * 2).astype(np.float32)
+    x[:, CATEGORICAL] = rng.integers(-1, 14, n)
+    x[rng.random(x.shape) < 0.12] = np.nan
+    x[rng.random(x.shape) < 0.02] = np.inf
+    x[rng.random(x.shape) < 0.02] = -np.inf
+    x[0], x[1], x[2], x[3] = np.nan, 0.0, np.inf, -np.inf
+    return x
+
+
+def reference(case: Case, estimator, x: np.ndarray) -> np.ndarray:
+    """What native FIL answers for ``x``, from the library's own predictions."""
+    if case.model.startswith("sk_"):  # Treelite's import sends NaN left, like -Inf
+        rows = np.nan_to_num(x, nan=-BIG, posinf=BIG, neginf=-BIG)
+    else:
+        rows = np.where(np.isinf(x), np.sign(x) * BIG, x)
+    if not hasattr(estimator, "predict_proba"):
+        return estimator.predict(rows).astype(np.float32)  # a regressor: [rows]
+    if case.model == "lgbm_ova":
+        raw = estimator.predict(rows, raw_score=True)
+        proba = np.exp(raw - raw.max(axis=1, keepdims=True))
+        proba /= proba.sum(axis=1, keepdims=True)
+    else:
+        proba = estimator.predict_proba(rows)
+    if case.expect == "label":
+        return (proba[:, 1] > THRESHOLD).astype(np.float32)  # dims [1] -> [rows]
+    if case.expect == "value" and MODEL_OUTPUTS[case.model] == 1:
+        return proba[:, 1]
+    return proba
+
+
+# -- fixtures --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def models():
+    return train_models()
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory, models):
+    root = tmp_path_factory.mktemp("fil-conformance")
+    write_repository(root, models, SERVED + REFUSED)
+    return root
+
+
+@pytest.fixture(scope="module", params=["gtil", "compiled"])
+def server(request, triton_factory, repository):
+    """One Triton serving every SERVED case, with Treelite GTIL or with compiled libraries
+    (compiled by the backend itself, in the background, then swapped in)."""
+    compiled = request.param == "compiled"
+    srv = triton_factory(repository, load_models=[c.name for c in SERVED], fil_compile=compiled)
+    for case in SERVED:
+        if compiled:
+            srv.wait_compiled(case.name, timeout=900)
+        assert srv.predictor_state(case.name) == {1: request.param}, case.name
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def clients(server):
+    http = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+    grpc = grpcclient.InferenceServerClient(server.grpc_url)
+    yield {"http": (httpclient, http), "grpc": (grpcclient, grpc)}
+    http.close()
+    grpc.close()
+
+
+def infer(clients, protocol: str, model: str, x: np.ndarray) -> np.ndarray:
+    module, client = clients[protocol]
+    tensor = module.InferInput("input__0", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    return client.infer(model, [tensor]).as_numpy("output__0")
+
+
+# -- tests ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("case", SERVED, ids=lambda c: c.name)
+def test_answers_like_native_fil(case, protocol, models, clients):
+    """A full max_batch_size batch and four one-row requests (all NaN, zeros, all +Inf, all
+    -Inf) get native FIL's answer: its shape (a [1] output squeezed to [rows]), float32, and
+    the library's own prediction within 1e-5; labels where p is not at the threshold."""
+    x = conformance_rows()
+    want = reference(case, models[case.model], x)
+    got = np.concatenate([infer(clients, protocol, case.name, x)] + [infer(clients, protocol, case.name, x[i : i + 1]) for i in range(4)])
+    want = np.concatenate([want, want[:4]])
+    assert got.dtype == np.float32 and got.shape == want.shape, (got.dtype, got.shape, want.shape)
+    rows = np.ones(len(want), dtype=bool)
+    if case.expect == "label":
+        p = reference(Case(case.name, case.model, case.model_type), models[case.model], x)[:, 1]
+        rows = np.abs(np.concatenate([p, p[:4]]) - THRESHOLD) > 1e-5
+    np.testing.assert_allclose(got[rows], want[rows], rtol=0, atol=ATOL, err_msg=f"{case.name} over {protocol}")
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=lambda c: c.name)
+def test_refused_config_fails_to_load_with_the_reason(case, server, clients):
+    """Loading a config native FIL refuses (or loads and then fails every request) fails
+    with a message naming the reason; the models already loaded keep serving."""
+    _, http = clients["http"]
+    with pytest.raises(InferenceServerException) as info:
+        http.load_model(case.name)
+    for word in case.refused:
+        assert word in str(info.value), f"{word!r} not in {info.value}"
+    assert not http.is_model_ready(case.name)
+    assert http.is_model_ready(SERVED[0].name)
