@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from fraudml.champion import describe_decision
 from fraudml.repository import ModelRepository
 from fraudml.storage import StorageError
 from serve.settings import Settings
@@ -83,6 +84,8 @@ def describe(lineage: dict[str, Any]) -> str:
         f"  family      {lineage.get('family')}  threshold {lineage.get('threshold')}",
         f"  dataset     {ds.get('source')}  rows {ds.get('rows')}  {ds.get('fingerprint')}",
         f"  code        {_code_line(lineage.get('code_version') or {})}",
+        f"  promotion   {describe_decision(lineage['promotion']) if lineage.get('promotion') else '(not recorded)'}",
+        f"  holdout     {(lineage.get('holdout') or {}).get('fingerprint', '(none)')}",
         "  metrics     " + ", ".join(f"{k}={v:.4f}" for k, v in lineage.get("metrics", {}).items()
                                      if isinstance(v, int | float)),
         "  parameters  " + ", ".join(f"{k}={v}" for k, v in lineage.get("parameters", {}).items()),

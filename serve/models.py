@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 
+from fraudml.champion import describe_decision, read_decisions
 from fraudml.repository import ModelRepository, PublishError
 from fraudml.rollout import RolloutError, roll_out
 from fraudml.storage import StorageError
@@ -46,16 +47,22 @@ def cmd_list(args, settings: Settings) -> int:
     if not versions:
         print(f"{args.model_repo}: no versions of {args.model_name} yet")
         return 0
-    print(f"{'':2}{'version':>7}  {'status':<11} {'run':<46} {'AP':>6}  files")
+    print(f"{'':2}{'version':>7}  {'status':<11} {'run':<46} {'AP':>6}  promotion")
     for v in versions:
-        ap = ""
+        ap, promotion = "", ""
         run = v.claim.get("run") or ""
         if v.status == "complete":
             lineage = repo.read_lineage(v.version)
             ap = f"{lineage.get('metrics', {}).get('average_precision', float('nan')):.3f}"
+            promotion = describe_decision(lineage["promotion"]) if lineage.get("promotion") else "(not recorded)"
         mark = "*" if v.served else " "
-        print(f"{mark:2}{v.version:>7}  {v.status:<11} {run:<46} {ap:>6}  {', '.join(v.files)}")
-    print("(* = named by config.pbtxt, the version Triton serves)")
+        print(f"{mark:2}{v.version:>7}  {v.status:<11} {run:<46} {ap:>6}  {promotion}")
+    print("(* = named by config.pbtxt, the version Triton serves; AP = the run's test set)")
+    rejected = [d for d in read_decisions(repo) if not d.get("promoted")]
+    if rejected:
+        print("runs not promoted (kept the served version):")
+        for d in rejected:
+            print(f"  {d.get('run')}  {d.get('decided_at')}  {describe_decision(d)}")
     return 0
 
 

@@ -5,15 +5,17 @@ DAG::
     start -> preprocess -> train (foreach model family) -> eval (join) -> deploy -> end
 
 - start:      check the parameters.
-- preprocess: load (or generate) the data, validate, fingerprint, split (raw rows: the model
-              takes Time, V1..V28, Amount as they are; only SMOTE scales, for its own distances).
+- preprocess: load (or generate) the data, validate, fingerprint, split out of time (raw rows:
+              the model takes Time, V1..V28, Amount as they are; only SMOTE scales, for its
+              own distances). With a model repository that has a reference holdout, the
+              holdout is the test set and its rows never reach training.
 - train:      one model family per branch: SMOTE + classifier pipeline, randomized search scored
               by cross-validated average precision on the training rows.
 - eval:       the family with the best cross-validated average precision wins; then every family
               is scored once on the untouched test set, for the report (bootstrap intervals).
 - deploy:     export the winner as a Treelite checkpoint, check it predicts like the pipeline on
-              raw test rows, and publish it (with its threshold in config.pbtxt) as a new version
-              of the Triton model repository if --model-repo is set.
+              raw test rows; with --model-repo, judge it against the served version on the
+              reference holdout and publish it (threshold in config.pbtxt) only if it wins.
 - end:        print how to read the results.
 
 Run:  python train/flow.py run [--data PATH|s3://bucket/key] [--models random_forest,xgboost] ...
@@ -24,7 +26,7 @@ import tempfile
 
 from metaflow import FlowSpec, Parameter, card, current, resources, step
 
-from fraudml import cards
+from fraudml import cards, champion
 from fraudml.data import (
     DEFAULT_FRAUD_RATE,
     DEFAULT_ROWS,
@@ -36,8 +38,13 @@ from fraudml.data import (
     min_positives_for,
     validate_dataset,
 )
-from fraudml.export import check_export_parity, load_fil_model, write_fil_model
-from fraudml.features import feature_matrix, labels, split_train_test
+from fraudml.export import (
+    check_export_parity,
+    load_fil_model,
+    predict_proba_treelite,
+    write_fil_model,
+)
+from fraudml.features import SPLITS, feature_matrix, labels
 from fraudml.lineage import build_lineage, code_version
 from fraudml.metrics import THRESHOLD_RULES
 from fraudml.models import (
@@ -56,11 +63,12 @@ N_FEATURES = 30
 # Artifacts set before the foreach that eval and the steps after it use.
 SHARED_ARTIFACTS = [
     "families", "dataset_source", "dataset_fingerprint", "dataset_rows", "class_distribution",
-    "X_train", "y_train", "X_test", "y_test", "test_index",
+    "X_train", "y_train", "X_test", "y_test", "test_index", "holdout_set", "holdout_stored",
 ]
 PARAMETER_NAMES = [
     "data", "rows", "fraud_rate", "models", "seed", "cv_folds", "n_iter", "n_jobs", "test_size",
-    "threshold_rule", "precision_target", "model_repo", "triton_url", "instance_kind",
+    "threshold_rule", "precision_target", "model_repo", "triton_url", "instance_kind", "split", "holdout",
+    "promotion_margin", "recall_tolerance", "force_publish",
 ]
 
 
@@ -83,7 +91,12 @@ class FraudClassifierTreeSelection(FlowSpec):
     cv_folds = Parameter("cv-folds", default=DEFAULT_CV_FOLDS, type=int, help="Stratified cross-validation folds in each family's search.")
     n_iter = Parameter("n-iter", default=DEFAULT_N_ITER, type=int, help="Hyperparameter candidates sampled per family.")
     n_jobs = Parameter("n-jobs", default=0, type=int, help="Threads per classifier; 0 = 2 for the forests, 1 for the boosters (the families already train in parallel).")
-    test_size = Parameter("test-size", default=0.2, type=float, help="Fraction of rows held out as the untouched test set (stratified).")
+    test_size = Parameter("test-size", default=0.2, type=float, help="Fraction of rows held out as the untouched test set when the repository has no reference holdout yet.")
+    split = Parameter("split", default="time", help="How the test set is split off: time (the newest rows, out of time) or stratified (random, same fraud rate).")
+    holdout = Parameter("holdout", default="", help="A labelled CSV (or s3:// URL) to use as the reference holdout when the repository has none yet. Empty: the newest --test-size of the data.")
+    promotion_margin = Parameter("promotion-margin", default=champion.DEFAULT_MARGIN, type=float, help="Publish only if the challenger's holdout average precision beats the served version's by at least this.")
+    recall_tolerance = Parameter("recall-tolerance", default=champion.DEFAULT_RECALL_TOLERANCE, type=float, help="... and its recall at its threshold is not lower than the served version's by more than this.")
+    force_publish = Parameter("force-publish", default=False, type=bool, help="Publish even if the challenger does not beat the served version (recorded as forced).")
     threshold_rule = Parameter("threshold-rule", default="best_f1", help="How the decision threshold is chosen on out-of-fold training scores: best_f1 or precision_target.")
     precision_target = Parameter("precision-target", default=0.9, type=float, help="Precision for --threshold-rule precision_target and for the recall-at-precision metric.")
     model_repo = Parameter("model-repo", default="", help="Triton model repository to publish the winner to (s3://bucket/prefix or a folder). Empty: do not publish.")
@@ -103,6 +116,10 @@ class FraudClassifierTreeSelection(FlowSpec):
         if self.triton_url and not self.model_repo:
             raise ValueError("--triton-url needs --model-repo: there is nothing to load without publishing")
         min_positives_for(self.test_size, self.cv_folds)  # raises on a bad --test-size / --cv-folds
+        if self.split not in SPLITS:
+            raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        if self.promotion_margin < 0 or self.recall_tolerance < 0:
+            raise ValueError("--promotion-margin and --recall-tolerance must be >= 0")
         if self.instance_kind not in INSTANCE_KINDS:
             raise ValueError(f"--instance-kind must be one of {', '.join(INSTANCE_KINDS)}, got {self.instance_kind!r}")
         if self.model_repo:  # fail now, not after training, if the repository cannot be written
@@ -115,7 +132,7 @@ class FraudClassifierTreeSelection(FlowSpec):
     @card(type="blank")
     @step
     def preprocess(self):
-        """Load or generate the data, validate and fingerprint it, split it into raw train/test rows."""
+        """Load or generate the data, validate and fingerprint it, split off the test set (the reference holdout)."""
         if self.data:
             df = load_dataset(self.data)
             self.dataset_source = self.data
@@ -125,7 +142,19 @@ class FraudClassifierTreeSelection(FlowSpec):
         validate_dataset(df, min_positives=min_positives_for(self.test_size, self.cv_folds))
         self.dataset_fingerprint = dataset_fingerprint(df)
         self.dataset_rows = len(df)
-        train_df, test_df = split_train_test(df, self.test_size, self.seed)
+        repo = None
+        if self.model_repo:
+            from fraudml.repository import ModelRepository
+
+            repo = ModelRepository(self.model_repo)
+        train_df, holdout, self.holdout_stored = champion.select_test_set(
+            df, repo, self.holdout, by=self.split, test_size=self.test_size, seed=self.seed)
+        test_df = holdout.df
+        self.holdout_set = holdout  # deploy stores it as the reference when it publishes the first version
+        removed = len(df) - len(train_df) - (0 if self.holdout_stored or self.holdout else len(test_df))
+        print(f"test set: {holdout.meta['source']}, {holdout.meta['rows']:,} rows, {holdout.meta['frauds']} frauds "
+              f"({'the repository reference holdout' if self.holdout_stored else 'new'}, {holdout.fingerprint[:23]}…); "
+              f"{len(train_df):,} training rows, {removed:,} holdout rows removed from them")
         self.X_train, self.y_train = feature_matrix(train_df), labels(train_df)
         self.X_test, self.y_test = feature_matrix(test_df), labels(test_df)
         self.test_index = test_df.index.to_numpy()
@@ -134,7 +163,9 @@ class FraudClassifierTreeSelection(FlowSpec):
         from metaflow.cards import Markdown, Table
 
         headers, rows = cards.class_distribution_rows(self.class_distribution)
-        current.card.append(Markdown(f"# Class distribution\n\nsource `{self.dataset_source}`  \n`{self.dataset_fingerprint}`"))
+        current.card.append(Markdown(
+            f"# Class distribution\n\nsource `{self.dataset_source}`  \n`{self.dataset_fingerprint}`  \n"
+            f"test set: {self.holdout_set.meta['source']} `{self.holdout_set.fingerprint}`"))
         current.card.append(Table(rows, headers=headers))
         print(cards.text_table(headers, rows))
         self.next(self.train, foreach="families")
@@ -205,14 +236,16 @@ class FraudClassifierTreeSelection(FlowSpec):
         )
         self.next(self.deploy)
 
+    @card(type="blank")
     @step
     def deploy(self):
-        """Export the winner as a Treelite checkpoint, check parity on raw test rows, publish if asked."""
+        """Export the winner, check parity on raw test rows; with --model-repo, publish it if it beats the served version."""
         with tempfile.TemporaryDirectory(prefix="fraudml-deploy-") as tmp:
             path = write_fil_model(self.best_pipeline, tmp, MODEL_TYPE)
             # Check the file that will be shipped, read back, not the in-memory model.
             exported = load_fil_model(path, MODEL_TYPE)
             self.export_max_abs_diff = check_export_parity(self.best_pipeline, exported, self.X_test)
+            challenger_proba = predict_proba_treelite(exported, self.holdout_set.X)
             self.model_checkpoint = path.read_bytes()
             self.model_filename = path.name
         self.model_type = MODEL_TYPE
@@ -239,35 +272,69 @@ class FraudClassifierTreeSelection(FlowSpec):
                 for f, m in self.metrics_by_family.items()
             }},
         )
-        self.model_version = None
+        self.model_version, self.promotion = None, None
 
         if self.model_repo:
-            from fraudml.repository import ModelRepository, publish_model_version
+            from fraudml.repository import ModelRepository
 
-            previous = ModelRepository(self.model_repo).served_version() if self.triton_url else None
-            self.model_version = publish_model_version(
-                repo_uri=self.model_repo,
-                files={self.model_filename: self.model_checkpoint},
-                lineage=self.lineage,
-                config_kwargs={"model_type": self.model_type, "threshold": self.threshold,
-                               "n_features": N_FEATURES, "instance_kind": self.instance_kind},
+            repo = ModelRepository(self.model_repo)
+            previous = repo.served_version()
+            self.promotion = champion.decide(
+                repo, self.holdout_set, self.X_train, (challenger_proba, self.threshold),
+                margin=self.promotion_margin, recall_tolerance=self.recall_tolerance, force=self.force_publish,
             )
-            print(f"published {self.model_repo} fraud-classifier/{self.model_version}")
-            if self.triton_url:
+            print(champion.describe_decision(self.promotion))
+            self._promotion_card()
+            if self.promotion["promoted"]:
+                if not self.holdout_stored:  # the first version fixes the reference holdout
+                    champion.store_holdout_or_refuse(repo, self.holdout_set)
+                self.lineage = {**self.lineage, "holdout": self.holdout_set.meta, "promotion": self.promotion}
+                self.model_version = repo.publish(
+                    {self.model_filename: self.model_checkpoint}, self.lineage,
+                    {"model_type": self.model_type, "threshold": self.threshold,
+                     "n_features": N_FEATURES, "instance_kind": self.instance_kind},
+                )
+                print(f"published {self.model_repo} fraud-classifier/{self.model_version}")
+            else:
+                print(f"not promoted: fraud-classifier/{previous} keeps serving")
+            champion.record_decision(repo, current.run_id, {
+                **self.promotion, "run": f"{current.flow_name}/{current.run_id}",
+                "published_version": self.model_version, "decided_at": champion.now(),
+            })
+            if self.triton_url and self.model_version is not None:
                 from fraudml.rollout import roll_out
 
                 urls = [u.strip() for u in self.triton_url.split(",") if u.strip()]
-                roll_out(ModelRepository(self.model_repo), urls, previous)
+                roll_out(repo, urls, previous)
                 print(f"loaded fraud-classifier/{self.model_version} on {', '.join(urls)}")
         self.next(self.end)
+
+    def _promotion_card(self):
+        from metaflow.cards import Markdown, Table
+
+        p = self.promotion
+        current.card.append(Markdown(
+            f"# Champion / challenger on the reference holdout\n\n**{champion.describe_decision(p)}**  \n"
+            f"holdout `{self.holdout_set.fingerprint}` ({self.holdout_set.meta['rows']:,} rows, "
+            f"{self.holdout_set.meta['frauds']} frauds; {self.holdout_set.meta['source']}); "
+            f"margin {p['margin'] if 'margin' in p else self.promotion_margin}, recall tolerance "
+            f"{p['recall_tolerance'] if 'recall_tolerance' in p else self.recall_tolerance}"))
+        rows = [[name, f"{s['average_precision']:.4f} [{s['average_precision_95ci'][0]:.4f}, {s['average_precision_95ci'][1]:.4f}]",
+                 f"{s['recall']:.3f} [{s['recall_95ci'][0]:.3f}, {s['recall_95ci'][1]:.3f}]", f"{s['threshold']:.4f}"]
+                for name, s in (("challenger (this run)", p.get("challenger")),
+                                (f"champion (v{p.get('champion_version')})", p.get("champion"))) if s]
+        if rows:
+            current.card.append(Table(rows, headers=["model", "holdout AP [95% CI]", "recall [95% CI]", "threshold"]))
 
     @step
     def end(self):
         """Print how to read this run's results with the Metaflow client."""
-        published = (
-            f"published as fraud-classifier/{self.model_version} in {self.model_repo}"
-            if self.model_version is not None else "not published (no --model-repo)"
-        )
+        if self.model_version is not None:
+            published = f"published as fraud-classifier/{self.model_version} in {self.model_repo}"
+        elif self.promotion is not None:
+            published = "not promoted: " + self.promotion["reason"]
+        else:
+            published = "not published (no --model-repo)"
         print(
             f"best model: {self.best_family} (test AP {self.metrics['average_precision']:.4f}), {published}\n"
             "Read the results with the Metaflow client:\n"

@@ -103,15 +103,16 @@ def test_artifacts_read_back_with_the_client(run):
 
 
 def test_test_set_is_the_untouched_split(run):
-    """The test rows in the run are exactly the stratified split of the data, raw, not resampled."""
+    """The test rows are the newest 20 % of the data by Time (out of time), raw, not resampled."""
     data = run["run"].data
     df = generate_dataset(TINY["rows"], TINY["fraud_rate"], TINY["seed"])
-    train, test = split_train_test(df, 0.2, TINY["seed"])
+    train, test = split_train_test(df, 0.2, TINY["seed"], by="time")
     np.testing.assert_array_equal(data.test_index, test.index.to_numpy())
     np.testing.assert_array_equal(data.X_test, feature_matrix(test))
     np.testing.assert_array_equal(data.X_test, test[FEATURES].to_numpy(np.float32))
     assert data.metrics["n"] == len(test) and data.metrics["n_positive"] == int(test["Class"].sum())
     assert data.class_distribution["test"]["fraud"] == int(test["Class"].sum())
+    assert test["Time"].min() >= train["Time"].max()  # every test row is newer than every training row
 
 
 def test_checkpoint_predicts_like_the_pipeline(run):

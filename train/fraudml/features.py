@@ -86,16 +86,36 @@ def feature_matrix(df: pd.DataFrame) -> np.ndarray:
     return df[FEATURES].to_numpy(dtype=np.float32, copy=True)
 
 
+SPLITS = ("time", "stratified")
+
+
 def split_train_test(
-    df: pd.DataFrame, test_size: float = 0.2, seed: int = 7
+    df: pd.DataFrame, test_size: float = 0.2, seed: int = 7, by: str = "stratified"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stratified split by ``Class``: the fraud rate is the same in both parts.
+    """Split off a test set.
 
+    ``by="time"`` (the flow's default): out of time, the way a fraud model meets the world;
+    the newest ``test_size`` of the rows by ``Time`` are the test set, the older ones train.
+    ``by="stratified"``: a random split with the same fraud rate in both parts.
     Rows keep their original index, so a test row can be traced back to the dataset.
-    """
-    from sklearn.model_selection import train_test_split  # lazy: keeps `import fraudml.*` light
 
-    train, test = train_test_split(df, test_size=test_size, stratify=df[LABEL], random_state=seed)
+    Raises:
+        ValueError: unknown ``by``, or a part without frauds (the message says what to change).
+    """
+    if by == "stratified":
+        from sklearn.model_selection import train_test_split  # lazy: keeps `import fraudml.*` light
+
+        train, test = train_test_split(df, test_size=test_size, stratify=df[LABEL], random_state=seed)
+        return train.sort_index(), test.sort_index()
+    if by != "time":
+        raise ValueError(f"unknown split {by!r}; choose one of {', '.join(SPLITS)}")
+    ordered = df.sort_values("Time", kind="stable")
+    n_test = max(1, int(round(len(df) * test_size)))
+    train, test = ordered.iloc[:-n_test], ordered.iloc[-n_test:]
+    for part, rows in (("test", test), ("training", train)):
+        if rows[LABEL].sum() == 0:
+            raise ValueError(f"the {part} part of the out-of-time split holds no frauds; "
+                             "use --split stratified or another --test-size")
     return train.sort_index(), test.sort_index()
 
 

@@ -81,13 +81,25 @@ def threshold_metrics(y_true, proba, threshold: float) -> dict[str, float]:
     return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
 
 
+def stratified_resamples(y: np.ndarray, n_boot: int, seed: int = 0):
+    """``n_boot`` bootstrap index arrays, frauds and legitimate rows resampled separately (so
+    every resample holds the same number of frauds, and AP stays defined)."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    for _ in range(n_boot):
+        yield np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+
+
+def percentile_interval(draws, level: float = 0.95) -> list[float]:
+    tail = 100 * (1 - level) / 2
+    return [float(v) for v in np.percentile(draws, [tail, 100 - tail])]
+
+
 def bootstrap_intervals(
     y_true, proba, threshold: float, *, n_boot: int = 500, level: float = 0.95, seed: int = 0
 ) -> dict[str, list[float]]:
-    """Percentile bootstrap intervals of average precision, precision and recall at ``threshold``.
-
-    Rows are resampled with replacement, frauds and legitimate rows separately (so every
-    resample holds the same number of frauds, and AP stays defined).
+    """Percentile bootstrap intervals of average precision, precision and recall at ``threshold``
+    (:func:`stratified_resamples`).
 
     Returns:
         ``{"average_precision": [low, high], "precision": [...], "recall": [...]}``.
@@ -95,18 +107,14 @@ def bootstrap_intervals(
     from sklearn.metrics import average_precision_score
 
     y, p = _check(y_true, proba)
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     draws: dict[str, list[float]] = {"average_precision": [], "precision": [], "recall": []}
-    for _ in range(n_boot):
-        idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+    for idx in stratified_resamples(y, n_boot, seed):
         yb, pb = y[idx], p[idx]
         draws["average_precision"].append(average_precision_score(yb, pb))
         tp, predicted = int((pb[yb == 1] >= threshold).sum()), int((pb >= threshold).sum())
         draws["precision"].append(tp / predicted if predicted else 0.0)
-        draws["recall"].append(tp / pos.size)
-    tail = 100 * (1 - level) / 2
-    return {k: [float(v) for v in np.percentile(d, [tail, 100 - tail])] for k, d in draws.items()}
+        draws["recall"].append(tp / int(yb.sum()))
+    return {k: percentile_interval(d, level) for k, d in draws.items()}
 
 
 def evaluate(y_true, proba, threshold: float, *, precision_target: float = 0.9) -> dict:

@@ -1,0 +1,310 @@
+"""Champion/challenger: publish a new version only when it beats the served one on rows neither saw.
+
+The *reference holdout* is a fixed set of labelled transactions kept in the model
+repository, outside any model folder (Triton never downloads it)::
+
+    <repo>/_reference/<model>/holdout.csv       the rows (creditcard schema, with Class)
+    <repo>/_reference/<model>/holdout.json      fingerprint, size, where the rows came from
+    <repo>/_reference/<model>/decisions/<run>.json   every run's promotion decision
+
+It is written once, create-if-absent, by the first run that publishes: the newest slice of
+its data (its out-of-time test set), or a file the user names with ``--holdout``. Every
+later run removes those rows from its training data, so the challenger never sees them, and
+every published version records the holdout fingerprint it was kept away from, so the
+champion provably never saw them either. A comparison on rows either model has seen is
+refused with the reason.
+
+The gate (:func:`judge`): the challenger is promoted when its average precision on the
+holdout beats the champion's by at least ``margin``, and its recall at the run's threshold is
+not lower than the champion's by more than ``recall_tolerance``, the champion flagging as
+many holdout rows as the challenger does at that threshold (the same review workload:
+each model's own threshold is on its own probability scale, so comparing recall at two
+thresholds would reward whichever flags more rows).
+Scores carry 95 % bootstrap intervals; the AP gain's interval comes from *paired* resamples
+(the same rows for both models).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fraudml.data import (
+    COLUMNS,
+    LABEL,
+    dataset_fingerprint,
+    load_dataset,
+    validate_dataset,
+)
+from fraudml.features import feature_matrix, split_train_test
+from fraudml.metrics import bootstrap_intervals, percentile_interval, stratified_resamples
+
+REFERENCE = "_reference"
+DEFAULT_MARGIN = 0.01  # one point of average precision
+DEFAULT_RECALL_TOLERANCE = 0.02
+
+
+class ComparisonRefused(ValueError):
+    """Champion and challenger cannot be judged fairly on the holdout; the message says why."""
+
+
+@dataclass
+class Holdout:
+    df: pd.DataFrame  # COLUMNS, rows in file order
+    fingerprint: str
+    meta: dict[str, Any]
+
+    @property
+    def X(self) -> np.ndarray:
+        return feature_matrix(self.df)
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.df[LABEL].to_numpy(np.int64)
+
+
+def row_keys(rows: pd.DataFrame | np.ndarray) -> np.ndarray:
+    """One 64-bit hash per row of the features as the model sees them (float32): the same
+    transaction gives the same key, whatever its label or position."""
+    x = feature_matrix(rows) if isinstance(rows, pd.DataFrame) else np.asarray(rows, dtype=np.float32)
+    return pd.util.hash_pandas_object(pd.DataFrame(x + np.float32(0.0)), index=False).to_numpy()
+
+
+def select_test_set(
+    df: pd.DataFrame, repo, holdout_path: str = "", *, by: str = "time", test_size: float = 0.2, seed: int = 7
+) -> tuple[pd.DataFrame, Holdout, bool]:
+    """The training rows and the test set of a run: ``(train_df, holdout, stored)``.
+
+    The repository's reference holdout when it has one (``stored`` True); else the file named
+    by ``holdout_path``; else the newest ``test_size`` of ``df`` (``by="time"``) or a
+    stratified sample. Holdout rows found in ``df`` are removed from the training rows.
+    """
+    stored = read_holdout(repo) if repo is not None else None
+    named = make_holdout(load_dataset(holdout_path), holdout_path) if holdout_path else None
+    if stored is not None and named is not None and named.fingerprint != stored.fingerprint:
+        raise ComparisonRefused(
+            f"--holdout {holdout_path} ({named.fingerprint[:19]}…) is not the reference holdout this repository "
+            f"already judges every version on ({stored.fingerprint[:19]}…): drop --holdout"
+        )
+    holdout = stored or named
+    if holdout is None:
+        train_df, test_df = split_train_test(df, test_size, seed, by=by)
+        return train_df, make_holdout(test_df, f"newest {test_size:.0%} of {len(df):,} rows by Time"
+                                      if by == "time" else f"stratified {test_size:.0%} sample"), False
+    seen = np.isin(row_keys(df), row_keys(holdout.df))
+    return df[~seen], holdout, stored is not None
+
+
+def _key(model_name: str, *parts: str) -> str:
+    return "/".join([REFERENCE, model_name, *parts])
+
+
+def read_holdout(repo) -> Holdout | None:
+    """The repository's reference holdout (``repo``: a :class:`fraudml.repository.ModelRepository`)."""
+    blob = repo.store.get(_key(repo.model_name, "holdout.csv"))
+    if blob is None:
+        return None
+    df = pd.read_csv(io.BytesIO(blob.data))
+    meta_blob = repo.store.get(_key(repo.model_name, "holdout.json"))
+    meta = json.loads(meta_blob.data) if meta_blob else {}
+    holdout = Holdout(df, dataset_fingerprint(df), meta)
+    if meta.get("fingerprint") not in (None, holdout.fingerprint):
+        raise ComparisonRefused(f"{repo.uri}: holdout.csv does not match the fingerprint in holdout.json; "
+                                "the reference holdout was changed after it was written")
+    return holdout
+
+
+def make_holdout(df: pd.DataFrame, source: str) -> Holdout:
+    """A holdout candidate from labelled rows (validated like training data)."""
+    df = df[COLUMNS]  # the index stays: rows of a split can be traced back to the dataset
+    validate_dataset(df, min_positives=1)
+    fingerprint = dataset_fingerprint(df)
+    meta = {"fingerprint": fingerprint, "rows": len(df), "frauds": int(df[LABEL].sum()), "source": source,
+            "time_range": [float(df["Time"].min()), float(df["Time"].max())]}
+    return Holdout(df, fingerprint, meta)
+
+
+def store_holdout(repo, holdout: Holdout) -> Holdout:
+    """Write ``holdout`` as the repository's reference, unless one exists: then return that one
+    (two first runs racing agree on whichever was written first)."""
+    from fraudml.storage import PreconditionFailed
+
+    try:
+        repo.store.create(_key(repo.model_name, "holdout.csv"), holdout.df.to_csv(index=False).encode())
+    except PreconditionFailed:
+        existing = read_holdout(repo)
+        if existing is None:
+            raise
+        return existing
+    repo.store.put(_key(repo.model_name, "holdout.json"), json.dumps(holdout.meta, indent=2).encode())
+    return holdout
+
+
+def store_holdout_or_refuse(repo, holdout: Holdout) -> None:
+    """Store ``holdout`` as the reference; refuse if another run stored a different one meanwhile."""
+    stored = store_holdout(repo, holdout)
+    if stored.fingerprint != holdout.fingerprint:
+        raise ComparisonRefused("another run stored a different reference holdout while this one trained; "
+                                "run again: it will be judged on that holdout")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def record_decision(repo, run_id: str, decision: dict[str, Any]) -> None:
+    repo.store.put(_key(repo.model_name, "decisions", f"{run_id}.json"),
+                   json.dumps(decision, indent=2, default=str).encode())
+
+
+def read_decisions(repo) -> list[dict[str, Any]]:
+    """Every run's recorded decision, oldest first."""
+    out = []
+    for key in repo.store.list(_key(repo.model_name, "decisions") + "/"):
+        blob = repo.store.get(key)
+        if blob is not None:
+            out.append(json.loads(blob.data))
+    return sorted(out, key=lambda d: d.get("decided_at", ""))
+
+
+def check_unseen(holdout: Holdout, X_train: np.ndarray, champion_lineage: dict[str, Any] | None) -> None:
+    """Raise :class:`ComparisonRefused` unless neither model has trained on the holdout rows."""
+    overlap = int(np.isin(row_keys(holdout.df), row_keys(X_train)).sum())
+    if overlap:
+        raise ComparisonRefused(f"the challenger trained on {overlap} of the {len(holdout.df)} holdout rows; "
+                                "its holdout score would be inflated")
+    if champion_lineage is None:
+        return
+    seen = (champion_lineage.get("holdout") or {}).get("fingerprint")
+    if seen != holdout.fingerprint:
+        version = champion_lineage.get("version")
+        raise ComparisonRefused(
+            f"the served version {version} does not record that it was kept away from the reference holdout "
+            f"{holdout.fingerprint[:19]}… (its lineage says {seen or 'nothing'}), so it may have trained on "
+            "those rows. Publish anyway with --force-publish, or roll back to a version that records it"
+        )
+
+
+def champion_proba(repo, lineage: dict[str, Any], X: np.ndarray) -> np.ndarray:
+    """P(fraud) of the served version on ``X``, from the very model file Triton serves."""
+    from fraudml.export import load_fil_model, predict_proba_treelite
+
+    name = next(n for n in lineage["files"] if n != "lineage.json")
+    data = repo.read_file(lineage["version"], name)
+    with tempfile.TemporaryDirectory(prefix="fraudml-champion-") as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        model = load_fil_model(path, lineage.get("model_type", "treelite_checkpoint"))
+    return predict_proba_treelite(model, X)
+
+
+def _score(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int) -> dict[str, Any]:
+    from sklearn.metrics import average_precision_score
+
+    ci = bootstrap_intervals(y, p, threshold, n_boot=n_boot)
+    return {"average_precision": float(average_precision_score(y, p)),
+            "average_precision_95ci": ci["average_precision"],
+            "recall": float((p[y == 1] >= threshold).mean()), "recall_95ci": ci["recall"],
+            "threshold": float(threshold)}
+
+
+def judge(
+    y: np.ndarray,
+    champion: tuple[np.ndarray, float] | None,
+    challenger: tuple[np.ndarray, float],
+    *,
+    margin: float = DEFAULT_MARGIN,
+    recall_tolerance: float = DEFAULT_RECALL_TOLERANCE,
+    n_boot: int = 500,
+) -> dict[str, Any]:
+    """The promotion decision. ``champion``/``challenger``: ``(P(fraud) on the holdout, threshold)``;
+    ``champion`` is None before the first version.
+
+    Returns:
+        ``{"promoted": bool, "reason", "challenger": scores, "champion": scores | None,
+        "ap_gain", "ap_gain_95ci", "margin", "recall_tolerance"}``.
+    """
+    from sklearn.metrics import average_precision_score
+
+    y = np.asarray(y, dtype=np.int64)
+    new = _score(y, challenger[0], challenger[1], n_boot)
+    out: dict[str, Any] = {"challenger": new, "champion": None, "margin": margin, "recall_tolerance": recall_tolerance}
+    if champion is None:
+        return {**out, "promoted": True, "reason": "first version: there is no champion to beat"}
+    old = _score(y, champion[0], champion[1], n_boot)
+    flagged = int((challenger[0] >= challenger[1]).sum())
+    top = np.argsort(-champion[0], kind="stable")[:flagged]
+    old["recall_at_same_alerts"] = float(y[top].sum() / y.sum())
+    gain = new["average_precision"] - old["average_precision"]
+    paired = [average_precision_score(y[i], challenger[0][i]) - average_precision_score(y[i], champion[0][i])
+              for i in stratified_resamples(y, n_boot, seed=1)]
+    recall_drop = old["recall_at_same_alerts"] - new["recall"]
+    out.update(champion=old, ap_gain=gain, ap_gain_95ci=percentile_interval(paired))
+    if gain < margin:
+        reason = f"average precision gain {gain:+.4f} is below the margin {margin:g}"
+    elif recall_drop > recall_tolerance:
+        reason = (f"recall at the run's threshold ({flagged} alerts) falls by {recall_drop:.4f} against the "
+                  f"champion with as many alerts, more than the tolerance {recall_tolerance:g}")
+    else:
+        return {**out, "promoted": True,
+                "reason": f"average precision {gain:+.4f} (margin {margin:g}), recall {-recall_drop:+.4f}"}
+    return {**out, "promoted": False, "reason": reason}
+
+
+def decide(
+    repo,
+    holdout: Holdout,
+    X_train: np.ndarray,
+    challenger: tuple[np.ndarray, float],
+    *,
+    margin: float = DEFAULT_MARGIN,
+    recall_tolerance: float = DEFAULT_RECALL_TOLERANCE,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Judge the challenger (``(P(fraud) on the holdout, threshold)``) against the served version.
+
+    Returns :func:`judge`'s decision plus ``champion_version``, ``holdout`` (its metadata) and
+    ``forced``. With ``force``, a refused comparison or a lost one is published anyway and
+    recorded as forced.
+
+    Raises:
+        ComparisonRefused: without ``force``, when a model has seen holdout rows.
+    """
+    served = repo.served_version()
+    champion_lineage = repo.read_lineage(served) if served is not None else None
+    common = {"champion_version": served, "holdout": holdout.meta, "forced": False}
+    try:
+        check_unseen(holdout, X_train, champion_lineage)
+    except ComparisonRefused as exc:
+        if not force:
+            raise
+        return {**common, "promoted": True, "forced": True, "challenger": None, "champion": None,
+                "reason": f"--force-publish; no comparison: {exc}"}
+    champion = None
+    if champion_lineage is not None:
+        champion = (champion_proba(repo, champion_lineage, holdout.X), float(champion_lineage["threshold"]))
+    result = {**judge(holdout.y, champion, challenger, margin=margin, recall_tolerance=recall_tolerance), **common}
+    if force and not result["promoted"]:
+        result.update(promoted=True, forced=True, reason=f"--force-publish; the gate said: {result['reason']}")
+    return result
+
+
+def describe_decision(decision: dict[str, Any]) -> str:
+    """One line: ``promoted|not promoted|forced: <reason>`` with both scores when there are two."""
+    word = "forced" if decision.get("forced") else "promoted" if decision["promoted"] else "not promoted"
+    line = f"{word}: {decision['reason']}"
+    new, old = decision.get("challenger"), decision.get("champion")
+    if new and old:
+        line += (f" (holdout AP: challenger {new['average_precision']:.4f} "
+                 f"[{new['average_precision_95ci'][0]:.4f}, {new['average_precision_95ci'][1]:.4f}], "
+                 f"v{decision['champion_version']} {old['average_precision']:.4f} "
+                 f"[{old['average_precision_95ci'][0]:.4f}, {old['average_precision_95ci'][1]:.4f}])")
+    return line
