@@ -12,6 +12,7 @@ Environment:
 | ``BENCH_MODEL_NAME`` | ``fraud-classifier`` | Triton model name |
 | ``BENCH_ROWS_FILE`` | – | ``.npy`` of float32 rows (n, 30); without it, rows of zeros |
 | ``BENCH_LATENCY_OUT`` | – | where to write every successful request's latency (ms, ``.npy``) |
+| ``TRITON_API_KEY`` | – | sent as the ``fraudml-api-key`` header (Triton on Kubernetes restricts HTTP inference to it) |
 
 Locust 2.18's FastHttpUser reports response times as whole milliseconds (``int``), too
 coarse for sub-millisecond answers, and its CSV of a short headless run can miss the last
@@ -32,6 +33,8 @@ from locust import FastHttpUser, constant, events, task
 TARGET = os.environ.get("BENCH_TARGET", "triton").strip().lower()
 MODEL_NAME = os.environ.get("BENCH_MODEL_NAME", "fraud-classifier")
 HEADERS = {"Content-Type": "application/json"}
+if os.environ.get("TRITON_API_KEY"):
+    HEADERS["fraudml-api-key"] = os.environ["TRITON_API_KEY"]
 
 _bodies: list[bytes] = []
 _latencies_ms: list[float] = []

@@ -10,6 +10,7 @@ own pipeline and exporter, publishes it through the project's publisher, and the
 | category | what |
 | --- | --- |
 | bad-input | malformed / mistyped / misshapen / non-finite / empty / oversized / 50 MB requests, unknown model and version, to Triton (HTTP JSON, HTTP binary, gRPC) and to the FastAPI baseline; after each, the server is ready and a correct request gets the model's own predict_proba |
+| shape-attacks | declared shapes that are huge (issue 13: `[2^40, 30]` with 4 values), overflow int64, are negative or zero, or exceed max_batch_size with little data, over HTTP JSON, HTTP binary and gRPC, and to the FastAPI baseline: a clear 4xx / INVALID_ARGUMENT, or, for the HTTP JSON shapes that abort tritonserver 2.51, the launcher's supervisor serving again within 120 s; the same shapes against a Triton with the Kubernetes entrypoint's API restrictions: 403 without the key, no crash |
 | fuzz | Hypothesis-generated request bodies (structure-aware: shapes, dtypes, values, JSON mutations) for Triton JSON, Triton binary and FastAPI; the example count is the case count |
 | training-input | every malformed dataset through load_dataset + validate_dataset, a few through the real flow (fails in preprocess, no train task) |
 | faults-s3 | S3 stopped (SIGTERM, SIGKILL) at several points of a publish: a clear PublishError within seconds, nothing half-written visible to Triton, the retry gets a new number |
@@ -45,9 +46,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO_URI = "s3://models/reliability"
+# The rig's Triton runs supervised, like `make serve`; the shape attacks and the fuzz crash
+# tritonserver 2.51 on purpose, and faults-triton SIGKILLs it, more often than the launcher's
+# default allows (5 in 10 minutes).
+RIG_MAX_RESTARTS = 100
 
 CATEGORIES = {
     "bad-input": "Bad input to Triton (HTTP JSON, HTTP binary, gRPC) and FastAPI",
+    "shape-attacks": "Huge, overflowing, negative and zero declared shapes (issue 13)",
     "fuzz": "Hypothesis fuzz over request bodies",
     "training-input": "Malformed training datasets",
     "faults-s3": "S3 stopped in the middle of a publish",
@@ -146,6 +152,8 @@ def run_category(name: str, rig, plan: Plan, cat) -> None:
         reliability_input.triton_bad_input(rig, cat, quick=plan.quick)
         if rig.fastapi_url:
             reliability_input.fastapi_bad_input(rig, cat)
+    elif name == "shape-attacks":
+        shape_attacks(rig, cat)
     elif name == "fuzz":
         reliability_input.fuzz(rig, cat, plan.fuzz_examples)
     elif name == "training-input":
@@ -177,6 +185,30 @@ def run_category(name: str, rig, plan: Plan, cat) -> None:
         raise ValueError(f"unknown category {name!r}")
 
 
+def shape_attacks(rig, cat) -> None:
+    """The shape-attacks category: the rig's (supervised) Triton, the FastAPI baseline, and a
+    second Triton on the same repository with the Kubernetes entrypoint's API restrictions."""
+    from benchmark import reliability_shapes as shapes
+    from serve.ports import free_ports
+    from serve.triton import TritonServer
+
+    shapes.triton_shape_attacks(cat, rig.triton, lambda protocol: rig.check_serving(
+        "grpc" if protocol == "grpc" else "http"))
+    if rig.fastapi_url:
+        shapes.fastapi_shape_attacks(cat, rig.fastapi_url, rig.check_fastapi)
+    key = shapes.new_api_key()
+    http_port, grpc_port, metrics_port = free_ports(3)
+    restricted = TritonServer(rig.repo_uri, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+                              state_dir=rig.triton.state_dir.parent / "triton-k8s-flags",
+                              env={**rig.env, "FIL_COMPILE": "0"}, fil_cache_dir=rig.triton.fil_cache_dir,
+                              supervise=True, extra_args=shapes.entrypoint_restrictions(key))
+    try:
+        restricted.start(timeout=180)
+        shapes.restricted_shape_attacks(cat, restricted, key)
+    finally:
+        restricted.stop()
+
+
 def run(plan: Plan) -> tuple[Path, Path, int]:
     from benchmark.reliability_common import Category
     from serve.ports import free_port, free_ports
@@ -185,8 +217,9 @@ def run(plan: Plan) -> tuple[Path, Path, int]:
 
     base = (plan.state_dir / "reliability").absolute()
     if base.exists():  # ours: stop what a previous (interrupted) run left, then start clean
-        with contextlib.suppress(Exception):
-            TritonServer("unused", state_dir=base / "triton").stop()
+        for name in ("triton", "triton-k8s-flags"):
+            with contextlib.suppress(Exception):
+                TritonServer("unused", state_dir=base / name).stop()
         with contextlib.suppress(Exception):
             SeaweedS3(base / "s3").stop()
         shutil.rmtree(base, ignore_errors=True)
@@ -206,7 +239,7 @@ def run(plan: Plan) -> tuple[Path, Path, int]:
             http_port, grpc_port, metrics_port = free_ports(3)
             triton = TritonServer(repo_uri, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                                   state_dir=base / "triton", env={**env, "FIL_COMPILE": "1" if plan.fil_compile else "0"},
-                                  fil_cache_dir=base / "fil-cache")
+                                  fil_cache_dir=base / "fil-cache", supervise=True, max_restarts=RIG_MAX_RESTARTS)
             return triton.start(timeout=180)
 
         rig, stop_rig = build_rig(base / "work", s3, start_triton, quick=plan.quick)
@@ -346,8 +379,12 @@ def _fact_lines(c) -> list[str]:
     for key, value in c.facts.items():
         if key.startswith("fuzz_"):
             out.append(f"- {key[5:]}: {value['examples']} examples (seed {value['seed']}): {value['answered_200']} answered 200, "
-                       f"{value['answered_4xx']} 4xx, {value['answered_5xx']} 5xx, {value['failures']} broke the property, "
-                       f"{value['seconds']} s")
+                       f"{value['answered_4xx']} 4xx, {value['answered_5xx']} 5xx, {value.get('crashed_and_restarted', 0)} "
+                       f"aborted Triton 2.51 and it was restarted, {value['failures']} broke the property, {value['seconds']} s")
+        elif key == "crashed_and_restarted":
+            for r in value:
+                out.append(f"- {r['case']}: tritonserver {r['how']}; ready again {r['crash_to_ready_s']} s after the crash, "
+                           f"{r['request_to_ready_s']} s after the request")
         elif key == "soak":
             out.append(f"- soak: {value['requests']:,} requests, {value['failures']} failed, {value['rps']} req/s, "
                        f"p50 {value['p50_ms']} ms, p99 {value['p99_ms']} ms; Triton RSS {value['rss_before_mb']} -> "

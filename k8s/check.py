@@ -16,7 +16,10 @@ checked without a cluster:
   manifests, the Triton start script and compose.yaml match fraudml.tritonconfig and
   serve.settings; Services, PDB, HPA and ServiceMonitor point at what exists; every pod runs
   restricted (non-root, read-only root, no capabilities, RuntimeDefault seccomp) with requests
-  and limits, and takes its credentials from a Secret, never from a literal.
+  and limits, and takes its credentials from a Secret, never from a literal;
+- exposure (issue 13, docs/security.md): the Triton pods take TRITON_API_KEY from their
+  Secret, the start script restricts HTTP inference and the admin APIs to it, and the probes
+  notice a dead or hung server within seconds.
 
 Prints one line per check and exits 1 if any failed. tests/integration/test_k8s.py runs the
 same functions under pytest (`make test`).
@@ -75,7 +78,9 @@ CUSTOM_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): K8S / "schemas
 CONTRACT = {"model_name": "fraud-classifier", "http_port": 8000, "grpc_port": 8001,
             "metrics_port": 8002, "model_repo": "s3://models/triton"}
 
-SECRET_ENV = re.compile(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY)", re.IGNORECASE)
+SECRET_ENV = re.compile(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY|API_KEY)", re.IGNORECASE)
+API_KEY_SECRET = ("fraudml-triton-api", "TRITON_API_KEY")  # (Secret, key) behind TRITON_API_KEY
+LIVENESS_BUDGET_S = 20  # periodSeconds x failureThreshold: a hung Triton is restarted within this
 POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
 
 
@@ -366,6 +371,54 @@ def check_ngc_pin() -> list[str]:
     return problems
 
 
+def entrypoint_args(env: dict[str, str]) -> list[str]:
+    """The arguments k8s/base/triton-entrypoint.sh gives tritonserver (run with a stand-in
+    tritonserver that prints them)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="entrypoint-") as tmp:
+        fake = Path(tmp) / "tritonserver"
+        fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+        fake.chmod(0o755)
+        proc = subprocess.run(["/bin/sh", str(ENTRYPOINT)], capture_output=True, text=True, timeout=10,
+                              env={"PATH": f"{tmp}:/usr/bin:/bin", **env})
+    if proc.returncode != 0:
+        raise CheckError(f"triton-entrypoint.sh failed: {proc.stderr.strip()}")
+    return proc.stdout.splitlines()
+
+
+def check_api_exposure(rel: str) -> list[str]:
+    """Untrusted callers cannot reach the API that one request could abort (docs/security.md):
+    the Triton container reads TRITON_API_KEY from its Secret (required), the start script then
+    restricts HTTP inference and the admin APIs to it, and the probes are quick."""
+    problems = []
+    dep = one(kustomize_build(rel), "Deployment", "triton")
+    (triton,) = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "triton"]
+    env = {e["name"]: e for e in triton.get("env", [])}
+    ref = (env.get("TRITON_API_KEY", {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+    if (ref.get("name"), ref.get("key")) != API_KEY_SECRET or ref.get("optional"):
+        problems.append(f"Deployment/triton: TRITON_API_KEY must come from Secret {API_KEY_SECRET[0]} "
+                        f"key {API_KEY_SECRET[1]}, not optional; has {env.get('TRITON_API_KEY')}")
+    args = entrypoint_args({"MODEL_REPO": "s3://bucket/prefix", "TRITON_API_KEY": "k3y"})
+    for flag, must in (("--http-restricted-api=", {"inference", "shared-memory"}),
+                       ("--grpc-restricted-protocol=", {"model-repository", "shared-memory"})):
+        given = [a[len(flag):] for a in args if a.startswith(flag)]
+        apis = set(given[0].split(":", 1)[0].split(",")) if given else set()
+        if not must <= apis or not given[0].endswith("=k3y"):
+            problems.append(f"triton-entrypoint.sh: {flag[2:-1]} must restrict {sorted(must)} to TRITON_API_KEY; "
+                            f"has {given}")
+    live = triton.get("livenessProbe") or {}
+    budget = live.get("periodSeconds", 10) * live.get("failureThreshold", 3)
+    if budget > LIVENESS_BUDGET_S:
+        problems.append(f"Deployment/triton: livenessProbe restarts a hung server after {budget} s "
+                        f"(period x failureThreshold); keep it <= {LIVENESS_BUDGET_S} s")
+    for probe in ("startupProbe", "readinessProbe"):
+        period = (triton.get(probe) or {}).get("periodSeconds", 10)
+        if period > 5:
+            problems.append(f"Deployment/triton: {probe} every {period} s delays a restarted pod's return; <= 5 s")
+    return problems
+
+
 def check_triton_wiring(rel: str) -> list[str]:
     """Ports, probes, Services, PDB, HPA and ServiceMonitor of one Triton overlay agree with
     each other and with the serving defaults."""
@@ -620,6 +673,8 @@ def all_checks(k8s_version: str = K8S_VERSION) -> list[tuple[str, Callable[[], l
     for rel in TRITON_OVERLAYS:
         checks.append((f"Triton ports, probes, Services, PDB, HPA, ServiceMonitor: k8s/{rel}",
                        lambda rel=rel: check_triton_wiring(rel)))
+        checks.append((f"HTTP inference needs the API key from a Secret, quick probes: k8s/{rel}",
+                       lambda rel=rel: check_api_exposure(rel)))
     checks.append(("prometheus-adapter rule defines the HPA's metric", check_adapter_rule))
     checks.append(("model repository and name match the serving defaults", check_model_repo))
     checks.append(("image tags pinned and derived", check_images))

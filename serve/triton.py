@@ -10,6 +10,11 @@ new version is loaded only when asked (``load_model``).
     python -m serve.triton load   --state-dir .state/triton [--model fraud-classifier]
     python -m serve.triton stop   --state-dir .state/triton
 
+``start`` runs the server under a supervisor (``serve/supervisor.py``): a server that
+crashes (one bad HTTP request can abort tritonserver 2.51, docs/security.md) is started
+again on the same ports, at most ``--max-restarts`` times in ten minutes, each exit logged
+with its signal; ``stop`` stops the supervisor, the server and its backend processes.
+
 An ``s3://bucket/prefix`` repository is read from ``AWS_ENDPOINT_URL`` with
 ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_DEFAULT_REGION`` (for the local S3:
 ``set -a; . .state/s3/credentials.env; set +a``); a plain path is a local repository.
@@ -42,6 +47,10 @@ from serve.settings import Settings, TritonSettings
 PID_FILE = "tritonserver.pid"
 LOG_FILE = "tritonserver.log"
 LAUNCH_FILE = "launch.json"
+SUPERVISOR_PID_FILE = "supervisor.pid"
+SUPERVISOR_SPEC = "supervisor.json"
+EVENTS_FILE = "supervisor.events.jsonl"
+SUPERVISOR = Path(__file__).resolve().parent / "supervisor.py"
 BACKEND_SOURCE = Path(__file__).resolve().parent / "backends" / "fil"
 MODEL_CONTROL_MODES = ("explicit", "poll", "none")
 
@@ -193,6 +202,10 @@ class TritonServer:
         host: str = "127.0.0.1",
         fil_cache_dir: str | Path | None = None,
         log_verbose: int = 0,
+        supervise: bool = False,
+        max_restarts: int = 5,
+        restart_window_s: float = 600.0,
+        extra_args: Iterable[str] = (),
     ):
         if model_control not in MODEL_CONTROL_MODES:
             raise ValueError(f"model_control must be one of {MODEL_CONTROL_MODES}")
@@ -205,6 +218,9 @@ class TritonServer:
         self.host = host
         self.fil_cache_dir = Path(fil_cache_dir).absolute() if fil_cache_dir else None
         self.log_verbose = log_verbose
+        self.supervise = supervise
+        self.max_restarts, self.restart_window_s = max_restarts, restart_window_s
+        self.extra_args = tuple(extra_args)
         self.startup_seconds: float | None = None
         self._popen: subprocess.Popen | None = None
         self._shm_prefix: str | None = None
@@ -234,11 +250,29 @@ class TritonServer:
     def log_file(self) -> Path:
         return self.state_dir / LOG_FILE
 
+    @property
+    def events_file(self) -> Path:
+        return self.state_dir / EVENTS_FILE
+
     def pid(self) -> int | None:
+        """The running tritonserver's pid (it changes when the supervisor restarts it)."""
         return read_pid(self.pid_file, must_contain=str(self.state_dir))
 
+    def supervisor_pid(self) -> int | None:
+        return read_pid(self.state_dir / SUPERVISOR_PID_FILE, must_contain=str(self.state_dir))
+
     def is_running(self) -> bool:
-        return self.pid() is not None
+        return self.pid() is not None or self.supervisor_pid() is not None
+
+    def supervisor_events(self) -> list[dict]:
+        """What the supervisor recorded since the last start: ``started``, ``exited`` (with
+        ``how``: the signal or exit code), ``ready`` (``seconds_since_crash``), ``gave-up``,
+        ``stopped``; oldest first."""
+        try:
+            lines = self.events_file.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
 
     # -- preparing ------------------------------------------------------------------------------
     def _environment(self) -> dict[str, str]:
@@ -303,7 +337,32 @@ class TritonServer:
             args += [f"--load-model={name}" for name in self.load_models]
         elif self.model_control == "poll":
             args.append("--repository-poll-secs=2")
-        return args
+        return args + list(self.extra_args)
+
+    def _ready_urls(self) -> list[str]:
+        models = self.load_models if self.model_control == "explicit" else ()
+        if not models:
+            return [f"{self.http_url}/v2/health/ready"]
+        return [f"{self.http_url}/v2/models/{quote(name)}/ready" for name in models]
+
+    def _spawn_supervised(self, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+        """Start ``python serve/supervisor.py <spec>``, which starts ``args`` and keeps it up."""
+        spec = {
+            "args": args,
+            "pid_file": str(self.pid_file),
+            "events_file": str(self.events_file),
+            "ready_urls": self._ready_urls(),
+            "max_restarts": self.max_restarts,
+            "window_s": self.restart_window_s,
+            "stop_timeout_s": 15,
+            "cleanup_globs": [f"/dev/shm/{self._shm_prefix}*"],
+        }
+        spec_file = self.state_dir / SUPERVISOR_SPEC
+        spec_file.write_text(json.dumps(spec, indent=2))
+        popen = spawn_logged([sys.executable, str(SUPERVISOR), str(spec_file)], log_file=self.log_file,
+                             cwd=self.state_dir, env=env)
+        (self.state_dir / SUPERVISOR_PID_FILE).write_text(f"{popen.pid}\n")
+        return popen
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> TritonServer:
@@ -333,9 +392,13 @@ class TritonServer:
         self._shm_prefix = f"fraudml_{secrets.token_hex(4)}"
         args = self.command(server_dir, repository_uri)
         self.log_file.write_text("")
+        self.events_file.unlink(missing_ok=True)
         started = time.monotonic()
-        self._popen = spawn_logged(args, log_file=self.log_file, cwd=self.state_dir, env=env)
-        self.pid_file.write_text(f"{self._popen.pid}\n")
+        if self.supervise:
+            self._popen = self._spawn_supervised(args, env)
+        else:
+            self._popen = spawn_logged(args, log_file=self.log_file, cwd=self.state_dir, env=env)
+            self.pid_file.write_text(f"{self._popen.pid}\n")
         (self.state_dir / LAUNCH_FILE).write_text(
             json.dumps(
                 {
@@ -347,6 +410,7 @@ class TritonServer:
                     "load_models": list(self.load_models),
                     "model_control": self.model_control,
                     "shm_prefix": self._shm_prefix,
+                    "supervise": self.supervise,
                 },
                 indent=2,
             )
@@ -368,6 +432,7 @@ class TritonServer:
             self.model_repository = launch["model_repository"]
             self.model_control = launch["model_control"]
             self._shm_prefix = launch.get("shm_prefix")
+            self.supervise = launch.get("supervise", False)
 
     def _http(self, method: str, path: str, body: bytes | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
         request = urllib.request.Request(self.http_url + path, data=body, method=method)
@@ -402,7 +467,7 @@ class TritonServer:
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Poll until the server and its ``load_models`` are ready (or it exits)."""
         deadline = time.monotonic() + timeout
-        pid = self._popen.pid if self._popen is not None else self.pid()
+        pid = self._popen.pid if self._popen is not None else (self.supervisor_pid() or self.pid())
         while True:
             exited = self._popen.poll() is not None if self._popen is not None else (pid is None or not pid_alive(pid))
             if exited:
@@ -501,13 +566,20 @@ class TritonServer:
         return json.loads(body)
 
     def stop(self, timeout: float = 20.0) -> bool:
-        """Stop the server of this state folder; False if none was running."""
+        """Stop the server of this state folder (and its supervisor, which stops the server
+        and every backend process first); False if none was running."""
+        supervisor = self.supervisor_pid()
+        if supervisor is not None:
+            popen = self._popen if self._popen is not None and self._popen.pid == supervisor else None
+            terminate(supervisor, timeout=timeout + 10, popen=popen)
+            self._popen = None
+        (self.state_dir / SUPERVISOR_PID_FILE).unlink(missing_ok=True)
         pid = self.pid()
         if pid is None and self._popen is not None and self._popen.poll() is None:
             pid = self._popen.pid
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
-            return False
+            return supervisor is not None
         if self._shm_prefix is None:
             self._load_launch()
         popen = self._popen if self._popen is not None and self._popen.pid == pid else None
@@ -534,6 +606,8 @@ class TritonServer:
             "grpc_url": self.grpc_url,
             "metrics_url": self.metrics_url,
             "log_file": str(self.log_file),
+            "supervisor_pid": self.supervisor_pid(),
+            "crashes": [e for e in self.supervisor_events() if e["event"] in ("exited", "gave-up")],
         }
         if pid is not None:
             with contextlib.suppress(TritonError, OSError, ValueError):
@@ -562,6 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-control", choices=MODEL_CONTROL_MODES, default="explicit")
     parser.add_argument("--fil-cache-dir", default=str(settings.fil_cache_dir), help="compiled-model cache (FIL_CACHE_DIR)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
+    parser.add_argument("--no-supervise", action="store_true",
+                        help="start tritonserver alone, without the supervisor that restarts it after a crash")
+    parser.add_argument("--max-restarts", type=int, default=5, help="restarts within 10 minutes before giving up")
     parser.add_argument(
         "--wait-compiled", action="store_true", help="after start/load, also wait until the model is served compiled"
     )
@@ -577,6 +654,8 @@ def main(argv: list[str] | None = None) -> int:
         model_control=args.model_control,
         host=settings.triton.host,
         fil_cache_dir=args.fil_cache_dir,
+        supervise=not args.no_supervise,
+        max_restarts=args.max_restarts,
     )
     try:
         if args.command == "start":
@@ -586,6 +665,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"Triton already running (pid {server.pid()})")
             else:
                 print(f"Triton ready in {server.startup_seconds:.1f} s (pid {server.pid()}), models: {', '.join(server.load_models)}")
+                if server.supervise:
+                    print(f"  supervised (pid {server.supervisor_pid()}): restarted after a crash, "
+                          f"at most {server.max_restarts} times in {server.restart_window_s / 60:.0f} min")
             print(f"  HTTP    {server.http_url}")
             print(f"  gRPC    {server.grpc_url}")
             print(f"  metrics {server.metrics_url}")
@@ -607,6 +689,10 @@ def main(argv: list[str] | None = None) -> int:
             health = "" if st["health_ready"] == st["ready"] else f"; /v2/health/ready says {'ready' if st['health_ready'] else 'NOT ready'}"
             print(f"Triton running (pid {st['pid']}, {'ready' if st['ready'] else 'NOT ready'}{health}) on {st['model_repository']}")
             print(f"  HTTP {st['http_url']}  gRPC {st['grpc_url']}  metrics {st['metrics_url']}")
+            if st["supervisor_pid"]:
+                crashes = st["crashes"]
+                last = f"; last: {crashes[-1].get('how', crashes[-1]['event'])}" if crashes else ""
+                print(f"  supervisor pid {st['supervisor_pid']}: {len(crashes)} crash(es) since start{last}")
             for m in st.get("models", []):
                 reason = f" ({m['reason'].splitlines()[0]})" if m.get("reason") else ""
                 predictor = server.predictor_state(m.get("name", "")).get(int(m.get("version") or 0))

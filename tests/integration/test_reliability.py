@@ -10,7 +10,9 @@ The findings of docs/security.md that were fixed are asserted here so they stay 
 Kubernetes readinessProbe path after a refused model load (R1), Triton not reloading a
 config.pbtxt rewritten within the same second (R2), a truncated checkpoint accepted by the
 local fil backend (R3), and SeaweedFS's filer port serving the bucket without credentials (S1).
-The local fil backend runs on Treelite GTIL only here (no background compile), so that
+Triton runs under the launcher's supervisor, as with `make serve`: a request that aborts
+tritonserver 2.51 (issue 13; tests/integration/test_shape_attacks.py) is followed by a
+restart. The local fil backend runs on Treelite GTIL only here (no background compile), so that
 every load behaves the same way in every run.
 """
 
@@ -27,7 +29,7 @@ from benchmark import (
     reliability_load,
     reliability_security,
 )
-from benchmark.reliability import build_rig
+from benchmark.reliability import RIG_MAX_RESTARTS, build_rig
 from benchmark.reliability_common import Category, reap_orphans
 from serve.s3 import SeaweedS3
 
@@ -45,7 +47,8 @@ def rig(tmp_path_factory, triton_factory, free_port):
     rig = None
     try:
         rig, stop_api = build_rig(tmp_path_factory.mktemp("reliability-work"), s3,
-                                  lambda repo_uri, env: triton_factory(repo_uri, env=env, fil_compile=False, timeout=180),
+                                  lambda repo_uri, env: triton_factory(repo_uri, env=env, fil_compile=False, timeout=180,
+                                                                       supervise=True, max_restarts=RIG_MAX_RESTARTS),
                                   log=lambda _m: None, quick=True)
         yield rig
     finally:

@@ -1,0 +1,223 @@
+"""Keep one server process serving: restart it when it dies, a bounded number of times.
+
+The Triton launcher (``serve.triton``) runs ``python -m serve.supervisor <spec.json>`` in
+the background; this process starts the server, waits for it, and when it dies without
+being asked to (a crash, a signal, an exit code) starts it again with the same command
+line, so on the same ports. Every exit is logged with its signal or code, and the time
+from the crash to ready again is measured:
+
+* ``max_restarts`` restarts within ``window_s`` seconds, then it gives up (a server that
+  crashes at every start is not hidden behind an endless loop);
+* a first start that fails (an exit code before the server was ready: a model that does
+  not load, a port in use) is not retried: the supervisor exits with the server's status
+  and the launcher reports why; a clean exit (status 0: someone stopped the server) is not
+  retried either;
+* SIGTERM/SIGINT stop the server (SIGTERM, then SIGKILL after ``stop_timeout_s``) and
+  every process it left behind, then the supervisor itself. The server also gets SIGTERM
+  if the supervisor is killed (``PR_SET_PDEATHSIG``), and the supervisor is a child
+  subreaper, so backend processes orphaned by a crashed server become its children and
+  are stopped before the restart.
+
+The spec file (JSON) holds ``args``, ``pid_file``, ``events_file``, ``ready_urls``,
+``max_restarts``, ``window_s``, ``stop_timeout_s`` and ``cleanup_globs`` (files the dead
+server leaves behind, e.g. its shared memory). The environment is inherited, so secrets
+never appear on a command line. Events go to ``events_file`` as JSON lines; the
+supervisor's messages go to its stdout (the server's log file).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(option, value, 0, 0, 0)
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def is_ready(urls: list[str]) -> bool:
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                if response.status != 200:
+                    return False
+        except (OSError, urllib.error.HTTPError):
+            return False
+    return True
+
+
+class Supervisor:
+    def __init__(self, spec: dict[str, Any]):
+        self.args: list[str] = spec["args"]
+        self.pid_file = Path(spec["pid_file"])
+        self.events_file = Path(spec["events_file"])
+        self.ready_urls: list[str] = spec.get("ready_urls", [])
+        self.max_restarts = int(spec.get("max_restarts", 5))
+        self.window_s = float(spec.get("window_s", 600))
+        self.stop_timeout_s = float(spec.get("stop_timeout_s", 15))
+        self.ready_timeout_s = float(spec.get("ready_timeout_s", 300))
+        self.cleanup_globs: list[str] = spec.get("cleanup_globs", [])
+        self.name = Path(self.args[0]).name
+        self.child: subprocess.Popen | None = None
+        self.stopping = False
+
+    # -- output -----------------------------------------------------------------------------
+    def say(self, message: str) -> None:
+        print(f"[supervisor {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    def event(self, kind: str, **fields: Any) -> None:
+        with open(self.events_file, "a") as f:
+            f.write(json.dumps({"event": kind, "time": round(time.time(), 3), **fields}) + "\n")
+
+    # -- signals ----------------------------------------------------------------------------
+    def _on_stop_signal(self, signum, _frame) -> None:
+        self.stopping = True
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signal.SIGTERM)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        restarts: deque[float] = deque()
+        crashed_at: float | None = None
+        first = True
+        unready_runs = 0  # consecutive runs that died before becoming ready: back off
+        try:
+            while not self.stopping:
+                started = time.monotonic()
+                self.child = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                self.pid_file.write_text(f"{self.child.pid}\n")
+                self.event("started", pid=self.child.pid, restarts=len(restarts))
+                ready = self._wait_ready()
+                unready_runs = 0 if ready else unready_runs + 1
+                if ready and crashed_at is not None:
+                    seconds = round(time.monotonic() - crashed_at, 2)
+                    self.say(f"{self.name} (pid {self.child.pid}) ready again {seconds} s after the crash")
+                    self.event("ready", pid=self.child.pid, seconds_since_crash=seconds)
+                returncode = self._wait_exit()
+                died_at = time.monotonic()
+                if self.stopping:
+                    break
+                how = describe_exit(returncode)
+                uptime = round(time.monotonic() - started, 1)
+                self.say(f"{self.name} (pid {self.child.pid}) died: {how}, after {uptime} s")
+                self.event("exited", pid=self.child.pid, returncode=returncode, how=how, uptime_s=uptime)
+                self._stop_leftovers()
+                if returncode == 0:
+                    self.say("it exited by itself, cleanly (someone stopped it): not restarting")
+                    return 0
+                if first and not ready and returncode > 0:
+                    self.say("it failed to start: not restarting (the launcher reports why)")
+                    return returncode
+                now = time.monotonic()
+                while restarts and now - restarts[0] > self.window_s:
+                    restarts.popleft()
+                if len(restarts) >= self.max_restarts:
+                    self.say(f"giving up: {len(restarts)} restarts within {self.window_s:.0f} s already")
+                    self.event("gave-up", restarts=len(restarts), window_s=self.window_s)
+                    return 1
+                restarts.append(now)
+                crashed_at, first = died_at, False
+                self.say(f"restarting {self.name} ({len(restarts)} of {self.max_restarts} within {self.window_s:.0f} s)")
+                if unready_runs:  # it crashed again before it was ever ready: do not spin
+                    time.sleep(min(2.0 ** (unready_runs - 1), 8.0))
+            return 0
+        finally:
+            if self.child is not None and self.child.poll() is None:
+                self._stop_child()
+            self._stop_leftovers()
+            self.pid_file.unlink(missing_ok=True)
+            self.event("stopped")
+
+    def _wait_ready(self) -> bool:
+        deadline = time.monotonic() + self.ready_timeout_s
+        while not self.stopping and self.child.poll() is None and time.monotonic() < deadline:
+            if is_ready(self.ready_urls):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _wait_exit(self) -> int:
+        """Wait for the server to exit; once a stop was asked for, SIGKILL it after
+        ``stop_timeout_s``."""
+        stop_deadline: float | None = None
+        while True:
+            try:
+                return self.child.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                pass
+            if self.stopping and stop_deadline is None:
+                stop_deadline = time.monotonic() + self.stop_timeout_s
+            if stop_deadline is not None and time.monotonic() > stop_deadline:
+                self.child.kill()
+
+    def _stop_child(self) -> None:
+        self.child.send_signal(signal.SIGTERM)
+        try:
+            self.child.wait(self.stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            self.child.kill()
+            self.child.wait(10)
+
+    def _stop_leftovers(self) -> None:
+        """Stop what the dead server left: its orphaned backend processes (now our children,
+        as we are their subreaper) and the files named by ``cleanup_globs``."""
+        leftovers = psutil.Process().children(recursive=True)
+        for proc in leftovers:  # orphans of a dead server: nothing to finish (a stub ignores SIGTERM)
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(leftovers, timeout=5)  # reaps them: they are our children now
+        if leftovers:
+            self.say(f"stopped {len(leftovers)} process(es) left behind: {[p.pid for p in leftovers]}")
+        for pattern in self.cleanup_globs:
+            for path in glob.glob(pattern):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m serve.supervisor <spec.json>", file=sys.stderr)
+        return 2
+    return Supervisor(json.loads(Path(argv[0]).read_text())).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
