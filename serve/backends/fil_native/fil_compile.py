@@ -1,0 +1,60 @@
+"""Compile one model into the ``fil`` backends' cache, for the native backend.
+
+The native backend (libtriton_fil.so) serves with Treelite GTIL at once and runs this in a
+child process in the background, as the Python backend runs ``fil_forest.compile_model`` in
+a thread: the same loader, the same native post-processor, the same cache key and build, so
+both backends share one cache. It prints ``LIBRARY <path>`` on success; exit code 3 means
+there is no C compiler. SIGTERM (the model is unloading) cancels the build cleanly.
+
+    python fil_compile.py MODEL_FILE MODEL_TYPE CACHE_DIR [--predict-proba]
+                          [--allow-unknown-field] [--jobs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fil_forest as ff  # noqa: E402  (installed next to this file)
+
+EXIT_COMPILER_MISSING = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model_file", type=Path)
+    p.add_argument("model_type", choices=sorted(ff.FIL_MODEL_FILENAMES))
+    p.add_argument("cache_dir", type=Path)
+    p.add_argument("--predict-proba", action="store_true")
+    p.add_argument("--allow-unknown-field", action="store_true")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    args = p.parse_args(argv)
+
+    cancel = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    os.nice(5)  # serving requests comes first
+    model = ff.load_model(args.model_file, args.model_type, xgboost_allow_unknown_field=args.allow_unknown_field)
+    postprocessor = ff.apply_native_postprocessor(model, predict_proba=args.predict_proba)
+    key = ff.file_sha256(args.model_file)  # the key model.py uses, so both backends share the cache
+    if postprocessor is not None:
+        key = hashlib.sha256(f"{key}:{postprocessor}".encode()).hexdigest()
+    try:
+        library = ff.compile_model(model, key, args.cache_dir, jobs=args.jobs, cancel=cancel, log=print)
+    except ff.CompilerMissing as e:
+        print(e, flush=True)
+        return EXIT_COMPILER_MISSING
+    except ff.CompileCancelled:
+        print("cancelled", flush=True)
+        return 1
+    print(f"LIBRARY {library}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

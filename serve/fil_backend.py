@@ -1,0 +1,140 @@
+"""Which ``fil`` backend the local Triton serves with, and putting it in place.
+
+Two implementations of the same contract (docs/fil_contract.md) exist:
+
+* ``native``: ``serve/backends/fil_native`` — a C++17 Triton backend (``libtriton_fil.so``)
+  on Treelite's C API and the compiled-model cache; no Python stub in the request path.
+* ``python``: ``serve/backends/fil`` — a Python-based backend (``model.py``) run by Triton's
+  Python backend stub.
+
+``FIL_BACKEND`` chooses: ``auto`` (default) serves native when the library is built or can be
+built here (g++, nlohmann-json3-dev) and otherwise falls back to Python with a one-line
+notice; ``native`` fails when it cannot be built; ``python`` always serves the Python one.
+
+    python -m serve.fil_backend build     # what `make native-backend` runs after installing deps
+    python -m serve.fil_backend status
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+BACKENDS = Path(__file__).resolve().parent / "backends"
+PYTHON_SOURCE = BACKENDS / "fil"
+NATIVE_SOURCE = BACKENDS / "fil_native"
+NATIVE_LIB = NATIVE_SOURCE / "build" / "libtriton_fil.so"
+KINDS = ("auto", "native", "python")
+
+
+class NativeBackendUnavailable(RuntimeError):
+    """The native backend is not built and cannot be built here; the message says why."""
+
+
+def _treelite_lib() -> str:
+    spec = importlib.util.find_spec("treelite")
+    if spec is None or not spec.submodule_search_locations:
+        raise NativeBackendUnavailable("the treelite package is not installed (make venv)")
+    return str(Path(next(iter(spec.submodule_search_locations))) / "lib")
+
+
+def _inputs() -> list[Path]:
+    """Everything the library is built from (its Makefile's prerequisites)."""
+    return [*NATIVE_SOURCE.glob("src/*"), NATIVE_SOURCE / "Makefile",
+            PYTHON_SOURCE / "fil_config.py", PYTHON_SOURCE / "fil_forest.py"]
+
+
+def native_is_fresh() -> bool:
+    """The library exists and is newer than every file it is built from."""
+    if not NATIVE_LIB.is_file():
+        return False
+    built = NATIVE_LIB.stat().st_mtime_ns
+    return all(p.stat().st_mtime_ns <= built for p in _inputs() if p.exists())
+
+
+def build_native(*, quiet: bool = True) -> Path:
+    """Build ``libtriton_fil.so`` with the system compiler unless it is up to date.
+
+    Concurrent callers wait for one build (a lock file beside the build folder).
+
+    Raises:
+        NativeBackendUnavailable: no ``make``/``g++``, no nlohmann/json.hpp, or the build
+            failed; the message carries the build's own error line.
+    """
+    if native_is_fresh():
+        return NATIVE_LIB
+    for tool in ("make", os.environ.get("CXX", "g++")):
+        if shutil.which(tool) is None:
+            raise NativeBackendUnavailable(f"{tool} is not installed (the native fil backend is built with make and g++)")
+    (NATIVE_SOURCE / "build").mkdir(exist_ok=True)
+    with open(NATIVE_SOURCE / "build" / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if native_is_fresh():
+            return NATIVE_LIB
+        cmd = ["make", "-C", str(NATIVE_SOURCE), f"-j{os.cpu_count() or 1}", f"PYTHON={sys.executable}",
+               f"TREELITE_LIB={_treelite_lib()}"]
+        proc = subprocess.run(cmd, capture_output=quiet, text=True, check=False)
+        if proc.returncode != 0:
+            output = (proc.stderr or "") + (proc.stdout or "") if quiet else ""
+            lines = [ln for ln in output.splitlines() if "error" in ln.lower()] or output.splitlines()[-1:]
+            raise NativeBackendUnavailable(lines[0].strip() if lines else f"`{' '.join(cmd)}` failed")
+    return NATIVE_LIB
+
+
+def install_fil_backend(dest: Path, env: Mapping[str, str] | None = None) -> str:
+    """Put the ``fil`` backend ``env["FIL_BACKEND"]`` asks for into ``dest`` (Triton's
+    ``<backend-dir>/fil``, already empty); returns ``"native"`` or ``"python"``.
+
+    Raises:
+        serve.triton.TritonError: ``FIL_BACKEND`` is not one of KINDS, or is ``native`` and
+            the native backend cannot be built.
+    """
+    from serve.triton import TritonError  # the launcher's error type; it imports this module
+
+    kind = ((env if env is not None else os.environ).get("FIL_BACKEND") or "auto").strip().lower()
+    if kind not in KINDS:
+        raise TritonError(f"FIL_BACKEND={kind!r}: choose one of {', '.join(KINDS)}")
+    if kind != "python":
+        try:
+            library = build_native()
+        except NativeBackendUnavailable as e:
+            if kind == "native":
+                raise TritonError(f"FIL_BACKEND=native, but the native fil backend cannot be built: {e}") from None
+            print(f"notice: native fil backend unavailable ({e}); serving with the Python fil backend", file=sys.stderr)
+        else:
+            shutil.copy2(library, dest / library.name)  # Triton loads <backend-dir>/fil/libtriton_fil.so
+            # the background compiler it starts: fil_compile.py on fil_forest.py, with this interpreter
+            for source in (NATIVE_SOURCE / "fil_compile.py", PYTHON_SOURCE / "fil_forest.py"):
+                shutil.copy2(source, dest / source.name)
+            (dest / "fil_python").write_text(sys.executable + "\n")
+            return "native"
+    for source in PYTHON_SOURCE.glob("*.py"):
+        shutil.copy2(source, dest / source.name)
+    return "python"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m serve.fil_backend", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["build", "status"])
+    args = p.parse_args(argv)
+    if args.command == "build":
+        try:
+            print(build_native(quiet=False))
+        except NativeBackendUnavailable as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        return 0
+    print(f"{NATIVE_LIB}: {'built, up to date' if native_is_fresh() else 'not built or out of date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
