@@ -457,7 +457,7 @@ def concurrent_deploys(rig: Rig, cat: Category, rounds: int = 2) -> None:
     """(d) Two deploys (publish + rollout) at once from two processes, each with its own model:
     two distinct complete versions; then, separately, Triton serving the one config.pbtxt names."""
     from benchmark.reliability_common import sha256
-    from fraudml.rollout import serving_version
+    from fraudml.triton_control import ready_version as serving_version
 
     other = train_reference(seed=rig.model.seed + 100)
     models = {"A": rig.model, "B": other}
@@ -514,7 +514,8 @@ def same_second_repoint(rig: Rig, cat: Category, tries: int = 5) -> None:
     wall-clock second (S3's LastModified resolution). Triton 2.51 then skips the second reload
     although it answers 200; ``load_and_confirm`` (what roll_out uses) must notice and make
     Triton serve v_b."""
-    from fraudml.rollout import load_and_confirm, serving_version
+    from fraudml.rollout import load_and_confirm
+    from fraudml.triton_control import ready_version as serving_version
 
     with cat.case("config.pbtxt re-pointed twice within one second, each followed by a load") as note:
         repo = rig.repo()

@@ -27,6 +27,7 @@ import pandas as pd
 from fraudml.data import FEATURES, LABEL
 from fraudml.repository import ModelRepository
 from fraudml.storage import StorageError
+from fraudml.triton_control import model_config
 from serve.lineage import lineage_line
 from serve.settings import Settings
 
@@ -86,10 +87,7 @@ def served_threshold(*, url: str, protocol: str = "http", model_name: str, timeo
             config = tc.InferenceServerClient(url).get_model_config(model_name, as_json=True,
                                                                       client_timeout=timeout)["config"]
         else:
-            import tritonclient.http as tc
-
-            config = tc.InferenceServerClient(url.split("://", 1)[-1], connection_timeout=timeout,
-                                              network_timeout=timeout).get_model_config(model_name)
+            config = model_config(url, model_name, timeout)
         return float(config["parameters"]["threshold"]["string_value"])
     except KeyError:
         raise ClientError(f"{model_name} on {url} has no threshold parameter in its config") from None

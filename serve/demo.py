@@ -17,9 +17,9 @@ import shlex
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
+from fraudml.triton_control import is_ready
 from serve.s3 import SeaweedS3, _read_env_file
 from serve.settings import Settings
 
@@ -37,14 +37,6 @@ def _run(cmd: list[str], env: dict[str, str]) -> None:
     if result.returncode != 0:
         sys.exit(f"demo stopped: `{' '.join(cmd)}` exited with {result.returncode}")
     print(f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
-
-
-def _triton_ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, **_read_env_file(SeaweedS3(state / "s3").credentials_file)}
 
     triton_url = settings.triton.http_url
-    triton_up = _triton_ready(triton_url)
+    triton_up = is_ready(triton_url)
     _step(3, "train: Metaflow flow -> best model -> new version in " + args.model_repo)
     flow = [PY, "train/flow.py", "run", "--data", args.data, "--models", args.models, "--model-repo", args.model_repo]
     if triton_up:  # a running Triton is asked to load the new version as soon as it is published
@@ -81,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _step(4, "serve: tritonserver on the S3 model repository")
     if triton_up:
-        print(f"Triton already running at {triton_url}; the flow asked it to load the new version")
+        print(f"Triton already running at {triton_url}; the flow asked it to load the new version, if one was promoted")
     else:
         _run([PY, "-m", "serve.triton", "start", "--model-repo", args.model_repo,
               "--state-dir", str(state / "triton")], env)

@@ -9,44 +9,14 @@ Triton restarting later does not pick up the version that failed.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 
 from fraudml.repository import ModelRepository
+from fraudml.triton_control import TritonRefused, TritonUnavailable, load_model, ready_version
 
 
 class RolloutError(RuntimeError):
     """A Triton refused or could not load the new version; the previous one keeps serving."""
-
-
-def request_load(triton_url: str, model_name: str, timeout: float = 60.0) -> None:
-    """Ask one Triton (``http://host:port``) to (re)load ``model_name``; raise on failure."""
-    url = f"{triton_url.rstrip('/')}/v2/repository/models/{model_name}/load"
-    req = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            resp.read()
-    except urllib.error.HTTPError as exc:
-        body = exc.read().decode(errors="replace")
-        try:
-            body = json.loads(body).get("error", body)
-        except ValueError:
-            pass
-        raise RolloutError(f"{triton_url} refused to load {model_name}: {body}") from exc
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        raise RolloutError(f"{triton_url} is unreachable: {exc}") from exc
-
-
-def serving_version(triton_url: str, model_name: str, timeout: float = 5.0) -> int | None:
-    """The version Triton reports READY for ``model_name`` (None if none)."""
-    url = f"{triton_url.rstrip('/')}/v2/repository/index"
-    req = urllib.request.Request(url, data=b"{}", method="POST")
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        index = json.loads(resp.read())
-    ready = [int(m["version"]) for m in index if m.get("name") == model_name and m.get("state") == "READY" and m.get("version")]
-    return max(ready) if ready else None
 
 
 def load_and_confirm(url: str, repo: ModelRepository, attempts: int = 4) -> None:
@@ -58,9 +28,12 @@ def load_and_confirm(url: str, repo: ModelRepository, attempts: int = 4) -> None
     The config is read anew each time: a concurrent publisher may have moved it on.
     """
     for attempt in range(attempts):
-        request_load(url, repo.model_name)
+        try:
+            load_model(url, repo.model_name)
+            serving = ready_version(url, repo.model_name)
+        except (TritonRefused, TritonUnavailable) as exc:
+            raise RolloutError(str(exc)) from exc
         want = repo.served_version()
-        serving = serving_version(url, repo.model_name)
         if want is None or serving == want:
             return
         if attempt + 1 < attempts:

@@ -133,95 +133,66 @@ def render_config(
             raise ValueError(f"versions must be a non-empty list of integers >= 1, got {versions!r}")
 
     output_dims = n_classes if predict_proba else (n_model_outputs or 1) if not output_class else 1
-    params: list[tuple[str, str]] = [
-        ("model_type", model_type),
-        (classifier_key, _bool(output_class)),
-        ("predict_proba", _bool(predict_proba)),
-        ("threshold", repr(threshold)),
-        ("storage_type", storage_type),
-    ]
+    params = {
+        "model_type": model_type,
+        classifier_key: _bool(output_class),
+        "predict_proba": _bool(predict_proba),
+        "threshold": repr(threshold),
+        "storage_type": storage_type,
+    }
     for key, value in (extra_parameters or {}).items():
-        if key in dict(params):
+        if key in params:
             raise ValueError(f"extra parameter {key!r} is already set by render_config")
-        params.append((key, str(value)))
+        params[key] = str(value)
 
-    lines = [
-        _HEADER.rstrip("\n"),
-        f'name: "{model_name}"',
-        'backend: "fil"',
-        f"max_batch_size: {max_batch_size}",
-        "input [",
-        "  {",
-        '    name: "input__0"',
-        "    data_type: TYPE_FP32",
-        f"    dims: [ {n_features} ]",
-        "  }",
-        "]",
-        "output [",
-        "  {",
-        '    name: "output__0"',
-        "    data_type: TYPE_FP32",
-        f"    dims: [ {output_dims} ]",
-        "  }",
-        "]",
-    ]
+    pb = _pb()
+    config = pb.ModelConfig(name=model_name, backend="fil", max_batch_size=max_batch_size)
+    config.input.add(name="input__0", data_type=pb.TYPE_FP32, dims=[n_features])
+    config.output.add(name="output__0", data_type=pb.TYPE_FP32, dims=[output_dims])
     if versions is not None:
-        listed = ", ".join(str(v) for v in versions)
-        lines.append(f"version_policy: {{ specific: {{ versions: [ {listed} ] }} }}")
-    lines += [
-        "instance_group [",
-        "  {",
-        f"    kind: {instance_kind}",
-        f"    count: {instance_count}",
-        "  }",
-        "]",
-        "dynamic_batching {",
-        f"  max_queue_delay_microseconds: {max_queue_delay_us}",
-        "}",
-        "parameters [",
-    ]
-    for i, (key, value) in enumerate(params):
-        sep = "," if i < len(params) - 1 else ""
-        lines += [
-            "  {",
-            f'    key: "{key}"',
-            f'    value: {{ string_value: "{_escape(value)}" }}',
-            "  }" + sep,
-        ]
-    lines.append("]")
-    return "\n".join(lines) + "\n"
+        config.version_policy.specific.versions.extend(versions)
+    config.instance_group.add(kind=pb.ModelInstanceGroup.Kind.Value(instance_kind), count=instance_count)
+    config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
+    for key, value in params.items():
+        config.parameters[key].string_value = value
+    return _HEADER + _text_format().MessageToString(config)
 
 
-_SPECIFIC = re.compile(
-    r"version_policy\s*:?\s*\{\s*specific\s*:?\s*\{\s*versions\s*:\s*(\[[^\]]*\]|\d+)",
-    re.DOTALL,
-)
+def parse_config(config_text: str):
+    """A ``config.pbtxt`` as Triton's ``ModelConfig`` protobuf (comments allowed).
+
+    Raises:
+        ValueError: the text is not a valid model configuration.
+    """
+    text_format = _text_format()
+    try:
+        return text_format.Parse(config_text, _pb().ModelConfig())
+    except text_format.ParseError as exc:
+        raise ValueError(f"not a valid config.pbtxt: {exc}") from None
 
 
 def served_versions(config_text: str) -> list[int]:
     """The versions a config pins with ``version_policy: { specific: { versions: [...] } }``.
 
-    Args:
-        config_text: a ``config.pbtxt`` (from ``render_config`` or hand-written protobuf text).
-
     Returns:
         The pinned versions, sorted; empty when the config does not pin any (Triton's
         ``latest``/``all`` policies), since then the served version depends on the repository.
     """
-    text = "\n".join(line.split("#", 1)[0] for line in config_text.splitlines())
-    versions: set[int] = set()
-    for match in _SPECIFIC.finditer(text):
-        versions.update(int(v) for v in re.findall(r"\d+", match.group(1)))
-    # protobuf text also allows the repeated field spelled once per value
-    block = re.search(r"specific\s*:?\s*\{([^}]*)\}", text)
-    if block:
-        versions.update(int(v) for v in re.findall(r"versions\s*:\s*(\d+)", block.group(1)))
-    return sorted(versions)
+    return sorted(set(parse_config(config_text).version_policy.specific.versions))
+
+
+def _pb():
+    # Triton's own ModelConfig message, as tritonclient ships it (lazy: it imports grpc).
+    from tritonclient.grpc import model_config_pb2
+
+    return model_config_pb2
+
+
+def _text_format():
+    from google.protobuf import text_format
+
+    return text_format
 
 
 def _bool(value: bool) -> str:
     return "true" if value else "false"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')

@@ -1,0 +1,72 @@
+"""The one place that talks to Triton's control API (readiness, load, config, statistics),
+through ``tritonclient`` — the client Triton's own QA and the FIL backend's tests use.
+
+URLs are ``http://host:port`` (the HTTP endpoint); errors become :class:`TritonUnavailable`
+(cannot connect) or :class:`TritonRefused` (Triton answered with an error), each saying which
+server and what it said.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TritonUnavailable(ConnectionError):
+    """Triton could not be reached."""
+
+
+class TritonRefused(RuntimeError):
+    """Triton answered the call with an error."""
+
+
+def _client(url: str, timeout: float):
+    import tritonclient.http as th  # lazy: the flow imports this module only to roll out
+
+    return th.InferenceServerClient(url.split("://", 1)[-1].rstrip("/"), connection_timeout=timeout,
+                                    network_timeout=timeout)
+
+
+def _call(url: str, what: str, fn, timeout: float):
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        return fn(_client(url, timeout))
+    except InferenceServerException as exc:
+        status = str(exc.status() or "")
+        if status.startswith(("4", "5")) and status.isdigit():
+            raise TritonRefused(f"{url} refused to {what}: {exc.message()}") from exc
+        raise TritonUnavailable(f"{url} is unreachable ({what}): {exc.message()}") from exc
+    except OSError as exc:  # connection refused/reset, timeouts from the HTTP layer
+        raise TritonUnavailable(f"{url} is unreachable ({what}): {exc}") from exc
+
+
+def is_ready(url: str, model: str | None = None, timeout: float = 2.0) -> bool:
+    """Server ready, or (with ``model``) that model ready; False when unreachable."""
+    try:
+        return bool(_call(url, "say if it is ready",
+                          lambda c: c.is_model_ready(model) if model else c.is_server_ready(), timeout))
+    except (TritonUnavailable, TritonRefused):
+        return False
+
+
+def load_model(url: str, model: str, timeout: float = 60.0) -> None:
+    """Ask Triton (explicit model control) to (re)load ``model`` from its repository."""
+    _call(url, f"load {model}", lambda c: c.load_model(model), timeout)
+
+
+def ready_version(url: str, model: str, timeout: float = 5.0) -> int | None:
+    """The highest version of ``model`` the repository index reports READY (None if none)."""
+    index = _call(url, "list its repository", lambda c: c.get_model_repository_index(), timeout)
+    ready = [int(m["version"]) for m in index
+             if m.get("name") == model and m.get("state") == "READY" and m.get("version")]
+    return max(ready) if ready else None
+
+
+def model_config(url: str, model: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The model's configuration as Triton loaded it (JSON form of ``config.pbtxt``)."""
+    return _call(url, f"give the config of {model}", lambda c: c.get_model_config(model), timeout)
+
+
+def inference_statistics(url: str, model: str, timeout: float = 10.0) -> dict[str, Any]:
+    """Per-version request counts and cumulative times (``/v2/models/<model>/stats``)."""
+    return _call(url, f"give the statistics of {model}", lambda c: c.get_inference_statistics(model), timeout)
