@@ -20,27 +20,47 @@ Every variable, its default and meaning (the README's environment table is built
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fraudml.tritonconfig import MODEL_NAME
+
+Port = Annotated[int, Field(gt=0, lt=65536)]
 
 
 class SettingsError(ValueError):
     """An environment variable has a value the serving side cannot use."""
 
 
-@dataclass(frozen=True)
-class S3Settings:
-    endpoint_url: str | None = None
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
-    region: str = "us-east-1"
-    port: int = 8333
-    bucket: str = "models"
+def _env(name: str):
+    return Field(None, validation_alias=AliasChoices(name))
+
+
+class _Group(BaseSettings):
+    # Empty variables count as unset; unknown ones are ignored; settings never change once read.
+    model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True, populate_by_name=True)
+
+
+class S3Settings(_Group):
+    endpoint_url: str | None = _env("AWS_ENDPOINT_URL")
+    access_key_id: str | None = _env("AWS_ACCESS_KEY_ID")
+    secret_access_key: str | None = _env("AWS_SECRET_ACCESS_KEY")
+    region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_DEFAULT_REGION"))
+    port: Port = Field(8333, validation_alias=AliasChoices("S3_PORT"))
+    bucket: str = Field("models", validation_alias=AliasChoices("S3_BUCKET"))
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _is_url(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if value and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname):
+            raise ValueError("is not an http(s)://host:port URL")
+        return value
 
     @property
     def has_credentials(self) -> bool:
@@ -49,21 +69,18 @@ class S3Settings:
     def env(self) -> dict[str, str]:
         """The standard AWS_* variables for these settings (only those that are set)."""
         out = {"AWS_DEFAULT_REGION": self.region}
-        if self.endpoint_url:
-            out["AWS_ENDPOINT_URL"] = self.endpoint_url
-        if self.access_key_id:
-            out["AWS_ACCESS_KEY_ID"] = self.access_key_id
-        if self.secret_access_key:
-            out["AWS_SECRET_ACCESS_KEY"] = self.secret_access_key
+        for name, value in (("AWS_ENDPOINT_URL", self.endpoint_url), ("AWS_ACCESS_KEY_ID", self.access_key_id),
+                            ("AWS_SECRET_ACCESS_KEY", self.secret_access_key)):
+            if value:
+                out[name] = value
         return out
 
 
-@dataclass(frozen=True)
-class TritonSettings:
-    host: str = "127.0.0.1"
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
+class TritonSettings(_Group):
+    host: str = Field("127.0.0.1", validation_alias=AliasChoices("TRITON_HOST"))
+    http_port: Port = Field(8000, validation_alias=AliasChoices("TRITON_HTTP_PORT"))
+    grpc_port: Port = Field(8001, validation_alias=AliasChoices("TRITON_GRPC_PORT"))
+    metrics_port: Port = Field(8002, validation_alias=AliasChoices("TRITON_METRICS_PORT"))
 
     @property
     def http_url(self) -> str:
@@ -78,64 +95,37 @@ class TritonSettings:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
 
-@dataclass(frozen=True)
-class Settings:
-    s3: S3Settings = field(default_factory=S3Settings)
-    triton: TritonSettings = field(default_factory=TritonSettings)
-    model_repo: str = "s3://models/triton"
-    model_name: str = MODEL_NAME
-    state_dir: Path = Path(".state")
-    fil_cache_dir: Path = Path(".state/fil-cache")
-    fil_compile: bool = True
+class Settings(_Group):
+    s3: S3Settings = Field(default_factory=S3Settings)
+    triton: TritonSettings = Field(default_factory=TritonSettings)
+    model_repo: str = Field("s3://models/triton", validation_alias=AliasChoices("MODEL_REPO"))
+    model_name: str = Field(MODEL_NAME, validation_alias=AliasChoices("MODEL_NAME"))
+    state_dir: Path = Field(Path(".state"), validation_alias=AliasChoices("STATE_DIR"))
+    fil_cache_dir: Path | None = _env("FIL_CACHE_DIR")
+    fil_compile: bool = Field(True, validation_alias=AliasChoices("FIL_COMPILE"))
+
+    @model_validator(mode="after")
+    def _cache_in_state_dir(self) -> Settings:
+        if self.fil_cache_dir is None:
+            object.__setattr__(self, "fil_cache_dir", self.state_dir / "fil-cache")
+        return self
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read every serving setting from ``environ`` (default ``os.environ``).
 
         Raises:
-            SettingsError: a port is not an integer in 1..65535, or an endpoint is not a URL.
+            SettingsError: a port is not an integer in 1..65535, an endpoint is not a URL, ...
         """
-        env = os.environ if environ is None else environ
-        state_dir = Path(env.get("STATE_DIR") or ".state")
-        endpoint = env.get("AWS_ENDPOINT_URL") or None
-        if endpoint:
-            parts = urlsplit(endpoint)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise SettingsError(f"AWS_ENDPOINT_URL={endpoint!r} is not an http(s)://host:port URL")
-        return cls(
-            s3=S3Settings(
-                endpoint_url=endpoint,
-                access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-                secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-                region=env.get("AWS_DEFAULT_REGION") or "us-east-1",
-                port=_port(env, "S3_PORT", 8333),
-                bucket=env.get("S3_BUCKET") or "models",
-            ),
-            triton=TritonSettings(
-                host=env.get("TRITON_HOST") or "127.0.0.1",
-                http_port=_port(env, "TRITON_HTTP_PORT", 8000),
-                grpc_port=_port(env, "TRITON_GRPC_PORT", 8001),
-                metrics_port=_port(env, "TRITON_METRICS_PORT", 8002),
-            ),
-            model_repo=env.get("MODEL_REPO") or "s3://models/triton",
-            model_name=env.get("MODEL_NAME") or MODEL_NAME,
-            state_dir=state_dir,
-            fil_cache_dir=Path(env.get("FIL_CACHE_DIR") or state_dir / "fil-cache"),
-            fil_compile=(env.get("FIL_COMPILE") or "1").strip().lower() not in ("0", "false", "no", "off"),
-        )
-
-
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        port = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a port number") from None
-    if not 0 < port < 65536:
-        raise SettingsError(f"{name}={raw!r} is not a port number (1..65535)")
-    return port
+        try:
+            if environ is None:
+                return cls()
+            env: dict[str, Any] = {k: v for k, v in environ.items() if v != ""}
+            return cls.model_validate({**env, "s3": S3Settings.model_validate(env),
+                                       "triton": TritonSettings.model_validate(env)})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}={e.get('input')!r} {e['msg']}" for e in exc.errors())
+            raise SettingsError(f"bad setting in the environment: {problems}") from None
 
 
 def get_settings() -> Settings:
