@@ -228,7 +228,8 @@ class TritonServer:
     # -- addresses ------------------------------------------------------------------------------
     @property
     def _addresses(self) -> TritonSettings:  # one place formats Triton's URLs
-        return TritonSettings(self.host, self.http_port, self.grpc_port, self.metrics_port)
+        return TritonSettings(host=self.host, http_port=self.http_port, grpc_port=self.grpc_port,
+                              metrics_port=self.metrics_port)
 
     @property
     def http_url(self) -> str:
