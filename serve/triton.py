@@ -62,13 +62,16 @@ class TritonError(RuntimeError):
 # -- locating the bundle ------------------------------------------------------------------------
 def bundle_paths() -> tuple[Path, Path]:
     """(tritonserver bundle folder, folder of its shared libraries) inside nvidia-pytriton."""
-    try:
-        import pytriton
-    except ImportError:
+    import importlib.util
+
+    # Located, not imported: only the bundled binary is used, and the wheel is installed
+    # without the dependencies of its Python API (requirements.txt, "no-deps").
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
         raise TritonError(
             "the nvidia-pytriton package is not installed; it bundles tritonserver (`make venv`)"
-        ) from None
-    root = Path(pytriton.__file__).resolve().parent
+        )
+    root = Path(list(spec.submodule_search_locations)[0]).resolve()
     bundle = root / "tritonserver"
     libs = root.parent / "nvidia_pytriton.libs"
     if not (bundle / "bin" / "tritonserver").is_file():
