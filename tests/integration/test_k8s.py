@@ -262,12 +262,10 @@ def test_triton_entrypoint_flags_exist_in_tritonserver():
     nvidia-pytriton, release 2.51; the NGC image is newer and keeps these flags)."""
     import re
 
-    try:
-        import pytriton
-    except ImportError:
-        pytest.skip("nvidia-pytriton is not installed: no tritonserver binary to ask")
-    binary = Path(pytriton.__file__).parent / "tritonserver" / "bin" / "tritonserver"
-    libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
+    from serve.triton import bundle_paths
+
+    bundle, libs = bundle_paths()
+    binary = bundle / "bin" / "tritonserver"
     proc = subprocess.run([str(binary), "--help"], capture_output=True, text=True, timeout=30,
                           env={**os.environ, "LD_LIBRARY_PATH": str(libs)})
     known = set(re.findall(r"^\s+(--[a-z0-9-]+)", proc.stdout + proc.stderr, re.MULTILINE))
