@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON_BASE ?= python3.11
+# The first Python that runs: 3.11 or 3.12 (the bundled Triton ships Python-backend stubs for both).
+PYTHON_BASE ?= $(firstword $(foreach p,python3.11 python3.12,$(shell $(p) -c 'import sys' >/dev/null 2>&1 && echo $(p))) python3.11)
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
 STATE       ?= .state
@@ -25,10 +26,11 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
-	@command -v $(PYTHON_BASE) >/dev/null || { echo "error: $(PYTHON_BASE) not found; install Python 3.11 or pass PYTHON_BASE=/path/to/python3.11" >&2; exit 1; }
+	@$(PYTHON_BASE) -c 'import sys; sys.exit(sys.version_info[:2] not in ((3, 11), (3, 12)))' 2>/dev/null || { echo "error: no Python 3.11 or 3.12 found ($(PYTHON_BASE)); install one or pass PYTHON_BASE=/path/to/python3.12" >&2; exit 1; }
 	$(PYTHON_BASE) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps $$(sed -n 's/^# no-deps: //p' requirements.txt)
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 
@@ -72,10 +74,22 @@ demo: $(VENV)/.installed ## the whole job: data -> S3 -> flow -> publish -> Trit
 	$(PY) -m serve.demo --rows $(ROWS) --data $(DATA) --models $(MODELS) --state-dir $(STATE)
 
 test: $(VENV)/.installed ## the whole test suite (starts every server it needs itself)
+	@$(MAKE) --no-print-directory native-backend || echo "notice: the native fil backend cannot be built here; its tests are skipped"
 	$(PY) -m pytest
 
 test-unit: $(VENV)/.installed ## only the tests that need no server
 	$(PY) -m pytest tests/unit tests/data
+
+# -- the native fil backend (serve/backends/fil_native): serve, demo and the tests use it when it builds
+NLOHMANN_JSON := /usr/include/nlohmann/json.hpp
+APT_GET       := $(if $(filter 0,$(shell id -u)),,sudo -n) env DEBIAN_FRONTEND=noninteractive apt-get -q
+.PHONY: native-backend
+native-backend: $(VENV)/.installed ## build the native C++ fil backend (libtriton_fil.so; installs nlohmann-json3-dev if missing)
+	@[ -f $(NLOHMANN_JSON) ] || { echo "installing nlohmann-json3-dev (the native fil backend's JSON library)"; \
+	  $(APT_GET) install -y nlohmann-json3-dev >/dev/null 2>&1 || \
+	  { $(APT_GET) update >/dev/null 2>&1 && $(APT_GET) install -y nlohmann-json3-dev >/dev/null 2>&1; } || \
+	  { echo "error: $(NLOHMANN_JSON) is missing and apt-get could not install it; run as root: apt-get install -y nlohmann-json3-dev" >&2; exit 1; }; }
+	$(PY) -m serve.fil_backend build
 
 lint: $(VENV)/.installed ## ruff
 	$(PY) -m ruff check train serve benchmark tests k8s
