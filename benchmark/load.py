@@ -21,9 +21,9 @@ class LoadError(RuntimeError):
 CPU_WARNING = "CPU usage above"
 
 
-def triton_model_stats(http_port: int, model: str = "fraud-classifier") -> dict:
+def triton_model_stats(http_port: int, model: str = "fraud-classifier", host: str = "127.0.0.1") -> dict:
     """The model's entry of ``GET /v2/models/<model>/stats`` (cumulative counters)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/models/{model}/stats", timeout=10) as r:
+    with urllib.request.urlopen(f"http://{host}:{http_port}/v2/models/{model}/stats", timeout=10) as r:
         doc = json.loads(r.read())
     stats = doc.get("model_stats") or [{}]
     return stats[0]

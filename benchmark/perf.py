@@ -108,12 +108,15 @@ def run_perf_analyzer(*, protocol: str, port: int, concurrency: int, input_data:
                       out_dir: Path, env: dict[str, str], taskset: list[str], mode: str = "stable",
                       measurement_ms: int = 2000, max_trials: int = 5, stability: int = 20,
                       request_count: int = 5000, model: str = "fraud-classifier",
-                      timeout_s: float = 120) -> dict:
-    """One perf_analyzer run at one concurrency; returns the parsed CSV row or the error."""
+                      timeout_s: float = 120, host: str = "127.0.0.1", tag: str = "") -> dict:
+    """One perf_analyzer run at one concurrency; returns the parsed CSV row or the error.
+
+    ``--async``: the requests in flight are kept by one client thread, not one thread each
+    (32 sync threads on one client core measure the client's scheduling)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"perf_{protocol}_c{concurrency}"
+    name = f"perf_{tag}{protocol}_c{concurrency}"
     csv_path = out_dir / f"{name}.csv"
-    base = [*taskset, str(find_perf_analyzer()), "-m", model, "-u", f"127.0.0.1:{port}",
+    base = [*taskset, str(find_perf_analyzer()), "-m", model, "-u", f"{host}:{port}", "--async",
             "-i", protocol, "-b", "1", "--concurrency-range", f"{concurrency}:{concurrency}",
             "--input-data", str(input_data), "-f", str(csv_path)]
     attempts = []
@@ -145,14 +148,15 @@ def run_perf_analyzer(*, protocol: str, port: int, concurrency: int, input_data:
 def sweep(*, http_port: int | None, grpc_port: int | None, concurrencies: list[int], rows: np.ndarray,
           work_dir: Path, lib_dir: Path, taskset: list[str], mode: str = "stable", measurement_ms: int = 2000,
           max_trials: int = 5, stability: int = 20, request_count: int = 5000, progress=None,
-          model: str = "fraud-classifier") -> dict:
-    """Both protocols at every concurrency; ``{"http": [...], "grpc": [...], "settings": {...}}``."""
+          model: str = "fraud-classifier", host: str = "127.0.0.1", tag: str = "") -> dict:
+    """Both protocols at every concurrency; ``{"http": [...], "grpc": [...], "settings": {...}}``.
+    ``tag`` prefixes the files written (several servers in one run)."""
     env = perf_analyzer_env(lib_dir)
     input_data = write_input_data(rows, work_dir / "perf_input.json")
     out: dict = {"settings": {"binary": str(find_perf_analyzer()), "mode": mode,
                               "measurement_interval_ms": measurement_ms, "max_trials": max_trials,
                               "stability_percentage": stability, "request_count": request_count, "batch_size": 1,
-                              "client": "sync, closed loop (concurrency = requests in flight)",
+                              "client": "async (--async), closed loop (concurrency = requests in flight)",
                               "input_data": f"{min(len(rows), 1000)} benchmark rows"}}
     for protocol, port in (("http", http_port), ("grpc", grpc_port)):
         if port is None:
@@ -164,7 +168,7 @@ def sweep(*, http_port: int | None, grpc_port: int | None, concurrencies: list[i
             out[protocol].append(run_perf_analyzer(
                 protocol=protocol, port=port, concurrency=c, input_data=input_data, out_dir=work_dir,
                 env=env, taskset=taskset, mode=mode, measurement_ms=measurement_ms, max_trials=max_trials,
-                stability=stability, request_count=request_count, model=model))
+                stability=stability, request_count=request_count, model=model, host=host, tag=tag))
             if progress is not None:
                 progress.update(1)
     return out

@@ -1,28 +1,40 @@
-"""Benchmark: Triton (HTTP, gRPC) against FastAPI + Uvicorn (sklearn, Treelite), one model.
+"""Benchmark: Triton (per ``fil`` backend, HTTP and gRPC) against FastAPI + Uvicorn (sklearn,
+Treelite), one model.
 
     python -m benchmark.run [--quick] [--n N] [--users 1,8,32] [--duration S]
                             [--state-dir .state] [--model-repo URI] [--version V]
                             [--reference-model]
+    python -m benchmark.run --triton-url http://HOST:8000 [--triton-grpc-url HOST:8001]
+                            [--fastapi-url http://HOST:8080 ...] [--model-name NAME] [--data CSV]
 
 Contenders, all serving the same model version to the same rows on the same machine in
 one run:
 
-  triton-http       the bundled Triton, KServe v2 JSON over HTTP, local `fil` backend
-  triton-grpc       the same server over gRPC (tritonclient.grpc)
+  triton-native     the bundled Triton with the native `fil` backend (libtriton_fil.so),
+                    KServe v2 JSON over HTTP
+  triton-python     the same Triton with the Python-based `fil` backend, over HTTP: the gap
+                    to triton-native is what the Python backend stub costs
+  triton-grpc       the triton-native server over gRPC (tritonclient.grpc)
   fastapi-sklearn   FastAPI + Uvicorn (1 worker), the pickled pipeline's predict_proba:
                     the baseline of the published comparison
   fastapi-treelite  FastAPI + Uvicorn (1 worker), the very model file Triton serves,
-                    predicted with Treelite GTIL: the fair baseline
+                    predicted with the fil backend's runtime: the fair baseline
+
+Servers that are already running (a Kubernetes Service, the compose stack) are measured with
+the same methods instead: ``--triton-url`` (contender triton-http; ``--triton-grpc-url`` adds
+triton-grpc) and ``--fastapi-url`` (repeatable; contender fastapi-<runtime>, from the app's
+``/healthz``). Nothing is started or pinned then, and the report says so; the rows come from
+``--data`` or the synthetic generator.
 
 Phases: (1) sequential, the published method: a warm-up, then N one-row requests one
 after another per contender, every latency kept; (2) load: locust, headless, FastHttpUser,
-at each user count, against triton-http and both FastAPI apps, with Triton's batch
-statistics read before and after; (3) a perf_analyzer concurrency sweep over Triton HTTP
-and gRPC as a cross-check of locust.
+at each user count, against each Triton over HTTP and both FastAPI apps, with Triton's batch
+statistics read before and after; (3) a perf_analyzer concurrency sweep (``--async``) over
+Triton HTTP and gRPC (and triton-python over HTTP) as a cross-check of locust.
 
-On a machine with 2+ CPUs every server runs on the first CPU and every client (this
-process's sequential client, locust, perf_analyzer) on the second, the same for every
-contender; results.json records the CPU lists each process actually had.
+On a machine with 2+ CPUs every server the benchmark starts runs on the first CPU and every
+client (this process's sequential client, locust, perf_analyzer) on the second, the same for
+every contender; results.json records the CPU lists each process actually had.
 
 Model: by default the served version of the model repository (--model-repo; an s3:// repo
 reads the local SeaweedFS credentials from <state-dir>/s3/credentials.env when they are not
@@ -45,28 +57,28 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from benchmark import load as load_phase
-from benchmark import model_source, perf, report, sequential
+from benchmark import model_source, perf, report, sequential, servers
+from benchmark.servers import BenchmarkError, Endpoint, taskset, wait_http_ok
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-ALL_CONTENDERS = ("triton-http", "triton-grpc", "fastapi-sklearn", "fastapi-treelite")
-LOAD_TARGETS = ("triton-http", "fastapi-treelite", "fastapi-sklearn")
-SCHEMA = "fraud-classifier-benchmark/1"
+# what a run that starts its own servers measures; triton-http is the contender of --triton-url
+INTERNAL_CONTENDERS = ("triton-native", "triton-python", "triton-grpc", "fastapi-sklearn", "fastapi-treelite")
+ALL_CONTENDERS = ("triton-native", "triton-python", "triton-http", "triton-grpc", "fastapi-sklearn", "fastapi-treelite")
+TRITON_HTTP = report.TRITON_HTTP  # HTTP contenders on a Triton, the headline first
+LOAD_TARGETS = ("triton-native", "triton-http", "triton-python", "fastapi-treelite", "fastapi-sklearn")
+SCHEMA = "fraud-classifier-benchmark/2"
+__all__ = ["ALL_CONTENDERS", "SCHEMA", "BenchmarkError", "Plan", "run", "wait_http_ok"]
 PACKAGES = ("fastapi", "uvicorn", "pydantic", "scikit-learn", "imbalanced-learn", "treelite", "tl2cgen",
             "numpy", "locust", "tritonclient", "nvidia-pytriton", "metaflow")
-
-
-class BenchmarkError(RuntimeError):
-    """The benchmark cannot run; the message says why and what to do."""
 
 
 @dataclass
@@ -86,7 +98,11 @@ class Plan:
     n: int = 10_000
     warmup: int = 500
     distinct_rows: int = 2_000
-    contenders: tuple[str, ...] = ALL_CONTENDERS
+    contenders: tuple[str, ...] | None = None  # None: every contender the mode has
+    triton_url: str | None = None  # already-running servers to measure instead of starting any
+    triton_grpc_url: str | None = None
+    fastapi_urls: tuple[str, ...] = ()
+    model_name: str = "fraud-classifier"  # the model an already-running Triton serves
     users: tuple[int, ...] = (1, 8, 32)
     duration_s: int = 20
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
@@ -101,9 +117,15 @@ class Plan:
     in_process_calls: int = 1_000
     command: str | None = None
 
+    @property
+    def external(self) -> bool:
+        """Measure servers that are already running (none is started)."""
+        return bool(self.triton_url or self.triton_grpc_url or self.fastapi_urls)
+
     @classmethod
     def quick_plan(cls, **overrides) -> Plan:
-        values = dict(quick=True, n=1_000, warmup=100, distinct_rows=1_000, users=(1, 32), duration_s=5,
+        # one load level: the sequential phase already measures one client at a time
+        values = dict(quick=True, n=1_000, warmup=100, distinct_rows=1_000, users=(32,), duration_s=5,
                       # The quick run cross-checks the 32-user locust figure only, with short
                       # stable windows: perf_analyzer 2.51's --request-count mode hung on HTTP here.
                       concurrency=(32,), perf_mode="stable", perf_measurement_ms=1000, perf_max_trials=3,
@@ -156,10 +178,6 @@ def cpu_plan(pin: bool) -> dict:
                       "perf_analyzer via taskset -c {client}"}
 
 
-def taskset(cpu: int | None) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if cpu is not None else []
-
-
 def process_affinity(root_pid: int) -> dict:
     """CPU lists of a process, its threads and its descendants (what pinning really did)."""
     import psutil
@@ -181,117 +199,6 @@ def process_affinity(root_pid: int) -> dict:
         except (psutil.Error, OSError):
             continue
     return out
-
-
-# ------------------------------------------------------------------------------------
-# servers
-# ------------------------------------------------------------------------------------
-
-
-def _get_json(url: str, timeout: float = 5.0) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-def wait_http_ok(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text()[-1500:] if log and log.is_file() else ""
-            raise BenchmarkError(f"{url}: the server exited with {proc.returncode} before it was ready:\n{tail}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise BenchmarkError(f"{url} not ready after {timeout:.0f} s")
-
-
-class FastAPIServer:
-    """``uvicorn benchmark.app:app`` with one worker, as a child process."""
-
-    def __init__(self, name: str, port: int, env: dict[str, str], cpu: int | None, log: Path):
-        self.name, self.port, self.log = name, port, log
-        self.cmd = [*taskset(cpu), sys.executable, "-m", "uvicorn", "benchmark.app:app",
-                    "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                    "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "120"]
-        self.env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "w") as fh:
-            self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
-                                         cwd=Path(__file__).resolve().parent.parent)
-
-    def wait(self, timeout: float = 90) -> None:
-        wait_http_ok(f"http://127.0.0.1:{self.port}/healthz", timeout, self.proc, self.log)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            from serve.ports import terminate
-
-            terminate(self.proc.pid, timeout=10, popen=self.proc)
-        self.proc = None
-
-
-def uvicorn_implementation() -> dict:
-    import importlib.util
-
-    return {
-        "workers": 1,
-        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
-        "handler": "async def, model called inline (no thread-pool hop)",
-    }
-
-
-def start_triton(model: model_source.BenchModel, ports: list[int], work_dir: Path, fil: dict):
-    """The project's Triton launcher on the benchmark's copy of the model repository."""
-    from serve.triton import TritonServer
-
-    server = TritonServer(
-        str(model.triton_repo), http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2],
-        state_dir=work_dir / "triton", load_models=(model.name,), model_control="explicit",
-        env=fil["env"], fil_cache_dir=fil["env"].get("FIL_CACHE_DIR"),
-    )
-    server.start(timeout=120)
-    return server
-
-
-def prepare_fil_runtime(model: model_source.BenchModel, runtime: str, cache_dir: Path) -> dict:
-    """Make Triton's ``fil`` backend start on ``runtime`` from its first request.
-
-    ``compiled``: compile the model into the backend's cache before Triton starts (the
-    backend then loads the cached library at once instead of serving GTIL while gcc runs
-    beside it on the server CPU, which would change the runtime in the middle of the run).
-    ``gtil``: FIL_COMPILE=0, Treelite GTIL only.
-    """
-    from benchmark.app import fil_forest
-
-    if runtime == "gtil":
-        return {"runtime": "gtil", "env": {"FIL_COMPILE": "0"}, "library": None}
-    ff = fil_forest()
-    started = time.monotonic()
-    library = ff.compile_model(ff.load_model(model.model_file, model.model_type),
-                               ff.file_sha256(model.model_file), cache_dir, jobs=os.cpu_count() or 1)
-    return {"runtime": "compiled", "env": {"FIL_COMPILE": "1", "FIL_CACHE_DIR": str(cache_dir)},
-            "library": library, "compile_or_cache_s": round(time.monotonic() - started, 2)}
-
-
-def triton_serving_line(log_file: Path, timeout: float, want_compiled: bool) -> str | None:
-    """The fil backend's 'serving with ...' log line; with ``want_compiled``, wait (bounded)
-    until it serves the compiled library."""
-    deadline = time.monotonic() + timeout
-    while True:
-        text = log_file.read_text(errors="replace") if log_file.is_file() else ""
-        lines = [ln for ln in text.splitlines() if "[fil]" in ln and "serving with" in ln]
-        line = lines[-1] if lines else None
-        if not want_compiled or (line and "compiled library" in line) or time.monotonic() > deadline:
-            return line[line.index("[fil]"):].rstrip('"') if line else None
-        time.sleep(0.2)
 
 
 def in_process_runtimes(model: model_source.BenchModel, rows: np.ndarray, library: Path | None,
@@ -332,22 +239,6 @@ def in_process_runtimes(model: model_source.BenchModel, rows: np.ndarray, librar
         us = np.asarray(lat, dtype=np.float64) / 1e3
         out[key] = {"what": what, "calls": n, "p50_us": float(np.median(us)), "mean_us": float(us.mean())}
     return out
-
-
-def _triton_pid(server) -> int | None:
-    pid = getattr(server, "pid", None)
-    if callable(pid):
-        with contextlib.suppress(Exception):
-            pid = pid()
-    if isinstance(pid, int):
-        return pid
-    import psutil
-
-    for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if "tritonserver" in child.name():
-                return child.pid
-    return None
 
 
 # ------------------------------------------------------------------------------------
@@ -396,8 +287,6 @@ def run(plan: Plan) -> Path:
 def _run(plan: Plan, out: Path, stamp: str) -> Path:
     from tqdm import tqdm
 
-    from serve.ports import free_ports
-
     tqdm.monitor_interval = 0  # no monitor thread beside the timed client
     started = time.monotonic()
     work = plan.state_dir / "benchmark"
@@ -409,114 +298,107 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
         "quick": plan.quick,
         "machine": machine_info(),
         "load_average": {"before": list(os.getloadavg())},
+        "servers_started_by_benchmark": not plan.external,
     }
     bar = _progress(plan, 7, "benchmark")
     phases = Phases(bar)
+    skipped: dict[str, str] = {}
+    results["skipped"] = skipped
 
     # -- model -------------------------------------------------------------------------
     phases.start("model")
-    if plan.reference_model:
-        model = model_source.reference_model(work / "model", plan.reference_trees, plan.reference_depth)
+    endpoints: dict[str, Endpoint] = {}
+    if plan.external:
+        endpoints, external_facts = servers.external_endpoints(plan.triton_url, plan.triton_grpc_url,
+                                                               plan.fastapi_urls, plan.model_name)
+        model = None
+        model_name = plan.model_name
+        triton_facts = external_facts.get("triton", {})
+        n_features = triton_facts.get("n_features") or 30
+        rows, rows_origin = model_source.benchmark_rows(SimpleNamespace(test_rows=None), plan.distinct_rows,
+                                                        data=plan.data)
+        if rows.shape[1] != n_features:
+            raise BenchmarkError(f"the rows have {rows.shape[1]} features, {plan.model_name} takes {n_features}: "
+                                 "pass --data with the model's features")
+        results["model"] = {"name": model_name, "source_repo": "not read: the servers were already running",
+                            "n_features": n_features, "max_batch_size": triton_facts.get("max_batch_size")}
+        contenders = [c for c in ALL_CONTENDERS if c in endpoints and c in (plan.contenders or ALL_CONTENDERS)]
     else:
-        if plan.model_repo.startswith("s3://"):
-            model_source.load_env_file(plan.state_dir / "s3" / "credentials.env")
-        model = model_source.from_repository(plan.model_repo, work / "model", plan.version,
-                                             plan.pipeline_artifact)
-    rows, rows_origin = model_source.benchmark_rows(model, plan.distinct_rows, data=plan.data)
+        if plan.reference_model:
+            model = model_source.reference_model(work / "model", plan.reference_trees, plan.reference_depth)
+        else:
+            if plan.model_repo.startswith("s3://"):
+                model_source.load_env_file(plan.state_dir / "s3" / "credentials.env")
+            model = model_source.from_repository(plan.model_repo, work / "model", plan.version,
+                                                 plan.pipeline_artifact)
+        model_name = model.name
+        rows, rows_origin = model_source.benchmark_rows(model, plan.distinct_rows, data=plan.data)
+        results["model"] = model.to_json()
+        contenders = [c for c in (plan.contenders or INTERNAL_CONTENDERS) if c in INTERNAL_CONTENDERS]
+        if "fastapi-sklearn" in contenders and model.pipeline_file is None:
+            contenders.remove("fastapi-sklearn")
+            skipped["fastapi-sklearn"] = model.pipeline_note
     rows_file = work / "rows.npy"
     np.save(rows_file, rows)
-    results["model"] = model.to_json()
     results["rows"] = {"distinct": int(len(rows)), "n_features": int(rows.shape[1]), "origin": rows_origin,
                        "order": "request i sends row i mod distinct, identical for every contender"}
-    contenders = [c for c in plan.contenders if c in ALL_CONTENDERS]
-    skipped = {}
-    if "fastapi-sklearn" in contenders and model.pipeline_file is None:
-        contenders.remove("fastapi-sklearn")
-        skipped["fastapi-sklearn"] = model.pipeline_note
-    results["skipped"] = skipped
     out.mkdir(parents=True, exist_ok=True)
     phases.done()
 
     # -- runtimes ------------------------------------------------------------------------
-    pins = cpu_plan(plan.pin)
+    pins = cpu_plan(plan.pin) if not plan.external else {
+        "enabled": False, "server_cpu": None, "client_cpu": None,
+        "why": "the servers were already running: not started, so not pinned, by this benchmark"}
     results["pinning"] = pins
     own_affinity = os.sched_getaffinity(0)
     phases.start("runtimes")
-    fil = prepare_fil_runtime(model, plan.triton_runtime, (plan.state_dir / "fil-cache").absolute())
-    results["fil_runtime"] = {k: v for k, v in fil.items() if k != "env"}
-    if pins["enabled"]:
-        os.sched_setaffinity(0, {pins["client_cpu"]})
-    try:
-        results["in_process"] = in_process_runtimes(model, rows, fil["library"], plan.in_process_calls)
-    finally:
-        os.sched_setaffinity(0, own_affinity)
+    fil = {"runtime": None, "env": {}, "library": None}
+    if model is not None:
+        fil = servers.prepare_fil_runtime(model, plan.triton_runtime, (plan.state_dir / "fil-cache").absolute())
+        results["fil_runtime"] = {k: v for k, v in fil.items() if k != "env"}
+        if pins["enabled"]:
+            os.sched_setaffinity(0, {pins["client_cpu"]})
+        try:
+            results["in_process"] = in_process_runtimes(model, rows, fil["library"], plan.in_process_calls)
+        finally:
+            os.sched_setaffinity(0, own_affinity)
     phases.done()
 
     # -- servers -----------------------------------------------------------------------
-    ports = free_ports(5)
-    triton = None
-    apis: dict[str, FastAPIServer] = {}
+    tritons: dict = {}  # backend -> TritonServer started here
+    apis: dict[str, servers.FastAPIServer] = {}
     try:
         phases.start("servers")
-        if pins["enabled"]:
-            os.sched_setaffinity(0, {pins["server_cpu"]})  # children inherit it
-        base_env = {"BENCH_MODEL_NAME": model.name, "BENCH_MODEL_VERSION": str(model.version),
-                    "BENCH_N_FEATURES": str(rows.shape[1]), "BENCH_MAX_ROWS": str(model.max_batch_size)}
-        for name in contenders:
-            if not name.startswith("fastapi-"):
-                continue
-            runtime = name.split("-", 1)[1]
-            env = {**base_env, "BENCH_RUNTIME": runtime}
-            if runtime == "treelite":
-                env |= {"BENCH_MODEL_FILE": str(model.model_file.resolve()), "BENCH_MODEL_TYPE": model.model_type}
-                if fil["library"] is not None:  # the same library Triton's fil backend loads
-                    env["BENCH_COMPILED_LIB"] = str(fil["library"])
-            else:
-                env |= {"BENCH_PIPELINE_FILE": str(model.pipeline_file.resolve())}
-            port = ports[3] if runtime == "treelite" else ports[4]
-            apis[name] = FastAPIServer(name, port, env, pins["server_cpu"], work / f"uvicorn-{name}.log")
-            apis[name].start()
-        t0 = time.monotonic()
-        if any(c.startswith("triton") for c in contenders):
-            triton = start_triton(model, ports[:3], work, fil)
-        triton_ready_s = time.monotonic() - t0
-        serving = triton_serving_line(Path(triton.log_file), 180, fil["runtime"] == "compiled") if triton else None
-        for server in apis.values():
-            server.wait()
-        if pins["enabled"]:
-            os.sched_setaffinity(0, {pins["client_cpu"]})
+        server_facts: dict = {}
+        if plan.external:
+            server_facts = {"triton": triton_facts} if triton_facts else {}
+            server_facts.update({k: v for k, v in external_facts.items() if k.startswith("fastapi")})
         else:
-            os.sched_setaffinity(0, own_affinity)
-        pins["observed"] = {"client (this process)": sorted(os.sched_getaffinity(0))}
-        for name, server in apis.items():
-            pins["observed"][name] = process_affinity(server.proc.pid)
-        servers: dict = {"fastapi": {"command": shlex.join(next(iter(apis.values())).cmd) if apis else None,
-                                     **uvicorn_implementation()}}
-        if triton is not None:
-            pid = _triton_pid(triton)
-            if pid:
-                pins["observed"]["triton"] = process_affinity(pid)
-            servers["triton"] = triton_facts(ports[0], model.name, triton_ready_s)
-            servers["triton"]["fil_backend"] = serving
-            servers["triton"]["fil_compile"] = fil["env"]["FIL_COMPILE"]
-            if fil["runtime"] == "compiled" and (not serving or "compiled library" not in serving):
-                raise BenchmarkError(f"Triton's fil backend is not serving the compiled library ({serving}); "
-                                     f"see {triton.log_file}, or run with --triton-runtime gtil")
-        servers["fastapi"]["treelite_runtime"] = (
-            f"the fil backend's predictor, {'tl2cgen-compiled library ' + str(fil['library']) if fil['library'] else 'Treelite GTIL (C API)'}, 1 thread")
-        results["servers"] = servers
+            server_facts = _start_servers(model, rows, fil, contenders, pins, work, skipped, endpoints, apis, tritons)
+            contenders = [c for c in contenders if c in endpoints]
+            pins["observed"] = {"client (this process)": sorted(os.sched_getaffinity(0))}
+            for name, server in apis.items():
+                pins["observed"][name] = process_affinity(server.proc.pid)
+            for backend, triton in tritons.items():
+                pid = servers.triton_pid(triton)
+                if pid:
+                    pins["observed"][f"triton-{backend}"] = process_affinity(pid)
+        results["servers"] = server_facts
+        if not contenders:
+            raise BenchmarkError("no contender is left to measure: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
         phases.done()
 
         # -- sequential ------------------------------------------------------------------
         phases.start("sequential")
         timed = []
         for name in contenders:
-            if name == "triton-http":
-                timed.append(sequential.triton_http_contender(ports[0], rows, model.name))
-            elif name == "triton-grpc":
-                timed.append(sequential.triton_grpc_contender(ports[1], rows, model.name))
+            ep = endpoints[name]
+            if name.startswith("triton") and ep.protocol == "grpc":
+                timed.append(sequential.triton_grpc_contender(ep.port, rows, model_name, host=ep.host))
+            elif name.startswith("triton"):
+                timed.append(sequential.triton_http_contender(ep.port, rows, model_name, name=name, host=ep.host))
             else:
-                timed.append(sequential.fastapi_contender(name, apis[name].port, rows))
+                timed.append(sequential.fastapi_contender(name, ep.port, rows, host=ep.host))
         with _progress(plan, plan.n * len(timed), "sequential") as seq_bar:
             sequential.run_sequential(timed, plan.n, warmup=plan.warmup, n_rows=len(rows), progress=seq_bar)
         for c in timed:
@@ -525,9 +407,11 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
         results["warmup"] = plan.warmup
         results["contenders"] = {
             c.name: {**sequential.summarize(c.latencies_ns), "model_versions_answered": sorted(c.versions),
-                     "client": CLIENTS[c.name], "reconnects": c.reconnects()}
+                     "client": CLIENTS[c.name], "reconnects": c.reconnects(), "server": endpoints[c.name].server}
             for c in timed
         }
+        if plan.external:
+            results["model"]["version"] = ",".join(sorted({v for c in timed for v in c.versions}))
         results["parity"] = sequential.parity(timed, plan.parity_atol)
         np.save(out / "rows.npy", rows)
         np.savez_compressed(out / "answers.npz", **{
@@ -539,23 +423,26 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
         # -- load --------------------------------------------------------------------------
         phases.start("load")
         results["load"], results["batching"] = {}, {}
+        headline = report.headline(contenders)
         targets = [t for t in LOAD_TARGETS if t in contenders]
         if plan.users and plan.duration_s > 0 and targets:
             with _progress(plan, len(plan.users) * len(targets), "load") as load_bar:
                 for users in plan.users:
                     for target in targets:
                         load_bar.set_postfix_str(f"{target} u={users}", refresh=True)
-                        port = ports[0] if target == "triton-http" else apis[target].port
-                        before = load_phase.triton_model_stats(ports[0], model.name) if target == "triton-http" else None
+                        ep = endpoints[target]
+                        is_triton = target.startswith("triton")
+                        before = load_phase.triton_model_stats(ep.port, model_name, ep.host) if is_triton else None
                         result = load_phase.run_locust(
-                            target="triton" if target == "triton-http" else "fastapi",
-                            host=f"http://127.0.0.1:{port}", users=users, duration_s=plan.duration_s,
-                            rows_file=rows_file, out_dir=out / "locust", name=f"{target}_u{users}",
-                            taskset=taskset(pins["client_cpu"]), model=model.name)
-                        results["load"].setdefault(target, {})[str(users)] = result
+                            target="triton" if is_triton else "fastapi", host=ep.base_url, users=users,
+                            duration_s=plan.duration_s, rows_file=rows_file, out_dir=out / "locust",
+                            name=f"{target}_u{users}", taskset=taskset(pins["client_cpu"]), model=model_name)
                         if before is not None:
-                            after = load_phase.triton_model_stats(ports[0], model.name)
-                            results["batching"][str(users)] = load_phase.batching_delta(before, after)
+                            after = load_phase.triton_model_stats(ep.port, model_name, ep.host)
+                            result["batching"] = load_phase.batching_delta(before, after)
+                            if target == headline:
+                                results["batching"][str(users)] = result["batching"]
+                        results["load"].setdefault(target, {})[str(users)] = result
                         load_bar.update(1)
         results["load_settings"] = {"tool": "locust (headless, FastHttpUser, no wait time: closed loop)",
                                     "users": list(plan.users), "spawn_rate": "all users at once",
@@ -567,29 +454,17 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
 
         # -- perf_analyzer -------------------------------------------------------------------
         phases.start("perf_analyzer")
-        results["perf_analyzer"] = {}
-        if plan.concurrency and triton is not None:
-            http_port = ports[0] if "triton-http" in contenders else None
-            grpc_port = ports[1] if "triton-grpc" in contenders else None
-            n_runs = len(plan.concurrency) * ((http_port is not None) + (grpc_port is not None))
-            try:
-                with _progress(plan, n_runs, "perf_analyzer") as perf_bar:
-                    results["perf_analyzer"] = perf.sweep(
-                        http_port=http_port, grpc_port=grpc_port, concurrencies=list(plan.concurrency),
-                        rows=rows, work_dir=out / "perf_analyzer", lib_dir=work / "lib",
-                        taskset=taskset(pins["client_cpu"]), mode=plan.perf_mode,
-                        measurement_ms=plan.perf_measurement_ms, max_trials=plan.perf_max_trials,
-                        request_count=plan.perf_request_count, progress=perf_bar, model=model.name)
-            except perf.PerfAnalyzerMissing as exc:
-                results["perf_analyzer"] = {"error": str(exc)}
-        if triton is not None:
-            results["servers"]["triton"]["stats_after"] = _batch_summary(load_phase.triton_model_stats(ports[0], model.name))
+        results["perf_analyzer"] = _perf_phase(plan, contenders, endpoints, headline, rows, out, work, pins,
+                                               model_name)
+        for backend, triton in tritons.items():
+            results["servers"]["tritons"][backend]["stats_after"] = _batch_summary(
+                load_phase.triton_model_stats(triton.http_port, model_name))
         phases.done()
     finally:
         os.sched_setaffinity(0, own_affinity)
         for server in apis.values():
             server.stop()
-        if triton is not None:
+        for triton in tritons.values():
             with contextlib.suppress(Exception):
                 triton.stop()
 
@@ -610,29 +485,122 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
     return out
 
 
+def _start_servers(model, rows: np.ndarray, fil: dict, contenders: list[str], pins: dict, work: Path,
+                   skipped: dict, endpoints: dict, apis: dict, tritons: dict) -> dict:
+    """Start the FastAPI apps and a Triton per ``fil`` backend the contenders need, pinned to
+    the server CPU; fill ``endpoints``, ``apis`` and ``tritons`` (by backend: the caller
+    stops them, also after a failure); return the servers' facts."""
+    from serve.ports import free_ports
+    from serve.triton import TritonError
+
+    own_affinity = os.sched_getaffinity(0)
+    ports = free_ports(8)
+    if pins["enabled"]:
+        os.sched_setaffinity(0, {pins["server_cpu"]})  # children inherit it
+    try:
+        base_env = {"BENCH_MODEL_NAME": model.name, "BENCH_MODEL_VERSION": str(model.version),
+                    "BENCH_N_FEATURES": str(rows.shape[1]), "BENCH_MAX_ROWS": str(model.max_batch_size)}
+        for name in contenders:
+            if not name.startswith("fastapi-"):
+                continue
+            runtime = name.split("-", 1)[1]
+            env = {**base_env, "BENCH_RUNTIME": runtime}
+            if runtime == "treelite":
+                env |= {"BENCH_MODEL_FILE": str(model.model_file.resolve()), "BENCH_MODEL_TYPE": model.model_type}
+                if fil["library"] is not None:  # the same library Triton's fil backend loads
+                    env["BENCH_COMPILED_LIB"] = str(fil["library"])
+            else:
+                env |= {"BENCH_PIPELINE_FILE": str(model.pipeline_file.resolve())}
+            port = ports[6] if runtime == "treelite" else ports[7]
+            apis[name] = servers.FastAPIServer(name, port, env, pins["server_cpu"], work / f"uvicorn-{name}.log")
+            apis[name].start()
+        backends = [b for b, wanted in (("native", {"triton-native", "triton-grpc"}), ("python", {"triton-python"}))
+                    if wanted & set(contenders)]
+        facts: dict = {"tritons": {}}
+        for i, backend in enumerate(backends):
+            t0 = time.monotonic()
+            try:
+                tritons[backend] = servers.start_triton(model, ports[3 * i:3 * i + 3], work / f"triton-{backend}",
+                                                        fil, backend)
+            except TritonError as e:
+                if backend != "native":
+                    raise
+                skipped["triton-native"] = f"the native fil backend cannot serve here: {str(e).splitlines()[0]}"
+                continue
+            triton = tritons[backend]
+            serving = servers.triton_serving_line(Path(triton.log_file), 180, fil["runtime"] == "compiled")
+            facts["tritons"][backend] = {**servers.triton_facts(triton.http_url, model.name, time.monotonic() - t0),
+                                         "fil_backend_kind": backend, "fil_backend": serving,
+                                         "fil_compile": fil["env"]["FIL_COMPILE"]}
+            if fil["runtime"] == "compiled" and (not serving or "compiled library" not in serving):
+                raise BenchmarkError(f"Triton's {backend} fil backend is not serving the compiled library ({serving}); "
+                                     f"see {triton.log_file}, or run with --triton-runtime gtil")
+        if "triton-grpc" in contenders and "native" not in tritons and "python" not in tritons:
+            tritons["python"] = servers.start_triton(model, ports[3:6], work / "triton-python", fil, "python")
+            facts["tritons"]["python"] = {**servers.triton_facts(tritons["python"].http_url, model.name),
+                                          "fil_backend_kind": "python", "fil_compile": fil["env"]["FIL_COMPILE"]}
+        for server in apis.values():
+            server.wait()
+    finally:
+        os.sched_setaffinity(0, {pins["client_cpu"]} if pins["enabled"] else own_affinity)
+    for backend, triton in tritons.items():
+        if f"triton-{backend}" in contenders:
+            endpoints[f"triton-{backend}"] = Endpoint("127.0.0.1", triton.http_port, "http", f"triton-{backend}")
+    grpc_backend = "native" if "native" in tritons else "python"
+    if "triton-grpc" in contenders and grpc_backend in tritons:
+        endpoints["triton-grpc"] = Endpoint("127.0.0.1", tritons[grpc_backend].grpc_port, "grpc", f"triton-{grpc_backend}")
+    for name, server in apis.items():
+        endpoints[name] = Endpoint("127.0.0.1", server.port, "http", name)
+    headline_backend = "native" if "native" in tritons else "python"
+    if tritons:
+        facts["triton"] = facts["tritons"][headline_backend]
+    facts["fastapi"] = {"command": shlex.join(next(iter(apis.values())).cmd) if apis else None,
+                        **servers.uvicorn_implementation()}
+    facts["fastapi"]["treelite_runtime"] = (
+        f"the fil backend's predictor, {'tl2cgen-compiled library ' + str(fil['library']) if fil['library'] else 'Treelite GTIL (C API)'}, 1 thread")
+    return facts
+
+
+def _perf_phase(plan: Plan, contenders: list[str], endpoints: dict, headline: str | None, rows: np.ndarray,
+                out: Path, work: Path, pins: dict, model_name: str) -> dict:
+    """perf_analyzer at every concurrency: the headline Triton over HTTP, triton-grpc, and
+    triton-python over HTTP; ``{"settings", "server", "http", "grpc", "triton-python"}``."""
+    runs = []  # (key in the result, endpoint)
+    if headline is not None:
+        runs.append(("http", endpoints[headline]))
+    if "triton-grpc" in contenders:
+        runs.append(("grpc", endpoints["triton-grpc"]))
+    if "triton-python" in contenders and headline != "triton-python":
+        runs.append(("triton-python", endpoints["triton-python"]))
+    if not plan.concurrency or not runs:
+        return {}
+    result: dict = {"server": headline}
+    try:
+        with _progress(plan, len(plan.concurrency) * len(runs), "perf_analyzer") as perf_bar:
+            for key, ep in runs:
+                sweep = perf.sweep(
+                    http_port=ep.port if ep.protocol == "http" else None,
+                    grpc_port=ep.port if ep.protocol == "grpc" else None, host=ep.host,
+                    tag="" if key in ("http", "grpc") else f"{key}_",
+                    concurrencies=list(plan.concurrency), rows=rows, work_dir=out / "perf_analyzer",
+                    lib_dir=work / "lib", taskset=taskset(pins["client_cpu"]), mode=plan.perf_mode,
+                    measurement_ms=plan.perf_measurement_ms, max_trials=plan.perf_max_trials,
+                    request_count=plan.perf_request_count, progress=perf_bar, model=model_name)
+                result["settings"] = sweep["settings"]
+                result[key] = sweep[ep.protocol]
+    except perf.PerfAnalyzerMissing as exc:
+        return {"error": str(exc)}
+    return result
+
+
 CLIENTS = {
+    "triton-native": "http.client keep-alive, KServe v2 JSON body pre-encoded",
+    "triton-python": "http.client keep-alive, KServe v2 JSON body pre-encoded",
     "triton-http": "http.client keep-alive, KServe v2 JSON body pre-encoded",
     "triton-grpc": "tritonclient.grpc InferenceServerClient.infer, inputs pre-built",
     "fastapi-sklearn": "http.client keep-alive, JSON body pre-encoded",
     "fastapi-treelite": "http.client keep-alive, JSON body pre-encoded",
 }
-
-
-def triton_facts(http_port: int, model: str, ready_s: float) -> dict:
-    base = f"http://127.0.0.1:{http_port}"
-    facts: dict = {"start_to_ready_s": round(ready_s, 2)}
-    with contextlib.suppress(OSError, ValueError):
-        meta = _get_json(base + "/v2")
-        facts["server_version"] = meta.get("version")
-    with contextlib.suppress(OSError, ValueError):
-        config = _get_json(f"{base}/v2/models/{model}/config")
-        groups = config.get("instance_group") or []
-        facts["instance_group"] = [{"kind": g.get("kind"), "count": g.get("count")} for g in groups]
-        facts["instance_count"] = sum(int(g.get("count") or 1) for g in groups) or 1
-        facts["backend"] = config.get("backend")
-        facts["max_batch_size"] = config.get("max_batch_size")
-        facts["dynamic_batching"] = config.get("dynamic_batching")
-    return facts
 
 
 def _batch_summary(stats: dict) -> dict:
@@ -682,14 +650,23 @@ def parse_args(argv: list[str] | None = None) -> Plan:
                         "about 2 minutes including server start-ups")
     p.add_argument("--n", type=int, help=f"sequential requests per contender (default {defaults.n}, quick {quick.n})")
     p.add_argument("--warmup", type=int, help=f"untimed requests per contender first (default {defaults.warmup})")
-    p.add_argument("--users", type=_ints, help="locust user counts, e.g. 1,8,32 (default 1,8,32; quick 1,32)")
+    p.add_argument("--users", type=_ints, help="locust user counts, e.g. 1,8,32 (default 1,8,32; quick 32)")
     p.add_argument("--duration", type=int, help=f"seconds per locust run (default {defaults.duration_s}; "
                                                 f"quick {quick.duration_s}); 0 skips the load phase")
     p.add_argument("--concurrency", type=_ints, help="perf_analyzer concurrency levels (default 1,2,4,8,16,32; "
                                                      "quick 32)")
     p.add_argument("--no-load", action="store_true", help="skip the locust phase")
     p.add_argument("--no-perf", action="store_true", help="skip the perf_analyzer phase")
-    p.add_argument("--contenders", type=_names, help=f"subset of {','.join(ALL_CONTENDERS)} (default: all)")
+    p.add_argument("--contenders", type=_names, help=f"subset of {','.join(ALL_CONTENDERS)} (default: every "
+                                                     "one of the mode: triton-http only with --triton-url)")
+    p.add_argument("--triton-url", help="measure this already-running Triton (http://host:port) instead of "
+                                        "starting one; nothing is started or pinned")
+    p.add_argument("--triton-grpc-url", help="its gRPC endpoint (host:port), for the triton-grpc contender")
+    p.add_argument("--fastapi-url", action="append", default=[],
+                   help="an already-running benchmark.app (http://host:port; repeatable): contender "
+                        "fastapi-<its runtime>")
+    p.add_argument("--model-name", default=os.environ.get("MODEL_NAME", defaults.model_name),
+                   help="the model an already-running Triton serves (default: %(default)s)")
     p.add_argument("--state-dir", default=".state", help="servers' state, model copy, logs (default: %(default)s)")
     p.add_argument("--results-dir", default=str(RESULTS_DIR), help="where <UTC time>/ and latest go "
                                                                    "(default: benchmark/results)")
@@ -741,6 +718,11 @@ def parse_args(argv: list[str] | None = None) -> Plan:
         plan.concurrency = ()
     if args.contenders:
         plan.contenders = args.contenders
+    plan.triton_url, plan.triton_grpc_url = args.triton_url, args.triton_grpc_url
+    plan.fastapi_urls, plan.model_name = tuple(args.fastapi_url), args.model_name
+    if not plan.external and "triton-http" in (plan.contenders or ()):
+        p.error("triton-http is the contender of --triton-url; a run that starts its servers has "
+                "triton-native and triton-python")
     if plan.n < 1:
         p.error("--n must be >= 1")
     return plan

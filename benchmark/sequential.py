@@ -101,26 +101,27 @@ class KeepAliveHttp:
 
 
 def http_contender(name: str, port: int, path: str, bodies: Sequence[bytes],
-                   parse: Callable[[bytes], tuple[list[float], str]]) -> Contender:
-    client = KeepAliveHttp("127.0.0.1", port, path, bodies)
+                   parse: Callable[[bytes], tuple[list[float], str]], host: str = "127.0.0.1") -> Contender:
+    client = KeepAliveHttp(host, port, path, bodies)
     return Contender(name=name, send=client.send, parse=parse, close=client.close,
                      reconnects=lambda: client.reconnects)
 
 
-def triton_http_contender(port: int, rows: np.ndarray, model: str = MODEL_NAME) -> Contender:
-    return http_contender("triton-http", port, f"/v2/models/{model}/infer",
-                          [triton_json_body(r) for r in rows], parse_triton_json)
+def triton_http_contender(port: int, rows: np.ndarray, model: str = MODEL_NAME, *, name: str = "triton-http",
+                          host: str = "127.0.0.1") -> Contender:
+    return http_contender(name, port, f"/v2/models/{model}/infer",
+                          [triton_json_body(r) for r in rows], parse_triton_json, host)
 
 
-def fastapi_contender(name: str, port: int, rows: np.ndarray) -> Contender:
+def fastapi_contender(name: str, port: int, rows: np.ndarray, host: str = "127.0.0.1") -> Contender:
     return http_contender(name, port, "/predict", [fastapi_json_body(r) for r in rows],
-                          parse_fastapi_json)
+                          parse_fastapi_json, host)
 
 
-def triton_grpc_contender(port: int, rows: np.ndarray, model: str = MODEL_NAME) -> Contender:
+def triton_grpc_contender(port: int, rows: np.ndarray, model: str = MODEL_NAME, host: str = "127.0.0.1") -> Contender:
     import tritonclient.grpc as grpcclient
 
-    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+    client = grpcclient.InferenceServerClient(f"{host}:{port}")
     inputs = []
     for row in rows:
         inp = grpcclient.InferInput("input__0", [1, rows.shape[1]], "FP32")

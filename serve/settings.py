@@ -16,6 +16,7 @@ Every variable, its default and meaning (the README's environment table is built
 | ``STATE_DIR`` | ``.state`` | pid files, logs, SeaweedFS data, compiled-model cache |
 | ``FIL_CACHE_DIR`` | ``<STATE_DIR>/fil-cache`` | where the local ``fil`` backend keeps compiled models |
 | ``FIL_COMPILE`` | ``1`` | ``0``: the local ``fil`` backend serves with Treelite GTIL only, never compiles |
+| ``FIL_BACKEND`` | ``auto`` | which local ``fil`` backend Triton runs: ``native`` (C++, ``make native-backend``), ``python``, or ``auto`` (native when it builds, else Python with a notice); serve/fil_backend.py |
 """
 
 from __future__ import annotations

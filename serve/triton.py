@@ -1,9 +1,10 @@
 """Local Triton: the real ``tritonserver`` bundled in the nvidia-pytriton wheel (DESIGN §2).
 
 Only the binary of the wheel is used. The launcher copies the bundle into the state folder,
-adds the Python backend stub built for this interpreter and our Python-based ``fil`` backend
-(``serve/backends/fil``), and runs it bound to 127.0.0.1 with explicit model control, so a
-new version is loaded only when asked (``load_model``).
+adds the Python backend stub built for this interpreter and our ``fil`` backend (the native
+one when it builds here, else the Python one; ``FIL_BACKEND``, serve/fil_backend.py), and
+runs it bound to 127.0.0.1 with explicit model control, so a new version is loaded only when
+asked (``load_model``).
 
     python -m serve.triton start  --model-repo s3://models/triton --state-dir .state/triton
     python -m serve.triton status --state-dir .state/triton
@@ -41,6 +42,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from fraudml.tritonconfig import MODEL_NAME
+from serve.fil_backend import install_fil_backend
 from serve.ports import pid_alive, port_in_use, read_pid, spawn_logged, terminate
 from serve.settings import Settings, TritonSettings
 
@@ -313,8 +315,8 @@ class TritonServer:
         fil = server / "backends" / "fil"
         shutil.rmtree(fil, ignore_errors=True)
         fil.mkdir(parents=True)
-        for source in BACKEND_SOURCE.glob("*.py"):
-            shutil.copy2(source, fil / source.name)
+        # the native fil backend when it is built or builds here, else the Python one (FIL_BACKEND)
+        self.fil_backend = install_fil_backend(fil, {**os.environ, **self.extra_env})
         return server
 
     def command(self, server_dir: Path, repository_uri: str) -> list[str]:

@@ -7,6 +7,9 @@
 * ``triton_factory`` (session) -> ``triton_factory(model_repository, **kwargs)`` starts a
   :class:`serve.triton.TritonServer` on free ports and returns it ready; every server it
   started is stopped when the session ends (``server.stop()`` stops one earlier).
+* ``fil_backend_kind`` -> ``fil_backend_kind(kind)`` returns ``kind`` ("native" or
+  "python") for ``triton_factory(..., fil_backend=kind)``, skipping the test with the
+  reason when the native backend cannot be built here (built once per session).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from serve.fil_backend import NativeBackendUnavailable, build_native
 from serve.ports import free_port as _free_port
 from serve.ports import free_ports
 from serve.s3 import SeaweedS3
@@ -57,13 +61,34 @@ def fil_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def _native_fil_build() -> str | None:
+    """Build the native fil backend once: None when it is built, else why it cannot be."""
+    try:
+        build_native()
+    except NativeBackendUnavailable as e:
+        return str(e)
+    return None
+
+
+@pytest.fixture(scope="session")
+def fil_backend_kind(_native_fil_build: str | None) -> Callable[[str], str]:
+    def require(kind: str) -> str:
+        if kind == "native" and _native_fil_build is not None:
+            pytest.skip(f"the native fil backend cannot be built here: {_native_fil_build} (`make native-backend`)")
+        return kind
+
+    return require
+
+
+@pytest.fixture(scope="session")
 def triton_factory(
     tmp_path_factory: pytest.TempPathFactory, fil_cache_dir: Path
 ) -> Iterator[Callable[..., TritonServer]]:
-    """``triton_factory(model_repository, *, env=None, fil_compile=True, timeout=120, **kwargs)``.
+    """``triton_factory(model_repository, *, env=None, fil_compile=True, fil_backend=None, timeout=120, **kwargs)``.
 
     ``kwargs`` go to :class:`TritonServer` (``load_models``, ``model_control``, ...);
-    ``fil_compile=False`` makes the local ``fil`` backend serve with Treelite GTIL only.
+    ``fil_compile=False`` makes the local ``fil`` backend serve with Treelite GTIL only;
+    ``fil_backend`` ("native", "python") sets ``FIL_BACKEND`` (default: the launcher's auto).
     """
     started: list[TritonServer] = []
     counter = itertools.count()
@@ -73,6 +98,7 @@ def triton_factory(
         *,
         env: dict[str, str] | None = None,
         fil_compile: bool = True,
+        fil_backend: str | None = None,
         timeout: float = 120.0,
         **kwargs,
     ) -> TritonServer:
@@ -83,7 +109,7 @@ def triton_factory(
             grpc_port=grpc_port,
             metrics_port=metrics_port,
             state_dir=tmp_path_factory.mktemp(f"triton{next(counter)}"),
-            env={**(env or {}), "FIL_COMPILE": "1" if fil_compile else "0"},
+            env={**(env or {}), "FIL_COMPILE": "1" if fil_compile else "0", **({"FIL_BACKEND": fil_backend} if fil_backend else {})},
             fil_cache_dir=kwargs.pop("fil_cache_dir", fil_cache_dir),
             **kwargs,
         )

@@ -1,6 +1,7 @@
-"""Parity: the real Triton with the local ``fil`` backend answers like each model's own
-``predict_proba``, for every FIL model_type, over HTTP and gRPC, on Hypothesis-generated rows
-and on one full ``max_batch_size`` batch; with Treelite GTIL and with the compiled library.
+"""Parity: the real Triton with the local ``fil`` backend — the native C++ one and the Python
+one — answers like each model's own ``predict_proba``, for every FIL model_type, over HTTP and
+gRPC, on Hypothesis-generated rows and on one full ``max_batch_size`` batch; with Treelite
+GTIL and with the compiled library.
 
 Opt-in latency report (prints, asserts nothing)::
 
@@ -168,18 +169,24 @@ def repository(tmp_path_factory, families):
     return root, write_repository(root, families, VARIANTS)
 
 
-@pytest.fixture(scope="module", params=["gtil", "compiled"])
-def server(request, triton_factory, repository, fil_cache_dir):
-    """One Triton serving every variant, with GTIL only or with compiled libraries."""
+BACKENDS = [("native", "gtil"), ("native", "compiled"), ("python", "gtil"), ("python", "compiled")]
+
+
+@pytest.fixture(scope="module", params=BACKENDS, ids=["-".join(b) for b in BACKENDS])
+def server(request, triton_factory, fil_backend_kind, repository, fil_cache_dir):
+    """One Triton serving every variant, per fil backend (native C++, Python), with GTIL
+    only or with compiled libraries."""
     root, files = repository
-    if request.param == "compiled":
+    backend, predictor = request.param
+    if predictor == "compiled":
         # compile here so the backend finds every library in the cache when it loads
         for v in VARIANTS:
             model = fil_forest.load_model(files[v.name], v.model_type)
             fil_forest.compile_model(model, fil_forest.file_sha256(files[v.name]), fil_cache_dir, jobs=os.cpu_count() or 1)
-    srv = triton_factory(root, load_models=[v.name for v in VARIANTS], fil_compile=request.param == "compiled")
-    want = "compiled" if request.param == "compiled" else "gtil"
-    assert {v.name: srv.predictor_state(v.name) for v in VARIANTS} == {v.name: {1: want} for v in VARIANTS}
+    srv = triton_factory(root, load_models=[v.name for v in VARIANTS], fil_compile=predictor == "compiled",
+                         fil_backend=fil_backend_kind(backend))
+    assert {v.name: srv.predictor_state(v.name) for v in VARIANTS} == {v.name: {1: predictor} for v in VARIANTS}
+    assert srv.fil_backend == backend
     yield srv
     srv.stop()
 
@@ -242,13 +249,16 @@ def test_responses_name_model_and_version(clients):
     assert response["model_name"] == VARIANTS[0].name and response["model_version"] == "1"
 
 
-def test_uncached_model_serves_at_once_then_switches_to_compiled(tmp_path, triton_factory, families):
+@pytest.mark.parametrize("backend", ["native", "python"])
+def test_uncached_model_serves_at_once_then_switches_to_compiled(tmp_path, triton_factory, fil_backend_kind, families, backend):
     """Without a cached library the model answers immediately (GTIL), compiles in the
     background, swaps to the compiled library, and a restart finds it in the cache."""
     variant = VARIANTS[0]
     write_repository(tmp_path / "repo", families, [variant])
     cache = tmp_path / "cache"
-    srv = triton_factory(tmp_path / "repo", load_models=[variant.name], fil_compile=True, fil_cache_dir=cache)
+    backend = fil_backend_kind(backend)
+    srv = triton_factory(tmp_path / "repo", load_models=[variant.name], fil_compile=True, fil_cache_dir=cache,
+                         fil_backend=backend)
     http = httpclient.InferenceServerClient(srv.http_url.removeprefix("http://"))
     clients = (http, None)
     x = np.random.default_rng(11).normal(size=(50, N_FEATURES)).astype(np.float32)
@@ -259,7 +269,8 @@ def test_uncached_model_serves_at_once_then_switches_to_compiled(tmp_path, trito
     assert list(cache.glob(f"*/{fil_forest.LIB_NAME}"))
     http.close()
     srv.stop()
-    again = triton_factory(tmp_path / "repo", load_models=[variant.name], fil_compile=True, fil_cache_dir=cache)
+    again = triton_factory(tmp_path / "repo", load_models=[variant.name], fil_compile=True, fil_cache_dir=cache,
+                           fil_backend=backend)
     assert again.predictor_state(variant.name) == {1: "compiled"}
     again.stop()
 

@@ -1,5 +1,6 @@
 """Bad requests get a Triton error that says what is wrong, and the server keeps serving —
-with Treelite GTIL and with the compiled library, over HTTP and gRPC. NaN and +-Inf are not
+with both fil backends (native C++, Python), with Treelite GTIL and with the compiled
+library, over HTTP and gRPC. NaN and +-Inf are not
 bad input: native FIL takes NaN as a missing value (see test_fil_conformance.py)."""
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ def forest():
     return RandomForestClassifier(n_estimators=10, max_depth=5, random_state=0, n_jobs=1).fit(X, y)
 
 
-@pytest.fixture(scope="module", params=["gtil", "compiled"])
-def server(request, tmp_path_factory, triton_factory, fil_cache_dir, forest):
+BACKENDS = [("native", "gtil"), ("native", "compiled"), ("python", "gtil"), ("python", "compiled")]
+
+
+@pytest.fixture(scope="module", params=BACKENDS, ids=["-".join(b) for b in BACKENDS])
+def server(request, tmp_path_factory, triton_factory, fil_backend_kind, fil_cache_dir, forest):
     root = tmp_path_factory.mktemp("bad-requests-repo")
     for name, delay in ((MODEL, 0), (BATCHING_MODEL, 50_000)):
         (root / name / "1").mkdir(parents=True)
@@ -45,12 +49,13 @@ def server(request, tmp_path_factory, triton_factory, fil_cache_dir, forest):
         (root / name / "config.pbtxt").write_text(
             render_config(model_name=name, max_batch_size=MAX_BATCH, max_queue_delay_us=delay, versions=[1])
         )
-    if request.param == "compiled":
+    backend, want = request.param
+    if want == "compiled":
         fil_forest.compile_model(
             fil_forest.load_model(path, "treelite_checkpoint"), fil_forest.file_sha256(path), fil_cache_dir, jobs=os.cpu_count() or 1
         )
-    srv = triton_factory(root, load_models=[MODEL, BATCHING_MODEL], fil_compile=request.param == "compiled")
-    want = "compiled" if request.param == "compiled" else "gtil"
+    srv = triton_factory(root, load_models=[MODEL, BATCHING_MODEL], fil_compile=want == "compiled",
+                         fil_backend=fil_backend_kind(backend))
     assert [srv.predictor_state(name) for name in (MODEL, BATCHING_MODEL)] == [{1: want}, {1: want}]
     yield srv
     srv.stop()

@@ -1,7 +1,8 @@
-"""The benchmark machinery on a tiny run: real Triton, real Uvicorn, real locust and
-perf_analyzer, a small reference model. No timing is asserted: only that every contender
-answers the same probabilities for the same rows, that results.json has its schema and
-that the plots and the report are written."""
+"""The benchmark machinery on a tiny run: real Triton (both fil backends), real Uvicorn, real
+locust and perf_analyzer, a small reference model; and the same methods pointed at servers
+that are already running. No timing is asserted: only that every contender answers the same
+probabilities for the same rows, that results.json has its schema and that the plots and the
+report are written."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 from benchmark import report
-from benchmark.run import ALL_CONTENDERS, SCHEMA, Plan, run, wait_http_ok
+from benchmark.run import INTERNAL_CONTENDERS, SCHEMA, Plan, run, wait_http_ok
 
 pytestmark = pytest.mark.slow
 
@@ -40,18 +41,28 @@ def tiny_run(tmp_path_factory) -> Path:
     return run(plan)
 
 
+def contenders_of(results: dict) -> set[str]:
+    """Every contender of a run that starts its servers; triton-native only where the native
+    backend builds (else the run says why it skipped it)."""
+    expected = set(INTERNAL_CONTENDERS)
+    if "triton-native" in results["skipped"]:
+        expected.discard("triton-native")
+    return expected
+
+
 def test_every_contender_answers_like_the_pipeline(tiny_run: Path):
-    """Triton (HTTP, gRPC) and both FastAPI apps give the trained pipeline's probabilities."""
+    """Triton (native and Python fil backends over HTTP, gRPC) and both FastAPI apps give the
+    trained pipeline's probabilities."""
     results = json.loads((tiny_run / "results.json").read_text())
-    assert set(results["contenders"]) == set(ALL_CONTENDERS)
+    assert set(results["contenders"]) == contenders_of(results)
     assert results["parity"]["ok"], results["parity"]
     rows = np.load(tiny_run / "rows.npy")
     answers = dict(np.load(tiny_run / "answers.npz"))
     pipeline_file = tiny_run.parent.parent / "state" / "benchmark" / "model" / "pipeline.pkl"
     with open(pipeline_file, "rb") as fh:
         pipeline = pickle.load(fh)
-    expected = pipeline.predict_proba(rows[: len(answers["triton-http"])])
-    for name in ALL_CONTENDERS:
+    expected = pipeline.predict_proba(rows[: len(answers["triton-python"])])
+    for name in contenders_of(results):
         got = answers[name]
         assert got.shape == expected.shape, name
         np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=name)
@@ -72,16 +83,23 @@ def test_results_json_has_its_schema(tiny_run: Path):
         assert SEQ_KEYS <= set(stats), name
         assert stats["n"] == 60
         assert 0 < stats["min_ms"] <= stats["p50_ms"] <= stats["p99_ms"] <= stats["max_ms"]
-    for target in ("triton-http", "fastapi-treelite", "fastapi-sklearn"):
+    tritons = {c for c in contenders_of(results) if c in ("triton-native", "triton-python")}
+    for target in tritons | {"fastapi-treelite", "fastapi-sklearn"}:
         assert LOAD_KEYS <= set(results["load"][target]["2"]), target
         assert results["load"][target]["2"]["requests"] > 0
-    batching = results["batching"]["2"]
-    assert batching["inference_count"] > 0 and batching["execution_count"] > 0
-    assert batching["avg_batch_size"] >= 1
-    for protocol in ("http", "grpc"):
-        (level,) = results["perf_analyzer"][protocol]
+    for target in tritons:
+        batching = results["load"][target]["2"]["batching"]
+        assert batching["inference_count"] > 0 and batching["execution_count"] > 0, target
+        assert batching["avg_batch_size"] >= 1
+    assert results["batching"]["2"] == results["load"][results["analysis"]["headline"]]["2"]["batching"]
+    keys = {"http", "grpc"} | ({"triton-python"} if "triton-native" in tritons else set())
+    for key in keys:
+        (level,) = results["perf_analyzer"][key]
         assert level["concurrency"] == 1
         assert "rps" in level or "error" in level, level
+    for backend in ("native", "python"):
+        if f"triton-{backend}" in tritons:
+            assert results["servers"]["tritons"][backend]["fil_backend_kind"] == backend
     assert results["servers"]["fastapi"]["workers"] == 1
     assert results["servers"]["triton"]["instance_count"] >= 1
     targets = results["analysis"]["targets"]
@@ -98,7 +116,8 @@ def test_pinning_is_recorded(tiny_run: Path):
     assert pins["enabled"] and pins["server_cpu"] != pins["client_cpu"]
     observed = pins["observed"]
     assert observed["client (this process)"] == [pins["client_cpu"]]
-    for name in ("fastapi-sklearn", "fastapi-treelite", "triton"):
+    tritons = [f"triton-{b}" for b in ("native", "python") if f"triton-{b}" in contenders_of(results)]
+    for name in ("fastapi-sklearn", "fastapi-treelite", *tritons):
         cpu_lists = [c for proc in observed[name].values() for c in proc["cpus"]]
         assert cpu_lists and all(c == [pins["server_cpu"]] for c in cpu_lists), (name, observed[name])
 
@@ -108,7 +127,7 @@ def test_plots_and_report_are_written(tiny_run: Path):
         data = (tiny_run / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000, name
     text = (tiny_run / "report.md").read_text()
-    for needle in ("| triton-http |", "| fastapi-sklearn |", "0.44", "5.15", "Targets", "Where the gap comes from"):
+    for needle in ("| triton-python |", "| fastapi-sklearn |", "0.44", "5.15", "Targets", "Where the gap comes from"):
         assert needle in text, needle
     latest = tiny_run.parent / "latest"
     assert latest.is_symlink() and latest.resolve() == tiny_run.resolve()
@@ -188,3 +207,38 @@ def test_fastapi_rejects_bad_input_with_422(fastapi_url, body, needle):
     assert needle in answer["error"], answer
     # and it keeps serving
     assert _post(url, json.dumps({"rows": [[0.0] * 30]}).encode())[0] == 200
+
+
+# ------------------------------------------------------------------------------------
+# servers that are already running
+# ------------------------------------------------------------------------------------
+
+
+def test_running_servers_are_measured_and_the_report_says_so(tmp_path, fastapi_url, triton_factory):
+    """--triton-url/--fastapi-url: the benchmark measures servers it did not start, with the
+    same phases, pins nothing, and its report says the servers were already running."""
+    import treelite
+
+    from fraudml.tritonconfig import render_config
+
+    url, clf, _ = fastapi_url
+    repo = tmp_path / "repo"
+    (repo / "fraud-classifier" / "7").mkdir(parents=True)
+    treelite.sklearn.import_model(clf).serialize(str(repo / "fraud-classifier" / "7" / "checkpoint.tl"))
+    (repo / "fraud-classifier" / "config.pbtxt").write_text(render_config(versions=[7]))
+    triton = triton_factory(repo, load_models=["fraud-classifier"], fil_compile=False)
+    plan = Plan(
+        state_dir=tmp_path / "state", results_dir=tmp_path / "results", triton_url=triton.http_url,
+        triton_grpc_url=triton.grpc_url, fastapi_urls=(url,), n=40, warmup=5, distinct_rows=30,
+        users=(2,), duration_s=2, concurrency=(1,), perf_measurement_ms=500, perf_max_trials=3, progress=False,
+    )
+    results = json.loads((run(plan) / "results.json").read_text())
+    assert set(results["contenders"]) == {"triton-http", "triton-grpc", "fastapi-treelite"}
+    assert results["servers_started_by_benchmark"] is False and results["pinning"]["enabled"] is False
+    assert results["parity"]["ok"], results["parity"]
+    assert results["model"]["version"] == "7" and results["servers"]["triton"]["backend"] == "fil"
+    assert results["load"]["triton-http"]["2"]["requests"] > 0
+    assert results["perf_analyzer"]["server"] == "triton-http"
+    assert triton.is_running()  # measured, not stopped
+    text = (tmp_path / "results" / "latest" / "report.md").read_text()
+    assert "were not started by this benchmark" in text and triton.http_url in text

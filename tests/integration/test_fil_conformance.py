@@ -1,9 +1,10 @@
 """Conformance: the local ``fil`` backend answers as native FIL of the pinned NGC image
 (``fil_config.NATIVE_RELEASE``) does, for every model format it claims — XGBoost JSON, UBJSON
 and legacy binary, LightGBM (categorical, multi-class, one-vs-all, regression), scikit-learn
-forests and gradient boosting through Treelite checkpoints — in one real Triton per predictor
-(GTIL, compiled), over HTTP and gRPC, against each library's own predictions on rows holding
-NaN and +-Inf; and it refuses at load what native FIL refuses or cannot serve.
+forests and gradient boosting through Treelite checkpoints — in one real Triton per backend
+(native C++, Python) and predictor (GTIL, compiled), over HTTP and gRPC, against each
+library's own predictions on rows holding NaN and +-Inf; and it refuses at load what native
+FIL refuses or cannot serve.
 
 The references: XGBoost and LightGBM take NaN as missing themselves; +-Inf is given to them
 as +-1e30, since FIL compares it like any number (XGBoost refuses Inf). Treelite imports
@@ -234,16 +235,23 @@ def repository(tmp_path_factory, models):
     return root
 
 
-@pytest.fixture(scope="module", params=["gtil", "compiled"])
-def server(request, triton_factory, repository):
-    """One Triton serving every SERVED case, with Treelite GTIL or with compiled libraries
-    (compiled by the backend itself, in the background, then swapped in)."""
-    compiled = request.param == "compiled"
-    srv = triton_factory(repository, load_models=[c.name for c in SERVED], fil_compile=compiled)
+BACKENDS = [("native", "gtil"), ("native", "compiled"), ("python", "gtil"), ("python", "compiled")]
+
+
+@pytest.fixture(scope="module", params=BACKENDS, ids=["-".join(b) for b in BACKENDS])
+def server(request, triton_factory, fil_backend_kind, repository):
+    """One Triton serving every SERVED case, per fil backend (the native C++ one and the
+    Python one), with Treelite GTIL or with compiled libraries (compiled by the backend
+    itself, in the background, then swapped in)."""
+    backend, predictor = request.param
+    compiled = predictor == "compiled"
+    srv = triton_factory(repository, load_models=[c.name for c in SERVED], fil_compile=compiled,
+                         fil_backend=fil_backend_kind(backend))
     for case in SERVED:
         if compiled:
             srv.wait_compiled(case.name, timeout=900)
-        assert srv.predictor_state(case.name) == {1: request.param}, case.name
+        assert srv.predictor_state(case.name) == {1: predictor}, case.name
+    assert ("native backend" in srv.log_file.read_text()) == (backend == "native")
     yield srv
     srv.stop()
 

@@ -21,14 +21,40 @@ def _results(seq: dict[str, float], rps: dict[str, float], users: int = 32, fail
 def test_targets_met_and_missed_follow_the_numbers():
     results = _results({"triton-http": 0.25, "fastapi-treelite": 0.5, "fastapi-sklearn": 4.0},
                        {"triton-http": 9000.0, "fastapi-treelite": 2500.0, "fastapi-sklearn": 250.0})
+    results["perf_analyzer"] = {"server": "triton-http", "http": [{"concurrency": 32, "rps": 6500.0}],
+                                "grpc": [{"concurrency": 32, "rps": 7200.0}]}
     verdicts = {t["name"]: t for t in report.analyze(results)["targets"]}
+    assert verdicts["sequential p50: triton-http"]["met"] is True  # 0.25 ms <= 0.30 ms
     assert verdicts["sequential p50: triton-http vs fastapi-sklearn"]["value"] == pytest.approx(16.0)
-    assert verdicts["sequential p50: triton-http vs fastapi-sklearn"]["met"] is True
-    assert verdicts["sequential p50: triton-http vs fastapi-treelite"]["met"] is True  # 2.0x >= 1.5x
-    assert verdicts["req/s at 32 users: triton-http"]["met"] is False  # 9,000 < 10,000
+    assert verdicts["sequential p50: triton-http vs fastapi-sklearn"]["met"] is False  # 16x < 30x
+    assert verdicts["sequential p50: triton-http vs fastapi-treelite"]["met"] is True  # 2.0x >= 2x
+    perf = verdicts["req/s at 32 concurrent: triton-http (perf_analyzer)"]
+    assert perf["value"] == 7200.0 and perf["met"] is True and "GRPC" in perf["note"]  # the better protocol
     assert verdicts["req/s at 32 users: triton-http vs fastapi-sklearn"]["met"] is True  # 36x
     assert verdicts["req/s at 32 users: triton-http vs fastapi-treelite"]["met"] is True  # 3.6x
     assert verdicts["zero errors under load"]["met"] is True
+
+
+def test_a_slow_triton_misses_the_latency_target():
+    results = _results({"triton-http": 0.31, "fastapi-treelite": 0.5}, {})
+    verdicts = {t["name"]: t for t in report.analyze(results)["targets"]}
+    assert verdicts["sequential p50: triton-http"]["met"] is False
+    assert verdicts["req/s at 32 concurrent: triton-http (perf_analyzer)"]["met"] is None  # not measured
+
+
+def test_native_backend_is_the_headline_and_the_stub_cost_is_reported():
+    """With both fil backends measured, the targets are about triton-native and the report
+    shows what the Python stub adds."""
+    results = _results({"triton-native": 0.25, "triton-python": 0.55, "fastapi-treelite": 0.6},
+                       {"triton-native": 8000.0, "triton-python": 4000.0, "fastapi-treelite": 2000.0})
+    a = report.analyze(results)
+    assert a["headline"] == "triton-native"
+    assert {t["name"] for t in a["targets"]} >= {"sequential p50: triton-native",
+                                                 "req/s at 32 users: triton-native vs fastapi-treelite"}
+    assert a["stub_cost"]["p50_ms"] == pytest.approx(0.30)
+    assert a["stub_cost"]["rps_ratio_locust"] == pytest.approx(2.0)
+    markdown = report.render_markdown({**results, "analysis": a})
+    assert "What the Python backend stub costs" in markdown and "0.300 ms" in markdown
 
 
 def test_decomposition_splits_the_gap_into_runtime_and_server():
@@ -53,7 +79,7 @@ def test_missing_contenders_and_user_counts_are_reported_not_invented():
     a = report.analyze(results)
     verdicts = {t["name"]: t for t in a["targets"]}
     assert verdicts["sequential p50: triton-http vs fastapi-sklearn"]["met"] is None
-    assert verdicts["req/s at 8 users: triton-http"]["note"].startswith("32 users not measured")
+    assert verdicts["req/s at 8 users: triton-http vs fastapi-treelite"]["note"].startswith("32 users not measured")
     assert verdicts["zero errors under load"]["met"] is False
     assert "sequential_p50" not in a["decomposition"]
     markdown = report.render_markdown({**results, "analysis": a})

@@ -9,14 +9,48 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 
 extern char** environ;
 
 namespace fil {
 
 constexpr int kExitCompilerMissing = 3;  // fil_compile.EXIT_COMPILER_MISSING
+
+// At most one helper per core at a time: a repository of many models loads them all at
+// once, and each helper runs its own compiler jobs. The others wait for a slot.
+class Slots {
+ public:
+  bool Acquire(const std::atomic<bool>& cancel) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const unsigned limit = std::max(1u, std::thread::hardware_concurrency());
+    while (running_ >= limit) {
+      if (cancel) return false;
+      freed_.wait_for(lock, std::chrono::milliseconds(200));
+    }
+    ++running_;
+    return true;
+  }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    --running_;
+    freed_.notify_one();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable freed_;
+  unsigned running_ = 0;
+};
+
+static Slots& HelperSlots() {
+  static Slots slots;
+  return slots;
+}
 
 CompileJob::CompileJob(std::vector<std::string> argv, std::function<void(const CompileResult&)> done)
     : argv_(std::move(argv)), done_(std::move(done)) {
@@ -37,6 +71,17 @@ static std::string Tail(const std::string& text, size_t n = 2000) {
 }
 
 void CompileJob::Run() {
+  if (!HelperSlots().Acquire(cancel_)) {
+    CompileResult cancelled;
+    cancelled.cancelled = true;
+    done_(cancelled);
+    return;
+  }
+  RunHelper();
+  HelperSlots().Release();
+}
+
+void CompileJob::RunHelper() {
   CompileResult result;
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) {

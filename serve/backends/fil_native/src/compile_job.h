@@ -29,6 +29,7 @@ class CompileJob {
 
  private:
   void Run();
+  void RunHelper();
   std::vector<std::string> argv_;
   std::function<void(const CompileResult&)> done_;
   std::atomic<bool> cancel_{false};

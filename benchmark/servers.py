@@ -1,0 +1,227 @@
+"""The servers a benchmark run measures: the ones it starts itself (Triton per ``fil`` backend,
+the FastAPI baselines) or ones that are already running (``--triton-url``, ``--fastapi-url``).
+
+Every contender ends up as an :class:`Endpoint` (host, port, protocol), so the sequential,
+locust and perf_analyzer phases measure a started and an external server the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from benchmark import model_source
+
+
+class BenchmarkError(RuntimeError):
+    """The benchmark cannot run; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one contender is measured."""
+
+    host: str
+    port: int
+    protocol: str  # "http" | "grpc"
+    server: str  # which server answers: "triton-native", "triton-python", "triton", "fastapi-..."
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def get_json(url: str, timeout: float = 5.0) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def wait_http_ok(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-1500:] if log and log.is_file() else ""
+            raise BenchmarkError(f"{url}: the server exited with {proc.returncode} before it was ready:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise BenchmarkError(f"{url} not ready after {timeout:.0f} s")
+
+
+def taskset(cpu: int | None) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if cpu is not None else []
+
+
+# ------------------------------------------------------------------------------------
+# servers this benchmark starts
+# ------------------------------------------------------------------------------------
+
+
+class FastAPIServer:
+    """``uvicorn benchmark.app:app`` with one worker, as a child process."""
+
+    def __init__(self, name: str, port: int, env: dict[str, str], cpu: int | None, log: Path):
+        self.name, self.port, self.log = name, port, log
+        self.cmd = [*taskset(cpu), sys.executable, "-m", "uvicorn", "benchmark.app:app",
+                    "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                    "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "120"]
+        self.env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "w") as fh:
+            self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
+                                         cwd=Path(__file__).resolve().parent.parent)
+
+    def wait(self, timeout: float = 90) -> None:
+        wait_http_ok(f"http://127.0.0.1:{self.port}/healthz", timeout, self.proc, self.log)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            from serve.ports import terminate
+
+            terminate(self.proc.pid, timeout=10, popen=self.proc)
+        self.proc = None
+
+
+def uvicorn_implementation() -> dict:
+    import importlib.util
+
+    return {
+        "workers": 1,
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "handler": "async def, model called inline (no thread-pool hop)",
+    }
+
+
+def start_triton(model: model_source.BenchModel, ports: list[int], state_dir: Path, fil: dict, backend: str):
+    """The project's Triton launcher on the benchmark's copy of the model repository, with
+    the ``fil`` backend ``backend`` ("native" or "python", FIL_BACKEND)."""
+    from serve.triton import TritonServer
+
+    server = TritonServer(
+        str(model.triton_repo), http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2],
+        state_dir=state_dir, load_models=(model.name,), model_control="explicit",
+        env={**fil["env"], "FIL_BACKEND": backend}, fil_cache_dir=fil["env"].get("FIL_CACHE_DIR"),
+    )
+    server.start(timeout=120)
+    return server
+
+
+def prepare_fil_runtime(model: model_source.BenchModel, runtime: str, cache_dir: Path) -> dict:
+    """Make Triton's ``fil`` backend start on ``runtime`` from its first request.
+
+    ``compiled``: compile the model into the backends' cache before Triton starts (the
+    backend then loads the cached library at once instead of serving GTIL while gcc runs
+    beside it on the server CPU, which would change the runtime in the middle of the run).
+    ``gtil``: FIL_COMPILE=0, Treelite GTIL only.
+    """
+    from benchmark.app import fil_forest
+
+    if runtime == "gtil":
+        return {"runtime": "gtil", "env": {"FIL_COMPILE": "0"}, "library": None}
+    ff = fil_forest()
+    started = time.monotonic()
+    library = ff.compile_model(ff.load_model(model.model_file, model.model_type),
+                               ff.file_sha256(model.model_file), cache_dir, jobs=os.cpu_count() or 1)
+    return {"runtime": "compiled", "env": {"FIL_COMPILE": "1", "FIL_CACHE_DIR": str(cache_dir)},
+            "library": library, "compile_or_cache_s": round(time.monotonic() - started, 2)}
+
+
+def triton_serving_line(log_file: Path, timeout: float, want_compiled: bool) -> str | None:
+    """The fil backend's 'serving with ...' log line; with ``want_compiled``, wait (bounded)
+    until it serves the compiled library."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log_file.read_text(errors="replace") if log_file.is_file() else ""
+        lines = [ln for ln in text.splitlines() if "[fil]" in ln and "serving with" in ln]
+        line = lines[-1] if lines else None
+        if not want_compiled or (line and "compiled library" in line) or time.monotonic() > deadline:
+            return line[line.index("[fil]"):].rstrip('"') if line else None
+        time.sleep(0.2)
+
+
+def triton_pid(server) -> int | None:
+    with contextlib.suppress(Exception):
+        pid = server.pid()
+        if isinstance(pid, int):
+            return pid
+    return None
+
+
+def triton_facts(base_url: str, model: str, ready_s: float | None = None) -> dict:
+    """What a Triton says about itself and the model (any Triton, started here or not)."""
+    facts: dict = {"url": base_url}
+    if ready_s is not None:
+        facts["start_to_ready_s"] = round(ready_s, 2)
+    with contextlib.suppress(OSError, ValueError):
+        facts["server_version"] = get_json(base_url + "/v2").get("version")
+    with contextlib.suppress(OSError, ValueError):
+        config = get_json(f"{base_url}/v2/models/{model}/config")
+        groups = config.get("instance_group") or []
+        facts["instance_group"] = [{"kind": g.get("kind"), "count": g.get("count")} for g in groups]
+        facts["instance_count"] = sum(int(g.get("count") or 1) for g in groups) or 1
+        facts["backend"] = config.get("backend")
+        facts["max_batch_size"] = config.get("max_batch_size")
+        facts["dynamic_batching"] = config.get("dynamic_batching")
+        facts["n_features"] = int(next(iter(config.get("input") or []), {}).get("dims", [0])[-1])
+    return facts
+
+
+# ------------------------------------------------------------------------------------
+# servers that are already running
+# ------------------------------------------------------------------------------------
+
+
+def _host_port(url: str, default_port: int, what: str) -> tuple[str, int]:
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if not parts.hostname:
+        raise BenchmarkError(f"{what} {url!r} is not a URL like http://host:port")
+    return parts.hostname, parts.port or default_port
+
+
+def external_endpoints(triton_url: str | None, triton_grpc_url: str | None, fastapi_urls: tuple[str, ...],
+                       model: str) -> tuple[dict[str, Endpoint], dict]:
+    """The contenders of already-running servers, checked reachable, and what they say about
+    themselves: Triton's version and model config, each FastAPI app's runtime (its /healthz)."""
+    endpoints: dict[str, Endpoint] = {}
+    facts: dict = {}
+    if triton_url:
+        host, port = _host_port(triton_url, 8000, "--triton-url")
+        base = f"http://{host}:{port}"
+        try:
+            wait_http_ok(f"{base}/v2/models/{model}/ready", timeout=10)
+        except BenchmarkError as e:
+            raise BenchmarkError(f"Triton at {base} does not serve model {model!r} ({e}); check --triton-url "
+                                 "and --model-name") from None
+        endpoints["triton-http"] = Endpoint(host, port, "http", "triton")
+        facts["triton"] = triton_facts(base, model)
+    if triton_grpc_url:
+        host, port = _host_port(triton_grpc_url, 8001, "--triton-grpc-url")
+        endpoints["triton-grpc"] = Endpoint(host, port, "grpc", "triton")
+    for url in fastapi_urls:
+        host, port = _host_port(url, 80, "--fastapi-url")
+        try:
+            health = get_json(f"http://{host}:{port}/healthz")
+        except (OSError, ValueError) as e:
+            raise BenchmarkError(f"FastAPI app at {url} did not answer /healthz: {e}") from None
+        name = f"fastapi-{health.get('runtime', 'unknown')}"
+        if name in endpoints:
+            raise BenchmarkError(f"two --fastapi-url servers both run {health.get('runtime')!r}")
+        endpoints[name] = Endpoint(host, port, "http", name)
+        facts[name] = {"url": f"http://{host}:{port}", **health}
+    return endpoints, facts
