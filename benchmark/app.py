@@ -34,19 +34,28 @@ Environment (read once, at start-up):
 | ``BENCH_MAX_ROWS`` | ``4096`` | most rows per request (Triton's ``max_batch_size``) |
 """
 
-import os
 import pickle
 from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    create_model,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fraudml.tritonconfig import DEFAULT_MAX_BATCH_SIZE, MODEL_NAME
 
 RUNTIMES = ("sklearn", "treelite")
 FEATURE_HINT = "Time, V1..V28, Amount, raw, like Triton's input__0"
@@ -56,55 +65,44 @@ class AppSettingsError(ValueError):
     """An environment variable of the baseline app is missing or wrong."""
 
 
-@dataclass(frozen=True)
-class AppSettings:
-    runtime: str = "treelite"
+class AppSettings(BaseSettings):
+    """The ``BENCH_*`` variables above, read once (pydantic-settings)."""
+
+    model_config = SettingsConfigDict(env_prefix="BENCH_", env_ignore_empty=True, extra="ignore",
+                                      frozen=True, protected_namespaces=())
+    runtime: Literal["sklearn", "treelite"] = "treelite"
     model_file: Path | None = None
     model_type: str = "treelite_checkpoint"
     compiled_lib: Path | None = None
     pipeline_file: Path | None = None
-    model_name: str = "fraud-classifier"
+    model_name: str = MODEL_NAME
     model_version: str = "0"
-    n_features: int = 30
-    max_rows: int = 4096
+    n_features: PositiveInt = 30
+    max_rows: PositiveInt = DEFAULT_MAX_BATCH_SIZE
+
+    @field_validator("runtime", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "AppSettings":
-        env = os.environ if environ is None else environ
-        runtime = (env.get("BENCH_RUNTIME") or "treelite").strip().lower()
-        if runtime not in RUNTIMES:
-            raise AppSettingsError(f"BENCH_RUNTIME={runtime!r}: use one of {', '.join(RUNTIMES)}")
-        settings = cls(
-            runtime=runtime,
-            model_file=Path(env["BENCH_MODEL_FILE"]) if env.get("BENCH_MODEL_FILE") else None,
-            model_type=env.get("BENCH_MODEL_TYPE") or "treelite_checkpoint",
-            compiled_lib=Path(env["BENCH_COMPILED_LIB"]) if env.get("BENCH_COMPILED_LIB") else None,
-            pipeline_file=Path(env["BENCH_PIPELINE_FILE"]) if env.get("BENCH_PIPELINE_FILE") else None,
-            model_name=env.get("BENCH_MODEL_NAME") or "fraud-classifier",
-            model_version=env.get("BENCH_MODEL_VERSION") or "0",
-            n_features=_positive_int(env, "BENCH_N_FEATURES", 30),
-            max_rows=_positive_int(env, "BENCH_MAX_ROWS", 4096),
-        )
-        needed = {"treelite": ("BENCH_MODEL_FILE", settings.model_file),
-                  "sklearn": ("BENCH_PIPELINE_FILE", settings.pipeline_file)}[runtime]
-        if needed[1] is None:
-            raise AppSettingsError(f"BENCH_RUNTIME={runtime} needs {needed[0]} (a path)")
-        if not needed[1].is_file():
-            raise AppSettingsError(f"{needed[0]}={needed[1]} does not exist")
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, need_model: bool = True) -> "AppSettings":
+        """Read the settings (``environ``: default ``os.environ``); with ``need_model``, the
+        runtime's model file must exist."""
+        try:
+            settings = cls() if environ is None else cls.model_validate(
+                {k.removeprefix("BENCH_").lower(): v for k, v in environ.items() if k.startswith("BENCH_") and v})
+        except ValidationError as exc:
+            raise AppSettingsError("; ".join(
+                f"BENCH_{str(e['loc'][0]).upper()}={e.get('input')!r}: {e['msg']}" for e in exc.errors())) from None
+        if need_model:
+            name, path = {"treelite": ("BENCH_MODEL_FILE", settings.model_file),
+                          "sklearn": ("BENCH_PIPELINE_FILE", settings.pipeline_file)}[settings.runtime]
+            if path is None:
+                raise AppSettingsError(f"BENCH_RUNTIME={settings.runtime} needs {name} (a path)")
+            if not path.is_file():
+                raise AppSettingsError(f"{name}={path} does not exist")
         return settings
-
-
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise AppSettingsError(f"{name}={raw!r} is not an integer") from None
-    if value < 1:
-        raise AppSettingsError(f"{name}={raw!r} must be >= 1")
-    return value
 
 
 # ------------------------------------------------------------------------------------
@@ -256,7 +254,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         yield
         state.clear()
 
-    s0 = settings or _settings_for_schema()
+    # row length and batch limit shape the request schema at import, before any model is read
+    s0 = settings or AppSettings.from_env(need_model=False)
     PredictRequest = request_model(s0.n_features, s0.max_rows)
     app = FastAPI(title="fraud-classifier FastAPI baseline", lifespan=lifespan)
 
@@ -295,14 +294,6 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
                                runtime=s.runtime, probabilities=proba.tolist())
 
     return app
-
-
-def _settings_for_schema() -> AppSettings:
-    """Row length and batch limit are needed to build the request schema at import; they are
-    read from the environment without touching any model file."""
-    env = os.environ
-    return AppSettings(n_features=_positive_int(env, "BENCH_N_FEATURES", 30),
-                       max_rows=_positive_int(env, "BENCH_MAX_ROWS", 4096))
 
 
 app = create_app()

@@ -134,8 +134,8 @@ def test_restarts_are_bounded_and_stop_leaves_no_process(triton_factory, repo):
     assert [e["event"] for e in srv.supervisor_events()][-2:] == ["gave-up", "stopped"]
     assert wait_until(lambda: not _ours(srv.state_dir), 10), f"left behind: {_ours(srv.state_dir)}"
 
-    srv.start()  # started again, then stopped: the supervisor, the server and its backend stub go
-    assert len(_ours(srv.state_dir)) >= 3
+    srv.start()  # started again, then stopped: the supervisor, the server (and a Python backend's stub) go
+    assert len(_ours(srv.state_dir)) >= 2
     assert srv.stop()
     assert not _ours(srv.state_dir) and not srv.is_running()
 
