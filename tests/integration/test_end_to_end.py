@@ -122,9 +122,11 @@ print(json.dumps(Run(sys.argv[1]).data.best_pipeline.predict_proba(x)[:, 1].toli
 
 
 def test_raw_rows_straight_to_triton_equal_the_runs_pipeline(e2e, triton):
-    """Any KServe v2 client: raw CSV rows, no transform, give the run's own predict_proba."""
+    """Any KServe v2 client: raw CSV rows, no transform, give the run's own predict_proba,
+    rows with missing values (NaN) included."""
     df = generate_dataset(rows=6000, fraud_rate=0.02, seed=3)
     x = np.vstack([df[df["Class"] == 1].head(32)[FEATURES], df.head(224)[FEATURES]]).astype(np.float32)
+    x[200:, :][np.random.default_rng(1).random((56, 30)) < 0.2] = np.nan  # NaN = missing, answered like the pipeline
     env = e2e["env"]
     result = subprocess.run([sys.executable, "-c", _RUN_PROBA, _served_pathspec(e2e)], input=json.dumps(x.tolist()),
                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -30,6 +30,18 @@ def test_treelite_model_matches_pipeline_on_the_test_set(trained, split, family)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_rows_with_missing_values_take_the_pipelines_branches(trained, split, tmp_path, family):
+    """NaN is a missing value for FIL: each split's default branch. The export sets those
+    branches so that a row with NaN gets the pipeline's own P(fraud) (sklearn forests included)."""
+    pipeline = trained[family].pipeline
+    x = split.X_test[:400].copy()
+    x[np.random.default_rng(0).random(x.shape) < 0.2] = np.nan
+    want = pipeline.predict_proba(x)[:, 1]
+    got = predict_proba_treelite(load_fil_model(write_fil_model(pipeline, tmp_path), "treelite_checkpoint"), x)
+    assert np.max(np.abs(got - want)) <= 1e-5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_checkpoint_file_round_trip(trained, split, tmp_path, family):
     """checkpoint.tl written, read back, same predictions."""
     pipeline = trained[family].pipeline

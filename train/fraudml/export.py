@@ -2,9 +2,10 @@
 
 Only the classifier step is exported: SMOTE is a training-time step (imbalanced-learn
 skips samplers outside ``fit``), so the served model is exactly what ``predict_proba`` uses.
-scikit-learn forests come in through ``treelite.sklearn.import_model``; XGBoost and
-LightGBM through their own saved formats and Treelite's frontends, the same files FIL
-reads natively. Positive-class probability is the last column of ``gtil.predict``'s
+scikit-learn forests are built node by node with Treelite's model builder
+(:func:`sklearn_forest_to_treelite`), so a missing value (NaN) takes the branch scikit-learn
+takes; XGBoost and LightGBM come in through their own saved formats and Treelite's
+frontends, the same files FIL reads natively, and carry their own missing-value branches. Positive-class probability is the last column of ``gtil.predict``'s
 output (``(n, 1, 2)`` for scikit-learn forests, ``(n, 1, 1)`` for boosted models).
 """
 
@@ -69,11 +70,52 @@ def _save_native(clf, family: str, path: Path) -> None:
         raise TypeError(f"{family} has no native FIL format; use model_type='treelite_checkpoint'")
 
 
+def sklearn_forest_to_treelite(clf) -> treelite.Model:
+    """A fitted scikit-learn RandomForest/ExtraTrees classifier as a Treelite model.
+
+    Written with Treelite's model builder rather than ``treelite.sklearn.import_model``
+    because the importer (Treelite 4.4) sends NaN to the left child at every split, while
+    scikit-learn sends it where ``tree_.missing_go_to_left`` says (for features without
+    missing values in training: the child that saw more samples). Here each split's default
+    branch is scikit-learn's, so FIL (native or local: NaN = missing = default branch)
+    answers a row with NaN exactly as ``predict_proba`` does. Leaves hold class fractions
+    and trees are averaged, as ``predict_proba`` does.
+    """
+    from treelite import model_builder as mb
+
+    n_classes, trees = int(clf.n_classes_), [e.tree_ for e in clf.estimators_]
+    builder = mb.ModelBuilder(
+        threshold_type="float64", leaf_output_type="float64",
+        metadata=mb.Metadata(num_feature=int(clf.n_features_in_), task_type="kMultiClf", average_tree_output=True,
+                             num_target=1, num_class=[n_classes], leaf_vector_shape=(1, n_classes)),
+        tree_annotation=mb.TreeAnnotation(num_tree=len(trees), target_id=[-1] * len(trees),
+                                          class_id=[-1] * len(trees)),
+        postprocessor=mb.PostProcessorFunc(name="identity_multiclass"), base_scores=[0.0] * n_classes,
+    )
+    for tree in trees:
+        builder.start_tree()
+        for node in range(tree.node_count):
+            builder.start_node(node)
+            left, right = int(tree.children_left[node]), int(tree.children_right[node])
+            if left == -1:
+                value = tree.value[node, 0]
+                builder.leaf((value / value.sum()).tolist())
+            else:
+                builder.numerical_test(int(tree.feature[node]), float(tree.threshold[node]), opname="<=",
+                                       default_left=bool(tree.missing_go_to_left[node]),
+                                       left_child_key=left, right_child_key=right)
+            builder.end_node()
+        builder.end_tree()
+    return builder.commit()
+
+
 def to_treelite(pipeline) -> treelite.Model:
     """The pipeline's classifier as a Treelite model (SMOTE stripped)."""
     clf = classifier_of(pipeline)
     family = family_of(clf)
-    if family in ("random_forest", "extra_trees", "hist_gradient_boosting"):
+    if family in ("random_forest", "extra_trees"):
+        return sklearn_forest_to_treelite(clf)
+    if family == "hist_gradient_boosting":
         return treelite.sklearn.import_model(clf)
     with tempfile.TemporaryDirectory(prefix="fraudml-export-") as tmp:
         if family == "xgboost":
