@@ -91,6 +91,42 @@ def render_config(
     Raises:
         ValueError: an argument FIL or Triton would reject.
     """
+    threshold = float(threshold)
+    versions = _check(model_type=model_type, instance_kind=instance_kind, classifier_key=classifier_key,
+                      n_features=n_features, max_batch_size=max_batch_size, n_classes=n_classes,
+                      instance_count=instance_count, max_queue_delay_us=max_queue_delay_us, threshold=threshold,
+                      predict_proba=predict_proba, output_class=output_class, n_model_outputs=n_model_outputs,
+                      model_name=model_name, versions=versions)
+    output_dims = n_classes if predict_proba else (n_model_outputs or 1) if not output_class else 1
+    params = {
+        "model_type": model_type,
+        classifier_key: _bool(output_class),
+        "predict_proba": _bool(predict_proba),
+        "threshold": repr(threshold),
+        "storage_type": storage_type,
+    }
+    for key, value in (extra_parameters or {}).items():
+        if key in params:
+            raise ValueError(f"extra parameter {key!r} is already set by render_config")
+        params[key] = str(value)
+
+    pb = _pb()
+    config = pb.ModelConfig(name=model_name, backend="fil", max_batch_size=max_batch_size)
+    config.input.add(name="input__0", data_type=pb.TYPE_FP32, dims=[n_features])
+    config.output.add(name="output__0", data_type=pb.TYPE_FP32, dims=[output_dims])
+    if versions is not None:
+        config.version_policy.specific.versions.extend(versions)
+    config.instance_group.add(kind=pb.ModelInstanceGroup.Kind.Value(instance_kind), count=instance_count)
+    config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
+    for key, value in params.items():
+        config.parameters[key].string_value = value
+    return _HEADER + _text_format().MessageToString(config)
+
+
+def _check(*, model_type, instance_kind, classifier_key, n_features, max_batch_size, n_classes, instance_count,
+           max_queue_delay_us, threshold, predict_proba, output_class, n_model_outputs, model_name, versions):
+    """Raise ValueError for an argument of :func:`render_config` that FIL or Triton would reject;
+    return the versions, sorted and unique (or None)."""
     if model_type not in MODEL_FILENAMES:
         raise ValueError(f"model_type {model_type!r} is not a FIL model_type; use one of {sorted(MODEL_FILENAMES)}")
     if instance_kind not in INSTANCE_KINDS:
@@ -106,7 +142,6 @@ def render_config(
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    threshold = float(threshold)
     if not math.isfinite(threshold) or (output_class and not 0.0 <= threshold <= 1.0):
         raise ValueError(f"threshold must be a probability in [0, 1], got {threshold!r}")
     if predict_proba and not output_class:
@@ -132,30 +167,7 @@ def render_config(
         if not versions or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in versions):
             raise ValueError(f"versions must be a non-empty list of integers >= 1, got {versions!r}")
 
-    output_dims = n_classes if predict_proba else (n_model_outputs or 1) if not output_class else 1
-    params = {
-        "model_type": model_type,
-        classifier_key: _bool(output_class),
-        "predict_proba": _bool(predict_proba),
-        "threshold": repr(threshold),
-        "storage_type": storage_type,
-    }
-    for key, value in (extra_parameters or {}).items():
-        if key in params:
-            raise ValueError(f"extra parameter {key!r} is already set by render_config")
-        params[key] = str(value)
-
-    pb = _pb()
-    config = pb.ModelConfig(name=model_name, backend="fil", max_batch_size=max_batch_size)
-    config.input.add(name="input__0", data_type=pb.TYPE_FP32, dims=[n_features])
-    config.output.add(name="output__0", data_type=pb.TYPE_FP32, dims=[output_dims])
-    if versions is not None:
-        config.version_policy.specific.versions.extend(versions)
-    config.instance_group.add(kind=pb.ModelInstanceGroup.Kind.Value(instance_kind), count=instance_count)
-    config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
-    for key, value in params.items():
-        config.parameters[key].string_value = value
-    return _HEADER + _text_format().MessageToString(config)
+    return versions
 
 
 def parse_config(config_text: str):
