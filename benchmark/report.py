@@ -342,8 +342,8 @@ def summary_text(results: dict) -> str:
                              f"failures {r.get('failures')}")
     lines.append("targets:")
     for t in analysis["targets"]:
-        value = str(t["value"]) if t["unit"] == "failures" else _f(t["value"], 2 if t["unit"] == "x" else 0,
-                                                                   "x" if t["unit"] == "x" else "")
+        value = str(t["value"]) if t["unit"] == "failures" else _f(t["value"], {"x": 2, "ms": 3}.get(t["unit"], 0),
+                                                                   {"x": "x", "ms": " ms"}.get(t["unit"], ""))
         lines.append(f"  [{'MET ' if t['met'] else ('MISS' if t['met'] is False else ' -- ')}] {t['name']}: {value}")
     return "\n".join(lines)
 

@@ -1,0 +1,48 @@
+"""Which fil backend the launcher installs: the native one when it is built (or builds), the
+Python one with a one-line notice when it cannot be built, an error when native is demanded."""
+
+from __future__ import annotations
+
+import pytest
+
+from serve import fil_backend
+from serve.triton import TritonError
+
+
+@pytest.fixture
+def unbuildable(monkeypatch):
+    """A machine where the native backend is not built and no C++ compiler exists."""
+    monkeypatch.setattr(fil_backend, "native_is_fresh", lambda: False)
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")
+
+
+def test_auto_falls_back_to_python_with_a_one_line_notice(tmp_path, unbuildable, capsys):
+    assert fil_backend.install_fil_backend(tmp_path, {"FIL_BACKEND": "auto"}) == "python"
+    assert (tmp_path / "model.py").is_file() and not (tmp_path / "libtriton_fil.so").exists()
+    notice = capsys.readouterr().err.strip().splitlines()
+    assert len(notice) == 1 and notice[0].startswith("notice: native fil backend unavailable")
+    assert "no-such-c++-compiler is not installed" in notice[0]
+
+
+def test_native_demanded_but_unbuildable_is_an_error(tmp_path, unbuildable):
+    with pytest.raises(TritonError, match="FIL_BACKEND=native, but the native fil backend cannot be built"):
+        fil_backend.install_fil_backend(tmp_path, {"FIL_BACKEND": "native"})
+
+
+def test_python_is_installed_when_asked(tmp_path):
+    assert fil_backend.install_fil_backend(tmp_path, {"FIL_BACKEND": "python"}) == "python"
+    assert {p.name for p in tmp_path.iterdir()} == {p.name for p in fil_backend.PYTHON_SOURCE.glob("*.py")}
+
+
+def test_unknown_choice_is_refused(tmp_path):
+    with pytest.raises(TritonError, match="choose one of auto, native, python"):
+        fil_backend.install_fil_backend(tmp_path, {"FIL_BACKEND": "cuda"})
+
+
+def test_native_install_holds_the_library_and_its_compile_helper(tmp_path):
+    """Where the library is built (make native-backend), Triton's <backend-dir>/fil gets
+    libtriton_fil.so, the background compiler and the interpreter that runs it; no model.py."""
+    if not fil_backend.native_is_fresh():
+        pytest.skip("the native fil backend is not built (make native-backend)")
+    assert fil_backend.install_fil_backend(tmp_path, {"FIL_BACKEND": "auto"}) == "native"
+    assert {p.name for p in tmp_path.iterdir()} == {"libtriton_fil.so", "fil_compile.py", "fil_forest.py", "fil_python"}
