@@ -245,8 +245,34 @@ TRITONSERVER_Error* TRITONBACKEND_ModelInstanceFinalize(TRITONBACKEND_ModelInsta
   return nullptr;
 }
 
+namespace {
+enum Progress : uint8_t { kUntouched = 0, kAnswered, kReleased };
+TRITONSERVER_Error* Execute(TRITONBACKEND_ModelInstance* instance, TRITONBACKEND_Request** requests, uint32_t count,
+                            std::vector<uint8_t>& progress);
+}
+
 TRITONSERVER_Error* TRITONBACKEND_ModelInstanceExecute(TRITONBACKEND_ModelInstance* instance,
                                                         TRITONBACKEND_Request** requests, uint32_t count) {
+  std::vector<uint8_t> progress(count, kUntouched);
+  try {
+    return Execute(instance, requests, count, progress);
+  } catch (const std::exception& e) {  // nothing may escape into Triton: answer and release what is left
+    for (uint32_t i = 0; i < count; ++i) {
+      if (progress[i] == kUntouched) {
+        SendError(requests[i], TRITONSERVER_ERROR_INTERNAL, std::string("fil backend error: ") + e.what());
+      }
+      if (progress[i] != kReleased) TRITONBACKEND_RequestRelease(requests[i], TRITONSERVER_REQUEST_RELEASE_ALL);
+    }
+    return nullptr;
+  }
+}
+
+}  // extern "C"
+
+namespace {
+
+TRITONSERVER_Error* Execute(TRITONBACKEND_ModelInstance* instance, TRITONBACKEND_Request** requests, uint32_t count,
+                            std::vector<uint8_t>& progress) {
   const uint64_t exec_start = NowNs();
   void* vstate = nullptr;
   if (TRITONSERVER_Error* err = TRITONBACKEND_ModelInstanceState(instance, &vstate)) return err;
@@ -264,7 +290,10 @@ TRITONSERVER_Error* TRITONBACKEND_ModelInstanceExecute(TRITONBACKEND_ModelInstan
   }
   // Bad requests get their error now (INVALID_ARG: HTTP 400 / gRPC INVALID_ARGUMENT).
   for (uint32_t i = 0; i < count; ++i) {
-    if (!checked[i].problem.empty()) SendError(requests[i], TRITONSERVER_ERROR_INVALID_ARG, checked[i].problem);
+    if (!checked[i].problem.empty()) {
+      SendError(requests[i], TRITONSERVER_ERROR_INVALID_ARG, checked[i].problem);
+      progress[i] = kAnswered;
+    }
   }
 
   std::vector<bool> success(count, false);
@@ -292,6 +321,7 @@ TRITONSERVER_Error* TRITONBACKEND_ModelInstanceExecute(TRITONBACKEND_ModelInstan
           SendError(requests[i], TRITONSERVER_ERROR_INTERNAL, std::string("prediction failed: ") + e.what());
         }
       }
+      progress[i] = kAnswered;  // with the answer, or with the error NewOutput sent
     } else {  // concatenate, predict once, split
       state->batch_in.resize(static_cast<size_t>(total_rows) * nf);
       state->batch_out.resize(static_cast<size_t>(total_rows) * width);
@@ -314,6 +344,7 @@ TRITONSERVER_Error* TRITONBACKEND_ModelInstanceExecute(TRITONBACKEND_ModelInstan
       for (uint32_t i : valid) {
         if (!failure.empty()) {
           SendError(requests[i], TRITONSERVER_ERROR_INTERNAL, failure);
+          progress[i] = kAnswered;
           continue;
         }
         TRITONBACKEND_Response* response = nullptr;
@@ -323,6 +354,7 @@ TRITONSERVER_Error* TRITONBACKEND_ModelInstanceExecute(TRITONBACKEND_ModelInstan
           Send(response);
           success[i] = true;
         }
+        progress[i] = kAnswered;  // with the answer, or with the error NewOutput sent
         row += checked[i].rows;
       }
     }
@@ -344,8 +376,9 @@ TRITONSERVER_Error* TRITONBACKEND_ModelInstanceExecute(TRITONBACKEND_ModelInstan
     if (TRITONSERVER_Error* err = TRITONBACKEND_RequestRelease(requests[i], TRITONSERVER_REQUEST_RELEASE_ALL)) {
       Log(2, "[fil] cannot release a request: " + Consume(err));
     }
+    progress[i] = kReleased;
   }
   return nullptr;  // every request was answered and released here
 }
 
-}  // extern "C"
+}  // namespace
