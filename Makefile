@@ -106,8 +106,12 @@ k8s-check: $(VENV)/.installed ## kustomize + kubernetes-validate every overlay, 
 argo-template: $(VENV)/.installed ## compile the flow into an Argo WorkflowTemplate offline (k8s/argo/)
 	$(PY) k8s/argo_template.py --state-dir $(STATE)
 
-reliability: $(VENV)/.installed ## bad input, faults, load and security: counted cases and a summary table
-	$(PY) -m benchmark.reliability --state-dir $(STATE)
+# make test runs the reliability cases marked quick with a 20 s soak and 50 fuzz examples per target.
+RELIABILITY_SOAK_SECONDS  ?= 180
+RELIABILITY_FUZZ_EXAMPLES ?= 300
+reliability: $(VENV)/.installed ## the whole reliability suite (pytest -m reliability); summary in .state/reliability/summary.md
+	RELIABILITY_SOAK_SECONDS=$(RELIABILITY_SOAK_SECONDS) RELIABILITY_FUZZ_EXAMPLES=$(RELIABILITY_FUZZ_EXAMPLES) \
+	  $(PY) -m pytest -m reliability
 
 clean: s3-stop serve-stop ## stop servers, remove state, results and the venv
 	rm -rf $(STATE) $(VENV) .metaflow .pytest_cache

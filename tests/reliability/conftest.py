@@ -1,0 +1,171 @@
+"""The reliability suite's rig and its summary table.
+
+Fixtures: ``rig`` (a :class:`tests.reliability.rig.Rig`: its own SeaweedFS S3, the reference
+model published as v1, a supervised Triton from ``triton_factory`` serving that S3
+repository; healed before every case, so that one failure does not cascade) and
+``fastapi_url`` (the FastAPI baseline serving the same checkpoint).
+
+The summary: every case's outcome is collected from pytest's own reports; at the end a table
+per category (the module: ``test_faults_s3.py`` -> ``faults-s3``) of cases, failures, skipped
+and versions lost (``record_property("versions_lost", n)``), with every other recorded property
+as a figure, is printed and saved to ``.state/reliability/summary.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+pytest.register_assert_rewrite("tests.reliability.rig", "tests.reliability.wire")
+
+from serve.ports import spawn_logged, terminate  # noqa: E402
+from serve.s3 import SeaweedS3  # noqa: E402
+from tests.reliability.rig import (  # noqa: E402
+    FUZZ_EXAMPLES,
+    MAX_BATCH,
+    REPO_URI,
+    SOAK_SECONDS,
+    Ledger,
+    Rig,
+    train_reference,
+    wait_until,
+)
+from tests.reliability.wire import post  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+CATEGORIES = ("bad-input", "shape-attacks", "fuzz", "training-input", "faults-s3", "faults-model",
+              "faults-triton", "faults-deploy", "load", "security")
+
+
+@pytest.fixture(scope="session")
+def reliability_s3(tmp_path_factory, free_port):
+    """The rig's own S3: faults-s3 stops and kills it, so not the shared ``s3_server``."""
+    s3 = SeaweedS3(tmp_path_factory.mktemp("reliability-s3"), port=free_port(), bucket="models")
+    s3.start(timeout=90)
+    yield s3
+    s3.stop()
+
+
+@pytest.fixture(scope="session")
+def _rig(reliability_s3, triton_factory) -> Rig:
+    rig = Rig(reliability_s3, None, train_reference(), Ledger())
+    rig.publish_reference("reliability reference model")
+    # Supervised, like `make serve`: shape attacks abort tritonserver 2.51 on purpose and
+    # faults-triton kills it, more often than the launcher's default allows. GTIL only (no
+    # background compile), so that every load behaves the same way in every run.
+    rig.triton = triton_factory(REPO_URI, env=rig.env, fil_compile=False, timeout=180, supervise=True,
+                                max_restarts=100)
+    return rig
+
+
+@pytest.fixture
+def rig(_rig) -> Rig:
+    _rig.heal()
+    return _rig
+
+
+@pytest.fixture(scope="session")
+def fastapi_url(_rig, tmp_path_factory, free_port) -> str:
+    """``uvicorn benchmark.app:app`` on a free port, serving the rig's checkpoint with Treelite."""
+    work = tmp_path_factory.mktemp("fastapi")
+    model_dir = _rig.repo().download_version(_rig.served_version(), work / "model")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = spawn_logged(
+        [sys.executable, "-m", "uvicorn", "benchmark.app:app", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--no-access-log", "--log-level", "warning"],
+        log_file=work / "uvicorn.log", cwd=ROOT,
+        env={**os.environ, "BENCH_RUNTIME": "treelite", "BENCH_MODEL_FILE": str(model_dir / "checkpoint.tl"),
+             "BENCH_MAX_ROWS": str(MAX_BATCH), "OMP_NUM_THREADS": "1"})
+    try:
+        assert wait_until(lambda: proc.poll() is not None or post(f"{url}/healthz", None, method="GET").status == 200,
+                          90) and proc.poll() is None, (work / "uvicorn.log").read_text()[-1500:]
+        _rig.fastapi_url, _rig.fastapi_pid = url, proc.pid
+        yield url
+    finally:
+        terminate(proc.pid, timeout=10, popen=proc)
+
+
+# ------------------------------------------------------------------------------------------
+# order and summary
+# ------------------------------------------------------------------------------------------
+
+
+def category(nodeid: str) -> str | None:
+    path = nodeid.split("::", 1)[0]
+    if not path.startswith("tests/reliability/test_"):
+        return None
+    return Path(path).stem.removeprefix("test_").replace("_", "-")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Categories in the order of CATEGORIES: input first, faults (which leave Triton 2.51's
+    strict server readiness false after a refused load, R1) after."""
+    ours = [i for i, item in enumerate(items) if category(item.nodeid)]
+    if ours and ours == list(range(ours[0], ours[-1] + 1)):
+        block = items[ours[0]: ours[-1] + 1]
+        block.sort(key=lambda item: CATEGORIES.index(category(item.nodeid)))  # stable within a module
+        items[ours[0]: ours[-1] + 1] = block
+
+
+_outcomes: dict[str, str] = {}
+_properties: dict[str, list[tuple[str, object]]] = {}
+
+
+def pytest_runtest_logreport(report) -> None:
+    if category(report.nodeid) is None:
+        return
+    rank = {"passed": 0, "skipped": 1, "failed": 2}
+    outcome = report.outcome if report.when == "call" or report.outcome != "passed" else "passed"
+    if rank[outcome] >= rank[_outcomes.get(report.nodeid, "passed")]:
+        _outcomes[report.nodeid] = outcome
+    if report.user_properties:
+        _properties[report.nodeid] = list(report.user_properties)
+
+
+def summary_markdown(config) -> str:
+    rows: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    lost: dict[str, int] = {}
+    for nodeid, outcome in _outcomes.items():
+        counts = rows[category(nodeid)]
+        counts[0] += 1
+        counts[1] += outcome == "failed"
+        counts[2] += outcome == "skipped"
+        for key, value in _properties.get(nodeid, []):
+            if key == "versions_lost":
+                lost[category(nodeid)] = lost.get(category(nodeid), 0) + int(value)
+    names = [c for c in CATEGORIES if c in rows]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    out = [f"# Reliability run {dt.datetime.now():%Y-%m-%d %H:%M}",
+           "", f"`pytest -m \"{config.option.markexpr}\"`, soak {SOAK_SECONDS} s, {FUZZ_EXAMPLES} fuzz examples per "
+           f"target, commit {commit}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}.", "",
+           "| category | cases | failures | skipped | versions lost |", "| --- | ---: | ---: | ---: | ---: |"]
+    for name in names:
+        cases, failed, skipped = rows[name]
+        out.append(f"| {name} | {cases} | {failed} | {skipped} | {lost.get(name, '-')} |")
+    total = [sum(rows[n][i] for n in names) for i in range(3)]
+    out.append(f"| **total** | **{total[0]}** | **{total[1]}** | **{total[2]}** | "
+               f"**{sum(lost.values()) if lost else '-'}** |")
+    figures = [f"- `{nodeid.split('::', 1)[1]}` {key}: {value}" for nodeid, props in _properties.items()
+               for key, value in props if key != "versions_lost"]
+    failed = [f"- `{nodeid}`" for nodeid, outcome in _outcomes.items() if outcome == "failed"]
+    return "\n".join(out + (["", "Figures:", ""] + figures if figures else [])
+                     + (["", "Failed:", ""] + failed if failed else [])) + "\n"
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    if not _outcomes:
+        return
+    text = summary_markdown(config)
+    path = config.rootpath / ".state" / "reliability" / "summary.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    terminalreporter.write_sep("=", "reliability summary")
+    terminalreporter.write_line(text.rstrip())
+    terminalreporter.write_line(f"(saved to {path.relative_to(config.rootpath)})")

@@ -1,0 +1,344 @@
+"""What the reliability cases run against: a reference model trained with the project's own
+pipeline, the ledger of every published version, and the rig (SeaweedFS S3, a supervised
+Triton serving that S3 repository, the FastAPI baseline) with the checks shared by the cases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fraudml.data import FEATURES
+from fraudml.tritonconfig import DEFAULT_MAX_BATCH_SIZE, MODEL_NAME
+
+N_FEATURES = len(FEATURES)
+MAX_BATCH = DEFAULT_MAX_BATCH_SIZE  # what every published version serves
+RECOVERY_TIMEOUT_S = 120.0  # a bound on waiting for a crashed Triton to serve again
+I64_MAX = 2**63 - 1
+ATOL = 1e-5  # float32 tolerance against the model's own predict_proba
+REPO_URI = "s3://models/reliability"
+# The plan: make test runs the quick cases with these defaults; `make reliability` sets 180 and 300.
+SOAK_SECONDS = int(os.environ.get("RELIABILITY_SOAK_SECONDS", "20"))
+FUZZ_EXAMPLES = int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "50"))  # per fuzz target
+CONFIG_KWARGS = {"model_type": "treelite_checkpoint", "threshold": 0.5, "n_features": N_FEATURES}
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes (a bound, never a measurement)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+@dataclass
+class RefModel:
+    """A small random forest; its ``predict_proba`` is the oracle every answer is compared with."""
+
+    pipeline: Any
+    checkpoint: bytes
+    x: np.ndarray  # raw rows (float32, (n, 30)) the client sends
+    seed: int
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.pipeline.predict_proba(np.asarray(x, dtype=np.float32)), dtype=np.float64)
+
+    def lineage(self, note: str) -> dict[str, Any]:
+        return {"pathspec": None, "family": "random_forest", "threshold": 0.5,
+                "reliability": {"note": note, "seed": self.seed}}
+
+
+def train_reference(seed: int = 7, rows: int = 3000, n_trees: int = 20, max_depth: int = 6,
+                    n_features: int = N_FEATURES) -> RefModel:
+    from fraudml.data import LABEL, generate_dataset
+    from fraudml.export import write_fil_model
+    from fraudml.features import feature_matrix
+    from fraudml.models import build_pipeline
+
+    df = generate_dataset(rows=rows, fraud_rate=0.03, seed=seed)
+    x = feature_matrix(df)[:, :n_features]
+    pipeline = build_pipeline("random_forest", seed=seed, n_jobs=1)
+    pipeline.set_params(clf__n_estimators=n_trees, clf__max_depth=max_depth, clf__max_samples=None)
+    pipeline.fit(x, df[LABEL].to_numpy())
+    with tempfile.TemporaryDirectory(prefix="reliability-export-") as tmp:
+        checkpoint = Path(write_fil_model(pipeline, tmp)).read_bytes()
+    sample = np.ascontiguousarray(x[np.random.default_rng(seed + 1).permutation(len(x))[:256]])
+    return RefModel(pipeline, checkpoint, sample, seed)
+
+
+@dataclass
+class Ledger:
+    """Every version whose publish reported success (number -> file name -> sha256) and the
+    numbers that failed publishes retired: "versions lost" is computed from it, never assumed."""
+
+    published: dict[int, dict[str, str]] = field(default_factory=dict)
+    failed: list[int] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, version: int, files: dict[str, bytes]) -> None:
+        with self._lock:
+            assert version not in self.published, f"version {version} was reported twice by successful publishes"
+            self.published[version] = {name: sha256(data) for name, data in files.items()}
+
+    def record_failed(self, message: str) -> int | None:
+        m = re.search(rf"{re.escape(MODEL_NAME)}/(\d+)", message)
+        if m:
+            self.failed.append(int(m.group(1)))
+        return int(m.group(1)) if m else None
+
+    def publish(self, repo, files: dict[str, bytes], lineage: dict[str, Any]) -> int:
+        version = repo.publish(files, lineage, dict(CONFIG_KWARGS))
+        self.record(version, files)
+        return version
+
+    def problems(self, repo) -> list[str]:
+        """What is wrong with the published versions, read back from S3 (empty: nothing lost)."""
+        problems = []
+        for version, files in sorted(self.published.items()):
+            for name, digest in files.items():
+                data = repo.read_file(version, name)
+                if data is None or sha256(data) != digest:
+                    problems.append(f"{MODEL_NAME}/{version}/{name} is missing or differs from what was published")
+            lineage = repo.read_file(version, "lineage.json")
+            if lineage is None or json.loads(lineage).get("files") != files:
+                problems.append(f"{MODEL_NAME}/{version}/lineage.json does not list the published files and hashes")
+        problems += [f"version {n} failed once and was later reported published"
+                     for n in sorted(set(self.published) & set(self.failed))]
+        return problems
+
+    def versions_lost(self, repo) -> tuple[int, list[str]]:
+        problems = self.problems(repo)
+        lost = {m.group(1) for p in problems if (m := re.search(r"(?:/|version )(\d+)\b", p))}
+        return len(lost), problems
+
+
+@dataclass
+class Rig:
+    s3: Any  # serve.s3.SeaweedS3
+    triton: Any  # serve.triton.TritonServer (supervised)
+    model: RefModel
+    ledger: Ledger
+    fastapi_url: str | None = None
+    fastapi_pid: int | None = None
+    repo_uri: str = REPO_URI
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.s3.env()
+
+    def repo(self):
+        from unittest import mock
+
+        from fraudml.repository import ModelRepository
+
+        with mock.patch.dict("os.environ", self.env):  # the store reads AWS_* once, when made
+            return ModelRepository(self.repo_uri, MODEL_NAME)
+
+    def served_version(self) -> int | None:
+        return self.repo().served_version()
+
+    def publish_reference(self, note: str, repo=None) -> int:
+        return self.ledger.publish(repo or self.repo(), {"checkpoint.tl": self.model.checkpoint},
+                                   self.model.lineage(note))
+
+    def check_serving(self, protocol: str = "http", *, version: int | None = None, model: RefModel | None = None,
+                      server_ready: bool = False) -> int:
+        """Triton is ready (the model; with ``server_ready`` the whole server too) and a correct
+        request gets ``model``'s own predict_proba. Returns the version that answered."""
+        from fraudml.triton_control import is_ready
+        from serve.client import ClientError, infer
+
+        url = self.triton.http_url
+        assert wait_until(lambda: is_ready(url, MODEL_NAME) and (not server_ready or is_ready(url)), 30), \
+            f"Triton at {url} is not {'server-' if server_ready else 'model-'}ready within 30 s"
+        model = model or self.model
+        x = model.x[:8]
+        try:
+            answer = infer(x, url=self.triton.grpc_url if protocol == "grpc" else url, protocol=protocol,
+                           model_name=MODEL_NAME, timeout=10)
+        except ClientError as exc:
+            raise AssertionError(f"a correct {protocol} request failed: {exc}") from None
+        assert version is None or answer.model_version == version, \
+            f"answered by version {answer.model_version}, expected {version}"
+        np.testing.assert_allclose(answer.probabilities, model.predict_proba(x)[:, 1], atol=ATOL,
+                                   err_msg=f"v{answer.model_version} differs from predict_proba")
+        return answer.model_version
+
+    def check_fastapi(self) -> None:
+        from tests.reliability.wire import post
+
+        x = self.model.x[:8]
+        reply = post(f"{self.fastapi_url}/predict", json.dumps({"rows": x.tolist()}).encode())
+        assert reply.status == 200, f"a correct FastAPI request got {reply.status}: {reply.message}"
+        np.testing.assert_allclose(json.loads(reply.body)["probabilities"], self.model.predict_proba(x), atol=ATOL)
+
+    def good_versions(self) -> list[int]:
+        """Published versions holding the reference model's own bytes."""
+        digest = sha256(self.model.checkpoint)
+        return sorted(v for v, files in self.ledger.published.items() if files.get("checkpoint.tl") == digest)
+
+    def heal(self) -> None:
+        """Back to serving the reference model, so that a case that failed half-way does not
+        fail the ones after it."""
+        from fraudml.rollout import load_and_confirm
+
+        if self.s3.pid() is None:
+            self.s3.start(timeout=60)
+        repo = self.repo()
+        good, served = self.good_versions(), repo.served_version()
+        if good and served not in good:
+            repo.set_served_version(good[-1])
+        self.triton.start(timeout=180)  # attaches (and waits) when the supervisor has it running
+        try:
+            self.check_serving(version=repo.served_version())
+        except AssertionError:
+            time.sleep(1.1)  # a config write in a later second than the one Triton last loaded
+            repo.touch_config()
+            load_and_confirm(self.triton.http_url, repo)
+            self.check_serving(version=repo.served_version())
+
+
+class RequestLoop(threading.Thread):
+    """One-row requests through ``serve.client.infer``, back to back until stopped (bounded in
+    count and time); records each answer's version and each failure's message, with when."""
+
+    def __init__(self, url: str, row: np.ndarray, *, protocol: str = "http", max_seconds: float = 300,
+                 timeout: float = 10.0):
+        super().__init__(daemon=True, name=f"request-loop-{protocol}")
+        self.url, self.row, self.protocol, self.max_seconds, self.timeout = url, row, protocol, max_seconds, timeout
+        self.answers: list[tuple[float, int]] = []  # (time, version that answered)
+        self.failures: list[tuple[float, str]] = []
+        self._stop_event = threading.Event()
+
+    @property
+    def versions(self) -> list[int]:
+        return [v for _, v in self.answers]
+
+    def run(self) -> None:
+        from serve.client import ClientError, infer
+
+        deadline = time.monotonic() + self.max_seconds
+        for _ in range(200_000):
+            if self._stop_event.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                answer = infer(self.row, url=self.url, protocol=self.protocol, model_name=MODEL_NAME, timeout=self.timeout)
+                self.answers.append((time.monotonic(), answer.model_version))
+            except ClientError as exc:
+                self.failures.append((time.monotonic(), str(exc)))
+                time.sleep(0.05)  # do not spin while the server is away
+
+    def wait_for(self, predicate: Callable[[RequestLoop], bool], what: str, timeout: float = 60) -> None:
+        assert wait_until(lambda: predicate(self) or not self.is_alive(), timeout, 0.02) and predicate(self), \
+            f"{self.protocol} request loop: {what} did not happen within {timeout:.0f} s"
+
+    def wait_answers(self, n: int = 10) -> None:
+        start = len(self.answers)
+        self.wait_for(lambda lp: len(lp.answers) >= start + n, f"{n} more answers")
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=30)
+
+    def __enter__(self) -> RequestLoop:
+        self.start()
+        self.wait_answers()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+VERSION_FILE = re.compile(rf"^{re.escape(MODEL_NAME)}/\d+/")
+
+
+class FaultyStore:
+    """Wraps a model-repository store and runs ``fault()`` once, at ``point`` of a publish
+    (DESIGN §3 order: claim, upload, read back, swap the config)."""
+
+    def __init__(self, inner, point: str, fault: Callable[[], None]):
+        self.inner, self.point, self.fault = inner, point, fault
+        self.fired_at: float | None = None
+        self.uploaded: list[str] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def _fire(self) -> None:
+        if self.fired_at is None:
+            self.fired_at = time.monotonic()
+            self.fault()
+
+    def put(self, key: str, data: bytes) -> None:
+        self.inner.put(key, data)
+        if VERSION_FILE.match(key):
+            self.uploaded.append(key)
+            if self.point.endswith("after-first-file-put"):
+                self._fire()
+
+    def get(self, key: str):
+        if self.point == "during-read-back" and VERSION_FILE.match(key) and self.uploaded:
+            self._fire()
+        return self.inner.get(key)
+
+    def replace(self, key: str, data: bytes, tag: str | None) -> None:
+        if self.point == "before-config-swap" and key.endswith("/config.pbtxt"):
+            self._fire()
+        return self.inner.replace(key, data, tag)
+
+
+def served_by_triton(triton) -> set[int]:
+    """The versions Triton's repository index reports READY."""
+    return {int(m["version"]) for m in triton.repository_index()
+            if m.get("name") == MODEL_NAME and m.get("state") == "READY" and m.get("version")}
+
+
+def declares_oversized(shape: object) -> bool:
+    """A shape whose FP32 size is beyond any memory or int64: what 2.51's HTTP JSON front end
+    aborts on (the fuzz category tolerates that crash, and only that one)."""
+    if not (isinstance(shape, list | tuple) and shape and all(type(d) is int for d in shape)):
+        return False
+    return any(d > I64_MAX for d in shape) or (all(d > 0 for d in shape) and math.prod(shape) * 4 >= 2**38)
+
+
+def assert_recovered_from_crash(triton, events_before: int, pid_before: int, sent_at: float) -> str:
+    """The server died under the request: its supervisor restarted it on the same ports and it
+    is ready again within RECOVERY_TIMEOUT_S. Returns the figure to record."""
+    from fraudml.triton_control import is_ready
+
+    assert wait_until(lambda: is_ready(triton.http_url, MODEL_NAME), RECOVERY_TIMEOUT_S), \
+        f"not serving again within {RECOVERY_TIMEOUT_S:.0f} s after the crash"
+    back_s = time.monotonic() - sent_at
+    wait_until(lambda: any(e["event"] == "ready" for e in triton.supervisor_events()[events_before:]), 10)
+    events = triton.supervisor_events()[events_before:]
+    exits, ready = [e for e in events if e["event"] == "exited"], [e for e in events if e["event"] == "ready"]
+    assert exits and ready, f"no answer, but the supervisor recorded {events}"
+    assert triton.pid() not in (None, pid_before), "the same process answers: it never died?"
+    return (f"tritonserver {exits[0]['how']}; ready again {ready[-1]['seconds_since_crash']} s after the crash, "
+            f"{back_s:.2f} s after the request")
+
+
+def assert_no_version_lost(rig: Rig, record_property) -> None:
+    """Versions lost, computed: every version whose publish reported success is read back from
+    S3 and compared by sha256 with what was published, and no retired number was reused."""
+    lost, problems = rig.ledger.versions_lost(rig.repo())
+    record_property("versions_lost", lost)
+    assert not problems, "; ".join(problems[:5])

@@ -1,0 +1,332 @@
+"""Security: no secret in the repository (``detect-secrets`` against the committed baseline
+``tests/reliability/.secrets.baseline``, over every tracked and not-ignored file and every
+commit's diff), no local credential value anywhere, Dockerfiles and manifests take no
+credentials; local servers listen on loopback only; the local S3 refuses anonymous and
+wrong-credential requests, also around its gateway (S1); a dependency audit (``pip-audit``,
+skipped with the reason when it cannot reach vulnerability data, D1).
+
+A finding that is not a secret goes into the baseline: ``python -m tests.reliability.test_security``
+rewrites it from the tree and the history (review the diff before committing it).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import subprocess
+import sys
+import uuid
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from detect_secrets import SecretsCollection
+from detect_secrets.core import baseline
+from detect_secrets.settings import transient_settings
+from packaging.version import Version
+
+from tests.reliability.wire import post
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+BASELINE = Path(__file__).with_name(".secrets.baseline")
+
+
+# ------------------------------------------------------------------------------------------
+# secrets in the tree and its history
+# ------------------------------------------------------------------------------------------
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
+def repository_files() -> list[str]:
+    """Tracked files and untracked ones that are not ignored: what the next commit can hold."""
+    names = set(git("ls-files", "-z", "--cached", "--others", "--exclude-standard").split("\0"))
+    return sorted(n for n in names if n and (ROOT / n).is_file() and ROOT / n != BASELINE)
+
+
+def scan(files: list[str] | None = None, *, history: bool = False, config: dict | None = None) -> SecretsCollection:
+    """detect-secrets with the baseline's plugins and filters (or ``config``'s), over ``files``
+    (default: the repository's) or over every commit's diff."""
+    found = SecretsCollection(root=str(ROOT))
+    with transient_settings(config or json.loads(BASELINE.read_text())):
+        if history:
+            for sha in git("rev-list", "--all").split():
+                diff = git("show", "--format=", "--no-color", "--no-ext-diff", sha, "--", ".",
+                           f":!{BASELINE.relative_to(ROOT)}")
+                if diff.strip():
+                    found.scan_diff(diff)
+        else:
+            found.scan_files(*(files or repository_files()))
+    return found
+
+
+def unknown_secrets(found: SecretsCollection) -> list[str]:
+    new = found - SecretsCollection.load_from_baseline(json.loads(BASELINE.read_text()))
+    return [f"{filename}:{secret.line_number}: {secret.type}" for filename, secret in new]
+
+
+@pytest.mark.quick
+def test_no_secret_in_the_repository_beyond_the_baseline():
+    new = unknown_secrets(scan())
+    assert not new, f"detect-secrets found {new}; if they are not secrets, update {BASELINE.name} (module docstring)"
+
+
+def test_no_secret_in_the_git_history_beyond_the_baseline():
+    new = unknown_secrets(scan(history=True))
+    assert not new, f"detect-secrets found in past commits {new}"
+
+
+@pytest.mark.quick
+def test_the_scanner_flags_planted_secrets(tmp_path):
+    canary = tmp_path / "canary.py"  # assembled here, so that no file holds a canary for anyone to find
+    canary.write_text("key = '" + "AKIA" + "Q3EXAMPLE7REL1AB'\n" + "-----BEGIN " + "RSA PRIVATE KEY-----\n")
+    found = {secret.type for _, secret in scan([str(canary)])}
+    assert {"AWS Access Key", "Private Key"} <= found, found
+
+
+@pytest.mark.quick
+def test_no_local_s3_credential_value_in_the_repository_or_its_history(rig):
+    values = {}
+    for path in [*ROOT.glob(".state/**/*credentials.env"), *rig.s3.state_dir.glob("*credentials.env")]:
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") and len(value) >= 8:
+                values[value] = f"{path.name}:{key}"
+    texts = {name: (ROOT / name).read_bytes().decode(errors="replace") for name in repository_files()}
+    texts["git history"] = git("log", "--all", "-p", "--no-color", "--no-ext-diff")
+    leaked = [f"{where} in {name}" for value, where in values.items() for name, text in texts.items() if value in text]
+    assert values and not leaked, leaked or "no credentials.env to compare with"
+
+
+@pytest.mark.quick
+def test_credentials_are_kept_out_of_git_and_docker_build_contexts():
+    assert subprocess.run(["git", "check-ignore", "-q", ".state/s3/credentials.env"], cwd=ROOT).returncode == 0
+    lines = {ln.strip().rstrip("/") for ln in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert lines & {".state", "/.state", ".state/**", "**/.state"}, ".dockerignore does not exclude .state"
+
+
+SECRET_NAME = re.compile(r"(?i)(secret|password|passwd|token|access_key|api_key|private_key)")
+
+
+def env_lists(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "env" and isinstance(value, list):
+                yield value
+            yield from env_lists(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from env_lists(item)
+
+
+@pytest.mark.quick
+def test_manifests_take_credentials_only_from_secrets():
+    problems = []
+    for path in sorted((ROOT / "k8s").rglob("*.y*ml")):
+        try:
+            docs = list(yaml.safe_load_all(path.read_text()))
+        except yaml.YAMLError:
+            continue  # a template with placeholders; detect-secrets scanned its text
+        for doc in docs:
+            if isinstance(doc, dict) and doc.get("kind") == "Secret" and (doc.get("data") or doc.get("stringData")):
+                problems.append(f"{path.relative_to(ROOT)}: a Secret with data is committed")
+            problems += [f"{path.relative_to(ROOT)}: env {env['name']} has a literal value"
+                         for envs in env_lists(doc) for env in envs
+                         if isinstance(env, dict) and SECRET_NAME.search(str(env.get("name"))) and env.get("value")]
+    assert not problems, problems
+
+
+@pytest.mark.quick
+def test_dockerfiles_set_and_copy_no_credentials():
+    problems = []
+    for path in sorted(p for p in ROOT.rglob("Dockerfile*") if not {".venv", ".state"} & set(p.parts)):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            m = re.match(r"\s*(ENV|ARG)\s+(\w+)\s*[= ]\s*(\S+)", line)
+            if (m and SECRET_NAME.search(m.group(2)) and not m.group(3).startswith("$")) or \
+                    re.search(r"(?i)\b(COPY|ADD)\b.*(\.state|credentials|\.aws|\.env\b)", line):
+                problems.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not problems, problems
+
+
+# ------------------------------------------------------------------------------------------
+# local servers
+# ------------------------------------------------------------------------------------------
+
+
+def listening(pid: int) -> list[tuple[str, int, int]]:
+    """(ip, port, pid) of every TCP listener and unconnected UDP socket of ``pid`` and its children."""
+    root = psutil.Process(pid)
+    found = set()
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            conns = proc.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        found |= {(c.laddr.ip, c.laddr.port, proc.pid) for c in conns if c.laddr and (
+            c.status == psutil.CONN_LISTEN or (c.type == 2 and not c.raddr))}
+    return sorted(found)
+
+
+def loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    return (addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped else addr).is_loopback
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("server", ["weed (SeaweedFS S3)", "tritonserver", "uvicorn (FastAPI baseline)"])
+def test_local_server_listens_on_loopback_only(rig, fastapi_url, server):
+    pid = {"weed (SeaweedFS S3)": rig.s3.pid(), "tritonserver": rig.triton.pid(),
+           "uvicorn (FastAPI baseline)": rig.fastapi_pid}[server]
+    sockets = listening(pid)
+    assert sockets, f"no listening socket found for pid {pid}"
+    exposed = [s for s in sockets if not loopback(s[0])]
+    assert not exposed, f"reachable from other machines: {exposed}"
+
+
+def config_key(rig) -> str:
+    prefix = rig.repo_uri.removeprefix(f"s3://{rig.s3.bucket}").strip("/")
+    return f"{prefix}/fraud-classifier/config.pbtxt"
+
+
+def absent(rig, key: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        rig.s3.client().head_object(Bucket=rig.s3.bucket, Key=key)
+        return False
+    except ClientError:
+        return True
+
+
+PROBE = f"reliability-probe/{uuid.uuid4().hex}.txt"
+ANONYMOUS = {  # name: (method, path below the bucket, body)
+    "bucket listing": ("GET", "?list-type=2", None),
+    "HEAD bucket": ("HEAD", "", None),
+    "read of config.pbtxt": ("GET", "/{config}", None),
+    "write": ("PUT", f"/{PROBE}", b"anonymous"),
+    "delete of config.pbtxt": ("DELETE", "/{config}", None),
+}
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("name", ANONYMOUS)
+def test_s3_refuses_anonymous_requests(rig, name):
+    method, path, body = ANONYMOUS[name]
+    url = f"{rig.s3.endpoint_url}/{rig.s3.bucket}{path.format(config=config_key(rig))}"
+    reply = post(url, body, {}, method=method, timeout=10)
+    assert reply.status in (401, 403), f"{method} {url} answered {reply.status}"
+    assert absent(rig, PROBE) and not absent(rig, config_key(rig)), "a refused request changed the bucket"
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("operation", ["list", "read config.pbtxt", "write"])
+@pytest.mark.parametrize("credentials", ["right key id, wrong secret", "unknown key id"])
+def test_s3_refuses_wrong_credentials(rig, credentials, operation):
+    from botocore.exceptions import ClientError
+
+    key = rig.s3.env()["AWS_ACCESS_KEY_ID"] if credentials.startswith("right") else "AK" + uuid.uuid4().hex[:18].upper()
+    client = rig.s3.client(access_key=key, secret_key=uuid.uuid4().hex)
+    call = {"list": lambda: client.list_objects_v2(Bucket=rig.s3.bucket, MaxKeys=1),
+            "read config.pbtxt": lambda: client.get_object(Bucket=rig.s3.bucket, Key=config_key(rig)),
+            "write": lambda: client.put_object(Bucket=rig.s3.bucket, Key=PROBE, Body=b"wrong credentials")}[operation]
+    with pytest.raises(ClientError) as info:
+        call()
+    assert info.value.response["Error"]["Code"] in ("AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "403")
+    assert absent(rig, PROBE), "a wrong-credential write created an object"
+    rig.s3.client().get_object(Bucket=rig.s3.bucket, Key=config_key(rig))  # the right credentials still work
+
+
+@pytest.mark.quick
+def test_s3_credentials_file_is_private(rig):
+    mode = rig.s3.credentials_file.stat().st_mode & 0o777
+    assert mode & 0o077 == 0, f"{rig.s3.credentials_file} has mode {oct(mode)}"
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+def test_s3_data_is_not_reachable_around_the_gateway(rig, method):
+    """S1: ``weed mini`` also runs a filer on loopback whose HTTP API, without JWT keys, serves
+    and accepts the bucket's objects with no credential at all."""
+    filer_port = int((rig.s3.state_dir / "ports").read_text().split()[5])  # s3, master (2), volume (2), filer
+    key = config_key(rig) if method == "GET" else f"reliability-probe/filer-{uuid.uuid4().hex}.txt"
+    url = f"http://127.0.0.1:{filer_port}/buckets/{rig.s3.bucket}/{key}"
+    reply = post(url, b"anonymous write through the filer" if method == "PUT" else None, {}, method=method, timeout=10)
+    if reply.status in (200, 201) and method == "PUT":
+        post(url, None, {}, method="DELETE", timeout=10)
+    assert reply.status in (401, 403), f"anonymous {method} through the filer port answered {reply.status}"
+
+
+# ------------------------------------------------------------------------------------------
+# dependencies
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["requirements.txt", "requirements-dev.txt", "installed venv"])
+def test_pip_audit_finds_no_known_vulnerability(target):
+    args = ["--local"] if target == "installed venv" else ["-r", target, "--no-deps", "--disable-pip"]
+    proc = subprocess.run([sys.executable, "-m", "pip_audit", "--format", "json", "--progress-spinner", "off", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    try:
+        deps = json.loads(proc.stdout or "{}").get("dependencies", [])
+    except ValueError:
+        deps = []
+    vulns = [f"{d['name']} {d.get('version')}: {v['id']} (fix {v.get('fix_versions')})" for d in deps for v in d.get("vulns", [])]
+    assert not vulns, vulns
+    if not [d for d in deps if "skip_reason" not in d]:
+        reasons = sorted({d["skip_reason"] for d in deps if "skip_reason" in d}) or [proc.stderr.strip()[-300:]]
+        pytest.skip(f"pip-audit reached no vulnerability data for any package ({reasons[0][:200]})")
+
+
+# Advisories for packages of this venv that requirements*.txt does not pin (they come with the
+# interpreter or transitively): an offline floor, checked where pip-audit cannot reach its data (D1).
+KNOWN_FLOORS = {
+    "setuptools": ("78.1.1", "CVE-2022-40897, CVE-2024-6345, CVE-2025-47273"),
+    "pip": ("25.3", "CVE-2025-8869"),
+    "urllib3": ("2.6.0", "CVE-2025-50181/50182, CVE-2025-66418/66471"),
+    "requests": ("2.32.4", "CVE-2024-47081"),
+    "jinja2": ("3.1.6", "CVE-2025-27516"),
+    "werkzeug": ("3.1.4", "CVE-2024-49766/49767, CVE-2025-66221"),
+    "h11": ("0.16.0", "CVE-2025-43859"),
+    "starlette": ("0.49.1", "CVE-2025-54121, CVE-2025-62727"),
+    "protobuf": ("4.25.8", "CVE-2025-4565"),
+    "flask": ("3.1.1", "CVE-2025-47278"),
+    "gevent": ("23.9.0", "CVE-2023-41419"),
+    "tqdm": ("4.66.3", "CVE-2024-34062"),
+    "idna": ("3.7", "CVE-2024-3651"),
+    "certifi": ("2024.7.4", "CVE-2024-39689"),
+    "zipp": ("3.19.1", "CVE-2024-5569"),
+    "pillow": ("11.3.0", "CVE-2025-48379"),
+    "brotli": ("1.2.0", "CVE-2025-6176"),
+    "aiohttp": ("3.12.14", "CVE-2025-53643"),
+}
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("package", KNOWN_FLOORS)
+def test_installed_package_is_past_its_known_advisories(package):
+    floor, advisories = KNOWN_FLOORS[package]
+    try:
+        installed = metadata.version(package)
+    except metadata.PackageNotFoundError:
+        pytest.skip(f"{package} is not installed")
+    assert Version(installed) >= Version(floor), f"{package} {installed} < {floor}: {advisories}"
+
+
+if __name__ == "__main__":  # rewrite the baseline from the tree and the history
+    from detect_secrets.settings import default_settings
+
+    with default_settings():
+        config = baseline.format_for_output(SecretsCollection())  # the default plugins and filters
+    found = scan(config=config)
+    for filename, secret in scan(history=True, config=config):
+        found[filename].add(secret)
+    with transient_settings(config):
+        baseline.save_to_file(found, str(BASELINE))
+    print(f"wrote {BASELINE.relative_to(ROOT)}: {sum(1 for _ in found)} findings; review each before committing")

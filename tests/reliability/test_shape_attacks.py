@@ -1,0 +1,248 @@
+"""Declared-shape attacks (issue 13, docs/security.md R8): inputs whose declared shape is
+huge, overflows int64, is negative or zero, or exceeds ``max_batch_size``, with four values of
+data, over HTTP JSON, HTTP binary and gRPC, to the FastAPI baseline, and to a Triton started
+with the Kubernetes start script's API restrictions. Each ends in a clear refusal with the
+server still serving correct answers.
+
+One exception is recorded, not hidden: tritonserver 2.51 (the bundled one) sizes an HTTP JSON
+input from its declared shape before checking anything, so the largest shapes abort it
+(SIGABRT). Over HTTP JSON, and only there, such a case passes when the launcher's supervisor
+has restarted it on the same ports and it is ready again (polled, bounded); the signal and the
+time from the crash to ready are recorded as figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from fraudml.tritonconfig import MODEL_NAME
+from tests.reliability.rig import (
+    I64_MAX,
+    MAX_BATCH,
+    N_FEATURES,
+    RECOVERY_TIMEOUT_S,
+    assert_recovered_from_crash,
+    wait_until,
+)
+from tests.reliability.wire import (
+    INFER,
+    JSON,
+    NO_ANSWER,
+    assert_refused,
+    binary_body,
+    grpc_infer,
+    post,
+)
+
+pytestmark = [pytest.mark.reliability, pytest.mark.quick, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+API_KEY_HEADER = "fraudml-api-key"
+
+# name: (declared shape, the shape sent over gRPC where it differs: its dims are int64)
+ATTACKS = {
+    "issue 13: [2^40, 30] with 4 values (120 TiB declared)": ((2**40, N_FEATURES), None),
+    "element count overflows int64: [2^63-1, 30]": ((I64_MAX, N_FEATURES), None),
+    "element count wraps to a negative int64: [2^62, 30]": ((2**62, N_FEATURES), None),
+    "element count wraps to zero: [4, 2^62]": ((4, 2**62), None),
+    "dimension 2^64-1 (-1, the wildcard, as int64)": ((2**64 - 1, N_FEATURES), (-1, N_FEATURES)),
+    "negative batch dimension [-1, 30]": ((-1, N_FEATURES), None),
+    "negative feature dimension [2, -30]": ((2, -N_FEATURES), None),
+    "zero rows [0, 30] with 4 values": ((0, N_FEATURES), None),
+    "zero features [4, 0] with 4 values": ((4, 0), None),
+    f"batch over max_batch_size [{MAX_BATCH + 1}, 30] with 4 values": ((MAX_BATCH + 1, N_FEATURES), None),
+}
+FOUR = np.full(4, 0.5, dtype=np.float32)
+# On an otherwise correct binary request (Triton 26.06-26.08 parse it with std::stoi and abort).
+HEADER_LENGTHS = {"Inference-Header-Content-Length 2^32 (beyond int32)": str(2**32),
+                  "Inference-Header-Content-Length 10^20 (beyond int64)": "1" + "0" * 20,
+                  "Inference-Header-Content-Length -1": "-1"}
+
+
+def send(triton, protocol: str, shape, grpc_shape=None, headers: dict[str, str] | None = None, metadata=()):
+    if protocol == "grpc":
+        return grpc_infer(triton.grpc_url, shape=list(grpc_shape or shape), contents=[FOUR.tobytes()],
+                          metadata=metadata, timeout=60)
+    if protocol == "http-json":
+        body, head = json_attack(shape), dict(JSON)
+    else:
+        body, head = binary_body(list(shape), "FP32", FOUR.tobytes())
+    return post(triton.http_url + INFER, body, {**head, **(headers or {})}, timeout=60)
+
+
+def json_attack(shape) -> bytes:
+    return json.dumps({"inputs": [{"name": "input__0", "datatype": "FP32", "shape": list(shape),
+                                   "data": FOUR.tolist()}]}).encode()
+
+
+@pytest.mark.parametrize("protocol", ["http-json", "http-binary", "grpc"])
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_triton_refuses_declared_shape(rig, attack, protocol, record_property):
+    shape, grpc_shape = ATTACKS[attack]
+    triton = rig.triton
+    events_before, pid_before, sent_at = len(triton.supervisor_events()), triton.pid(), time.monotonic()
+    reply = send(triton, protocol, shape, grpc_shape)
+    if reply.status == NO_ANSWER and protocol == "http-json":  # 2.51 only: recovered, or fails here
+        record_property("crashed and restarted", assert_recovered_from_crash(triton, events_before, pid_before, sent_at))
+    else:
+        assert_refused(reply, protocol)
+    rig.check_serving("grpc" if protocol == "grpc" else "http")
+
+
+@pytest.mark.parametrize("name", HEADER_LENGTHS)
+def test_triton_refuses_binary_header_length(rig, name):
+    x = np.full((1, N_FEATURES), 0.5, dtype=np.float32)
+    body, headers = binary_body([1, N_FEATURES], "FP32", x.tobytes(), header_length=HEADER_LENGTHS[name])
+    assert_refused(post(rig.triton.http_url + INFER, body, headers), "http-binary")
+    rig.check_serving()
+
+
+# the FastAPI baseline has no declared shape: it must refuse the KServe body (422) and its own neighbours
+ROW4 = [0.5] * 4
+FASTAPI_CASES = {
+    **{f"{name} (the KServe body)": ("/predict", json_attack(shape), ["rows", "missing"])
+       for name, (shape, _) in ATTACKS.items()},
+    "the issue 13 body on Triton's infer path": (INFER, json_attack((2**40, N_FEATURES)), ["not found"]),
+    "one row of 4 values": ("/predict", json.dumps({"rows": [ROW4]}).encode(), ["4 features", "30"]),
+    f"{MAX_BATCH + 1} rows of 4 values": ("/predict", json.dumps({"rows": [ROW4] * (MAX_BATCH + 1)}).encode(),
+                                          ["rows", str(MAX_BATCH)]),
+    "a shape field [2^40, 30] beside one row": ("/predict", json.dumps(
+        {"rows": [[0.5] * N_FEATURES], "shape": [2**40, N_FEATURES]}).encode(), ["shape", "not an accepted field"]),
+}
+
+
+@pytest.mark.parametrize("name", FASTAPI_CASES)
+def test_fastapi_refuses_the_same_shapes(rig, fastapi_url, name):
+    path, body, words = FASTAPI_CASES[name]
+    reply = post(fastapi_url + path, body, timeout=60)
+    assert_refused(reply, "http", tuple(words))
+    assert reply.status < 500
+    rig.check_fastapi()
+
+
+# ------------------------------------------------------------------------------------------
+# the launcher's supervisor (issue 13's local defence)
+# ------------------------------------------------------------------------------------------
+
+
+def test_supervisor_restarts_a_crashed_server_on_the_same_ports(rig):
+    triton = rig.triton
+    before, pid = len(triton.supervisor_events()), triton.pid()
+    os.kill(pid, signal.SIGABRT)
+    assert wait_until(lambda: triton.pid() not in (None, pid), 60), "no new tritonserver"
+    rig.check_serving()
+    rig.check_serving("grpc")
+    assert wait_until(lambda: any(e["event"] == "ready" for e in triton.supervisor_events()[before:]), 10)
+    exited = [e for e in triton.supervisor_events()[before:] if e["event"] == "exited"]
+    assert exited[0]["pid"] == pid and exited[0]["how"] == "killed by SIGABRT"
+    assert f"tritonserver (pid {pid}) died: killed by SIGABRT" in triton.log_file.read_text()
+
+
+def processes_of(state_dir: Path) -> list[int]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(state_dir) in part for part in proc.info["cmdline"] or []):
+                found.append(proc.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def test_restarts_are_bounded_and_stop_leaves_no_process(rig, triton_factory):
+    srv = triton_factory(rig.repo_uri, env=rig.env, fil_compile=False, timeout=180, supervise=True, max_restarts=1)
+    assert srv.supervisor_pid() and processes_of(srv.state_dir)
+    first = srv.pid()
+    os.kill(first, signal.SIGKILL)
+    assert wait_until(lambda: srv.pid() not in (None, first) and srv.model_ready(MODEL_NAME), RECOVERY_TIMEOUT_S)
+    os.kill(srv.pid(), signal.SIGKILL)  # the second crash within the window: it gives up
+    assert wait_until(lambda: not srv.is_running(), 60), "the supervisor did not give up"
+    assert [e["event"] for e in srv.supervisor_events()][-2:] == ["gave-up", "stopped"]
+    assert wait_until(lambda: not processes_of(srv.state_dir), 10), f"left behind: {processes_of(srv.state_dir)}"
+
+    srv.start(timeout=180)  # started again, then stopped: the supervisor, the server (and a Python stub) go
+    assert len(processes_of(srv.state_dir)) >= 2
+    assert srv.stop()
+    assert not processes_of(srv.state_dir) and not srv.is_running()
+
+
+# ------------------------------------------------------------------------------------------
+# the Kubernetes start script's API restrictions, on the real tritonserver
+# ------------------------------------------------------------------------------------------
+
+
+def entrypoint_restrictions(key: str) -> list[str]:
+    """The API-restriction flags k8s/base/triton-entrypoint.sh gives tritonserver for ``key``
+    (run with a stand-in tritonserver that prints its arguments)."""
+    with tempfile.TemporaryDirectory(prefix="entrypoint-") as tmp:
+        fake = Path(tmp) / "tritonserver"
+        fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+        fake.chmod(0o755)
+        proc = subprocess.run(["/bin/sh", str(ROOT / "k8s" / "base" / "triton-entrypoint.sh")], capture_output=True,
+                              text=True, timeout=10, check=True,
+                              env={"PATH": f"{tmp}:/usr/bin:/bin", "MODEL_REPO": "s3://unused/prefix", "TRITON_API_KEY": key})
+    flags = [a for a in proc.stdout.splitlines() if a.startswith(("--http-restricted-api=", "--grpc-restricted-protocol="))]
+    assert len(flags) == 2, f"the entrypoint sets no API restrictions: {proc.stdout}"
+    return flags
+
+
+@pytest.fixture(scope="module")
+def restricted(_rig, triton_factory):
+    """A second Triton on the rig's repository with the Kubernetes entrypoint's restrictions."""
+    key = secrets.token_hex(16)
+    server = triton_factory(_rig.repo_uri, env=_rig.env, fil_compile=False, timeout=180, supervise=True,
+                            extra_args=entrypoint_restrictions(key))
+    yield server, key, server.pid()
+    server.stop()
+
+
+@pytest.mark.parametrize("protocol", ["http-json", "http-binary"])
+@pytest.mark.parametrize("who", ["no key", "a wrong key"])
+def test_restricted_http_refuses_the_attack_before_parsing_it(restricted, who, protocol):
+    server, key, pid = restricted
+    headers = {} if who == "no key" else {API_KEY_HEADER: "0" * len(key)}
+    reply = send(server, protocol, (2**40, N_FEATURES), headers=headers)
+    assert reply.status == 403, f"expected 403, got {reply.status}: {reply.message}"
+    assert server.pid() == pid, "the server was restarted"
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_restricted_grpc_stays_open_and_refuses_the_attack(restricted, attack):
+    server, _, pid = restricted
+    shape, grpc_shape = ATTACKS[attack]
+    assert_refused(send(server, "grpc", shape, grpc_shape), "grpc")
+    assert server.pid() == pid, "the server was restarted"
+
+
+def test_restricted_grpc_model_unload_needs_the_key(restricted):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    server, _, _ = restricted
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        with pytest.raises(InferenceServerException, match="restricted"):
+            client.unload_model(MODEL_NAME)
+    finally:
+        client.close()
+    assert server.model_ready(MODEL_NAME)
+
+
+def test_restricted_http_with_the_key_is_answered(restricted):
+    server, key, _ = restricted
+    x = np.full((1, N_FEATURES), 0.5, dtype=np.float32)
+    body = json.dumps({"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, N_FEATURES],
+                                   "data": x.reshape(-1).tolist()}]}).encode()
+    reply = post(server.http_url + INFER, body, {**JSON, API_KEY_HEADER: key})
+    assert reply.status == 200, reply.message

@@ -1,0 +1,105 @@
+"""Malformed training datasets get a one-line ``DatasetError`` naming the problem and the fix
+before any training starts: read the way the flow reads them (``load_dataset`` then
+``validate_dataset``), and a few through the real flow (Metaflow Runner), which must fail in
+``preprocess`` without a ``train`` task ever starting."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudml.data import DatasetError, generate_dataset, load_dataset, validate_dataset
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+
+FLOW = str(Path(__file__).resolve().parents[2] / "train" / "flow.py")
+
+
+def base(rows: int = 3000) -> pd.DataFrame:
+    return generate_dataset(rows=rows, fraud_rate=0.02, seed=5)
+
+
+def with_value(column: str, row: int, value) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def change(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.copy()
+        df[column] = df[column].astype(float if isinstance(value, float) else df[column].dtype
+                                       if isinstance(value, int) else object)
+        df.loc[df.index[row], column] = value
+        return df
+    return change
+
+
+def frame(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], None]:
+    return lambda path: change(base()).to_csv(path, index=False)
+
+
+def raw(content: bytes) -> Callable[[Path], None]:
+    return lambda path: path.write_bytes(content)
+
+
+# name: (writes the file, words the DatasetError must name: each "a|b" for either)
+DATASETS = {
+    "missing column V7": (frame(lambda d: d.drop(columns=["V7"])), ["missing column", "V7"]),
+    "missing label column Class": (frame(lambda d: d.drop(columns=["Class"])), ["missing column", "Class"]),
+    "extra column": (frame(lambda d: d.assign(merchant_id=1)), ["unexpected column", "merchant_id"]),
+    "index column written by pandas": (lambda p: base().to_csv(p, index=True), ["unexpected column"]),
+    "non-numeric value in Amount": (frame(with_value("Amount", 17, "12,50 EUR")), ["non-numeric", "Amount"]),
+    "non-numeric label": (frame(with_value("Class", 3, "fraud")), ["non-numeric", "Class"]),
+    "NaN in V3": (frame(with_value("V3", 40, np.nan)), ["NaN/Inf", "V3"]),
+    "Inf in Amount": (frame(with_value("Amount", 41, np.inf)), ["NaN/Inf", "Amount"]),
+    "empty file (0 bytes)": (raw(b""), ["empty"]),
+    "header only, no rows": (lambda p: p.write_text(",".join(base(10).columns) + "\n"), ["no rows"]),
+    "Class value 2": (frame(with_value("Class", 5, 2)), ["Class", "0", "1", "2"]),
+    "Class value -1": (frame(with_value("Class", 5, -1)), ["Class", "-1"]),
+    "Class value 0.5": (frame(with_value("Class", 5, 0.5)), ["Class", "0.5"]),
+    "too few frauds (2)": (frame(lambda d: d.drop(d.index[d["Class"] == 1][2:])), ["only 2 fraud", "at least"]),
+    "no frauds at all": (frame(lambda d: d[d["Class"] == 0]), ["only 0 fraud"]),
+    "semicolon-separated file": (lambda p: base().to_csv(p, index=False, sep=";"), ["missing column"]),
+    "not a CSV (binary)": (raw(np.random.default_rng(1).bytes(2048)), ["not a readable CSV|missing column|empty"]),
+    "duplicated header (V1 twice)": (lambda p: base(200).rename(columns={"V2": "V1"}).to_csv(p, index=False), ["V2|V1"]),
+}
+
+
+def missing_words(text: str, words: list[str]) -> list[str]:
+    return [w for w in words if not any(alt.lower() in text.lower() for alt in w.split("|"))]
+
+
+def write(name: str, folder: Path) -> Path:
+    path = folder / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".csv")
+    DATASETS[name][0](path)
+    return path
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("name", DATASETS)
+def test_malformed_dataset_gets_a_one_line_error_naming_the_fix(tmp_path, name):
+    with pytest.raises(DatasetError) as info:
+        validate_dataset(load_dataset(str(write(name, tmp_path))))
+    message = str(info.value)
+    assert "\n" not in message.strip() and "Fix:" in message, message
+    assert not missing_words(message, DATASETS[name][1]), message
+
+
+@pytest.mark.parametrize("name", [pytest.param("missing column V7", marks=pytest.mark.quick), "NaN in V3"])
+def test_the_flow_stops_in_preprocess_on_a_malformed_dataset(tmp_path, monkeypatch, name):
+    from metaflow import Runner
+
+    env = {"METAFLOW_USER": "reliability", "USERNAME": "reliability", "METAFLOW_DEFAULT_DATASTORE": "local",
+           "METAFLOW_DEFAULT_METADATA": "local", "METAFLOW_S3_TRANSIENT_RETRY_COUNT": "0"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for key in ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_CARD_LOCALROOT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)  # the local datastore is the .metaflow folder found from here
+    with Runner(FLOW, show_output=False, cwd=str(tmp_path), env=env) as runner:
+        result = runner.run(data=str(write(name, tmp_path)), models="random_forest", cv_folds=2, n_iter=1)
+        out = result.stdout + result.stderr
+        assert result.status == "failed", "the flow succeeded on a malformed dataset"
+        steps = {step.id for step in result.run}
+    assert "preprocess" in steps and "train" not in steps, f"steps that started: {sorted(steps)}"
+    assert "DatasetError" in out and not missing_words(out, DATASETS[name][1]), out[-800:]

@@ -1,0 +1,132 @@
+"""Requests exactly as the cases want them on the wire, malformed ones included: HTTP through
+urllib (a client library would refuse to build them), gRPC as a hand-made ``ModelInferRequest``.
+Every call returns a :class:`Reply`; a dropped connection is a reply too (``NO_ANSWER``).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fraudml.tritonconfig import MODEL_NAME
+
+NO_ANSWER = "no answer"
+INFER = f"/v2/models/{MODEL_NAME}/infer"
+JSON = {"Content-Type": "application/json"}
+# Triton 2.51's own HTTP front end answers 500 to bodies it cannot parse (docs/security.md R4):
+# its code, not ours, so accepted when the message names the problem.
+TRITON_FRONTEND_500 = ("failed to parse the request JSON buffer", "Unable to parse")
+
+
+@dataclass
+class Reply:
+    status: int | str  # HTTP status, gRPC status name ("OK", "INVALID_ARGUMENT", ...), or NO_ANSWER
+    message: str  # the error text ("" when answered)
+    body: bytes = b""
+    output: np.ndarray | None = None  # output__0 of an answered inference
+
+    @property
+    def answered(self) -> bool:
+        return self.status in (200, "OK")
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body.decode(errors="replace")
+    if isinstance(doc, dict) and ("error" in doc or "detail" in doc):
+        return str(doc["error"]) if "error" in doc else json.dumps(doc["detail"])
+    return body.decode(errors="replace")
+
+
+def post(url: str, body: bytes | None, headers: dict[str, str] | None = None, *, method: str = "POST",
+         timeout: float = 120) -> Reply:
+    request = urllib.request.Request(url, data=body, method=method, headers=JSON if headers is None else headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, data = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, data = exc.code, exc.read()
+    except OSError as exc:  # refused, reset, closed mid-request: the server died under it
+        return Reply(NO_ANSWER, f"{type(exc).__name__}: {exc}")
+    if status != 200:
+        return Reply(status, _error_text(data), data)
+    output = None
+    if data.startswith(b"{") and b'"outputs"' in data:
+        out = json.loads(data)["outputs"][0]
+        output = np.asarray(out["data"], dtype=np.float64).reshape(out["shape"])
+    return Reply(status, "", data, output)
+
+
+def json_body(shape: Any, datatype: str = "FP32", data: Any = None, name: str = "input__0") -> bytes:
+    """A KServe v2 JSON inference body (``data`` defaults to 0.25 for every declared element)."""
+    if data is None:
+        data = [0.25] * int(np.prod(shape))
+    return json.dumps({"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]},
+                      allow_nan=True).encode()
+
+
+def binary_body(shape: list[int], datatype: str, raw: bytes, *, declared_size: int | None = None,
+                header_length: int | str | None = None, name: str = "input__0") -> tuple[bytes, dict[str, str]]:
+    """A KServe v2 binary-extension body and its headers (``Inference-Header-Content-Length``)."""
+    header = json.dumps({
+        "inputs": [{"name": name, "shape": shape, "datatype": datatype,
+                    "parameters": {"binary_data_size": len(raw) if declared_size is None else declared_size}}],
+        "outputs": [{"name": "output__0", "parameters": {"binary_data": False}}],
+    }).encode()
+    return header + raw, {"Content-Type": "application/octet-stream",
+                          "Inference-Header-Content-Length": str(len(header) if header_length is None else header_length)}
+
+
+def grpc_infer(url: str, *, shape: list[int], datatype: str = "FP32", contents: list[bytes] = (),
+               model: str = MODEL_NAME, version: str = "", name: str = "input__0",
+               metadata: tuple[tuple[str, str], ...] = (), timeout: float = 120) -> Reply:
+    """One raw ``ModelInfer`` call: any shape (int64), datatype and contents can be sent."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    request = service_pb2.ModelInferRequest(model_name=model, model_version=version)
+    tensor = request.inputs.add()
+    tensor.name, tensor.datatype = name, datatype
+    tensor.shape.extend(shape)
+    request.raw_input_contents.extend(contents)
+    with grpc.insecure_channel(url) as channel:
+        try:
+            response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+                request, timeout=timeout, metadata=metadata)
+        except grpc.RpcError as exc:
+            return Reply(exc.code().name, exc.details() or "")
+    out = response.outputs[0]
+    return Reply("OK", "", output=np.frombuffer(response.raw_output_contents[0], np.float32).reshape(out.shape))
+
+
+def assert_refused(reply: Reply, protocol: str, words: tuple[str, ...] = (),
+                   grpc_codes: tuple[str, ...] = ("INVALID_ARGUMENT",)) -> None:
+    """A clear refusal: HTTP 4xx (or Triton's own parser 500), or one of ``grpc_codes``, with a
+    message naming every one of ``words`` (each ``"a|b"``: either)."""
+    assert reply.status != NO_ANSWER, f"the server did not answer: {reply.message}"
+    assert not reply.answered, f"answered {reply.status}: {reply.body[:200]!r}"
+    if protocol == "grpc":
+        assert reply.status in grpc_codes, f"gRPC {reply.status} (clients retry INTERNAL): {reply.message}"
+    else:
+        frontend_500 = reply.status == 500 and reply.message.startswith(TRITON_FRONTEND_500)
+        assert 400 <= reply.status < 500 or frontend_500, f"HTTP {reply.status} (clients retry 5xx): {reply.message}"
+    assert reply.message.strip(), f"{reply.status} without an error message"
+    low = reply.message.lower()
+    missing = [w for w in words if not any(alt.lower() in low for alt in w.split("|"))]
+    assert not missing, f"the error does not name {missing}: {reply.message}"
+
+
+def assert_nonfinite_answer(y: np.ndarray | None, rows: int | None = None) -> None:
+    """An answer to rows holding NaN/+-Inf, as native FIL gives it (NaN is a missing value):
+    one finite [1-p, p] per row."""
+    assert y is not None and y.ndim == 2 and y.shape[1] == 2 and (rows is None or len(y) == rows), \
+        f"answer of shape {None if y is None else y.shape}"
+    assert np.all(np.isfinite(y)) and np.all((y >= 0) & (y <= 1)), f"answer outside [0, 1]: {y.tolist()}"
+    np.testing.assert_allclose(y.sum(axis=1), 1, atol=1e-5)
