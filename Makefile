@@ -12,11 +12,17 @@ ROWS        ?= 60000
 MODEL_REPO  ?= s3://models/triton
 MODELS      ?= random_forest,extra_trees,xgboost,lightgbm
 S3_ENV      := $(STATE)/s3/credentials.env
+S3_READER   := $(STATE)/s3/reader-credentials.env
+TRITON_KEY  := $(STATE)/triton/api-key.env
 # Metaflow refuses to run without a user name and ignores "root" (containers, CI).
 METAFLOW_USER ?= $(or $(filter-out root,$(USERNAME) $(USER) $(shell id -un 2>/dev/null)),fraudml)
 export METAFLOW_USER := $(firstword $(METAFLOW_USER))
-# Every command that talks to the local S3 reads its endpoint and credentials from here.
-WITH_S3     := set -a; [ -f $(S3_ENV) ] && . $(S3_ENV); set +a;
+# Every command that talks to the local S3 reads its endpoint and credentials from here (the
+# publisher's identity: read and write), and the key of the local Triton's model-repository API.
+WITH_S3     := set -a; [ -f $(S3_ENV) ] && . $(S3_ENV); [ -f $(TRITON_KEY) ] && . $(TRITON_KEY); set +a;
+# Triton and its reconciler read with the read-only identity (an S3 state from before it: the publisher's).
+WITH_S3_RO  := set -a; if [ -f $(S3_READER) ]; then . $(S3_READER); elif [ -f $(S3_ENV) ]; then . $(S3_ENV); fi; \
+               [ -f $(TRITON_KEY) ] && . $(TRITON_KEY); set +a;
 
 .PHONY: help venv data train s3 s3-stop serve serve-stop query lineage versions rollback \
         demo test test-unit lint benchmark benchmark-quick k8s-check argo-template \
@@ -51,10 +57,12 @@ s3: $(VENV)/.installed ## start the local SeaweedFS S3 on 127.0.0.1:8333 (creden
 s3-stop: ## stop the local S3
 	-@[ -x $(PY) ] && $(PY) -m serve.s3 stop --state-dir $(STATE)/s3
 
-serve: $(VENV)/.installed ## start the bundled tritonserver on MODEL_REPO (HTTP 8000, gRPC 8001, metrics 8002)
-	$(WITH_S3) $(PY) -m serve.triton start --model-repo $(MODEL_REPO) --state-dir $(STATE)/triton
+serve: $(VENV)/.installed ## start the bundled tritonserver on MODEL_REPO (HTTP 8000, gRPC 8001, metrics 8002) and its reconciler (8003)
+	$(WITH_S3_RO) $(PY) -m serve.triton start --model-repo $(MODEL_REPO) --state-dir $(STATE)/triton
+	$(WITH_S3_RO) $(PY) -m serve.reconciler start --model-repo $(MODEL_REPO) --state-dir $(STATE)/reconciler
 
-serve-stop: ## stop the local Triton
+serve-stop: ## stop the local Triton and its reconciler
+	-@[ -x $(PY) ] && $(PY) -m serve.reconciler stop --state-dir $(STATE)/reconciler
 	-@[ -x $(PY) ] && $(PY) -m serve.triton stop --state-dir $(STATE)/triton
 
 query: $(VENV)/.installed ## send 5 test-set rows to Triton and print answers with their lineage
@@ -66,7 +74,7 @@ lineage: $(VENV)/.installed ## trace the served version back to its Metaflow run
 versions: $(VENV)/.installed ## list the published versions and which one is serving
 	$(WITH_S3) $(PY) -m serve.models list --model-repo $(MODEL_REPO)
 
-rollback: $(VENV)/.installed ## serve an earlier version: make rollback VERSION=n
+rollback: $(VENV)/.installed ## serve an earlier version (restored from the archive if needed): make rollback VERSION=n
 	@[ -n "$(VERSION)" ] || { echo "usage: make rollback VERSION=<n>" >&2; exit 2; }
 	$(WITH_S3) $(PY) -m serve.models rollback --model-repo $(MODEL_REPO) --version $(VERSION)
 

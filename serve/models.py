@@ -1,11 +1,17 @@
 """Operate the model repository: list versions, roll back, ask Triton to load.
 
     python -m serve.models list      [--model-repo URI]
-    python -m serve.models rollback  --version N [--triton-url URL ...]
+    python -m serve.models rollback  --version N [--triton-url URL ... | --triton-url none]
     python -m serve.models load      [--triton-url URL ...]
+    python -m serve.models canary    --version N --percent P | --promote | --abort
 
-Rolling back moves config.pbtxt's version pointer to an earlier complete version and asks
-each Triton to load it: no restart, requests in flight finish on the old version.
+Rolling back moves config.pbtxt's version pointer to an earlier complete version (copied back
+from the archive if it was archived) and asks each Triton to load it: no restart, requests in
+flight finish on the old version. Where a reconciler runs beside each Triton (Kubernetes,
+`make serve`), the pointer move alone is enough: `--triton-url none`.
+
+A canary lets a share of the Triton pods serve another version (the reconcilers decide by pod
+name); `--promote` makes it the served version, `--abort` sends every pod back to config.pbtxt's.
 """
 
 from __future__ import annotations
@@ -47,7 +53,8 @@ def cmd_list(args, settings: Settings) -> int:
     if not versions:
         print(f"{args.model_repo}: no versions of {args.model_name} yet")
         return 0
-    print(f"{'':2}{'version':>7}  {'status':<11} {'run':<46} {'AP':>6}  promotion")
+    canary = repo.canary()
+    print(f"{'':2}{'version':>7}  {'status':<20} {'run':<46} {'AP':>6}  promotion")
     for v in versions:
         ap, promotion = "", ""
         run = v.claim.get("run") or ""
@@ -55,9 +62,14 @@ def cmd_list(args, settings: Settings) -> int:
             lineage = repo.read_lineage(v.version)
             ap = f"{lineage.get('metrics', {}).get('average_precision', float('nan')):.3f}"
             promotion = describe_decision(lineage["promotion"]) if lineage.get("promotion") else "(not recorded)"
-        mark = "*" if v.served else " "
-        print(f"{mark:2}{v.version:>7}  {v.status:<11} {run:<46} {ap:>6}  {promotion}")
-    print("(* = named by config.pbtxt, the version Triton serves; AP = the run's test set)")
+        mark = "*" if v.served else "c" if canary and canary["version"] == v.version else " "
+        status = v.status + (" (archived)" if v.archived else "")
+        print(f"{mark:2}{v.version:>7}  {status:<20} {run:<46} {ap:>6}  {promotion}")
+    print("(* = named by config.pbtxt, the version Triton serves; AP = the run's test set; archived: "
+          "kept outside the folder Triton downloads, restored by a rollback)")
+    if canary:
+        print(f"canary: version {canary['version']} on {canary['percent']} % of the pods "
+              "(python -m serve.models canary --promote | --abort)")
     rejected = [d for d in read_decisions(repo) if not d.get("promoted")]
     if rejected:
         print("runs not promoted (kept the served version):")
@@ -86,6 +98,29 @@ def cmd_load(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_canary(args, settings: Settings) -> int:
+    repo = ModelRepository(args.model_repo, args.model_name)
+    canary = repo.canary()
+    if args.promote or args.abort:
+        if canary is None:
+            print("no canary is running")
+            return 1
+        if args.promote:
+            previous = repo.set_served_version(canary["version"])
+            print(f"config.pbtxt: {args.model_name} {previous} -> {canary['version']} (promoted)")
+        repo.clear_canary()
+        print(f"canary of version {canary['version']} ended; every pod follows config.pbtxt "
+              f"(version {repo.served_version()})")
+        return 0
+    if args.version is None or args.percent is None:
+        print("error: give --version and --percent, or --promote / --abort", file=sys.stderr)
+        return 2
+    repo.set_canary(args.version, args.percent)
+    print(f"canary: version {args.version} on {args.percent} % of the pods; "
+          f"the others serve version {repo.served_version()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     parser = argparse.ArgumentParser(prog="python -m serve.models", description=__doc__,
@@ -104,10 +139,17 @@ def main(argv: list[str] | None = None) -> int:
     _add_common(p, settings)
     _add_triton(p, settings)
     p.set_defaults(fn=cmd_load)
+    p = sub.add_parser("canary", help="serve a version on a share of the pods; promote or abort it")
+    _add_common(p, settings)
+    p.add_argument("--version", type=int, help="the version the canary pods serve")
+    p.add_argument("--percent", type=int, help="share of the pods, 1..100 (chosen by pod name)")
+    p.add_argument("--promote", action="store_true", help="serve the canary version everywhere")
+    p.add_argument("--abort", action="store_true", help="end the canary: every pod back to config.pbtxt's version")
+    p.set_defaults(fn=cmd_canary)
     args = parser.parse_args(argv)
     try:
         return args.fn(args, settings)
-    except (StorageError, PublishError, RolloutError, LookupError) as exc:
+    except (StorageError, PublishError, RolloutError, LookupError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -3,12 +3,16 @@
 `weed mini` runs master, volume server, filer, S3 gateway and admin server in one process.
 Every one of its ports is set explicitly (the S3 port you choose, the internal ones free
 ports picked at start), nothing binds a public interface, and the optional gateways
-(WebDAV, Iceberg, Lance, admin UI) and telemetry are off. Credentials are generated once
-per state folder and kept in ``<state-dir>/credentials.env``; the bucket is created at start.
+(WebDAV, Iceberg, Lance, admin UI) and telemetry are off. The bucket is created at start.
+
+Two S3 identities, generated once per state folder (``-s3.config``, SeaweedFS's per-identity
+actions): the *publisher* (``<state-dir>/credentials.env``: read, list, write, delete; the flow,
+``serve.models``) and *triton* (``<state-dir>/reader-credentials.env``: read and list only; Triton
+and the reconciler), so the process that serves models cannot change them.
 
     python -m serve.s3 start  --state-dir .state/s3 [--port 8333] [--bucket models]
     python -m serve.s3 status --state-dir .state/s3
-    python -m serve.s3 env    --state-dir .state/s3      # export lines for a shell
+    python -m serve.s3 env    --state-dir .state/s3 [--reader]   # export lines for a shell
     python -m serve.s3 stop   --state-dir .state/s3
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import json
 import os
 import secrets
 import shutil
@@ -36,7 +41,11 @@ from serve.ports import (
 )
 from serve.settings import Settings
 
-CREDENTIALS_FILE = "credentials.env"
+CREDENTIALS_FILE = "credentials.env"  # the publisher: read and write
+READER_CREDENTIALS_FILE = "reader-credentials.env"  # Triton and the reconciler: read only
+IDENTITIES_FILE = "s3-identities.json"  # weed's -s3.config
+# SeaweedFS actions per identity (Admin creates the bucket; Write covers put and delete).
+IDENTITY_ACTIONS = {"publisher": ["Admin", "Read", "List", "Tagging", "Write"], "triton": ["Read", "List"]}
 PID_FILE = "weed.pid"
 LOG_FILE = "weed.log"
 DATA_DIR = "data"
@@ -121,6 +130,10 @@ class SeaweedS3:
         return self.state_dir / CREDENTIALS_FILE
 
     @property
+    def reader_credentials_file(self) -> Path:
+        return self.state_dir / READER_CREDENTIALS_FILE
+
+    @property
     def endpoint_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
@@ -131,18 +144,19 @@ class SeaweedS3:
     def is_running(self) -> bool:
         return self.pid() is not None
 
-    def _credentials(self) -> tuple[str, str]:
-        """Access key and secret of this state folder, generated on first use."""
-        stored = _read_env_file(self.credentials_file)
+    def _credentials(self, reader: bool = False) -> tuple[str, str]:
+        """Access key and secret of the publisher (or the read-only identity), generated on first use."""
+        stored = _read_env_file(self.reader_credentials_file if reader else self.credentials_file)
         key, secret = stored.get("AWS_ACCESS_KEY_ID"), stored.get("AWS_SECRET_ACCESS_KEY")
         if not (key and secret):
             key = "AK" + secrets.token_hex(9).upper()
             secret = secrets.token_urlsafe(30).replace("-", "A").replace("_", "b")
         return key, secret
 
-    def env(self) -> dict[str, str]:
-        """The AWS_* variables a client needs for this server."""
-        key, secret = self._credentials()
+    def env(self, reader: bool = False) -> dict[str, str]:
+        """The AWS_* variables a client needs for this server: the publisher's, or with
+        ``reader`` the read-only identity's (what Triton and the reconciler get)."""
+        key, secret = self._credentials(reader)
         return {
             "AWS_ACCESS_KEY_ID": key,
             "AWS_SECRET_ACCESS_KEY": secret,
@@ -150,14 +164,18 @@ class SeaweedS3:
             "AWS_ENDPOINT_URL": self.endpoint_url,
         }
 
-    def _write_credentials(self) -> None:
+    def _write_credentials(self) -> Path:
+        """Both identities' env files and weed's -s3.config naming them (all mode 0600)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        text = "".join(f"{k}={v}\n" for k, v in self.env().items())
-        tmp = self.credentials_file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, self.credentials_file)
+        identities = []
+        for name, reader, path in (("publisher", False, self.credentials_file),
+                                   ("triton", True, self.reader_credentials_file)):
+            env = self.env(reader)
+            _write_private(path, "".join(f"{k}={v}\n" for k, v in env.items()))
+            identities.append({"name": name, "actions": IDENTITY_ACTIONS[name], "credentials": [
+                {"accessKey": env["AWS_ACCESS_KEY_ID"], "secretKey": env["AWS_SECRET_ACCESS_KEY"]}]})
+        _write_private(self.state_dir / IDENTITIES_FILE, json.dumps({"identities": identities}, indent=2))
+        return self.state_dir / IDENTITIES_FILE
 
     def _internal_signing_keys(self) -> dict[str, str]:
         """JWT keys for weed's internal filer and volume HTTP ports, generated once per state
@@ -194,7 +212,7 @@ class SeaweedS3:
             )
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / DATA_DIR).mkdir(exist_ok=True)
-        self._write_credentials()
+        identities = self._write_credentials()
         self._internal_ports = [p for p in free_ports(len(_INTERNAL_PORT_FLAGS) + 1, self.host) if p != self.port][
             : len(_INTERNAL_PORT_FLAGS)
         ]
@@ -212,11 +230,10 @@ class SeaweedS3:
             "-webdav=false",
             "-master.telemetry=false",
             f"-bucket={self.bucket}",
+            f"-s3.config={identities}",
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update(self.env())
         env["S3_BUCKET"] = self.bucket
-        env.pop("AWS_ENDPOINT_URL", None)
         env.update(self._internal_signing_keys())
         self._popen = spawn_logged(args, log_file=self.log_file, cwd=self.state_dir, env=env)
         self.pid_file.write_text(f"{self._popen.pid}\n")
@@ -233,12 +250,14 @@ class SeaweedS3:
             ports = [int(p) for p in (self.state_dir / "ports").read_text().split()]
             self.port, self._internal_ports = ports[0], ports[1:]
 
-    def client(self, *, access_key: str | None = None, secret_key: str | None = None, timeout: float = 5.0):
-        """A boto3 S3 client for this server (its own credentials unless given)."""
+    def client(self, *, access_key: str | None = None, secret_key: str | None = None, timeout: float = 5.0,
+               reader: bool = False):
+        """A boto3 S3 client for this server (the publisher's credentials, the read-only ones
+        with ``reader``, or those given)."""
         import boto3
         from botocore.config import Config
 
-        key, secret = self._credentials()
+        key, secret = self._credentials(reader)
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint_url,
@@ -323,6 +342,13 @@ class SeaweedS3:
         self.stop()
 
 
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def _read_env_file(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     with contextlib.suppress(FileNotFoundError):
@@ -344,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=settings.s3.port, help="S3 port on 127.0.0.1 (S3_PORT)")
     parser.add_argument("--bucket", default=settings.s3.bucket, help="bucket created at start (S3_BUCKET)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness")
+    parser.add_argument("--reader", action="store_true", help="env: the read-only identity (Triton's)")
     args = parser.parse_args(argv)
 
     server = SeaweedS3(args.state_dir, args.port, bucket=args.bucket, region=settings.s3.region)
@@ -368,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {server.credentials_file} does not exist; run `python -m serve.s3 start` first", file=sys.stderr)
                 return 1
             server._load_running_port()
-            for key, value in server.env().items():
+            for key, value in server.env(args.reader).items():
                 print(f"export {key}={value}")
     except S3Error as e:
         print(f"error: {e}", file=sys.stderr)

@@ -5,12 +5,17 @@ Every variable, its default and meaning (the README's environment table is built
 | variable | default | meaning |
 | --- | --- | --- |
 | ``AWS_ENDPOINT_URL`` | – | S3 endpoint (``http://127.0.0.1:8333`` for the local SeaweedFS); unset = AWS |
-| ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` | – | S3 credentials |
+| ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` | – | S3 credentials (Triton and the reconciler: a read-only identity; the publisher: a writer) |
+| ``AWS_SESSION_TOKEN`` | – | with temporary credentials (STS, SSO): their session token |
 | ``AWS_DEFAULT_REGION`` | ``us-east-1`` | S3 region |
 | ``MODEL_REPO`` | ``s3://models/triton`` | Triton model repository: ``s3://bucket/prefix`` or a folder |
 | ``MODEL_NAME`` | ``fraud-classifier`` | the model's name in the repository |
+| ``MODEL_KEEP_VERSIONS`` | ``5`` | complete versions kept in the folder Triton downloads; older ones move to ``_archive/`` (fraudml.repository) |
 | ``TRITON_HOST`` | ``127.0.0.1`` | address Triton binds and clients connect to |
 | ``TRITON_HTTP_PORT`` / ``TRITON_GRPC_PORT`` / ``TRITON_METRICS_PORT`` | 8000 / 8001 / 8002 | Triton ports |
+| ``TRITON_API_KEY`` | – (``make serve``: generated into ``.state/triton/api-key.env``) | the key Triton's model-repository, shared-memory, trace and logging APIs require (HTTP and gRPC); every control call sends it |
+| ``TRITON_API_KEY_HEADER`` | ``fraudml-api-key`` | the header that carries it |
+| ``RECONCILER_PORT`` / ``RECONCILER_INTERVAL_S`` | 8003 / 2 | the reconciler's metrics port and how often it reads config.pbtxt (serve/reconciler.py) |
 | ``S3_PORT`` | ``8333`` | port of the local SeaweedFS S3 gateway |
 | ``S3_BUCKET`` | ``models`` | bucket the local SeaweedFS creates |
 | ``STATE_DIR`` | ``.state`` | pid files, logs, SeaweedFS data, compiled-model cache |
@@ -21,6 +26,7 @@ Every variable, its default and meaning (the README's environment table is built
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,6 +56,7 @@ class S3Settings(_Group):
     endpoint_url: str | None = _env("AWS_ENDPOINT_URL")
     access_key_id: str | None = _env("AWS_ACCESS_KEY_ID")
     secret_access_key: str | None = _env("AWS_SECRET_ACCESS_KEY")
+    session_token: str | None = _env("AWS_SESSION_TOKEN")
     region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_DEFAULT_REGION"))
     port: Port = Field(8333, validation_alias=AliasChoices("S3_PORT"))
     bucket: str = Field("models", validation_alias=AliasChoices("S3_BUCKET"))
@@ -71,7 +78,8 @@ class S3Settings(_Group):
         """The standard AWS_* variables for these settings (only those that are set)."""
         out = {"AWS_DEFAULT_REGION": self.region}
         for name, value in (("AWS_ENDPOINT_URL", self.endpoint_url), ("AWS_ACCESS_KEY_ID", self.access_key_id),
-                            ("AWS_SECRET_ACCESS_KEY", self.secret_access_key)):
+                            ("AWS_SECRET_ACCESS_KEY", self.secret_access_key),
+                            ("AWS_SESSION_TOKEN", self.session_token)):
             if value:
                 out[name] = value
         return out
@@ -82,6 +90,16 @@ class TritonSettings(_Group):
     http_port: Port = Field(8000, validation_alias=AliasChoices("TRITON_HTTP_PORT"))
     grpc_port: Port = Field(8001, validation_alias=AliasChoices("TRITON_GRPC_PORT"))
     metrics_port: Port = Field(8002, validation_alias=AliasChoices("TRITON_METRICS_PORT"))
+    api_key: str | None = _env("TRITON_API_KEY")
+    api_key_header: str = Field("fraudml-api-key", validation_alias=AliasChoices("TRITON_API_KEY_HEADER"))
+
+    @field_validator("api_key", "api_key_header")
+    @classmethod
+    def _header_safe(cls, value: str | None) -> str | None:
+        # it goes into Triton's command line and an HTTP header: letters, digits, - and _ only
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", value):
+            raise ValueError("may hold only A-Z a-z 0-9 _ - (e.g. openssl rand -hex 32)")
+        return value
 
     @property
     def http_url(self) -> str:
@@ -104,6 +122,8 @@ class Settings(_Group):
     state_dir: Path = Field(Path(".state"), validation_alias=AliasChoices("STATE_DIR"))
     fil_cache_dir: Path | None = _env("FIL_CACHE_DIR")
     fil_compile: bool = Field(True, validation_alias=AliasChoices("FIL_COMPILE"))
+    reconciler_port: Port = Field(8003, validation_alias=AliasChoices("RECONCILER_PORT"))
+    reconciler_interval_s: float = Field(2.0, gt=0, validation_alias=AliasChoices("RECONCILER_INTERVAL_S"))
 
     @model_validator(mode="after")
     def _cache_in_state_dir(self) -> Settings:

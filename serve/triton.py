@@ -52,6 +52,7 @@ LAUNCH_FILE = "launch.json"
 SUPERVISOR_PID_FILE = "supervisor.pid"
 SUPERVISOR_SPEC = "supervisor.json"
 EVENTS_FILE = "supervisor.events.jsonl"
+API_KEY_FILE = "api-key.env"  # TRITON_API_KEY of `python -m serve.triton start` (make serve), mode 0600
 SUPERVISOR = Path(__file__).resolve().parent / "supervisor.py"
 BACKEND_SOURCE = Path(__file__).resolve().parent / "backends" / "fil"
 MODEL_CONTROL_MODES = ("explicit", "poll", "none")
@@ -106,9 +107,12 @@ def triton_repository_uri(model_repo: str, endpoint_url: str | None) -> str:
         if not endpoint_url:
             return f"s3://{rest}"  # AWS S3 itself
         parts = urlsplit(endpoint_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise TritonError(f"AWS_ENDPOINT_URL={endpoint_url!r} is not an http(s)://host:port URL")
-        return f"s3://{parts.scheme}://{parts.netloc}/{rest}"
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+            raise TritonError(f"AWS_ENDPOINT_URL={endpoint_url!r} is not an http(s)://host[:port] URL")
+        # Triton reads the endpoint up to the first "/" as host:port; without a port it would
+        # take the bucket for one, so the scheme's default port is written out.
+        netloc = parts.netloc if parts.port else f"{parts.netloc}:{443 if parts.scheme == 'https' else 80}"
+        return f"s3://{parts.scheme}://{netloc}/{rest}"
     path = Path(model_repo).expanduser().absolute()
     if not path.is_dir():
         raise TritonError(f"model repository folder {path} does not exist")
@@ -145,6 +149,7 @@ def check_s3_repository(model_repo: str, env: Mapping[str, str], models: Iterabl
         endpoint_url=endpoint,
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
         region_name=env.get("AWS_DEFAULT_REGION") or "us-east-1",
         config=Config(retries={"max_attempts": 1}, connect_timeout=3, read_timeout=5, s3={"addressing_style": "path"}),
     )
@@ -211,6 +216,8 @@ class TritonServer:
         max_restarts: int = 5,
         restart_window_s: float = 600.0,
         extra_args: Iterable[str] = (),
+        api_key: str | None = None,
+        api_key_header: str = "fraudml-api-key",
     ):
         if model_control not in MODEL_CONTROL_MODES:
             raise ValueError(f"model_control must be one of {MODEL_CONTROL_MODES}")
@@ -226,6 +233,9 @@ class TritonServer:
         self.supervise = supervise
         self.max_restarts, self.restart_window_s = max_restarts, restart_window_s
         self.extra_args = tuple(extra_args)
+        # With a key, the model-repository (load/unload), shared-memory, trace and logging APIs
+        # of both protocols answer only requests carrying it (docs/security.md, S2).
+        self.api_key, self.api_key_header = api_key, api_key_header
         self.startup_seconds: float | None = None
         self._popen: subprocess.Popen | None = None
         self._shm_prefix: str | None = None
@@ -343,6 +353,9 @@ class TritonServer:
             args += [f"--load-model={name}" for name in self.load_models]
         elif self.model_control == "poll":
             args.append("--repository-poll-secs=2")
+        if self.api_key:
+            restriction = f"model-repository,shared-memory,trace,logging:{self.api_key_header}={self.api_key}"
+            args += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
         return args + list(self.extra_args)
 
     def _ready_urls(self) -> list[str]:
@@ -441,7 +454,8 @@ class TritonServer:
             self.supervise = launch.get("supervise", False)
 
     def _http(self, method: str, path: str, body: bytes | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
-        request = urllib.request.Request(self.http_url + path, data=body, method=method)
+        headers = {self.api_key_header: self.api_key} if self.api_key else {}
+        request = urllib.request.Request(self.http_url + path, data=body, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, response.read()
@@ -627,6 +641,21 @@ class TritonServer:
         self.stop()
 
 
+def local_api_key(state_dir: Path, *, create: bool) -> str | None:
+    """The API key of the server in ``state_dir``: ``<state_dir>/api-key.env``, generated at its
+    first start (``make serve`` and ``make rollback`` read the file: set -a; . <file>)."""
+    path = state_dir / API_KEY_FILE
+    with contextlib.suppress(FileNotFoundError):
+        return path.read_text().strip().removeprefix("TRITON_API_KEY=") or None
+    if not create:
+        return None
+    state_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(24)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(f"TRITON_API_KEY={key}\n")
+    return key
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     parser = argparse.ArgumentParser(
@@ -662,6 +691,8 @@ def main(argv: list[str] | None = None) -> int:
         fil_cache_dir=args.fil_cache_dir,
         supervise=not args.no_supervise,
         max_restarts=args.max_restarts,
+        api_key=settings.triton.api_key or local_api_key(Path(args.state_dir), create=args.command == "start"),
+        api_key_header=settings.triton.api_key_header,
     )
     try:
         if args.command == "start":
@@ -678,6 +709,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  gRPC    {server.grpc_url}")
             print(f"  metrics {server.metrics_url}")
             print(f"  log     {server.log_file}")
+            if server.api_key and not settings.triton.api_key:
+                print(f"  model-repository API key: {Path(args.state_dir) / API_KEY_FILE} (TRITON_API_KEY)")
             if args.wait_compiled:
                 for name in server.load_models:
                     if not server.predictor_state(name):

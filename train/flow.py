@@ -68,7 +68,7 @@ SHARED_ARTIFACTS = [
 PARAMETER_NAMES = [
     "data", "rows", "fraud_rate", "models", "seed", "cv_folds", "n_iter", "n_jobs", "test_size",
     "threshold_rule", "precision_target", "model_repo", "triton_url", "instance_kind", "split", "holdout",
-    "promotion_margin", "recall_tolerance", "force_publish",
+    "promotion_margin", "recall_tolerance", "force_publish", "canary_percent",
 ]
 
 
@@ -101,7 +101,8 @@ class FraudClassifierTreeSelection(FlowSpec):
     precision_target = Parameter("precision-target", default=0.9, type=float, help="Precision for --threshold-rule precision_target and for the recall-at-precision metric.")
     model_repo = Parameter("model-repo", default="", help="Triton model repository to publish the winner to (s3://bucket/prefix or a folder). Empty: do not publish.")
     triton_url = Parameter("triton-url", default="", help="Comma-separated Triton HTTP URLs to ask to load the newly published version (needs --model-repo). Empty: none.")
-    instance_kind = Parameter("instance-kind", default="KIND_CPU", help="Triton instance_group kind written to config.pbtxt: KIND_CPU (local, k8s cpu overlay), KIND_GPU or KIND_AUTO (k8s gpu overlay).")
+    instance_kind = Parameter("instance-kind", default="KIND_AUTO", help="Triton instance_group kind written to config.pbtxt: KIND_AUTO (a GPU where the pod has one, else the CPU: one repository for the cpu and gpu overlays), KIND_CPU or KIND_GPU.")
+    canary_percent = Parameter("canary-percent", default=0, type=int, help="Publish as a canary served by this share (1..100) of the Triton pods; config.pbtxt keeps the served version (python -m serve.models canary --promote | --abort). 0: serve it everywhere.")
 
     @step
     def start(self):
@@ -293,6 +294,7 @@ class FraudClassifierTreeSelection(FlowSpec):
                     {self.model_filename: self.model_checkpoint}, self.lineage,
                     {"model_type": self.model_type, "threshold": self.threshold,
                      "n_features": N_FEATURES, "instance_kind": self.instance_kind},
+                    canary_percent=self.canary_percent or None,
                 )
                 print(f"published {self.model_repo} fraud-classifier/{self.model_version}")
             else:

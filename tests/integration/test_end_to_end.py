@@ -59,7 +59,7 @@ def e2e(s3_server, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def triton(e2e, triton_factory, s3_server):
-    return triton_factory(e2e["repo_uri"], env=s3_server.env())
+    return triton_factory(e2e["repo_uri"], env=s3_server.env(reader=True))  # Triton reads, never writes
 
 
 def _rows(e2e, n: int = 64) -> tuple[np.ndarray, dict]:

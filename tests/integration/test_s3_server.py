@@ -34,6 +34,35 @@ def test_bucket_exists_and_credentials_work(s3_server):
     assert client.get_object(Bucket="models", Key=key)["Body"].read() == b"hello"
 
 
+def test_tritons_identity_reads_but_cannot_write_or_delete(s3_server):
+    """Two identities (-s3.config): the read-only one, which Triton and the reconciler get,
+    lists and reads the model repository; every write, overwrite, copy, delete and bucket
+    creation is refused and changes nothing."""
+    writer, reader = s3_server.client(), s3_server.client(reader=True)
+    assert s3_server.env(reader=True)["AWS_ACCESS_KEY_ID"] != s3_server.env()["AWS_ACCESS_KEY_ID"]
+    key = f"ro/{uuid.uuid4().hex}/config.pbtxt"
+    writer.put_object(Bucket="models", Key=key, Body=b"served")
+    assert reader.get_object(Bucket="models", Key=key)["Body"].read() == b"served"
+    assert [o["Key"] for o in reader.list_objects_v2(Bucket="models", Prefix=key)["Contents"]] == [key]
+    attempts = {
+        "put a new object": lambda: reader.put_object(Bucket="models", Key=key + ".new", Body=b"x"),
+        "overwrite": lambda: reader.put_object(Bucket="models", Key=key, Body=b"evil"),
+        "conditional put": lambda: reader.put_object(Bucket="models", Key=key + ".c", Body=b"x", IfNoneMatch="*"),
+        "copy": lambda: reader.copy_object(Bucket="models", Key=key + ".copy", CopySource=f"models/{key}"),
+        "multipart upload": lambda: reader.create_multipart_upload(Bucket="models", Key=key + ".mp"),
+        "delete": lambda: reader.delete_object(Bucket="models", Key=key),
+        "create a bucket": lambda: reader.create_bucket(Bucket=f"b-{uuid.uuid4().hex[:8]}"),
+    }
+    for what, attempt in attempts.items():
+        with pytest.raises(ClientError) as refused:
+            attempt()
+        assert refused.value.response["Error"]["Code"] == "AccessDenied", what
+    batch = reader.delete_objects(Bucket="models", Delete={"Objects": [{"Key": key}]})
+    assert [e["Code"] for e in batch.get("Errors", [])] == ["AccessDenied"] and not batch.get("Deleted")
+    assert writer.get_object(Bucket="models", Key=key)["Body"].read() == b"served"
+    assert [o["Key"] for o in writer.list_objects_v2(Bucket="models", Prefix=key)["Contents"]] == [key]
+
+
 @pytest.mark.parametrize(
     "access_key, secret_key, code",
     [
@@ -78,7 +107,8 @@ def test_every_port_is_bound_to_loopback(s3_server):
 def test_credentials_file_and_env_command(s3_server):
     """credentials.env is private and `python -m serve.s3 env` prints export lines for it."""
     path = s3_server.credentials_file
-    assert path.stat().st_mode & 0o777 == 0o600
+    for private in (path, s3_server.reader_credentials_file, s3_server.state_dir / "s3-identities.json"):
+        assert private.stat().st_mode & 0o777 == 0o600
     values = dict(line.split("=", 1) for line in path.read_text().splitlines())
     assert values == s3_server.env()
     assert values["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{s3_server.port}"
@@ -196,7 +226,8 @@ def test_triton_with_a_corrupt_model_shows_why(s3_server, triton_factory):
     "repo, endpoint, want",
     [
         ("s3://models/triton", "http://127.0.0.1:8333", "s3://http://127.0.0.1:8333/models/triton"),
-        ("s3://models/triton/", "https://s3.example.com", "s3://https://s3.example.com/models/triton"),
+        ("s3://models/triton/", "https://s3.example.com", "s3://https://s3.example.com:443/models/triton"),
+        ("s3://models/triton", "http://minio.internal/", "s3://http://minio.internal:80/models/triton"),
         ("s3://models", "http://127.0.0.1:9000", "s3://http://127.0.0.1:9000/models"),
         ("s3://models/triton", None, "s3://models/triton"),
         ("s3://http://127.0.0.1:1/models/x", "http://ignored:2", "s3://http://127.0.0.1:1/models/x"),
@@ -207,6 +238,16 @@ def test_repository_uri_in_tritons_form(repo, endpoint, want):
     from serve.triton import triton_repository_uri
 
     assert triton_repository_uri(repo, endpoint) == want
+
+
+@pytest.mark.parametrize("endpoint", ["minio.example.com:9000", "https://minio.example.com/s3", "ftp://host:21"])
+def test_an_endpoint_triton_cannot_read_is_a_clear_error(endpoint):
+    """Triton takes what follows s3://scheme:// up to the first / as host:port: a path or a
+    missing scheme would silently turn into a bucket name."""
+    from serve.triton import triton_repository_uri
+
+    with pytest.raises(TritonError, match="is not an http"):
+        triton_repository_uri("s3://models/triton", endpoint)
 
 
 def test_local_repository_must_exist(tmp_path):

@@ -67,8 +67,7 @@ def test_concurrent_publishes_get_distinct_complete_versions(tmp_path):
     for info in repo.list_versions():
         assert info.status == "complete"
         lineage = repo.read_lineage(info.version)
-        assert (tmp_path / "fraud-classifier" / str(info.version) / "checkpoint.tl").read_bytes() == \
-            f"m{lineage['pathspec'].split('/')[1]}".encode()
+        assert repo.read_file(info.version, "checkpoint.tl") == f"m{lineage['pathspec'].split('/')[1]}".encode()
 
 
 class FlakyStore(LocalStore):
@@ -145,3 +144,66 @@ def test_unreachable_s3_is_a_clear_error(monkeypatch):
 def test_unsupported_uri_is_rejected():
     with pytest.raises(StorageError, match="unsupported"):
         open_store("gs://bucket/x")
+
+
+def _served_side(tmp_path) -> list[str]:
+    return sorted(p.name for p in (tmp_path / "fraud-classifier").iterdir() if not p.name.endswith(".lock"))
+
+
+def test_only_the_newest_versions_stay_where_triton_downloads(tmp_path):
+    """Claims live outside the model folder; after each publish all but the newest
+    keep_versions complete versions (and the served one) move to _archive/."""
+    repo = ModelRepository(str(tmp_path), keep_versions=2)
+    for i in range(4):
+        repo.publish({"checkpoint.tl": bytes([i])}, _lineage(), CONFIG_KWARGS)
+    assert _served_side(tmp_path) == ["3", "4", "config.pbtxt"]
+    assert sorted(p.name for p in (tmp_path / "_archive" / "fraud-classifier").iterdir()) == ["1", "2"]
+    assert sorted(p.name for p in (tmp_path / "_publish" / "fraud-classifier").iterdir()) == \
+        ["1.json", "2.json", "3.json", "4.json"]
+    infos = repo.list_versions()
+    assert [(v.version, v.status, v.archived) for v in infos] == \
+        [(1, "complete", True), (2, "complete", True), (3, "complete", False), (4, "complete", False)]
+    assert repo.read_file(1, "checkpoint.tl") == bytes([0]) and repo.read_lineage(1)["version"] == 1
+
+
+def test_rollback_to_an_archived_version_restores_it_and_numbers_stay_retired(tmp_path):
+    repo = ModelRepository(str(tmp_path), keep_versions=1)
+    for i in range(3):
+        repo.publish({"checkpoint.tl": bytes([i])}, _lineage(), CONFIG_KWARGS)
+    assert _served_side(tmp_path) == ["3", "config.pbtxt"]
+    assert repo.set_served_version(1) == 3
+    assert repo.served_version() == 1
+    assert (tmp_path / "fraud-classifier" / "1" / "checkpoint.tl").read_bytes() == bytes([0])
+    assert repo.archive_old_versions() == []  # the served version stays, whatever its age
+    assert repo.publish({"checkpoint.tl": b"x"}, _lineage(), CONFIG_KWARGS) == 4  # 1-3 stay retired
+    assert _served_side(tmp_path) == ["4", "config.pbtxt"]
+
+
+def test_a_tampered_archive_is_not_restored(tmp_path):
+    repo = ModelRepository(str(tmp_path), keep_versions=1)
+    repo.publish({"checkpoint.tl": b"good"}, _lineage(), CONFIG_KWARGS)
+    repo.publish({"checkpoint.tl": b"next"}, _lineage(), CONFIG_KWARGS)
+    (tmp_path / "_archive" / "fraud-classifier" / "1" / "checkpoint.tl").write_bytes(b"evil")
+    with pytest.raises(PublishError, match="does not match the hash"):
+        repo.set_served_version(1)
+    assert repo.served_version() == 2
+
+
+def test_keep_versions_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODEL_KEEP_VERSIONS", "3")
+    assert ModelRepository(str(tmp_path)).keep_versions == 3
+    monkeypatch.setenv("MODEL_KEEP_VERSIONS", "0")
+    with pytest.raises(ValueError, match="MODEL_KEEP_VERSIONS"):
+        ModelRepository(str(tmp_path))
+
+
+def test_claims_of_the_old_layout_still_count(tmp_path):
+    """A repository published before claims moved out of the model folder keeps its history."""
+    old = tmp_path / "fraud-classifier"
+    (old / "_publish").mkdir(parents=True)
+    (old / "_publish" / "1.json").write_text(json.dumps({"status": "complete"}))
+    (old / "1").mkdir()
+    (old / "1" / "checkpoint.tl").write_bytes(b"v1")
+    assert _publish(tmp_path) == 2
+    assert {v.version: v.status for v in ModelRepository(str(tmp_path)).list_versions()} == \
+        {1: "complete", 2: "complete"}

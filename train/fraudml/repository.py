@@ -2,21 +2,30 @@
 
 Layout (DESIGN §3)::
 
-    <repo>/fraud-classifier/config.pbtxt        names the ONE served version
-    <repo>/fraud-classifier/<n>/<model file>    e.g. checkpoint.tl
-    <repo>/fraud-classifier/<n>/lineage.json    who made version n
-    <repo>/fraud-classifier/_publish/<n>.json   the claim on number n, then its status
+    <repo>/fraud-classifier/config.pbtxt         names the ONE served version
+    <repo>/fraud-classifier/<n>/<model file>     e.g. checkpoint.tl: the newest versions only
+    <repo>/fraud-classifier/<n>/lineage.json     who made version n
+    <repo>/_publish/fraud-classifier/<n>.json    the claim on number n, then its status
+    <repo>/_archive/fraud-classifier/<n>/...     older versions, restored when rolled back to
+
+Triton downloads the whole ``fraud-classifier/`` folder at every load, so only what it may
+serve lives there: claims sit outside it, and after each publish all but the newest
+``keep_versions`` complete versions (and the served one) move to ``_archive/``
+(``MODEL_KEEP_VERSIONS``, default 5).
 
 How publishing stays safe:
-- A version number is claimed with a create-if-absent write of ``_publish/<n>.json``, so two
-  publishers never get the same number, and a number is never reused, even after a failure.
+- A version number is claimed with a create-if-absent write of ``_publish/<model>/<n>.json``,
+  so two publishers never get the same number, and a number is never reused, even after a
+  failure or once the version is archived: claims are never deleted.
 - Files are uploaded into ``<n>/`` and read back and compared by hash.
 - Only then is ``config.pbtxt`` rewritten (one atomic object write, compare-and-swap) to name
-  ``n`` in ``version_policy { specific }``. Triton, in explicit model-control mode, loads
-  exactly the version the config names, so a half-written ``<n>/`` is never visible to it,
-  not even to a Triton that restarts in the middle of a publish.
-- Rolling back is the same pointer move to an earlier complete version.
-Triton ignores the non-numeric ``_publish`` folder (it logs that it skips it).
+  ``n`` in ``version_policy { specific }``, never within the second of the previous write
+  (Triton tells a changed config from its modification time, which S3 keeps in seconds).
+  Triton, in explicit model-control mode, loads exactly the version the config names, so a
+  half-written ``<n>/`` is never visible to it, not even to a Triton that restarts in the
+  middle of a publish.
+- Rolling back is the same pointer move to an earlier complete version (copied back from
+  ``_archive/`` first when it was archived).
 """
 
 from __future__ import annotations
@@ -24,7 +33,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import re
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +47,10 @@ from fraudml.tritonconfig import MODEL_NAME, render_config, served_versions
 CONFIG = "config.pbtxt"
 LINEAGE = "lineage.json"
 CLAIMS = "_publish"
+ARCHIVE = "_archive"
+CANARY = "_canary"  # _canary/<model>.json: {"version": n, "percent": p}, read by serve.reconciler
 MAX_CLAIM_TRIES = 64
+DEFAULT_KEEP_VERSIONS = 5
 
 
 class PublishError(RuntimeError):
@@ -49,6 +64,7 @@ class VersionInfo:
     served: bool
     files: list[str]
     claim: dict[str, Any]
+    archived: bool = False  # its files are in _archive/ only (restored when rolled back to)
 
 
 def _now() -> str:
@@ -59,21 +75,53 @@ def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def keep_versions_from_env() -> int:
+    """``MODEL_KEEP_VERSIONS``: complete versions kept where Triton downloads them (default 5)."""
+    raw = os.environ.get("MODEL_KEEP_VERSIONS") or str(DEFAULT_KEEP_VERSIONS)
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"MODEL_KEEP_VERSIONS={raw!r} must be an integer >= 1")
+    return int(raw)
+
+
 class ModelRepository:
     """One model (``fraud-classifier`` by default) inside a Triton model repository."""
 
-    def __init__(self, uri: str, model_name: str = MODEL_NAME):
+    def __init__(self, uri: str, model_name: str = MODEL_NAME, keep_versions: int | None = None):
         self.uri = uri
         self.model_name = model_name
+        self.keep_versions = keep_versions or keep_versions_from_env()
         self.store: LocalStore | S3Store = open_store(uri)
 
     # -- keys -------------------------------------------------------------------------
     def _k(self, *parts: object) -> str:
         return "/".join([self.model_name, *map(str, parts)])
 
+    def _archived(self, *parts: object) -> str:
+        return "/".join([ARCHIVE, self.model_name, *map(str, parts)])
+
+    def _claim_key(self, version: int) -> str:
+        return f"{CLAIMS}/{self.model_name}/{version}.json"
+
+    def _version_keys(self, version: int) -> tuple[str, list[str]]:
+        """(prefix, keys) of ``version``'s files: served side first, else the archive."""
+        for prefix in (self._k(version) + "/", self._archived(version) + "/"):
+            keys = self.store.list(prefix)
+            if keys:
+                return prefix, keys
+        return self._k(version) + "/", []
+
     # -- reading ----------------------------------------------------------------------
     def _config(self):
         return self.store.get(self._k(CONFIG))
+
+    def read_config(self):
+        """config.pbtxt as a :class:`fraudml.storage.Blob` (data, ETag, modification time), or None."""
+        return self._config()
+
+    def canary(self) -> dict[str, int] | None:
+        """The canary, if one runs: ``{"version": n, "percent": p}`` (serve.reconciler)."""
+        blob = self.store.get(f"{CANARY}/{self.model_name}.json")
+        return json.loads(blob.data) if blob else None
 
     def served_version(self) -> int | None:
         """The version config.pbtxt names, or None before the first publish."""
@@ -85,19 +133,25 @@ class ModelRepository:
 
     def _claims(self) -> dict[int, dict[str, Any]]:
         claims = {}
-        for key in self.store.list(self._k(CLAIMS) + "/"):
-            m = re.fullmatch(rf"{re.escape(self._k(CLAIMS))}/(\d+)\.json", key)
-            if m:
-                blob = self.store.get(key)
-                claims[int(m.group(1))] = json.loads(blob.data) if blob else {}
+        # the claims of repositories published before they moved out of the served folder too
+        for folder in (self._k(CLAIMS), f"{CLAIMS}/{self.model_name}"):
+            for key in self.store.list(folder + "/"):
+                m = re.fullmatch(rf"{re.escape(folder)}/(\d+)\.json", key)
+                if m:
+                    blob = self.store.get(key)
+                    claims[int(m.group(1))] = json.loads(blob.data) if blob else {}
         return claims
 
-    def list_versions(self) -> list[VersionInfo]:
+    def _files(self, prefix: str) -> dict[int, list[str]]:
         files: dict[int, list[str]] = {}
-        for key in self.store.list(self.model_name + "/"):
-            m = re.fullmatch(rf"{re.escape(self.model_name)}/(\d+)/(.+)", key)
+        for key in self.store.list(prefix + "/"):
+            m = re.fullmatch(rf"{re.escape(prefix)}/(\d+)/(.+)", key)
             if m:
                 files.setdefault(int(m.group(1)), []).append(m.group(2))
+        return files
+
+    def list_versions(self) -> list[VersionInfo]:
+        files, archived = self._files(self.model_name), self._files(self._archived())
         claims = self._claims()
         served = self.served_version()
         return [
@@ -105,10 +159,11 @@ class ModelRepository:
                 version=v,
                 status=claims.get(v, {}).get("status", "unknown"),
                 served=v == served,
-                files=sorted(files.get(v, [])),
+                files=sorted(files.get(v) or archived.get(v, [])),
                 claim=claims.get(v, {}),
+                archived=v not in files and v in archived,
             )
-            for v in sorted(set(files) | set(claims))
+            for v in sorted(set(files) | set(archived) | set(claims))
         ]
 
     def read_lineage(self, version: int | None = None) -> dict[str, Any]:
@@ -116,22 +171,21 @@ class ModelRepository:
         version = self.served_version() if version is None else version
         if version is None:
             raise LookupError(f"{self.uri}: no version of {self.model_name} has been published yet")
-        blob = self.store.get(self._k(version, LINEAGE))
+        blob = self.store.get(self._k(version, LINEAGE)) or self.store.get(self._archived(version, LINEAGE))
         if blob is None:
             raise LookupError(f"{self.uri}: {self.model_name}/{version} has no {LINEAGE}")
         return json.loads(blob.data)
 
     def read_file(self, version: int, name: str) -> bytes | None:
         """The bytes of one file of ``version`` (None if it does not exist)."""
-        blob = self.store.get(self._k(version, name))
+        blob = self.store.get(self._k(version, name)) or self.store.get(self._archived(version, name))
         return blob.data if blob else None
 
     def download_version(self, version: int, dest: str | Path) -> Path:
         """Copy the files of ``version`` into ``dest`` (a folder) and return it."""
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
-        prefix = self._k(version) + "/"
-        keys = self.store.list(prefix)
+        prefix, keys = self._version_keys(version)
         if not keys:
             raise LookupError(f"{self.uri}: {self.model_name}/{version} does not exist")
         for key in keys:
@@ -147,14 +201,14 @@ class ModelRepository:
         candidate = max(existing, default=0) + 1
         for _ in range(MAX_CLAIM_TRIES):
             try:
-                self.store.create(self._k(CLAIMS, f"{candidate}.json"), json.dumps(claim).encode())
+                self.store.create(self._claim_key(candidate), json.dumps(claim).encode())
                 return candidate
             except PreconditionFailed:
                 candidate += 1
         raise PublishError(f"could not claim a version number after {MAX_CLAIM_TRIES} tries")
 
     def _set_claim(self, version: int, claim: dict[str, Any]) -> None:
-        self.store.put(self._k(CLAIMS, f"{version}.json"), json.dumps(claim, indent=2).encode())
+        self.store.put(self._claim_key(version), json.dumps(claim, indent=2).encode())
 
     def _point_config(self, version: int, config_kwargs: dict[str, Any], *, only_forward: bool) -> int:
         """Compare-and-swap config.pbtxt to serve ``version``; returns the version served after.
@@ -169,6 +223,12 @@ class ModelRepository:
                 served = served_versions(current.data.decode())
                 if served and max(served) > version:
                     return max(served)
+            if current is not None and current.modified is not None:
+                # A write within the second of the previous one would look unchanged to a
+                # Triton that loaded the previous one (S3 times have 1 s resolution, R2).
+                wait = min(1.1, int(current.modified) + 1.05 - time.time())
+                if wait > 0:
+                    time.sleep(wait)
             try:
                 self.store.replace(self._k(CONFIG), text.encode(), current.tag if current else None)
                 return version
@@ -181,6 +241,7 @@ class ModelRepository:
         files: dict[str, Path | bytes],
         lineage: dict[str, Any],
         config_kwargs: dict[str, Any],
+        canary_percent: int | None = None,
     ) -> int:
         """Publish ``files`` as a new version and point config.pbtxt at it.
 
@@ -188,6 +249,9 @@ class ModelRepository:
             files: name -> path or bytes, e.g. ``{"checkpoint.tl": path}``.
             lineage: who made the model (run pathspec, data fingerprint, metrics, ...).
             config_kwargs: ``render_config`` arguments for this version (model_type, threshold, ...).
+            canary_percent: publish as a canary instead: config.pbtxt keeps naming the served
+                version and that share of the Triton pods serves the new one (:meth:`set_canary`;
+                the first version of a repository is always served).
 
         Returns:
             The new version number.
@@ -215,7 +279,9 @@ class ModelRepository:
                 blob = self.store.get(self._k(version, name))
                 if blob is None or blob.data != data:
                     raise PublishError(f"{self.model_name}/{version}/{name} did not read back intact")
-            served = self._point_config(version, config_kwargs, only_forward=True)
+            as_canary = bool(canary_percent) and self.served_version() is not None
+            served = self.served_version() if as_canary else \
+                self._point_config(version, config_kwargs, only_forward=True)
         except BaseException as exc:
             self._abandon(version, claim, exc)
             if isinstance(exc, StorageError | PublishError):
@@ -227,7 +293,59 @@ class ModelRepository:
             raise
         self._set_claim(version, {**claim, "status": "complete", "completed_at": _now(),
                                   "files": record["files"], "served_after_publish": served})
+        if as_canary:
+            self.set_canary(version, canary_percent)
+        try:
+            self.archive_old_versions()
+        except StorageError as exc:  # the publish stands; the next one archives again
+            print(f"warning: {self.model_name}/{version} is published, but archiving older versions "
+                  f"failed: {exc}", file=sys.stderr)
         return version
+
+    def archive_old_versions(self) -> list[int]:
+        """Move every version but the newest ``keep_versions`` complete ones and the served one
+        out of the folder Triton downloads, into ``_archive/``. Versions still being published
+        stay. Returns the versions moved."""
+        infos = [v for v in self.list_versions() if not v.archived and v.files]
+        complete = sorted(v.version for v in infos if v.status == "complete")
+        canary = (self.canary() or {}).get("version")
+        keep = set(complete[-self.keep_versions:]) | {self.served_version(), canary}
+        moved = []
+        for info in infos:
+            if info.version not in keep and info.status in ("complete", "rejected", "failed"):
+                if self._move_to_archive(info.version):
+                    moved.append(info.version)
+        return moved
+
+    def _move_to_archive(self, version: int) -> bool:
+        """Copy, read back, then delete the served-side copy (unless it became the served one)."""
+        prefix = self._k(version) + "/"
+        keys = self.store.list(prefix)
+        for key in keys:
+            blob = self.store.get(key)
+            if blob is None:
+                return False  # another publisher is archiving it
+            target = self._archived(version, key[len(prefix):])
+            self.store.put(target, blob.data)
+            copy = self.store.get(target)
+            if copy is None or copy.data != blob.data:
+                raise PublishError(f"archiving {key}: the copy did not read back intact")
+        if version in (self.served_version(), (self.canary() or {}).get("version")):  # chosen meanwhile
+            return False
+        for key in keys:
+            self.store.delete(key)
+        return True
+
+    def restore_version(self, version: int) -> None:
+        """Copy an archived version back where Triton finds it, checked against its lineage."""
+        lineage = self.read_lineage(version)
+        prefix, keys = self._version_keys(version)
+        for key in keys:
+            name = key[len(prefix):]
+            data = self.store.get(key).data
+            if name in lineage.get("files", {}) and _sha256(data) != lineage["files"][name]:
+                raise PublishError(f"{key} does not match the hash in its lineage.json; not restored")
+            self.store.put(self._k(version, name), data)
 
     def _abandon(self, version: int, claim: dict[str, Any], exc: BaseException) -> None:
         """Best effort: remove the partial files and mark the claim failed (the store may be down)."""
@@ -250,6 +368,23 @@ class ModelRepository:
         claim = self._claims().get(version, {})
         self._set_claim(version, {**claim, "status": "rejected", "error": reason[:500], "rejected_at": _now()})
 
+    def set_canary(self, version: int, percent: int) -> None:
+        """Let ``percent`` % of the Triton pods (chosen by name) serve ``version``; the others
+        keep what config.pbtxt names. Promote with :meth:`set_served_version`, then
+        :meth:`clear_canary`; abort with :meth:`clear_canary`."""
+        if not 0 < percent <= 100:
+            raise ValueError(f"percent must be in 1..100, got {percent}")
+        info = {v.version: v for v in self.list_versions()}.get(version)
+        if info is None or info.status != "complete":
+            raise PublishError(f"{self.model_name}/{version} is {info.status if info else 'missing'}, "
+                               "not complete: it cannot be a canary")
+        if info.archived:
+            self.restore_version(version)
+        self.store.put(f"{CANARY}/{self.model_name}.json", json.dumps({"version": version, "percent": percent}).encode())
+
+    def clear_canary(self) -> None:
+        self.store.delete(f"{CANARY}/{self.model_name}.json")
+
     def set_served_version(self, version: int) -> int:
         """Roll back (or forward) to an earlier complete version. Returns the previous one."""
         self.store.check()
@@ -260,9 +395,13 @@ class ModelRepository:
             raise PublishError(
                 f"{self.model_name}/{version} is {info[version].status}, not complete: it cannot be served"
             )
+        if info[version].archived:
+            self.restore_version(version)
         previous = self.served_version()
         lineage = self.read_lineage(version)
         self._point_config(version, lineage["triton_config"], only_forward=False)
+        if not self.store.list(self._k(version) + "/"):  # a concurrent publish archived it meanwhile
+            self.restore_version(version)
         return previous
 
 

@@ -28,6 +28,7 @@ class PreconditionFailed(Exception):
 class Blob:
     data: bytes
     tag: str  # ETag on S3, content hash locally: what `replace` compares against
+    modified: float | None = None  # LastModified on S3, mtime locally (seconds since the epoch)
 
 
 def _md5(data: bytes) -> str:
@@ -53,9 +54,10 @@ class LocalStore:
     def get(self, key: str) -> Blob | None:
         try:
             data = self._path(key).read_bytes()
+            modified = self._path(key).stat().st_mtime
         except FileNotFoundError:
             return None
-        return Blob(data, _md5(data))
+        return Blob(data, _md5(data), modified)
 
     def list(self, prefix: str) -> list[str]:
         base = self._path(prefix)
@@ -106,7 +108,17 @@ class LocalStore:
             self.put(key, data)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        """Remove ``key`` and the folders it leaves empty (an empty version folder is still a
+        version to Triton)."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for parent in path.parents:
+            if parent == self.root or not parent.is_relative_to(self.root):
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
 
 class S3Store:
@@ -195,7 +207,7 @@ class S3Store:
             obj = self._call(f"reading {key}", self._client.get_object, Bucket=self.bucket, Key=self._key(key))
         except FileNotFoundError:
             return None
-        return Blob(obj["Body"].read(), obj["ETag"])
+        return Blob(obj["Body"].read(), obj["ETag"], obj["LastModified"].timestamp())
 
     def list(self, prefix: str) -> list[str]:
         full = self._key(prefix)

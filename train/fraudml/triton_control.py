@@ -3,11 +3,14 @@ through ``tritonclient`` — the client Triton's own QA and the FIL backend's te
 
 URLs are ``http://host:port`` (the HTTP endpoint); errors become :class:`TritonUnavailable`
 (cannot connect) or :class:`TritonRefused` (Triton answered with an error), each saying which
-server and what it said.
+server and what it said. Every call carries the API key Triton's restricted APIs require
+(``TRITON_API_KEY`` in the header ``TRITON_API_KEY_HEADER``, default ``fraudml-api-key``) when
+the variable is set: the model-repository API (load) answers 403 without it.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -26,11 +29,19 @@ def _client(url: str, timeout: float):
                                     network_timeout=timeout)
 
 
+def api_key_headers() -> dict[str, str]:
+    """The header that carries ``TRITON_API_KEY`` (empty when no key is set)."""
+    key = os.environ.get("TRITON_API_KEY")
+    return {os.environ.get("TRITON_API_KEY_HEADER") or "fraudml-api-key": key} if key else {}
+
+
 def _call(url: str, what: str, fn, timeout: float):
     from tritonclient.utils import InferenceServerException
 
+    client = None
     try:
-        return fn(_client(url, timeout))
+        client = _client(url, timeout)
+        return fn(client, api_key_headers())
     except InferenceServerException as exc:
         status = str(exc.status() or "")
         if status.startswith(("4", "5")) and status.isdigit():
@@ -38,25 +49,30 @@ def _call(url: str, what: str, fn, timeout: float):
         raise TritonUnavailable(f"{url} is unreachable ({what}): {exc.message()}") from exc
     except OSError as exc:  # connection refused/reset, timeouts from the HTTP layer
         raise TritonUnavailable(f"{url} is unreachable ({what}): {exc}") from exc
+    finally:
+        if client is not None:
+            client.close()
 
 
 def is_ready(url: str, model: str | None = None, timeout: float = 2.0) -> bool:
     """Server ready, or (with ``model``) that model ready; False when unreachable."""
     try:
         return bool(_call(url, "say if it is ready",
-                          lambda c: c.is_model_ready(model) if model else c.is_server_ready(), timeout))
+                          lambda c, h: c.is_model_ready(model, headers=h) if model else c.is_server_ready(headers=h), timeout))
     except (TritonUnavailable, TritonRefused):
         return False
 
 
-def load_model(url: str, model: str, timeout: float = 60.0) -> None:
-    """Ask Triton (explicit model control) to (re)load ``model`` from its repository."""
-    _call(url, f"load {model}", lambda c: c.load_model(model), timeout)
+def load_model(url: str, model: str, timeout: float = 60.0, config: str | None = None) -> None:
+    """Ask Triton (explicit model control) to (re)load ``model`` from its repository; with
+    ``config`` (JSON), with that configuration instead of its config.pbtxt (Triton then
+    always reloads)."""
+    _call(url, f"load {model}", lambda c, h: c.load_model(model, headers=h, config=config), timeout)
 
 
 def ready_version(url: str, model: str, timeout: float = 5.0) -> int | None:
     """The highest version of ``model`` the repository index reports READY (None if none)."""
-    index = _call(url, "list its repository", lambda c: c.get_model_repository_index(), timeout)
+    index = _call(url, "list its repository", lambda c, h: c.get_model_repository_index(headers=h), timeout)
     ready = [int(m["version"]) for m in index
              if m.get("name") == model and m.get("state") == "READY" and m.get("version")]
     return max(ready) if ready else None
@@ -64,9 +80,9 @@ def ready_version(url: str, model: str, timeout: float = 5.0) -> int | None:
 
 def model_config(url: str, model: str, timeout: float = 5.0) -> dict[str, Any]:
     """The model's configuration as Triton loaded it (JSON form of ``config.pbtxt``)."""
-    return _call(url, f"give the config of {model}", lambda c: c.get_model_config(model), timeout)
+    return _call(url, f"give the config of {model}", lambda c, h: c.get_model_config(model, headers=h), timeout)
 
 
 def inference_statistics(url: str, model: str, timeout: float = 10.0) -> dict[str, Any]:
     """Per-version request counts and cumulative times (``/v2/models/<model>/stats``)."""
-    return _call(url, f"give the statistics of {model}", lambda c: c.get_inference_statistics(model), timeout)
+    return _call(url, f"give the statistics of {model}", lambda c, h: c.get_inference_statistics(model, headers=h), timeout)

@@ -1,0 +1,291 @@
+"""The production control plane on real servers (issue 10): who may change what is served,
+and every Triton converging on it by itself.
+
+* Triton's model-repository API needs the key, over HTTP and gRPC; inference stays open.
+* Two Tritons, each with its reconciler (``python -m serve.reconciler run``), on one SeaweedFS,
+  read with the read-only identity: a publish, a rollback, a corrupt version and a canary
+  (abort, promote) each reach both within a bounded time, while a bounded request loop over
+  both gets no error.
+* What Triton downloads at a load stays bounded as versions accumulate (claims outside the
+  model folder, old versions archived).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from fraudml.repository import ModelRepository
+from fraudml.triton_control import load_model
+from fraudml.tritonconfig import MODEL_NAME, render_config
+from serve.client import ClientError, infer
+from serve.ports import free_port
+from serve.reconciler import in_canary
+
+pytestmark = pytest.mark.slow
+
+CONFIG_KWARGS = {"model_type": "treelite_checkpoint", "threshold": 0.5, "n_features": 30}
+KEY_HEADER = "fraudml-api-key"
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> list[bytes]:
+    """Two forests the size of the reference model (100 trees, depth 10: about 3 MB each) that
+    answer differently, as Treelite checkpoints."""
+    import treelite.sklearn
+    from sklearn.ensemble import RandomForestClassifier
+
+    out = []
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(4000, 30)).astype(np.float32)
+    for seed in (0, 1):
+        y = X[:, seed] + rng.normal(size=len(X)) > 0
+        model = RandomForestClassifier(n_estimators=100, max_depth=10, random_state=seed, n_jobs=2).fit(X, y)
+        path = tmp_path_factory.mktemp("ckpt") / "checkpoint.tl"
+        treelite.sklearn.import_model(model).serialize(str(path))
+        out.append(path.read_bytes())
+    return out
+
+
+def _publish(repo: ModelRepository, data: bytes, **kwargs) -> int:
+    return repo.publish({"checkpoint.tl": data}, {"pathspec": "ControlPlaneTest/1"}, CONFIG_KWARGS, **kwargs)
+
+
+# -- the model-repository API needs the key ----------------------------------------------------
+def test_load_needs_the_api_key_over_http_and_grpc(tmp_path, checkpoints, triton_factory, monkeypatch):
+    """With TRITON_API_KEY the launcher restricts the model-repository API on both protocols:
+    a load without the key (or with a wrong one) is refused, with it Triton loads; inference,
+    health and metadata stay open."""
+    version = tmp_path / "repo" / MODEL_NAME / "1"
+    version.mkdir(parents=True)
+    (version / "checkpoint.tl").write_bytes(checkpoints[0])
+    (version.parent / "config.pbtxt").write_text(render_config(versions=[1], **CONFIG_KWARGS))
+    key = secrets.token_hex(16)
+    triton = triton_factory(tmp_path / "repo", api_key=key, fil_compile=False)
+    http = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
+    grpc = grpcclient.InferenceServerClient(triton.grpc_url)
+
+    for headers in ({}, {KEY_HEADER: "wrong"}):
+        with pytest.raises(InferenceServerException) as refused:
+            http.load_model(MODEL_NAME, headers=headers)
+        assert refused.value.status() == "403" and "restricted" in refused.value.message()
+        with pytest.raises(InferenceServerException) as refused:
+            http.unload_model(MODEL_NAME, headers=headers)
+        assert refused.value.status() == "403"
+        with pytest.raises(InferenceServerException) as refused:
+            grpc.load_model(MODEL_NAME, headers=headers)
+        assert "restricted" in refused.value.message()
+    with pytest.raises(InferenceServerException, match="restricted"):
+        grpc.unload_model(MODEL_NAME)
+    assert http.is_model_ready(MODEL_NAME)  # the refused unloads did nothing
+
+    http.load_model(MODEL_NAME, headers={KEY_HEADER: key})
+    grpc.load_model(MODEL_NAME, headers={f"triton-grpc-protocol-{KEY_HEADER}": key})
+    monkeypatch.setenv("TRITON_API_KEY", key)
+    load_model(triton.http_url, MODEL_NAME)  # what the roll-out and the reconciler call
+    triton.load_model()  # the launcher's own `serve.triton load`
+
+    x = np.zeros((1, 30), dtype=np.float32)
+    for protocol, url in (("http", triton.http_url), ("grpc", triton.grpc_url)):
+        assert infer(x, url=url, protocol=protocol, model_name=MODEL_NAME).model_version == 1
+    assert http.is_server_live() and grpc.is_model_ready(MODEL_NAME)
+    http.close()
+    grpc.close()
+
+
+# -- two Tritons, two reconcilers, one S3 --------------------------------------------------------
+class Fleet:
+    """Tritons with their reconcilers (subprocesses), a bounded request loop over all of them,
+    and the convergence check: every reconciler says converged on the expected versions and
+    the loop has seen them served."""
+
+    def __init__(self, tritons, reconcilers: list[tuple[subprocess.Popen, int, Path]]):
+        self.tritons, self.reconcilers = tritons, reconcilers
+        self.seen: list[list[int]] = [[] for _ in tritons]
+        self.failures: list[str] = []
+        self.requests = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self, max_requests: int = 200_000, max_seconds: float = 600) -> None:
+        x = np.zeros((1, 30), dtype=np.float32)
+        deadline = time.monotonic() + max_seconds
+        while not self._stop.is_set() and self.requests < max_requests and time.monotonic() < deadline:
+            for i, triton in enumerate(self.tritons):
+                protocol, url = ("http", triton.http_url) if self.requests % 2 else ("grpc", triton.grpc_url)
+                try:
+                    self.seen[i].append(infer(x, url=url, protocol=protocol, model_name=MODEL_NAME).model_version)
+                except ClientError as exc:
+                    self.failures.append(f"{triton.http_url}: {exc}")
+                self.requests += 1
+
+    def metrics(self, port: int) -> dict[str, float]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError:  # the reconciler is still starting
+            return {}
+        return {name: float(value) for name, value in
+                (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("fraudml_reconciler_"))}
+
+    def wait(self, expected: list[int], *, converged: bool = True, refused: bool = False,
+             timeout: float = 90.0) -> float:
+        """Seconds until each Triton i serves expected[i] (reconciler metrics and real answers)."""
+        started, marks = time.monotonic(), [len(s) for s in self.seen]
+        while True:
+            states = [self.metrics(port) for _, port, _ in self.reconcilers]
+            ok = all(m.get("fraudml_reconciler_served_version") == want
+                     and m.get("fraudml_reconciler_converged") == float(converged)
+                     and (not refused or m.get('fraudml_reconciler_loads_total{result="refused"}', 0) > 0)
+                     for m, want in zip(states, expected, strict=True))
+            answered = all(self.seen[i][marks[i]:][-1:] == [want] for i, want in enumerate(expected))
+            if ok and answered:
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                logs = "\n".join(log.read_text()[-1500:] for _, _, log in self.reconcilers)
+                raise AssertionError(f"not converged on {expected} within {timeout:.0f} s: {states}\n{logs}")
+            time.sleep(0.1)
+
+    def __enter__(self) -> Fleet:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def _pod_names() -> tuple[str, str]:
+    """A pod name inside a 50 % canary and one outside it."""
+    names = [f"triton-{i}" for i in range(100)]
+    return next(n for n in names if in_canary(n, 50)), next(n for n in names if not in_canary(n, 50))
+
+
+def test_two_tritons_converge_on_publish_rollback_corrupt_and_canary(
+        s3_server, triton_factory, checkpoints, tmp_path, monkeypatch):
+    for k, v in s3_server.env().items():  # the test publishes: the writer identity
+        monkeypatch.setenv(k, v)
+    uri = f"s3://models/fleet-{uuid.uuid4().hex[:8]}"
+    repo = ModelRepository(uri)
+    assert _publish(repo, checkpoints[0]) == 1
+    key = secrets.token_hex(16)
+    reader = {**s3_server.env(reader=True), "TRITON_API_KEY": key}  # what Triton and reconcilers hold
+    tritons = [triton_factory(uri, env=reader, api_key=key, fil_compile=False) for _ in range(2)]
+    reconcilers = []
+    for triton, pod in zip(tritons, _pod_names(), strict=True):
+        port, log = free_port(), tmp_path / f"{pod}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | reader
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serve.reconciler", "run", "--model-repo", uri, "--triton-url", triton.http_url,
+             "--port", str(port), "--interval", "0.5", "--pod-name", pod],
+            env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        reconcilers.append((proc, port, log))
+    times: dict[str, float] = {}
+    try:
+        with Fleet(tritons, reconcilers) as fleet:
+            times["start"] = fleet.wait([1, 1])
+            assert _publish(repo, checkpoints[1]) == 2  # nobody asks any Triton to load
+            times["publish"] = fleet.wait([2, 2])
+            repo.set_served_version(1)  # a rollback is the pointer move
+            times["rollback"] = fleet.wait([1, 1])
+            assert _publish(repo, b"not a treelite checkpoint") == 3
+            times["corrupt (refused, 1 kept)"] = fleet.wait([1, 1], converged=False, refused=True)
+            repo.set_served_version(1)
+            times["rollback after corrupt"] = fleet.wait([1, 1])
+            assert _publish(repo, checkpoints[1], canary_percent=50) == 4
+            assert repo.served_version() == 1 and repo.canary() == {"version": 4, "percent": 50}
+            times["canary 50 %"] = fleet.wait([4, 1])
+            repo.clear_canary()
+            times["canary aborted"] = fleet.wait([1, 1])
+            repo.set_canary(4, 50)
+            fleet.wait([4, 1])
+            repo.set_served_version(4)
+            repo.clear_canary()
+            times["canary promoted"] = fleet.wait([4, 4])
+        failures, requests = fleet.failures, fleet.requests
+    finally:
+        for proc, _, _ in reconcilers:
+            proc.terminate()
+            proc.wait(timeout=15)
+    print("\nconvergence of 2 Tritons (s): " + ", ".join(f"{k} {v:.2f}" for k, v in times.items())
+          + f"; {requests} requests, {len(failures)} failed")
+    assert failures == [], failures[:3]
+    assert requests > 100
+
+
+# -- what a load downloads, as versions accumulate ----------------------------------------------
+def _legacy_layout(repo: ModelRepository) -> None:
+    """Put every archived version and claim back into the model folder: the layout before issue 10."""
+    for key in repo.store.list("_archive/" + MODEL_NAME + "/"):
+        repo.store.put(key.removeprefix("_archive/"), repo.store.get(key).data)
+    for key in repo.store.list("_publish/" + MODEL_NAME + "/"):
+        repo.store.put(f"{MODEL_NAME}/_publish/{key.rsplit('/', 1)[1]}", repo.store.get(key).data)
+
+
+def _du(path: Path) -> tuple[int, int]:
+    files = [p for p in path.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+@pytest.mark.parametrize("versions", [2, int(os.environ.get("FRAUDML_MEASURE_VERSIONS", "12"))])
+def test_a_load_downloads_only_the_newest_versions(s3_server, triton_factory, checkpoints, tmp_path,
+                                                   monkeypatch, versions):
+    """Triton copies the model folder from S3 at every load (into TRITON_AWS_MOUNT_DIRECTORY):
+    with claims outside it and versions beyond MODEL_KEEP_VERSIONS archived, that copy holds
+    at most 5 versions however many were published; the old layout grows with every one."""
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    uri = f"s3://models/versions-{uuid.uuid4().hex[:8]}"
+    repo = ModelRepository(uri)
+    for i in range(versions):
+        _publish(repo, checkpoints[i % 2])
+    figures = {}
+    for layout in ("archived", "legacy"):
+        if layout == "legacy":
+            _legacy_layout(repo)
+        mount = tmp_path / layout
+        mount.mkdir()
+        triton = triton_factory(uri, env={**s3_server.env(reader=True), "TRITON_AWS_MOUNT_DIRECTORY": str(mount)},
+                                fil_compile=False)
+        (copy,) = list(mount.iterdir())  # the model folder as Triton downloaded it at start
+        files, size = _du(copy)
+        names = {p.name for p in copy.iterdir()}
+        repo.touch_config()
+        time.sleep(1.1)  # a later second: Triton sees the config changed and downloads it again
+        started = time.monotonic()
+        triton.load_model()
+        figures[layout] = (triton.startup_seconds, time.monotonic() - started, files, size)
+        triton.stop()
+        if layout == "archived":
+            assert names == {"config.pbtxt", *map(str, range(max(1, versions - 4), versions + 1))}, names
+    print(f"\n{versions} versions published: " + "; ".join(
+        f"{layout}: start {s:.2f} s, reload {r:.2f} s, {f} files / {b / 2**20:.1f} MiB downloaded"
+        for layout, (s, r, f, b) in figures.items()))
+    if versions > 5:
+        assert figures["archived"][3] < figures["legacy"][3]
+
+
+def test_reconciler_metrics_and_canary_share_are_stable(tmp_path, checkpoints):
+    """The canary share is a pure function of the pod name; a repository publishes the canary
+    pointer only for a complete version."""
+    a, b = _pod_names()
+    assert in_canary(a, 50) and not in_canary(b, 50) and in_canary(b, 100) and not in_canary(a, 0)
+    repo = ModelRepository(str(tmp_path / "repo"))
+    _publish(repo, checkpoints[0])
+    assert _publish(repo, checkpoints[1], canary_percent=25) == 2
+    assert repo.served_version() == 1 and repo.canary() == {"version": 2, "percent": 25}
+    assert json.loads((tmp_path / "repo" / "_canary" / f"{MODEL_NAME}.json").read_text())["version"] == 2
