@@ -108,8 +108,8 @@ benchmark: $(VENV)/.installed ## full benchmark: Triton HTTP/gRPC vs FastAPI (sk
 benchmark-quick: $(VENV)/.installed ## the same in under 2 minutes
 	$(PY) -m benchmark.run --quick --state-dir $(STATE)
 
-k8s-check: $(VENV)/.installed ## kustomize + kubernetes-validate every overlay, hadolint every Dockerfile
-	$(PY) k8s/check.py
+k8s-check: $(VENV)/.installed ## offline: kustomize + kubernetes-validate (strict) every kustomization, hadolint, pins, PromQL (tests/k8s)
+	$(PY) -m pytest -q tests/k8s -m "not slow"
 
 argo-template: $(VENV)/.installed ## compile the flow into an Argo WorkflowTemplate offline (k8s/argo/)
 	$(PY) k8s/argo_template.py --state-dir $(STATE)

@@ -1,8 +1,8 @@
 """The whole job, end to end, on the embedded defaults (`make demo`).
 
     data -> local S3 (SeaweedFS) -> Metaflow flow -> new version published to s3://models/triton
-         -> Triton (bundled tritonserver, local `fil` backend) -> a query -> its lineage
-         -> a quick benchmark
+         -> Triton (bundled tritonserver, local `fil` backend) and its reconciler -> a query
+         -> its lineage -> a quick benchmark
 
 Every step runs the same command a user would run by hand (shown before it runs), so the
 demo doubles as the README walkthrough. S3 and Triton keep running afterwards; stop them
@@ -61,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
 
     _step(2, "local S3 (SeaweedFS on 127.0.0.1)")
     _run([PY, "-m", "serve.s3", "start", "--state-dir", str(state / "s3")], dict(os.environ))
-    env = {**os.environ, **_read_env_file(SeaweedS3(state / "s3").credentials_file)}
+    s3 = SeaweedS3(state / "s3")
+    api_key = _read_env_file(state / "triton" / "api-key.env")  # a Triton started earlier (make serve)
+    env = {**os.environ, **_read_env_file(s3.credentials_file), **api_key}  # the publisher
+    # Triton and its reconciler read with the read-only identity (an older S3 state: the publisher's)
+    reader = {**env, **_read_env_file(s3.reader_credentials_file)}
 
     triton_url = settings.triton.http_url
     triton_up = is_ready(triton_url)
@@ -71,12 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         flow += ["--triton-url", triton_url]
     _run(flow, env)
 
-    _step(4, "serve: tritonserver on the S3 model repository")
+    _step(4, "serve: tritonserver on the S3 model repository, and its reconciler")
     if triton_up:
         print(f"Triton already running at {triton_url}; the flow asked it to load the new version, if one was promoted")
     else:
         _run([PY, "-m", "serve.triton", "start", "--model-repo", args.model_repo,
-              "--state-dir", str(state / "triton")], env)
+              "--state-dir", str(state / "triton")], reader)
+    reader.update(_read_env_file(state / "triton" / "api-key.env"))
+    _run([PY, "-m", "serve.reconciler", "start", "--model-repo", args.model_repo,
+          "--state-dir", str(state / "reconciler")], reader)
 
     _step(5, "query: five transactions, with the lineage of the answer")
     _run([PY, "-m", "serve.client", "--data", args.data, "--rows", "5",
@@ -90,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         _step(7, "benchmark (quick): Triton HTTP/gRPC vs FastAPI+Uvicorn on the same model")
         _run([PY, "-m", "benchmark.run", "--quick", "--state-dir", str(state), "--model-repo", args.model_repo], env)
 
-    print(f"\ndemo done in {time.perf_counter() - t_start:.0f} s. S3 and Triton are still running "
-          f"(Triton {triton_url}); `make serve-stop s3-stop` stops them.")
+    print(f"\ndemo done in {time.perf_counter() - t_start:.0f} s. S3, Triton and its reconciler are still "
+          f"running (Triton {triton_url}); `make serve-stop s3-stop` stops them.")
     return 0
 
 

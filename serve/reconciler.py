@@ -45,7 +45,7 @@ from fraudml.repository import ModelRepository
 from fraudml.storage import StorageError
 from fraudml.triton_control import TritonRefused, TritonUnavailable, load_model, ready_version
 from fraudml.tritonconfig import parse_config, served_versions
-from serve.ports import read_pid, spawn_logged, terminate
+from serve.ports import log_tail, port_in_use, read_pid, spawn_logged, terminate
 from serve.settings import Settings
 
 PID_FILE = "reconciler.pid"
@@ -216,6 +216,14 @@ def main(argv: list[str] | None = None) -> int:
            args.triton_url, "--port", str(args.port), "--interval", str(args.interval), "--pod-name", args.pod_name]
     popen = spawn_logged(cmd, log_file=state / LOG_FILE, cwd=Path.cwd(), env=dict(os.environ))
     (state / PID_FILE).write_text(f"{popen.pid}\n")
+    deadline = time.monotonic() + 30
+    while popen.poll() is None and time.monotonic() < deadline and not port_in_use(args.port):
+        time.sleep(0.1)
+    if popen.poll() is not None or not port_in_use(args.port):
+        terminate(popen.pid, popen=popen)
+        print(f"error: the reconciler did not start; {state / LOG_FILE}:\n{log_tail(state / LOG_FILE, 10)}",
+              file=sys.stderr)
+        return 1
     print(f"reconciler started (pid {popen.pid}): {args.triton_url} follows {args.model_repo}; "
           f"metrics http://127.0.0.1:{args.port}/metrics, log {state / LOG_FILE}")
     return 0

@@ -180,11 +180,12 @@ def test_local_fil_backend_reads_what_render_config_means(case):
 
 
 def test_pinned_release_is_the_one_the_backend_follows():
-    """The local backend follows the release in docker/NGC_TAG, and render_config writes the
-    classifier key that release reads; moving the pin fails here until the rules in
+    """The local backend follows the release pinned as NGC_TAG in docker/.env, and render_config
+    writes the classifier key that release reads; moving the pin fails here until the rules in
     serve/backends/fil/fil_config.py are re-read for the new release."""
     from serve.backends.fil import fil_config
 
-    pinned = (Path(__file__).resolve().parents[2] / "docker" / "NGC_TAG").read_text().strip()
+    env = (Path(__file__).resolve().parents[2] / "docker" / ".env").read_text()
+    (pinned,) = [line.split("=", 1)[1].strip() for line in env.splitlines() if line.startswith("NGC_TAG=")]
     assert fil_config.NATIVE_RELEASE == pinned
     assert f'key: "{fil_config.classifier_key()}"' in render_config()

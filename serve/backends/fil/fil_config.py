@@ -2,7 +2,7 @@
 contract the local ``fil`` backend follows (``fil_forest.py`` has the prediction half).
 
 Every rule names the source of the native FIL backend it mirrors, in the release pinned by
-``docker/NGC_TAG`` (``NATIVE_RELEASE``): ``triton-inference-server/fil_backend`` branch
+``NGC_TAG`` in ``docker/.env`` (``NATIVE_RELEASE``): ``triton-inference-server/fil_backend`` branch
 ``r<release>`` and the ``rapidsai/rapids-triton`` branch it builds with (``branch-25.06``
 for r25.08, per its CMakeLists.txt). docs/fil_contract.md lists the rules and the remaining
 differences. Pure Python, no Triton or Treelite import: model.py uses it, tests import it.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # The native FIL release this backend behaves like. tests/unit/test_tritonconfig.py checks
-# it equals docker/NGC_TAG, so moving the pin makes that test fail until the rules below
+# it equals NGC_TAG in docker/.env, so moving the pin makes that test fail until the rules below
 # were re-read for the new release. The switches that depend on it: classifier_key() and
 # cpu_label_argmax().
 NATIVE_RELEASE = "25.08"

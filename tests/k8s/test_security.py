@@ -1,0 +1,111 @@
+"""Who may do what in the cluster (docs/security.md): restricted pods with limits, credentials
+only from Secrets, the serving pods with the read-only S3 identity, the API key in front of
+HTTP inference and model loading, and NetworkPolicies in front of every port."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+
+from tests.k8s import manifests as m
+
+SECRET_ENV = re.compile(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY|API_KEY)", re.IGNORECASE)
+
+
+def pod_security_problems(docs) -> list[str]:
+    problems = [f"renders Secret/{d['metadata']['name']}: create Secrets with kubectl" for d in m.find(docs, "Secret")]
+    for where, pod in m.pods(docs):
+        psc = pod.get("securityContext", {})
+        if psc.get("runAsNonRoot") is not True or not psc.get("runAsUser"):
+            problems.append(f"{where}: pod securityContext needs runAsNonRoot and a non-zero runAsUser")
+        if (psc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+            problems.append(f"{where}: pod seccompProfile must be RuntimeDefault")
+        for c in m.containers(pod):
+            sc, who = c.get("securityContext", {}), f"{where}/{c['name']}"
+            if sc.get("allowPrivilegeEscalation") is not False or sc.get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{who}: allowPrivilegeEscalation false and readOnlyRootFilesystem true")
+            if (sc.get("capabilities") or {}).get("drop") != ["ALL"] or sc.get("runAsNonRoot") is False:
+                problems.append(f"{who}: capabilities must drop ALL; never root")
+            for kind in ("requests", "limits"):
+                if {"cpu", "memory"} - set(c.get("resources", {}).get(kind, {})):
+                    problems.append(f"{who}: resources.{kind} lacks cpu or memory")
+            for env in c.get("env", []):
+                if SECRET_ENV.search(env["name"]) and "value" in env:
+                    problems.append(f"{who}: {env['name']} is a literal; take it from a Secret")
+    return problems
+
+
+@pytest.mark.parametrize("rel", m.KUSTOMIZATIONS)
+def test_pods_run_restricted_with_limits_and_secret_refs(rel):
+    assert pod_security_problems(m.build(rel)) == []
+
+
+def test_pod_security_catches_root_literal_secrets_and_missing_limits():
+    docs = copy.deepcopy(list(m.build("benchmark")))
+    pod = m.one(docs, "Deployment", "fastapi-baseline")["spec"]["template"]["spec"]
+    pod["securityContext"]["runAsNonRoot"] = False
+    c = pod["containers"][0]
+    c["env"].append({"name": "AWS_SECRET_ACCESS_KEY", "value": "hunter2"})
+    del c["resources"]["limits"]
+    docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3"}, "stringData": {"k": "v"}})
+    problems = " ".join(pod_security_problems(docs))
+    for expected in ("runAsNonRoot", "literal", "resources.limits", "renders Secret/s3"):
+        assert expected in problems
+
+
+def _secret_refs(c: dict) -> dict[str, tuple[str, str, bool]]:
+    return {e["name"]: (r["name"], r["key"], bool(r.get("optional"))) for e in c.get("env", [])
+            if (r := (e.get("valueFrom") or {}).get("secretKeyRef"))}
+
+
+@pytest.mark.parametrize("rel", [*m.TRITON_OVERLAYS, "benchmark"])
+def test_serving_pods_hold_only_the_read_only_s3_identity(rel):
+    """Only the publisher (the flow, serve.models) holds the writer key, Secret fraudml-s3;
+    Triton, its reconciler and the baseline read with fraudml-s3-readonly; temporary
+    credentials work (AWS_SESSION_TOKEN, optional)."""
+    for where, pod in m.pods(m.build(rel)):
+        for c in pod["containers"]:
+            refs = _secret_refs(c)
+            if c["name"] == "locust":
+                continue
+            assert {name for name, _, _ in refs.values() if name.startswith("fraudml-s3")} == {"fraudml-s3-readonly"}
+            assert refs["AWS_SESSION_TOKEN"] == ("fraudml-s3-readonly", "AWS_SESSION_TOKEN", True), where
+
+
+@pytest.mark.parametrize("rel", m.TRITON_OVERLAYS)
+def test_model_loading_and_http_inference_need_the_api_key(rel):
+    """Triton and its reconciler read TRITON_API_KEY from the Secret (not optional); the start
+    script then restricts HTTP inference and model loading (HTTP and gRPC) to it."""
+    docs = m.build(rel)
+    for name in ("triton", "reconciler"):
+        assert _secret_refs(m.container(docs, "triton", name))["TRITON_API_KEY"] == \
+            ("fraudml-triton-api", "TRITON_API_KEY", False)
+    args = m.entrypoint(MODEL_REPO="s3://b/p", TRITON_API_KEY="k3y").stdout.splitlines()
+    flags = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if "restricted" in a}
+    http_apis, http_key = flags["--http-restricted-api"].split(":")
+    grpc_apis, grpc_key = flags["--grpc-restricted-protocol"].split(":")
+    assert {"inference", "model-repository", "shared-memory"} <= set(http_apis.split(","))
+    assert {"model-repository", "shared-memory"} <= set(grpc_apis.split(","))
+    assert http_key == grpc_key == "fraudml-api-key=k3y"
+    assert m.entrypoint(MODEL_REPO="s3://b/p", TRITON_API_KEY="a b").returncode != 0  # never into a flag unchecked
+
+
+def test_network_policies_admit_only_clients_and_monitoring():
+    docs = m.build("overlays/cpu")
+    deny = m.one(docs, "NetworkPolicy", "default-deny-ingress")["spec"]
+    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and not deny.get("ingress")
+    triton = m.one(docs, "NetworkPolicy", "triton")["spec"]
+    assert triton["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "triton"}
+    rules = {tuple(sorted(p["port"] for p in rule["ports"])): rule["from"] for rule in triton["ingress"]}
+    assert rules[("grpc", "http")] == [{"namespaceSelector": {}, "podSelector": {"matchLabels":
+                                                                                 {"fraudml.io/triton-client": "true"}}}]
+    assert rules[("metrics", "reconciler")] == [{"namespaceSelector": {"matchLabels":
+                                                                       {"kubernetes.io/metadata.name": "monitoring"}}}]
+    container_ports = {p["name"] for name in ("triton", "reconciler") for p in m.container(docs, "triton", name)["ports"]}
+    assert {p for ports in rules for p in ports} == container_ports  # every port behind one rule
+    bench = m.build("benchmark")
+    (locust,) = m.find(bench, "Job", "locust")
+    assert locust["spec"]["template"]["metadata"]["labels"]["fraudml.io/triton-client"] == "true"
+    assert m.find(bench, "NetworkPolicy", "fastapi-baseline")

@@ -1,0 +1,124 @@
+"""The Triton pods: probes, the reconciler beside Triton, FIL threads from the CPU limit, the
+objects that point at the pods, and the start script run for real (with a stand-in tritonserver,
+and its flags checked against the real binary)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from tests.k8s import manifests as m
+
+LIVENESS_BUDGET_S = 20  # periodSeconds x failureThreshold: a hung Triton is restarted within this
+
+
+@pytest.mark.parametrize("rel", m.TRITON_OVERLAYS)
+def test_probes_are_quick_and_on_model_readiness(rel):
+    """Model readiness, not /v2/health/ready: that one answers 400 after a refused load of a
+    bad version while the previous one keeps serving (docs/security.md, R1)."""
+    from fraudml.tritonconfig import MODEL_NAME
+
+    triton = m.container(m.build(rel), "triton", "triton")
+    for probe, path in (("startupProbe", f"/v2/models/{MODEL_NAME}/ready"),
+                        ("readinessProbe", f"/v2/models/{MODEL_NAME}/ready"), ("livenessProbe", "/v2/health/live")):
+        assert triton[probe]["httpGet"] == {"path": path, "port": "http"}, probe
+    assert triton["startupProbe"]["periodSeconds"] <= 5 and triton["readinessProbe"]["periodSeconds"] <= 5
+    live = triton["livenessProbe"]
+    assert live["periodSeconds"] * live["failureThreshold"] <= LIVENESS_BUDGET_S
+    assert triton["args"] == ["/bin/sh", "/opt/fraudml/triton-entrypoint.sh"]
+
+
+@pytest.mark.parametrize("rel", m.TRITON_OVERLAYS)
+def test_every_pod_runs_a_reconciler_beside_triton(rel):
+    """The reconciler follows the same repository with the same identity, on localhost (its
+    default Triton URL), decides its canary share from the pod name, and exposes metrics."""
+    docs = m.build(rel)
+    reconciler = m.container(docs, "triton", "reconciler")
+    assert reconciler["command"][:4] == ["python", "-m", "serve.reconciler", "run"]
+    assert "--triton-url" not in reconciler["command"]  # default: http://127.0.0.1:8000, its own Triton
+    env = {e["name"]: e.get("valueFrom") for e in reconciler["env"]}
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert reconciler["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "reconciler"}
+    assert m.find(docs, "Job") == [], "no roll-out Job: the reconcilers converge by themselves"
+    assert script_text(docs) == m.ENTRYPOINT.read_text()
+
+
+def script_text(docs) -> str:
+    return m.configmap(docs, "triton-entrypoint")["data"]["triton-entrypoint.sh"]
+
+
+@pytest.mark.parametrize("rel", m.TRITON_OVERLAYS)
+def test_fil_threads_follow_the_cpu_limit(rel):
+    """Native FIL runs omp_get_max_threads() threads: OMP_NUM_THREADS from the container's CPU
+    limit, not one thread per core of the node."""
+    triton = m.container(m.build(rel), "triton", "triton")
+    (omp,) = [e for e in triton["env"] if e["name"] == "OMP_NUM_THREADS"]
+    assert omp["valueFrom"]["resourceFieldRef"] == {"containerName": "triton", "resource": "limits.cpu", "divisor": "1"}
+    assert triton["resources"]["limits"]["cpu"]
+
+
+@pytest.mark.parametrize("rel", m.TRITON_OVERLAYS)
+def test_service_pdb_hpa_and_servicemonitor_point_at_the_pods(rel):
+    docs = m.build(rel)
+    dep = m.one(docs, "Deployment", "triton")
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    selects = lambda selector: bool(selector) and all(labels.get(k) == v for k, v in selector.items())  # noqa: E731
+    assert selects(dep["spec"]["selector"]["matchLabels"])
+    assert [s["metadata"]["name"] for s in m.find(docs, "Service") if selects(s["spec"]["selector"])] == ["triton"]
+    assert selects(m.one(docs, "PodDisruptionBudget", "triton")["spec"]["selector"]["matchLabels"])
+    hpa = m.one(docs, "HorizontalPodAutoscaler", "triton")["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "triton" and hpa["minReplicas"] >= 2
+    metrics = {x["pods"]["metric"]["name"] if x["type"] == "Pods" else x["resource"]["name"] for x in hpa["metrics"]}
+    assert metrics == {"triton_queue_time_per_request_us", "cpu"}
+    for sm in m.find(docs, "ServiceMonitor"):
+        service = m.one(docs, "Service", "triton")
+        assert all(service["metadata"]["labels"].get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
+        assert {e["port"] for e in sm["spec"]["endpoints"]} == {"metrics", "reconciler"}
+
+
+# -- the start script ----------------------------------------------------------------------------
+def test_entrypoint_on_aws_s3():
+    args = m.entrypoint(MODEL_REPO="s3://models/triton").stdout.splitlines()
+    assert "--model-repository=s3://models/triton" in args
+    assert {"--model-control-mode=explicit", "--load-model=fraud-classifier", "--http-port=8000", "--grpc-port=8001",
+            "--metrics-port=8002", "--metrics-config=summary_latencies=true"} <= set(args)
+    assert not [a for a in args if "restricted" in a]  # no key (compose on 127.0.0.1): open, with a warning
+
+
+@pytest.mark.parametrize("endpoint, repository", [
+    ("http://s3.storage:8333/", "s3://http://s3.storage:8333/models/triton"),
+    ("https://minio.example.com", "s3://https://minio.example.com:443/models/triton"),
+    ("http://minio.internal", "s3://http://minio.internal:80/models/triton"),
+])
+def test_entrypoint_on_a_custom_s3_endpoint(endpoint, repository):
+    """Triton reads up to the first / after s3://scheme:// as host:port: without a port the
+    bucket would become one, so the scheme's default port is written out."""
+    proc = m.entrypoint(MODEL_REPO="s3://models/triton", AWS_ENDPOINT_URL=endpoint)
+    assert f"--model-repository={repository}" in proc.stdout.splitlines(), proc.stderr
+
+
+@pytest.mark.parametrize("endpoint", ["https://minio.example.com/s3", "minio.example.com:9000"])
+def test_entrypoint_refuses_an_endpoint_triton_would_misread(endpoint):
+    proc = m.entrypoint(MODEL_REPO="s3://models/triton", AWS_ENDPOINT_URL=endpoint)
+    assert proc.returncode != 0 and "AWS_ENDPOINT_URL" in proc.stderr
+
+
+def test_entrypoint_requires_a_repository():
+    proc = m.entrypoint()
+    assert proc.returncode != 0 and "MODEL_REPO" in proc.stderr
+
+
+def test_entrypoint_flags_exist_in_tritonserver():
+    """Every flag of the start script is one the real tritonserver accepts (the 2.51 bundled in
+    nvidia-pytriton; the pinned NGC image is newer and keeps these flags)."""
+    from serve.triton import bundle_paths
+
+    bundle, libs = bundle_paths()
+    proc = subprocess.run([str(bundle / "bin" / "tritonserver"), "--help"], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "LD_LIBRARY_PATH": str(libs)})
+    known = set(re.findall(r"^\s+(--[a-z0-9-]+)", proc.stdout + proc.stderr, re.MULTILINE))
+    used = set(re.findall(r"(--[a-z0-9-]+)=", m.ENTRYPOINT.read_text()))
+    assert "--model-repository" in known and used and used <= known, sorted(used - known)
