@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from fraudml.tritonconfig import MODEL_NAME, render_config
 from serve.client import ClientError, infer
 from serve.ports import free_port
 from serve.reconciler import in_canary
+from tests.k8s import manifests as m
 
 pytestmark = pytest.mark.slow
 
@@ -184,7 +186,8 @@ def test_two_tritons_converge_on_publish_rollback_corrupt_and_canary(
     assert _publish(repo, checkpoints[0]) == 1
     key = secrets.token_hex(16)
     reader = {**s3_server.env(reader=True), "TRITON_API_KEY": key}  # what Triton and reconcilers hold
-    tritons = [triton_factory(uri, env=reader, api_key=key, fil_compile=False) for _ in range(2)]
+    tritons = [triton_factory(uri, env=reader, api_key=key, fil_compile=False,  # the k8s start script's metrics
+                              extra_args=["--metrics-config=summary_latencies=true"]) for _ in range(2)]
     reconcilers = []
     for triton, pod in zip(tritons, _pod_names(), strict=True):
         port, log = free_port(), tmp_path / f"{pod}.log"
@@ -217,6 +220,7 @@ def test_two_tritons_converge_on_publish_rollback_corrupt_and_canary(
             repo.clear_canary()
             times["canary promoted"] = fleet.wait([4, 4])
         failures, requests = fleet.failures, fleet.requests
+        exposed = _series(tritons[0].metrics_url) | _series(f"http://127.0.0.1:{reconcilers[0][1]}/metrics")
     finally:
         for proc, _, _ in reconcilers:
             proc.terminate()
@@ -225,6 +229,14 @@ def test_two_tritons_converge_on_publish_rollback_corrupt_and_canary(
           + f"; {requests} requests, {len(failures)} failed")
     assert failures == [], failures[:3]
     assert requests > 100
+    # what the alert rules, the Grafana dashboard and the HPA's adapter rule read exists
+    assert m.metric_names(m.promql_expressions().values()) - exposed == set()
+
+
+def _series(url: str) -> set[str]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    return {re.split(r"[{ ]", line, maxsplit=1)[0] for line in lines if line and not line.startswith("#")}
 
 
 # -- what a load downloads, as versions accumulate ----------------------------------------------
