@@ -89,7 +89,8 @@ def test_model_loading_and_http_inference_need_the_api_key(rel):
     assert {"inference", "model-repository", "shared-memory"} <= set(http_apis.split(","))
     assert {"model-repository", "shared-memory"} <= set(grpc_apis.split(","))
     assert http_key == grpc_key == "fraudml-api-key=k3y"
-    assert m.entrypoint(MODEL_REPO="s3://b/p", TRITON_API_KEY="a b").returncode != 0  # never into a flag unchecked
+    spaced = "a b"
+    assert m.entrypoint(MODEL_REPO="s3://b/p", TRITON_API_KEY=spaced).returncode != 0  # never into a flag unchecked
 
 
 def test_network_policies_admit_only_clients_and_monitoring():
