@@ -15,7 +15,7 @@ a rollback (the pointer move of ``python -m serve.models rollback``): each conve
 round, with no Job to run.
 
 A version Triton refuses keeps the previous one serving; it is tried again when config.pbtxt
-changes, or after a back-off (30 s, doubling up to 10 min), never in a loop. The reconciler only
+changes, or after a back-off (5 s, doubling up to 10 min), never in a loop. The reconciler only
 reads the repository: it runs with the read-only S3 identity.
 
 Prometheus metrics on ``RECONCILER_PORT`` (``/metrics``): ``fraudml_reconciler_desired_version``,
@@ -91,7 +91,7 @@ class Reconciler:
     triton_url: str
     pod: str = field(default_factory=socket.gethostname)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    backoff_s: tuple[float, float] = (30.0, 600.0)
+    backoff_s: tuple[float, float] = (5.0, 600.0)
     confirm_s: float = 30.0
     _refused: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)
 

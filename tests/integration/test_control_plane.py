@@ -182,7 +182,7 @@ def test_two_tritons_converge_on_publish_rollback_corrupt_and_canary(
     for k, v in s3_server.env().items():  # the test publishes: the writer identity
         monkeypatch.setenv(k, v)
     uri = f"s3://models/fleet-{uuid.uuid4().hex[:8]}"
-    repo = ModelRepository(uri)
+    repo = ModelRepository(uri, keep_versions=2)  # so that the rollbacks below restore archived versions
     assert _publish(repo, checkpoints[0]) == 1
     key = secrets.token_hex(16)
     reader = {**s3_server.env(reader=True), "TRITON_API_KEY": key}  # what Triton and reconcilers hold
@@ -219,6 +219,9 @@ def test_two_tritons_converge_on_publish_rollback_corrupt_and_canary(
             repo.set_served_version(4)
             repo.clear_canary()
             times["canary promoted"] = fleet.wait([4, 4])
+            assert [v.version for v in repo.list_versions() if v.archived] == [2]  # keep 2: 3, 4 and the served 1
+            repo.set_served_version(2)  # copied back from the archive, then pointed at
+            times["rollback to an archived version"] = fleet.wait([2, 2])
         failures, requests = fleet.failures, fleet.requests
         exposed = _series(tritons[0].metrics_url) | _series(f"http://127.0.0.1:{reconcilers[0][1]}/metrics")
     finally:

@@ -151,18 +151,24 @@ def _served_side(tmp_path) -> list[str]:
 
 
 def test_only_the_newest_versions_stay_where_triton_downloads(tmp_path):
-    """Claims live outside the model folder; after each publish all but the newest
-    keep_versions complete versions (and the served one) move to _archive/."""
-    repo = ModelRepository(str(tmp_path), keep_versions=2)
-    for i in range(4):
+    """Claims live outside the model folder; each publish, before it moves the pointer, moves
+    all but the newest keep_versions complete versions (the new one included) and the served
+    one to _archive/."""
+    repo = ModelRepository(str(tmp_path), keep_versions=3)
+    served_side = [["1"], ["1", "2"], ["1", "2", "3"], ["2", "3", "4"], ["3", "4", "5"]]
+    for i, expected in enumerate(served_side):
         repo.publish({"checkpoint.tl": bytes([i])}, _lineage(), CONFIG_KWARGS)
-    assert _served_side(tmp_path) == ["3", "4", "config.pbtxt"]
-    assert sorted(p.name for p in (tmp_path / "_archive" / "fraud-classifier").iterdir()) == ["1", "2"]
+        assert _served_side(tmp_path) == [*expected, "config.pbtxt"]
+    repo.keep_versions = 2
+    repo.archive_old_versions()
+    assert _served_side(tmp_path) == ["4", "5", "config.pbtxt"]
+    assert sorted(p.name for p in (tmp_path / "_archive" / "fraud-classifier").iterdir()) == ["1", "2", "3"]
     assert sorted(p.name for p in (tmp_path / "_publish" / "fraud-classifier").iterdir()) == \
-        ["1.json", "2.json", "3.json", "4.json"]
+        ["1.json", "2.json", "3.json", "4.json", "5.json"]
     infos = repo.list_versions()
-    assert [(v.version, v.status, v.archived) for v in infos] == \
-        [(1, "complete", True), (2, "complete", True), (3, "complete", False), (4, "complete", False)]
+    assert [(v.version, v.status, v.archived) for v in infos] == [(1, "complete", True), (2, "complete", True),
+                                                                  (3, "complete", True), (4, "complete", False),
+                                                                  (5, "complete", False)]
     assert repo.read_file(1, "checkpoint.tl") == bytes([0]) and repo.read_lineage(1)["version"] == 1
 
 
@@ -170,23 +176,24 @@ def test_rollback_to_an_archived_version_restores_it_and_numbers_stay_retired(tm
     repo = ModelRepository(str(tmp_path), keep_versions=1)
     for i in range(3):
         repo.publish({"checkpoint.tl": bytes([i])}, _lineage(), CONFIG_KWARGS)
-    assert _served_side(tmp_path) == ["3", "config.pbtxt"]
+    # keep 1: the new version, and the one served while it was published (until the next publish)
+    assert _served_side(tmp_path) == ["2", "3", "config.pbtxt"]
     assert repo.set_served_version(1) == 3
     assert repo.served_version() == 1
     assert (tmp_path / "fraud-classifier" / "1" / "checkpoint.tl").read_bytes() == bytes([0])
-    assert repo.archive_old_versions() == []  # the served version stays, whatever its age
+    assert repo.archive_old_versions() == [2]  # the served version stays, whatever its age
     assert repo.publish({"checkpoint.tl": b"x"}, _lineage(), CONFIG_KWARGS) == 4  # 1-3 stay retired
-    assert _served_side(tmp_path) == ["4", "config.pbtxt"]
+    assert _served_side(tmp_path) == ["1", "4", "config.pbtxt"]
 
 
 def test_a_tampered_archive_is_not_restored(tmp_path):
     repo = ModelRepository(str(tmp_path), keep_versions=1)
-    repo.publish({"checkpoint.tl": b"good"}, _lineage(), CONFIG_KWARGS)
-    repo.publish({"checkpoint.tl": b"next"}, _lineage(), CONFIG_KWARGS)
+    for data in (b"good", b"next", b"last"):
+        repo.publish({"checkpoint.tl": data}, _lineage(), CONFIG_KWARGS)
     (tmp_path / "_archive" / "fraud-classifier" / "1" / "checkpoint.tl").write_bytes(b"evil")
     with pytest.raises(PublishError, match="does not match the hash"):
         repo.set_served_version(1)
-    assert repo.served_version() == 2
+    assert repo.served_version() == 3
 
 
 def test_keep_versions_from_the_environment(tmp_path, monkeypatch):

@@ -279,6 +279,9 @@ class ModelRepository:
                 blob = self.store.get(self._k(version, name))
                 if blob is None or blob.data != data:
                     raise PublishError(f"{self.model_name}/{version}/{name} did not read back intact")
+            # Before the pointer moves: no Triton has a reason to load while the folder shrinks
+            # (one that downloads it while an object is deleted fails that load, then retries).
+            self._archive_quietly(incoming=version)
             as_canary = bool(canary_percent) and self.served_version() is not None
             served = self.served_version() if as_canary else \
                 self._point_config(version, config_kwargs, only_forward=True)
@@ -295,21 +298,25 @@ class ModelRepository:
                                   "files": record["files"], "served_after_publish": served})
         if as_canary:
             self.set_canary(version, canary_percent)
-        try:
-            self.archive_old_versions()
-        except StorageError as exc:  # the publish stands; the next one archives again
-            print(f"warning: {self.model_name}/{version} is published, but archiving older versions "
-                  f"failed: {exc}", file=sys.stderr)
         return version
 
-    def archive_old_versions(self) -> list[int]:
-        """Move every version but the newest ``keep_versions`` complete ones and the served one
+    def _archive_quietly(self, incoming: int) -> None:
+        try:
+            self.archive_old_versions(incoming)
+        except (StorageError, PublishError) as exc:  # the publish goes on; the next one archives again
+            print(f"warning: archiving versions older than {self.model_name}/{incoming} failed: {exc}",
+                  file=sys.stderr)
+
+    def archive_old_versions(self, incoming: int | None = None) -> list[int]:
+        """Move every version but the newest ``keep_versions`` complete ones (``incoming``, a
+        version about to be served, counting as one of them), the served and the canary one
         out of the folder Triton downloads, into ``_archive/``. Versions still being published
         stay. Returns the versions moved."""
         infos = [v for v in self.list_versions() if not v.archived and v.files]
         complete = sorted(v.version for v in infos if v.status == "complete")
         canary = (self.canary() or {}).get("version")
-        keep = set(complete[-self.keep_versions:]) | {self.served_version(), canary}
+        newest = self.keep_versions - (incoming is not None)
+        keep = set(complete[max(0, len(complete) - newest):] if newest else []) | {self.served_version(), canary, incoming}
         moved = []
         for info in infos:
             if info.version not in keep and info.status in ("complete", "rejected", "failed"):
