@@ -9,9 +9,10 @@ Layout (DESIGN §3)::
     <repo>/_archive/fraud-classifier/<n>/...     older versions, restored when rolled back to
 
 Triton downloads the whole ``fraud-classifier/`` folder at every load, so only what it may
-serve lives there: claims sit outside it, and after each publish all but the newest
-``keep_versions`` complete versions (and the served one) move to ``_archive/``
-(``MODEL_KEEP_VERSIONS``, default 5).
+serve lives there: claims sit outside it, and each publish, before it moves the pointer (so
+that no Triton is loading while the folder shrinks), moves to ``_archive/`` every version
+except the newest ``keep_versions`` complete ones (the new one included), the served and the
+canary one (``MODEL_KEEP_VERSIONS``, default 5).
 
 How publishing stays safe:
 - A version number is claimed with a create-if-absent write of ``_publish/<model>/<n>.json``,
