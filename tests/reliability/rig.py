@@ -307,8 +307,13 @@ class FaultyStore:
 
 def served_by_triton(triton) -> set[int]:
     """The versions Triton's repository index reports READY."""
-    return {int(m["version"]) for m in triton.repository_index()
-            if m.get("name") == MODEL_NAME and m.get("state") == "READY" and m.get("version")}
+    import tritonclient.http as th
+
+    from fraudml.triton_control import api_key_headers
+
+    client = th.InferenceServerClient(triton.http_url.removeprefix("http://"))
+    index = client.get_model_repository_index(headers=api_key_headers())
+    return {int(m["version"]) for m in index if m.get("name") == MODEL_NAME and m.get("state") == "READY" and m.get("version")}
 
 
 def declares_oversized(shape: object) -> bool:

@@ -26,6 +26,7 @@ import numpy as np
 import psutil
 import pytest
 
+from fraudml.triton_control import is_ready
 from fraudml.tritonconfig import MODEL_NAME
 from tests.reliability.rig import (
     I64_MAX,
@@ -165,7 +166,7 @@ def test_restarts_are_bounded_and_stop_leaves_no_process(rig, triton_factory):
     assert srv.supervisor_pid() and processes_of(srv.state_dir)
     first = srv.pid()
     os.kill(first, signal.SIGKILL)
-    assert wait_until(lambda: srv.pid() not in (None, first) and srv.model_ready(MODEL_NAME), RECOVERY_TIMEOUT_S)
+    assert wait_until(lambda: srv.pid() not in (None, first) and is_ready(srv.http_url, MODEL_NAME), RECOVERY_TIMEOUT_S)
     os.kill(srv.pid(), signal.SIGKILL)  # the second crash within the window: it gives up
     assert wait_until(lambda: not srv.is_running(), 60), "the supervisor did not give up"
     assert [e["event"] for e in srv.supervisor_events()][-2:] == ["gave-up", "stopped"]
@@ -236,7 +237,7 @@ def test_restricted_grpc_model_unload_needs_the_key(restricted):
             client.unload_model(MODEL_NAME)
     finally:
         client.close()
-    assert server.model_ready(MODEL_NAME)
+    assert is_ready(server.http_url, MODEL_NAME)
 
 
 def test_restricted_http_with_the_key_is_answered(restricted):
