@@ -104,27 +104,34 @@ def category(nodeid: str) -> str | None:
     return Path(path).stem.removeprefix("test_").replace("_", "-")
 
 
+def order(name: str) -> int:
+    return CATEGORIES.index(name) if name in CATEGORIES else len(CATEGORIES)
+
+
 def pytest_collection_modifyitems(items) -> None:
     """Categories in the order of CATEGORIES: input first, faults (which leave Triton 2.51's
     strict server readiness false after a refused load, R1) after."""
     ours = [i for i, item in enumerate(items) if category(item.nodeid)]
     if ours and ours == list(range(ours[0], ours[-1] + 1)):
         block = items[ours[0]: ours[-1] + 1]
-        block.sort(key=lambda item: CATEGORIES.index(category(item.nodeid)))  # stable within a module
+        block.sort(key=lambda item: order(category(item.nodeid)))  # stable within a module
         items[ours[0]: ours[-1] + 1] = block
 
 
 _outcomes: dict[str, str] = {}
 _properties: dict[str, list[tuple[str, object]]] = {}
+_why_failed: dict[str, str] = {}
 
 
 def pytest_runtest_logreport(report) -> None:
     if category(report.nodeid) is None:
         return
-    rank = {"passed": 0, "skipped": 1, "failed": 2}
-    outcome = report.outcome if report.when == "call" or report.outcome != "passed" else "passed"
-    if rank[outcome] >= rank[_outcomes.get(report.nodeid, "passed")]:
-        _outcomes[report.nodeid] = outcome
+    rank = {"passed": 0, "skipped": 1, "failed": 2}  # a case's outcome is its worst phase's
+    if rank[report.outcome] >= rank[_outcomes.get(report.nodeid, "passed")]:
+        _outcomes[report.nodeid] = report.outcome
+    if report.failed:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        _why_failed.setdefault(report.nodeid, " ".join(str(getattr(crash, "message", report.longrepr)).split())[:300])
     if report.user_properties:
         _properties[report.nodeid] = list(report.user_properties)
 
@@ -140,7 +147,7 @@ def summary_markdown(config) -> str:
         for key, value in _properties.get(nodeid, []):
             if key == "versions_lost":
                 lost[category(nodeid)] = lost.get(category(nodeid), 0) + int(value)
-    names = [c for c in CATEGORIES if c in rows]
+    names = sorted(rows, key=order)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     out = [f"# Reliability run {dt.datetime.now():%Y-%m-%d %H:%M}",
            "", f"`pytest -m \"{config.option.markexpr}\"`, soak {SOAK_SECONDS} s, {FUZZ_EXAMPLES} fuzz examples per "
@@ -154,7 +161,7 @@ def summary_markdown(config) -> str:
                f"**{sum(lost.values()) if lost else '-'}** |")
     figures = [f"- `{nodeid.split('::', 1)[1]}` {key}: {value}" for nodeid, props in _properties.items()
                for key, value in props if key != "versions_lost"]
-    failed = [f"- `{nodeid}`" for nodeid, outcome in _outcomes.items() if outcome == "failed"]
+    failed = [f"- `{nodeid}`: {why}" for nodeid, why in _why_failed.items()]
     return "\n".join(out + (["", "Figures:", ""] + figures if figures else [])
                      + (["", "Failed:", ""] + failed if failed else [])) + "\n"
 
