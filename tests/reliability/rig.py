@@ -61,6 +61,18 @@ class RefModel:
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.pipeline.predict_proba(np.asarray(x, dtype=np.float32)), dtype=np.float64)
 
+    def assert_answers(self, y: np.ndarray | None, x: np.ndarray) -> None:
+        """``y`` is the served answer to rows ``x``: predict_proba's (a NaN is a missing value and
+        takes scikit-learn's branch, docs/fil_contract.md); for rows with +-Inf, which scikit-learn
+        refuses, one finite [1-p, p] per row."""
+        x = np.asarray(x, dtype=np.float32)
+        assert y is not None and np.shape(y) == (len(x), 2), f"answer of shape {np.shape(y)} to {len(x)} rows"
+        if np.isinf(x).any():
+            assert np.all(np.isfinite(y)) and np.all((y >= 0) & (y <= 1)), f"answer outside [0, 1]: {y.tolist()}"
+            np.testing.assert_allclose(np.sum(y, axis=1), 1, atol=ATOL)
+        else:
+            np.testing.assert_allclose(y, self.predict_proba(x), atol=ATOL)
+
     def lineage(self, note: str) -> dict[str, Any]:
         return {"pathspec": None, "family": "random_forest", "threshold": 0.5,
                 "reliability": {"note": note, "seed": self.seed}}

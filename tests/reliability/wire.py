@@ -121,12 +121,3 @@ def assert_refused(reply: Reply, protocol: str, words: tuple[str, ...] = (),
     low = reply.message.lower()
     missing = [w for w in words if not any(alt.lower() in low for alt in w.split("|"))]
     assert not missing, f"the error does not name {missing}: {reply.message}"
-
-
-def assert_nonfinite_answer(y: np.ndarray | None, rows: int | None = None) -> None:
-    """An answer to rows holding NaN/+-Inf, as native FIL gives it (NaN is a missing value):
-    one finite [1-p, p] per row."""
-    assert y is not None and y.ndim == 2 and y.shape[1] == 2 and (rows is None or len(y) == rows), \
-        f"answer of shape {None if y is None else y.shape}"
-    assert np.all(np.isfinite(y)) and np.all((y >= 0) & (y <= 1)), f"answer outside [0, 1]: {y.tolist()}"
-    np.testing.assert_allclose(y.sum(axis=1), 1, atol=1e-5)
