@@ -11,8 +11,10 @@ under their plain names in a private folder of the state dir and puts it on
 Every concurrency level is its own bounded run. ``stable`` mode lets perf_analyzer repeat
 windows of ``--measurement-interval`` ms until three agree within the stability percentage,
 at most ``--max-trials`` windows; a level that does not stabilise (a shared machine) is
-measured once more over a fixed ``--request-count`` and marked so. ``count`` mode (the
-quick run) measures a fixed number of requests per level straight away.
+measured once more with the same windows and no stability condition (the average of the last
+windows) and marked so: a fixed ``--request-count`` fallback hung on this perf_analyzer or
+reported about request-count req/s whatever the server did. ``count`` mode measures a fixed
+number of requests per level straight away.
 """
 
 from __future__ import annotations
@@ -119,11 +121,12 @@ def run_perf_analyzer(*, protocol: str, port: int, concurrency: int, input_data:
     base = [*taskset, str(find_perf_analyzer()), "-m", model, "-u", f"{host}:{port}", "--async",
             "-i", protocol, "-b", "1", "--concurrency-range", f"{concurrency}:{concurrency}",
             "--input-data", str(input_data), "-f", str(csv_path)]
-    attempts = []
+    windows = ["-p", str(measurement_ms), "--max-trials", str(max_trials)]
     if mode == "stable":
-        attempts.append(("stable windows", ["-p", str(measurement_ms), "--max-trials", str(max_trials),
-                                            "-s", str(stability)]))
-    attempts.append((f"fixed request count ({request_count})", ["--request-count", str(request_count)]))
+        attempts = [("stable windows", [*windows, "-s", str(stability)]),
+                    ("windows averaged without stabilising", [*windows, "-s", "100"])]
+    else:
+        attempts = [(f"fixed request count ({request_count})", ["--request-count", str(request_count)])]
     logs, error = [], None
     for method, extra in attempts:
         csv_path.unlink(missing_ok=True)
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--measurement-interval", type=int, default=2000, help="ms per window (default: %(default)s)")
     p.add_argument("--max-trials", type=int, default=5, help="windows per level at most (default: %(default)s)")
     p.add_argument("--mode", choices=("stable", "count"), default="stable",
-                   help="stable windows (fixed request count if a level does not stabilise) or a fixed count")
+                   help="stable windows (averaged unstabilised if a level does not stabilise) or a fixed count")
     p.add_argument("--request-count", type=int, default=5000, help="requests per level in count mode")
     p.add_argument("--state-dir", default=".state", help="perf_analyzer's library links go here")
     p.add_argument("--rows", type=int, default=1000, help="zero rows of 30 features if no --rows-file")

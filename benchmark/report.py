@@ -326,7 +326,7 @@ def render_markdown(results: dict) -> str:
         else:
             st = pa.get("settings", {})
             how = (f"stable windows of {st.get('measurement_interval_ms')} ms (at most {st.get('max_trials')}, "
-                   f"within {st.get('stability_percentage')} %), else a fixed {st.get('request_count')} requests"
+                   f"within {st.get('stability_percentage')} %), else the same windows averaged without stabilising"
                    if st.get("mode") == "stable" else f"a fixed {st.get('request_count')} requests per level")
             lines += [f"`perf_analyzer` from tritonclient {m.get('packages', {}).get('tritonclient')}, {st.get('client')}, "
                       f"batch 1, {how}, input: {st.get('input_data')}.", "",
