@@ -21,8 +21,10 @@ reads the repository: it runs with the read-only S3 identity.
 Prometheus metrics on ``RECONCILER_PORT`` (``/metrics``): ``fraudml_reconciler_desired_version``,
 ``fraudml_reconciler_served_version`` (0: none READY), ``fraudml_reconciler_converged`` (1 when
 Triton serves the desired version), ``fraudml_reconciler_triton_up``, ``fraudml_reconciler_canary``
-(1 when this pod is in the canary's share), ``fraudml_reconciler_loads_total{result}``
-(ok / refused / unavailable), ``fraudml_reconciler_repository_errors_total``,
+(1 when this pod is in the canary's share), ``fraudml_reconciler_loads_total{result}`` (ok;
+refused; unavailable: Triton did not answer, or a file vanished while it copied the model folder
+because a publisher archived an old version, retried at the next round),
+``fraudml_reconciler_repository_errors_total``,
 ``fraudml_reconciler_last_converged_timestamp_seconds``.
 """
 
@@ -42,6 +44,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from fraudml.repository import ModelRepository
+from fraudml.rollout import vanished_during_copy
 from fraudml.storage import StorageError
 from fraudml.triton_control import TritonRefused, TritonUnavailable, load_model, ready_version
 from fraudml.tritonconfig import parse_config, served_versions
@@ -137,6 +140,9 @@ class Reconciler:
         try:
             load_model(self.triton_url, self.repo.model_name, config=load_config_json(config_text, version))
         except TritonRefused as exc:
+            if vanished_during_copy(exc):  # a publisher archived an old version meanwhile: again next round
+                m.loads.labels("unavailable").inc()
+                return f"the load of version {version} met a file archived meanwhile; retrying: {exc}"
             m.loads.labels("refused").inc()
             delay = min(self.backoff_s[1], self.backoff_s[0] * 2**failures)
             self._refused[(etag, version)] = (failures + 1, time.monotonic() + delay)

@@ -19,19 +19,32 @@ class RolloutError(RuntimeError):
     """A Triton refused or could not load the new version; the previous one keeps serving."""
 
 
+def vanished_during_copy(exc: Exception) -> bool:
+    """Triton's load failed because an object it had listed was gone when it fetched it: the
+    folder changed under it (an archived version), not the version being loaded."""
+    return "NoSuchKey" in str(exc)
+
+
 def load_and_confirm(url: str, repo: ModelRepository, attempts: int = 4) -> None:
     """Ask ``url`` to load, then check it serves the version config.pbtxt names now.
 
     Triton skips a reload when the model files look unchanged, and S3 modification times have a
     one-second resolution: a config rewritten within a second of the last load can be ignored
     (the load still answers 200). Then the config is rewritten unchanged and loaded again.
-    The config is read anew each time: a concurrent publisher may have moved it on.
+    The config is read anew each time: a concurrent publisher may have moved it on. A load
+    that failed because a file vanished while Triton copied the model folder (a concurrent
+    publisher archived an old version, R9) is tried again.
     """
     for attempt in range(attempts):
         try:
             load_model(url, repo.model_name)
             serving = ready_version(url, repo.model_name)
-        except (TritonRefused, TritonUnavailable) as exc:
+        except TritonRefused as exc:
+            if not (vanished_during_copy(exc) and attempt + 1 < attempts):
+                raise RolloutError(str(exc)) from exc
+            time.sleep(0.5)
+            continue
+        except TritonUnavailable as exc:
             raise RolloutError(str(exc)) from exc
         want = repo.served_version()
         if want is None or serving == want:
