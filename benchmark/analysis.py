@@ -56,16 +56,16 @@ def headline(names) -> str | None:
     return next((n for n in TRITON_HTTP if n in names), None)
 
 
-def perf_top(results: dict) -> tuple[float | None, str]:
-    """perf_analyzer's best req/s at 32 concurrent (else its highest level) over the headline
-    server's protocols, and a note saying which."""
+def perf_top(results: dict, keys: tuple[str, ...] = ("http", "grpc")) -> tuple[float | None, str]:
+    """perf_analyzer's best req/s at 32 concurrent (else its highest level) over ``keys`` (the
+    headline server's protocols by default), and a note saying which."""
     pa = results.get("perf_analyzer") or {}
     best, note = None, ""
-    levels = [(p, r) for p in ("http", "grpc") for r in (pa.get(p) or []) if r.get("rps") is not None]
+    levels = [(p, r) for p in keys for r in (pa.get(p) or []) if r.get("rps") is not None]
     top = 32 if any(r["concurrency"] == 32 for _, r in levels) else max((r["concurrency"] for _, r in levels), default=None)
     for protocol, r in levels:
         if r["concurrency"] == top and (best is None or r["rps"] > best):
-            best, note = r["rps"], f"{protocol.upper()}, --async"
+            best, note = r["rps"], f"{protocol.upper() if protocol in ('http', 'grpc') else protocol}, --async"
     if top is not None and top != 32:
         note += f"; 32 not measured, shown at {top}"
     return best, note
@@ -120,8 +120,7 @@ def analyze(results: dict) -> dict:
                 "p50_ratio": _ratio(p50["triton-python"], p50["triton-native"]),
                 "rps_ratio_locust": _ratio(rps("triton-native"), rps("triton-python")), "users": top,
                 "perf_rps_native": perf_rps,
-                "perf_rps_python": max((r.get("rps") or 0 for r in
-                                        (results.get("perf_analyzer") or {}).get("triton-python") or []), default=None)}
+                "perf_rps_python": perf_top(results, ("triton-python",))[0]}
     return {
         "headline": h,
         "stub_cost": stub,
