@@ -119,7 +119,7 @@ def analyze(results: dict) -> dict:
         stub = {"p50_ms": p50["triton-python"] - p50["triton-native"],
                 "p50_ratio": _ratio(p50["triton-python"], p50["triton-native"]),
                 "rps_ratio_locust": _ratio(rps("triton-native"), rps("triton-python")), "users": top,
-                "perf_rps_native": perf_rps,
+                "perf_rps_native": perf_top(results, ("http",))[0],  # HTTP against HTTP
                 "perf_rps_python": perf_top(results, ("triton-python",))[0]}
     return {
         "headline": h,

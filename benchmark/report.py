@@ -362,7 +362,7 @@ def render_markdown(results: dict) -> str:
                   f"the Python stub ({_f(stub['p50_ratio'], 2)}x)"
                   + (f"; under load ({stub['users']} users, locust) the native backend serves "
                      f"{_f(stub['rps_ratio_locust'], 2)}x the requests per second" if stub.get("rps_ratio_locust") else "")
-                  + (f"; perf_analyzer: {_f(stub['perf_rps_native'], 0)} against {_f(stub['perf_rps_python'], 0)} req/s"
+                  + (f"; perf_analyzer over HTTP: {_f(stub['perf_rps_native'], 0)} against {_f(stub['perf_rps_python'], 0)} req/s"
                      if stub.get("perf_rps_native") and stub.get("perf_rps_python") else "") + ".", ""]
     lines += ["## Reproduce", "", "```", f"{results.get('command') or 'python -m benchmark.run'}",
               "make benchmark          # python -m benchmark.run --state-dir .state",
