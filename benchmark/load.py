@@ -8,10 +8,12 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from fraudml.triton_control import inference_statistics
+from fraudml.tritonconfig import MODEL_NAME
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
@@ -21,12 +23,10 @@ class LoadError(RuntimeError):
 CPU_WARNING = "CPU usage above"
 
 
-def triton_model_stats(http_port: int, model: str = "fraud-classifier", host: str = "127.0.0.1") -> dict:
-    """The model's entry of ``GET /v2/models/<model>/stats`` (cumulative counters)."""
-    with urllib.request.urlopen(f"http://{host}:{http_port}/v2/models/{model}/stats", timeout=10) as r:
-        doc = json.loads(r.read())
-    stats = doc.get("model_stats") or [{}]
-    return stats[0]
+def triton_model_stats(http_port: int, model: str = MODEL_NAME, host: str = "127.0.0.1") -> dict:
+    """The model's entry of Triton's inference statistics (cumulative counters)."""
+    doc = inference_statistics(f"http://{host}:{http_port}", model)
+    return (doc.get("model_stats") or [{}])[0]
 
 
 def batching_delta(before: dict, after: dict) -> dict:
@@ -73,7 +73,7 @@ def _float(row: dict, key: str) -> float | None:
 
 
 def run_locust(*, target: str, host: str, users: int, duration_s: int, rows_file: Path,
-               out_dir: Path, name: str, taskset: list[str], model: str = "fraud-classifier",
+               out_dir: Path, name: str, taskset: list[str], model: str = MODEL_NAME,
                env: dict | None = None) -> dict:
     """One headless locust run; returns req/s, percentiles (ms) and failures.
 
@@ -90,7 +90,7 @@ def run_locust(*, target: str, host: str, users: int, duration_s: int, rows_file
     run_env = {**os.environ, **(env or {}), "BENCH_TARGET": target, "BENCH_ROWS_FILE": str(rows_file),
                "BENCH_LATENCY_OUT": str(latencies), "BENCH_MODEL_NAME": model}
     proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True,
-                          timeout=duration_s + 60)
+                          timeout=duration_s + 180)  # starting locust on a busy pinned core can take a minute
     (out_dir / f"{name}.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise LoadError(f"locust exited with {proc.returncode}: {(proc.stderr or proc.stdout)[-800:]}")
