@@ -67,7 +67,8 @@ class LocalStore:
             str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file()
         )
 
-    def put(self, key: str, data: bytes) -> None:
+    def _write_aside(self, key: str, data: bytes) -> tuple[Path, str]:
+        """Write ``data`` completely into a temporary file next to ``key``'s path."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -76,20 +77,23 @@ class LocalStore:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        return path, tmp
+
+    def put(self, key: str, data: bytes) -> None:
+        path, tmp = self._write_aside(key, data)
+        try:
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def create(self, key: str, data: bytes) -> None:
         """Write the whole file aside, then hard-link it into place: the link fails if the key
         exists, and a reader never sees the file empty or half written."""
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        path, tmp = self._write_aside(key, data)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
             os.link(tmp, path)
         except FileExistsError as exc:
             raise PreconditionFailed(key) from exc
