@@ -110,7 +110,7 @@ def run_perf_analyzer(*, protocol: str, port: int, concurrency: int, input_data:
                       out_dir: Path, env: dict[str, str], taskset: list[str], mode: str = "stable",
                       measurement_ms: int = 2000, max_trials: int = 5, stability: int = 20,
                       request_count: int = 5000, model: str = "fraud-classifier",
-                      timeout_s: float = 120, host: str = "127.0.0.1", tag: str = "") -> dict:
+                      timeout_s: float | None = None, host: str = "127.0.0.1", tag: str = "") -> dict:
     """One perf_analyzer run at one concurrency; returns the parsed CSV row or the error.
 
     ``--async``: the requests in flight are kept by one client thread, not one thread each
@@ -122,6 +122,9 @@ def run_perf_analyzer(*, protocol: str, port: int, concurrency: int, input_data:
             "-i", protocol, "-b", "1", "--concurrency-range", f"{concurrency}:{concurrency}",
             "--input-data", str(input_data), "-f", str(csv_path)]
     windows = ["-p", str(measurement_ms), "--max-trials", str(max_trials)]
+    # A healthy run needs its windows plus start-up; perf_analyzer 2.51 can hang on HTTP at high
+    # concurrency, so a hung attempt costs a few windows' worth, not minutes (quick run: 32 s).
+    timeout_s = timeout_s or 20 + 4 * max_trials * measurement_ms / 1000
     if mode == "stable":
         attempts = [("stable windows", [*windows, "-s", str(stability)]),
                     ("windows averaged without stabilising", [*windows, "-s", "100"])]
