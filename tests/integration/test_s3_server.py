@@ -15,7 +15,8 @@ import treelite.sklearn
 import tritonclient.http as httpclient
 from botocore.exceptions import ClientError
 
-from fraudml.tritonconfig import MODEL_NAME, render_config
+from fraudml.repository import ModelRepository
+from fraudml.tritonconfig import MODEL_NAME
 from serve.s3 import S3Error, SeaweedS3
 from serve.triton import TritonError
 
@@ -162,12 +163,14 @@ def forest():
     return RandomForestClassifier(n_estimators=10, max_depth=5, random_state=0).fit(X, (X[:, 0] > 0).astype(int))
 
 
-def publish(s3_server, prefix: str, version: int, checkpoint: bytes, *, threshold: float = 0.5) -> None:
-    """Upload one version then point config.pbtxt at it (what the publisher does)."""
-    client = s3_server.client()
-    client.put_object(Bucket="models", Key=f"{prefix}/{MODEL_NAME}/{version}/checkpoint.tl", Body=checkpoint)
-    config = render_config(versions=[version], threshold=threshold)
-    client.put_object(Bucket="models", Key=f"{prefix}/{MODEL_NAME}/config.pbtxt", Body=config.encode())
+def publish(s3_server, monkeypatch, prefix: str, checkpoint: bytes, *, threshold: float = 0.5) -> int:
+    """Publish one version with the real publisher. (It also keeps each config.pbtxt write in
+    a later second than the previous one: Triton reloads only what looks newer, and S3
+    modification times have 1 s resolution, so a hand-written pointer can go unnoticed.)"""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    files = {"checkpoint.tl": checkpoint}
+    return ModelRepository(f"s3://models/{prefix}").publish(files, {"pathspec": "test/1"}, {"threshold": threshold})
 
 
 def checkpoint_bytes(forest, tmp_path) -> bytes:
@@ -176,11 +179,11 @@ def checkpoint_bytes(forest, tmp_path) -> bytes:
     return path.read_bytes()
 
 
-def test_triton_serves_from_s3_and_loads_a_new_version(s3_server, triton_factory, forest, tmp_path):
+def test_triton_serves_from_s3_and_loads_a_new_version(s3_server, triton_factory, forest, tmp_path, monkeypatch):
     """Triton starts on s3://models/<prefix> (endpoint and credentials from AWS_*), answers
     like the model, and serves a newly published version after load_model."""
     prefix = f"triton-{uuid.uuid4().hex[:8]}"
-    publish(s3_server, prefix, 1, checkpoint_bytes(forest, tmp_path))
+    assert publish(s3_server, monkeypatch, prefix, checkpoint_bytes(forest, tmp_path)) == 1
     server = triton_factory(f"s3://models/{prefix}", env=s3_server.env(), fil_compile=False)
     print(f"\nTriton ready from S3 in {server.startup_seconds:.2f} s")
     client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
@@ -191,7 +194,7 @@ def test_triton_serves_from_s3_and_loads_a_new_version(s3_server, triton_factory
     np.testing.assert_allclose(result.as_numpy("output__0"), forest.predict_proba(x), atol=1e-5)
     assert result.get_response()["model_version"] == "1"
 
-    publish(s3_server, prefix, 2, checkpoint_bytes(forest, tmp_path))
+    assert publish(s3_server, monkeypatch, prefix, checkpoint_bytes(forest, tmp_path)) == 2
     server.load_model(MODEL_NAME)
     assert client.infer(MODEL_NAME, [tensor]).get_response()["model_version"] == "2"
     client.close()
@@ -212,10 +215,10 @@ def test_triton_on_an_empty_prefix_says_nothing_was_published(s3_server, triton_
         triton_factory(f"s3://models/empty-{uuid.uuid4().hex[:8]}", env=s3_server.env())
 
 
-def test_triton_with_a_corrupt_model_shows_why(s3_server, triton_factory):
+def test_triton_with_a_corrupt_model_shows_why(s3_server, triton_factory, monkeypatch):
     """A model that cannot load stops start() with the backend's own explanation."""
     prefix = f"corrupt-{uuid.uuid4().hex[:8]}"
-    publish(s3_server, prefix, 1, b"this is not a treelite checkpoint")
+    publish(s3_server, monkeypatch, prefix, b"this is not a treelite checkpoint")
     with pytest.raises(TritonError) as info:
         triton_factory(f"s3://models/{prefix}", env=s3_server.env(), timeout=60)
     message = str(info.value)
