@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from benchmark import model_source
+from serve.supervisor import Service, ServiceError
 
 
 class BenchmarkError(RuntimeError):
@@ -44,20 +45,23 @@ def get_json(url: str, timeout: float = 5.0) -> dict:
         return json.loads(r.read())
 
 
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 def wait_http_ok(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while not http_ok(url):
         if proc is not None and proc.poll() is not None:
             tail = log.read_text()[-1500:] if log and log.is_file() else ""
             raise BenchmarkError(f"{url}: the server exited with {proc.returncode} before it was ready:\n{tail}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"{url} not ready after {timeout:.0f} s")
         time.sleep(0.1)
-    raise BenchmarkError(f"{url} not ready after {timeout:.0f} s")
 
 
 def taskset(cpu: int | None) -> list[str]:
@@ -70,7 +74,8 @@ def taskset(cpu: int | None) -> list[str]:
 
 
 class FastAPIServer:
-    """``uvicorn benchmark.app:app`` with one worker, as a child process."""
+    """``uvicorn benchmark.app:app`` with one worker, under the project's supervisor (no
+    restarts: a baseline that dies must show in the results); its log is ``log``."""
 
     def __init__(self, name: str, port: int, env: dict[str, str], cpu: int | None, log: Path):
         self.name, self.port, self.log = name, port, log
@@ -78,23 +83,22 @@ class FastAPIServer:
                     "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                     "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "120"]
         self.env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
-        self.proc: subprocess.Popen | None = None
+        self.service = Service(log.parent, log.stem)
 
     def start(self) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "w") as fh:
-            self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
-                                         cwd=Path(__file__).resolve().parent.parent)
+        self.service.start(self.cmd, env=self.env, cwd=Path(__file__).resolve().parent.parent)
+
+    def pid(self) -> int | None:
+        return self.service.pid()
 
     def wait(self, timeout: float = 90) -> None:
-        wait_http_ok(f"http://127.0.0.1:{self.port}/healthz", timeout, self.proc, self.log)
+        try:
+            self.service.wait(lambda: http_ok(f"http://127.0.0.1:{self.port}/healthz"), timeout, what=self.name)
+        except ServiceError as e:
+            raise BenchmarkError(str(e)) from None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            from serve.ports import terminate
-
-            terminate(self.proc.pid, timeout=10, popen=self.proc)
-        self.proc = None
+        self.service.stop(timeout=10)
 
 
 def uvicorn_implementation() -> dict:

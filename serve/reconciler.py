@@ -48,11 +48,9 @@ from fraudml.rollout import vanished_during_copy
 from fraudml.storage import StorageError
 from fraudml.triton_control import TritonRefused, TritonUnavailable, load_model, ready_version
 from fraudml.tritonconfig import parse_config, served_versions
-from serve.ports import log_tail, port_in_use, read_pid, spawn_logged, terminate
+from serve.ports import port_in_use
 from serve.settings import Settings
-
-PID_FILE = "reconciler.pid"
-LOG_FILE = "reconciler.log"
+from serve.supervisor import Service, ServiceError
 
 
 def in_canary(pod: str, percent: int) -> bool:
@@ -204,34 +202,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="this pod's name: decides its canary share (POD_NAME)")
     parser.add_argument("--state-dir", default=str(settings.state_dir / "reconciler"), help="start/stop: pid, log")
     args = parser.parse_args(argv)
-    state = Path(args.state_dir).absolute()
     if args.command == "run":
         return _run(args, settings)
-    pid = read_pid(state / PID_FILE, must_contain="serve.reconciler")
+    service = Service(args.state_dir, "reconciler")  # reconciler.pid, reconciler.log (serve.supervisor)
     if args.command == "stop":
-        if pid is not None:
-            terminate(pid)
-        (state / PID_FILE).unlink(missing_ok=True)
-        print("reconciler stopped" if pid else "reconciler was not running")
+        print("reconciler stopped" if service.stop() else "reconciler was not running")
         return 0
-    if pid is not None:
-        print(f"reconciler already running (pid {pid})")
+    if service.is_running():
+        print(f"reconciler already running (pid {service.pid()})")
         return 0
-    state.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "serve.reconciler", "run", "--model-repo", args.model_repo, "--triton-url",
            args.triton_url, "--port", str(args.port), "--interval", str(args.interval), "--pod-name", args.pod_name]
-    popen = spawn_logged(cmd, log_file=state / LOG_FILE, cwd=Path.cwd(), env=dict(os.environ))
-    (state / PID_FILE).write_text(f"{popen.pid}\n")
-    deadline = time.monotonic() + 30
-    while popen.poll() is None and time.monotonic() < deadline and not port_in_use(args.port):
-        time.sleep(0.1)
-    if popen.poll() is not None or not port_in_use(args.port):
-        terminate(popen.pid, popen=popen)
-        print(f"error: the reconciler did not start; {state / LOG_FILE}:\n{log_tail(state / LOG_FILE, 10)}",
-              file=sys.stderr)
+    service.start(cmd, env=dict(os.environ), cwd=Path.cwd(), max_restarts=5,
+                  ready_urls=[f"http://127.0.0.1:{args.port}/metrics"])
+    try:
+        service.wait(lambda: port_in_use(args.port), 30)
+    except ServiceError as e:
+        service.stop()
+        print(f"error: the reconciler did not start: {e}", file=sys.stderr)
         return 1
-    print(f"reconciler started (pid {popen.pid}): {args.triton_url} follows {args.model_repo}; "
-          f"metrics http://127.0.0.1:{args.port}/metrics, log {state / LOG_FILE}")
+    print(f"reconciler started (pid {service.pid()}): {args.triton_url} follows {args.model_repo}; "
+          f"metrics http://127.0.0.1:{args.port}/metrics, log {service.log_file}")
     return 0
 
 

@@ -25,29 +25,18 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from serve.ports import (
-    free_ports,
-    log_tail,
-    pid_alive,
-    port_in_use,
-    read_pid,
-    spawn_logged,
-    terminate,
-)
+from serve.ports import free_ports, port_in_use
 from serve.settings import Settings
+from serve.supervisor import Service, ServiceError
 
 CREDENTIALS_FILE = "credentials.env"  # the publisher: read and write
 READER_CREDENTIALS_FILE = "reader-credentials.env"  # Triton and the reconciler: read only
 IDENTITIES_FILE = "s3-identities.json"  # weed's -s3.config
 # SeaweedFS actions per identity (Admin creates the bucket; Write covers put and delete).
 IDENTITY_ACTIONS = {"publisher": ["Admin", "Read", "List", "Tagging", "Write"], "triton": ["Read", "List"]}
-PID_FILE = "weed.pid"
-LOG_FILE = "weed.log"
 DATA_DIR = "data"
 
 SIGNING_KEYS_FILE = "internal-signing-keys.env"
@@ -113,17 +102,11 @@ class SeaweedS3:
         self.host = host
         self.region = region
         self._weed = Path(weed) if weed else None
-        self._popen: subprocess.Popen | None = None
         self._internal_ports: list[int] = []
+        self.service = Service(self.state_dir, "weed")  # weed.pid, weed.log, ... (serve.supervisor)
+        self.pid_file, self.log_file = self.service.pid_file, self.service.log_file
 
     # -- paths and identity -------------------------------------------------------------
-    @property
-    def pid_file(self) -> Path:
-        return self.state_dir / PID_FILE
-
-    @property
-    def log_file(self) -> Path:
-        return self.state_dir / LOG_FILE
 
     @property
     def credentials_file(self) -> Path:
@@ -139,10 +122,10 @@ class SeaweedS3:
 
     def pid(self) -> int | None:
         """Pid of the running server of this state folder, or None."""
-        return read_pid(self.pid_file, must_contain=str(self.state_dir))
+        return self.service.pid()
 
     def is_running(self) -> bool:
-        return self.pid() is not None
+        return self.service.is_running()
 
     def _credentials(self, reader: bool = False) -> tuple[str, str]:
         """Access key and secret of the publisher (or the read-only identity), generated on first use."""
@@ -198,10 +181,9 @@ class SeaweedS3:
         Raises:
             S3Error: `weed` missing, the port busy, the server exiting or not ready in time.
         """
-        running = self.pid()
-        if running is not None:
+        if self.is_running():
             self._load_running_port()
-            self._wait_ready(timeout, pid=running)
+            self._wait_ready(timeout)
             return self
         weed = self._weed or find_weed()
         if port_in_use(self.port, self.host):
@@ -235,11 +217,10 @@ class SeaweedS3:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env["S3_BUCKET"] = self.bucket
         env.update(self._internal_signing_keys())
-        self._popen = spawn_logged(args, log_file=self.log_file, cwd=self.state_dir, env=env)
-        self.pid_file.write_text(f"{self._popen.pid}\n")
         (self.state_dir / "ports").write_text(f"{self.port} {' '.join(map(str, self._internal_ports))}\n")
+        self.service.start(args, env=env)
         try:
-            self._wait_ready(timeout, pid=self._popen.pid)
+            self._wait_ready(timeout)
         except BaseException:
             self.stop()
             raise
@@ -272,47 +253,35 @@ class SeaweedS3:
             ),
         )
 
-    def _wait_ready(self, timeout: float, *, pid: int) -> None:
+    def _wait_ready(self, timeout: float) -> None:
+        """Until S3 answers an authenticated request for the bucket (created when missing)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         client = self.client(timeout=2.0)
-        deadline = time.monotonic() + timeout
-        last_error = "no answer yet"
-        while time.monotonic() < deadline:
-            if not pid_alive(pid) or (self._popen is not None and self._popen.poll() is not None):
-                raise S3Error(f"weed exited during start-up; last lines of {self.log_file}:\n{log_tail(self.log_file)}")
+
+        def bucket_ready() -> bool:
             try:
                 client.head_bucket(Bucket=self.bucket)
-                return
+                return True
             except ClientError as e:
-                code = e.response.get("Error", {}).get("Code", "")
-                last_error = f"{code}: {e}"
-                if code in ("404", "NoSuchBucket", "NotFound"):
+                if e.response.get("Error", {}).get("Code", "") in ("404", "NoSuchBucket", "NotFound"):
                     with contextlib.suppress(ClientError):
                         client.create_bucket(Bucket=self.bucket)
-            except BotoCoreError as e:  # not listening yet
-                last_error = str(e)
-            time.sleep(0.1)
-        raise S3Error(
-            f"S3 at {self.endpoint_url} did not answer an authenticated request within {timeout:.0f} s "
-            f"(last error: {last_error}); last lines of {self.log_file}:\n{log_tail(self.log_file)}"
-        )
+            except BotoCoreError:  # not listening yet
+                pass
+            return False
+
+        try:
+            self.service.wait(bucket_ready, timeout, what=f"S3 (weed) at {self.endpoint_url}")
+        except ServiceError as e:
+            raise S3Error(str(e)) from None
 
     def stop(self, timeout: float = 15.0) -> bool:
         """Stop the server of this state folder. Returns False if none was running."""
-        pid = self.pid()
-        if pid is None and self._popen is not None and self._popen.poll() is None:
-            pid = self._popen.pid
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
         self._load_running_port()
-        popen = self._popen if self._popen is not None and self._popen.pid == pid else None
-        terminate(pid, timeout=timeout, popen=popen)
-        self._popen = None
-        self.pid_file.unlink(missing_ok=True)
+        stopped = self.service.stop(timeout)
         self._remove_stale_sockets()
-        return True
+        return stopped
 
     def _remove_stale_sockets(self) -> None:
         # weed leaves some unix sockets in /tmp named after their ports; ours are dead now

@@ -1,13 +1,19 @@
-"""Keep one server process serving: restart it when it dies, a bounded number of times.
+"""One supervisor for every server this project starts: SeaweedFS, Triton, the reconciler
+and the FastAPI baselines.
 
-The Triton launcher (``serve.triton``) runs ``python -m serve.supervisor <spec.json>`` in
-the background; this process starts the server, waits for it, and when it dies without
-being asked to (a crash, a signal, an exit code) starts it again with the same command
-line, so on the same ports. Every exit is logged with its signal or code, and the time
-from the crash to ready again is measured:
+The launcher side is :class:`Service`: it runs ``python -m serve.supervisor <spec.json>`` in
+its own session (it outlives the CLI that started it), with every file in the service's
+state folder (``<name>.pid``: the server, ``<name>.supervisor.pid``, ``<name>.log``: the
+server's and the supervisor's output, ``<name>.events.jsonl``), and finds, waits for and
+stops it again from any process (``make serve`` starts, ``make serve-stop`` stops).
+
+The supervisor process (:class:`Supervisor`) starts the server, waits for it, and when it
+dies without being asked to (a crash, a signal, an exit code) starts it again with the same
+command line, so on the same ports. Every exit is logged with its signal or code, and the
+time from the crash to ready again is measured:
 
 * ``max_restarts`` restarts within ``window_s`` seconds, then it gives up (a server that
-  crashes at every start is not hidden behind an endless loop);
+  crashes at every start is not hidden behind an endless loop; 0: never restart);
 * a first start that fails (an exit code before the server was ready: a model that does
   not load, a port in use) is not retried: the supervisor exits with the server's status
   and the launcher reports why; a clean exit (status 0: someone stopped the server) is not
@@ -18,11 +24,7 @@ from the crash to ready again is measured:
   subreaper, so backend processes orphaned by a crashed server become its children and
   are stopped before the restart.
 
-The spec file (JSON) holds ``args``, ``pid_file``, ``events_file``, ``ready_urls``,
-``max_restarts``, ``window_s``, ``stop_timeout_s`` and ``cleanup_globs`` (files the dead
-server leaves behind, e.g. its shared memory). The environment is inherited, so secrets
-never appear on a command line. Events go to ``events_file`` as JSON lines; the
-supervisor's messages go to its stdout (the server's log file).
+The environment is inherited, so secrets never appear on a command line.
 """
 
 from __future__ import annotations
@@ -209,6 +211,126 @@ class Supervisor:
                     os.unlink(path)
                 except OSError:
                     pass
+
+
+class ServiceError(RuntimeError):
+    """A supervised server did not start, or exited; the message has its log's last lines."""
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def _running(pid_file: Path, *, must_contain: str | None = None, parent: int | None = None) -> int | None:
+    """The pid in ``pid_file`` if that process runs (not a zombie) and is who we think: its
+    command line contains ``must_contain``, or its parent is ``parent`` (a recycled pid is not)."""
+    try:
+        proc = psutil.Process(int(pid_file.read_text().strip()))
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        if must_contain is not None and not any(must_contain in part for part in proc.cmdline()):
+            return None
+        if parent is not None and proc.ppid() != parent:
+            return None
+        return proc.pid
+    except (FileNotFoundError, ValueError, psutil.Error):
+        return None
+
+
+def stop_process(pid: int, timeout: float = 15.0) -> None:
+    """SIGTERM, up to ``timeout`` seconds to exit, then SIGKILL (reaped if it is our child)."""
+    try:
+        proc = psutil.Process(pid)
+        proc.terminate()
+        _, alive = psutil.wait_procs([proc], timeout=timeout)
+        for p in alive:
+            p.kill()
+        psutil.wait_procs(alive, timeout=10)
+    except psutil.NoSuchProcess:
+        pass
+
+
+class Service:
+    """The launcher's handle on one supervised server with its files in ``state_dir``."""
+
+    def __init__(self, state_dir: str | Path, name: str):
+        self.state_dir, self.name = Path(state_dir).absolute(), name
+        self.pid_file = self.state_dir / f"{name}.pid"
+        self.log_file = self.state_dir / f"{name}.log"
+        self.events_file = self.state_dir / f"{name}.events.jsonl"
+        self.spec_file = self.state_dir / f"{name}.supervisor.json"
+        self.supervisor_pid_file = self.state_dir / f"{name}.supervisor.pid"
+        self._popen: subprocess.Popen | None = None
+
+    def supervisor_pid(self) -> int | None:
+        return _running(self.supervisor_pid_file, must_contain=str(self.spec_file))
+
+    def pid(self) -> int | None:
+        """The server's pid (it changes when the supervisor restarts it), None when not running."""
+        supervisor = self.supervisor_pid()
+        return _running(self.pid_file, parent=supervisor) if supervisor else None
+
+    def is_running(self) -> bool:
+        return self.supervisor_pid() is not None
+
+    def events(self) -> list[dict]:
+        """What the supervisor recorded since the last start: ``started``, ``exited`` (with
+        ``how``: the signal or exit code), ``ready`` (``seconds_since_crash``), ``gave-up``,
+        ``stopped``; oldest first."""
+        try:
+            return [json.loads(line) for line in self.events_file.read_text().splitlines() if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def start(self, args: list[str], *, env: dict[str, str], cwd: Path | None = None, ready_urls: list[str] = (),
+              max_restarts: int = 0, window_s: float = 600.0, cleanup_globs: list[str] = ()) -> None:
+        """Run ``args`` under the supervisor; the log starts empty. Returns at once: see :meth:`wait`."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        spec = {"args": args, "pid_file": str(self.pid_file), "events_file": str(self.events_file),
+                "ready_urls": list(ready_urls), "max_restarts": max_restarts, "window_s": window_s,
+                "stop_timeout_s": 15, "cleanup_globs": list(cleanup_globs)}
+        self.spec_file.write_text(json.dumps(spec, indent=2))
+        self.events_file.unlink(missing_ok=True)
+        self.pid_file.unlink(missing_ok=True)
+        with open(self.log_file, "wb") as log:
+            self._popen = subprocess.Popen(
+                [sys.executable, "-m", "serve.supervisor", str(self.spec_file)], stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, cwd=cwd or self.state_dir, env=env,
+                start_new_session=True)  # a Ctrl+C in the launching shell does not reach it
+        self.supervisor_pid_file.write_text(f"{self._popen.pid}\n")
+
+    def _exited(self) -> bool:
+        if self._popen is not None:
+            return self._popen.poll() is not None
+        return self.supervisor_pid() is None
+
+    def wait(self, ready, timeout: float, what: str | None = None) -> None:
+        """Poll ``ready()`` until it is true. Raises :class:`ServiceError` (with the log's last
+        lines) when the server exits first or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if self._exited():
+                raise ServiceError(f"{what or self.name} exited during start-up; last lines of "
+                                   f"{self.log_file}:\n{log_tail(self.log_file)}")
+            if time.monotonic() > deadline:
+                raise ServiceError(f"{what or self.name} was not ready within {timeout:.0f} s; last lines of "
+                                   f"{self.log_file}:\n{log_tail(self.log_file)}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 20.0) -> bool:
+        """Stop the supervisor, which stops the server and what it left; False if none ran."""
+        supervisor = self.supervisor_pid()
+        if supervisor is not None:
+            stop_process(supervisor, timeout=timeout + 10)
+        if self._popen is not None:
+            self._popen.poll()  # reap it if it is our child
+            self._popen = None
+        self.supervisor_pid_file.unlink(missing_ok=True)
+        self.pid_file.unlink(missing_ok=True)
+        return supervisor is not None
 
 
 def main(argv: list[str] | None = None) -> int:

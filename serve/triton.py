@@ -25,35 +25,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import json
 import os
 import re
 import secrets
 import shutil
-import subprocess
 import sys
 import sysconfig
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+from fraudml import triton_control
 from fraudml.tritonconfig import MODEL_NAME
 from serve.fil_backend import install_fil_backend
-from serve.ports import pid_alive, port_in_use, read_pid, spawn_logged, terminate
+from serve.ports import port_in_use
 from serve.settings import Settings, TritonSettings
+from serve.supervisor import Service, ServiceError
 
-PID_FILE = "tritonserver.pid"
-LOG_FILE = "tritonserver.log"
 LAUNCH_FILE = "launch.json"
-SUPERVISOR_PID_FILE = "supervisor.pid"
-SUPERVISOR_SPEC = "supervisor.json"
-EVENTS_FILE = "supervisor.events.jsonl"
 API_KEY_FILE = "api-key.env"  # TRITON_API_KEY of `python -m serve.triton start` (make serve), mode 0600
-SUPERVISOR = Path(__file__).resolve().parent / "supervisor.py"
 BACKEND_SOURCE = Path(__file__).resolve().parent / "backends" / "fil"
 MODEL_CONTROL_MODES = ("explicit", "poll", "none")
 
@@ -237,8 +229,11 @@ class TritonServer:
         # of both protocols answer only requests carrying it (docs/security.md, S2).
         self.api_key, self.api_key_header = api_key, api_key_header
         self.startup_seconds: float | None = None
-        self._popen: subprocess.Popen | None = None
         self._shm_prefix: str | None = None
+        # tritonserver.pid, tritonserver.log, tritonserver.events.jsonl, ... (serve.supervisor)
+        self.service = Service(self.state_dir, "tritonserver")
+        self.pid_file, self.log_file, self.events_file = (
+            self.service.pid_file, self.service.log_file, self.service.events_file)
 
     # -- addresses ------------------------------------------------------------------------------
     @property
@@ -258,37 +253,18 @@ class TritonServer:
     def metrics_url(self) -> str:
         return self._addresses.metrics_url
 
-    @property
-    def pid_file(self) -> Path:
-        return self.state_dir / PID_FILE
-
-    @property
-    def log_file(self) -> Path:
-        return self.state_dir / LOG_FILE
-
-    @property
-    def events_file(self) -> Path:
-        return self.state_dir / EVENTS_FILE
-
     def pid(self) -> int | None:
         """The running tritonserver's pid (it changes when the supervisor restarts it)."""
-        return read_pid(self.pid_file, must_contain=str(self.state_dir))
+        return self.service.pid()
 
     def supervisor_pid(self) -> int | None:
-        return read_pid(self.state_dir / SUPERVISOR_PID_FILE, must_contain=str(self.state_dir))
+        return self.service.supervisor_pid()
 
     def is_running(self) -> bool:
-        return self.pid() is not None or self.supervisor_pid() is not None
+        return self.service.is_running()
 
     def supervisor_events(self) -> list[dict]:
-        """What the supervisor recorded since the last start: ``started``, ``exited`` (with
-        ``how``: the signal or exit code), ``ready`` (``seconds_since_crash``), ``gave-up``,
-        ``stopped``; oldest first."""
-        try:
-            lines = self.events_file.read_text().splitlines()
-        except FileNotFoundError:
-            return []
-        return [json.loads(line) for line in lines if line.strip()]
+        return self.service.events()
 
     # -- preparing ------------------------------------------------------------------------------
     def _environment(self) -> dict[str, str]:
@@ -364,25 +340,6 @@ class TritonServer:
             return [f"{self.http_url}/v2/health/ready"]
         return [f"{self.http_url}/v2/models/{quote(name)}/ready" for name in models]
 
-    def _spawn_supervised(self, args: list[str], env: dict[str, str]) -> subprocess.Popen:
-        """Start ``python serve/supervisor.py <spec>``, which starts ``args`` and keeps it up."""
-        spec = {
-            "args": args,
-            "pid_file": str(self.pid_file),
-            "events_file": str(self.events_file),
-            "ready_urls": self._ready_urls(),
-            "max_restarts": self.max_restarts,
-            "window_s": self.restart_window_s,
-            "stop_timeout_s": 15,
-            "cleanup_globs": [f"/dev/shm/{self._shm_prefix}*"],
-        }
-        spec_file = self.state_dir / SUPERVISOR_SPEC
-        spec_file.write_text(json.dumps(spec, indent=2))
-        popen = spawn_logged([sys.executable, str(SUPERVISOR), str(spec_file)], log_file=self.log_file,
-                             cwd=self.state_dir, env=env)
-        (self.state_dir / SUPERVISOR_PID_FILE).write_text(f"{popen.pid}\n")
-        return popen
-
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> TritonServer:
         """Start Triton and wait until it and every model in ``load_models`` are ready.
@@ -409,15 +366,10 @@ class TritonServer:
         server_dir = self._prepare_server_dir()
         Path(env["FIL_CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
         self._shm_prefix = f"fraudml_{secrets.token_hex(4)}"
-        args = self.command(server_dir, repository_uri)
-        self.log_file.write_text("")
-        self.events_file.unlink(missing_ok=True)
         started = time.monotonic()
-        if self.supervise:
-            self._popen = self._spawn_supervised(args, env)
-        else:
-            self._popen = spawn_logged(args, log_file=self.log_file, cwd=self.state_dir, env=env)
-            self.pid_file.write_text(f"{self._popen.pid}\n")
+        self.service.start(self.command(server_dir, repository_uri), env=env, ready_urls=self._ready_urls(),
+                           max_restarts=self.max_restarts if self.supervise else 0,
+                           window_s=self.restart_window_s, cleanup_globs=[f"/dev/shm/{self._shm_prefix}*"])
         (self.state_dir / LAUNCH_FILE).write_text(
             json.dumps(
                 {
@@ -453,29 +405,14 @@ class TritonServer:
             self._shm_prefix = launch.get("shm_prefix")
             self.supervise = launch.get("supervise", False)
 
-    def _http(self, method: str, path: str, body: bytes | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
-        headers = {self.api_key_header: self.api_key} if self.api_key else {}
-        request = urllib.request.Request(self.http_url + path, data=body, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
+    def _headers(self) -> dict[str, str]:
+        return {self.api_key_header: self.api_key} if self.api_key else {}
 
     def is_ready(self) -> bool:
-        try:
-            status, _ = self._http("GET", "/v2/health/ready", timeout=1.0)
-        except OSError:
-            return False
-        return status == 200
+        return triton_control.is_ready(self.http_url, timeout=1.0)
 
-    def model_ready(self, name: str, version: int | None = None) -> bool:
-        path = f"/v2/models/{quote(name)}" + (f"/versions/{version}" if version else "") + "/ready"
-        try:
-            status, _ = self._http("GET", path, timeout=1.0)
-        except OSError:
-            return False
-        return status == 200
+    def model_ready(self, name: str) -> bool:
+        return triton_control.is_ready(self.http_url, name, timeout=1.0)
 
     def _serving(self) -> bool:
         """Every model this server was asked to load answers ready (the server itself, when
@@ -486,17 +423,10 @@ class TritonServer:
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Poll until the server and its ``load_models`` are ready (or it exits)."""
-        deadline = time.monotonic() + timeout
-        pid = self._popen.pid if self._popen is not None else (self.supervisor_pid() or self.pid())
-        while True:
-            exited = self._popen.poll() is not None if self._popen is not None else (pid is None or not pid_alive(pid))
-            if exited:
-                raise TritonError(self._failure_message("tritonserver exited during start-up"))
-            if self._serving():
-                return
-            if time.monotonic() > deadline:
-                raise TritonError(self._failure_message(f"tritonserver was not ready within {timeout:.0f} s"))
-            time.sleep(0.05)
+        try:
+            self.service.wait(self._serving, timeout, what="tritonserver")
+        except ServiceError as e:
+            raise TritonError(self._failure_message(str(e).split(";", 1)[0])) from None
 
     def _failure_message(self, headline: str, log_text: str | None = None) -> str:
         if log_text is None:
@@ -515,19 +445,15 @@ class TritonServer:
         """
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         try:
-            status, body = self._http("POST", f"/v2/repository/models/{quote(name)}/load", b"{}", timeout=timeout)
-        except OSError as e:
-            raise TritonError(f"Triton at {self.http_url} is not reachable: {e}") from None
-        if status != 200:
-            try:
-                message = json.loads(body).get("error", body.decode(errors="replace"))
-            except ValueError:
-                message = body.decode(errors="replace")
+            triton_control.load_model(self.http_url, name, timeout=timeout, headers=self._headers())
+        except triton_control.TritonUnavailable as e:
+            raise TritonError(str(e)) from None
+        except triton_control.TritonRefused as e:
             new_log = ""
             with contextlib.suppress(FileNotFoundError), open(self.log_file, "rb") as f:
                 f.seek(offset)
                 new_log = f.read().decode(errors="replace")
-            raise TritonError(self._failure_message(f"loading model {name!r} failed: {message}", new_log))
+            raise TritonError(self._failure_message(f"loading model {name!r} failed: {e}", new_log)) from None
 
     def predictor_state(self, name: str = MODEL_NAME) -> dict[int, str]:
         """Per loaded version of ``name`` (the last loaded last), what the local ``fil``
@@ -573,44 +499,10 @@ class TritonServer:
                 raise TritonError(f"{name}/{target} was not compiled within {timeout:.0f} s (state: {current}); see {self.log_file}")
             time.sleep(0.2)
 
-    def unload_model(self, name: str = MODEL_NAME) -> None:
-        status, body = self._http("POST", f"/v2/repository/models/{quote(name)}/unload", b"{}", timeout=30)
-        if status != 200:
-            raise TritonError(f"unloading model {name!r} failed: {body.decode(errors='replace')}")
-
-    def repository_index(self) -> list[dict]:
-        """Triton's view of the repository: name, version, state, reason per model version."""
-        status, body = self._http("POST", "/v2/repository/index", b"{}", timeout=5)
-        if status != 200:
-            raise TritonError(f"repository index failed: {body.decode(errors='replace')}")
-        return json.loads(body)
-
     def stop(self, timeout: float = 20.0) -> bool:
-        """Stop the server of this state folder (and its supervisor, which stops the server
-        and every backend process first); False if none was running."""
-        supervisor = self.supervisor_pid()
-        if supervisor is not None:
-            popen = self._popen if self._popen is not None and self._popen.pid == supervisor else None
-            terminate(supervisor, timeout=timeout + 10, popen=popen)
-            self._popen = None
-        (self.state_dir / SUPERVISOR_PID_FILE).unlink(missing_ok=True)
-        pid = self.pid()
-        if pid is None and self._popen is not None and self._popen.poll() is None:
-            pid = self._popen.pid
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return supervisor is not None
-        if self._shm_prefix is None:
-            self._load_launch()
-        popen = self._popen if self._popen is not None and self._popen.pid == pid else None
-        terminate(pid, timeout=timeout, popen=popen)
-        self._popen = None
-        self.pid_file.unlink(missing_ok=True)
-        if self._shm_prefix:  # a killed server leaves its Python backend shared memory behind
-            for path in glob.glob(f"/dev/shm/{self._shm_prefix}*"):
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-        return True
+        """Stop the server of this state folder (its supervisor stops the server, every backend
+        process and the shared memory they leave); False if none was running."""
+        return self.service.stop(timeout)
 
     def status(self) -> dict[str, object]:
         pid = self.pid()
@@ -630,8 +522,8 @@ class TritonServer:
             "crashes": [e for e in self.supervisor_events() if e["event"] in ("exited", "gave-up")],
         }
         if pid is not None:
-            with contextlib.suppress(TritonError, OSError, ValueError):
-                info["models"] = self.repository_index()
+            with contextlib.suppress(triton_control.TritonUnavailable, triton_control.TritonRefused):
+                info["models"] = triton_control.repository_index(self.http_url, headers=self._headers())
         return info
 
     def __enter__(self) -> TritonServer:
@@ -732,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
                 crashes = st["crashes"]
                 last = f"; last: {crashes[-1].get('how', crashes[-1]['event'])}" if crashes else ""
                 print(f"  supervisor pid {st['supervisor_pid']}: {len(crashes)} crash(es) since start{last}")
-            for m in st.get("models", []):
+            for m in (m for m in st.get("models", []) if m.get("state")):  # not unloaded folders
                 reason = f" ({m['reason'].splitlines()[0]})" if m.get("reason") else ""
                 predictor = server.predictor_state(m.get("name", "")).get(int(m.get("version") or 0))
                 how = f", {predictor}" if predictor and m.get("state") == "READY" else ""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pytest
 
 pytest.register_assert_rewrite("tests.reliability.rig", "tests.reliability.wire")
 
-from serve.ports import spawn_logged, terminate  # noqa: E402
+from benchmark.servers import FastAPIServer  # noqa: E402
 from serve.s3 import SeaweedS3  # noqa: E402
 from tests.reliability.rig import (  # noqa: E402
     FUZZ_EXAMPLES,
@@ -34,9 +33,7 @@ from tests.reliability.rig import (  # noqa: E402
     Ledger,
     Rig,
     train_reference,
-    wait_until,
 )
-from tests.reliability.wire import post  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CATEGORIES = ("bad-input", "shape-attacks", "fuzz", "training-input", "faults-s3", "faults-model",
@@ -76,20 +73,16 @@ def fastapi_url(_rig, tmp_path_factory, free_port) -> str:
     work = tmp_path_factory.mktemp("fastapi")
     model_dir = _rig.repo().download_version(_rig.served_version(), work / "model")
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = spawn_logged(
-        [sys.executable, "-m", "uvicorn", "benchmark.app:app", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--no-access-log", "--log-level", "warning"],
-        log_file=work / "uvicorn.log", cwd=ROOT,
-        env={**os.environ, "BENCH_RUNTIME": "treelite", "BENCH_MODEL_FILE": str(model_dir / "checkpoint.tl"),
-             "BENCH_MAX_ROWS": str(MAX_BATCH), "OMP_NUM_THREADS": "1"})
+    server = FastAPIServer("fastapi", port, cpu=None, log=work / "uvicorn.log", env={
+        "BENCH_RUNTIME": "treelite", "BENCH_MODEL_FILE": str(model_dir / "checkpoint.tl"),
+        "BENCH_MAX_ROWS": str(MAX_BATCH)})
+    server.start()
     try:
-        assert wait_until(lambda: proc.poll() is not None or post(f"{url}/healthz", None, method="GET").status == 200,
-                          90) and proc.poll() is None, (work / "uvicorn.log").read_text()[-1500:]
-        _rig.fastapi_url, _rig.fastapi_pid = url, proc.pid
-        yield url
+        server.wait(90)
+        _rig.fastapi_url, _rig.fastapi_pid = f"http://127.0.0.1:{port}", server.pid()
+        yield _rig.fastapi_url
     finally:
-        terminate(proc.pid, timeout=10, popen=proc)
+        server.stop()
 
 
 # ------------------------------------------------------------------------------------------

@@ -35,13 +35,13 @@ def api_key_headers() -> dict[str, str]:
     return {os.environ.get("TRITON_API_KEY_HEADER") or "fraudml-api-key": key} if key else {}
 
 
-def _call(url: str, what: str, fn, timeout: float):
+def _call(url: str, what: str, fn, timeout: float, headers: dict[str, str] | None = None):
     from tritonclient.utils import InferenceServerException
 
     client = None
     try:
         client = _client(url, timeout)
-        return fn(client, api_key_headers())
+        return fn(client, api_key_headers() if headers is None else headers)
     except InferenceServerException as exc:
         status = str(exc.status() or "")
         if status.startswith(("4", "5")) and status.isdigit():
@@ -63,16 +63,22 @@ def is_ready(url: str, model: str | None = None, timeout: float = 2.0) -> bool:
         return False
 
 
-def load_model(url: str, model: str, timeout: float = 60.0, config: str | None = None) -> None:
+def load_model(url: str, model: str, timeout: float = 60.0, config: str | None = None,
+               headers: dict[str, str] | None = None) -> None:
     """Ask Triton (explicit model control) to (re)load ``model`` from its repository; with
     ``config`` (JSON), with that configuration instead of its config.pbtxt (Triton then
-    always reloads)."""
-    _call(url, f"load {model}", lambda c, h: c.load_model(model, headers=h, config=config), timeout)
+    always reloads). ``headers`` replace the API key header from the environment."""
+    _call(url, f"load {model}", lambda c, h: c.load_model(model, headers=h, config=config), timeout, headers)
+
+
+def repository_index(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Triton's view of its repository: name, version, state and reason per model version."""
+    return _call(url, "list its repository", lambda c, h: c.get_model_repository_index(headers=h), timeout, headers)
 
 
 def ready_version(url: str, model: str, timeout: float = 5.0) -> int | None:
     """The highest version of ``model`` the repository index reports READY (None if none)."""
-    index = _call(url, "list its repository", lambda c, h: c.get_model_repository_index(headers=h), timeout)
+    index = repository_index(url, timeout)
     ready = [int(m["version"]) for m in index
              if m.get("name") == model and m.get("state") == "READY" and m.get("version")]
     return max(ready) if ready else None
