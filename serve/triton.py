@@ -587,64 +587,74 @@ def main(argv: list[str] | None = None) -> int:
         api_key_header=settings.triton.api_key_header,
     )
     try:
-        if args.command == "start":
-            was_running = server.is_running()
-            server.start(timeout=args.timeout)
-            if was_running:
-                print(f"Triton already running (pid {server.pid()})")
-            else:
-                print(f"Triton ready in {server.startup_seconds:.1f} s (pid {server.pid()}), models: {', '.join(server.load_models)}")
-                if server.supervise:
-                    print(f"  supervised (pid {server.supervisor_pid()}): restarted after a crash, "
-                          f"at most {server.max_restarts} times in {server.restart_window_s / 60:.0f} min")
-            print(f"  HTTP    {server.http_url}")
-            print(f"  gRPC    {server.grpc_url}")
-            print(f"  metrics {server.metrics_url}")
-            print(f"  log     {server.log_file}")
-            if server.api_key and not settings.triton.api_key:
-                print(f"  model-repository API key: {Path(args.state_dir) / API_KEY_FILE} (TRITON_API_KEY)")
-            if args.wait_compiled:
-                for name in server.load_models:
-                    if not server.predictor_state(name):
-                        continue  # not a fil model
-                    started = time.monotonic()
-                    server.wait_compiled(name)
-                    print(f"{name} served with the compiled library (waited {time.monotonic() - started:.1f} s)")
-        elif args.command == "stop":
-            print("Triton stopped" if server.stop() else "Triton was not running")
-        elif args.command == "status":
-            st = server.status()
-            if not st["running"]:
-                print(f"Triton not running (state dir {server.state_dir})")
-                return 1
-            health = "" if st["health_ready"] == st["ready"] else f"; /v2/health/ready says {'ready' if st['health_ready'] else 'NOT ready'}"
-            print(f"Triton running (pid {st['pid']}, {'ready' if st['ready'] else 'NOT ready'}{health}) on {st['model_repository']}")
-            print(f"  HTTP {st['http_url']}  gRPC {st['grpc_url']}  metrics {st['metrics_url']}")
-            if st["supervisor_pid"]:
-                crashes = st["crashes"]
-                last = f"; last: {crashes[-1].get('how', crashes[-1]['event'])}" if crashes else ""
-                print(f"  supervisor pid {st['supervisor_pid']}: {len(crashes)} crash(es) since start{last}")
-            for m in (m for m in st.get("models", []) if m.get("state")):  # not unloaded folders
-                reason = f" ({m['reason'].splitlines()[0]})" if m.get("reason") else ""
-                predictor = server.predictor_state(m.get("name", "")).get(int(m.get("version") or 0))
-                how = f", {predictor}" if predictor and m.get("state") == "READY" else ""
-                print(f"  {m.get('name')}/{m.get('version', '-')}: {m.get('state', '?')}{how}{reason}")
-            return 0 if st["ready"] else 1
-        elif args.command == "load":
-            if not server.is_running():
-                print(f"error: Triton is not running (state dir {server.state_dir}); start it first", file=sys.stderr)
-                return 1
-            server._load_launch()
-            for name in args.model or (settings.model_name,):
-                started = time.monotonic()
-                server.load_model(name)
-                print(f"loaded {name} in {time.monotonic() - started:.2f} s")
-                if args.wait_compiled:
-                    server.wait_compiled(name)
-                    print(f"{name} served with the compiled library")
+        return {"start": _start, "stop": _stop, "status": _status, "load": _load}[args.command](server, args, settings)
     except TritonError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+
+
+def _start(server: TritonServer, args, settings: Settings) -> int:
+    was_running = server.is_running()
+    server.start(timeout=args.timeout)
+    if was_running:
+        print(f"Triton already running (pid {server.pid()})")
+    else:
+        print(f"Triton ready in {server.startup_seconds:.1f} s (pid {server.pid()}), models: {', '.join(server.load_models)}")
+        if server.supervise:
+            print(f"  supervised (pid {server.supervisor_pid()}): restarted after a crash, "
+                  f"at most {server.max_restarts} times in {server.restart_window_s / 60:.0f} min")
+    print(f"  HTTP    {server.http_url}")
+    print(f"  gRPC    {server.grpc_url}")
+    print(f"  metrics {server.metrics_url}")
+    print(f"  log     {server.log_file}")
+    if server.api_key and not settings.triton.api_key:
+        print(f"  model-repository API key: {Path(args.state_dir) / API_KEY_FILE} (TRITON_API_KEY)")
+    if args.wait_compiled:
+        for name in server.load_models:
+            if server.predictor_state(name):  # a fil model
+                started = time.monotonic()
+                server.wait_compiled(name)
+                print(f"{name} served with the compiled library (waited {time.monotonic() - started:.1f} s)")
+    return 0
+
+
+def _stop(server: TritonServer, args, settings: Settings) -> int:
+    print("Triton stopped" if server.stop() else "Triton was not running")
+    return 0
+
+
+def _status(server: TritonServer, args, settings: Settings) -> int:
+    st = server.status()
+    if not st["running"]:
+        print(f"Triton not running (state dir {server.state_dir})")
+        return 1
+    health = "" if st["health_ready"] == st["ready"] else f"; /v2/health/ready says {'ready' if st['health_ready'] else 'NOT ready'}"
+    print(f"Triton running (pid {st['pid']}, {'ready' if st['ready'] else 'NOT ready'}{health}) on {st['model_repository']}")
+    print(f"  HTTP {st['http_url']}  gRPC {st['grpc_url']}  metrics {st['metrics_url']}")
+    if st["supervisor_pid"]:
+        crashes = st["crashes"]
+        last = f"; last: {crashes[-1].get('how', crashes[-1]['event'])}" if crashes else ""
+        print(f"  supervisor pid {st['supervisor_pid']}: {len(crashes)} crash(es) since start{last}")
+    for m in (m for m in st.get("models", []) if m.get("state")):  # not the folders never loaded
+        reason = f" ({m['reason'].splitlines()[0]})" if m.get("reason") else ""
+        predictor = server.predictor_state(m.get("name", "")).get(int(m.get("version") or 0))
+        how = f", {predictor}" if predictor and m.get("state") == "READY" else ""
+        print(f"  {m.get('name')}/{m.get('version', '-')}: {m.get('state', '?')}{how}{reason}")
+    return 0 if st["ready"] else 1
+
+
+def _load(server: TritonServer, args, settings: Settings) -> int:
+    if not server.is_running():
+        print(f"error: Triton is not running (state dir {server.state_dir}); start it first", file=sys.stderr)
+        return 1
+    server._load_launch()
+    for name in args.model or (settings.model_name,):
+        started = time.monotonic()
+        server.load_model(name)
+        print(f"loaded {name} in {time.monotonic() - started:.2f} s")
+        if args.wait_compiled:
+            server.wait_compiled(name)
+            print(f"{name} served with the compiled library")
     return 0
 
 
