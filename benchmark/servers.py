@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from benchmark import model_source
+from fraudml import triton_control
 from serve.supervisor import Service, ServiceError
 
 
@@ -172,10 +173,9 @@ def triton_facts(base_url: str, model: str, ready_s: float | None = None) -> dic
     facts: dict = {"url": base_url}
     if ready_s is not None:
         facts["start_to_ready_s"] = round(ready_s, 2)
-    with contextlib.suppress(OSError, ValueError):
-        facts["server_version"] = get_json(base_url + "/v2").get("version")
-    with contextlib.suppress(OSError, ValueError):
-        config = get_json(f"{base_url}/v2/models/{model}/config")
+    with contextlib.suppress(triton_control.TritonUnavailable, triton_control.TritonRefused):
+        facts["server_version"] = triton_control.server_version(base_url)
+        config = triton_control.model_config(base_url, model)
         groups = config.get("instance_group") or []
         facts["instance_group"] = [{"kind": g.get("kind"), "count": g.get("count")} for g in groups]
         facts["instance_count"] = sum(int(g.get("count") or 1) for g in groups) or 1
@@ -207,11 +207,9 @@ def external_endpoints(triton_url: str | None, triton_grpc_url: str | None, fast
     if triton_url:
         host, port = _host_port(triton_url, 8000, "--triton-url")
         base = f"http://{host}:{port}"
-        try:
-            wait_http_ok(f"{base}/v2/models/{model}/ready", timeout=10)
-        except BenchmarkError as e:
-            raise BenchmarkError(f"Triton at {base} does not serve model {model!r} ({e}); check --triton-url "
-                                 "and --model-name") from None
+        if not triton_control.is_ready(base, model, timeout=10):
+            raise BenchmarkError(f"Triton at {base} does not serve model {model!r} (not ready or not reachable); "
+                                 "check --triton-url and --model-name")
         endpoints["triton-http"] = Endpoint(host, port, "http", "triton")
         facts["triton"] = triton_facts(base, model)
     if triton_grpc_url:

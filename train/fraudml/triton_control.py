@@ -84,6 +84,10 @@ def ready_version(url: str, model: str, timeout: float = 5.0) -> int | None:
     return max(ready) if ready else None
 
 
+def server_version(url: str, timeout: float = 5.0) -> str:
+    return _call(url, "give its metadata", lambda c, h: c.get_server_metadata(headers=h), timeout)["version"]
+
+
 def model_config(url: str, model: str, timeout: float = 5.0) -> dict[str, Any]:
     """The model's configuration as Triton loaded it (JSON form of ``config.pbtxt``)."""
     return _call(url, f"give the config of {model}", lambda c, h: c.get_model_config(model, headers=h), timeout)
