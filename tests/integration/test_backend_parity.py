@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 import treelite
 import treelite.sklearn
-import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -118,9 +117,8 @@ def write_model_file(family: str, estimator, model_type: str, dest: Path) -> Non
         raise ValueError(family)
 
 
-def write_repository(root: Path, models: dict, variants: list[Variant]) -> dict[str, Path]:
-    """A local Triton repository with one model per variant; returns name -> model file."""
-    files = {}
+def write_repository(root: Path, models: dict, variants: list[Variant]) -> None:
+    """A local Triton repository with one model per variant."""
     for v in variants:
         version_dir = root / v.name / "1"
         version_dir.mkdir(parents=True)
@@ -139,8 +137,6 @@ def write_repository(root: Path, models: dict, variants: list[Variant]) -> dict[
                 n_model_outputs=MODEL_OUTPUTS[v.family],
             )
         )
-        files[v.name] = path
-    return files
 
 
 def expected(variant: Variant, estimator, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -164,54 +160,16 @@ def families():
 
 
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory, families):
+def fil_repository(tmp_path_factory, families):
     root = tmp_path_factory.mktemp("fil-repo")
-    return root, write_repository(root, families, VARIANTS)
-
-
-BACKENDS = [("native", "gtil"), ("native", "compiled"), ("python", "gtil"), ("python", "compiled")]
-
-
-@pytest.fixture(scope="module", params=BACKENDS, ids=["-".join(b) for b in BACKENDS])
-def server(request, triton_factory, fil_backend_kind, repository, fil_cache_dir):
-    """One Triton serving every variant, per fil backend (native C++, Python), with GTIL
-    only or with compiled libraries."""
-    root, files = repository
-    backend, predictor = request.param
-    if predictor == "compiled":
-        # compile here so the backend finds every library in the cache when it loads
-        for v in VARIANTS:
-            model = fil_forest.load_model(files[v.name], v.model_type)
-            fil_forest.compile_model(model, fil_forest.file_sha256(files[v.name]), fil_cache_dir, jobs=os.cpu_count() or 1)
-    srv = triton_factory(root, load_models=[v.name for v in VARIANTS], fil_compile=predictor == "compiled",
-                         fil_backend=fil_backend_kind(backend))
-    assert {v.name: srv.predictor_state(v.name) for v in VARIANTS} == {v.name: {1: predictor} for v in VARIANTS}
-    assert srv.fil_backend == backend
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def clients(server):
-    http = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
-    grpc = grpcclient.InferenceServerClient(server.grpc_url)
-    yield http, grpc
-    http.close()
-    grpc.close()
-
-
-def infer(clients, protocol: str, model: str, x: np.ndarray) -> np.ndarray:
-    http, grpc = clients
-    module, client = (httpclient, http) if protocol == "http" else (grpcclient, grpc)
-    tensor = module.InferInput("input__0", list(x.shape), "FP32")
-    tensor.set_data_from_numpy(x)
-    return client.infer(model, [tensor]).as_numpy("output__0")
+    write_repository(root, families, VARIANTS)
+    return root, [v.name for v in VARIANTS]
 
 
 def check(variant: Variant, families, clients, x: np.ndarray) -> None:
     want, rows = expected(variant, families[variant.family], x)
     for protocol in ("http", "grpc"):
-        got = infer(clients, protocol, variant.name, x)
+        got = clients.infer(protocol, variant.name, x)
         assert got.dtype == np.float32 and got.shape == want.shape, (protocol, got.shape, want.shape)
         np.testing.assert_allclose(got[rows], want[rows], rtol=0, atol=ATOL, err_msg=f"{variant.name} over {protocol}")
 
@@ -227,22 +185,22 @@ rows_strategy = hnp.arrays(
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
 @given(x=rows_strategy)
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_generated_rows_match_predict_proba(variant, families, clients, x):
+def test_generated_rows_match_predict_proba(variant, families, fil_clients, x):
     """Triton's output__0 equals the model's own predict_proba (label/score variants
     derived from it) on generated rows, over HTTP and gRPC."""
-    check(variant, families, clients, x)
+    check(variant, families, fil_clients, x)
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
-def test_full_max_batch_size_batch_matches_predict_proba(variant, families, clients):
+def test_full_max_batch_size_batch_matches_predict_proba(variant, families, fil_clients):
     """One request of exactly max_batch_size rows is answered like predict_proba."""
     x = np.random.default_rng(7).normal(scale=2.0, size=(MAX_BATCH, N_FEATURES)).astype(np.float32)
-    check(variant, families, clients, x)
+    check(variant, families, fil_clients, x)
 
 
-def test_responses_name_model_and_version(clients):
+def test_responses_name_model_and_version(fil_clients):
     """Every answer carries model_name and model_version (the lineage key)."""
-    http, _ = clients
+    http = fil_clients.http
     tensor = httpclient.InferInput("input__0", [1, N_FEATURES], "FP32")
     tensor.set_data_from_numpy(np.zeros((1, N_FEATURES), np.float32))
     response = http.infer(VARIANTS[0].name, [tensor]).get_response()
@@ -260,12 +218,13 @@ def test_uncached_model_serves_at_once_then_switches_to_compiled(tmp_path, trito
     srv = triton_factory(tmp_path / "repo", load_models=[variant.name], fil_compile=True, fil_cache_dir=cache,
                          fil_backend=backend)
     http = httpclient.InferenceServerClient(srv.http_url.removeprefix("http://"))
-    clients = (http, None)
     x = np.random.default_rng(11).normal(size=(50, N_FEATURES)).astype(np.float32)
+    tensor = httpclient.InferInput("input__0", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
     want, _ = expected(variant, families[variant.family], x)
-    np.testing.assert_allclose(infer(clients, "http", variant.name, x), want, atol=ATOL)
+    np.testing.assert_allclose(http.infer(variant.name, [tensor]).as_numpy("output__0"), want, atol=ATOL)
     srv.wait_compiled(variant.name, timeout=600)
-    np.testing.assert_allclose(infer(clients, "http", variant.name, x), want, atol=ATOL)
+    np.testing.assert_allclose(http.infer(variant.name, [tensor]).as_numpy("output__0"), want, atol=ATOL)
     assert list(cache.glob(f"*/{fil_forest.LIB_NAME}"))
     http.close()
     srv.stop()

@@ -5,18 +5,15 @@ bad input: native FIL takes NaN as a missing value (see test_fil_conformance.py)
 
 from __future__ import annotations
 
-import os
 import threading
 
 import numpy as np
 import pytest
 import treelite.sklearn
 import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from fraudml.tritonconfig import render_config
-from serve.backends.fil import fil_forest
 
 pytestmark = pytest.mark.slow
 
@@ -36,50 +33,21 @@ def forest():
     return RandomForestClassifier(n_estimators=10, max_depth=5, random_state=0, n_jobs=1).fit(X, y)
 
 
-BACKENDS = [("native", "gtil"), ("native", "compiled"), ("python", "gtil"), ("python", "compiled")]
-
-
-@pytest.fixture(scope="module", params=BACKENDS, ids=["-".join(b) for b in BACKENDS])
-def server(request, tmp_path_factory, triton_factory, fil_backend_kind, fil_cache_dir, forest):
+@pytest.fixture(scope="module")
+def fil_repository(tmp_path_factory, forest):
     root = tmp_path_factory.mktemp("bad-requests-repo")
     for name, delay in ((MODEL, 0), (BATCHING_MODEL, 50_000)):
         (root / name / "1").mkdir(parents=True)
-        path = root / name / "1" / "checkpoint.tl"
-        treelite.sklearn.import_model(forest).serialize(str(path))
+        treelite.sklearn.import_model(forest).serialize(str(root / name / "1" / "checkpoint.tl"))
         (root / name / "config.pbtxt").write_text(
             render_config(model_name=name, max_batch_size=MAX_BATCH, max_queue_delay_us=delay, versions=[1])
         )
-    backend, want = request.param
-    if want == "compiled":
-        fil_forest.compile_model(
-            fil_forest.load_model(path, "treelite_checkpoint"), fil_forest.file_sha256(path), fil_cache_dir, jobs=os.cpu_count() or 1
-        )
-    srv = triton_factory(root, load_models=[MODEL, BATCHING_MODEL], fil_compile=want == "compiled",
-                         fil_backend=fil_backend_kind(backend))
-    assert [srv.predictor_state(name) for name in (MODEL, BATCHING_MODEL)] == [{1: want}, {1: want}]
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def clients(server):
-    http = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
-    grpc = grpcclient.InferenceServerClient(server.grpc_url)
-    yield {"http": (httpclient, http), "grpc": (grpcclient, grpc)}
-    http.close()
-    grpc.close()
-
-
-def send(clients, protocol: str, x: np.ndarray, *, model: str = MODEL, datatype: str = "FP32"):
-    module, client = clients[protocol]
-    tensor = module.InferInput("input__0", list(x.shape), datatype)
-    tensor.set_data_from_numpy(x)
-    return client.infer(model, [tensor]).as_numpy("output__0")
+    return root, [MODEL, BATCHING_MODEL]
 
 
 def assert_still_serving(clients, protocol: str, forest) -> None:
     x = np.random.default_rng(0).normal(size=(3, N_FEATURES)).astype(np.float32)
-    np.testing.assert_allclose(send(clients, protocol, x), forest.predict_proba(x), atol=1e-5)
+    np.testing.assert_allclose(clients.infer(protocol, MODEL, x), forest.predict_proba(x), atol=1e-5)
 
 
 def rows(n: int = 4) -> np.ndarray:
@@ -100,18 +68,18 @@ BAD = {
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_request_gets_a_clear_error_and_server_keeps_serving(clients, forest, protocol, case):
+def test_bad_request_gets_a_clear_error_and_server_keeps_serving(fil_clients, forest, protocol, case):
     """Each bad request fails with a client error (HTTP 4xx / gRPC INVALID_ARGUMENT or
     NOT_FOUND) naming the problem; a good one then succeeds."""
     x, datatype, model, words = BAD[case]
     with pytest.raises(InferenceServerException) as info:
-        send(clients, protocol, x, model=model, datatype=datatype)
+        fil_clients.infer(protocol, model, x, datatype)
     message = str(info.value)
     for word in words:
         assert word.lower() in message.lower(), f"{word!r} not in {message!r}"
     status = str(info.value.status())
     assert status.startswith("4") if protocol == "http" else status in ("StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND", "StatusCode.UNAVAILABLE"), status
-    assert_still_serving(clients, protocol, forest)
+    assert_still_serving(fil_clients, protocol, forest)
 
 
 def with_nan(seed: int, n: int) -> np.ndarray:
@@ -129,10 +97,10 @@ def sklearn_reference(forest, x: np.ndarray) -> np.ndarray:
     return forest.predict_proba(np.nan_to_num(x, nan=-1e30, posinf=1e30, neginf=-1e30))
 
 
-def test_nan_rows_in_a_dynamic_batch_are_answered(server, clients, forest):
+def test_nan_rows_in_a_dynamic_batch_are_answered(fil_clients, forest):
     """Concurrent requests batched into one execute(): the ones holding NaN/Inf get the
     default-branch answer, the others their usual one; nobody gets an error."""
-    grpc = clients["grpc"][1]
+    grpc = fil_clients.grpc
     inputs = [np.random.default_rng(i).normal(size=(i % 3 + 1, N_FEATURES)).astype(np.float32) for i in range(12)]
     nan_at = {3, 8}
     for i in nan_at:

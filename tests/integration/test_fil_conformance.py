@@ -24,8 +24,6 @@ import numpy as np
 import pytest
 import treelite
 import treelite.sklearn
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
@@ -229,59 +227,23 @@ def models():
 
 
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory, models):
+def fil_repository(tmp_path_factory, models):
+    """Every SERVED and REFUSED case; the server loads the SERVED ones."""
     root = tmp_path_factory.mktemp("fil-conformance")
     write_repository(root, models, SERVED + REFUSED)
-    return root
-
-
-BACKENDS = [("native", "gtil"), ("native", "compiled"), ("python", "gtil"), ("python", "compiled")]
-
-
-@pytest.fixture(scope="module", params=BACKENDS, ids=["-".join(b) for b in BACKENDS])
-def server(request, triton_factory, fil_backend_kind, repository):
-    """One Triton serving every SERVED case, per fil backend (the native C++ one and the
-    Python one), with Treelite GTIL or with compiled libraries (compiled by the backend
-    itself, in the background, then swapped in)."""
-    backend, predictor = request.param
-    compiled = predictor == "compiled"
-    srv = triton_factory(repository, load_models=[c.name for c in SERVED], fil_compile=compiled,
-                         fil_backend=fil_backend_kind(backend))
-    for case in SERVED:
-        if compiled:
-            srv.wait_compiled(case.name, timeout=900)
-        assert srv.predictor_state(case.name) == {1: predictor}, case.name
-    assert ("native backend" in srv.log_file.read_text()) == (backend == "native")
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def clients(server):
-    http = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
-    grpc = grpcclient.InferenceServerClient(server.grpc_url)
-    yield {"http": (httpclient, http), "grpc": (grpcclient, grpc)}
-    http.close()
-    grpc.close()
-
-
-def infer(clients, protocol: str, model: str, x: np.ndarray) -> np.ndarray:
-    module, client = clients[protocol]
-    tensor = module.InferInput("input__0", list(x.shape), "FP32")
-    tensor.set_data_from_numpy(x)
-    return client.infer(model, [tensor]).as_numpy("output__0")
+    return root, [c.name for c in SERVED]
 
 
 # -- tests ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 @pytest.mark.parametrize("case", SERVED, ids=lambda c: c.name)
-def test_answers_like_native_fil(case, protocol, models, clients):
+def test_answers_like_native_fil(case, protocol, models, fil_clients):
     """A full max_batch_size batch and four one-row requests (all NaN, zeros, all +Inf, all
     -Inf) get native FIL's answer: its shape (a [1] output squeezed to [rows]), float32, and
     the library's own prediction within 1e-5; labels where p is not at the threshold."""
     x = conformance_rows()
     want = reference(case, models[case.model], x)
-    got = np.concatenate([infer(clients, protocol, case.name, x)] + [infer(clients, protocol, case.name, x[i : i + 1]) for i in range(4)])
+    got = np.concatenate([fil_clients.infer(protocol, case.name, x[rows]) for rows in (slice(None), *(slice(i, i + 1) for i in range(4)))])
     want = np.concatenate([want, want[:4]])
     assert got.dtype == np.float32 and got.shape == want.shape, (got.dtype, got.shape, want.shape)
     rows = np.ones(len(want), dtype=bool)
@@ -292,10 +254,10 @@ def test_answers_like_native_fil(case, protocol, models, clients):
 
 
 @pytest.mark.parametrize("case", REFUSED, ids=lambda c: c.name)
-def test_refused_config_fails_to_load_with_the_reason(case, server, clients):
+def test_refused_config_fails_to_load_with_the_reason(case, fil_clients):
     """Loading a config native FIL refuses (or loads and then fails every request) fails
     with a message naming the reason; the models already loaded keep serving."""
-    _, http = clients["http"]
+    http = fil_clients.http
     with pytest.raises(InferenceServerException) as info:
         http.load_model(case.name)
     for word in case.refused:
