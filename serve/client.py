@@ -15,7 +15,6 @@ reachable; when it is not, a note says so and the answer still stands.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from fraudml.repository import ModelRepository
 from fraudml.storage import StorageError
 from fraudml.triton_control import model_config
 from serve.lineage import lineage_line
-from serve.settings import Settings
+from serve.settings import command_line
 
 INPUT, OUTPUT = "input__0", "output__0"
 
@@ -121,9 +120,7 @@ def read_rows(path: str, n: int, seed: int | None) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings.from_env()
-    parser = argparse.ArgumentParser(prog="python -m serve.client", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    settings, parser = command_line("serve.client", __doc__)
     parser.add_argument("--data", default="data/creditcard_synthetic.csv", help="CSV of raw rows (default: %(default)s)")
     parser.add_argument("--rows", type=int, default=5, help="how many rows to send (default: %(default)s)")
     parser.add_argument("--first", action="store_true", help="send the first rows instead of a sample with some frauds")

@@ -11,7 +11,6 @@ with `make serve-stop s3-stop`.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from fraudml.triton_control import is_ready
 from serve.s3 import SeaweedS3, _read_env_file
-from serve.settings import Settings
+from serve.settings import command_line
 
 PY = sys.executable
 
@@ -40,9 +39,7 @@ def _run(cmd: list[str], env: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings.from_env()
-    parser = argparse.ArgumentParser(prog="python -m serve.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    settings, parser = command_line("serve.demo", __doc__)
     parser.add_argument("--data", default="data/creditcard_synthetic.csv", help="dataset CSV (made if missing)")
     parser.add_argument("--rows", type=int, default=60_000, help="rows of the synthetic dataset if it is made")
     parser.add_argument("--models", default="random_forest,extra_trees,xgboost,lightgbm", help="model families")

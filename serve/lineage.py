@@ -11,7 +11,6 @@ checkpoint must equal what lineage.json records for the published version.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -21,7 +20,7 @@ from typing import Any
 from fraudml.champion import describe_decision
 from fraudml.repository import ModelRepository
 from fraudml.storage import StorageError
-from serve.settings import Settings
+from serve.settings import command_line
 
 
 @dataclass
@@ -94,9 +93,7 @@ def describe(lineage: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings.from_env()
-    parser = argparse.ArgumentParser(prog="python -m serve.lineage", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    settings, parser = command_line("serve.lineage", __doc__)
     parser.add_argument("--model-repo", default=settings.model_repo, help="default: %(default)s")
     parser.add_argument("--model-name", default=settings.model_name, help="default: %(default)s")
     which = parser.add_mutually_exclusive_group()

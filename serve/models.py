@@ -24,7 +24,7 @@ from fraudml.champion import describe_decision, read_decisions
 from fraudml.repository import ModelRepository, PublishError
 from fraudml.rollout import RolloutError, roll_out
 from fraudml.storage import StorageError
-from serve.settings import Settings
+from serve.settings import Settings, command_line
 
 
 def _add_common(p: argparse.ArgumentParser, settings: Settings) -> None:
@@ -122,9 +122,7 @@ def cmd_canary(args, settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings.from_env()
-    parser = argparse.ArgumentParser(prog="python -m serve.models", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    settings, parser = command_line("serve.models", __doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="list versions, their status and which one is served")
     _add_common(p, settings)

@@ -30,7 +30,6 @@ because a publisher archived an old version, retried at the next round),
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -49,7 +48,7 @@ from fraudml.storage import StorageError
 from fraudml.triton_control import TritonRefused, TritonUnavailable, load_model, ready_version
 from fraudml.tritonconfig import parse_config, served_versions
 from serve.ports import port_in_use
-from serve.settings import Settings
+from serve.settings import Settings, command_line
 from serve.supervisor import Service, ServiceError
 
 
@@ -188,9 +187,7 @@ def _run(args, settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings.from_env()
-    parser = argparse.ArgumentParser(prog="python -m serve.reconciler", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    settings, parser = command_line("serve.reconciler", __doc__)
     parser.add_argument("command", choices=["run", "start", "stop"])
     parser.add_argument("--model-repo", default=settings.model_repo, help="default: %(default)s (MODEL_REPO)")
     parser.add_argument("--triton-url", default=settings.triton.http_url, help="default: %(default)s")

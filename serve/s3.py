@@ -18,7 +18,6 @@ and the reconciler), so the process that serves models cannot change them.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import glob
 import json
@@ -29,7 +28,7 @@ import sys
 from pathlib import Path
 
 from serve.ports import free_ports, port_in_use
-from serve.settings import Settings
+from serve.settings import command_line
 from serve.supervisor import Service, ServiceError
 
 CREDENTIALS_FILE = "credentials.env"  # the publisher: read and write
@@ -330,10 +329,7 @@ def _read_env_file(path: Path) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings.from_env()
-    parser = argparse.ArgumentParser(
-        prog="python -m serve.s3", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    settings, parser = command_line("serve.s3", __doc__)
     parser.add_argument("command", choices=["start", "stop", "status", "env"])
     parser.add_argument("--state-dir", default=str(settings.state_dir / "s3"), help="data, credentials, pid, log")
     parser.add_argument("--port", type=int, default=settings.s3.port, help="S3 port on 127.0.0.1 (S3_PORT)")

@@ -26,6 +26,7 @@ Every variable, its default and meaning (the README's environment table is built
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -69,10 +70,6 @@ class S3Settings(_Group):
         if value and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname):
             raise ValueError("is not an http(s)://host:port URL")
         return value
-
-    @property
-    def has_credentials(self) -> bool:
-        return bool(self.access_key_id and self.secret_access_key)
 
     def env(self) -> dict[str, str]:
         """The standard AWS_* variables for these settings (only those that are set)."""
@@ -149,6 +146,9 @@ class Settings(_Group):
             raise SettingsError(f"bad setting in the environment: {problems}") from None
 
 
-def get_settings() -> Settings:
-    """The settings of this process, read from the environment at call time."""
-    return Settings.from_env()
+def command_line(module: str, doc: str | None) -> tuple[Settings, argparse.ArgumentParser]:
+    """The settings from the environment, and an argument parser for ``python -m <module>``
+    whose --help starts with the module's docstring (every serve/ command starts here)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    return Settings.from_env(), parser

@@ -23,7 +23,6 @@ An ``s3://bucket/prefix`` repository is read from ``AWS_ENDPOINT_URL`` with
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -41,7 +40,7 @@ from fraudml import triton_control
 from fraudml.tritonconfig import MODEL_NAME
 from serve.fil_backend import install_fil_backend
 from serve.ports import port_in_use
-from serve.settings import Settings, TritonSettings
+from serve.settings import Settings, TritonSettings, command_line
 from serve.supervisor import Service, ServiceError
 
 LAUNCH_FILE = "launch.json"
@@ -549,10 +548,7 @@ def local_api_key(state_dir: Path, *, create: bool) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings.from_env()
-    parser = argparse.ArgumentParser(
-        prog="python -m serve.triton", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    settings, parser = command_line("serve.triton", __doc__)
     parser.add_argument("command", choices=["start", "stop", "status", "load"])
     parser.add_argument("--model-repo", default=settings.model_repo, help="s3://bucket/prefix or a folder (MODEL_REPO)")
     parser.add_argument("--state-dir", default=str(settings.state_dir / "triton"), help="server copy, pid, log")
