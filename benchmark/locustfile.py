@@ -31,8 +31,10 @@ import time
 import numpy as np
 from locust import FastHttpUser, constant, events, task
 
+from fraudml.tritonconfig import MODEL_NAME as DEFAULT_MODEL_NAME
+
 TARGET = os.environ.get("BENCH_TARGET", "triton").strip().lower()
-MODEL_NAME = os.environ.get("BENCH_MODEL_NAME", "fraud-classifier")
+MODEL_NAME = os.environ.get("BENCH_MODEL_NAME", DEFAULT_MODEL_NAME)
 HEADERS = {"Content-Type": "application/json"}
 if os.environ.get("TRITON_API_KEY"):
     HEADERS["fraudml-api-key"] = os.environ["TRITON_API_KEY"]

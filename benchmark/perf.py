@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fraudml.tritonconfig import MODEL_NAME
+
 LIBS = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
 
 
@@ -109,7 +111,7 @@ def parse_csv(path: Path) -> dict:
 def run_perf_analyzer(*, protocol: str, port: int, concurrency: int, input_data: Path,
                       out_dir: Path, env: dict[str, str], taskset: list[str], mode: str = "stable",
                       measurement_ms: int = 2000, max_trials: int = 5, stability: int = 20,
-                      request_count: int = 5000, model: str = "fraud-classifier",
+                      request_count: int = 5000, model: str = MODEL_NAME,
                       timeout_s: float | None = None, host: str = "127.0.0.1", tag: str = "") -> dict:
     """One perf_analyzer run at one concurrency; returns the parsed CSV row or the error.
 
@@ -154,7 +156,7 @@ def run_perf_analyzer(*, protocol: str, port: int, concurrency: int, input_data:
 def sweep(*, http_port: int | None, grpc_port: int | None, concurrencies: list[int], rows: np.ndarray,
           work_dir: Path, lib_dir: Path, taskset: list[str], mode: str = "stable", measurement_ms: int = 2000,
           max_trials: int = 5, stability: int = 20, request_count: int = 5000, progress=None,
-          model: str = "fraud-classifier", host: str = "127.0.0.1", tag: str = "") -> dict:
+          model: str = MODEL_NAME, host: str = "127.0.0.1", tag: str = "") -> dict:
     """Both protocols at every concurrency; ``{"http": [...], "grpc": [...], "settings": {...}}``.
     ``tag`` prefixes the files written (several servers in one run)."""
     env = perf_analyzer_env(lib_dir)

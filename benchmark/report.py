@@ -18,16 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.analysis import (  # noqa: F401  (re-exported: the report's public names)
-    REFERENCE,
-    TARGETS,
-    TRITON_HTTP,
-    _get,
-    analyze,
-    decompose,
-    headline,
-    perf_top,
-)
+from benchmark.analysis import REFERENCE, _get, analyze
 
 ORDER = ("triton-native", "triton-http", "triton-python", "triton-grpc", "fastapi-treelite", "fastapi-sklearn")
 COLORS = {"triton-native": "#76b900", "triton-http": "#76b900", "triton-python": "#b5a300",
@@ -101,25 +92,23 @@ def plot_load(results: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (ax_rps, ax_p99) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120)
+    axes = {"rps": ax_rps, "p99_ms": ax_p99}
     for target in ORDER:
         runs = _get(results, "load", target)
         if not runs:
             continue
         users = sorted(int(u) for u in runs)
-        rps = [runs[str(u)].get("rps") or np.nan for u in users]
-        p99 = [runs[str(u)].get("p99_ms") or np.nan for u in users]
-        ax_rps.plot(users, rps, "o-", color=COLORS.get(target), label=f"{target} (locust)")
-        ax_p99.plot(users, p99, "o-", color=COLORS.get(target), label=f"{target} (locust)")
+        for metric, ax in axes.items():
+            ax.plot(users, [runs[str(u)].get(metric) or np.nan for u in users], "o-", color=COLORS.get(target),
+                    label=f"{target} (locust)")
     server = _get(results, "perf_analyzer", "server") or "triton"
     for key, label in (("http", f"{server} HTTP"), ("grpc", "triton-grpc"), ("triton-python", "triton-python HTTP")):
         runs = [r for r in (_get(results, "perf_analyzer", key) or []) if "error" not in r]
         if not runs:
             continue
-        conc = [r["concurrency"] for r in runs]
-        ax_rps.plot(conc, [r["rps"] for r in runs], "s--", color=COLORS[f"perf_analyzer {key}"],
-                    alpha=0.7, label=f"{label} (perf_analyzer)")
-        ax_p99.plot(conc, [r["p99_ms"] for r in runs], "s--", color=COLORS[f"perf_analyzer {key}"],
-                    alpha=0.7, label=f"{label} (perf_analyzer)")
+        for metric, ax in axes.items():
+            ax.plot([r["concurrency"] for r in runs], [r[metric] for r in runs], "s--",
+                    color=COLORS[f"perf_analyzer {key}"], alpha=0.7, label=f"{label} (perf_analyzer)")
     ticks = sorted({int(u) for runs in (results.get("load") or {}).values() for u in runs}
                    | {r["concurrency"] for p in ("http", "grpc", "triton-python")
                       for r in (_get(results, "perf_analyzer", p) or []) if "concurrency" in r})
@@ -156,18 +145,21 @@ def _f(value, digits: int = 2, unit: str = "") -> str:
     return f"{value:.{digits}f}{unit}"
 
 
-def _verdict(t: dict) -> str:
-    return "not measured" if t["met"] is None else ("**met**" if t["met"] else "**missed**")
+def _target_value(t: dict) -> str:
+    return _f(t["value"], {"x": 2, "ms": 3}.get(t["unit"], 0), {"x": "x", "ms": " ms"}.get(t["unit"], ""))
+
+
+def _by_users(runs: dict) -> list[tuple[str, dict]]:
+    return sorted(runs.items(), key=lambda kv: int(kv[0]))
 
 
 def sequential_table(results: dict) -> list[str]:
+    keys = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms")
     lines = ["| contender | p50 ms | p90 ms | p99 ms | mean ms | std ms | min ms | max ms |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name in _names(results):
         s = results["contenders"][name]
-        lines.append(f"| {name} | {_f(s.get('p50_ms'), 3)} | {_f(s.get('p90_ms'), 3)} | {_f(s.get('p99_ms'), 3)} | "
-                     f"{_f(s.get('mean_ms'), 3)} | {_f(s.get('std_ms'), 3)} | {_f(s.get('min_ms'), 3)} | "
-                     f"{_f(s.get('max_ms'), 3)} |")
+        lines.append(f"| {name} | " + " | ".join(_f(s.get(k), 3) for k in keys) + " |")
     for key in ("triton", "fastapi"):
         ref = REFERENCE[key]
         lines.append(f"| *{ref['label']}* | | | | *{ref['mean_ms']:.2f}* | *{ref['std_ms']:.2f}* | | |")
@@ -192,75 +184,104 @@ def summary_text(results: dict) -> str:
                              f"failures {r.get('failures')}")
     lines.append("targets:")
     for t in analysis["targets"]:
-        value = str(t["value"]) if t["unit"] == "failures" else _f(t["value"], {"x": 2, "ms": 3}.get(t["unit"], 0),
-                                                                   {"x": "x", "ms": " ms"}.get(t["unit"], ""))
+        value = str(t["value"]) if t["unit"] == "failures" else _target_value(t)
         lines.append(f"  [{'MET ' if t['met'] else ('MISS' if t['met'] is False else ' -- ')}] {t['name']}: {value}")
     return "\n".join(lines)
 
 
 def render_markdown(results: dict) -> str:
     a = results.get("analysis") or analyze(results)
-    m = results.get("machine", {})
-    model = results.get("model", {})
-    pins = results.get("pinning", {})
-    servers = results.get("servers", {})
-    triton = servers.get("triton", {})
-    fastapi = servers.get("fastapi", {})
-    lines = [f"# Benchmark: Triton vs FastAPI + Uvicorn ({results.get('created_utc')})", ""]
+    warnings = _warnings(results)
+    return "\n".join([
+        f"# Benchmark: Triton vs FastAPI + Uvicorn ({results.get('created_utc')})", "",
+        *(["> **Read with care:**", *[f"> - {w}" for w in warnings], ""] if warnings else []),
+        *_setup_section(results),
+        *_sequential_section(results, a),
+        *_in_process_section(results),
+        *_load_section(results, a.get("headline")),
+        *_perf_section(results),
+        *_targets_section(results, a),
+        *_stub_section(a.get("stub_cost")),
+        *_reproduce_section(results.get("command")),
+    ])
 
+
+def _warnings(results: dict) -> list[str]:
     warnings = []
     before = _get(results, "load_average", "before", default=[0])[0]
-    cores = m.get("cpu_count") or 1
+    cores = _get(results, "machine", "cpu_count") or 1
     if before is not None and before > 0.25 * cores:
         warnings.append(f"the machine was not quiet: 1-minute load average {before:.2f} on {cores} cores "
                         "before the run; other work competed with client and servers")
     if results.get("servers_started_by_benchmark") is False:
-        urls = ", ".join(f"{k} {v.get('url')}" for k, v in servers.items() if isinstance(v, dict) and v.get("url"))
+        urls = ", ".join(f"{k} {v.get('url')}" for k, v in results.get("servers", {}).items()
+                         if isinstance(v, dict) and v.get("url"))
         warnings.append(f"the servers were already running and were not started by this benchmark ({urls}): their "
                         "build, configuration, CPU placement and any other load on them are theirs; the benchmark "
                         "measured them with the same methods, pinned nothing and read no model files")
     if results.get("quick"):
         warnings.append(f"quick mode: N={results.get('n')} and short load runs; tails (p99) and "
                         "throughput are indicative only — `make benchmark` for the full run")
+    pins = results.get("pinning", {})
     if not pins.get("enabled"):
         warnings.append(f"no CPU pinning ({pins.get('why')})")
     parity = results.get("parity", {})
     if parity and not parity.get("ok"):
         warnings.append(f"parity check FAILED: {parity.get('max_abs_diff')}")
-    for name, why in (results.get("skipped") or {}).items():
-        warnings.append(f"{name} skipped: {why}")
-    if warnings:
-        lines += ["> **Read with care:**", *[f"> - {w}" for w in warnings], ""]
+    return warnings + [f"{name} skipped: {why}" for name, why in (results.get("skipped") or {}).items()]
 
-    lines += [
+
+def _setup_section(results: dict) -> list[str]:
+    m, pins, servers = results.get("machine", {}), results.get("pinning", {}), results.get("servers", {})
+    triton, fastapi = servers.get("triton", {}), servers.get("fastapi", {})
+    tritons = (servers.get("tritons") or {"": triton}) if triton else {}
+    pinning = (f"servers on CPU {pins.get('server_cpu')}, clients on CPU {pins.get('client_cpu')} "
+               f"({pins.get('method', '').format(server=pins.get('server_cpu'), client=pins.get('client_cpu'))})."
+               if pins.get("enabled") else f"none ({pins.get('why')}).")
+    phases = ", ".join(f"{k} {v} s" for k, v in (results.get("phase_seconds") or {}).items())
+    return [
         "## Set-up", "",
         f"- Machine: {m.get('cpu_model')}, {m.get('cpu_count')} CPUs, {m.get('memory_gib')} GiB, "
         f"Python {m.get('python')}, {m.get('platform')}.",
-        *([f"- Model: `{model.get('name')}` version {model.get('version')} as the running servers answered it "
-           f"({model.get('n_features')} features, max_batch_size {model.get('max_batch_size')}); its files were "
-           "not read."] if results.get("servers_started_by_benchmark") is False else [
-          f"- Model: `{model.get('name')}` version {model.get('version')} ({model.get('family')}, "
-          f"{model.get('n_trees')} trees, max depth {model.get('max_depth')}, up to {model.get('max_leaves')} "
-          f"leaves per tree, {model.get('n_features')} features), `{model.get('model_type')}` from "
-          f"`{model.get('source_repo')}`; Metaflow run: "
-          + (f"`{model.get('pathspec')}`." if model.get("pathspec") else "none (not made by the flow)."),
-          f"- sklearn pipeline (fastapi-sklearn): {model.get('sklearn_pipeline')}."]),
+        *_model_lines(results),
         f"- Rows: {_get(results, 'rows', 'origin')}; {_get(results, 'rows', 'order')}.",
-        *[f"- Triton {t.get('server_version', '?')} ({FIL_KIND.get(t.get('fil_backend_kind'), 'already running')}): "
-          f"backend `{t.get('backend')}`, {t.get('instance_count', '?')} model instance(s) "
-          f"{t.get('instance_group')}, {_batching_words(t.get('dynamic_batching'))}, "
-          f"max_batch_size {t.get('max_batch_size')}, FIL_COMPILE={t.get('fil_compile', '?')}; "
-          + (f"ready {t.get('start_to_ready_s')} s after start." if t.get("start_to_ready_s") is not None else
-             f"at {t.get('url')}.") for t in (servers.get("tritons") or {"": triton} if triton else {}).values()],
+        *[_triton_line(t) for t in tritons.values()],
         f"- FastAPI + Uvicorn: {fastapi.get('workers')} worker, event loop {fastapi.get('loop')}, HTTP "
         f"parser {fastapi.get('http')}, handler {fastapi.get('handler')}; pydantic validates every row.",
-        "- Pinning: " + (f"servers on CPU {pins.get('server_cpu')}, clients on CPU {pins.get('client_cpu')} "
-                          f"({pins.get('method', '').format(server=pins.get('server_cpu'), client=pins.get('client_cpu'))})."
-                          if pins.get("enabled") else f"none ({pins.get('why')})."),
+        f"- Pinning: {pinning}",
         f"- Load average (1, 5, 15 min): before {_fmt_load(_get(results, 'load_average', 'before'))}, "
         f"after {_fmt_load(_get(results, 'load_average', 'after'))}. Whole run: {results.get('duration_s')} s "
-        f"({', '.join(f'{k} {v} s' for k, v in (results.get('phase_seconds') or {}).items())}).",
+        f"({phases}).",
         "",
+    ]
+
+
+def _model_lines(results: dict) -> list[str]:
+    model = results.get("model", {})
+    if results.get("servers_started_by_benchmark") is False:
+        return [f"- Model: `{model.get('name')}` version {model.get('version')} as the running servers answered it "
+                f"({model.get('n_features')} features, max_batch_size {model.get('max_batch_size')}); its files "
+                "were not read."]
+    run = f"`{model.get('pathspec')}`." if model.get("pathspec") else "none (not made by the flow)."
+    return [f"- Model: `{model.get('name')}` version {model.get('version')} ({model.get('family')}, "
+            f"{model.get('n_trees')} trees, max depth {model.get('max_depth')}, up to {model.get('max_leaves')} "
+            f"leaves per tree, {model.get('n_features')} features), `{model.get('model_type')}` from "
+            f"`{model.get('source_repo')}`; Metaflow run: {run}",
+            f"- sklearn pipeline (fastapi-sklearn): {model.get('sklearn_pipeline')}."]
+
+
+def _triton_line(t: dict) -> str:
+    where = (f"ready {t.get('start_to_ready_s')} s after start." if t.get("start_to_ready_s") is not None
+             else f"at {t.get('url')}.")
+    return (f"- Triton {t.get('server_version', '?')} ({FIL_KIND.get(t.get('fil_backend_kind'), 'already running')}): "
+            f"backend `{t.get('backend')}`, {t.get('instance_count', '?')} model instance(s) "
+            f"{t.get('instance_group')}, {_batching_words(t.get('dynamic_batching'))}, "
+            f"max_batch_size {t.get('max_batch_size')}, FIL_COMPILE={t.get('fil_compile', '?')}; {where}")
+
+
+def _sequential_section(results: dict, a: dict) -> list[str]:
+    sp = a.get("speedup_vs_reference", {})
+    lines = [
         "## Sequential: the published method", "",
         f"{results.get('warmup')} warm-up requests, then N={results.get('n')} one-row requests per contender, "
         "one after another, each timed with `time.perf_counter_ns` from send to the last byte of the answer; "
@@ -268,111 +289,126 @@ def render_markdown(results: dict) -> str:
         "connection, bodies encoded before timing); triton-grpc uses `tritonclient.grpc`.", "",
         *sequential_table(results), "",
         f"![sequential latencies]({BOX_PNG})", "",
+        f"Published: FastAPI/Triton mean ratio {sp.get('published_mean_ratio')}x. Measured here: "
+        f"mean ratio {_f(sp.get('measured_mean_ratio'), 1)}x, p50 ratio {_f(sp.get('measured_p50_ratio'), 1)}x "
+        f"(fastapi-sklearn / {a.get('headline', 'triton-http')}).",
     ]
-    sp = a.get("speedup_vs_reference", {})
-    lines.append(f"Published: FastAPI/Triton mean ratio {sp.get('published_mean_ratio')}x. Measured here: "
-                 f"mean ratio {_f(sp.get('measured_mean_ratio'), 1)}x, p50 ratio {_f(sp.get('measured_p50_ratio'), 1)}x "
-                 f"(fastapi-sklearn / {a.get('headline', 'triton-http')}).")
+    parity = results.get("parity", {})
     if parity:
         diffs = ", ".join(f"{k} {v:.1e}" for k, v in parity.get("max_abs_diff", {}).items())
         lines += ["", f"Same answers: the first {parity.get('rows_compared')} rows' probabilities of every contender "
                   f"against {parity.get('reference')}: largest difference {diffs} "
                   f"({'within' if parity.get('ok') else 'OUTSIDE'} {parity.get('atol')})."]
-    lines += [""]
+    return [*lines, ""]
 
+
+def _in_process_section(results: dict) -> list[str]:
     in_process = results.get("in_process") or {}
-    if in_process:
-        lines += ["### The model runtime alone", "",
-                  "One row per call in this process, no server, no network (pinned to the client CPU before any "
-                  "server started):", "", "| runtime | calls | p50 µs | mean µs |", "| --- | ---: | ---: | ---: |"]
-        for r in in_process.values():
-            lines.append(f"| {r['what']} | {r['calls']} | {_f(r['p50_us'], 1)} | {_f(r['mean_us'], 1)} |")
-        fil = results.get("fil_runtime") or {}
-        lines += ["", f"Triton's `fil` backend served with: {_get(results, 'servers', 'triton', 'fil_backend') or fil.get('runtime')}. "
-                  f"fastapi-treelite runs {_get(results, 'servers', 'fastapi', 'treelite_runtime')}: the same runtime, "
-                  "so the difference between fastapi-treelite and Triton is the server.", ""]
+    if not in_process:
+        return []
+    served_with = _get(results, "servers", "triton", "fil_backend") or _get(results, "fil_runtime", "runtime")
+    return ["### The model runtime alone", "",
+            "One row per call in this process, no server, no network (pinned to the client CPU before any "
+            "server started):", "", "| runtime | calls | p50 µs | mean µs |", "| --- | ---: | ---: | ---: |",
+            *[f"| {r['what']} | {r['calls']} | {_f(r['p50_us'], 1)} | {_f(r['mean_us'], 1)} |"
+              for r in in_process.values()],
+            "", f"Triton's `fil` backend served with: {served_with}. "
+            f"fastapi-treelite runs {_get(results, 'servers', 'fastapi', 'treelite_runtime')}: the same runtime, "
+            "so the difference between fastapi-treelite and Triton is the server.", ""]
 
+
+def _load_section(results: dict, headline: str | None) -> list[str]:
     load = results.get("load") or {}
-    if load:
-        ls = results.get("load_settings", {})
-        lines += ["## Under load (locust)", "",
-                  f"{ls.get('tool')}, {ls.get('duration_s')} s per run, users spawned at once, "
-                  f"{ls.get('processes')} locust process pinned to the client CPU; {ls.get('measured_by')}.", "",
-                  "| target | users | req/s | p50 ms | p95 ms | p99 ms | requests | failures | client CPU saturated |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-        for target in ORDER:
-            for u, r in sorted((_get(load, target) or {}).items(), key=lambda kv: int(kv[0])):
-                lines.append(f"| {target} | {u} | {_f(r.get('rps'), 0)} | {_f(r.get('p50_ms'), 2)} | "
-                             f"{_f(r.get('p95_ms'), 2)} | {_f(r.get('p99_ms'), 2)} | {r.get('requests')} | "
-                             f"{r.get('failures')} | {'yes' if r.get('client_cpu_saturated') else 'no'} |")
-        batching = results.get("batching") or {}
-        if batching:
-            lines += ["", f"Triton's dynamic batching during the {a.get('headline')} runs (from `/v2/models/<model>/stats`, "
-                      "after minus before):", "",
-                      "| users | requests | executions | average batch | largest batch | avg queue µs | avg compute µs |",
-                      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-            for u, b in sorted(batching.items(), key=lambda kv: int(kv[0])):
-                compute = b.get("avg_compute_infer_us")
-                lines.append(f"| {u} | {b.get('inference_count')} | {b.get('execution_count')} | "
-                             f"{_f(b.get('avg_batch_size'), 2)} | {b.get('max_batch_size_seen')} | "
-                             f"{_f(b.get('avg_queue_us'), 1)} | {_f(compute, 1)} |")
-        lines += ["", f"![throughput and p99]({LOAD_PNG})", ""]
+    if not load:
+        return []
+    ls = results.get("load_settings", {})
+    lines = ["## Under load (locust)", "",
+             f"{ls.get('tool')}, {ls.get('duration_s')} s per run, users spawned at once, "
+             f"{ls.get('processes')} locust process pinned to the client CPU; {ls.get('measured_by')}.", "",
+             "| target | users | req/s | p50 ms | p95 ms | p99 ms | requests | failures | client CPU saturated |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for target in ORDER:
+        for u, r in _by_users(load.get(target) or {}):
+            lines.append(f"| {target} | {u} | {_f(r.get('rps'), 0)} | {_f(r.get('p50_ms'), 2)} | "
+                         f"{_f(r.get('p95_ms'), 2)} | {_f(r.get('p99_ms'), 2)} | {r.get('requests')} | "
+                         f"{r.get('failures')} | {'yes' if r.get('client_cpu_saturated') else 'no'} |")
+    batching = results.get("batching") or {}
+    if batching:
+        lines += ["", f"Triton's dynamic batching during the {headline} runs (from `/v2/models/<model>/stats`, "
+                  "after minus before):", "",
+                  "| users | requests | executions | average batch | largest batch | avg queue µs | avg compute µs |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {u} | {b.get('inference_count')} | {b.get('execution_count')} | "
+                  f"{_f(b.get('avg_batch_size'), 2)} | {b.get('max_batch_size_seen')} | "
+                  f"{_f(b.get('avg_queue_us'), 1)} | {_f(b.get('avg_compute_infer_us'), 1)} |"
+                  for u, b in _by_users(batching)]
+    return [*lines, "", f"![throughput and p99]({LOAD_PNG})", ""]
 
+
+def _perf_section(results: dict) -> list[str]:
     pa = results.get("perf_analyzer") or {}
-    if pa.get("http") or pa.get("grpc") or pa.get("triton-python") or pa.get("error"):
-        lines += ["## perf_analyzer cross-check", ""]
-        if pa.get("error"):
-            lines += [f"Not run: {pa['error']}", ""]
-        else:
-            st = pa.get("settings", {})
-            how = (f"stable windows of {st.get('measurement_interval_ms')} ms (at most {st.get('max_trials')}, "
-                   f"within {st.get('stability_percentage')} %), else the same windows averaged without stabilising"
-                   if st.get("mode") == "stable" else f"a fixed {st.get('request_count')} requests per level")
-            lines += [f"`perf_analyzer` from tritonclient {m.get('packages', {}).get('tritonclient')}, {st.get('client')}, "
-                      f"batch 1, {how}, input: {st.get('input_data')}.", "",
-                      "| server, protocol | concurrency | req/s | p50 ms | p99 ms | server queue ms | server compute ms |",
-                      "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-            server = pa.get("server") or "triton"
-            for key, label in (("http", f"{server}, HTTP"), ("grpc", "triton-grpc, gRPC"),
-                               ("triton-python", "triton-python, HTTP")):
-                for r in pa.get(key) or []:
-                    if "error" in r:
-                        lines.append(f"| {label} | {r['concurrency']} | failed: {r['error'][:80]} | | | | |")
-                        continue
-                    flag = " (did not stabilise)" if "did not stabilise" in r.get("method", "") else ""
-                    lines.append(f"| {label} | {r['concurrency']} | {_f(r.get('rps'), 0)}{flag} | "
-                                 f"{_f(r.get('p50_ms'), 3)} | {_f(r.get('p99_ms'), 3)} | "
-                                 f"{_f(r.get('server_queue_ms'), 3)} | {_f(r.get('server_compute_ms'), 3)} |")
-            lines.append("")
+    if pa.get("error"):
+        return ["## perf_analyzer cross-check", "", f"Not run: {pa['error']}", ""]
+    if not (pa.get("http") or pa.get("grpc") or pa.get("triton-python")):
+        return []
+    st = pa.get("settings", {})
+    how = (f"stable windows of {st.get('measurement_interval_ms')} ms (at most {st.get('max_trials')}, "
+           f"within {st.get('stability_percentage')} %), else the same windows averaged without stabilising"
+           if st.get("mode") == "stable" else f"a fixed {st.get('request_count')} requests per level")
+    lines = ["## perf_analyzer cross-check", "",
+             f"`perf_analyzer` from tritonclient {_get(results, 'machine', 'packages', 'tritonclient')}, "
+             f"{st.get('client')}, batch 1, {how}, input: {st.get('input_data')}.", "",
+             "| server, protocol | concurrency | req/s | p50 ms | p99 ms | server queue ms | server compute ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    server = pa.get("server") or "triton"
+    for key, label in (("http", f"{server}, HTTP"), ("grpc", "triton-grpc, gRPC"), ("triton-python", "triton-python, HTTP")):
+        lines += [_perf_row(label, r) for r in pa.get(key) or []]
+    return [*lines, ""]
 
-    lines += ["## Targets (from the issue)", "", "| target | goal | measured | verdict | note |",
-              "| --- | ---: | ---: | --- | --- |"]
+
+def _perf_row(label: str, r: dict) -> str:
+    if "error" in r:
+        return f"| {label} | {r['concurrency']} | failed: {r['error'][:80]} | | | | |"
+    flag = " (did not stabilise)" if "did not stabilise" in r.get("method", "") else ""
+    return (f"| {label} | {r['concurrency']} | {_f(r.get('rps'), 0)}{flag} | {_f(r.get('p50_ms'), 3)} | "
+            f"{_f(r.get('p99_ms'), 3)} | {_f(r.get('server_queue_ms'), 3)} | {_f(r.get('server_compute_ms'), 3)} |")
+
+
+def _targets_section(results: dict, a: dict) -> list[str]:
+    lines = ["## Targets (from the issue)", "", "| target | goal | measured | verdict | note |",
+             "| --- | ---: | ---: | --- | --- |"]
     for t in a.get("targets", []):
         unit = t["unit"]
         goal = (f"≤ {t['goal']} {unit}" if t.get("lower") else f"≥ {t['goal']:,.0f} {unit}" if unit == "req/s"
                 else f"{t['goal']} {unit}" if unit == "failures" else f"≥ {t['goal']}x")
-        value = _f(t["value"], {"x": 2, "ms": 3}.get(unit, 0), {"x": "x", "ms": " ms"}.get(unit, ""))
-        lines.append(f"| {t['name']} | {goal} | {value} | {_verdict(t)} | {t.get('note') or ''} |")
-    lines += ["", "## Where the gap comes from", "", *decomposition_text(a, results), ""]
-    stub = a.get("stub_cost")
-    if stub:
-        lines += ["## What the Python backend stub costs", "",
-                  f"The same Triton binary, model file and runtime behind the native `fil` backend (triton-native) and "
-                  f"the Python-based one (triton-python): one row takes {_f(stub['p50_ms'], 3)} ms more at p50 through "
-                  f"the Python stub ({_f(stub['p50_ratio'], 2)}x)"
-                  + (f"; under load ({stub['users']} users, locust) the native backend serves "
-                     f"{_f(stub['rps_ratio_locust'], 2)}x the requests per second" if stub.get("rps_ratio_locust") else "")
-                  + (f"; perf_analyzer over HTTP: {_f(stub['perf_rps_native'], 0)} against {_f(stub['perf_rps_python'], 0)} req/s"
-                     if stub.get("perf_rps_native") and stub.get("perf_rps_python") else "") + ".", ""]
-    lines += ["## Reproduce", "", "```", f"{results.get('command') or 'python -m benchmark.run'}",
-              "make benchmark          # python -m benchmark.run --state-dir .state",
-              "make benchmark-quick    # the short run of make demo",
-              "python -m benchmark.run --triton-url http://HOST:8000 [--fastapi-url http://HOST:8080]  # running servers",
-              "```",
-              "Raw data beside this report: `results.json`, `sequential_latencies_ns.npz`, `rows.npy` (the rows sent), "
-              "`answers.npz` (each contender's probabilities for them), `locust/`, "
-              "`perf_analyzer/`.", ""]
-    return "\n".join(lines)
+        verdict = "not measured" if t["met"] is None else ("**met**" if t["met"] else "**missed**")
+        lines.append(f"| {t['name']} | {goal} | {_target_value(t)} | {verdict} | {t.get('note') or ''} |")
+    return [*lines, "", "## Where the gap comes from", "", *decomposition_text(a, results), ""]
+
+
+def _stub_section(stub: dict | None) -> list[str]:
+    if not stub:
+        return []
+    text = (f"The same Triton binary, model file and runtime behind the native `fil` backend (triton-native) and "
+            f"the Python-based one (triton-python): one row takes {_f(stub['p50_ms'], 3)} ms more at p50 through "
+            f"the Python stub ({_f(stub['p50_ratio'], 2)}x)")
+    if stub.get("rps_ratio_locust"):
+        text += (f"; under load ({stub['users']} users, locust) the native backend serves "
+                 f"{_f(stub['rps_ratio_locust'], 2)}x the requests per second")
+    if stub.get("perf_rps_native") and stub.get("perf_rps_python"):
+        text += f"; perf_analyzer over HTTP: {_f(stub['perf_rps_native'], 0)} against {_f(stub['perf_rps_python'], 0)} req/s"
+    return ["## What the Python backend stub costs", "", text + ".", ""]
+
+
+def _reproduce_section(command: str | None) -> list[str]:
+    return ["## Reproduce", "", "```", command or "python -m benchmark.run",
+            "make benchmark          # python -m benchmark.run --state-dir .state",
+            "make benchmark-quick    # the short run of make demo",
+            "python -m benchmark.run --triton-url http://HOST:8000 [--fastapi-url http://HOST:8080]  # running servers",
+            "```",
+            "Raw data beside this report: `results.json`, `sequential_latencies_ns.npz`, `rows.npy` (the rows sent), "
+            "`answers.npz` (each contender's probabilities for them), `locust/`, "
+            "`perf_analyzer/`.", ""]
 
 
 def _batching_words(config) -> str:

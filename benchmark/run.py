@@ -65,15 +65,15 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from benchmark import analysis, model_source, perf, report, sequential, servers
 from benchmark import load as load_phase
-from benchmark import model_source, perf, report, sequential, servers
 from benchmark.servers import BenchmarkError, Endpoint, taskset, wait_http_ok
+from fraudml.tritonconfig import MODEL_NAME
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # what a run that starts its own servers measures; triton-http is the contender of --triton-url
 INTERNAL_CONTENDERS = ("triton-native", "triton-python", "triton-grpc", "fastapi-sklearn", "fastapi-treelite")
 ALL_CONTENDERS = ("triton-native", "triton-python", "triton-http", "triton-grpc", "fastapi-sklearn", "fastapi-treelite")
-TRITON_HTTP = report.TRITON_HTTP  # HTTP contenders on a Triton, the headline first
 LOAD_TARGETS = ("triton-native", "triton-http", "triton-python", "fastapi-treelite", "fastapi-sklearn")
 SCHEMA = "fraud-classifier-benchmark/2"
 __all__ = ["ALL_CONTENDERS", "SCHEMA", "BenchmarkError", "Plan", "run", "wait_http_ok"]
@@ -102,7 +102,7 @@ class Plan:
     triton_url: str | None = None  # already-running servers to measure instead of starting any
     triton_grpc_url: str | None = None
     fastapi_urls: tuple[str, ...] = ()
-    model_name: str = "fraud-classifier"  # the model an already-running Triton serves
+    model_name: str = MODEL_NAME  # the model an already-running Triton serves
     users: tuple[int, ...] = (1, 8, 32)
     duration_s: int = 20
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
@@ -166,7 +166,11 @@ def machine_info() -> dict:
     }
 
 
-def cpu_plan(pin: bool) -> dict:
+def cpu_plan(pin: bool, external: bool = False) -> dict:
+    """The servers' CPU and the clients' CPU (none when the servers were already running)."""
+    if external:
+        return {"enabled": False, "server_cpu": None, "client_cpu": None,
+                "why": "the servers were already running: not started, so not pinned, by this benchmark"}
     cpus = sorted(os.sched_getaffinity(0))
     if not pin or len(cpus) < 2:
         why = "disabled (--no-pin)" if not pin else f"only {len(cpus)} CPU available"
@@ -176,6 +180,18 @@ def cpu_plan(pin: bool) -> dict:
                       "inherited affinity for tritonserver and its Python backend stubs); "
                       "clients: this process (sequential) via os.sched_setaffinity, locust and "
                       "perf_analyzer via taskset -c {client}"}
+
+
+@contextlib.contextmanager
+def pinned(cpu: int | None):
+    """This process (and the children it starts) on ``cpu`` inside the block; None: unchanged."""
+    own = os.sched_getaffinity(0)
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, own)
 
 
 def process_affinity(root_pid: int) -> dict:
@@ -190,12 +206,9 @@ def process_affinity(root_pid: int) -> dict:
         return out
     for proc in procs:
         try:
-            threads = {
-                t.id: sorted(os.sched_getaffinity(t.id)) for t in proc.threads()
-            }
+            threads = {t.id: sorted(os.sched_getaffinity(t.id)) for t in proc.threads()}
             lists = sorted({tuple(v) for v in threads.values()})
-            out[f"{proc.name()}[{proc.pid}]"] = {"threads": len(threads),
-                                                 "cpus": [list(c) for c in lists]}
+            out[f"{proc.name()}[{proc.pid}]"] = {"threads": len(threads), "cpus": [list(c) for c in lists]}
         except (psutil.Error, OSError):
             continue
     return out
@@ -255,18 +268,33 @@ def _progress(plan: Plan, total: int, desc: str):
 
 
 class Phases:
-    """The top-level progress bar, and how long each phase took (kept in results.json)."""
+    """The top-level progress bar, and how long each phase took (kept in results.json):
+    ``with phases("load"): ...``."""
 
     def __init__(self, bar):
-        self.bar, self.seconds, self._name, self._t0 = bar, {}, None, 0.0
+        self.bar, self.seconds = bar, {}
 
-    def start(self, name: str) -> None:
-        self._name, self._t0 = name, time.monotonic()
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.monotonic()
         self.bar.set_postfix_str(name, refresh=True)
-
-    def done(self) -> None:
-        self.seconds[self._name] = round(time.monotonic() - self._t0, 1)
+        yield
+        self.seconds[name] = round(time.monotonic() - t0, 1)
         self.bar.update(1)
+
+
+@dataclass
+class Bench:
+    """What the measuring phases share: the plan, where each contender answers, the rows,
+    the model's name on a Triton, where to write and the client CPU."""
+
+    plan: Plan
+    endpoints: dict[str, Endpoint]
+    rows: np.ndarray
+    model_name: str
+    out: Path
+    work: Path
+    client_cpu: int | None
 
 
 def run(plan: Plan) -> Path:
@@ -291,306 +319,210 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
     started = time.monotonic()
     work = plan.state_dir / "benchmark"
     work.mkdir(parents=True, exist_ok=True)
-    results: dict = {
-        "schema": SCHEMA,
-        "created_utc": stamp,
-        "command": plan.command,
-        "quick": plan.quick,
-        "machine": machine_info(),
-        "load_average": {"before": list(os.getloadavg())},
-        "servers_started_by_benchmark": not plan.external,
-    }
-    bar = _progress(plan, 7, "benchmark")
-    phases = Phases(bar)
     skipped: dict[str, str] = {}
-    results["skipped"] = skipped
+    results: dict = {"schema": SCHEMA, "created_utc": stamp, "command": plan.command, "quick": plan.quick,
+                     "machine": machine_info(), "load_average": {"before": list(os.getloadavg())},
+                     "servers_started_by_benchmark": not plan.external, "skipped": skipped}
+    phases = Phases(_progress(plan, 7, "benchmark"))
 
-    # -- model -------------------------------------------------------------------------
-    phases.start("model")
-    endpoints: dict[str, Endpoint] = {}
-    if plan.external:
-        endpoints, external_facts = servers.external_endpoints(plan.triton_url, plan.triton_grpc_url,
-                                                               plan.fastapi_urls, plan.model_name)
-        model = None
-        model_name = plan.model_name
-        triton_facts = external_facts.get("triton", {})
-        n_features = triton_facts.get("n_features") or 30
-        rows, rows_origin = model_source.benchmark_rows(SimpleNamespace(test_rows=None), plan.distinct_rows,
-                                                        data=plan.data)
-        if rows.shape[1] != n_features:
-            raise BenchmarkError(f"the rows have {rows.shape[1]} features, {plan.model_name} takes {n_features}: "
-                                 "pass --data with the model's features")
-        results["model"] = {"name": model_name, "source_repo": "not read: the servers were already running",
-                            "n_features": n_features, "max_batch_size": triton_facts.get("max_batch_size")}
-        contenders = [c for c in ALL_CONTENDERS if c in endpoints and c in (plan.contenders or ALL_CONTENDERS)]
-    else:
-        if plan.reference_model:
-            model = model_source.reference_model(work / "model", plan.reference_trees, plan.reference_depth)
-        else:
-            if plan.model_repo.startswith("s3://"):
-                model_source.load_env_file(plan.state_dir / "s3" / "credentials.env")
-            model = model_source.from_repository(plan.model_repo, work / "model", plan.version,
-                                                 plan.pipeline_artifact)
-        model_name = model.name
-        rows, rows_origin = model_source.benchmark_rows(model, plan.distinct_rows, data=plan.data)
-        results["model"] = model.to_json()
-        contenders = [c for c in (plan.contenders or INTERNAL_CONTENDERS) if c in INTERNAL_CONTENDERS]
-        if "fastapi-sklearn" in contenders and model.pipeline_file is None:
-            contenders.remove("fastapi-sklearn")
-            skipped["fastapi-sklearn"] = model.pipeline_note
-    rows_file = work / "rows.npy"
-    np.save(rows_file, rows)
-    results["rows"] = {"distinct": int(len(rows)), "n_features": int(rows.shape[1]), "origin": rows_origin,
-                       "order": "request i sends row i mod distinct, identical for every contender"}
-    out.mkdir(parents=True, exist_ok=True)
-    phases.done()
-
-    # -- runtimes ------------------------------------------------------------------------
-    pins = cpu_plan(plan.pin) if not plan.external else {
-        "enabled": False, "server_cpu": None, "client_cpu": None,
-        "why": "the servers were already running: not started, so not pinned, by this benchmark"}
-    results["pinning"] = pins
-    own_affinity = os.sched_getaffinity(0)
-    phases.start("runtimes")
-    fil = {"runtime": None, "env": {}, "library": None}
-    if model is not None:
-        fil = servers.prepare_fil_runtime(model, plan.triton_runtime, (plan.state_dir / "fil-cache").absolute())
-        results["fil_runtime"] = {k: v for k, v in fil.items() if k != "env"}
-        if pins["enabled"]:
-            os.sched_setaffinity(0, {pins["client_cpu"]})
-        try:
-            results["in_process"] = in_process_runtimes(model, rows, fil["library"], plan.in_process_calls)
-        finally:
-            os.sched_setaffinity(0, own_affinity)
-    phases.done()
-
-    # -- servers -----------------------------------------------------------------------
-    tritons: dict = {}  # backend -> TritonServer started here
-    apis: dict[str, servers.FastAPIServer] = {}
-    try:
-        phases.start("servers")
-        server_facts: dict = {}
+    with phases("model"):
+        model, endpoints, server_facts = None, {}, {}
         if plan.external:
-            server_facts = {"triton": triton_facts} if triton_facts else {}
-            server_facts.update({k: v for k, v in external_facts.items() if k.startswith("fastapi")})
+            endpoints, server_facts = servers.external_endpoints(plan.triton_url, plan.triton_grpc_url,
+                                                                 plan.fastapi_urls, plan.model_name)
+            rows, rows_origin, results["model"] = _rows_for_running_servers(plan, server_facts.get("triton", {}))
+            contenders = [c for c in ALL_CONTENDERS if c in endpoints and c in (plan.contenders or ALL_CONTENDERS)]
         else:
-            server_facts = _start_servers(model, rows, fil, contenders, pins, work, skipped, endpoints, apis, tritons)
-            contenders = [c for c in contenders if c in endpoints]
-            pins["observed"] = {"client (this process)": sorted(os.sched_getaffinity(0))}
-            for name, server in apis.items():
-                pins["observed"][name] = process_affinity(server.proc.pid)
-            for backend, triton in tritons.items():
-                pid = servers.triton_pid(triton)
-                if pid:
-                    pins["observed"][f"triton-{backend}"] = process_affinity(pid)
-        results["servers"] = server_facts
-        if not contenders:
-            raise BenchmarkError("no contender is left to measure: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-        phases.done()
-
-        # -- sequential ------------------------------------------------------------------
-        phases.start("sequential")
-        timed = []
-        for name in contenders:
-            ep = endpoints[name]
-            if name.startswith("triton") and ep.protocol == "grpc":
-                timed.append(sequential.triton_grpc_contender(ep.port, rows, model_name, host=ep.host))
-            elif name.startswith("triton"):
-                timed.append(sequential.triton_http_contender(ep.port, rows, model_name, name=name, host=ep.host))
-            else:
-                timed.append(sequential.fastapi_contender(name, ep.port, rows, host=ep.host))
-        with _progress(plan, plan.n * len(timed), "sequential") as seq_bar:
-            sequential.run_sequential(timed, plan.n, warmup=plan.warmup, n_rows=len(rows), progress=seq_bar)
-        for c in timed:
-            c.close()
-        results["n"] = plan.n
-        results["warmup"] = plan.warmup
-        results["contenders"] = {
-            c.name: {**sequential.summarize(c.latencies_ns), "model_versions_answered": sorted(c.versions),
-                     "client": CLIENTS[c.name], "reconnects": c.reconnects(), "server": endpoints[c.name].server}
-            for c in timed
-        }
-        if plan.external:
-            results["model"]["version"] = ",".join(sorted({v for c in timed for v in c.versions}))
-        results["parity"] = sequential.parity(timed, plan.parity_atol)
+            model = _own_model(plan, work)
+            rows, rows_origin = model_source.benchmark_rows(model, plan.distinct_rows, data=plan.data)
+            results["model"] = model.to_json()
+            contenders = [c for c in (plan.contenders or INTERNAL_CONTENDERS) if c in INTERNAL_CONTENDERS]
+            if "fastapi-sklearn" in contenders and model.pipeline_file is None:
+                contenders.remove("fastapi-sklearn")
+                skipped["fastapi-sklearn"] = model.pipeline_note
+        model_name = plan.model_name if model is None else model.name
+        results["rows"] = {"distinct": int(len(rows)), "n_features": int(rows.shape[1]), "origin": rows_origin,
+                           "order": "request i sends row i mod distinct, identical for every contender"}
+        out.mkdir(parents=True, exist_ok=True)
         np.save(out / "rows.npy", rows)
-        np.savez_compressed(out / "answers.npz", **{
-            c.name: np.asarray([c.answers[i] for i in sorted(c.answers)], dtype=np.float64) for c in timed})
-        np.savez_compressed(out / "sequential_latencies_ns.npz",
-                            **{c.name: np.asarray(c.latencies_ns, dtype=np.int64) for c in timed})
-        phases.done()
 
-        # -- load --------------------------------------------------------------------------
-        phases.start("load")
-        results["load"], results["batching"] = {}, {}
-        headline = report.headline(contenders)
-        targets = [t for t in LOAD_TARGETS if t in contenders]
-        if plan.users and plan.duration_s > 0 and targets:
-            with _progress(plan, len(plan.users) * len(targets), "load") as load_bar:
-                for users in plan.users:
-                    for target in targets:
-                        load_bar.set_postfix_str(f"{target} u={users}", refresh=True)
-                        ep = endpoints[target]
-                        is_triton = target.startswith("triton")
-                        before = load_phase.triton_model_stats(ep.port, model_name, ep.host) if is_triton else None
-                        result = load_phase.run_locust(
-                            target="triton" if is_triton else "fastapi", host=ep.base_url, users=users,
-                            duration_s=plan.duration_s, rows_file=rows_file, out_dir=out / "locust",
-                            name=f"{target}_u{users}", taskset=taskset(pins["client_cpu"]), model=model_name)
-                        if before is not None:
-                            after = load_phase.triton_model_stats(ep.port, model_name, ep.host)
-                            result["batching"] = load_phase.batching_delta(before, after)
-                            if target == headline:
-                                results["batching"][str(users)] = result["batching"]
-                        results["load"].setdefault(target, {})[str(users)] = result
-                        load_bar.update(1)
-        results["load_settings"] = {"tool": "locust (headless, FastHttpUser, no wait time: closed loop)",
-                                    "users": list(plan.users), "spawn_rate": "all users at once",
-                                    "duration_s": plan.duration_s, "processes": 1,
-                                    "measured_by": "the locustfile times and counts every request itself (locust 2.18's "
-                                                   "FastHttpUser reports whole milliseconds); req/s = requests / "
-                                                   "seconds from test start to stop"}
-        phases.done()
+    pins = results["pinning"] = cpu_plan(plan.pin, plan.external)
+    with phases("runtimes"):
+        fil = {"runtime": None, "env": {}, "library": None}
+        if model is not None:
+            fil = servers.prepare_fil_runtime(model, plan.triton_runtime, (plan.state_dir / "fil-cache").absolute())
+            results["fil_runtime"] = {k: v for k, v in fil.items() if k != "env"}
+            with pinned(pins["client_cpu"]):
+                results["in_process"] = in_process_runtimes(model, rows, fil["library"], plan.in_process_calls)
 
-        # -- perf_analyzer -------------------------------------------------------------------
-        phases.start("perf_analyzer")
-        results["perf_analyzer"] = _perf_phase(plan, contenders, endpoints, headline, rows, out, work, pins,
-                                               model_name)
-        for backend, triton in tritons.items():
-            results["servers"]["tritons"][backend]["stats_after"] = _batch_summary(
-                load_phase.triton_model_stats(triton.http_port, model_name))
-        phases.done()
-    finally:
-        os.sched_setaffinity(0, own_affinity)
-        for server in apis.values():
-            server.stop()
-        for triton in tritons.values():
-            with contextlib.suppress(Exception):
-                triton.stop()
+    apis: dict[str, servers.FastAPIServer] = {}
+    tritons: dict = {}  # backend -> TritonServer started here
+    with pinned(pins["client_cpu"]):  # this process is a client from here on
+        try:
+            with phases("servers"):
+                if not plan.external:
+                    endpoints, server_facts = _start_servers(model, rows, fil, contenders, pins, work, skipped,
+                                                             apis, tritons)
+                    contenders = [c for c in contenders if c in endpoints]
+                    pins["observed"] = _observed_affinity(apis, tritons)
+                results["servers"] = server_facts
+                if not contenders:
+                    raise BenchmarkError("no contender is left to measure: "
+                                         + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+            bench = Bench(plan, endpoints, rows, model_name, out, work, pins["client_cpu"])
+            headline = analysis.headline(contenders)
+            with phases("sequential"):
+                results.update(_sequential_phase(bench, contenders))
+                if plan.external:
+                    results["model"]["version"] = ",".join(sorted(
+                        {v for c in results["contenders"].values() for v in c["model_versions_answered"]}))
+            with phases("load"):
+                results.update(_load_phase(bench, contenders, headline))
+            with phases("perf_analyzer"):
+                results["perf_analyzer"] = _perf_phase(bench, contenders, headline)
+                for backend, triton in tritons.items():
+                    stats = load_phase.triton_model_stats(triton.http_port, model_name)
+                    results["servers"]["tritons"][backend]["stats_after"] = {
+                        k: stats.get(k) for k in ("inference_count", "execution_count")}
+        finally:
+            for server in apis.values():
+                server.stop()
+            for triton in tritons.values():
+                with contextlib.suppress(Exception):
+                    triton.stop()
 
-    # -- results, report -------------------------------------------------------------------
-    phases.start("report")
-    results["load_average"]["after"] = list(os.getloadavg())
-    results["duration_s"] = round(time.monotonic() - started, 1)
-    results["phase_seconds"] = phases.seconds
-    results["analysis"] = report.analyze(results)
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
-    report.write_report(out)
-    latest = plan.results_dir / "latest"
-    with contextlib.suppress(FileNotFoundError):
-        latest.unlink()
-    latest.symlink_to(out.name)
-    phases.done()
-    bar.close()
+    with phases("report"):
+        results["load_average"]["after"] = list(os.getloadavg())
+        results["duration_s"] = round(time.monotonic() - started, 1)
+        results["phase_seconds"] = phases.seconds
+        results["analysis"] = analysis.analyze(results)
+        (out / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
+        report.write_report(out)
+        latest = plan.results_dir / "latest"
+        latest.unlink(missing_ok=True)
+        latest.symlink_to(out.name)
+    phases.bar.close()
     return out
 
 
-def _start_servers(model, rows: np.ndarray, fil: dict, contenders: list[str], pins: dict, work: Path,
-                   skipped: dict, endpoints: dict, apis: dict, tritons: dict) -> dict:
-    """Start the FastAPI apps and a Triton per ``fil`` backend the contenders need, pinned to
-    the server CPU; fill ``endpoints``, ``apis`` and ``tritons`` (by backend: the caller
-    stops them, also after a failure); return the servers' facts."""
-    from serve.ports import free_ports
-    from serve.triton import TritonError
+# ------------------------------------------------------------------------------------
+# the model, the servers, the phases
+# ------------------------------------------------------------------------------------
 
-    own_affinity = os.sched_getaffinity(0)
+
+def _own_model(plan: Plan, work: Path) -> model_source.BenchModel:
+    """The reference model trained here, or one version of the model repository."""
+    if plan.reference_model:
+        return model_source.reference_model(work / "model", plan.reference_trees, plan.reference_depth)
+    if plan.model_repo.startswith("s3://"):
+        model_source.load_env_file(plan.state_dir / "s3" / "credentials.env")
+    return model_source.from_repository(plan.model_repo, work / "model", plan.version, plan.pipeline_artifact)
+
+
+def _rows_for_running_servers(plan: Plan, triton: dict) -> tuple[np.ndarray, str, dict]:
+    """Rows for servers that are already running, and what they say of their model."""
+    n_features = triton.get("n_features") or 30
+    rows, origin = model_source.benchmark_rows(SimpleNamespace(test_rows=None), plan.distinct_rows, data=plan.data)
+    if rows.shape[1] != n_features:
+        raise BenchmarkError(f"the rows have {rows.shape[1]} features, {plan.model_name} takes {n_features}: "
+                             "pass --data with the model's features")
+    return rows, origin, {"name": plan.model_name, "source_repo": "not read: the servers were already running",
+                          "n_features": n_features, "max_batch_size": triton.get("max_batch_size")}
+
+
+def _start_servers(model, rows: np.ndarray, fil: dict, contenders: list[str], pins: dict, work: Path,
+                   skipped: dict, apis: dict, tritons: dict) -> tuple[dict[str, Endpoint], dict]:
+    """Start the FastAPI apps and a Triton per ``fil`` backend the contenders need, pinned to
+    the server CPU; fill ``apis`` and ``tritons`` (by backend: the caller stops them, also
+    after a failure); return the contenders' endpoints and the servers' facts."""
+    from serve.ports import free_ports
+
     ports = free_ports(8)
-    if pins["enabled"]:
-        os.sched_setaffinity(0, {pins["server_cpu"]})  # children inherit it
-    try:
-        base_env = {"BENCH_MODEL_NAME": model.name, "BENCH_MODEL_VERSION": str(model.version),
-                    "BENCH_N_FEATURES": str(rows.shape[1]), "BENCH_MAX_ROWS": str(model.max_batch_size)}
-        for name in contenders:
-            if not name.startswith("fastapi-"):
-                continue
-            runtime = name.split("-", 1)[1]
-            env = {**base_env, "BENCH_RUNTIME": runtime}
-            if runtime == "treelite":
-                env |= {"BENCH_MODEL_FILE": str(model.model_file.resolve()), "BENCH_MODEL_TYPE": model.model_type}
-                if fil["library"] is not None:  # the same library Triton's fil backend loads
-                    env["BENCH_COMPILED_LIB"] = str(fil["library"])
-            else:
-                env |= {"BENCH_PIPELINE_FILE": str(model.pipeline_file.resolve())}
-            port = ports[6] if runtime == "treelite" else ports[7]
-            apis[name] = servers.FastAPIServer(name, port, env, pins["server_cpu"], work / f"uvicorn-{name}.log")
+    with pinned(pins["server_cpu"]):  # the servers inherit it
+        for name in [c for c in contenders if c.startswith("fastapi-")]:
+            port = ports[6] if name == "fastapi-treelite" else ports[7]
+            apis[name] = servers.FastAPIServer(name, port, _fastapi_env(name, model, rows, fil),
+                                               pins["server_cpu"], work / f"uvicorn-{name}.log")
             apis[name].start()
-        backends = [b for b, wanted in (("native", {"triton-native", "triton-grpc"}), ("python", {"triton-python"}))
-                    if wanted & set(contenders)]
-        facts: dict = {"tritons": {}}
-        for i, backend in enumerate(backends):
-            t0 = time.monotonic()
-            try:
-                tritons[backend] = servers.start_triton(model, ports[3 * i:3 * i + 3], work / f"triton-{backend}",
-                                                        fil, backend)
-            except TritonError as e:
-                if backend != "native":
-                    raise
-                skipped["triton-native"] = f"the native fil backend cannot serve here: {str(e).splitlines()[0]}"
-                continue
-            triton = tritons[backend]
-            serving = servers.triton_serving_line(Path(triton.log_file), 180, fil["runtime"] == "compiled")
-            facts["tritons"][backend] = {**servers.triton_facts(triton.http_url, model.name, time.monotonic() - t0),
-                                         "fil_backend_kind": backend, "fil_backend": serving,
-                                         "fil_compile": fil["env"]["FIL_COMPILE"]}
-            if fil["runtime"] == "compiled" and (not serving or "compiled library" not in serving):
-                raise BenchmarkError(f"Triton's {backend} fil backend is not serving the compiled library ({serving}); "
-                                     f"see {triton.log_file}, or run with --triton-runtime gtil")
-        if "triton-grpc" in contenders and "native" not in tritons and "python" not in tritons:
-            tritons["python"] = servers.start_triton(model, ports[3:6], work / "triton-python", fil, "python")
-            facts["tritons"]["python"] = {**servers.triton_facts(tritons["python"].http_url, model.name),
-                                          "fil_backend_kind": "python", "fil_compile": fil["env"]["FIL_COMPILE"]}
+        facts: dict = {"tritons": _start_tritons(model, fil, contenders, ports, work, skipped, tritons)}
         for server in apis.values():
             server.wait()
-    finally:
-        os.sched_setaffinity(0, {pins["client_cpu"]} if pins["enabled"] else own_affinity)
-    for backend, triton in tritons.items():
-        if f"triton-{backend}" in contenders:
-            endpoints[f"triton-{backend}"] = Endpoint("127.0.0.1", triton.http_port, "http", f"triton-{backend}")
-    grpc_backend = "native" if "native" in tritons else "python"
-    if "triton-grpc" in contenders and grpc_backend in tritons:
-        endpoints["triton-grpc"] = Endpoint("127.0.0.1", tritons[grpc_backend].grpc_port, "grpc", f"triton-{grpc_backend}")
-    for name, server in apis.items():
-        endpoints[name] = Endpoint("127.0.0.1", server.port, "http", name)
-    headline_backend = "native" if "native" in tritons else "python"
+    lead = "native" if "native" in tritons else "python"  # the headline Triton, and the one gRPC goes to
+    endpoints = {f"triton-{b}": Endpoint("127.0.0.1", t.http_port, "http", f"triton-{b}")
+                 for b, t in tritons.items() if f"triton-{b}" in contenders}
+    if "triton-grpc" in contenders and lead in tritons:
+        endpoints["triton-grpc"] = Endpoint("127.0.0.1", tritons[lead].grpc_port, "grpc", f"triton-{lead}")
+    endpoints |= {name: Endpoint("127.0.0.1", server.port, "http", name) for name, server in apis.items()}
     if tritons:
-        facts["triton"] = facts["tritons"][headline_backend]
+        facts["triton"] = facts["tritons"][lead]
+    library = fil["library"]
     facts["fastapi"] = {"command": shlex.join(next(iter(apis.values())).cmd) if apis else None,
-                        **servers.uvicorn_implementation()}
-    facts["fastapi"]["treelite_runtime"] = (
-        f"the fil backend's predictor, {'tl2cgen-compiled library ' + str(fil['library']) if fil['library'] else 'Treelite GTIL (C API)'}, 1 thread")
+                        **servers.uvicorn_implementation(),
+                        "treelite_runtime": "the fil backend's predictor, "
+                                            + (f"tl2cgen-compiled library {library}" if library
+                                               else "Treelite GTIL (C API)") + ", 1 thread"}
+    return endpoints, facts
+
+
+def _fastapi_env(name: str, model, rows: np.ndarray, fil: dict) -> dict[str, str]:
+    """What benchmark.app reads: the model and the runtime of contender ``name``."""
+    runtime = name.split("-", 1)[1]
+    env = {"BENCH_MODEL_NAME": model.name, "BENCH_MODEL_VERSION": str(model.version),
+           "BENCH_N_FEATURES": str(rows.shape[1]), "BENCH_MAX_ROWS": str(model.max_batch_size),
+           "BENCH_RUNTIME": runtime}
+    if runtime != "treelite":
+        return env | {"BENCH_PIPELINE_FILE": str(model.pipeline_file.resolve())}
+    env |= {"BENCH_MODEL_FILE": str(model.model_file.resolve()), "BENCH_MODEL_TYPE": model.model_type}
+    if fil["library"] is not None:  # the same library Triton's fil backend loads
+        env["BENCH_COMPILED_LIB"] = str(fil["library"])
+    return env
+
+
+def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], work: Path, skipped: dict,
+                   tritons: dict) -> dict:
+    """A Triton per ``fil`` backend the contenders need, into ``tritons``; their facts by backend.
+    Where the native backend cannot serve, triton-native is skipped (and gRPC goes to the
+    Python backend's Triton)."""
+    from serve.triton import TritonError
+
+    wanted = {"native": {"triton-native", "triton-grpc"}, "python": {"triton-python"}}
+    backends = [backend for backend, names in wanted.items() if names & set(contenders)]
+    compiled = fil["runtime"] == "compiled"
+    facts = {}
+    for i, backend in enumerate(backends):
+        t0 = time.monotonic()
+        try:
+            tritons[backend] = servers.start_triton(model, ports[3 * i:3 * i + 3], work / f"triton-{backend}",
+                                                    fil, backend)
+        except TritonError as e:
+            if backend != "native":
+                raise
+            skipped["triton-native"] = f"the native fil backend cannot serve here: {str(e).splitlines()[0]}"
+            continue
+        triton = tritons[backend]
+        serving = servers.triton_serving_line(Path(triton.log_file), 180, compiled)
+        facts[backend] = {**servers.triton_facts(triton.http_url, model.name, time.monotonic() - t0),
+                          "fil_backend_kind": backend, "fil_backend": serving, "fil_compile": fil["env"]["FIL_COMPILE"]}
+        if compiled and (not serving or "compiled library" not in serving):
+            raise BenchmarkError(f"Triton's {backend} fil backend is not serving the compiled library ({serving}); "
+                                 f"see {triton.log_file}, or run with --triton-runtime gtil")
+    if "triton-grpc" in contenders and not tritons:
+        tritons["python"] = servers.start_triton(model, ports[3:6], work / "triton-python", fil, "python")
+        facts["python"] = {**servers.triton_facts(tritons["python"].http_url, model.name),
+                           "fil_backend_kind": "python", "fil_compile": fil["env"]["FIL_COMPILE"]}
     return facts
 
 
-def _perf_phase(plan: Plan, contenders: list[str], endpoints: dict, headline: str | None, rows: np.ndarray,
-                out: Path, work: Path, pins: dict, model_name: str) -> dict:
-    """perf_analyzer at every concurrency: the headline Triton over HTTP, triton-grpc, and
-    triton-python over HTTP; ``{"settings", "server", "http", "grpc", "triton-python"}``."""
-    runs = []  # (key in the result, endpoint)
-    if headline is not None:
-        runs.append(("http", endpoints[headline]))
-    if "triton-grpc" in contenders:
-        runs.append(("grpc", endpoints["triton-grpc"]))
-    if "triton-python" in contenders and headline != "triton-python":
-        runs.append(("triton-python", endpoints["triton-python"]))
-    if not plan.concurrency or not runs:
-        return {}
-    result: dict = {"server": headline}
-    try:
-        with _progress(plan, len(plan.concurrency) * len(runs), "perf_analyzer") as perf_bar:
-            for key, ep in runs:
-                sweep = perf.sweep(
-                    http_port=ep.port if ep.protocol == "http" else None,
-                    grpc_port=ep.port if ep.protocol == "grpc" else None, host=ep.host,
-                    tag="" if key in ("http", "grpc") else f"{key}_",
-                    concurrencies=list(plan.concurrency), rows=rows, work_dir=out / "perf_analyzer",
-                    lib_dir=work / "lib", taskset=taskset(pins["client_cpu"]), mode=plan.perf_mode,
-                    measurement_ms=plan.perf_measurement_ms, max_trials=plan.perf_max_trials,
-                    request_count=plan.perf_request_count, progress=perf_bar, model=model_name)
-                result["settings"] = sweep["settings"]
-                result[key] = sweep[ep.protocol]
-    except perf.PerfAnalyzerMissing as exc:
-        return {"error": str(exc)}
-    return result
+def _observed_affinity(apis: dict, tritons: dict) -> dict:
+    """The CPUs this process and every server process really run on."""
+    observed = {"client (this process)": sorted(os.sched_getaffinity(0))}
+    for name, server in apis.items():
+        observed[name] = process_affinity(server.pid())
+    for backend, triton in tritons.items():
+        pid = servers.triton_pid(triton)
+        if pid:
+            observed[f"triton-{backend}"] = process_affinity(pid)
+    return observed
 
 
 CLIENTS = {
@@ -603,8 +535,103 @@ CLIENTS = {
 }
 
 
-def _batch_summary(stats: dict) -> dict:
-    return {"inference_count": stats.get("inference_count"), "execution_count": stats.get("execution_count")}
+def _sequential_phase(bench: Bench, contenders: list[str]) -> dict:
+    """The published method: N one-row requests per contender, one after another; the
+    results' ``n``, ``warmup``, ``contenders`` and ``parity``, and the raw files beside them."""
+    plan, rows = bench.plan, bench.rows
+    timed = [_sequential_client(name, bench.endpoints[name], rows, bench.model_name) for name in contenders]
+    with _progress(plan, plan.n * len(timed), "sequential") as bar:
+        sequential.run_sequential(timed, plan.n, warmup=plan.warmup, n_rows=len(rows), progress=bar)
+    for c in timed:
+        c.close()
+    np.savez_compressed(bench.out / "answers.npz", **{
+        c.name: np.asarray([c.answers[i] for i in sorted(c.answers)], dtype=np.float64) for c in timed})
+    np.savez_compressed(bench.out / "sequential_latencies_ns.npz",
+                        **{c.name: np.asarray(c.latencies_ns, dtype=np.int64) for c in timed})
+    return {"n": plan.n, "warmup": plan.warmup,
+            "contenders": {c.name: {**sequential.summarize(c.latencies_ns),
+                                    "model_versions_answered": sorted(c.versions), "client": CLIENTS[c.name],
+                                    "reconnects": c.reconnects(), "server": bench.endpoints[c.name].server}
+                           for c in timed},
+            "parity": sequential.parity(timed, plan.parity_atol)}
+
+
+def _sequential_client(name: str, ep: Endpoint, rows: np.ndarray, model_name: str):
+    if ep.protocol == "grpc":
+        return sequential.triton_grpc_contender(ep.port, rows, model_name, host=ep.host)
+    if name.startswith("triton"):
+        return sequential.triton_http_contender(ep.port, rows, model_name, name=name, host=ep.host)
+    return sequential.fastapi_contender(name, ep.port, rows, host=ep.host)
+
+
+def _load_phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
+    """locust at every user count against every HTTP contender; the results' ``load`` (by
+    target and users), ``batching`` (the headline Triton's, by users) and ``load_settings``."""
+    plan = bench.plan
+    targets = [t for t in LOAD_TARGETS if t in contenders]
+    load, batching = {}, {}
+    if plan.users and plan.duration_s > 0 and targets:
+        with _progress(plan, len(plan.users) * len(targets), "load") as bar:
+            for users in plan.users:
+                for target in targets:
+                    bar.set_postfix_str(f"{target} u={users}", refresh=True)
+                    result = _locust(bench, target, users)
+                    if target == headline:
+                        batching[str(users)] = result["batching"]
+                    load.setdefault(target, {})[str(users)] = result
+                    bar.update(1)
+    settings = {"tool": "locust (headless, FastHttpUser, no wait time: closed loop)", "users": list(plan.users),
+                "spawn_rate": "all users at once", "duration_s": plan.duration_s, "processes": 1,
+                "measured_by": "the locustfile times and counts every request itself (locust 2.18's "
+                               "FastHttpUser reports whole milliseconds); req/s = requests / "
+                               "seconds from test start to stop"}
+    return {"load": load, "batching": batching, "load_settings": settings}
+
+
+def _locust(bench: Bench, target: str, users: int) -> dict:
+    """One locust run; against a Triton, with its batching statistics (after minus before)."""
+    ep, is_triton = bench.endpoints[target], target.startswith("triton")
+    before = load_phase.triton_model_stats(ep.port, bench.model_name, ep.host) if is_triton else None
+    result = load_phase.run_locust(
+        target="triton" if is_triton else "fastapi", host=ep.base_url, users=users,
+        duration_s=bench.plan.duration_s, rows_file=bench.out / "rows.npy", out_dir=bench.out / "locust",
+        name=f"{target}_u{users}", taskset=taskset(bench.client_cpu), model=bench.model_name)
+    if is_triton:
+        after = load_phase.triton_model_stats(ep.port, bench.model_name, ep.host)
+        result["batching"] = load_phase.batching_delta(before, after)
+    return result
+
+
+def _perf_phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
+    """perf_analyzer at every concurrency: the headline Triton over HTTP, triton-grpc, and
+    triton-python over HTTP; ``{"settings", "server", "http", "grpc", "triton-python"}``."""
+    plan = bench.plan
+    runs = []  # (key in the result, endpoint)
+    if headline is not None:
+        runs.append(("http", bench.endpoints[headline]))
+    if "triton-grpc" in contenders:
+        runs.append(("grpc", bench.endpoints["triton-grpc"]))
+    if "triton-python" in contenders and headline != "triton-python":
+        runs.append(("triton-python", bench.endpoints["triton-python"]))
+    if not plan.concurrency or not runs:
+        return {}
+    result: dict = {"server": headline}
+    try:
+        with _progress(plan, len(plan.concurrency) * len(runs), "perf_analyzer") as bar:
+            for key, ep in runs:
+                sweep = perf.sweep(
+                    http_port=ep.port if ep.protocol == "http" else None,
+                    grpc_port=ep.port if ep.protocol == "grpc" else None, host=ep.host,
+                    tag="" if key in ("http", "grpc") else f"{key}_",
+                    concurrencies=list(plan.concurrency), rows=bench.rows, work_dir=bench.out / "perf_analyzer",
+                    lib_dir=bench.work / "lib", taskset=taskset(bench.client_cpu), mode=plan.perf_mode,
+                    measurement_ms=plan.perf_measurement_ms, max_trials=plan.perf_max_trials,
+                    request_count=plan.perf_request_count, progress=bar, model=bench.model_name)
+                result["settings"] = sweep["settings"]
+                result[key] = sweep[ep.protocol]
+    except perf.PerfAnalyzerMissing as exc:
+        return {"error": str(exc)}
+    return result
 
 
 def _json_default(value):
@@ -689,37 +716,21 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     p.add_argument("--no-pin", action="store_true", help="do not pin servers and clients to separate CPUs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    plan = Plan.quick_plan() if args.quick else Plan()
-    plan.command = "python -m benchmark.run " + shlex.join(sys.argv[1:] if argv is None else argv)
-    plan.state_dir = Path(args.state_dir)
-    plan.results_dir = Path(args.results_dir)
-    plan.model_repo = args.model_repo
-    plan.version = args.version
-    plan.pipeline_artifact = args.pipeline_artifact
-    plan.data = args.data
-    plan.reference_model = args.reference_model
-    plan.reference_trees, plan.reference_depth = args.reference_trees, args.reference_depth
-    plan.pin = not args.no_pin
-    plan.triton_runtime = args.triton_runtime
-    plan.progress = not args.no_progress
-    if args.n is not None:
-        plan.n = args.n
-    if args.warmup is not None:
-        plan.warmup = args.warmup
-    if args.users is not None:
-        plan.users = args.users
-    if args.duration is not None:
-        plan.duration_s = args.duration
-    if args.concurrency is not None:
-        plan.concurrency = args.concurrency
+    given = {"n": args.n, "warmup": args.warmup, "users": args.users, "duration_s": args.duration,
+             "concurrency": args.concurrency, "contenders": args.contenders}
+    plan = (Plan.quick_plan if args.quick else Plan)(
+        command="python -m benchmark.run " + shlex.join(sys.argv[1:] if argv is None else argv),
+        state_dir=Path(args.state_dir), results_dir=Path(args.results_dir), model_repo=args.model_repo,
+        version=args.version, pipeline_artifact=args.pipeline_artifact, data=args.data,
+        reference_model=args.reference_model, reference_trees=args.reference_trees,
+        reference_depth=args.reference_depth, pin=not args.no_pin, triton_runtime=args.triton_runtime,
+        progress=not args.no_progress, triton_url=args.triton_url, triton_grpc_url=args.triton_grpc_url,
+        fastapi_urls=tuple(args.fastapi_url), model_name=args.model_name,
+        **{k: v for k, v in given.items() if v is not None})
     if args.no_load:
         plan.users = ()
     if args.no_perf:
         plan.concurrency = ()
-    if args.contenders:
-        plan.contenders = args.contenders
-    plan.triton_url, plan.triton_grpc_url = args.triton_url, args.triton_grpc_url
-    plan.fastapi_urls, plan.model_name = tuple(args.fastapi_url), args.model_name
     if not plan.external and "triton-http" in (plan.contenders or ()):
         p.error("triton-http is the contender of --triton-url; a run that starts its servers has "
                 "triton-native and triton-python")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-MODEL_NAME = "fraud-classifier"
+from fraudml.tritonconfig import MODEL_NAME
 
 
 class SequentialError(RuntimeError):
