@@ -1,10 +1,11 @@
 """Conformance: the local ``fil`` backend answers as native FIL of the pinned NGC image
 (``fil_config.NATIVE_RELEASE``) does, for every model format it claims — XGBoost JSON, UBJSON
 and legacy binary, LightGBM (categorical, multi-class, one-vs-all, regression), scikit-learn
-forests and gradient boosting through Treelite checkpoints — in one real Triton per backend
-(native C++, Python) and predictor (GTIL, compiled), over HTTP and gRPC, against each
-library's own predictions on rows holding NaN and +-Inf; and it refuses at load what native
-FIL refuses or cannot serve.
+forests and gradient boosting through Treelite checkpoints, XGBoost and LightGBM ones too — in
+one real Triton per backend (native C++, Python) and predictor (GTIL, compiled), over HTTP
+and gRPC, against each library's own predictions on one full max_batch_size batch holding
+NaN and +-Inf and on Hypothesis-generated rows; it refuses at load what native FIL refuses
+or cannot serve; and a model without a compiled library serves at once and then switches.
 
 The references: XGBoost and LightGBM take NaN as missing themselves; +-Inf is given to them
 as +-1e30, since FIL compares it like any number (XGBoost refuses Inf). Treelite imports
@@ -17,18 +18,24 @@ lists the rules and the remaining differences.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import treelite
 import treelite.sklearn
+import tritonclient.http as httpclient
 from google.protobuf import text_format
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
+from fraudml.export import to_treelite
 from fraudml.tritonconfig import MODEL_FILENAMES, render_config
+from serve.backends.fil import fil_forest
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +69,8 @@ SERVED = [
     Case("xgb-json-proba", "xgb", "xgboost_json"),
     Case("xgb-ubj-label", "xgb", "xgboost_ubj", dict(predict_proba=False, n_model_outputs=1), expect="label"),
     Case("xgb-legacy-binary-proba", "xgb", "xgboost"),
+    Case("xgb-treelite-checkpoint-proba", "xgb", "treelite_checkpoint", dict(n_model_outputs=1)),
+    Case("xgb-score", "xgb", "xgboost_json", dict(predict_proba=False, output_class=False, n_model_outputs=1), expect="value"),
     # model_type left out: FIL's default, xgboost (legacy binary, xgboost.model)
     Case("xgb-default-model-type", "xgb", "xgboost", edit={"model_type": None}),
     # native FIL loads predict_proba without output_class: [1-p, p] all the same
@@ -70,6 +79,8 @@ SERVED = [
     Case("xgb-multiclass-both-flags-false", "xgb3", "xgboost_ubj", dict(predict_proba=False, output_class=False, n_model_outputs=3), expect="value"),
     Case("lgbm-proba", "lgbm", "lightgbm"),
     Case("lgbm-label", "lgbm", "lightgbm", dict(predict_proba=False, n_model_outputs=1), expect="label"),
+    Case("lgbm-treelite-checkpoint-proba", "lgbm", "treelite_checkpoint", dict(n_model_outputs=1)),
+    Case("lgbm-score", "lgbm", "lightgbm", dict(predict_proba=False, output_class=False, n_model_outputs=1), expect="value"),
     Case("lgbm-categorical-proba", "lgbm_cat", "lightgbm"),
     Case("lgbm-multiclass-proba", "lgbm3", "lightgbm", dict(n_classes=3, n_model_outputs=3)),
     # native FIL replaces one-vs-all sigmoids by a softmax when predict_proba is true
@@ -155,8 +166,9 @@ def write_model(estimator, fmt: str, dest: Path) -> None:
             dest.write_bytes(bytes(estimator.get_booster().save_raw(raw_format="deprecated")))
     elif fmt == "lightgbm":
         estimator.booster_.save_model(str(dest))
-    elif fmt == "treelite_checkpoint":
-        treelite.sklearn.import_model(estimator).serialize(str(dest))
+    elif fmt == "treelite_checkpoint":  # scikit-learn through Treelite's importer, boosters through their files
+        from_sklearn = type(estimator).__module__.startswith("sklearn")
+        (treelite.sklearn.import_model(estimator) if from_sklearn else to_treelite(estimator)).serialize(str(dest))
     else:
         raise ValueError(fmt)
 
@@ -220,6 +232,17 @@ def reference(case: Case, estimator, x: np.ndarray) -> np.ndarray:
     return proba
 
 
+def assert_answers(case: Case, models: dict, x: np.ndarray, got: np.ndarray, protocol: str) -> None:
+    """``got`` is native FIL's answer to ``x``: its shape (a [1] output squeezed to [rows]),
+    float32, and the library's own prediction within ATOL; a label where p is not at the
+    threshold (float32 vs float64 rounding)."""
+    want, rows = reference(case, models[case.model], x), np.ones(len(x), dtype=bool)
+    if case.expect == "label":
+        rows = np.abs(reference(replace(case, expect="proba"), models[case.model], x)[:, 1] - THRESHOLD) > 1e-5
+    assert got.dtype == np.float32 and got.shape == want.shape, (protocol, got.dtype, got.shape, want.shape)
+    np.testing.assert_allclose(got[rows], want[rows], rtol=0, atol=ATOL, err_msg=f"{case.name} over {protocol}")
+
+
 # -- fixtures --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def models():
@@ -239,18 +262,24 @@ def fil_repository(tmp_path_factory, models):
 @pytest.mark.parametrize("case", SERVED, ids=lambda c: c.name)
 def test_answers_like_native_fil(case, protocol, models, fil_clients):
     """A full max_batch_size batch and four one-row requests (all NaN, zeros, all +Inf, all
-    -Inf) get native FIL's answer: its shape (a [1] output squeezed to [rows]), float32, and
-    the library's own prediction within 1e-5; labels where p is not at the threshold."""
+    -Inf) get native FIL's answer."""
     x = conformance_rows()
-    want = reference(case, models[case.model], x)
-    got = np.concatenate([fil_clients.infer(protocol, case.name, x[rows]) for rows in (slice(None), *(slice(i, i + 1) for i in range(4)))])
-    want = np.concatenate([want, want[:4]])
-    assert got.dtype == np.float32 and got.shape == want.shape, (got.dtype, got.shape, want.shape)
-    rows = np.ones(len(want), dtype=bool)
-    if case.expect == "label":
-        p = reference(Case(case.name, case.model, case.model_type), models[case.model], x)[:, 1]
-        rows = np.abs(np.concatenate([p, p[:4]]) - THRESHOLD) > 1e-5
-    np.testing.assert_allclose(got[rows], want[rows], rtol=0, atol=ATOL, err_msg=f"{case.name} over {protocol}")
+    got = [fil_clients.infer(protocol, case.name, x[rows]) for rows in (slice(None), *(slice(i, i + 1) for i in range(4)))]
+    assert_answers(case, models, np.concatenate([x, x[:4]]), np.concatenate(got), protocol)
+
+
+generated_rows = hnp.arrays(np.float32, st.tuples(st.integers(1, 64), st.just(N_FEATURES)), elements=st.one_of(
+    st.floats(-6, 6, width=32), st.sampled_from([np.nan, np.inf, -np.inf])))
+
+
+# not the categorical model: a fraction is no category id (conformance_rows sends it ids)
+@pytest.mark.parametrize("case", [c for c in SERVED if c.model != "lgbm_cat"], ids=lambda c: c.name)
+@given(x=generated_rows)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_generated_rows_are_answered_like_native_fil(case, models, fil_clients, x):
+    """Hypothesis-generated rows (numbers, NaN, +-Inf) get native FIL's answer."""
+    for protocol in ("http", "grpc"):
+        assert_answers(case, models, x, fil_clients.infer(protocol, case.name, x), protocol)
 
 
 @pytest.mark.parametrize("case", REFUSED, ids=lambda c: c.name)
@@ -264,3 +293,34 @@ def test_refused_config_fails_to_load_with_the_reason(case, fil_clients):
         assert word in str(info.value), f"{word!r} not in {info.value}"
     assert not http.is_model_ready(case.name)
     assert http.is_model_ready(SERVED[0].name)
+
+
+def test_responses_name_model_and_version(fil_clients):
+    """Every answer carries model_name and model_version (the lineage key)."""
+    tensor = httpclient.InferInput("input__0", [1, N_FEATURES], "FP32")
+    tensor.set_data_from_numpy(np.zeros((1, N_FEATURES), np.float32))
+    response = fil_clients.http.infer(SERVED[0].name, [tensor]).get_response()
+    assert response["model_name"] == SERVED[0].name and response["model_version"] == "1"
+
+
+@pytest.mark.parametrize("backend", ["native", "python"])
+def test_uncached_model_serves_at_once_then_switches_to_compiled(tmp_path, triton_factory, fil_backend_kind, models,
+                                                                backend):
+    """Without a cached library the model answers immediately (GTIL), compiles in the
+    background, swaps to the compiled library, and a restart finds it in the cache."""
+    case, cache, x = SERVED[0], tmp_path / "cache", conformance_rows()
+    write_repository(tmp_path / "repo", models, [case])
+    start = dict(load_models=[case.name], fil_compile=True, fil_cache_dir=cache, fil_backend=fil_backend_kind(backend))
+    srv = triton_factory(tmp_path / "repo", **start)
+    http = httpclient.InferenceServerClient(srv.http_url.removeprefix("http://"))
+    tensor = httpclient.InferInput("input__0", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    assert_answers(case, models, x, http.infer(case.name, [tensor]).as_numpy("output__0"), "http")
+    srv.wait_compiled(case.name, timeout=600)
+    assert_answers(case, models, x, http.infer(case.name, [tensor]).as_numpy("output__0"), "http")
+    assert list(cache.glob(f"*/{fil_forest.LIB_NAME}"))
+    http.close()
+    srv.stop()
+    again = triton_factory(tmp_path / "repo", **start)
+    assert again.predictor_state(case.name) == {1: "compiled"}
+    again.stop()
