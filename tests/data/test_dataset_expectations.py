@@ -39,8 +39,8 @@ def test_fraud_rate_holds_enough_test_frauds(df):
 
 
 def test_time_covers_two_days_with_a_daily_cycle(df):
-    """Time in [0, 172800) s, both days present, nights quieter than afternoons."""
-    assert df["Time"].between(0, SECONDS_IN_TWO_DAYS - 1).all()
+    """Time in [0, 172800) s and sorted, both days present, nights quieter than afternoons."""
+    assert df["Time"].between(0, SECONDS_IN_TWO_DAYS - 1).all() and df["Time"].is_monotonic_increasing
     day = (df["Time"] // 86_400).value_counts()
     assert set(day.index) == {0, 1} and day.min() > 0.4 * len(df)
     hour = (df["Time"] % 86_400) // 3600
@@ -50,7 +50,7 @@ def test_time_covers_two_days_with_a_daily_cycle(df):
 def test_amount_is_heavy_tailed(df):
     """Non-negative cents, median in the tens, a tail into the thousands."""
     amount = df["Amount"]
-    assert amount.min() >= 0 and (amount == 0).any()
+    assert amount.min() >= 0 and (amount == 0).any() and np.allclose(amount, amount.round(2))
     assert 5 < amount.median() < 60
     assert amount.skew() > 5
     assert amount.quantile(0.999) > 20 * amount.median()

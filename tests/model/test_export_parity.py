@@ -20,35 +20,20 @@ from fraudml.models import FAMILIES, build_pipeline
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_treelite_model_matches_pipeline_on_the_test_set(trained, split, family):
-    """to_treelite + GTIL gives the pipeline's P(fraud) within 1e-5 on every test row."""
+def test_checkpoint_predicts_like_the_pipeline(trained, split, tmp_path, family):
+    """checkpoint.tl, written and read back (from the file and from its bytes), gives the
+    pipeline's P(fraud) within 1e-5 on every test row; and on rows with missing values too:
+    NaN takes each split's default branch, which the export sets to the pipeline's own
+    (sklearn forests included)."""
     pipeline = trained[family].pipeline
-    tl_model = to_treelite(pipeline)
-    assert tl_model.num_feature == 30
-    diff = check_export_parity(pipeline, tl_model, split.X_test)
-    assert diff <= 1e-5
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_rows_with_missing_values_take_the_pipelines_branches(trained, split, tmp_path, family):
-    """NaN is a missing value for FIL: each split's default branch. The export sets those
-    branches so that a row with NaN gets the pipeline's own P(fraud) (sklearn forests included)."""
-    pipeline = trained[family].pipeline
+    path = write_fil_model(pipeline, tmp_path)
+    assert path == tmp_path / "checkpoint.tl"
+    for tl_model in (load_fil_model(path, "treelite_checkpoint"), treelite.Model.deserialize_bytes(path.read_bytes())):
+        assert tl_model.num_feature == 30
+        assert check_export_parity(pipeline, tl_model, split.X_test) <= 1e-5
     x = split.X_test[:400].copy()
     x[np.random.default_rng(0).random(x.shape) < 0.2] = np.nan
-    want = pipeline.predict_proba(x)[:, 1]
-    got = predict_proba_treelite(load_fil_model(write_fil_model(pipeline, tmp_path), "treelite_checkpoint"), x)
-    assert np.max(np.abs(got - want)) <= 1e-5
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_checkpoint_file_round_trip(trained, split, tmp_path, family):
-    """checkpoint.tl written, read back, same predictions."""
-    pipeline = trained[family].pipeline
-    path = write_fil_model(pipeline, tmp_path, "treelite_checkpoint")
-    assert path == tmp_path / "checkpoint.tl" and path.stat().st_size > 0
-    check_export_parity(pipeline, load_fil_model(path, "treelite_checkpoint"), split.X_test)
-    check_export_parity(pipeline, treelite.Model.deserialize_bytes(path.read_bytes()), split.X_test)
+    assert np.max(np.abs(predict_proba_treelite(tl_model, x) - pipeline.predict_proba(x)[:, 1])) <= 1e-5
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ from fraudml.data import (
     COLUMNS,
     FEATURES,
     LABEL,
-    SECONDS_IN_TWO_DAYS,
     dataset_fingerprint,
     generate_dataset,
     load_dataset,
@@ -18,17 +17,10 @@ from fraudml.data import (
 )
 
 
-def test_same_arguments_give_the_same_frame():
-    """The generator is deterministic for a seed."""
+def test_a_seed_gives_one_frame_and_another_seed_another():
     a = generate_dataset(5_000, 0.01, seed=11)
-    b = generate_dataset(5_000, 0.01, seed=11)
-    pd.testing.assert_frame_equal(a, b)
-    assert dataset_fingerprint(a) == dataset_fingerprint(b)
-
-
-def test_another_seed_gives_another_frame():
-    """Different seeds give different data."""
-    assert dataset_fingerprint(generate_dataset(2_000, seed=1)) != dataset_fingerprint(generate_dataset(2_000, seed=2))
+    pd.testing.assert_frame_equal(a, generate_dataset(5_000, 0.01, seed=11))
+    assert dataset_fingerprint(a) != dataset_fingerprint(generate_dataset(5_000, 0.01, seed=12))
 
 
 @pytest.mark.parametrize("rows", [1, 10, 4_321])
@@ -47,23 +39,6 @@ def test_positive_count_is_exact(rows, rate):
     df = generate_dataset(rows, rate, seed=5)
     assert int(df[LABEL].sum()) == round(rows * rate)
     assert set(df[LABEL].unique()) <= {0, 1}
-
-
-def test_time_spans_two_days_sorted():
-    """Time is in [0, 172800) seconds and sorted, like the public file."""
-    df = generate_dataset(20_000, seed=4)
-    assert df["Time"].min() >= 0 and df["Time"].max() < SECONDS_IN_TWO_DAYS
-    assert df["Time"].is_monotonic_increasing
-    assert df["Time"].max() > 150_000  # the second day is there
-
-
-def test_amount_is_non_negative_and_heavy_tailed():
-    """Amount >= 0 with a long right tail (mean above median, max far above)."""
-    amount = generate_dataset(20_000, seed=4)["Amount"]
-    assert (amount >= 0).all()
-    assert amount.mean() > 1.5 * amount.median()
-    assert amount.max() > 50 * amount.median()
-    assert np.allclose(amount, amount.round(2))
 
 
 @pytest.mark.parametrize(("rows", "rate"), [(0, 0.01), (10, -0.1), (10, 0.5)])

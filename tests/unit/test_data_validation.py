@@ -33,71 +33,42 @@ def test_a_good_dataset_passes(good):
     validate_dataset(good)
 
 
-def test_empty_frame(good):
-    """No rows."""
-    assert "no rows" in _error(good.iloc[:0])
-    assert "no rows" in _error(pd.DataFrame())
+def _with(column: str, rows, value):
+    """A frame change: ``value`` into ``column`` at ``rows``."""
+    def change(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.astype({column: "object" if isinstance(value, str) else "float64"})
+        df.loc[rows, column] = value
+        return df
+    return change
 
 
-def test_missing_column(good):
-    """A missing column is named."""
-    message = _error(good.drop(columns=["V3", "Amount"]))
-    assert "missing column(s): V3, Amount" in message
+# name: (good frame -> bad frame, what the error must say)
+BAD_FRAMES = {
+    "no rows": (lambda g: g.iloc[:0], ["no rows"]),
+    "no columns either": (lambda g: pd.DataFrame(), ["no rows"]),
+    "missing columns": (lambda g: g.drop(columns=["V3", "Amount"]), ["missing column(s): V3, Amount"]),
+    "index written as a column": (lambda g: g.reset_index(names="Unnamed: 0"),
+                                  ["unexpected column(s): Unnamed: 0", "index=False"]),
+    "duplicated column": (lambda g: pd.concat([g, g[["V1"]]], axis=1), ["duplicated column(s): V1"]),
+    "text value": (_with("V5", 7, "n/a?"), ["column V5 has non-numeric values", "'n/a?'", "row 7"]),
+    **{f"{bad} in Amount": (_with("Amount", [3, 4], bad), ["NaN/Inf values in Amount (2)"])
+       for bad in (np.nan, np.inf, -np.inf)},
+    **{f"Class {label}": (_with(LABEL, 0, label), [f"{LABEL} must be 0 (legitimate) or 1 (fraud) but has {label:g}"])
+       for label in (2, -1, 0.5)},
+    "5 frauds": (lambda g: g.assign(**{LABEL: (g.index < 5).astype(int)}), ["only 5 fraud rows", "at least 12"]),
+    "no frauds": (lambda g: g.assign(**{LABEL: 0}), ["only 0 fraud rows"]),
+}
 
 
-def test_extra_column(good):
-    """An extra column is named (with the index hint)."""
-    df = good.copy()
-    df.insert(0, "Unnamed: 0", range(len(df)))
-    message = _error(df)
-    assert "unexpected column(s): Unnamed: 0" in message and "index=False" in message
+@pytest.mark.parametrize("name", BAD_FRAMES)
+def test_bad_frame_is_named_in_the_error(good, name):
+    change, fragments = BAD_FRAMES[name]
+    message = _error(change(good))
+    assert all(f in message for f in fragments), (fragments, message)
 
 
-def test_duplicated_column(good):
-    """Two columns of the same name."""
-    df = pd.concat([good, good[["V1"]]], axis=1)
-    assert "duplicated column(s): V1" in _error(df)
-
-
-def test_non_numeric_value(good):
-    """A text value is named with its column and row."""
-    df = good.astype({"V5": "object"})
-    df.loc[7, "V5"] = "n/a?"
-    message = _error(df)
-    assert "column V5 has non-numeric values" in message and "'n/a?'" in message and "row 7" in message
-
-
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_nan_or_inf(good, bad):
-    """NaN and +/-Inf are counted per column."""
-    df = good.copy()
-    df.loc[[3, 4], "Amount"] = bad
-    assert "NaN/Inf values in Amount (2)" in _error(df)
-
-
-@pytest.mark.parametrize("label", [2, -1, 0.5])
-def test_class_not_zero_one(good, label):
-    """Class must be 0 or 1."""
-    df = good.astype({LABEL: "float64"})
-    df.loc[0, LABEL] = label
-    message = _error(df)
-    assert f"{LABEL} must be 0 (legitimate) or 1 (fraud) but has {label:g}" in message
-
-
-def test_too_few_positives(good):
-    """Too few frauds for the split and CV: says how many there are and how many are needed."""
-    df = good.copy()
-    df[LABEL] = 0
-    df.loc[:4, LABEL] = 1
-    message = _error(df)
-    assert "only 5 fraud rows" in message and "at least 12" in message
+def test_the_fraud_minimum_can_be_raised(good):
     assert "at least 100" in _error(good, min_positives=100)
-
-
-def test_no_positives_at_all(good):
-    """A dataset without frauds cannot be trained on."""
-    df = good.assign(**{LABEL: 0})
-    assert "only 0 fraud rows" in _error(df)
 
 
 def test_missing_file(tmp_path):

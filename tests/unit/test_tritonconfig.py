@@ -141,15 +141,6 @@ def test_model_filenames_match_the_local_fil_backend():
     assert "model.so" not in MODEL_FILENAMES.values()
 
 
-def test_existing_callers_keep_working():
-    """The flow's call (no n_model_outputs) renders as before: probabilities, threshold kept."""
-    text = render_config(model_type="xgboost_json", threshold=0.42, n_features=30, instance_kind="KIND_CPU", versions=[4])
-    config = _parse(text)
-    assert list(config.output[0].dims) == [2] and config.parameters["threshold"].string_value == "0.42"
-    # a label is still allowed when the model is known to have one output (XGBoost/LightGBM binary)
-    assert list(_parse(render_config(predict_proba=False, threshold=0.3, n_model_outputs=1)).output[0].dims) == [1]
-
-
 def _backend_parameters(text: str) -> dict:
     """config.pbtxt parameters in the JSON form Triton hands the backend."""
     return {k: {"string_value": v.string_value} for k, v in _parse(text).parameters.items()}
