@@ -1,19 +1,16 @@
 """End to end on real parts: flow -> SeaweedFS S3 -> Triton -> response -> lineage -> run.
 
 Then, on the same running Triton: a new version and a rollback while a request loop runs
-(zero failed requests), a corrupt version refused (the old one keeps serving), and two
-concurrent publishes to S3 getting two distinct complete versions.
+(zero failed requests), and a corrupt version refused (the old one keeps serving). Concurrent
+publishes to S3: tests/reliability/test_faults_deploy.py.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -21,9 +18,10 @@ import numpy as np
 import pytest
 
 from fraudml.data import FEATURES, generate_dataset
-from fraudml.repository import ModelRepository, publish_model_version
+from fraudml.repository import ModelRepository
 from fraudml.rollout import RolloutError, roll_out
-from serve.client import ClientError, infer
+from serve.client import infer
+from tests.reliability.rig import RequestLoop
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -40,7 +38,8 @@ def e2e(s3_server, tmp_path_factory):
     """The real flow trained on a tiny dataset and published to a fresh prefix on the real S3."""
     work = tmp_path_factory.mktemp("e2e")
     csv = work / "tiny.csv"
-    generate_dataset(rows=6000, fraud_rate=0.02, seed=3).to_csv(csv, index=False)
+    df = generate_dataset(rows=6000, fraud_rate=0.02, seed=3)
+    df.to_csv(csv, index=False)
     repo_uri = f"s3://models/e2e-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
@@ -54,7 +53,14 @@ def e2e(s3_server, tmp_path_factory):
     }
     _run([sys.executable, "train/flow.py", "--quiet", "run", "--data", str(csv), "--models", "random_forest,lightgbm",
           "--cv-folds", "2", "--n-iter", "1", "--model-repo", repo_uri], env, timeout=600)
-    return {"csv": csv, "repo_uri": repo_uri, "env": env}
+    return {"csv": csv, "df": df, "repo_uri": repo_uri, "env": env}
+
+
+@pytest.fixture(autouse=True)
+def _publishers_credentials(s3_server, monkeypatch):
+    """AWS_* of the local S3's writer in os.environ, as `make` gives the repository commands."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +70,11 @@ def triton(e2e, triton_factory, s3_server):
 
 def _rows(e2e, n: int = 64) -> tuple[np.ndarray, dict]:
     lineage = ModelRepository(e2e["repo_uri"]).read_lineage()
-    df = generate_dataset(rows=6000, fraud_rate=0.02, seed=3)
-    x = df.head(n)[FEATURES].to_numpy(np.float32)  # raw rows: the served model needs no transform
+    x = e2e["df"].head(n)[FEATURES].to_numpy(np.float32)  # raw rows: the served model needs no transform
     return x, lineage
 
 
-def test_flow_published_version_1_with_lineage(e2e, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", e2e["env"]["AWS_ENDPOINT_URL"])
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", e2e["env"]["AWS_ACCESS_KEY_ID"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", e2e["env"]["AWS_SECRET_ACCESS_KEY"])
+def test_flow_published_version_1_with_lineage(e2e):
     repo = ModelRepository(e2e["repo_uri"])
     assert repo.served_version() == 1
     lineage = repo.read_lineage(1)
@@ -83,9 +85,7 @@ def test_flow_published_version_1_with_lineage(e2e, monkeypatch):
     assert [v.status for v in repo.list_versions()] == ["complete"]
 
 
-def test_triton_answers_like_the_runs_model_and_lineage_leads_back(e2e, triton, monkeypatch):
-    for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(k, e2e["env"][k])
+def test_triton_answers_like_the_runs_model_and_lineage_leads_back(e2e, triton):
     x, lineage = _rows(e2e)
     for protocol, url in (("http", triton.http_url), ("grpc", triton.grpc_url)):
         answer = infer(x, url=url, protocol=protocol, model_name="fraud-classifier")
@@ -124,32 +124,18 @@ print(json.dumps(Run(sys.argv[1]).data.best_pipeline.predict_proba(x)[:, 1].toli
 def test_raw_rows_straight_to_triton_equal_the_runs_pipeline(e2e, triton):
     """Any KServe v2 client: raw CSV rows, no transform, give the run's own predict_proba,
     rows with missing values (NaN) included."""
-    df = generate_dataset(rows=6000, fraud_rate=0.02, seed=3)
+    df = e2e["df"]
     x = np.vstack([df[df["Class"] == 1].head(32)[FEATURES], df.head(224)[FEATURES]]).astype(np.float32)
     x[200:, :][np.random.default_rng(1).random((56, 30)) < 0.2] = np.nan  # NaN = missing, answered like the pipeline
     env = e2e["env"]
-    result = subprocess.run([sys.executable, "-c", _RUN_PROBA, _served_pathspec(e2e)], input=json.dumps(x.tolist()),
-                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    served = ModelRepository(e2e["repo_uri"]).read_lineage()["pathspec"]
+    result = subprocess.run([sys.executable, "-c", _RUN_PROBA, served], input=json.dumps(x.tolist()), env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     expected = np.asarray(json.loads(result.stdout))
     for protocol, url in (("http", triton.http_url), ("grpc", triton.grpc_url)):
         got = infer(x, url=url, protocol=protocol, model_name="fraud-classifier").probabilities
         assert np.max(np.abs(got - expected)) <= 1e-5
     assert expected.max() > 0.5 > expected.min()  # real frauds and legit rows, not a constant
-
-
-def _served_pathspec(e2e) -> str:
-    env = e2e["env"]
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    os.environ.update({k: env[k] for k in saved})
-    try:
-        return ModelRepository(e2e["repo_uri"]).read_lineage()["pathspec"]
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_client_answers_with_only_triton_when_s3_is_down(e2e, triton):
@@ -166,102 +152,41 @@ def test_client_answers_with_only_triton_when_s3_is_down(e2e, triton):
         assert out["lineage"]["line"].startswith("lineage: not available") and "needs only Triton" in out["lineage"]["line"]
 
 
-class RequestLoop(threading.Thread):
-    """Sequential one-row requests until stopped (bounded by count and time)."""
-
-    def __init__(self, url: str, row: np.ndarray, max_requests: int = 20000, max_seconds: float = 60):
-        super().__init__(daemon=True)
-        self.url, self.row = url, row
-        self.max_requests, self.max_seconds = max_requests, max_seconds
-        self.versions: list[int] = []
-        self.failures: list[str] = []
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        while not self._stop_event.is_set() and len(self.versions) < self.max_requests and time.monotonic() < deadline:
-            try:
-                self.versions.append(infer(self.row, url=self.url, model_name="fraud-classifier").model_version)
-            except ClientError as exc:
-                self.failures.append(str(exc))
-
-    def wait_for_version(self, version: int, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.versions and self.versions[-1] == version:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"Triton never served version {version}; last seen {self.versions[-5:]}")
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=30)
-
-
-def _publish_copy_of(repo: ModelRepository, version: int, **lineage_changes) -> int:
+def _publish_copy_of(repo: ModelRepository, version: int, files: dict[str, bytes] | None = None,
+                     **lineage_changes) -> int:
+    """A new version with ``version``'s lineage and config, and its files or ``files``."""
     lineage = repo.read_lineage(version)
-    files = {name: repo.read_file(version, name) for name in lineage["files"]}
+    files = files or {name: repo.read_file(version, name) for name in lineage["files"]}
     record = {k: v for k, v in lineage.items() if k not in ("version", "files", "published_at", "triton_config")}
     return repo.publish(files, {**record, **lineage_changes}, lineage["triton_config"])
 
 
-def test_new_version_rollback_and_refused_version_without_a_failed_request(e2e, triton, monkeypatch):
-    for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(k, e2e["env"][k])
+def serves(version: int):
+    return lambda loop: loop.versions[-1:] == [version]
+
+
+def test_new_version_rollback_and_refused_version_without_a_failed_request(e2e, triton):
     repo = ModelRepository(e2e["repo_uri"])
     x, _ = _rows(e2e, 1)
-    loop = RequestLoop(triton.http_url, x)
-    loop.start()
-    try:
-        loop.wait_for_version(1)
+    with RequestLoop(triton.http_url, x, max_seconds=120) as loop:
+        loop.wait_for(serves(1), "v1 answering")
         previous = repo.served_version()
         new = _publish_copy_of(repo, 1, note="republished by the hot-swap test")
         roll_out(repo, [triton.http_url], previous)
-        loop.wait_for_version(new)
+        loop.wait_for(serves(new), f"v{new} answering")
 
         env = {**e2e["env"], "TRITON_HTTP_PORT": str(triton.http_port)}
         _run([sys.executable, "-m", "serve.models", "rollback", "--version", "1"], env)
-        loop.wait_for_version(1)
+        loop.wait_for(serves(1), "v1 answering after the rollback")
         assert repo.served_version() == 1
 
         # A corrupt model: the load is refused, the pointer goes back, version 1 keeps serving.
-        lineage = repo.read_lineage(1)
-        record = {k: v for k, v in lineage.items() if k not in ("version", "files", "published_at", "triton_config")}
-        bad = repo.publish({"checkpoint.tl": b"not a treelite checkpoint"}, record, lineage["triton_config"])
+        bad = _publish_copy_of(repo, 1, {"checkpoint.tl": b"not a treelite checkpoint"})
         with pytest.raises(RolloutError, match="refused to load"):
             roll_out(repo, [triton.http_url], previous=1)
         assert repo.served_version() == 1
-        statuses = {v.version: v.status for v in repo.list_versions()}
-        assert statuses[bad] == "rejected"
-        time.sleep(0.5)  # let the loop make more requests after the refused load
-        loop.wait_for_version(1)
-    finally:
-        loop.stop()
+        assert {v.version: v.status for v in repo.list_versions()}[bad] == "rejected"
+        loop.wait_answers(50)  # answers after the refused load
     assert loop.failures == [], loop.failures[:3]
-    assert len(loop.versions) > 50
     seen = [v for i, v in enumerate(loop.versions) if i == 0 or loop.versions[i - 1] != v]
     assert seen == [1, new, 1], seen
-
-
-def _publish_in_process(args) -> int:
-    uri, env, tag = args
-    os.environ.update(env)
-    return publish_model_version(uri, {"checkpoint.tl": tag.encode()}, {"pathspec": f"F/{tag}"},
-                                 {"model_type": "treelite_checkpoint", "threshold": 0.5})
-
-
-def test_concurrent_publishes_on_s3_get_distinct_complete_versions(s3_server, monkeypatch):
-    uri = f"s3://models/concurrent-{uuid.uuid4().hex[:8]}"
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(4) as pool:
-        versions = pool.map(_publish_in_process, [(uri, s3_server.env(), f"p{i}") for i in range(4)])
-    assert sorted(versions) == [1, 2, 3, 4]
-    for k, v in s3_server.env().items():
-        monkeypatch.setenv(k, v)
-    repo = ModelRepository(uri)
-    infos = repo.list_versions()
-    assert [i.status for i in infos] == ["complete"] * 4
-    assert repo.served_version() == 4
-    for info in infos:  # every version holds the bytes its own publisher sent
-        tag = repo.read_lineage(info.version)["pathspec"].split("/")[1]
-        assert repo.read_file(info.version, "checkpoint.tl") == tag.encode()
