@@ -500,7 +500,7 @@ def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], wo
             skipped["triton-native"] = f"the native fil backend cannot serve here: {str(e).splitlines()[0]}"
             continue
         triton = tritons[backend]
-        serving = servers.triton_serving_line(Path(triton.log_file), 180, compiled)
+        serving = servers.triton_serving_line(triton, 180, compiled)
         facts[backend] = {**servers.triton_facts(triton.http_url, model.name, time.monotonic() - t0),
                           "fil_backend_kind": backend, "fil_backend": serving, "fil_compile": fil["env"]["FIL_COMPILE"]}
         if compiled and (not serving or "compiled library" not in serving):

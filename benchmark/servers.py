@@ -147,17 +147,28 @@ def prepare_fil_runtime(model: model_source.BenchModel, runtime: str, cache_dir:
             "library": library, "compile_or_cache_s": round(time.monotonic() - started, 2)}
 
 
-def triton_serving_line(log_file: Path, timeout: float, want_compiled: bool) -> str | None:
-    """The fil backend's 'serving with ...' log line; with ``want_compiled``, wait (bounded)
-    until it serves the compiled library."""
-    deadline = time.monotonic() + timeout
-    while True:
-        text = log_file.read_text(errors="replace") if log_file.is_file() else ""
-        lines = [ln for ln in text.splitlines() if "[fil]" in ln and "serving with" in ln]
-        line = lines[-1] if lines else None
-        if not want_compiled or (line and "compiled library" in line) or time.monotonic() > deadline:
-            return line[line.index("[fil]"):].rstrip('"') if line else None
-        time.sleep(0.2)
+SERVED_WITH = {  # predictor_state -> what the report says
+    "compiled": "compiled library",
+    "gtil": "Treelite GTIL (compiling, or FIL_COMPILE=0)",
+    "gtil (final)": "Treelite GTIL for good (compilation failed or was refused)",
+}
+
+
+def triton_serving_line(server, timeout: float, want_compiled: bool) -> str | None:
+    """What the fil backend serves the server's model with, from its ``fil_compiled`` gauge
+    (``TritonServer.predictor_state``), e.g. "fraud-classifier/1: compiled library"; with
+    ``want_compiled``, wait (bounded) until it serves the compiled library. None without the gauge."""
+    from serve.triton import TritonError
+
+    name = server.load_models[0]
+    if want_compiled:
+        with contextlib.suppress(TritonError):  # the answer below says what it serves instead
+            server.wait_compiled(name, timeout=timeout)
+    state = server.predictor_state(name)
+    if not state:
+        return None
+    version, how = list(state.items())[-1]
+    return f"{name}/{version}: {SERVED_WITH[how]}"
 
 
 def triton_pid(server) -> int | None:

@@ -32,9 +32,12 @@ import shutil
 import sys
 import sysconfig
 import time
+import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import quote, urlsplit
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from fraudml import triton_control
 from fraudml.tritonconfig import MODEL_NAME
@@ -47,6 +50,9 @@ LAUNCH_FILE = "launch.json"
 API_KEY_FILE = "api-key.env"  # TRITON_API_KEY of `python -m serve.triton start` (make serve), mode 0600
 BACKEND_SOURCE = Path(__file__).resolve().parent / "backends" / "fil"
 MODEL_CONTROL_MODES = ("explicit", "poll", "none")
+# the fil backends' gauge and its values (docs/fil_contract.md, "What a version is served with")
+COMPILED_METRIC = "fil_compiled"
+PREDICTOR_STATES = {1: "compiled", 0: "gtil", -1: "gtil (final)"}
 
 
 class TritonError(RuntimeError):
@@ -455,29 +461,26 @@ class TritonServer:
             raise TritonError(self._failure_message(f"loading model {name!r} failed: {e}", new_log)) from None
 
     def predictor_state(self, name: str = MODEL_NAME) -> dict[int, str]:
-        """Per loaded version of ``name`` (the last loaded last), what the local ``fil``
-        backend serves it with: ``"compiled"``, ``"gtil"`` (compiling, or compilation off)
-        or ``"gtil (final)"`` (compilation failed or was refused); read from the server log."""
+        """Per loaded version of ``name`` (in version order), what the local ``fil`` backend
+        serves it with: ``"compiled"``, ``"gtil"`` (compiling, or compilation off) or
+        ``"gtil (final)"`` (compilation failed or was refused); read from its ``fil_compiled``
+        gauge on ``metrics_url`` (docs/fil_contract.md). Empty when nothing answers there."""
         try:
-            text = self.log_file.read_text(errors="replace")
-        except FileNotFoundError:
+            with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
             return {}
-        state: dict[int, str] = {}
-        tag = re.escape(name)
-        for match in re.finditer(rf"\[fil\] {tag}/(\d+): (.*)", text):
-            version, message = int(match.group(1)), match.group(2)
-            if "serving with" in message and "now serving" not in message:
-                state.pop(version, None)  # a (re)load: keep versions in the order they were last loaded
-            if "compiled library from cache" in message or "now serving with compiled library" in message:
-                state[version] = "compiled"
-            elif "staying on GTIL" in message or "compiling the model failed" in message:
-                state[version] = "gtil (final)"
-            elif "serving with GTIL" in message:
-                state[version] = "gtil"
-        return state
+        values: dict[int, float] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name == COMPILED_METRIC:
+                for sample in family.samples:
+                    if sample.labels.get("model") == name:  # the Python backend: a series per stub; the least counts
+                        version = int(sample.labels["version"])
+                        values[version] = min(sample.value, values.get(version, sample.value))
+        return {version: PREDICTOR_STATES[int(values[version])] for version in sorted(values)}
 
     def wait_compiled(self, name: str = MODEL_NAME, version: int | None = None, timeout: float = 600.0) -> None:
-        """Wait until the local ``fil`` backend serves ``name`` (its last loaded version, or
+        """Wait until the local ``fil`` backend serves ``name`` (its highest loaded version, or
         ``version``) with the compiled library, e.g. before a benchmark.
 
         Raises:
@@ -487,7 +490,7 @@ class TritonServer:
         while True:
             state = self.predictor_state(name)
             if not state and self.model_ready(name):
-                raise TritonError(f"{name} is not served by the local fil backend (no [fil] lines in {self.log_file})")
+                raise TritonError(f"{name} is not served by the local fil backend (no {COMPILED_METRIC} on {self.metrics_url})")
             target = version if version is not None else (list(state)[-1] if state else None)
             current = state.get(target) if target is not None else None
             if current == "compiled":

@@ -17,6 +17,7 @@ lists the rules and the remaining differences.
 
 from __future__ import annotations
 
+import urllib.request
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from google.protobuf import text_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
@@ -301,6 +303,16 @@ def test_responses_name_model_and_version(fil_clients):
     tensor.set_data_from_numpy(np.zeros((1, N_FEATURES), np.float32))
     response = fil_clients.http.infer(SERVED[0].name, [tensor]).get_response()
     assert response["model_name"] == SERVED[0].name and response["model_version"] == "1"
+
+
+def test_fil_compiled_gauge_says_what_each_version_is_served_with(fil_server):
+    """/metrics has fil_compiled{model, version} for each loaded version: 1 on the compiled
+    library, 0 on GTIL with compilation off; none for the configs refused at load."""
+    text = urllib.request.urlopen(fil_server.metrics_url, timeout=5).read().decode()
+    [family] = [f for f in text_string_to_metric_families(text) if f.name == "fil_compiled"]
+    assert family.type == "gauge"
+    want = 1.0 if fil_server.extra_env["FIL_COMPILE"] == "1" else 0.0
+    assert {(s.labels["model"], s.labels["version"]): s.value for s in family.samples} == {(c.name, "1"): want for c in SERVED}
 
 
 @pytest.mark.parametrize("backend", ["native", "python"])

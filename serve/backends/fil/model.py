@@ -30,6 +30,7 @@ Speed: the model is served with Treelite GTIL (called through its C API) as soon
 loaded. Unless ``FIL_COMPILE=0``, a background thread compiles it with tl2cgen + gcc into
 ``FIL_CACHE_DIR`` (keyed by the model file's sha256), checks the library against GTIL on
 rows with NaN and +-Inf, and swaps it in; the next load of the same file starts compiled.
+What it serves with is the gauge ``fil_compiled`` on Triton's /metrics (docs/fil_contract.md).
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ import fil_forest as ff  # noqa: E402
 INPUT_NAME = "input__0"
 OUTPUT_NAME = "output__0"
 SELF_CHECK_ATOL = 1e-5
+COMPILED_METRIC = "fil_compiled"  # the native backend publishes the same gauge (backend.cc)
+COMPILED_HELP = (
+    "What the fil backend serves a model version with: 1 the compiled library, 0 Treelite GTIL "
+    "(compiling, or compilation off), -1 GTIL for good (compilation failed or was refused)"
+)
 
 
 def _log(level: str, msg: str) -> None:
@@ -155,6 +161,7 @@ class TritonPythonModel:
         self.compiled = None
         cache_dir = Path(os.environ.get("FIL_CACHE_DIR") or Path(tempfile.gettempdir()) / f"fil-cache-{os.getuid()}")
         compile_enabled = os.environ.get("FIL_COMPILE", "1").strip().lower() not in ("0", "false", "no", "off")
+        self._compiled_family, self._compiled_gauge = self._new_gauge(args)  # 0 until set
         how = "GTIL"
         if compile_enabled:
             key = ff.file_sha256(self.model_path)
@@ -163,6 +170,7 @@ class TritonPythonModel:
             cached = ff.cached_library(cache_dir, key)
             if cached is not None and self._try_swap(cached):
                 how = f"compiled library from cache {cached}"
+                self._publish(1)
             else:
                 how = "GTIL while compiling in the background"
                 self._compiler = threading.Thread(
@@ -177,6 +185,22 @@ class TritonPythonModel:
         )
 
     # -- compiled model -------------------------------------------------------------------
+    def _new_gauge(self, args):
+        """This stub's fil_compiled series. Each stub process has its own family object, and
+        Triton counts references per family object, so series of two stubs must differ (a
+        reload of a version runs beside the old stub): the ``pid`` label."""
+        try:
+            family = pb_utils.MetricFamily(name=COMPILED_METRIC, description=COMPILED_HELP, kind=pb_utils.MetricFamily.GAUGE)
+            labels = {"model": self.model_name, "version": str(args["model_version"]), "pid": str(os.getpid())}
+            return family, family.Metric(labels=labels)
+        except Exception as e:  # metrics report; they never fail a load
+            _log("warn", f"{self.tag}: no {COMPILED_METRIC} metric: {e}")
+            return None, None
+
+    def _publish(self, value: int) -> None:
+        if self._compiled_gauge is not None:
+            self._compiled_gauge.set(value)
+
     def _try_swap(self, libpath: Path) -> bool:
         try:
             compiled = ff.CompiledPredictor(libpath, n_features=self.n_features, n_outputs=self.gtil.n_outputs, threads=self._threads)
@@ -196,14 +220,20 @@ class TritonPythonModel:
             libpath = ff.compile_model(
                 model, key, cache_dir, jobs=os.cpu_count() or 1, cancel=self._cancel, log=lambda m: _log("info", m)
             )
-            if not self._cancel.is_set() and self._try_swap(libpath):
-                _log("info", f"{self.tag}: now serving with compiled library {libpath}")
+            if self._cancel.is_set():
+                return
+            swapped = self._try_swap(libpath)  # logs why not
         except ff.CompileCancelled:
-            pass
+            return
         except ff.CompilerMissing as e:
             _log("warn", f"{self.tag}: {e}; staying on GTIL")
+            swapped = False
         except Exception:
             _log("warn", f"{self.tag}: compiling the model failed; staying on GTIL:\n{traceback.format_exc()}")
+            swapped = False
+        if swapped:
+            _log("info", f"{self.tag}: now serving with compiled library {libpath}")
+        self._publish(1 if swapped else -1)
 
     # -- serving --------------------------------------------------------------------------
     def _shape_problem(self, x) -> str | None:
@@ -275,3 +305,5 @@ class TritonPythonModel:
             self._compiler.join(timeout=10)
         if self.compiled is not None:
             self.compiled.close()
+        # the family deletes its series; a stub that exits without this leaves it on /metrics
+        self._compiled_gauge = self._compiled_family = None

@@ -42,6 +42,44 @@ std::string Consume(TRITONSERVER_Error* err) {
   return message;
 }
 
+// fil_compiled{model, version}: what each loaded version is served with (docs/fil_contract.md).
+// One family object for the whole backend, so that two loads of one version (a reload) share
+// their series by reference count: the old load's delete does not remove the new one's.
+constexpr const char* kCompiledMetric = "fil_compiled";
+constexpr const char* kCompiledHelp =
+    "What the fil backend serves a model version with: 1 the compiled library, 0 Treelite GTIL "
+    "(compiling, or compilation off), -1 GTIL for good (compilation failed or was refused)";
+TRITONSERVER_MetricFamily* compiled_family = nullptr;
+
+// One model version's fil_compiled series, deleted with it; metrics never fail a load.
+class CompiledGauge {
+ public:
+  CompiledGauge(const std::string& model, uint64_t version) {
+    if (!compiled_family) return;
+    std::string v = std::to_string(version);
+    const TRITONSERVER_Parameter* labels[] = {
+        TRITONSERVER_ParameterNew("model", TRITONSERVER_PARAMETER_STRING, model.c_str()),
+        TRITONSERVER_ParameterNew("version", TRITONSERVER_PARAMETER_STRING, v.c_str())};
+    if (TRITONSERVER_Error* err = TRITONSERVER_MetricNew(&metric_, compiled_family, labels, 2)) {
+      Log(1, std::string("[fil] cannot create the ") + kCompiledMetric + " metric: " + Consume(err));
+      metric_ = nullptr;
+    }
+    for (auto* label : labels) TRITONSERVER_ParameterDelete(const_cast<TRITONSERVER_Parameter*>(label));
+  }
+  ~CompiledGauge() {
+    if (metric_) LogError(TRITONSERVER_MetricDelete(metric_));
+  }
+  void Set(double value) {
+    if (metric_) LogError(TRITONSERVER_MetricSet(metric_, value));
+  }
+
+ private:
+  static void LogError(TRITONSERVER_Error* err) {
+    if (err) Log(1, std::string("[fil] ") + kCompiledMetric + ": " + Consume(err));
+  }
+  TRITONSERVER_Metric* metric_ = nullptr;
+};
+
 const char* TypeName(TRITONSERVER_DataType t) {
   static const char* names[] = {"INVALID", "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16",
                                 "INT32",   "INT64", "FP16", "FP32",   "FP64",   "BYTES",  "BF16"};
@@ -182,11 +220,21 @@ TRITONSERVER_Error* TRITONBACKEND_Initialize(TRITONBACKEND_Backend* backend) {
   }
   Log(0, "[fil] native fil backend (libtriton_fil.so), backend API " + std::to_string(major) + "." +
              std::to_string(minor) + ", behaving like native FIL " + fil::NativeRelease());
+  if (TRITONSERVER_Error* err =
+          TRITONSERVER_MetricFamilyNew(&compiled_family, TRITONSERVER_METRIC_KIND_GAUGE, kCompiledMetric, kCompiledHelp)) {
+    Log(1, std::string("[fil] no ") + kCompiledMetric + " metric: " + Consume(err));
+    compiled_family = nullptr;
+  }
   (void)backend;
   return nullptr;
 }
 
-TRITONSERVER_Error* TRITONBACKEND_Finalize(TRITONBACKEND_Backend*) { return nullptr; }
+TRITONSERVER_Error* TRITONBACKEND_Finalize(TRITONBACKEND_Backend*) {
+  // every model, and so every metric, is finalized before the backend
+  TRITONSERVER_Error* err = compiled_family ? TRITONSERVER_MetricFamilyDelete(compiled_family) : nullptr;
+  compiled_family = nullptr;
+  return err;
+}
 
 TRITONSERVER_Error* TRITONBACKEND_ModelInitialize(TRITONBACKEND_Model* model) {
   fil::ModelSource source;
@@ -213,7 +261,9 @@ TRITONSERVER_Error* TRITONBACKEND_ModelInitialize(TRITONBACKEND_Model* model) {
   TRITONSERVER_MessageDelete(message);
   if (err) return err;
   try {
-    auto* state = new ModelState(source, Log);
+    // the gauge lives as long as the state's publish callback: deleted with the model
+    auto gauge = std::make_shared<CompiledGauge>(source.name, source.version);
+    auto* state = new ModelState(source, Log, [gauge](double value) { gauge->Set(value); });
     return TRITONBACKEND_ModelSetState(model, state);
   } catch (const fil::ConfigError& e) {
     return Error(TRITONSERVER_ERROR_INVALID_ARG, e.what());

@@ -63,7 +63,8 @@ static std::vector<int64_t> Dims(const nlohmann::json& tensor) {
   return out;
 }
 
-ModelState::ModelState(const ModelSource& source, LogFn log) : log_(log) {
+ModelState::ModelState(const ModelSource& source, LogFn log, PublishFn publish)
+    : log_(log), publish_(std::move(publish)) {
   auto started = std::chrono::steady_clock::now();
   tag_ = source.name + "/" + std::to_string(source.version);
   const auto& config = source.config;
@@ -152,6 +153,8 @@ ModelState::ModelState(const ModelSource& source, LogFn log) : log_(log) {
   std::string compile = Lower(Strip(Env("FIL_COMPILE", "1")));
   if (compile != "0" && compile != "false" && compile != "no" && compile != "off") {
     StartCompiled(source, params, postprocessor, &how);
+  } else {
+    publish_(0);
   }
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   char loaded[32];
@@ -169,6 +172,7 @@ void ModelState::StartCompiled(const ModelSource& source, const Parameters& para
   std::string cached = CachedLibrary(cache_dir, CacheKey(path, postprocessor));
   if (!cached.empty() && TrySwap(cached)) {
     *how = "compiled library from cache " + cached;
+    publish_(1);
     return;
   }
   std::string helper = source.backend_dir + "/fil_compile.py";
@@ -181,9 +185,11 @@ void ModelState::StartCompiled(const ModelSource& source, const Parameters& para
   if (access(helper.c_str(), R_OK) != 0) {
     *how = "GTIL";
     Log(1, helper + " is missing, so the model cannot be compiled; staying on GTIL");
+    publish_(-1);
     return;
   }
   *how = "GTIL while compiling in the background";
+  publish_(0);
   std::vector<std::string> argv = {python, helper, path, params.model_type, cache_dir,
                                    "--jobs", std::to_string(std::max(1u, std::thread::hardware_concurrency()))};
   if (params.predict_proba) argv.push_back("--predict-proba");
@@ -191,12 +197,13 @@ void ModelState::StartCompiled(const ModelSource& source, const Parameters& para
   job_ = std::make_unique<CompileJob>(argv, [this](const CompileResult& r) {
     if (r.cancelled) return;
     if (!r.library.empty()) {
-      if (TrySwap(r.library)) Log(0, "now serving with compiled library " + r.library);
-    } else if (r.compiler_missing) {
-      Log(1, r.error + "; staying on GTIL");
-    } else {
-      Log(1, "compiling the model failed; staying on GTIL:\n" + r.error);
+      bool swapped = TrySwap(r.library);  // logs why not
+      if (swapped) Log(0, "now serving with compiled library " + r.library);
+      publish_(swapped ? 1 : -1);
+      return;
     }
+    Log(1, r.compiler_missing ? r.error + "; staying on GTIL" : "compiling the model failed; staying on GTIL:\n" + r.error);
+    publish_(-1);
   });
 }
 

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -28,12 +29,15 @@ struct ModelSource {
 };
 
 using LogFn = void (*)(int level, const std::string& message);  // 0 info, 1 warn, 2 error
+// Receives the fil_compiled value (docs/fil_contract.md): 1 compiled library, 0 GTIL while
+// compiling or with compilation off, -1 GTIL for good (compilation failed or was refused).
+using PublishFn = std::function<void(double)>;
 
 class ModelState {
  public:
   // Throws ConfigError / ModelLoadError with the reason the version cannot be served.
-  ModelState(const ModelSource& source, LogFn log);
-  ~ModelState();  // cancels a running compilation first
+  ModelState(const ModelSource& source, LogFn log, PublishFn publish);
+  ~ModelState();  // cancels a running compilation first, so `publish` is not called after it
 
   // The predictor to use for one execute() call (GTIL, or the compiled library once swapped in).
   const Predictor* Current() const { return current_.load(std::memory_order_acquire); }
@@ -52,6 +56,7 @@ class ModelState {
   void Log(int level, const std::string& message) const { log_(level, "[fil] " + tag_ + ": " + message); }
 
   LogFn log_;
+  PublishFn publish_;
   std::string tag_;
   int n_features_ = 0;
   int threads_ = 1;
