@@ -1,4 +1,4 @@
-"""The fil-backend suites' server: one real Triton per fil backend and predictor.
+"""One real Triton per fil backend and predictor, for the suites of the local fil backends.
 
 * ``fil_server`` (module scope, one per FIL_BACKENDS entry) -> a TritonServer serving the
   models a module's own ``fil_repository`` fixture names (``(root, [model names])``), with the

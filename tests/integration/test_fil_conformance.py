@@ -4,8 +4,10 @@ and legacy binary, LightGBM (categorical, multi-class, one-vs-all, regression), 
 forests and gradient boosting through Treelite checkpoints, XGBoost and LightGBM ones too — in
 one real Triton per backend (native C++, Python) and predictor (GTIL, compiled), over HTTP
 and gRPC, against each library's own predictions on one full max_batch_size batch holding
-NaN and +-Inf and on Hypothesis-generated rows; it refuses at load what native FIL refuses
-or cannot serve; and a model without a compiled library serves at once and then switches.
+NaN and +-Inf, on Hypothesis-generated rows and in requests batched into one execute(); it
+refuses at load what native FIL refuses or cannot serve; and a model without a compiled
+library serves at once and then switches. (Malformed requests never reach a backend: Triton
+refuses them first, tests/reliability/test_bad_input.py.)
 
 The references: XGBoost and LightGBM take NaN as missing themselves; +-Inf is given to them
 as +-1e30, since FIL compares it like any number (XGBoost refuses Inf). Treelite imports
@@ -17,6 +19,8 @@ lists the rules and the remaining differences.
 
 from __future__ import annotations
 
+import functools
+import threading
 import urllib.request
 import warnings
 from dataclasses import dataclass, field, replace
@@ -26,6 +30,7 @@ import numpy as np
 import pytest
 import treelite
 import treelite.sklearn
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from google.protobuf import text_format
 from hypothesis import HealthCheck, given, settings
@@ -67,6 +72,8 @@ class Case:
     refused: tuple[str, ...] = ()  # words the load error must hold; empty: the model serves
 
 
+# holds requests 50 ms, so that concurrent ones share one execute()
+BATCHED = Case("sk-random-forest-batched", "sk_rf", "treelite_checkpoint", dict(n_model_outputs=2, max_queue_delay_us=50_000))
 SERVED = [
     Case("xgb-json-proba", "xgb", "xgboost_json"),
     Case("xgb-ubj-label", "xgb", "xgboost_ubj", dict(predict_proba=False, n_model_outputs=1), expect="label"),
@@ -95,6 +102,7 @@ SERVED = [
     Case("sk-random-forest-multiclass-proba", "sk_rf3", "treelite_checkpoint", dict(n_classes=3, n_model_outputs=3)),
     Case("sk-random-forest-both-flags-false", "sk_rf", "treelite_checkpoint", dict(predict_proba=False, output_class=False, n_model_outputs=2), expect="value"),
     Case("sk-random-forest-regressor", "sk_rf_reg", "treelite_checkpoint", dict(predict_proba=False, output_class=False, n_model_outputs=1), expect="value"),
+    BATCHED,
     # keys native FIL 25.08 does not read, or reads only on GPU with defaults that absorb bad values
     Case("unknown-keys-ignored", "lgbm", "lightgbm", dict(extra_parameters={
         "is_classifier": "banana", "no_such_key": "1", "algo": "NO_SUCH_ALGO", "threads_per_tree": "many",
@@ -282,6 +290,29 @@ def test_generated_rows_are_answered_like_native_fil(case, models, fil_clients, 
     """Hypothesis-generated rows (numbers, NaN, +-Inf) get native FIL's answer."""
     for protocol in ("http", "grpc"):
         assert_answers(case, models, x, fil_clients.infer(protocol, case.name, x), protocol)
+
+
+def test_requests_batched_into_one_execute_get_their_own_answers(models, fil_clients):
+    """Concurrent requests (NaN and +-Inf in most) batched into one execute(): each gets its
+    own answer, none an error."""
+    inputs = [conformance_rows(seed=i)[4 : 5 + i % 3] for i in range(12)]
+    stats = lambda: fil_clients.grpc.get_inference_statistics(BATCHED.name, as_json=True)["model_stats"][0]  # noqa: E731
+    before, done, results = stats(), threading.Semaphore(0), {}
+
+    def answered(i, result, error):
+        results[i] = error if error is not None else result.as_numpy("output__0")
+        done.release()
+
+    for i, x in enumerate(inputs):  # gRPC's async_infer: all in flight at once
+        tensor = grpcclient.InferInput("input__0", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        fil_clients.grpc.async_infer(BATCHED.name, [tensor], callback=functools.partial(answered, i))
+    assert all(done.acquire(timeout=60) for _ in inputs), "a request got no answer"
+    executions = int(stats().get("execution_count", 0)) - int(before.get("execution_count", 0))
+    assert executions < len(inputs), "requests were not batched together; the test proves nothing"
+    for i, x in enumerate(inputs):
+        assert not isinstance(results[i], Exception), results[i]
+        assert_answers(BATCHED, models, x, results[i], "grpc")
 
 
 @pytest.mark.parametrize("case", REFUSED, ids=lambda c: c.name)
