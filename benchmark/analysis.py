@@ -27,10 +27,6 @@ TARGETS = {
 # backend, an already-running Triton (--triton-url), the Python fil backend.
 TRITON_HTTP = ("triton-native", "triton-http", "triton-python")
 
-# ------------------------------------------------------------------------------------
-# analysis
-# ------------------------------------------------------------------------------------
-
 
 def _get(d: dict, *keys, default=None):
     for k in keys:
@@ -57,12 +53,12 @@ def headline(names) -> str | None:
 
 
 def perf_top(results: dict, keys: tuple[str, ...] = ("http", "grpc")) -> tuple[float | None, str]:
-    """perf_analyzer's best req/s at 32 concurrent (else its highest level) over ``keys`` (the
-    headline server's protocols by default), and a note saying which."""
+    """perf_analyzer's best req/s at 32 concurrent (else its highest level) over ``keys``, and
+    a note saying which."""
     pa = results.get("perf_analyzer") or {}
-    best, note = None, ""
     levels = [(p, r) for p in keys for r in (pa.get(p) or []) if r.get("rps") is not None]
     top = 32 if any(r["concurrency"] == 32 for _, r in levels) else max((r["concurrency"] for _, r in levels), default=None)
+    best, note = None, ""
     for protocol, r in levels:
         if r["concurrency"] == top and (best is None or r["rps"] > best):
             best, note = r["rps"], f"{protocol.upper() if protocol in ('http', 'grpc') else protocol}, --async"
@@ -73,25 +69,10 @@ def perf_top(results: dict, keys: tuple[str, ...] = ("http", "grpc")) -> tuple[f
 
 def analyze(results: dict) -> dict:
     """Ratios, target verdicts and the runtime/server split, from results.json's numbers."""
-    seq = results.get("contenders", {})
+    seq, load = results.get("contenders", {}), results.get("load", {})
     p50 = {name: s.get("p50_ms") for name, s in seq.items()}
     h = headline(seq) or "triton-http"
-    triton_seq = p50.get(h)
     perf_rps, perf_note = perf_top(results)
-    targets = [
-        _target(f"sequential p50: {h}", f"Triton over HTTP answers one row in <= {TARGETS['p50_ms']} ms (p50)",
-                triton_seq, TARGETS["p50_ms"], "ms", lower=True),
-        _target(f"sequential p50: {h} vs fastapi-treelite",
-                f"Triton >= {TARGETS['seq_vs_treelite']:g}x faster than the fair baseline",
-                _ratio(p50.get("fastapi-treelite"), triton_seq), TARGETS["seq_vs_treelite"]),
-        _target(f"sequential p50: {h} vs fastapi-sklearn",
-                f"Triton >= {TARGETS['seq_vs_sklearn']:g}x faster than the reference baseline (published ratio 11.7x)",
-                _ratio(p50.get("fastapi-sklearn"), triton_seq), TARGETS["seq_vs_sklearn"]),
-        _target(f"req/s at 32 concurrent: {(results.get('perf_analyzer') or {}).get('server') or h} (perf_analyzer)",
-                f"Triton >= {TARGETS['perf_rps_at_32']:,.0f} req/s on this machine (perf_analyzer, HTTP or gRPC)",
-                perf_rps, TARGETS["perf_rps_at_32"], "req/s", perf_note),
-    ]
-    load = results.get("load", {})
     users_measured = sorted({int(u) for runs in load.values() for u in runs})
     top = 32 if 32 in users_measured else (users_measured[-1] if users_measured else None)
     note = "" if top == 32 or top is None else f"32 users not measured; shown at {top} users"
@@ -99,21 +80,31 @@ def analyze(results: dict) -> dict:
     def rps(target):
         return _get(load, target, str(top), "rps") if top is not None else None
 
-    triton_rps = rps(h)
-    targets += [
+    targets = [
+        _target(f"sequential p50: {h}", f"Triton over HTTP answers one row in <= {TARGETS['p50_ms']} ms (p50)",
+                p50.get(h), TARGETS["p50_ms"], "ms", lower=True),
+        _target(f"sequential p50: {h} vs fastapi-treelite",
+                f"Triton >= {TARGETS['seq_vs_treelite']:g}x faster than the fair baseline",
+                _ratio(p50.get("fastapi-treelite"), p50.get(h)), TARGETS["seq_vs_treelite"]),
+        _target(f"sequential p50: {h} vs fastapi-sklearn",
+                f"Triton >= {TARGETS['seq_vs_sklearn']:g}x faster than the reference baseline (published ratio 11.7x)",
+                _ratio(p50.get("fastapi-sklearn"), p50.get(h)), TARGETS["seq_vs_sklearn"]),
+        _target(f"req/s at 32 concurrent: {_get(results, 'perf_analyzer', 'server') or h} (perf_analyzer)",
+                f"Triton >= {TARGETS['perf_rps_at_32']:,.0f} req/s on this machine (perf_analyzer, HTTP or gRPC)",
+                perf_rps, TARGETS["perf_rps_at_32"], "req/s", perf_note),
         _target(f"req/s at {top or 32} users: {h} vs fastapi-treelite",
                 f"Triton >= {TARGETS['rps_vs_treelite']:g}x the fair baseline under the same load (locust)",
-                _ratio(triton_rps, rps("fastapi-treelite")), TARGETS["rps_vs_treelite"], "x", note),
+                _ratio(rps(h), rps("fastapi-treelite")), TARGETS["rps_vs_treelite"], "x", note),
         _target(f"req/s at {top or 32} users: {h} vs fastapi-sklearn",
                 f"Triton >= {TARGETS['rps_vs_sklearn']:g}x the reference baseline under the same load (locust)",
-                _ratio(triton_rps, rps("fastapi-sklearn")), TARGETS["rps_vs_sklearn"], "x", note),
+                _ratio(rps(h), rps("fastapi-sklearn")), TARGETS["rps_vs_sklearn"], "x", note),
     ]
     failures = {f"{t} u={u}": r.get("failures", 0) for t, runs in load.items() for u, r in runs.items()}
     if failures:
         total = sum(failures.values())
         targets.append({"name": "zero errors under load", "description": "no failed request in any load run",
                         "value": total, "goal": 0, "unit": "failures", "met": total == 0,
-                        "note": ", ".join(f"{k}: {v}" for k, v in failures.items() if v) or ""})
+                        "note": ", ".join(f"{k}: {v}" for k, v in failures.items() if v)})
     stub = None
     if "triton-native" in p50 and "triton-python" in p50:  # what the Python backend stub costs
         stub = {"p50_ms": p50["triton-python"] - p50["triton-native"],
@@ -128,7 +119,7 @@ def analyze(results: dict) -> dict:
         "speedup_vs_reference": {
             "published_mean_ratio": round(REFERENCE["ratio"], 2),
             "measured_mean_ratio": _ratio(_get(seq, "fastapi-sklearn", "mean_ms"), _get(seq, h, "mean_ms")),
-            "measured_p50_ratio": _ratio(p50.get("fastapi-sklearn"), triton_seq),
+            "measured_p50_ratio": _ratio(p50.get("fastapi-sklearn"), p50.get(h)),
         },
         "targets": targets,
         "decomposition": decompose(results, top, h),
@@ -144,27 +135,23 @@ def decompose(results: dict, top: int | None, h: str = "triton-http") -> dict:
     treelite behind FastAPI - Triton (same Treelite model). Throughput (multiplicative): the
     ratio triton/sklearn = (treelite/sklearn) x (triton/treelite); shares in log space.
     """
-    seq = results.get("contenders", {})
     out: dict = {}
-    sk, tl, tr = (_get(seq, n, "p50_ms") for n in ("fastapi-sklearn", "fastapi-treelite", h))
+    sk, tl, tr = (_get(results, "contenders", n, "p50_ms") for n in ("fastapi-sklearn", "fastapi-treelite", h))
     if None not in (sk, tl, tr):
         gap = sk - tr
         out["sequential_p50"] = {
             "gap_ms": gap, "runtime_ms": sk - tl, "server_ms": tl - tr,
             "runtime_share": (sk - tl) / gap if gap else None, "server_share": (tl - tr) / gap if gap else None,
         }
-    load = results.get("load", {})
-    if top is not None:
-        r = {t: _get(load, t, str(top), "rps") for t in ("fastapi-sklearn", "fastapi-treelite", h)}
-        if None not in r.values() and min(r.values()) > 0:
-            total = r[h] / r["fastapi-sklearn"]
-            runtime = r["fastapi-treelite"] / r["fastapi-sklearn"]
-            server = r[h] / r["fastapi-treelite"]
-            log_total = math.log(total) if total > 0 and total != 1 else None
-            out["throughput"] = {
-                "users": top, "total_ratio": total, "runtime_ratio": runtime, "server_ratio": server,
-                "runtime_share_log": math.log(runtime) / log_total if log_total else None,
-                "server_share_log": math.log(server) / log_total if log_total else None,
-                "avg_batch_size": _get(results, "batching", str(top), "avg_batch_size"),
-            }
+    r = {t: _get(results, "load", t, str(top), "rps") for t in ("fastapi-sklearn", "fastapi-treelite", h)}
+    if top is not None and None not in r.values() and min(r.values()) > 0:
+        total, runtime = r[h] / r["fastapi-sklearn"], r["fastapi-treelite"] / r["fastapi-sklearn"]
+        server = r[h] / r["fastapi-treelite"]
+        log_total = math.log(total) if total > 0 and total != 1 else None
+        out["throughput"] = {
+            "users": top, "total_ratio": total, "runtime_ratio": runtime, "server_ratio": server,
+            "runtime_share_log": math.log(runtime) / log_total if log_total else None,
+            "server_share_log": math.log(server) / log_total if log_total else None,
+            "avg_batch_size": _get(results, "batching", str(top), "avg_batch_size"),
+        }
     return out

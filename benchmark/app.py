@@ -105,87 +105,38 @@ class AppSettings(BaseSettings):
         return settings
 
 
-# ------------------------------------------------------------------------------------
-# runtimes: rows (n, n_features) float32 -> probabilities (n, 2) [1-p, p]
-# ------------------------------------------------------------------------------------
-
-Predictor = Callable[[np.ndarray], np.ndarray]
-
-
-def fil_forest():
-    """The local ``fil`` backend's prediction module (``serve/backends/fil/fil_forest.py``),
-    imported by path: it is a Triton backend folder, not a package."""
-    import importlib.util
-    import sys
-
-    import serve
-
-    if "fil_forest" in sys.modules:
-        return sys.modules["fil_forest"]
-    path = Path(serve.__file__).resolve().parent / "backends" / "fil" / "fil_forest.py"
-    spec = importlib.util.spec_from_file_location("fil_forest", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fil_forest"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_treelite_model(path: Path, model_type: str = "treelite_checkpoint"):
-    """Load a model file in any FIL ``model_type`` as a ``treelite.Model`` (as the backend does)."""
-    return fil_forest().load_model(Path(path), model_type)
+Predictor = Callable[[np.ndarray], np.ndarray]  # rows (n, n_features) float32 -> (n, 2) [1-p, p]
 
 
 def treelite_predictor(model_file: Path, model_type: str = "treelite_checkpoint",
-                       compiled_lib: Path | None = None) -> tuple[Predictor, str]:
+                       compiled_lib: Path | None = None) -> Predictor:
     """Rows -> float32 ``[1-p, p]`` with the fil backend's own predictor and output shaping,
-    on one thread (the server is pinned to one core, like Triton's one model instance).
-    Returns the predictor and a description of the runtime."""
-    ff = fil_forest()
-    model = ff.load_model(Path(model_file), model_type)
-    gtil = ff.GTILPredictor(model, threads=1)
+    on one thread (the server is pinned to one core, like Triton's one model instance)."""
+    from serve.backends.fil import fil_forest as ff
+
+    gtil = ff.GTILPredictor(ff.load_model(Path(model_file), model_type), threads=1)
     shape = ff.OutputFormat(n_model_outputs=gtil.n_outputs, predict_proba=True, output_class=True,
                             threshold=0.5)
-    if compiled_lib is not None:
-        compiled = ff.CompiledPredictor(Path(compiled_lib), n_features=gtil.n_features,
-                                        n_outputs=gtil.n_outputs, threads=1)
-        engine, what = compiled, f"tl2cgen-compiled library {compiled_lib}"
-    else:
-        engine, what = gtil, "Treelite GTIL (C API, 1 thread)"
-
-    def predict(rows: np.ndarray) -> np.ndarray:
-        return shape(engine.predict(rows))
-
-    return predict, what
+    engine = gtil if compiled_lib is None else ff.CompiledPredictor(
+        Path(compiled_lib), n_features=gtil.n_features, n_outputs=gtil.n_outputs, threads=1)
+    return lambda rows: shape(engine.predict(rows))
 
 
 def sklearn_single_thread(pipeline: Any) -> Any:
     """Set ``n_jobs=1`` wherever the pipeline has it: joblib's thread pool only adds overhead
     to a one-row call, and the server is pinned to one core."""
-    steps = getattr(pipeline, "steps", None) or [(None, pipeline)]
-    for _, step in steps:
+    for _, step in getattr(pipeline, "steps", None) or [(None, pipeline)]:
         if hasattr(step, "n_jobs"):
             step.n_jobs = 1
     return pipeline
 
 
-def sklearn_predictor(pipeline: Any) -> Predictor:
-    def predict(rows: np.ndarray) -> np.ndarray:
-        return pipeline.predict_proba(rows)
-
-    return predict
-
-
 def load_predictor(settings: AppSettings) -> Predictor:
     if settings.runtime == "treelite":
-        return treelite_predictor(settings.model_file, settings.model_type, settings.compiled_lib)[0]
+        return treelite_predictor(settings.model_file, settings.model_type, settings.compiled_lib)
     with open(settings.pipeline_file, "rb") as fh:
         pipeline = pickle.load(fh)  # noqa: S301 - a local file the benchmark wrote itself
-    return sklearn_predictor(sklearn_single_thread(pipeline))
-
-
-# ------------------------------------------------------------------------------------
-# API
-# ------------------------------------------------------------------------------------
+    return sklearn_single_thread(pipeline).predict_proba
 
 
 def request_model(n_features: int, max_rows: int) -> type[BaseModel]:

@@ -16,11 +16,11 @@ from fraudml.triton_control import inference_statistics
 from fraudml.tritonconfig import MODEL_NAME
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+CPU_WARNING = "CPU usage above"
 
 
 class LoadError(RuntimeError):
     """A locust run failed; the message has the end of its output."""
-CPU_WARNING = "CPU usage above"
 
 
 def triton_model_stats(http_port: int, model: str = MODEL_NAME, host: str = "127.0.0.1") -> dict:
@@ -37,44 +37,30 @@ def batching_delta(before: dict, after: dict) -> dict:
         return {int(b["batch_size"]): int(b.get("compute_infer", {}).get("count", 0))
                 for b in s.get("batch_stats", []) or []}
 
+    def stat(key: str, field: str = "count") -> int:  # after minus before
+        a, b = ((s.get("inference_stats", {}).get(key) or {}).get(field, 0) for s in (after, before))
+        return int(a) - int(b)
+
     inferences = int(after.get("inference_count", 0)) - int(before.get("inference_count", 0))
     executions = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
     b0, b1 = sizes(before), sizes(after)
-    hist = {k: b1.get(k, 0) - b0.get(k, 0) for k in sorted(b1)}
-    hist = {k: v for k, v in hist.items() if v > 0}
-
-    def ns(s: dict, key: str) -> int:
-        return int((s.get("inference_stats", {}).get(key) or {}).get("ns", 0))
-
-    def count(s: dict, key: str) -> int:
-        return int((s.get("inference_stats", {}).get(key) or {}).get("count", 0))
-
-    success = count(after, "success") - count(before, "success")
+    hist = {k: b1[k] - b0.get(k, 0) for k in sorted(b1) if b1[k] - b0.get(k, 0) > 0}
     out = {
         "inference_count": inferences,
         "execution_count": executions,
         "avg_batch_size": round(inferences / executions, 3) if executions else None,
         "max_batch_size_seen": max(hist) if hist else None,
         "batch_size_histogram": {str(k): v for k, v in hist.items()},
-        "failed_requests": count(after, "fail") - count(before, "fail"),
+        "failed_requests": stat("fail"),
     }
-    if success:
+    if success := stat("success"):
         for key in ("queue", "compute_input", "compute_infer", "compute_output"):
-            out[f"avg_{key}_us"] = round((ns(after, key) - ns(before, key)) / success / 1e3, 2)
+            out[f"avg_{key}_us"] = round(stat(key, "ns") / success / 1e3, 2)
     return out
 
 
-def _float(row: dict, key: str) -> float | None:
-    try:
-        value = row.get(key)
-        return float(value) if value not in (None, "", "N/A") else None
-    except ValueError:
-        return None
-
-
 def run_locust(*, target: str, host: str, users: int, duration_s: int, rows_file: Path,
-               out_dir: Path, name: str, taskset: list[str], model: str = MODEL_NAME,
-               env: dict | None = None) -> dict:
+               out_dir: Path, name: str, taskset: list[str], model: str = MODEL_NAME) -> dict:
     """One headless locust run; returns req/s, percentiles (ms) and failures.
 
     Counts, req/s (requests / seconds from test start to stop) and percentiles come from the
@@ -87,31 +73,26 @@ def run_locust(*, target: str, host: str, users: int, duration_s: int, rows_file
            "-u", str(users), "-r", str(users), "-t", f"{duration_s}s", "--host", host,
            "--csv", str(prefix), "--only-summary", "--stop-timeout", "2",
            "--loglevel", "WARNING", "--exit-code-on-error", "0"]
-    run_env = {**os.environ, **(env or {}), "BENCH_TARGET": target, "BENCH_ROWS_FILE": str(rows_file),
-               "BENCH_LATENCY_OUT": str(latencies), "BENCH_MODEL_NAME": model}
-    proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True,
+    env = {**os.environ, "BENCH_TARGET": target, "BENCH_ROWS_FILE": str(rows_file),
+           "BENCH_LATENCY_OUT": str(latencies), "BENCH_MODEL_NAME": model}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
                           timeout=duration_s + 180)  # starting locust on a busy pinned core can take a minute
     (out_dir / f"{name}.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise LoadError(f"locust exited with {proc.returncode}: {(proc.stderr or proc.stdout)[-800:]}")
-    agg: dict = {}
-    with contextlib.suppress(FileNotFoundError, StopIteration):
+    csv_rps = None
+    with contextlib.suppress(FileNotFoundError, StopIteration, KeyError, ValueError):
         with open(f"{prefix}_stats.csv", newline="") as fh:
-            agg = next(r for r in csv.DictReader(fh) if r.get("Name") == "Aggregated")
+            csv_rps = float(next(r for r in csv.DictReader(fh) if r.get("Name") == "Aggregated")["Requests/s"])
     summary_file = Path(f"{latencies}.summary.json")
     if not summary_file.is_file():
         raise LoadError(f"locust wrote no summary ({summary_file}); see {out_dir / f'{name}.log'}")
     summary = json.loads(summary_file.read_text())
-    requests, failures, elapsed = summary["requests"], summary["failures"], summary["elapsed_s"]
+    requests, elapsed = summary["requests"], summary["elapsed_s"]
     result = {
-        "users": users,
-        "duration_s": duration_s,
-        "elapsed_s": round(elapsed, 3),
-        "requests": requests,
-        "failures": failures,
-        "rps": requests / elapsed if elapsed > 0 else None,
-        "failure_examples": summary.get("failure_examples", []),
-        "locust_csv_rps": _float(agg, "Requests/s"),
+        "users": users, "duration_s": duration_s, "elapsed_s": round(elapsed, 3),
+        "requests": requests, "failures": summary["failures"], "rps": requests / elapsed if elapsed > 0 else None,
+        "failure_examples": summary.get("failure_examples", []), "locust_csv_rps": csv_rps,
         "client_cpu_saturated": CPU_WARNING in (proc.stderr + proc.stdout),
     }
     ms = np.load(latencies) if latencies.is_file() else np.empty(0)

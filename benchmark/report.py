@@ -25,73 +25,68 @@ COLORS = {"triton-native": "#76b900", "triton-http": "#76b900", "triton-python":
           "triton-grpc": "#3d7a00", "fastapi-treelite": "#009688", "fastapi-sklearn": "#e76f51",
           "perf_analyzer http": "#76b900", "perf_analyzer grpc": "#3d7a00",
           "perf_analyzer triton-python": "#b5a300"}
+PERF_KEYS = ("http", "grpc", "triton-python")  # results["perf_analyzer"]: the headline Triton, gRPC, Python backend
 FIL_KIND = {"native": "native `fil` backend, libtriton_fil.so", "python": "Python-based `fil` backend"}
 BOX_PNG = "sequential_latency_boxplot.png"
 LOAD_PNG = "throughput_p99_vs_users.png"
-
-
-# ------------------------------------------------------------------------------------
-# plots
-# ------------------------------------------------------------------------------------
 
 
 def _names(results: dict) -> list[str]:
     return [n for n in ORDER if n in results.get("contenders", {})]
 
 
-def _plain_ticks(axis) -> None:
-    """Log-scale axis labelled 0.5, 1, 10, 1,000 rather than 10^-1."""
-    from matplotlib.ticker import FuncFormatter
-
-    fmt = FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 10 else f"{v:g}")
-    axis.set_major_formatter(fmt)
-    axis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
-
-
-def plot_boxplot(results: dict, latencies: dict[str, np.ndarray], path: Path) -> Path:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _plain_ticks(axis) -> None:
+    """Log-scale axis labelled 0.5, 1, 10, 1,000 rather than 10^-1."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 10 else f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path)
+    _pyplot().close(fig)
+
+
+def plot_boxplot(results: dict, latencies: dict[str, np.ndarray], path: Path) -> None:
     names = [n for n in _names(results) if n in latencies]
     data = [np.asarray(latencies[n], dtype=np.float64) / 1e6 for n in names]
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    fig, ax = _pyplot().subplots(figsize=(8, 5), dpi=120)
     box = ax.boxplot(data, tick_labels=names, whis=(1, 99), showmeans=True, patch_artist=True,
                      flierprops={"marker": ".", "markersize": 2, "alpha": 0.3},
                      meanprops={"marker": "^", "markerfacecolor": "white", "markeredgecolor": "black"})
     for patch, name in zip(box["boxes"], names, strict=True):
         patch.set_facecolor(COLORS.get(name, "#999999"))
         patch.set_alpha(0.7)
-    for key, style in (("triton", ":"), ("fastapi", "--")):
-        ref = REFERENCE[key]
+    for ref, style in ((REFERENCE["triton"], ":"), (REFERENCE["fastapi"], "--")):
         ax.axhline(ref["mean_ms"], color="grey", linestyle=style, linewidth=1,
                    label=f"{ref['label']}: mean {ref['mean_ms']} ms")
     ax.legend(fontsize=7, loc="upper left")
     ax.set_yscale("log")
     _plain_ticks(ax.yaxis)
     ax.set_ylabel("latency per request (ms, log scale)")
-    n = results.get("n")
-    machine = _get(results, "machine", "cpu_model", default="")
-    ax.set_title(f"One-row requests, sequential client, N={n} per contender\n"
-                 f"box: p25-p75, line: median, triangle: mean, whiskers: p1-p99 ({machine})", fontsize=9)
+    ax.set_title(f"One-row requests, sequential client, N={results.get('n')} per contender\n"
+                 f"box: p25-p75, line: median, triangle: mean, whiskers: p1-p99 "
+                 f"({_get(results, 'machine', 'cpu_model', default='')})", fontsize=9)
     for x, d in enumerate(data, start=1):
         ax.annotate(f"p50 {np.median(d):.3f} ms", (x + 0.25, np.median(d)), xytext=(4, 0),
                     textcoords="offset points", fontsize=7, va="center")
     ax.grid(axis="y", which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    _save(fig, path)
 
 
-def plot_load(results: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_rps, ax_p99) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120)
+def plot_load(results: dict, path: Path) -> None:
+    fig, (ax_rps, ax_p99) = _pyplot().subplots(1, 2, figsize=(11, 4.5), dpi=120)
     axes = {"rps": ax_rps, "p99_ms": ax_p99}
     for target in ORDER:
         runs = _get(results, "load", target)
@@ -102,15 +97,16 @@ def plot_load(results: dict, path: Path) -> Path:
             ax.plot(users, [runs[str(u)].get(metric) or np.nan for u in users], "o-", color=COLORS.get(target),
                     label=f"{target} (locust)")
     server = _get(results, "perf_analyzer", "server") or "triton"
-    for key, label in (("http", f"{server} HTTP"), ("grpc", "triton-grpc"), ("triton-python", "triton-python HTTP")):
+    labels = {"http": f"{server} HTTP", "grpc": "triton-grpc", "triton-python": "triton-python HTTP"}
+    for key in PERF_KEYS:
         runs = [r for r in (_get(results, "perf_analyzer", key) or []) if "error" not in r]
         if not runs:
             continue
         for metric, ax in axes.items():
             ax.plot([r["concurrency"] for r in runs], [r[metric] for r in runs], "s--",
-                    color=COLORS[f"perf_analyzer {key}"], alpha=0.7, label=f"{label} (perf_analyzer)")
+                    color=COLORS[f"perf_analyzer {key}"], alpha=0.7, label=f"{labels[key]} (perf_analyzer)")
     ticks = sorted({int(u) for runs in (results.get("load") or {}).values() for u in runs}
-                   | {r["concurrency"] for p in ("http", "grpc", "triton-python")
+                   | {r["concurrency"] for p in PERF_KEYS
                       for r in (_get(results, "perf_analyzer", p) or []) if "concurrency" in r})
     for ax in (ax_rps, ax_p99):
         ax.set_xscale("log", base=2)
@@ -126,15 +122,7 @@ def plot_load(results: dict, path: Path) -> Path:
     ax_p99.set_ylabel("p99 latency, ms (log)")
     ax_p99.set_title("p99 latency under load", fontsize=10)
     ax_rps.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-# ------------------------------------------------------------------------------------
-# report.md
-# ------------------------------------------------------------------------------------
+    _save(fig, path)
 
 
 def _f(value, digits: int = 2, unit: str = "") -> str:
@@ -153,17 +141,18 @@ def _by_users(runs: dict) -> list[tuple[str, dict]]:
     return sorted(runs.items(), key=lambda kv: int(kv[0]))
 
 
+def _fmt_load(values) -> str:
+    return ", ".join(f"{v:.2f}" for v in values) if values else "?"
+
+
 def sequential_table(results: dict) -> list[str]:
     keys = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms")
-    lines = ["| contender | p50 ms | p90 ms | p99 ms | mean ms | std ms | min ms | max ms |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for name in _names(results):
-        s = results["contenders"][name]
-        lines.append(f"| {name} | " + " | ".join(_f(s.get(k), 3) for k in keys) + " |")
-    for key in ("triton", "fastapi"):
-        ref = REFERENCE[key]
-        lines.append(f"| *{ref['label']}* | | | | *{ref['mean_ms']:.2f}* | *{ref['std_ms']:.2f}* | | |")
-    return lines
+    return ["| contender | p50 ms | p90 ms | p99 ms | mean ms | std ms | min ms | max ms |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            *[f"| {n} | " + " | ".join(_f(results["contenders"][n].get(k), 3) for k in keys) + " |"
+              for n in _names(results)],
+            *[f"| *{ref['label']}* | | | | *{ref['mean_ms']:.2f}* | *{ref['std_ms']:.2f}* | | |"
+              for ref in (REFERENCE["triton"], REFERENCE["fastapi"])]]
 
 
 def summary_text(results: dict) -> str:
@@ -177,11 +166,8 @@ def summary_text(results: dict) -> str:
     top = analysis.get("load_top_users")
     if top is not None:
         lines.append(f"load, {top} users (locust):")
-        for target in ORDER:
-            r = _get(results, "load", target, str(top))
-            if r:
-                lines.append(f"  {target:<17} {_f(r.get('rps'), 0):>8} req/s   p99 {_f(r.get('p99_ms'), 2)} ms   "
-                             f"failures {r.get('failures')}")
+        lines += [f"  {target:<17} {_f(r.get('rps'), 0):>8} req/s   p99 {_f(r.get('p99_ms'), 2)} ms   "
+                  f"failures {r.get('failures')}" for target in ORDER if (r := _get(results, "load", target, str(top)))]
     lines.append("targets:")
     for t in analysis["targets"]:
         value = str(t["value"]) if t["unit"] == "failures" else _target_value(t)
@@ -273,9 +259,12 @@ def _model_lines(results: dict) -> list[str]:
 def _triton_line(t: dict) -> str:
     where = (f"ready {t.get('start_to_ready_s')} s after start." if t.get("start_to_ready_s") is not None
              else f"at {t.get('url')}.")
+    batching = t.get("dynamic_batching")
+    batching = (f"dynamic batching on (max queue delay {batching.get('max_queue_delay_microseconds', 0)} µs)"
+                if batching else "dynamic batching off")
     return (f"- Triton {t.get('server_version', '?')} ({FIL_KIND.get(t.get('fil_backend_kind'), 'already running')}): "
             f"backend `{t.get('backend')}`, {t.get('instance_count', '?')} model instance(s) "
-            f"{t.get('instance_group')}, {_batching_words(t.get('dynamic_batching'))}, "
+            f"{t.get('instance_group')}, {batching}, "
             f"max_batch_size {t.get('max_batch_size')}, FIL_COMPILE={t.get('fil_compile', '?')}; {where}")
 
 
@@ -326,22 +315,21 @@ def _load_section(results: dict, headline: str | None) -> list[str]:
              f"{ls.get('tool')}, {ls.get('duration_s')} s per run, users spawned at once, "
              f"{ls.get('processes')} locust process pinned to the client CPU; {ls.get('measured_by')}.", "",
              "| target | users | req/s | p50 ms | p95 ms | p99 ms | requests | failures | client CPU saturated |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for target in ORDER:
-        for u, r in _by_users(load.get(target) or {}):
-            lines.append(f"| {target} | {u} | {_f(r.get('rps'), 0)} | {_f(r.get('p50_ms'), 2)} | "
-                         f"{_f(r.get('p95_ms'), 2)} | {_f(r.get('p99_ms'), 2)} | {r.get('requests')} | "
-                         f"{r.get('failures')} | {'yes' if r.get('client_cpu_saturated') else 'no'} |")
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+             *[f"| {target} | {u} | {_f(r.get('rps'), 0)} | {_f(r.get('p50_ms'), 2)} | "
+               f"{_f(r.get('p95_ms'), 2)} | {_f(r.get('p99_ms'), 2)} | {r.get('requests')} | "
+               f"{r.get('failures')} | {'yes' if r.get('client_cpu_saturated') else 'no'} |"
+               for target in ORDER for u, r in _by_users(load.get(target) or {})]]
     batching = results.get("batching") or {}
     if batching:
         lines += ["", f"Triton's dynamic batching during the {headline} runs (from `/v2/models/<model>/stats`, "
                   "after minus before):", "",
                   "| users | requests | executions | average batch | largest batch | avg queue µs | avg compute µs |",
-                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        lines += [f"| {u} | {b.get('inference_count')} | {b.get('execution_count')} | "
-                  f"{_f(b.get('avg_batch_size'), 2)} | {b.get('max_batch_size_seen')} | "
-                  f"{_f(b.get('avg_queue_us'), 1)} | {_f(b.get('avg_compute_infer_us'), 1)} |"
-                  for u, b in _by_users(batching)]
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+                  *[f"| {u} | {b.get('inference_count')} | {b.get('execution_count')} | "
+                    f"{_f(b.get('avg_batch_size'), 2)} | {b.get('max_batch_size_seen')} | "
+                    f"{_f(b.get('avg_queue_us'), 1)} | {_f(b.get('avg_compute_infer_us'), 1)} |"
+                    for u, b in _by_users(batching)]]
     return [*lines, "", f"![throughput and p99]({LOAD_PNG})", ""]
 
 
@@ -349,21 +337,20 @@ def _perf_section(results: dict) -> list[str]:
     pa = results.get("perf_analyzer") or {}
     if pa.get("error"):
         return ["## perf_analyzer cross-check", "", f"Not run: {pa['error']}", ""]
-    if not (pa.get("http") or pa.get("grpc") or pa.get("triton-python")):
+    if not any(pa.get(k) for k in PERF_KEYS):
         return []
     st = pa.get("settings", {})
     how = (f"stable windows of {st.get('measurement_interval_ms')} ms (at most {st.get('max_trials')}, "
            f"within {st.get('stability_percentage')} %), else the same windows averaged without stabilising"
            if st.get("mode") == "stable" else f"a fixed {st.get('request_count')} requests per level")
-    lines = ["## perf_analyzer cross-check", "",
-             f"`perf_analyzer` from tritonclient {_get(results, 'machine', 'packages', 'tritonclient')}, "
-             f"{st.get('client')}, batch 1, {how}, input: {st.get('input_data')}.", "",
-             "| server, protocol | concurrency | req/s | p50 ms | p99 ms | server queue ms | server compute ms |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    server = pa.get("server") or "triton"
-    for key, label in (("http", f"{server}, HTTP"), ("grpc", "triton-grpc, gRPC"), ("triton-python", "triton-python, HTTP")):
-        lines += [_perf_row(label, r) for r in pa.get(key) or []]
-    return [*lines, ""]
+    labels = {"http": f"{pa.get('server') or 'triton'}, HTTP", "grpc": "triton-grpc, gRPC",
+              "triton-python": "triton-python, HTTP"}
+    return ["## perf_analyzer cross-check", "",
+            f"`perf_analyzer` from tritonclient {_get(results, 'machine', 'packages', 'tritonclient')}, "
+            f"{st.get('client')}, batch 1, {how}, input: {st.get('input_data')}.", "",
+            "| server, protocol | concurrency | req/s | p50 ms | p99 ms | server queue ms | server compute ms |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            *[_perf_row(labels[key], r) for key in PERF_KEYS for r in pa.get(key) or []], ""]
 
 
 def _perf_row(label: str, r: dict) -> str:
@@ -411,43 +398,31 @@ def _reproduce_section(command: str | None) -> list[str]:
             "`perf_analyzer/`.", ""]
 
 
-def _batching_words(config) -> str:
-    if not config:
-        return "dynamic batching off"
-    delay = config.get("max_queue_delay_microseconds", 0)
-    return f"dynamic batching on (max queue delay {delay} µs)"
-
-
-def _fmt_load(values) -> str:
-    return ", ".join(f"{v:.2f}" for v in values) if values else "?"
+def _share(value) -> str:
+    return _f(100 * value, 0) if value is not None else "–"
 
 
 def decomposition_text(a: dict, results: dict) -> list[str]:
     d = a.get("decomposition", {})
     h = a.get("headline") or "triton-http"
-    out = []
-    s = d.get("sequential_p50")
-    if s:
-        out.append(
-            f"**One request at a time (p50).** fastapi-sklearn takes {_f(s['gap_ms'], 3)} ms longer than "
-            f"{h}. Swapping sklearn's `predict_proba` for the Treelite runtime Triton uses, behind the "
-            f"same FastAPI app (fastapi-sklearn → fastapi-treelite), accounts for {_f(s['runtime_ms'], 3)} ms of it "
-            f"({_f(100 * s['runtime_share'], 0) if s['runtime_share'] is not None else '–'} %): that is the model "
-            f"runtime. Swapping FastAPI + Uvicorn for Triton with the same Treelite model (fastapi-treelite → "
-            f"{h}) accounts for {_f(s['server_ms'], 3)} ms "
-            f"({_f(100 * s['server_share'], 0) if s['server_share'] is not None else '–'} %): that is the server.")
+    s, t = d.get("sequential_p50"), d.get("throughput")
+    if not s:
+        out = [f"The sequential split needs fastapi-sklearn, fastapi-treelite and {h} in one run; "
+               "one of them is missing."]
+    else:
+        out = [f"**One request at a time (p50).** fastapi-sklearn takes {_f(s['gap_ms'], 3)} ms longer than "
+               f"{h}. Swapping sklearn's `predict_proba` for the Treelite runtime Triton uses, behind the "
+               f"same FastAPI app (fastapi-sklearn → fastapi-treelite), accounts for {_f(s['runtime_ms'], 3)} ms of it "
+               f"({_share(s['runtime_share'])} %): that is the model runtime. Swapping FastAPI + Uvicorn for Triton "
+               f"with the same Treelite model (fastapi-treelite → {h}) accounts for {_f(s['server_ms'], 3)} ms "
+               f"({_share(s['server_share'])} %): that is the server."]
         ip = results.get("in_process") or {}
         fast = ip.get("compiled") or ip.get("gtil")
         if ip.get("sklearn") and fast:
             alone = (ip["sklearn"]["p50_us"] - fast["p50_us"]) / 1e3
-            out.append("")
-            out.append(f"Cross-check in process, without any server: sklearn takes {_f(ip['sklearn']['p50_us'] / 1e3, 3)} ms "
-                       f"per row and the Treelite runtime {_f(fast['p50_us'], 1)} µs, a difference of {_f(alone, 3)} ms "
-                       f"against the {_f(s['runtime_ms'], 3)} ms measured through FastAPI.")
-    else:
-        out.append(f"The sequential split needs fastapi-sklearn, fastapi-treelite and {h} in one run; "
-                   "one of them is missing.")
-    t = d.get("throughput")
+            out += ["", f"Cross-check in process, without any server: sklearn takes {_f(ip['sklearn']['p50_us'] / 1e3, 3)} "
+                    f"ms per row and the Treelite runtime {_f(fast['p50_us'], 1)} µs, a difference of {_f(alone, 3)} ms "
+                    f"against the {_f(s['runtime_ms'], 3)} ms measured through FastAPI."]
     if t:
         batch = t.get("avg_batch_size")
         out += ["", f"**Under load ({t['users']} users).** {h} serves {_f(t['total_ratio'], 1)}x the requests "
@@ -455,14 +430,9 @@ def decomposition_text(a: dict, results: dict) -> list[str]:
                 f"runtime (fastapi-treelite / fastapi-sklearn) and {_f(t['server_ratio'], 1)}x from the server "
                 f"({h} / fastapi-treelite: native HTTP front end plus dynamic batching"
                 + (f", average batch {batch:.2f} requests per model execution" if batch else "")
-                + f"); on a log scale that is {_f(100 * (t['runtime_share_log'] or 0), 0)} % runtime and "
-                f"{_f(100 * (t['server_share_log'] or 0), 0)} % server."]
+                + f"); on a log scale that is {_share(t['runtime_share_log'] or 0)} % runtime and "
+                f"{_share(t['server_share_log'] or 0)} % server."]
     return out
-
-
-# ------------------------------------------------------------------------------------
-# entry points
-# ------------------------------------------------------------------------------------
 
 
 def write_report(out_dir: Path) -> Path:
@@ -472,8 +442,7 @@ def write_report(out_dir: Path) -> Path:
     if "analysis" not in results:
         results["analysis"] = analyze(results)
     npz = out_dir / "sequential_latencies_ns.npz"
-    latencies = dict(np.load(npz)) if npz.is_file() else {}
-    if latencies:
+    if npz.is_file() and (latencies := dict(np.load(npz))):
         plot_boxplot(results, latencies, out_dir / BOX_PNG)
     if results.get("load") or _get(results, "perf_analyzer", "http"):
         plot_load(results, out_dir / LOAD_PNG)
@@ -487,9 +456,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", nargs="?", default=str(Path(__file__).resolve().parent / "results" / "latest"),
                    help="a results folder (default: benchmark/results/latest)")
-    args = p.parse_args(argv)
-    path = write_report(Path(args.results))
-    print(path)
+    print(write_report(Path(p.parse_args(argv).results)))
     return 0
 
 

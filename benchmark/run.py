@@ -55,19 +55,19 @@ import datetime as dt
 import importlib.metadata
 import json
 import os
+import pickle
 import platform
 import shlex
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
 from benchmark import analysis, model_source, perf, report, sequential, servers
 from benchmark import load as load_phase
-from benchmark.servers import BenchmarkError, Endpoint, taskset, wait_http_ok
+from benchmark.servers import BenchmarkError, Endpoint, taskset
 from fraudml.tritonconfig import MODEL_NAME
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -76,7 +76,6 @@ INTERNAL_CONTENDERS = ("triton-native", "triton-python", "triton-grpc", "fastapi
 ALL_CONTENDERS = ("triton-native", "triton-python", "triton-http", "triton-grpc", "fastapi-sklearn", "fastapi-treelite")
 LOAD_TARGETS = ("triton-native", "triton-http", "triton-python", "fastapi-treelite", "fastapi-sklearn")
 SCHEMA = "fraud-classifier-benchmark/2"
-__all__ = ["ALL_CONTENDERS", "SCHEMA", "BenchmarkError", "Plan", "run", "wait_http_ok"]
 PACKAGES = ("fastapi", "uvicorn", "pydantic", "scikit-learn", "imbalanced-learn", "treelite", "tl2cgen",
             "numpy", "locust", "tritonclient", "nvidia-pytriton", "metaflow")
 
@@ -129,37 +128,24 @@ class Plan:
                       # The quick run cross-checks the 32-user locust figure only, with short
                       # stable windows: perf_analyzer 2.51's --request-count mode hung on HTTP here.
                       concurrency=(32,), perf_mode="stable", perf_measurement_ms=1000, perf_max_trials=3,
-                      perf_request_count=3000,
-                      in_process_calls=200)
-        values.update(overrides)
-        return cls(**values)
-
-
-# ------------------------------------------------------------------------------------
-# machine, pinning
-# ------------------------------------------------------------------------------------
+                      perf_request_count=3000, in_process_calls=200)
+        return cls(**(values | overrides))
 
 
 def machine_info() -> dict:
-    cpu_model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    mem_gib = None
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        mem_kib = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
-        mem_gib = round(mem_kib / 2**20, 1)
+    import psutil
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     versions = {}
     for pkg in PACKAGES:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[pkg] = importlib.metadata.version(pkg)
     return {
-        "cpu_model": cpu_model,
+        "cpu_model": next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines()
+                           if ln.startswith("model name")), "unknown"),
         "cpu_count": os.cpu_count(),
         "cpus_available": sorted(os.sched_getaffinity(0)),
-        "memory_gib": mem_gib,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "packages": versions,
@@ -168,12 +154,10 @@ def machine_info() -> dict:
 
 def cpu_plan(pin: bool, external: bool = False) -> dict:
     """The servers' CPU and the clients' CPU (none when the servers were already running)."""
-    if external:
-        return {"enabled": False, "server_cpu": None, "client_cpu": None,
-                "why": "the servers were already running: not started, so not pinned, by this benchmark"}
     cpus = sorted(os.sched_getaffinity(0))
-    if not pin or len(cpus) < 2:
-        why = "disabled (--no-pin)" if not pin else f"only {len(cpus)} CPU available"
+    why = ("the servers were already running: not started, so not pinned, by this benchmark" if external
+           else "disabled (--no-pin)" if not pin else f"only {len(cpus)} CPU available" if len(cpus) < 2 else None)
+    if why:
         return {"enabled": False, "why": why, "server_cpu": None, "client_cpu": None}
     return {"enabled": True, "server_cpu": cpus[0], "client_cpu": cpus[1],
             "method": "servers: started with CPU affinity {server} (taskset -c for uvicorn, "
@@ -199,18 +183,13 @@ def process_affinity(root_pid: int) -> dict:
     import psutil
 
     out = {}
-    try:
+    with contextlib.suppress(psutil.Error):
         root = psutil.Process(root_pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return out
-    for proc in procs:
-        try:
-            threads = {t.id: sorted(os.sched_getaffinity(t.id)) for t in proc.threads()}
-            lists = sorted({tuple(v) for v in threads.values()})
-            out[f"{proc.name()}[{proc.pid}]"] = {"threads": len(threads), "cpus": [list(c) for c in lists]}
-        except (psutil.Error, OSError):
-            continue
+        for proc in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error, OSError):
+                threads = {t.id: sorted(os.sched_getaffinity(t.id)) for t in proc.threads()}
+                lists = sorted({tuple(v) for v in threads.values()})
+                out[f"{proc.name()}[{proc.pid}]"] = {"threads": len(threads), "cpus": [list(c) for c in lists]}
     return out
 
 
@@ -218,19 +197,16 @@ def in_process_runtimes(model: model_source.BenchModel, rows: np.ndarray, librar
                         calls: int) -> dict:
     """Per-row predict time of each runtime in this process (no server, no network): what
     the model runtime alone costs, for the decomposition."""
-    import pickle
-
     import treelite.gtil
 
-    from benchmark.app import fil_forest, sklearn_single_thread
+    from benchmark.app import sklearn_single_thread
+    from serve.backends.fil import fil_forest as ff
 
-    ff = fil_forest()
     tl = ff.load_model(model.model_file, model.model_type)
     gtil = ff.GTILPredictor(tl, threads=1)
-    runtimes: dict[str, tuple[str, callable]] = {}
+    runtimes = {}
     if model.pipeline_file is not None:
-        with open(model.pipeline_file, "rb") as fh:
-            pipeline = sklearn_single_thread(pickle.load(fh))
+        pipeline = sklearn_single_thread(pickle.loads(model.pipeline_file.read_bytes()))
         runtimes["sklearn"] = ("sklearn predict_proba, n_jobs=1 (fastapi-sklearn)", pipeline.predict_proba)
     runtimes["gtil"] = ("Treelite GTIL via its C API, 1 thread (fil backend with FIL_COMPILE=0)", gtil.predict)
     if library is not None:
@@ -252,11 +228,6 @@ def in_process_runtimes(model: model_source.BenchModel, rows: np.ndarray, librar
         us = np.asarray(lat, dtype=np.float64) / 1e3
         out[key] = {"what": what, "calls": n, "p50_us": float(np.median(us)), "mean_us": float(us.mean())}
     return out
-
-
-# ------------------------------------------------------------------------------------
-# the run
-# ------------------------------------------------------------------------------------
 
 
 def _progress(plan: Plan, total: int, desc: str):
@@ -285,15 +256,14 @@ class Phases:
 
 @dataclass
 class Bench:
-    """What the measuring phases share: the plan, where each contender answers, the rows,
-    the model's name on a Triton, where to write and the client CPU."""
+    """What the measuring phases share."""
 
     plan: Plan
-    endpoints: dict[str, Endpoint]
+    endpoints: dict[str, Endpoint]  # where each contender answers
     rows: np.ndarray
-    model_name: str
-    out: Path
-    work: Path
+    model_name: str  # the model's name on a Triton
+    out: Path  # the results folder
+    work: Path  # <state-dir>/benchmark
     client_cpu: int | None
 
 
@@ -334,13 +304,12 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
             contenders = [c for c in ALL_CONTENDERS if c in endpoints and c in (plan.contenders or ALL_CONTENDERS)]
         else:
             model = _own_model(plan, work)
-            rows, rows_origin = model_source.benchmark_rows(model, plan.distinct_rows, data=plan.data)
+            rows, rows_origin = model_source.benchmark_rows(plan.distinct_rows, model, data=plan.data)
             results["model"] = model.to_json()
             contenders = [c for c in (plan.contenders or INTERNAL_CONTENDERS) if c in INTERNAL_CONTENDERS]
             if "fastapi-sklearn" in contenders and model.pipeline_file is None:
                 contenders.remove("fastapi-sklearn")
                 skipped["fastapi-sklearn"] = model.pipeline_note
-        model_name = plan.model_name if model is None else model.name
         results["rows"] = {"distinct": int(len(rows)), "n_features": int(rows.shape[1]), "origin": rows_origin,
                            "order": "request i sends row i mod distinct, identical for every contender"}
         out.mkdir(parents=True, exist_ok=True)
@@ -364,39 +333,27 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
                     endpoints, server_facts = _start_servers(model, rows, fil, contenders, pins, work, skipped,
                                                              apis, tritons)
                     contenders = [c for c in contenders if c in endpoints]
-                    pins["observed"] = _observed_affinity(apis, tritons)
+                    pins["observed"] = {"client (this process)": sorted(os.sched_getaffinity(0)), **{
+                        name: process_affinity(pid) for name, server in (apis | _by_contender(tritons)).items()
+                        if (pid := server.pid())}}
                 results["servers"] = server_facts
                 if not contenders:
                     raise BenchmarkError("no contender is left to measure: "
                                          + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-            bench = Bench(plan, endpoints, rows, model_name, out, work, pins["client_cpu"])
-            headline = analysis.headline(contenders)
-            with phases("sequential"):
-                results.update(_sequential_phase(bench, contenders))
-                if plan.external:
-                    results["model"]["version"] = ",".join(sorted(
-                        {v for c in results["contenders"].values() for v in c["model_versions_answered"]}))
-            with phases("load"):
-                results.update(_load_phase(bench, contenders, headline))
-            with phases("perf_analyzer"):
-                results["perf_analyzer"] = _perf_phase(bench, contenders, headline)
-                for backend, triton in tritons.items():
-                    stats = load_phase.triton_model_stats(triton.http_port, model_name)
-                    results["servers"]["tritons"][backend]["stats_after"] = {
-                        k: stats.get(k) for k in ("inference_count", "execution_count")}
+            bench = Bench(plan, endpoints, rows, plan.model_name if model is None else model.name, out, work,
+                          pins["client_cpu"])
+            _measure(bench, contenders, phases, results, tritons)
         finally:
-            for server in apis.values():
-                server.stop()
-            for triton in tritons.values():
+            for server in [*apis.values(), *tritons.values()]:
                 with contextlib.suppress(Exception):
-                    triton.stop()
+                    server.stop()
 
     with phases("report"):
         results["load_average"]["after"] = list(os.getloadavg())
         results["duration_s"] = round(time.monotonic() - started, 1)
         results["phase_seconds"] = phases.seconds
         results["analysis"] = analysis.analyze(results)
-        (out / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
+        (out / "results.json").write_text(json.dumps(results, indent=2, default=_to_json))
         report.write_report(out)
         latest = plan.results_dir / "latest"
         latest.unlink(missing_ok=True)
@@ -405,24 +362,47 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
     return out
 
 
-# ------------------------------------------------------------------------------------
-# the model, the servers, the phases
-# ------------------------------------------------------------------------------------
+def _to_json(value):  # numpy scalars and the compiled library's Path
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
+def _by_contender(tritons: dict) -> dict:
+    return {f"triton-{backend}": triton for backend, triton in tritons.items()}
+
+
+def _measure(bench: Bench, contenders: list[str], phases: Phases, results: dict, tritons: dict) -> None:
+    """The sequential, load and perf_analyzer phases, into ``results``."""
+    headline = analysis.headline(contenders)
+    with phases("sequential"):
+        results.update(_sequential_phase(bench, contenders))
+        if bench.plan.external:
+            results["model"]["version"] = ",".join(sorted(
+                {v for c in results["contenders"].values() for v in c["model_versions_answered"]}))
+    with phases("load"):
+        results.update(_load_phase(bench, contenders, headline))
+    with phases("perf_analyzer"):
+        results["perf_analyzer"] = _perf_phase(bench, contenders, headline)
+        for backend, triton in tritons.items():
+            stats = load_phase.triton_model_stats(triton.http_port, bench.model_name)
+            results["servers"]["tritons"][backend]["stats_after"] = {
+                k: stats.get(k) for k in ("inference_count", "execution_count")}
 
 
 def _own_model(plan: Plan, work: Path) -> model_source.BenchModel:
     """The reference model trained here, or one version of the model repository."""
     if plan.reference_model:
         return model_source.reference_model(work / "model", plan.reference_trees, plan.reference_depth)
-    if plan.model_repo.startswith("s3://"):
-        model_source.load_env_file(plan.state_dir / "s3" / "credentials.env")
+    if plan.model_repo.startswith("s3://"):  # the local SeaweedFS's, unless the environment has its own
+        from dotenv import load_dotenv
+
+        load_dotenv(plan.state_dir / "s3" / "credentials.env", override=False)
     return model_source.from_repository(plan.model_repo, work / "model", plan.version, plan.pipeline_artifact)
 
 
 def _rows_for_running_servers(plan: Plan, triton: dict) -> tuple[np.ndarray, str, dict]:
     """Rows for servers that are already running, and what they say of their model."""
     n_features = triton.get("n_features") or 30
-    rows, origin = model_source.benchmark_rows(SimpleNamespace(test_rows=None), plan.distinct_rows, data=plan.data)
+    rows, origin = model_source.benchmark_rows(plan.distinct_rows, data=plan.data)
     if rows.shape[1] != n_features:
         raise BenchmarkError(f"the rows have {rows.shape[1]} features, {plan.model_name} takes {n_features}: "
                              "pass --data with the model's features")
@@ -440,27 +420,22 @@ def _start_servers(model, rows: np.ndarray, fil: dict, contenders: list[str], pi
     ports = free_ports(8)
     with pinned(pins["server_cpu"]):  # the servers inherit it
         for name in [c for c in contenders if c.startswith("fastapi-")]:
-            port = ports[6] if name == "fastapi-treelite" else ports[7]
-            apis[name] = servers.FastAPIServer(name, port, _fastapi_env(name, model, rows, fil),
-                                               pins["server_cpu"], work / f"uvicorn-{name}.log")
+            apis[name] = servers.FastAPIServer(name, ports[6] if name == "fastapi-treelite" else ports[7],
+                                               _fastapi_env(name, model, rows, fil), pins["server_cpu"],
+                                               work / f"uvicorn-{name}.log")
             apis[name].start()
         facts: dict = {"tritons": _start_tritons(model, fil, contenders, ports, work, skipped, tritons)}
         for server in apis.values():
             server.wait()
     lead = "native" if "native" in tritons else "python"  # the headline Triton, and the one gRPC goes to
-    endpoints = {f"triton-{b}": Endpoint("127.0.0.1", t.http_port, "http", f"triton-{b}")
-                 for b, t in tritons.items() if f"triton-{b}" in contenders}
+    endpoints = {name: Endpoint("127.0.0.1", t.http_port, "http", name)
+                 for name, t in _by_contender(tritons).items() if name in contenders}
     if "triton-grpc" in contenders and lead in tritons:
         endpoints["triton-grpc"] = Endpoint("127.0.0.1", tritons[lead].grpc_port, "grpc", f"triton-{lead}")
     endpoints |= {name: Endpoint("127.0.0.1", server.port, "http", name) for name, server in apis.items()}
     if tritons:
         facts["triton"] = facts["tritons"][lead]
-    library = fil["library"]
-    facts["fastapi"] = {"command": shlex.join(next(iter(apis.values())).cmd) if apis else None,
-                        **servers.uvicorn_implementation(),
-                        "treelite_runtime": "the fil backend's predictor, "
-                                            + (f"tl2cgen-compiled library {library}" if library
-                                               else "Treelite GTIL (C API)") + ", 1 thread"}
+    facts["fastapi"] = servers.fastapi_facts(next(iter(apis.values()), None), fil["library"])
     return endpoints, facts
 
 
@@ -513,33 +488,11 @@ def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], wo
     return facts
 
 
-def _observed_affinity(apis: dict, tritons: dict) -> dict:
-    """The CPUs this process and every server process really run on."""
-    observed = {"client (this process)": sorted(os.sched_getaffinity(0))}
-    for name, server in apis.items():
-        observed[name] = process_affinity(server.pid())
-    for backend, triton in tritons.items():
-        pid = servers.triton_pid(triton)
-        if pid:
-            observed[f"triton-{backend}"] = process_affinity(pid)
-    return observed
-
-
-CLIENTS = {
-    "triton-native": "http.client keep-alive, KServe v2 JSON body pre-encoded",
-    "triton-python": "http.client keep-alive, KServe v2 JSON body pre-encoded",
-    "triton-http": "http.client keep-alive, KServe v2 JSON body pre-encoded",
-    "triton-grpc": "tritonclient.grpc InferenceServerClient.infer, inputs pre-built",
-    "fastapi-sklearn": "http.client keep-alive, JSON body pre-encoded",
-    "fastapi-treelite": "http.client keep-alive, JSON body pre-encoded",
-}
-
-
 def _sequential_phase(bench: Bench, contenders: list[str]) -> dict:
     """The published method: N one-row requests per contender, one after another; the
     results' ``n``, ``warmup``, ``contenders`` and ``parity``, and the raw files beside them."""
     plan, rows = bench.plan, bench.rows
-    timed = [_sequential_client(name, bench.endpoints[name], rows, bench.model_name) for name in contenders]
+    timed = [sequential.contender(name, bench.endpoints[name], rows, bench.model_name) for name in contenders]
     with _progress(plan, plan.n * len(timed), "sequential") as bar:
         sequential.run_sequential(timed, plan.n, warmup=plan.warmup, n_rows=len(rows), progress=bar)
     for c in timed:
@@ -550,18 +503,10 @@ def _sequential_phase(bench: Bench, contenders: list[str]) -> dict:
                         **{c.name: np.asarray(c.latencies_ns, dtype=np.int64) for c in timed})
     return {"n": plan.n, "warmup": plan.warmup,
             "contenders": {c.name: {**sequential.summarize(c.latencies_ns),
-                                    "model_versions_answered": sorted(c.versions), "client": CLIENTS[c.name],
+                                    "model_versions_answered": sorted(c.versions), "client": c.client,
                                     "reconnects": c.reconnects(), "server": bench.endpoints[c.name].server}
                            for c in timed},
             "parity": sequential.parity(timed, plan.parity_atol)}
-
-
-def _sequential_client(name: str, ep: Endpoint, rows: np.ndarray, model_name: str):
-    if ep.protocol == "grpc":
-        return sequential.triton_grpc_contender(ep.port, rows, model_name, host=ep.host)
-    if name.startswith("triton"):
-        return sequential.triton_http_contender(ep.port, rows, model_name, name=name, host=ep.host)
-    return sequential.fastapi_contender(name, ep.port, rows, host=ep.host)
 
 
 def _load_phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
@@ -576,9 +521,9 @@ def _load_phase(bench: Bench, contenders: list[str], headline: str | None) -> di
                 for target in targets:
                     bar.set_postfix_str(f"{target} u={users}", refresh=True)
                     result = _locust(bench, target, users)
+                    load.setdefault(target, {})[str(users)] = result
                     if target == headline:
                         batching[str(users)] = result["batching"]
-                    load.setdefault(target, {})[str(users)] = result
                     bar.update(1)
     settings = {"tool": "locust (headless, FastHttpUser, no wait time: closed loop)", "users": list(plan.users),
                 "spawn_rate": "all users at once", "duration_s": plan.duration_s, "processes": 1,
@@ -606,47 +551,29 @@ def _perf_phase(bench: Bench, contenders: list[str], headline: str | None) -> di
     """perf_analyzer at every concurrency: the headline Triton over HTTP, triton-grpc, and
     triton-python over HTTP; ``{"settings", "server", "http", "grpc", "triton-python"}``."""
     plan = bench.plan
-    runs = []  # (key in the result, endpoint)
-    if headline is not None:
-        runs.append(("http", bench.endpoints[headline]))
+    runs = [("http", headline)] if headline is not None else []  # (key in the result, contender)
     if "triton-grpc" in contenders:
-        runs.append(("grpc", bench.endpoints["triton-grpc"]))
+        runs.append(("grpc", "triton-grpc"))
     if "triton-python" in contenders and headline != "triton-python":
-        runs.append(("triton-python", bench.endpoints["triton-python"]))
+        runs.append(("triton-python", "triton-python"))
     if not plan.concurrency or not runs:
         return {}
     result: dict = {"server": headline}
+    method = perf.Method(plan.perf_mode, plan.perf_measurement_ms, plan.perf_max_trials,
+                         request_count=plan.perf_request_count)
     try:
         with _progress(plan, len(plan.concurrency) * len(runs), "perf_analyzer") as bar:
-            for key, ep in runs:
+            for key, name in runs:
+                ep = bench.endpoints[name]
                 sweep = perf.sweep(
-                    http_port=ep.port if ep.protocol == "http" else None,
-                    grpc_port=ep.port if ep.protocol == "grpc" else None, host=ep.host,
-                    tag="" if key in ("http", "grpc") else f"{key}_",
+                    ports={ep.protocol: ep.port}, host=ep.host, tag="" if key in ("http", "grpc") else f"{key}_",
                     concurrencies=list(plan.concurrency), rows=bench.rows, work_dir=bench.out / "perf_analyzer",
-                    lib_dir=bench.work / "lib", taskset=taskset(bench.client_cpu), mode=plan.perf_mode,
-                    measurement_ms=plan.perf_measurement_ms, max_trials=plan.perf_max_trials,
-                    request_count=plan.perf_request_count, progress=bar, model=bench.model_name)
-                result["settings"] = sweep["settings"]
-                result[key] = sweep[ep.protocol]
+                    lib_dir=bench.work / "lib", taskset=taskset(bench.client_cpu), method=method,
+                    model=bench.model_name, progress=bar)
+                result["settings"], result[key] = sweep["settings"], sweep[ep.protocol]
     except perf.PerfAnalyzerMissing as exc:
         return {"error": str(exc)}
     return result
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, set):
-        return sorted(value)
-    raise TypeError(f"not JSON serializable: {type(value)}")
-
-
-# ------------------------------------------------------------------------------------
-# CLI
-# ------------------------------------------------------------------------------------
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -675,11 +602,13 @@ def parse_args(argv: list[str] | None = None) -> Plan:
                    help=f"the demo's short run (N={quick.n}, users {','.join(map(str, quick.users))} for "
                         f"{quick.duration_s} s, perf_analyzer at {','.join(map(str, quick.concurrency))}); "
                         "about 2 minutes including server start-ups")
+    # without a value these fall back to the Plan's (or the quick Plan's) defaults
     p.add_argument("--n", type=int, help=f"sequential requests per contender (default {defaults.n}, quick {quick.n})")
     p.add_argument("--warmup", type=int, help=f"untimed requests per contender first (default {defaults.warmup})")
     p.add_argument("--users", type=_ints, help="locust user counts, e.g. 1,8,32 (default 1,8,32; quick 32)")
-    p.add_argument("--duration", type=int, help=f"seconds per locust run (default {defaults.duration_s}; "
-                                                f"quick {quick.duration_s}); 0 skips the load phase")
+    p.add_argument("--duration", type=int, dest="duration_s", metavar="DURATION",
+                   help=f"seconds per locust run (default {defaults.duration_s}; quick {quick.duration_s}); "
+                        "0 skips the load phase")
     p.add_argument("--concurrency", type=_ints, help="perf_analyzer concurrency levels (default 1,2,4,8,16,32; "
                                                      "quick 32)")
     p.add_argument("--no-load", action="store_true", help="skip the locust phase")
@@ -689,14 +618,15 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     p.add_argument("--triton-url", help="measure this already-running Triton (http://host:port) instead of "
                                         "starting one; nothing is started or pinned")
     p.add_argument("--triton-grpc-url", help="its gRPC endpoint (host:port), for the triton-grpc contender")
-    p.add_argument("--fastapi-url", action="append", default=[],
+    p.add_argument("--fastapi-url", action="append", default=[], dest="fastapi_urls", metavar="FASTAPI_URL",
                    help="an already-running benchmark.app (http://host:port; repeatable): contender "
                         "fastapi-<its runtime>")
     p.add_argument("--model-name", default=os.environ.get("MODEL_NAME", defaults.model_name),
                    help="the model an already-running Triton serves (default: %(default)s)")
-    p.add_argument("--state-dir", default=".state", help="servers' state, model copy, logs (default: %(default)s)")
-    p.add_argument("--results-dir", default=str(RESULTS_DIR), help="where <UTC time>/ and latest go "
-                                                                   "(default: benchmark/results)")
+    p.add_argument("--state-dir", type=Path, default=".state",
+                   help="servers' state, model copy, logs (default: %(default)s)")
+    p.add_argument("--results-dir", type=Path, default=str(RESULTS_DIR),
+                   help="where <UTC time>/ and latest go (default: benchmark/results)")
     p.add_argument("--model-repo", default=os.environ.get("MODEL_REPO", defaults.model_repo),
                    help="model repository: s3://bucket/prefix or a folder (default: %(default)s, env MODEL_REPO)")
     p.add_argument("--version", type=int, help="model version to benchmark (default: the served one)")
@@ -713,23 +643,17 @@ def parse_args(argv: list[str] | None = None) -> Plan:
                    help="what Triton's fil backend (and fastapi-treelite) predict with: the tl2cgen-compiled "
                         "model, compiled into <state-dir>/fil-cache before Triton starts (default, what "
                         "`make serve` serves), or Treelite GTIL (FIL_COMPILE=0)")
-    p.add_argument("--no-pin", action="store_true", help="do not pin servers and clients to separate CPUs")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
-    given = {"n": args.n, "warmup": args.warmup, "users": args.users, "duration_s": args.duration,
-             "concurrency": args.concurrency, "contenders": args.contenders}
-    plan = (Plan.quick_plan if args.quick else Plan)(
+    p.add_argument("--no-pin", action="store_false", dest="pin",
+                   help="do not pin servers and clients to separate CPUs")
+    p.add_argument("--no-progress", action="store_false", dest="progress", help="no progress bars")
+    args = vars(p.parse_args(argv))
+    quick_run, no_load, no_perf = args.pop("quick"), args.pop("no_load"), args.pop("no_perf")
+    plan = (Plan.quick_plan if quick_run else Plan)(
         command="python -m benchmark.run " + shlex.join(sys.argv[1:] if argv is None else argv),
-        state_dir=Path(args.state_dir), results_dir=Path(args.results_dir), model_repo=args.model_repo,
-        version=args.version, pipeline_artifact=args.pipeline_artifact, data=args.data,
-        reference_model=args.reference_model, reference_trees=args.reference_trees,
-        reference_depth=args.reference_depth, pin=not args.no_pin, triton_runtime=args.triton_runtime,
-        progress=not args.no_progress, triton_url=args.triton_url, triton_grpc_url=args.triton_grpc_url,
-        fastapi_urls=tuple(args.fastapi_url), model_name=args.model_name,
-        **{k: v for k, v in given.items() if v is not None})
-    if args.no_load:
+        **{k: tuple(v) if k == "fastapi_urls" else v for k, v in args.items() if v is not None})
+    if no_load:
         plan.users = ()
-    if args.no_perf:
+    if no_perf:
         plan.concurrency = ()
     if not plan.external and "triton-http" in (plan.contenders or ()):
         p.error("triton-http is the contender of --triton-url; a run that starts its servers has "

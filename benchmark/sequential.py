@@ -23,32 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fraudml.tritonconfig import MODEL_NAME
-
 
 class SequentialError(RuntimeError):
     """A contender answered a benchmark request with an error."""
-
-
-def triton_json_body(row: np.ndarray) -> bytes:
-    """KServe v2 JSON inference request for one row (what Triton's HTTP endpoint takes)."""
-    return json.dumps({"inputs": [{"name": "input__0", "shape": [1, len(row)], "datatype": "FP32",
-                                   "data": row.tolist()}]}).encode()
-
-
-def fastapi_json_body(row: np.ndarray) -> bytes:
-    return json.dumps({"rows": [row.tolist()]}).encode()
-
-
-def parse_triton_json(body: bytes) -> tuple[list[float], str]:
-    doc = json.loads(body)
-    out = next(o for o in doc["outputs"] if o["name"] == "output__0")
-    return [float(x) for x in out["data"]], str(doc.get("model_version"))
-
-
-def parse_fastapi_json(body: bytes) -> tuple[list[float], str]:
-    doc = json.loads(body)
-    return [float(x) for x in doc["probabilities"][0]], str(doc.get("model_version"))
 
 
 @dataclass
@@ -56,9 +33,10 @@ class Contender:
     """One thing to time: ``send(i)`` sends row ``i`` and returns the raw answer."""
 
     name: str
+    client: str  # what sends the requests, for results.json
     send: Callable[[int], object]
-    parse: Callable[[object], tuple[list[float], str]]
-    close: Callable[[], None] = lambda: None
+    parse: Callable[[object], tuple[list[float], str]]  # answer -> (probabilities, model version)
+    close: Callable[[], None]
     reconnects: Callable[[], int] = lambda: 0
     latencies_ns: list[int] = field(default_factory=list)
     answers: dict[int, list[float]] = field(default_factory=dict)
@@ -96,47 +74,53 @@ class KeepAliveHttp:
             raise SequentialError(f"POST {self.path} -> HTTP {response.status}: {body[:300]!r}")
         return body
 
-    def close(self) -> None:
-        self.conn.close()
+
+def _triton_answer(body: bytes) -> tuple[list[float], str]:
+    doc = json.loads(body)
+    out = next(o for o in doc["outputs"] if o["name"] == "output__0")
+    return [float(x) for x in out["data"]], str(doc.get("model_version"))
 
 
-def http_contender(name: str, port: int, path: str, bodies: Sequence[bytes],
-                   parse: Callable[[bytes], tuple[list[float], str]], host: str = "127.0.0.1") -> Contender:
-    client = KeepAliveHttp(host, port, path, bodies)
-    return Contender(name=name, send=client.send, parse=parse, close=client.close,
-                     reconnects=lambda: client.reconnects)
+def _fastapi_answer(body: bytes) -> tuple[list[float], str]:
+    doc = json.loads(body)
+    return [float(x) for x in doc["probabilities"][0]], str(doc.get("model_version"))
 
 
-def triton_http_contender(port: int, rows: np.ndarray, model: str = MODEL_NAME, *, name: str = "triton-http",
-                          host: str = "127.0.0.1") -> Contender:
-    return http_contender(name, port, f"/v2/models/{model}/infer",
-                          [triton_json_body(r) for r in rows], parse_triton_json, host)
+def contender(name: str, endpoint, rows: np.ndarray, model: str) -> Contender:
+    """The client of contender ``name`` at ``endpoint`` (host, port, protocol): Triton over
+    gRPC or HTTP (KServe v2 JSON), or a FastAPI app (``POST /predict``)."""
+    if endpoint.protocol == "grpc":
+        return _grpc_contender(endpoint.host, endpoint.port, rows, model)
+    if name.startswith("triton"):
+        bodies = [json.dumps({"inputs": [{"name": "input__0", "shape": [1, len(r)], "datatype": "FP32",
+                                          "data": r.tolist()}]}).encode() for r in rows]
+        path, parse, what = f"/v2/models/{model}/infer", _triton_answer, "KServe v2 JSON body"
+    else:
+        bodies = [json.dumps({"rows": [r.tolist()]}).encode() for r in rows]
+        path, parse, what = "/predict", _fastapi_answer, "JSON body"
+    http = KeepAliveHttp(endpoint.host, endpoint.port, path, bodies)
+    return Contender(name, f"http.client keep-alive, {what} pre-encoded", http.send, parse,
+                     lambda: http.conn.close(), lambda: http.reconnects)
 
 
-def fastapi_contender(name: str, port: int, rows: np.ndarray, host: str = "127.0.0.1") -> Contender:
-    return http_contender(name, port, "/predict", [fastapi_json_body(r) for r in rows],
-                          parse_fastapi_json, host)
-
-
-def triton_grpc_contender(port: int, rows: np.ndarray, model: str = MODEL_NAME, host: str = "127.0.0.1") -> Contender:
+def _grpc_contender(host: str, port: int, rows: np.ndarray, model: str) -> Contender:
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(f"{host}:{port}")
     inputs = []
     for row in rows:
-        inp = grpcclient.InferInput("input__0", [1, rows.shape[1]], "FP32")
-        inp.set_data_from_numpy(row[None, :])
-        inputs.append([inp])
+        inputs.append([grpcclient.InferInput("input__0", [1, rows.shape[1]], "FP32")])
+        inputs[-1][0].set_data_from_numpy(row[None, :])
     outputs = [grpcclient.InferRequestedOutput("output__0")]
 
     def send(i: int):
         return client.infer(model, inputs[i % len(inputs)], outputs=outputs)
 
     def parse(result) -> tuple[list[float], str]:
-        response = result.get_response()
-        return result.as_numpy("output__0")[0].astype(float).tolist(), str(response.model_version)
+        return result.as_numpy("output__0")[0].astype(float).tolist(), str(result.get_response().model_version)
 
-    return Contender(name="triton-grpc", send=send, parse=parse, close=client.close)
+    return Contender("triton-grpc", "tritonclient.grpc InferenceServerClient.infer, inputs pre-built",
+                     send, parse, client.close)
 
 
 def summarize(latencies_ns: Sequence[int]) -> dict[str, float]:
@@ -180,8 +164,7 @@ def run_sequential(contenders: Sequence[Contender], n: int, *, warmup: int, n_ro
             finally:
                 gc.enable()
             for i, answer in kept:
-                proba, version = c.parse(answer)
-                c.answers[i] = proba
+                c.answers[i], version = c.parse(answer)
                 c.versions.add(version)
             if progress is not None:
                 progress.update(stop - start)
@@ -191,17 +174,12 @@ def run_sequential(contenders: Sequence[Contender], n: int, *, warmup: int, n_ro
 def parity(contenders: Sequence[Contender], atol: float = 1e-5) -> dict[str, object]:
     """Largest difference of every contender's probabilities from the first contender's."""
     base = contenders[0]
-    out: dict[str, object] = {"reference": base.name, "atol": atol, "rows_compared": len(base.answers),
-                              "max_abs_diff": {}, "ok": True}
+    diffs = {}
     for c in contenders[1:]:
         common = sorted(set(base.answers) & set(c.answers))
-        if not common:
-            diff = float("nan")
-        else:
-            a = np.asarray([base.answers[i] for i in common], dtype=np.float64)
-            b = np.asarray([c.answers[i] for i in common], dtype=np.float64)
-            diff = float(np.max(np.abs(a - b))) if a.shape == b.shape else float("inf")
-        out["max_abs_diff"][c.name] = diff
-        if not diff <= atol:
-            out["ok"] = False
-    return out
+        a = np.asarray([base.answers[i] for i in common], dtype=np.float64)
+        b = np.asarray([c.answers[i] for i in common], dtype=np.float64)
+        diffs[c.name] = (float("nan") if not common else float(np.max(np.abs(a - b))) if a.shape == b.shape
+                         else float("inf"))
+    return {"reference": base.name, "atol": atol, "rows_compared": len(base.answers), "max_abs_diff": diffs,
+            "ok": all(d <= atol for d in diffs.values())}

@@ -1,16 +1,16 @@
 """The servers a benchmark run measures: the ones it starts itself (Triton per ``fil`` backend,
 the FastAPI baselines) or ones that are already running (``--triton-url``, ``--fastapi-url``).
-
-Every contender ends up as an :class:`Endpoint` (host, port, protocol), so the sequential,
-locust and perf_analyzer phases measure a started and an external server the same way.
+Every contender ends up as an :class:`Endpoint`, so the sequential, locust and perf_analyzer
+phases measure a started and an external server the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
-import subprocess
+import shlex
 import sys
 import time
 import urllib.request
@@ -41,11 +41,6 @@ class Endpoint:
         return f"http://{self.host}:{self.port}"
 
 
-def get_json(url: str, timeout: float = 5.0) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
 def http_ok(url: str, timeout: float = 1.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -54,24 +49,8 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def wait_http_ok(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not http_ok(url):
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text()[-1500:] if log and log.is_file() else ""
-            raise BenchmarkError(f"{url}: the server exited with {proc.returncode} before it was ready:\n{tail}")
-        if time.monotonic() > deadline:
-            raise BenchmarkError(f"{url} not ready after {timeout:.0f} s")
-        time.sleep(0.1)
-
-
 def taskset(cpu: int | None) -> list[str]:
     return ["taskset", "-c", str(cpu)] if cpu is not None else []
-
-
-# ------------------------------------------------------------------------------------
-# servers this benchmark starts
-# ------------------------------------------------------------------------------------
 
 
 class FastAPIServer:
@@ -102,15 +81,14 @@ class FastAPIServer:
         self.service.stop(timeout=10)
 
 
-def uvicorn_implementation() -> dict:
-    import importlib.util
-
-    return {
-        "workers": 1,
-        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
-        "handler": "async def, model called inline (no thread-pool hop)",
-    }
+def fastapi_facts(server: FastAPIServer | None, library: Path | None) -> dict:
+    """How the FastAPI baselines run: results.json's ``servers.fastapi``."""
+    return {"command": shlex.join(server.cmd) if server else None, "workers": 1,
+            "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+            "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+            "handler": "async def, model called inline (no thread-pool hop)",
+            "treelite_runtime": "the fil backend's predictor, " + (f"tl2cgen-compiled library {library}" if library
+                                                                  else "Treelite GTIL (C API)") + ", 1 thread"}
 
 
 def start_triton(model: model_source.BenchModel, ports: list[int], state_dir: Path, fil: dict, backend: str):
@@ -135,11 +113,10 @@ def prepare_fil_runtime(model: model_source.BenchModel, runtime: str, cache_dir:
     beside it on the server CPU, which would change the runtime in the middle of the run).
     ``gtil``: FIL_COMPILE=0, Treelite GTIL only.
     """
-    from benchmark.app import fil_forest
+    from serve.backends.fil import fil_forest as ff
 
     if runtime == "gtil":
         return {"runtime": "gtil", "env": {"FIL_COMPILE": "0"}, "library": None}
-    ff = fil_forest()
     started = time.monotonic()
     library = ff.compile_model(ff.load_model(model.model_file, model.model_type),
                                ff.file_sha256(model.model_file), cache_dir, jobs=os.cpu_count() or 1)
@@ -171,14 +148,6 @@ def triton_serving_line(server, timeout: float, want_compiled: bool) -> str | No
     return f"{name}/{version}: {SERVED_WITH[how]}"
 
 
-def triton_pid(server) -> int | None:
-    with contextlib.suppress(Exception):
-        pid = server.pid()
-        if isinstance(pid, int):
-            return pid
-    return None
-
-
 def triton_facts(base_url: str, model: str, ready_s: float | None = None) -> dict:
     """What a Triton says about itself and the model (any Triton, started here or not)."""
     facts: dict = {"url": base_url}
@@ -195,11 +164,6 @@ def triton_facts(base_url: str, model: str, ready_s: float | None = None) -> dic
         facts["dynamic_batching"] = config.get("dynamic_batching")
         facts["n_features"] = int(next(iter(config.get("input") or []), {}).get("dims", [0])[-1])
     return facts
-
-
-# ------------------------------------------------------------------------------------
-# servers that are already running
-# ------------------------------------------------------------------------------------
 
 
 def _host_port(url: str, default_port: int, what: str) -> tuple[str, int]:
@@ -229,7 +193,8 @@ def external_endpoints(triton_url: str | None, triton_grpc_url: str | None, fast
     for url in fastapi_urls:
         host, port = _host_port(url, 80, "--fastapi-url")
         try:
-            health = get_json(f"http://{host}:{port}/healthz")
+            with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5.0) as r:
+                health = json.loads(r.read())
         except (OSError, ValueError) as e:
             raise BenchmarkError(f"FastAPI app at {url} did not answer /healthz: {e}") from None
         name = f"fastapi-{health.get('runtime', 'unknown')}"
