@@ -11,7 +11,7 @@ import pytest
 
 from tests.k8s import manifests as m
 
-SECRET_ENV = re.compile(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY|API_KEY)", re.IGNORECASE)
+SECRET_ENV = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|ACCESS_KEY|API_KEY|PRIVATE_KEY)", re.IGNORECASE)
 
 
 def pod_security_problems(docs) -> list[str]:

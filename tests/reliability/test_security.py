@@ -1,9 +1,9 @@
 """Security: no secret in the repository (``detect-secrets`` against the committed baseline
 ``tests/reliability/.secrets.baseline``, over every tracked and not-ignored file and every
-commit's diff), no local credential value anywhere, Dockerfiles and manifests take no
-credentials; local servers listen on loopback only; the local S3 refuses anonymous and
-wrong-credential requests, also around its gateway (S1); a dependency audit (``pip-audit``,
-skipped with the reason when it cannot reach vulnerability data, D1).
+commit's diff), no local credential value anywhere, Dockerfiles take no credentials (the
+manifests: tests/k8s/test_security.py); local servers listen on loopback only; the local S3
+refuses anonymous and wrong-credential requests, also around its gateway (S1); a dependency
+audit (``pip-audit``, skipped with the reason when it cannot reach vulnerability data, D1).
 
 A finding that is not a secret goes into the baseline: ``python -m tests.reliability.test_security``
 rewrites it from the tree and the history (review the diff before committing it).
@@ -22,7 +22,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 from detect_secrets import SecretsCollection
 from detect_secrets.core import baseline
 from detect_secrets.settings import transient_settings
@@ -117,34 +116,6 @@ def test_credentials_are_kept_out_of_git_and_docker_build_contexts():
 
 
 SECRET_NAME = re.compile(r"(?i)(secret|password|passwd|token|access_key|api_key|private_key)")
-
-
-def env_lists(node):
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "env" and isinstance(value, list):
-                yield value
-            yield from env_lists(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from env_lists(item)
-
-
-@pytest.mark.quick
-def test_manifests_take_credentials_only_from_secrets():
-    problems = []
-    for path in sorted((ROOT / "k8s").rglob("*.y*ml")):
-        try:
-            docs = list(yaml.safe_load_all(path.read_text()))
-        except yaml.YAMLError:
-            continue  # a template with placeholders; detect-secrets scanned its text
-        for doc in docs:
-            if isinstance(doc, dict) and doc.get("kind") == "Secret" and (doc.get("data") or doc.get("stringData")):
-                problems.append(f"{path.relative_to(ROOT)}: a Secret with data is committed")
-            problems += [f"{path.relative_to(ROOT)}: env {env['name']} has a literal value"
-                         for envs in env_lists(doc) for env in envs
-                         if isinstance(env, dict) and SECRET_NAME.search(str(env.get("name"))) and env.get("value")]
-    assert not problems, problems
 
 
 @pytest.mark.quick
@@ -245,12 +216,6 @@ def test_s3_refuses_wrong_credentials(rig, credentials, operation):
     assert info.value.response["Error"]["Code"] in ("AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "403")
     assert absent(rig, PROBE), "a wrong-credential write created an object"
     rig.s3.client().get_object(Bucket=rig.s3.bucket, Key=config_key(rig))  # the right credentials still work
-
-
-@pytest.mark.quick
-def test_s3_credentials_file_is_private(rig):
-    mode = rig.s3.credentials_file.stat().st_mode & 0o777
-    assert mode & 0o077 == 0, f"{rig.s3.credentials_file} has mode {oct(mode)}"
 
 
 @pytest.mark.quick
