@@ -7,6 +7,9 @@
 * ``triton_factory`` (session) -> ``triton_factory(model_repository, **kwargs)`` starts a
   :class:`serve.triton.TritonServer` on free ports and returns it ready; every server it
   started is stopped when the session ends (``server.stop()`` stops one earlier).
+* ``metaflow_local`` (module) -> ``(root, env)``: a private local Metaflow datastore and
+  metadata for a module's flow runs (``Runner(FLOW, cwd=root, env=env)``), which the client
+  in this process reads too (the working directory is ``root`` while the module runs).
 * ``fil_backend_kind`` -> ``fil_backend_kind(kind)`` returns ``kind`` ("native" or
   "python") for ``triton_factory(..., fil_backend=kind)``, skipping the test with the
   reason when the native backend cannot be built here (built once per session).
@@ -55,26 +58,38 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def metaflow_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    root = tmp_path_factory.mktemp("metaflow")
+    env = {"METAFLOW_USER": "pytest",  # Metaflow ignores the name "root" (CI runs as root)
+           "METAFLOW_DEFAULT_DATASTORE": "local", "METAFLOW_DEFAULT_METADATA": "local",
+           "METAFLOW_S3_TRANSIENT_RETRY_COUNT": "0"}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        # the local datastore (and its cards) is the .metaflow folder found from the working directory
+        for key in ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_CARD_LOCALROOT"):
+            mp.delenv(key, raising=False)
+        mp.chdir(root)
+        yield root, env
+
+
 @pytest.fixture(scope="session")
 def fil_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fil-cache")
 
 
 @pytest.fixture(scope="session")
-def _native_fil_build() -> str | None:
-    """Build the native fil backend once: None when it is built, else why it cannot be."""
+def fil_backend_kind() -> Callable[[str], str]:
     try:
         build_native()
+        unbuildable = None
     except NativeBackendUnavailable as e:
-        return str(e)
-    return None
+        unbuildable = str(e)
 
-
-@pytest.fixture(scope="session")
-def fil_backend_kind(_native_fil_build: str | None) -> Callable[[str], str]:
     def require(kind: str) -> str:
-        if kind == "native" and _native_fil_build is not None:
-            pytest.skip(f"the native fil backend cannot be built here: {_native_fil_build} (`make native-backend`)")
+        if kind == "native" and unbuildable is not None:
+            pytest.skip(f"the native fil backend cannot be built here: {unbuildable} (`make native-backend`)")
         return kind
 
     return require

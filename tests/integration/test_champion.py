@@ -23,9 +23,9 @@ FAST = {"models": "random_forest", "n_iter": 1, "cv_folds": 2}
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory):
+def rig(metaflow_local):
     """Datasets and a private Metaflow datastore; the repository is a local folder."""
-    work = tmp_path_factory.mktemp("champion")
+    work, env = metaflow_local
     full = generate_dataset(6000, 0.03, seed=11)
     older, newest = split_train_test(full, 0.2, by="time")  # newest 20 %: the holdout
     shuffled = full.copy()
@@ -35,14 +35,7 @@ def rig(tmp_path_factory):
     for name, df in (("full", full), ("holdout", newest), ("shuffled", shuffled)):
         paths[name] = work / f"{name}.csv"
         df.to_csv(paths[name], index=False)
-    env = {"METAFLOW_USER": "pytest", "METAFLOW_DEFAULT_DATASTORE": "local", "METAFLOW_DEFAULT_METADATA": "local"}
-    with pytest.MonkeyPatch.context() as mp:  # the client in this process reads the runs from `work`
-        for key, value in env.items():
-            mp.setenv(key, value)
-        for key in ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_CARD_LOCALROOT"):
-            mp.delenv(key, raising=False)
-        mp.chdir(work)
-        yield {"work": work, "paths": paths, "repo": str(work / "repo"), "env": env, "holdout": newest}
+    return {"work": work, "paths": paths, "repo": str(work / "repo"), "env": env, "holdout": newest}
 
 
 def _flow(rig, data: str, **params):

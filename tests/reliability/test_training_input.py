@@ -86,17 +86,11 @@ def test_malformed_dataset_gets_a_one_line_error_naming_the_fix(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", [pytest.param("missing column V7", marks=pytest.mark.quick), "NaN in V3"])
-def test_the_flow_stops_in_preprocess_on_a_malformed_dataset(tmp_path, monkeypatch, name):
+def test_the_flow_stops_in_preprocess_on_a_malformed_dataset(metaflow_local, tmp_path, name):
     from metaflow import Runner
 
-    env = {"METAFLOW_USER": "reliability", "USERNAME": "reliability", "METAFLOW_DEFAULT_DATASTORE": "local",
-           "METAFLOW_DEFAULT_METADATA": "local", "METAFLOW_S3_TRANSIENT_RETRY_COUNT": "0"}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    for key in ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_CARD_LOCALROOT"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.chdir(tmp_path)  # the local datastore is the .metaflow folder found from here
-    with Runner(FLOW, show_output=False, cwd=str(tmp_path), env=env) as runner:
+    root, env = metaflow_local
+    with Runner(FLOW, show_output=False, cwd=str(root), env=env) as runner:
         result = runner.run(data=str(write(name, tmp_path)), models="random_forest", cv_folds=2, n_iter=1)
         out = result.stdout + result.stderr
         assert result.status == "failed", "the flow succeeded on a malformed dataset"
