@@ -162,47 +162,44 @@ def fa(rows=None, **extra) -> bytes:
     return json.dumps({"rows": rows, **extra}, allow_nan=True).encode()
 
 
-# name: (method, path, body, content type, words the error must name)
-FASTAPI_CASES = {
-    "malformed JSON": ("POST", "/predict", b'{"rows": [[0.1, ', "application/json", ["JSON"]),
-    "JSON that is not an object": ("POST", "/predict", b"[1, 2]", "application/json", ["body|object|dictionary"]),
-    "no rows field": ("POST", "/predict", b"{}", "application/json", ["rows", "missing"]),
-    "rows is null": ("POST", "/predict", fa(None), "application/json", ["rows", "list"]),
-    "unexpected extra field": ("POST", "/predict", fa([ROW], model="x"), "application/json", ["model", "not an accepted field"]),
-    "strings for features": ("POST", "/predict", fa([["0.5"] * 30]), "application/json", ["rows[0][0]", "number"]),
-    "booleans for features": ("POST", "/predict", fa([[True] * 30]), "application/json", ["rows[0][0]", "number"]),
-    "nulls for features": ("POST", "/predict", fa([[None] * 30]), "application/json", ["rows[0][0]", "number"]),
-    "29 features": ("POST", "/predict", fa([[0.25] * 29]), "application/json", ["29", "30"]),
-    "31 features": ("POST", "/predict", fa([[0.25] * 31]), "application/json", ["31", "30"]),
-    "1-D rows": ("POST", "/predict", fa(ROW), "application/json", ["rows[0]", "list"]),
-    "3-D rows": ("POST", "/predict", fa([[ROW]]), "application/json", ["rows[0][0]", "number"]),
-    "NaN feature": ("POST", "/predict", fa([[float("nan")] + ROW[1:]]), "application/json", ["rows[0][0]", "NaN"]),
-    "Infinity feature": ("POST", "/predict", fa([ROW[:-1] + [float("inf")]]), "application/json", ["rows[0][29]", "Infinity"]),
-    "-Infinity feature": ("POST", "/predict", fa([[float("-inf")] + ROW[1:]]), "application/json", ["rows[0][0]", "Infinity"]),
-    "number beyond float range (1e999)": ("POST", "/predict", b'{"rows": [[1e999' + b", 0.25" * 29 + b"]]}",
-                                          "application/json", ["rows[0][0]", "inf"]),
-    "empty batch (0 rows)": ("POST", "/predict", fa([]), "application/json", ["rows", "0"]),
-    f"batch over the row limit ({OVER} rows)": ("POST", "/predict", fa([ROW] * OVER), "application/json",
-                                                ["rows", str(MAX_BATCH)]),
-    f"very large payload (~{LARGE_BYTES // 10**6} MB)": ("POST", "/predict", None, "application/json",
-                                                        ["rows", str(MAX_BATCH)]),
-    "text/plain body": ("POST", "/predict", fa([ROW]), "text/plain", ["body|object|dictionary"]),
-    "unknown path": ("POST", "/predict/v2", fa([ROW]), "application/json", ["not found"]),
-    "wrong method (GET /predict)": ("GET", "/predict", None, "application/json", ["method not allowed"]),
-}
-
-
 def large_rows_body() -> bytes:
     n = LARGE_BYTES // (len(b"0.123456, ") * N_FEATURES) + 1
     return b'{"rows": [' + b",".join([b"[" + b", ".join([b"0.123456"] * 30) + b"]"] * n) + b"]}"
 
 
+# name: (body, words the error must name[, how it is sent when not as JSON to POST /predict])
+FASTAPI_CASES = {
+    "malformed JSON": (b'{"rows": [[0.1, ', ["JSON"]),
+    "JSON that is not an object": (b"[1, 2]", ["body|object|dictionary"]),
+    "no rows field": (b"{}", ["rows", "missing"]),
+    "rows is null": (fa(None), ["rows", "list"]),
+    "unexpected extra field": (fa([ROW], model="x"), ["model", "not an accepted field"]),
+    "strings for features": (fa([["0.5"] * 30]), ["rows[0][0]", "number"]),
+    "booleans for features": (fa([[True] * 30]), ["rows[0][0]", "number"]),
+    "nulls for features": (fa([[None] * 30]), ["rows[0][0]", "number"]),
+    "29 features": (fa([[0.25] * 29]), ["29", "30"]),
+    "31 features": (fa([[0.25] * 31]), ["31", "30"]),
+    "1-D rows": (fa(ROW), ["rows[0]", "list"]),
+    "3-D rows": (fa([[ROW]]), ["rows[0][0]", "number"]),
+    "NaN feature": (fa([[float("nan")] + ROW[1:]]), ["rows[0][0]", "NaN"]),
+    "Infinity feature": (fa([ROW[:-1] + [float("inf")]]), ["rows[0][29]", "Infinity"]),
+    "-Infinity feature": (fa([[float("-inf")] + ROW[1:]]), ["rows[0][0]", "Infinity"]),
+    "number beyond float range (1e999)": (b'{"rows": [[1e999' + b", 0.25" * 29 + b"]]}", ["rows[0][0]", "inf"]),
+    "empty batch (0 rows)": (fa([]), ["rows", "0"]),
+    f"batch over the row limit ({OVER} rows)": (fa([ROW] * OVER), ["rows", str(MAX_BATCH)]),
+    f"very large payload (~{LARGE_BYTES // 10**6} MB)": (large_rows_body, ["rows", str(MAX_BATCH)]),
+    "text/plain body": (fa([ROW]), ["body|object|dictionary"], {"content_type": "text/plain"}),
+    "unknown path": (fa([ROW]), ["not found"], {"path": "/predict/v2"}),
+    "wrong method (GET /predict)": (None, ["method not allowed"], {"method": "GET"}),
+}
+
+
 @pytest.mark.parametrize("name", FASTAPI_CASES)
 def test_fastapi_refuses_bad_input_clearly_and_keeps_serving(rig, fastapi_url, name):
-    method, path, body, ctype, words = FASTAPI_CASES[name]
-    if body is None and method == "POST":
-        body = large_rows_body()
-    reply = post(fastapi_url + path, body, {"Content-Type": ctype}, method=method)
+    body, words, *how = FASTAPI_CASES[name]
+    how = {"method": "POST", "path": "/predict", "content_type": "application/json", **(how[0] if how else {})}
+    reply = post(fastapi_url + how["path"], body() if callable(body) else body, {"Content-Type": how["content_type"]},
+                 method=how["method"])
     assert_refused(reply, "http", tuple(words))
     assert reply.status < 500, f"HTTP {reply.status}: {reply.message}"
     rig.check_fastapi()

@@ -17,8 +17,6 @@ import json
 import os
 import secrets
 import signal
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import pytest
 
 from fraudml.triton_control import is_ready
 from fraudml.tritonconfig import MODEL_NAME
+from tests.k8s import manifests as m
 from tests.reliability.rig import (
     I64_MAX,
     MAX_BATCH,
@@ -48,7 +47,6 @@ from tests.reliability.wire import (
 
 pytestmark = [pytest.mark.reliability, pytest.mark.quick, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 API_KEY_HEADER = "fraudml-api-key"
 
 # name: (declared shape, the shape sent over gRPC where it differs: its dims are int64)
@@ -184,17 +182,10 @@ def test_restarts_are_bounded_and_stop_leaves_no_process(rig, triton_factory):
 
 
 def entrypoint_restrictions(key: str) -> list[str]:
-    """The API-restriction flags k8s/base/triton-entrypoint.sh gives tritonserver for ``key``
-    (run with a stand-in tritonserver that prints its arguments)."""
-    with tempfile.TemporaryDirectory(prefix="entrypoint-") as tmp:
-        fake = Path(tmp) / "tritonserver"
-        fake.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
-        fake.chmod(0o755)
-        proc = subprocess.run(["/bin/sh", str(ROOT / "k8s" / "base" / "triton-entrypoint.sh")], capture_output=True,
-                              text=True, timeout=10, check=True,
-                              env={"PATH": f"{tmp}:/usr/bin:/bin", "MODEL_REPO": "s3://unused/prefix", "TRITON_API_KEY": key})
-    flags = [a for a in proc.stdout.splitlines() if a.startswith(("--http-restricted-api=", "--grpc-restricted-protocol="))]
-    assert len(flags) == 2, f"the entrypoint sets no API restrictions: {proc.stdout}"
+    """The API-restriction flags k8s/base/triton-entrypoint.sh gives tritonserver for ``key``."""
+    args = m.entrypoint(MODEL_REPO="s3://unused/prefix", TRITON_API_KEY=key).stdout.splitlines()
+    flags = [a for a in args if a.startswith(("--http-restricted-api=", "--grpc-restricted-protocol="))]
+    assert len(flags) == 2, f"the entrypoint sets no API restrictions: {args}"
     return flags
 
 
