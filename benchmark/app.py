@@ -19,19 +19,7 @@ Two runtimes behind the same API, chosen by ``BENCH_RUNTIME``:
 an empty batch are refused with 422 and a message that names the row and the problem.
 ``GET /healthz`` answers once the model is loaded (Uvicorn accepts no connection before).
 
-Environment (read once, at start-up):
-
-| variable | default | meaning |
-| --- | --- | --- |
-| ``BENCH_RUNTIME`` | ``treelite`` | ``sklearn`` or ``treelite`` |
-| ``BENCH_MODEL_FILE`` | – | treelite: the model file Triton serves (e.g. ``<version>/checkpoint.tl``) |
-| ``BENCH_MODEL_TYPE`` | ``treelite_checkpoint`` | treelite: its FIL ``model_type`` |
-| ``BENCH_COMPILED_LIB`` | – | treelite: a tl2cgen library of that model (``FIL_CACHE_DIR/<key>/libforest.so``); unset = GTIL |
-| ``BENCH_PIPELINE_FILE`` | – | sklearn: the pickled pipeline (a trusted local file: pickle runs code) |
-| ``BENCH_MODEL_NAME`` | ``fraud-classifier`` | name echoed in every answer |
-| ``BENCH_MODEL_VERSION`` | ``0`` | version echoed in every answer |
-| ``BENCH_N_FEATURES`` | ``30`` | row length |
-| ``BENCH_MAX_ROWS`` | ``4096`` | most rows per request (Triton's ``max_batch_size``) |
+Environment: ``BENCH_<field>`` for every field of :class:`AppSettings`, read once at start-up.
 """
 
 import pickle
@@ -57,7 +45,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fraudml.tritonconfig import DEFAULT_MAX_BATCH_SIZE, MODEL_NAME
 
-RUNTIMES = ("sklearn", "treelite")
 FEATURE_HINT = "Time, V1..V28, Amount, raw, like Triton's input__0"
 
 
@@ -66,19 +53,19 @@ class AppSettingsError(ValueError):
 
 
 class AppSettings(BaseSettings):
-    """The ``BENCH_*`` variables above, read once (pydantic-settings)."""
+    """The app's settings: ``BENCH_RUNTIME``, ``BENCH_MODEL_FILE``, ... (pydantic-settings)."""
 
     model_config = SettingsConfigDict(env_prefix="BENCH_", env_ignore_empty=True, extra="ignore",
                                       frozen=True, protected_namespaces=())
     runtime: Literal["sklearn", "treelite"] = "treelite"
-    model_file: Path | None = None
-    model_type: str = "treelite_checkpoint"
-    compiled_lib: Path | None = None
-    pipeline_file: Path | None = None
-    model_name: str = MODEL_NAME
-    model_version: str = "0"
-    n_features: PositiveInt = 30
-    max_rows: PositiveInt = DEFAULT_MAX_BATCH_SIZE
+    model_file: Path | None = None  # treelite: the model file Triton serves (e.g. <version>/checkpoint.tl)
+    model_type: str = "treelite_checkpoint"  # treelite: its FIL model_type
+    compiled_lib: Path | None = None  # treelite: a tl2cgen library of it (FIL_CACHE_DIR/<key>/libforest.so); unset: GTIL
+    pipeline_file: Path | None = None  # sklearn: the pickled pipeline (a trusted local file: pickle runs code)
+    model_name: str = MODEL_NAME  # echoed in every answer
+    model_version: str = "0"  # echoed in every answer
+    n_features: PositiveInt = 30  # row length
+    max_rows: PositiveInt = DEFAULT_MAX_BATCH_SIZE  # most rows per request (Triton's max_batch_size)
 
     @field_validator("runtime", mode="before")
     @classmethod
@@ -86,12 +73,11 @@ class AppSettings(BaseSettings):
         return value.strip().lower() if isinstance(value, str) else value
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, *, need_model: bool = True) -> "AppSettings":
-        """Read the settings (``environ``: default ``os.environ``); with ``need_model``, the
-        runtime's model file must exist."""
+    def from_env(cls, *, need_model: bool = True) -> "AppSettings":
+        """Read the settings from the environment; with ``need_model``, the runtime's model
+        file must exist."""
         try:
-            settings = cls() if environ is None else cls.model_validate(
-                {k.removeprefix("BENCH_").lower(): v for k, v in environ.items() if k.startswith("BENCH_") and v})
+            settings = cls()
         except ValidationError as exc:
             raise AppSettingsError("; ".join(
                 f"BENCH_{str(e['loc'][0]).upper()}={e.get('input')!r}: {e['msg']}" for e in exc.errors())) from None

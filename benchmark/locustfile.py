@@ -23,6 +23,7 @@ answers and failures; at the end of the test it writes every successful latency
 failures, elapsed seconds from test start to stop, a few failure messages).
 """
 
+import functools
 import json
 import os
 import random
@@ -31,38 +32,29 @@ import time
 import numpy as np
 from locust import FastHttpUser, constant, events, task
 
-from fraudml.tritonconfig import MODEL_NAME as DEFAULT_MODEL_NAME
+from benchmark.sequential import one_row_requests
+from fraudml.tritonconfig import MODEL_NAME
 
-TARGET = os.environ.get("BENCH_TARGET", "triton").strip().lower()
-MODEL_NAME = os.environ.get("BENCH_MODEL_NAME", DEFAULT_MODEL_NAME)
 HEADERS = {"Content-Type": "application/json"}
 if os.environ.get("TRITON_API_KEY"):
     HEADERS["fraudml-api-key"] = os.environ["TRITON_API_KEY"]
 
-_bodies: list[bytes] = []
 _latencies_ms: list[float] = []
 _failures: list[str] = []
 _counts = {"requests": 0, "failures": 0, "started": 0.0}
 
 
-def _load_bodies() -> list[bytes]:
-    if not _bodies:
-        path = os.environ.get("BENCH_ROWS_FILE")
-        rows = np.load(path) if path else np.zeros((1, 30), dtype=np.float32)
-        for row in np.asarray(rows, dtype=np.float32):
-            values = row.tolist()
-            if TARGET == "fastapi":
-                doc = {"rows": [values]}
-            else:
-                doc = {"inputs": [{"name": "input__0", "shape": [1, len(values)],
-                                   "datatype": "FP32", "data": values}]}
-            _bodies.append(json.dumps(doc).encode())
-    return _bodies
+@functools.cache
+def _requests() -> tuple[str, list[bytes]]:
+    path = os.environ.get("BENCH_ROWS_FILE")
+    rows = np.load(path) if path else np.zeros((1, 30), dtype=np.float32)
+    return one_row_requests(os.environ.get("BENCH_TARGET", "triton").strip().lower(),
+                            np.asarray(rows, dtype=np.float32), os.environ.get("BENCH_MODEL_NAME", MODEL_NAME))
 
 
 @events.test_start.add_listener
 def _on_start(environment, **_kwargs):
-    _load_bodies()
+    _requests()
     _latencies_ms.clear()
     _failures.clear()
     _counts.update(requests=0, failures=0, started=time.perf_counter())
@@ -89,10 +81,9 @@ class OneRowUser(FastHttpUser):
     """Sends one row per request, the next as soon as the answer is in."""
 
     wait_time = constant(0)
-    path = "/predict" if TARGET == "fastapi" else f"/v2/models/{MODEL_NAME}/infer"
 
     def on_start(self):
-        self.bodies = _load_bodies()
+        self.path, self.bodies = _requests()
         self.i = random.randrange(len(self.bodies))
 
     @task

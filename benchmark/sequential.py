@@ -86,19 +86,24 @@ def _fastapi_answer(body: bytes) -> tuple[list[float], str]:
     return [float(x) for x in doc["probabilities"][0]], str(doc.get("model_version"))
 
 
+def one_row_requests(target: str, rows: np.ndarray, model: str) -> tuple[str, list[bytes]]:
+    """The path and one JSON body per row of Triton's KServe v2 endpoint (``target`` "triton")
+    or the FastAPI app's ``/predict`` ("fastapi"): what the sequential client and locust send."""
+    if target == "fastapi":
+        return "/predict", [json.dumps({"rows": [r.tolist()]}).encode() for r in rows]
+    return f"/v2/models/{model}/infer", [json.dumps({"inputs": [{"name": "input__0", "shape": [1, len(r)],
+                                                                 "datatype": "FP32", "data": r.tolist()}]}).encode()
+                                         for r in rows]
+
+
 def contender(name: str, endpoint, rows: np.ndarray, model: str) -> Contender:
     """The client of contender ``name`` at ``endpoint`` (host, port, protocol): Triton over
     gRPC or HTTP (KServe v2 JSON), or a FastAPI app (``POST /predict``)."""
     if endpoint.protocol == "grpc":
         return _grpc_contender(endpoint.host, endpoint.port, rows, model)
-    if name.startswith("triton"):
-        bodies = [json.dumps({"inputs": [{"name": "input__0", "shape": [1, len(r)], "datatype": "FP32",
-                                          "data": r.tolist()}]}).encode() for r in rows]
-        path, parse, what = f"/v2/models/{model}/infer", _triton_answer, "KServe v2 JSON body"
-    else:
-        bodies = [json.dumps({"rows": [r.tolist()]}).encode() for r in rows]
-        path, parse, what = "/predict", _fastapi_answer, "JSON body"
-    http = KeepAliveHttp(endpoint.host, endpoint.port, path, bodies)
+    target = "triton" if name.startswith("triton") else "fastapi"
+    http = KeepAliveHttp(endpoint.host, endpoint.port, *one_row_requests(target, rows, model))
+    what, parse = ("KServe v2 JSON body", _triton_answer) if target == "triton" else ("JSON body", _fastapi_answer)
     return Contender(name, f"http.client keep-alive, {what} pre-encoded", http.send, parse,
                      lambda: http.conn.close(), lambda: http.reconnects)
 
