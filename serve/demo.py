@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from fraudml.triton_control import is_ready
-from serve.s3 import SeaweedS3, _read_env_file
+from serve.s3 import SeaweedS3, read_env_file
 from serve.settings import command_line
 
 PY = sys.executable
@@ -59,10 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     _step(2, "local S3 (SeaweedFS on 127.0.0.1)")
     _run([PY, "-m", "serve.s3", "start", "--state-dir", str(state / "s3")], dict(os.environ))
     s3 = SeaweedS3(state / "s3")
-    api_key = _read_env_file(state / "triton" / "api-key.env")  # a Triton started earlier (make serve)
-    env = {**os.environ, **_read_env_file(s3.credentials_file), **api_key}  # the publisher
+    api_key = read_env_file(state / "triton" / "api-key.env")  # a Triton started earlier (make serve)
+    env = {**os.environ, **read_env_file(s3.credentials_file), **api_key}  # the publisher
     # Triton and its reconciler read with the read-only identity (an older S3 state: the publisher's)
-    reader = {**env, **_read_env_file(s3.reader_credentials_file)}
+    reader = {**env, **read_env_file(s3.reader_credentials_file)}
 
     triton_url = settings.triton.http_url
     triton_up = is_ready(triton_url)
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _run([PY, "-m", "serve.triton", "start", "--model-repo", args.model_repo,
               "--state-dir", str(state / "triton")], reader)
-    reader.update(_read_env_file(state / "triton" / "api-key.env"))
+    reader.update(read_env_file(state / "triton" / "api-key.env"))
     _run([PY, "-m", "serve.reconciler", "start", "--model-repo", args.model_repo,
           "--state-dir", str(state / "reconciler")], reader)
 

@@ -27,6 +27,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from dotenv import dotenv_values
+
 from serve.ports import free_ports, port_in_use
 from serve.settings import command_line
 from serve.supervisor import Service, ServiceError
@@ -128,7 +130,7 @@ class SeaweedS3:
 
     def _credentials(self, reader: bool = False) -> tuple[str, str]:
         """Access key and secret of the publisher (or the read-only identity), generated on first use."""
-        stored = _read_env_file(self.reader_credentials_file if reader else self.credentials_file)
+        stored = read_env_file(self.reader_credentials_file if reader else self.credentials_file)
         key, secret = stored.get("AWS_ACCESS_KEY_ID"), stored.get("AWS_SECRET_ACCESS_KEY")
         if not (key and secret):
             key = "AK" + secrets.token_hex(9).upper()
@@ -164,7 +166,7 @@ class SeaweedS3:
         folder. Without them the filer port answers anonymous GET and PUT on the bucket,
         going round the S3 gateway's credential check."""
         path = self.state_dir / SIGNING_KEYS_FILE
-        keys = _read_env_file(path)
+        keys = read_env_file(path)
         if not all(keys.get(name) for name in _SIGNING_KEY_VARS):
             keys = {name: secrets.token_urlsafe(32) for name in _SIGNING_KEY_VARS}
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -317,15 +319,9 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _read_env_file(path: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    with contextlib.suppress(FileNotFoundError):
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, value = line.removeprefix("export ").split("=", 1)
-                out[key.strip()] = value.strip().strip("'\"")
-    return out
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``KEY=value`` lines of ``path`` (python-dotenv); empty when it does not exist."""
+    return {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
 
 
 def main(argv: list[str] | None = None) -> int:
