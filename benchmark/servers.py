@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from benchmark import model_source
 from fraudml import triton_control
-from serve.supervisor import Service, ServiceError
+from serve.supervisor import Service, ServiceError, is_ready
 
 
 class BenchmarkError(RuntimeError):
@@ -39,14 +39,6 @@ class Endpoint:
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-
-def http_ok(url: str, timeout: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def taskset(cpu: int | None) -> list[str]:
@@ -73,7 +65,7 @@ class FastAPIServer:
 
     def wait(self, timeout: float = 90) -> None:
         try:
-            self.service.wait(lambda: http_ok(f"http://127.0.0.1:{self.port}/healthz"), timeout, what=self.name)
+            self.service.wait(lambda: is_ready([f"http://127.0.0.1:{self.port}/healthz"]), timeout, what=self.name)
         except ServiceError as e:
             raise BenchmarkError(str(e)) from None
 
