@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from fraudml.repository import ModelRepository, PublishError, publish_model_version
-from fraudml.storage import LocalStore, S3Store, StorageError, open_store
+from fraudml.storage import S3Store, StorageError, open_store
 from fraudml.tritonconfig import served_versions
 
 CONFIG_KWARGS = {"model_type": "treelite_checkpoint", "threshold": 0.7, "n_features": 30}
@@ -46,21 +45,8 @@ def test_versions_increase_and_rollback_moves_only_the_pointer(tmp_path):
 
 
 def test_concurrent_publishes_get_distinct_complete_versions(tmp_path):
-    results: list[int] = []
-    errors: list[BaseException] = []
-
-    def worker(i: int) -> None:
-        try:
-            results.append(_publish(tmp_path, f"m{i}".encode(), run=f"F/{i}"))
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    with ThreadPoolExecutor(8) as pool:  # map re-raises any publish's exception
+        results = list(pool.map(lambda i: _publish(tmp_path, f"m{i}".encode(), run=f"F/{i}"), range(8)))
     assert sorted(results) == list(range(1, 9))
     repo = ModelRepository(str(tmp_path))
     assert repo.served_version() == 8  # the pointer only moves forward while publishing
@@ -70,23 +56,16 @@ def test_concurrent_publishes_get_distinct_complete_versions(tmp_path):
         assert repo.read_file(info.version, "checkpoint.tl") == f"m{lineage['pathspec'].split('/')[1]}".encode()
 
 
-class FlakyStore(LocalStore):
-    """Fails the upload of one file, as an S3 outage mid-publish would."""
-
-    def __init__(self, root, fail_on: str):
-        super().__init__(root)
-        self.fail_on = fail_on
-
-    def put(self, key, data):
-        if key.endswith(self.fail_on):
-            raise StorageError("connection reset")
-        super().put(key, data)
-
-
-def test_failed_publish_leaves_pointer_and_never_reuses_the_number(tmp_path):
+def test_failed_publish_leaves_pointer_and_never_reuses_the_number(tmp_path, monkeypatch):
     assert _publish(tmp_path) == 1
     repo = ModelRepository(str(tmp_path))
-    repo.store = FlakyStore(tmp_path, fail_on="lineage.json")
+
+    def put(key, data, _put=repo.store.put):  # an S3 outage mid-publish
+        if key.endswith("lineage.json"):
+            raise StorageError("connection reset")
+        _put(key, data)
+
+    monkeypatch.setattr(repo.store, "put", put)
     with pytest.raises(PublishError, match="Nothing was served"):
         repo.publish({"checkpoint.tl": b"new"}, _lineage(), CONFIG_KWARGS)
     repo = ModelRepository(str(tmp_path))
@@ -105,15 +84,12 @@ def test_lineage_json_cannot_be_smuggled_in_as_a_file(tmp_path):
     assert ModelRepository(str(tmp_path)).list_versions() == []
 
 
-def test_rollback_to_missing_version_is_a_clear_error(tmp_path):
+def test_lookups_of_missing_versions_are_clear_errors(tmp_path):
+    with pytest.raises(LookupError, match="no version"):
+        ModelRepository(str(tmp_path)).read_lineage()
     _publish(tmp_path)
     with pytest.raises(LookupError, match="fraud-classifier/7 does not exist"):
         ModelRepository(str(tmp_path)).set_served_version(7)
-
-
-def test_read_lineage_before_any_publish_says_so(tmp_path):
-    with pytest.raises(LookupError, match="no version"):
-        ModelRepository(str(tmp_path)).read_lineage()
 
 
 def test_s3_without_credentials_fails_at_once(monkeypatch):
@@ -126,17 +102,10 @@ def test_s3_without_credentials_fails_at_once(monkeypatch):
         S3Store("s3://models/triton")
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_unreachable_s3_is_a_clear_error(monkeypatch):
-    unused_tcp_port = _closed_port()
+def test_unreachable_s3_is_a_clear_error(monkeypatch, free_port):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{unused_tcp_port}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     with pytest.raises(StorageError, match="unreachable"):
         open_store("s3://models/triton").check()
 
