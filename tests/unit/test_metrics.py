@@ -32,45 +32,31 @@ def test_average_precision_and_roc_auc():
     assert roc_auc(Y, P) == pytest.approx(0.75)
 
 
-def test_confusion_and_threshold_metrics_at_half():
-    """At 0.5 only the 0.8 row is predicted fraud."""
-    assert confusion(Y, P, 0.5) == {"tn": 2, "fp": 0, "fn": 1, "tp": 1}
-    m = threshold_metrics(Y, P, 0.5)
-    assert m == pytest.approx({"precision": 1.0, "recall": 0.5, "f1": 2 / 3})
+@pytest.mark.parametrize(("threshold", "counts", "scores"), [
+    (0.5, {"tn": 2, "fp": 0, "fn": 1, "tp": 1}, {"precision": 1.0, "recall": 0.5, "f1": 2 / 3}),
+    (0.35, {"tn": 1, "fp": 1, "fn": 0, "tp": 2}, {"precision": 2 / 3, "recall": 1.0, "f1": 0.8}),  # p == threshold: fraud
+    (0.99, {"tn": 2, "fp": 0, "fn": 2, "tp": 0}, {"precision": 0.0, "recall": 0.0, "f1": 0.0}),  # none predicted: 0, not NaN
+])
+def test_confusion_and_threshold_metrics(threshold, counts, scores):
+    assert confusion(Y, P, threshold) == counts
+    assert threshold_metrics(Y, P, threshold) == pytest.approx(scores)
 
 
-def test_threshold_is_inclusive():
-    """proba == threshold counts as fraud."""
-    assert confusion(Y, P, 0.35)["tp"] == 2
-
-
-def test_threshold_metrics_when_nothing_is_predicted():
-    """No predicted frauds: precision, recall and F1 are 0, not NaN."""
-    assert threshold_metrics(Y, P, 0.99) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
-
-
-@pytest.mark.parametrize(("target", "expected"), [(0.9, 0.5), (0.6, 1.0), (0.5, 1.0), (1.0, 0.5)])
-def test_recall_at_precision(target, expected):
+@pytest.mark.parametrize(("y", "p", "target", "expected"), [
+    *((Y, P, target, expected) for target, expected in [(0.9, 0.5), (0.6, 1.0), (0.5, 1.0), (1.0, 0.5)]),
+    ([1, 0], [0.2, 0.9], 0.9, 0.0),  # no point reaches the precision
+])
+def test_recall_at_precision(y, p, target, expected):
     """Best recall among points with precision >= target."""
-    assert recall_at_precision(Y, P, target) == pytest.approx(expected)
+    assert recall_at_precision(y, p, target) == pytest.approx(expected)
 
 
-def test_recall_at_unreachable_precision_is_zero():
-    """No point reaches the precision: 0."""
-    assert recall_at_precision([1, 0], [0.2, 0.9], 0.9) == 0.0
-
-
-def test_choose_threshold_best_f1():
-    """Best F1 is at s=0.35; the threshold sits half-way to the next lower score 0.1."""
-    t = choose_threshold(Y, P, "best_f1")
-    assert t == pytest.approx(0.225)
-    assert threshold_metrics(Y, P, t)["f1"] == pytest.approx(0.8)
-
-
-@pytest.mark.parametrize(("target", "expected"), [(0.9, 0.6), (0.6, 0.225), (0.5, 0.225)])
-def test_choose_threshold_precision_target(target, expected):
-    """The most recall at the target precision."""
-    assert choose_threshold(Y, P, "precision_target", target) == pytest.approx(expected)
+# best F1 is at s=0.35: the threshold sits half-way to the next lower score 0.1
+@pytest.mark.parametrize(("rule", "target", "expected"),
+                         [("best_f1", 0.5, 0.225), ("precision_target", 0.9, 0.6), ("precision_target", 0.6, 0.225),
+                          ("precision_target", 0.5, 0.225)])
+def test_choose_threshold(rule, target, expected):
+    assert choose_threshold(Y, P, rule, target) == pytest.approx(expected)
 
 
 def test_choose_threshold_unreachable_target_warns_and_takes_the_most_precise():
@@ -81,8 +67,7 @@ def test_choose_threshold_unreachable_target_warns_and_takes_the_most_precise():
     assert confusion([1, 0], [0.2, 0.9], t) == {"tn": 0, "fp": 1, "fn": 0, "tp": 1}
 
 
-def test_ties_are_one_operating_point():
-    """Rows with the same score are on the same side of the threshold."""
+def test_ties_are_one_operating_point():  # rows with the same score fall on one side
     assert choose_threshold([1, 1, 0], [0.5, 0.5, 0.2], "best_f1") == pytest.approx(0.35)
     # the tie {0.5: fraud, 0.5: legit} cannot be split: best F1 takes all three rows
     t = choose_threshold([0, 1, 1], [0.5, 0.5, 0.2], "best_f1")
@@ -90,7 +75,6 @@ def test_ties_are_one_operating_point():
 
 
 def test_bad_inputs():
-    """Unknown rule, no positives, length mismatch, labels not 0/1, no rows."""
     with pytest.raises(ValueError, match="unknown threshold rule"):
         choose_threshold(Y, P, "max_accuracy")
     with pytest.raises(ValueError, match="no positives"):
@@ -104,7 +88,6 @@ def test_bad_inputs():
 
 
 def test_evaluate_collects_everything():
-    """evaluate() reports all the numbers for the hand-computed example."""
     m = evaluate(Y, P, 0.225, precision_target=0.6)
     assert m["average_precision"] == pytest.approx(5 / 6)
     assert m["roc_auc"] == pytest.approx(0.75)
