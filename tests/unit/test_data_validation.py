@@ -20,8 +20,9 @@ def good() -> pd.DataFrame:
 
 
 def _error(df, **kwargs) -> str:
+    """The error validating ``df`` (a frame, or a path or URL to load it from) raises."""
     with pytest.raises(DatasetError) as info:
-        validate_dataset(df, **kwargs)
+        validate_dataset(df if isinstance(df, pd.DataFrame) else load_dataset(df), **kwargs)
     message = str(info.value)
     assert "\n" not in message, "errors are one line"
     assert "Fix:" in message, "errors say how to fix them"
@@ -29,7 +30,6 @@ def _error(df, **kwargs) -> str:
 
 
 def test_a_good_dataset_passes(good):
-    """The generated dataset is valid."""
     validate_dataset(good)
 
 
@@ -71,46 +71,31 @@ def test_the_fraud_minimum_can_be_raised(good):
     assert "at least 100" in _error(good, min_positives=100)
 
 
-def test_missing_file(tmp_path):
-    """A path that does not exist."""
-    with pytest.raises(DatasetError, match="does not exist. Fix: generate one"):
-        load_dataset(tmp_path / "nope.csv")
+# name: (a URL, or what the CSV file holds: bytes, a function of the good frame, None for no file; error words)
+BAD_SOURCES = {
+    "missing file": (None, ["does not exist. Fix: generate one"]),
+    "zero-byte file": (b"", ["is empty"]),
+    "header only": (lambda g: ",".join(COLUMNS) + "\n", ["no rows"]),
+    "text cell in a CSV": (lambda g: _with("V10", 11, "abc")(g).to_csv(index=False),
+                           ["column V10 has non-numeric values e.g. 'abc' in row 11"]),
+    "https URL": ("https://example.com/creditcard.csv", ["unsupported dataset URL"]),
+    "s3 URL without a key": ("s3://only-a-bucket", ["not an s3://bucket/key URL"]),
+}
 
 
-def test_empty_file(tmp_path):
-    """A zero-byte file."""
-    path = tmp_path / "empty.csv"
-    path.write_bytes(b"")
-    with pytest.raises(DatasetError, match="is empty.*Fix:"):
-        load_dataset(path)
-
-
-def test_header_only_file(tmp_path):
-    """A header without rows loads, then fails validation as empty."""
-    path = tmp_path / "header.csv"
-    path.write_text(",".join(COLUMNS) + "\n")
-    assert "no rows" in _error(load_dataset(path))
-
-
-def test_non_numeric_value_in_a_csv(tmp_path, good):
-    """A text cell in a CSV file is reported by validation."""
-    path = tmp_path / "text.csv"
-    df = good.astype({"V10": "object"})
-    df.loc[11, "V10"] = "abc"
-    df.to_csv(path, index=False)
-    assert "column V10 has non-numeric values e.g. 'abc' in row 11" in _error(load_dataset(path))
-
-
-def test_unsupported_url():
-    """Only local paths and s3:// URLs."""
-    with pytest.raises(DatasetError, match="unsupported dataset URL"):
-        load_dataset("https://example.com/creditcard.csv")
-    with pytest.raises(DatasetError, match="not an s3://bucket/key URL"):
-        load_dataset("s3://only-a-bucket")
+@pytest.mark.parametrize("name", BAD_SOURCES)
+def test_bad_source_is_named_in_the_error(tmp_path, good, name):
+    source, fragments = BAD_SOURCES[name]
+    if not isinstance(source, str):
+        path = tmp_path / "cc.csv"
+        if source is not None:
+            path.write_bytes(source if isinstance(source, bytes) else source(good).encode())
+        source = path
+    message = _error(source)
+    assert all(f in message for f in fragments), (fragments, message)
 
 
 def test_s3_without_credentials_fails_fast(monkeypatch, tmp_path):
-    """Without credentials the S3 read fails with the fix, before any network call."""
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
