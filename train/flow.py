@@ -65,18 +65,10 @@ SHARED_ARTIFACTS = [
     "families", "dataset_source", "dataset_fingerprint", "dataset_rows", "class_distribution",
     "X_train", "y_train", "X_test", "y_test", "test_index", "holdout_set", "holdout_stored",
 ]
-PARAMETER_NAMES = [
-    "data", "rows", "fraud_rate", "models", "seed", "cv_folds", "n_iter", "n_jobs", "test_size",
-    "threshold_rule", "precision_target", "model_repo", "triton_url", "instance_kind", "split", "holdout",
-    "promotion_margin", "recall_tolerance", "force_publish", "canary_percent",
-]
 
 
 class FraudClassifierTreeSelection(FlowSpec):
-    """Train tree-ensemble fraud classifiers, pick the best, export it for Triton's FIL backend.
-
-    start -> preprocess -> train (foreach family) -> eval (join) -> deploy -> end
-    """
+    """start -> preprocess -> train (foreach family) -> eval (join) -> deploy -> end (see the module docstring)."""
 
     data = Parameter(
         "data", default="",
@@ -259,7 +251,7 @@ class FraudClassifierTreeSelection(FlowSpec):
             dataset_fingerprint=self.dataset_fingerprint,
             dataset_source=self.dataset_source,
             dataset_rows=self.dataset_rows,
-            parameters={name: getattr(self, name) for name in PARAMETER_NAMES},
+            parameters={name: getattr(self, name) for name in current.parameter_names},
             metrics=self.metrics,
             threshold=self.threshold,
             family=self.best_family,

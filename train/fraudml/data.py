@@ -49,10 +49,6 @@ class DatasetError(ValueError):
     """The dataset cannot be used for training. The message is one line: problem, then fix."""
 
 
-# --------------------------------------------------------------------------------------
-# synthetic generator
-# --------------------------------------------------------------------------------------
-
 # Standard deviations of V1..V28 fall off like the explained variance of PCA components
 # (about 1.96 for V1 down to 0.33 for V28 in the public data).
 _V_STD = 1.95 * (0.33 / 1.95) ** (np.arange(28) / 27)
@@ -66,10 +62,7 @@ _FRAUD_SHIFT = {
 
 
 def _shift_vector() -> np.ndarray:
-    shift = np.zeros(28)
-    for name, value in _FRAUD_SHIFT.items():
-        shift[int(name[1:]) - 1] = value
-    return shift
+    return np.array([_FRAUD_SHIFT.get(f"V{i}", 0.0) for i in range(1, 29)])
 
 
 def _unit_t(rng: np.random.Generator, df: float, size) -> np.ndarray:
@@ -99,15 +92,7 @@ def generate_dataset(
     of them also show unusually large ``|V5|``/``|V6|`` in either direction (a pattern that
     needs non-linear splits). ``Amount`` is log-normal with a Pareto tail (frauds: many tiny
     "card test" amounts plus a wider spread), and ``Time`` covers two days with a daily cycle;
-    rows are sorted by ``Time`` like the public file.
-
-    Args:
-        rows: number of rows (284,807 is the size of the public dataset).
-        fraud_rate: fraction of frauds, in [0, 0.5).
-        seed: random seed.
-
-    Returns:
-        A DataFrame with the columns ``COLUMNS`` (float64 features, int64 ``Class``).
+    rows are sorted by ``Time`` like the public file. Features are float64, ``Class`` int64.
     """
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
@@ -177,11 +162,6 @@ def write_dataset(df: pd.DataFrame, out: str | Path, *, progress: bool = False) 
     return out
 
 
-# --------------------------------------------------------------------------------------
-# loading
-# --------------------------------------------------------------------------------------
-
-
 def _read_csv(source, *, compression="infer", name: str) -> pd.DataFrame:
     try:
         return pd.read_csv(source, float_precision="round_trip", compression=compression)
@@ -240,9 +220,7 @@ def load_dataset(source: str | Path) -> pd.DataFrame:
 
     Floats are parsed round-trip exactly, so a written and re-read frame has the same
     fingerprint. The frame is returned as read; call :func:`validate_dataset` next.
-
-    Raises:
-        DatasetError: the file does not exist, is empty, or is not a CSV; S3 is unreachable.
+    Raises DatasetError when the file does not exist, is empty, is not a CSV, or S3 is unreachable.
     """
     source = str(source)
     if source.startswith("s3://"):
@@ -256,11 +234,6 @@ def load_dataset(source: str | Path) -> pd.DataFrame:
             "or pass the path of creditcard.csv"
         )
     return _read_csv(path, name=str(path))
-
-
-# --------------------------------------------------------------------------------------
-# validation
-# --------------------------------------------------------------------------------------
 
 
 def min_positives_for(test_size: float = 0.2, cv_folds: int = 3, k_neighbors: int = SMOTE_K_NEIGHBORS) -> int:
@@ -284,19 +257,12 @@ def min_positives_for(test_size: float = 0.2, cv_folds: int = 3, k_neighbors: in
         positives += 1
 
 
-def _is_numeric(series: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
-
-
 def validate_dataset(df: pd.DataFrame, min_positives: int | None = None) -> None:
     """Check that ``df`` can be trained on; raise at the first problem.
 
     Checks, in order: empty frame, missing columns, extra columns, non-numeric values,
     NaN/Inf, ``Class`` values other than 0/1, too few frauds (``min_positives``; default
-    :func:`min_positives_for` with the flow's default split and folds).
-
-    Raises:
-        DatasetError: with a one-line message that names the problem and the fix.
+    :func:`min_positives_for` with the flow's default split and folds). Raises DatasetError.
     """
     if min_positives is None:
         min_positives = min_positives_for()
@@ -324,7 +290,7 @@ def validate_dataset(df: pd.DataFrame, min_positives: int | None = None) -> None
         raise DatasetError(f"duplicated column(s): {', '.join(dupes)}. Fix: keep one column of each name")
     for column in COLUMNS:
         series = df[column]
-        if not _is_numeric(series):
+        if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
             coerced = pd.to_numeric(series.astype("object"), errors="coerce")
             bad = series[coerced.isna() & series.notna()]
             where = f" e.g. {bad.iloc[0]!r} in row {bad.index[0]}" if len(bad) else ""
@@ -357,11 +323,6 @@ def validate_dataset(df: pd.DataFrame, min_positives: int | None = None) -> None
         )
 
 
-# --------------------------------------------------------------------------------------
-# fingerprint
-# --------------------------------------------------------------------------------------
-
-
 def dataset_fingerprint(df: pd.DataFrame) -> str:
     """``"sha256:<hex>"`` over the canonical content: the ``COLUMNS`` in order, row order kept,
     every value as little-endian float64 (so dtype, column order and CSV formatting do not
@@ -384,11 +345,6 @@ def describe(df: pd.DataFrame) -> dict:
         "fraud": positives,
         "fraud_rate": positives / len(df) if len(df) else 0.0,
     }
-
-
-# --------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------
 
 
 def _summary(df: pd.DataFrame) -> str:

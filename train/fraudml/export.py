@@ -26,6 +26,10 @@ FIL_FILENAMES = MODEL_FILENAMES
 # Which native formats each family can be written in, besides a Treelite checkpoint.
 _NATIVE_TYPES = {"xgboost": ("xgboost_json", "xgboost_ubj"), "lightgbm": ("lightgbm",)}
 DEFAULT_ATOL = 1e-5
+_FAMILIES = {
+    "RandomForestClassifier": "random_forest", "ExtraTreesClassifier": "extra_trees", "XGBClassifier": "xgboost",
+    "LGBMClassifier": "lightgbm", "HistGradientBoostingClassifier": "hist_gradient_boosting",
+}
 
 
 class ExportMismatch(RuntimeError):
@@ -41,33 +45,15 @@ def classifier_of(pipeline):
     steps = getattr(pipeline, "named_steps", None)
     if steps is None:
         return pipeline
-    if "clf" in steps:
-        return steps["clf"]
-    return pipeline.steps[-1][1]
+    return steps["clf"] if "clf" in steps else pipeline.steps[-1][1]
 
 
 def family_of(estimator) -> str:
     """``random_forest`` / ``extra_trees`` / ``xgboost`` / ``lightgbm`` / ``hist_gradient_boosting``."""
     name = type(estimator).__name__
-    families = {
-        "RandomForestClassifier": "random_forest",
-        "ExtraTreesClassifier": "extra_trees",
-        "XGBClassifier": "xgboost",
-        "LGBMClassifier": "lightgbm",
-        "HistGradientBoostingClassifier": "hist_gradient_boosting",
-    }
-    if name not in families:
-        raise TypeError(f"cannot export a {name}: supported are {', '.join(families)}")
-    return families[name]
-
-
-def _save_native(clf, family: str, path: Path) -> None:
-    if family == "xgboost":
-        clf.get_booster().save_model(str(path))  # format from the suffix: .json, .ubj
-    elif family == "lightgbm":
-        clf.booster_.save_model(str(path))
-    else:
-        raise TypeError(f"{family} has no native FIL format; use model_type='treelite_checkpoint'")
+    if name not in _FAMILIES:
+        raise TypeError(f"cannot export a {name}: supported are {', '.join(_FAMILIES)}")
+    return _FAMILIES[name]
 
 
 def sklearn_forest_to_treelite(clf) -> treelite.Model:
@@ -117,24 +103,17 @@ def to_treelite(pipeline) -> treelite.Model:
         return sklearn_forest_to_treelite(clf)
     if family == "hist_gradient_boosting":
         return treelite.sklearn.import_model(clf)
+    model_type = _NATIVE_TYPES[family][0]  # xgboost_json, lightgbm: Treelite's frontends read them
     with tempfile.TemporaryDirectory(prefix="fraudml-export-") as tmp:
-        if family == "xgboost":
-            path = Path(tmp) / "xgboost.json"
-            _save_native(clf, family, path)
-            return treelite.frontend.load_xgboost_model(path)
-        path = Path(tmp) / "model.txt"
-        _save_native(clf, family, path)
-        return treelite.frontend.load_lightgbm_model(path)
+        return load_fil_model(write_fil_model(pipeline, tmp, model_type), model_type)
 
 
 def write_fil_model(pipeline, dest_dir: str | Path, model_type: str = "treelite_checkpoint") -> Path:
     """Write the pipeline's classifier into ``dest_dir`` in a FIL ``model_type``.
 
     ``treelite_checkpoint`` works for every family (``checkpoint.tl``); ``xgboost_json`` /
-    ``xgboost_ubj`` for XGBoost and ``lightgbm`` (``model.txt``) for LightGBM.
-
-    Returns:
-        The path of the written file, named per ``FIL_FILENAMES``.
+    ``xgboost_ubj`` for XGBoost and ``lightgbm`` (``model.txt``) for LightGBM. Returns the
+    path of the written file, named per ``FIL_FILENAMES``.
     """
     if model_type not in FIL_FILENAMES:
         raise ValueError(f"unknown FIL model_type {model_type!r}; choose from {', '.join(FIL_FILENAMES)}")
@@ -146,7 +125,8 @@ def write_fil_model(pipeline, dest_dir: str | Path, model_type: str = "treelite_
     if model_type == "treelite_checkpoint":
         to_treelite(pipeline).serialize(str(path))
     elif model_type in _NATIVE_TYPES.get(family, ()):
-        _save_native(clf, family, path)
+        # XGBoost picks the format from the suffix: .json, .ubj
+        (clf.get_booster() if family == "xgboost" else clf.booster_).save_model(str(path))
     else:
         raise ValueError(
             f"model_type {model_type!r} does not fit a {family} model; "
@@ -177,14 +157,9 @@ def predict_proba_treelite(tl_model: treelite.Model, X: np.ndarray, *, nthread: 
 
 
 def check_export_parity(pipeline, tl_model: treelite.Model, X: np.ndarray, atol: float = DEFAULT_ATOL) -> float:
-    """Compare the Treelite model with ``pipeline.predict_proba`` on ``X``.
-
-    Returns:
-        The largest absolute difference in P(fraud).
-
-    Raises:
-        ExportMismatch: the difference exceeds ``atol``, or the feature counts differ.
-    """
+    """The largest absolute difference in P(fraud) between the Treelite model and
+    ``pipeline.predict_proba`` on ``X``; ExportMismatch when it exceeds ``atol`` or the
+    feature counts differ."""
     X = np.asarray(X, dtype=np.float32)
     if tl_model.num_feature != X.shape[1]:
         raise ExportMismatch(

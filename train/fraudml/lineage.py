@@ -6,9 +6,11 @@ It is stored as the flow artifact ``lineage`` and, when publishing, as
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import platform
 import subprocess
 from datetime import UTC, datetime
 from importlib import metadata
@@ -27,14 +29,9 @@ def library_versions() -> dict[str, str]:
     """Installed versions of the libraries that shape the model (missing ones left out)."""
     versions = {}
     for name in _LIBRARIES:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    import platform
-
-    versions["python"] = platform.python_version()
-    return versions
+    return {**versions, "python": platform.python_version()}
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -54,8 +51,7 @@ def code_version(flow_file: str | Path | None = None) -> dict:
     if commit:
         info["git_commit"] = commit
         info["git_branch"] = _git(["rev-parse", "--abbrev-ref", "HEAD"], here)
-        status = _git(["status", "--porcelain", "--untracked-files=no"], here)
-        info["git_dirty"] = bool(status)
+        info["git_dirty"] = bool(_git(["status", "--porcelain", "--untracked-files=no"], here))
     if flow_file and Path(flow_file).is_file():
         info["flow_file"] = Path(flow_file).name
         info["flow_sha256"] = hashlib.sha256(Path(flow_file).read_bytes()).hexdigest()
@@ -87,20 +83,8 @@ def build_lineage(
 
     ``pathspec`` in the record is the *run* pathspec (``flow_name/run_id``), which
     ``metaflow.Run(...)`` opens; ``task_pathspec`` names the task that built the record.
-
-    Args:
-        flow_name, run_id: the Metaflow run.
-        dataset_fingerprint, dataset_source, dataset_rows: :func:`fraudml.data.dataset_fingerprint`,
-            where the data came from (path, URL or the generator's arguments) and its size.
-        parameters: the flow's parameters.
-        metrics: the winner's test-set metrics (:func:`fraudml.metrics.evaluate`).
-        threshold: the decision threshold (predict fraud when P(fraud) >= threshold).
-        family, best_params: the winning model family and its hyperparameters.
-        model_type: the FIL ``model_type`` of the exported file.
-        task_pathspec: ``flow/run/step/task`` of the task that built the record.
-        code_version: :func:`code_version` output.
-        extra: anything else worth keeping (e.g. the other families' scores).
-        created_at: ISO-8601 UTC time; now by default.
+    ``metrics`` are the winner's test-set metrics (:func:`fraudml.metrics.evaluate`), ``extra``
+    anything else worth keeping (e.g. the other families' scores).
     """
     record = {
         "schema": LINEAGE_SCHEMA,

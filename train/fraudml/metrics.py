@@ -98,12 +98,8 @@ def percentile_interval(draws, level: float = 0.95) -> list[float]:
 def bootstrap_intervals(
     y_true, proba, threshold: float, *, n_boot: int = 500, level: float = 0.95, seed: int = 0
 ) -> dict[str, list[float]]:
-    """Percentile bootstrap intervals of average precision, precision and recall at ``threshold``
-    (:func:`stratified_resamples`).
-
-    Returns:
-        ``{"average_precision": [low, high], "precision": [...], "recall": [...]}``.
-    """
+    """Percentile bootstrap intervals ``[low, high]`` of ``average_precision``, ``precision`` and
+    ``recall`` at ``threshold`` (:func:`stratified_resamples`)."""
     from sklearn.metrics import average_precision_score
 
     y, p = _check(y_true, proba)
@@ -118,13 +114,7 @@ def bootstrap_intervals(
 
 
 def evaluate(y_true, proba, threshold: float, *, precision_target: float = 0.9) -> dict:
-    """All the numbers reported for one model on one labelled set.
-
-    Returns:
-        ``average_precision``, ``roc_auc``, ``recall_at_precision`` (at ``precision_target``),
-        ``precision_target``, ``threshold``, ``precision``, ``recall``, ``f1``,
-        ``confusion_matrix`` (``tn``/``fp``/``fn``/``tp``), ``n``, ``n_positive``, ``positive_rate``.
-    """
+    """All the numbers reported for one model on one labelled set."""
     y, p = _check(y_true, proba)
     return {
         "average_precision": average_precision(y, p),
@@ -156,8 +146,7 @@ def choose_threshold(y_true, proba, rule: str = "best_f1", precision_target: flo
         least ``precision_target`` (of several with that recall, the higher threshold).
         If no threshold reaches it, the most precise one is used and a warning says so.
 
-    Returns:
-        A threshold half-way between two observed scores (see the module docstring).
+    The threshold lies half-way between two observed scores (see the module docstring).
     """
     if rule not in THRESHOLD_RULES:
         raise ValueError(f"unknown threshold rule {rule!r}; choose one of {', '.join(THRESHOLD_RULES)}")

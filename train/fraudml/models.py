@@ -14,6 +14,7 @@ families on 60,000 rows in about a minute and a half.
 from __future__ import annotations
 
 import functools
+import importlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -58,87 +59,62 @@ def parse_families(text: str | list[str] | tuple[str, ...]) -> list[str]:
     return names
 
 
+# family -> (classifier class, its default hyperparameters, the search space of the classifier step).
+# The random forest default (100 trees, depth 10, 30 features) is the benchmark's reference
+# model. The forests' trees see bootstrap samples of 20-30 % of the rows, which keeps training
+# fast on 2 cores without hurting average precision here (extra trees: half the time of
+# full-data trees, the same cross-validated average precision).
+_SPECS: dict[str, tuple[str, dict, dict[str, list]]] = {
+    "random_forest": (
+        "sklearn.ensemble:RandomForestClassifier",
+        {"n_estimators": 100, "max_depth": 10, "max_features": "sqrt", "max_samples": 0.2},
+        {"max_depth": [8, 10], "min_samples_leaf": [1, 3, 10], "max_samples": [0.1, 0.2]},
+    ),
+    "extra_trees": (
+        "sklearn.ensemble:ExtraTreesClassifier",
+        {"n_estimators": 100, "max_depth": 10, "max_features": "sqrt", "bootstrap": True, "max_samples": 0.3},
+        {"max_depth": [8, 10], "min_samples_leaf": [1, 3, 10]},
+    ),
+    "xgboost": (
+        "xgboost:XGBClassifier",
+        {"n_estimators": 200, "max_depth": 4, "learning_rate": 0.1, "subsample": 0.9, "colsample_bytree": 0.8,
+         "tree_method": "hist", "eval_metric": "aucpr"},
+        {"n_estimators": [100, 200], "max_depth": [3, 4, 5], "learning_rate": [0.05, 0.1],
+         "min_child_weight": [1, 5]},
+    ),
+    "lightgbm": (
+        "lightgbm:LGBMClassifier",
+        {"n_estimators": 200, "num_leaves": 15, "learning_rate": 0.05, "min_child_samples": 20,
+         "subsample": 0.9, "subsample_freq": 1, "colsample_bytree": 0.8, "verbose": -1},
+        {"n_estimators": [100, 200], "num_leaves": [7, 15, 31], "learning_rate": [0.05, 0.1],
+         "min_child_samples": [10, 20, 50]},
+    ),
+    "hist_gradient_boosting": (  # no n_jobs: its OpenMP threads are capped by threadpool_limits
+        "sklearn.ensemble:HistGradientBoostingClassifier",
+        {"max_iter": 200, "learning_rate": 0.1, "max_leaf_nodes": 15, "early_stopping": False},
+        {"max_iter": [100, 200], "learning_rate": [0.05, 0.1], "max_leaf_nodes": [15, 31],
+         "l2_regularization": [0.0, 1.0]},
+    ),
+}
+
+
+def _spec(family: str) -> tuple[str, dict, dict[str, list]]:
+    if family not in _SPECS:
+        raise ValueError(f"unknown model family {family!r}; choose from {', '.join(FAMILIES)}")
+    return _SPECS[family]
+
+
 def make_classifier(family: str, *, seed: int = 7, n_jobs: int = 1):
-    """The family's classifier with its default hyperparameters.
-
-    The random forest default (100 trees, depth 10, 30 features) is the benchmark's
-    reference model. The forests' trees see bootstrap samples of 20-30 % of the rows, which
-    keeps training fast on 2 cores without hurting average precision here.
-    """
-    if family == "random_forest":
-        from sklearn.ensemble import RandomForestClassifier
-
-        return RandomForestClassifier(
-            n_estimators=100, max_depth=10, max_features="sqrt", max_samples=0.2,
-            n_jobs=n_jobs, random_state=seed,
-        )
-    if family == "extra_trees":
-        from sklearn.ensemble import ExtraTreesClassifier
-
-        # Bootstrap samples of 30 % of the rows: half the time of full-data trees here, and
-        # the same cross-validated average precision.
-        return ExtraTreesClassifier(
-            n_estimators=100, max_depth=10, max_features="sqrt", bootstrap=True, max_samples=0.3,
-            n_jobs=n_jobs, random_state=seed,
-        )
-    if family == "xgboost":
-        from xgboost import XGBClassifier
-
-        return XGBClassifier(
-            n_estimators=200, max_depth=4, learning_rate=0.1, subsample=0.9, colsample_bytree=0.8,
-            tree_method="hist", eval_metric="aucpr", n_jobs=n_jobs, random_state=seed,
-        )
-    if family == "lightgbm":
-        from lightgbm import LGBMClassifier
-
-        return LGBMClassifier(
-            n_estimators=200, num_leaves=15, learning_rate=0.05, min_child_samples=20,
-            subsample=0.9, subsample_freq=1, colsample_bytree=0.8,
-            n_jobs=n_jobs, random_state=seed, verbose=-1,
-        )
-    if family == "hist_gradient_boosting":
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
-        return HistGradientBoostingClassifier(
-            max_iter=200, learning_rate=0.1, max_leaf_nodes=15, early_stopping=False, random_state=seed
-        )
-    raise ValueError(f"unknown model family {family!r}; choose from {', '.join(FAMILIES)}")
+    """The family's classifier with its default hyperparameters."""
+    path, defaults, _ = _spec(family)
+    module, name = path.split(":")
+    threads = {} if family == "hist_gradient_boosting" else {"n_jobs": n_jobs}
+    return getattr(importlib.import_module(module), name)(**defaults, **threads, random_state=seed)
 
 
 def search_space(family: str) -> dict[str, list]:
     """The hyperparameters the search samples from (``clf__`` = the classifier step)."""
-    spaces = {
-        "random_forest": {
-            "clf__max_depth": [8, 10],
-            "clf__min_samples_leaf": [1, 3, 10],
-            "clf__max_samples": [0.1, 0.2],
-        },
-        "extra_trees": {
-            "clf__max_depth": [8, 10],
-            "clf__min_samples_leaf": [1, 3, 10],
-        },
-        "xgboost": {
-            "clf__n_estimators": [100, 200],
-            "clf__max_depth": [3, 4, 5],
-            "clf__learning_rate": [0.05, 0.1],
-            "clf__min_child_weight": [1, 5],
-        },
-        "lightgbm": {
-            "clf__n_estimators": [100, 200],
-            "clf__num_leaves": [7, 15, 31],
-            "clf__learning_rate": [0.05, 0.1],
-            "clf__min_child_samples": [10, 20, 50],
-        },
-        "hist_gradient_boosting": {
-            "clf__max_iter": [100, 200],
-            "clf__learning_rate": [0.05, 0.1],
-            "clf__max_leaf_nodes": [15, 31],
-            "clf__l2_regularization": [0.0, 1.0],
-        },
-    }
-    if family not in spaces:
-        raise ValueError(f"unknown model family {family!r}; choose from {', '.join(FAMILIES)}")
-    return spaces[family]
+    return {f"clf__{k}": v for k, v in _spec(family)[2].items()}
 
 
 def oversampling_target(y: np.ndarray, ratio: float = SMOTE_SAMPLING_STRATEGY) -> dict[int, int]:
@@ -193,24 +169,13 @@ def train_family(
     n_jobs: int | None = None,
     out_of_fold: bool = True,
 ) -> TrainedFamily:
-    """Search ``n_iter`` hyperparameter candidates with stratified ``cv_folds``-fold CV
-    (average precision), refit the best on all of ``X``, ``y``.
+    """Search ``n_iter`` candidates of :func:`search_space` (capped at the grid size) with
+    stratified ``cv_folds``-fold CV (average precision), refit the best on all of ``X``, ``y``.
 
-    Args:
-        family: one of ``FAMILIES``.
-        X: raw training rows, float32 ``(n, 30)`` in ``FEATURES`` order.
-        y: training labels 0/1.
-        seed: seeds SMOTE, the classifier, the folds and the candidate sampling.
-        cv_folds: number of stratified folds.
-        n_iter: candidates sampled from :func:`search_space` (capped at the grid size).
-        n_jobs: threads for the classifier (None: ``DEFAULT_THREADS`` or 1); the search
-            itself runs candidates one by one (the flow trains the families in parallel).
-        out_of_fold: also predict every training row with a model that did not see it
-            (best parameters, same folds), for choosing the decision threshold without
-            touching the test set. Costs ``cv_folds`` more fits.
-
-    Returns:
-        A :class:`TrainedFamily`.
+    ``n_jobs``: threads for the classifier (None: ``DEFAULT_THREADS`` or 1); the search itself
+    runs candidates one by one (the flow trains the families in parallel). ``out_of_fold``: also
+    predict every training row with a model that did not see it (best parameters, same folds),
+    for choosing the decision threshold without touching the test set (``cv_folds`` more fits).
     """
     from sklearn.base import clone
     from sklearn.model_selection import RandomizedSearchCV, StratifiedKFold, cross_val_predict
@@ -245,18 +210,14 @@ def train_family(
             oof = cross_val_predict(best, X, y, cv=folds, method="predict_proba")[:, 1]
     res = search.cv_results_
     cv_results = [
-        {
-            "params": {k.removeprefix("clf__"): _plain(v) for k, v in res["params"][i].items()},
-            "mean_average_precision": float(res["mean_test_score"][i]),
-            "std_average_precision": float(res["std_test_score"][i]),
-            "rank": int(res["rank_test_score"][i]),
-        }
+        {"params": _plain_params(res["params"][i]), "mean_average_precision": float(res["mean_test_score"][i]),
+         "std_average_precision": float(res["std_test_score"][i]), "rank": int(res["rank_test_score"][i])}
         for i in range(len(res["params"]))
     ]
     return TrainedFamily(
         family=family,
         pipeline=search.best_estimator_,
-        best_params={k.removeprefix("clf__"): _plain(v) for k, v in search.best_params_.items()},
+        best_params=_plain_params(search.best_params_),
         cv_average_precision=float(search.best_score_),
         cv_average_precision_std=float(res["std_test_score"][search.best_index_]),
         cv_results=sorted(cv_results, key=lambda r: r["rank"]),
@@ -269,13 +230,12 @@ def train_family(
     )
 
 
-def _plain(value):
-    """numpy scalars -> Python scalars, so params are JSON-able for lineage."""
-    return value.item() if isinstance(value, np.generic) else value
+def _plain_params(params: dict) -> dict:
+    """Without the ``clf__`` prefix, numpy scalars as Python ones (JSON-able for lineage)."""
+    return {k.removeprefix("clf__"): v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
 
 
 def predict_proba(pipeline: Pipeline, X: np.ndarray) -> np.ndarray:
-    """P(fraud) for each row; the SMOTE step is skipped outside ``fit``."""
     return pipeline.predict_proba(np.asarray(X, dtype=np.float32))[:, 1]
 
 
@@ -297,11 +257,8 @@ def score_family(
     (``y_train`` needed) when the family has them, otherwise on the test scores (then
     ``threshold_source`` says so and the threshold metrics are optimistic).
 
-    Returns:
-        ``(metrics, test_proba)``: :func:`fraudml.metrics.evaluate` plus ``intervals``
-        (95 % bootstrap intervals of AP, precision and recall, ``n_boot`` resamples),
-        ``family``, ``threshold_rule``, ``threshold_source``, ``cv_average_precision``,
-        ``cv_average_precision_std``, ``best_params``, ``train_seconds``.
+    Returns ``(metrics, test_proba)``: :func:`fraudml.metrics.evaluate` plus 95 % bootstrap
+    ``intervals`` and how the family was trained and its threshold chosen.
     """
     proba = predict_proba(trained.pipeline, X_test)
     if trained.oof_proba is not None and y_train is not None:

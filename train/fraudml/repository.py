@@ -93,7 +93,6 @@ class ModelRepository:
         self.keep_versions = keep_versions or keep_versions_from_env()
         self.store: LocalStore | S3Store = open_store(uri)
 
-    # -- keys -------------------------------------------------------------------------
     def _k(self, *parts: object) -> str:
         return "/".join([self.model_name, *map(str, parts)])
 
@@ -111,13 +110,9 @@ class ModelRepository:
                 return prefix, keys
         return self._k(version) + "/", []
 
-    # -- reading ----------------------------------------------------------------------
-    def _config(self):
-        return self.store.get(self._k(CONFIG))
-
     def read_config(self):
         """config.pbtxt as a :class:`fraudml.storage.Blob` (data, ETag, modification time), or None."""
-        return self._config()
+        return self.store.get(self._k(CONFIG))
 
     def canary(self) -> dict[str, int] | None:
         """The canary, if one runs: ``{"version": n, "percent": p}`` (serve.reconciler)."""
@@ -126,7 +121,7 @@ class ModelRepository:
 
     def served_version(self) -> int | None:
         """The version config.pbtxt names, or None before the first publish."""
-        blob = self._config()
+        blob = self.read_config()
         if blob is None:
             return None
         versions = served_versions(blob.data.decode())
@@ -172,13 +167,13 @@ class ModelRepository:
         version = self.served_version() if version is None else version
         if version is None:
             raise LookupError(f"{self.uri}: no version of {self.model_name} has been published yet")
-        blob = self.store.get(self._k(version, LINEAGE)) or self.store.get(self._archived(version, LINEAGE))
-        if blob is None:
+        data = self.read_file(version, LINEAGE)
+        if data is None:
             raise LookupError(f"{self.uri}: {self.model_name}/{version} has no {LINEAGE}")
-        return json.loads(blob.data)
+        return json.loads(data)
 
     def read_file(self, version: int, name: str) -> bytes | None:
-        """The bytes of one file of ``version`` (None if it does not exist)."""
+        """The bytes of one file of ``version``, served side or archive (None if it does not exist)."""
         blob = self.store.get(self._k(version, name)) or self.store.get(self._archived(version, name))
         return blob.data if blob else None
 
@@ -196,7 +191,6 @@ class ModelRepository:
             target.write_bytes(blob.data)
         return dest
 
-    # -- writing ----------------------------------------------------------------------
     def _claim_next_version(self, claim: dict[str, Any]) -> int:
         existing = [v.version for v in self.list_versions()]
         candidate = max(existing, default=0) + 1
@@ -219,7 +213,7 @@ class ModelRepository:
         """
         text = render_config(versions=[version], **config_kwargs)
         for _ in range(MAX_CLAIM_TRIES):
-            current = self._config()
+            current = self.read_config()
             if current is not None and only_forward:
                 served = served_versions(current.data.decode())
                 if served and max(served) > version:
@@ -246,16 +240,10 @@ class ModelRepository:
     ) -> int:
         """Publish ``files`` as a new version and point config.pbtxt at it.
 
-        Args:
-            files: name -> path or bytes, e.g. ``{"checkpoint.tl": path}``.
-            lineage: who made the model (run pathspec, data fingerprint, metrics, ...).
-            config_kwargs: ``render_config`` arguments for this version (model_type, threshold, ...).
-            canary_percent: publish as a canary instead: config.pbtxt keeps naming the served
-                version and that share of the Triton pods serves the new one (:meth:`set_canary`;
-                the first version of a repository is always served).
-
-        Returns:
-            The new version number.
+        ``files``: name -> path or bytes; ``config_kwargs``: :func:`render_config` arguments.
+        With ``canary_percent``, config.pbtxt keeps naming the served version and that share of
+        the Triton pods serves the new one (:meth:`set_canary`; a first version is always served).
+        Returns the new version number.
         """
         self.store.check()  # fail fast: credentials, endpoint, bucket
         payload = {name: (p if isinstance(p, bytes) else Path(p).read_bytes()) for name, p in files.items()}
@@ -282,7 +270,11 @@ class ModelRepository:
                     raise PublishError(f"{self.model_name}/{version}/{name} did not read back intact")
             # Before the pointer moves: no Triton has a reason to load while the folder shrinks
             # (one that downloads it while an object is deleted fails that load, then retries).
-            self._archive_quietly(incoming=version)
+            try:
+                self.archive_old_versions(incoming=version)
+            except (StorageError, PublishError) as exc:  # the publish goes on; the next one archives again
+                print(f"warning: archiving versions older than {self.model_name}/{version} failed: {exc}",
+                      file=sys.stderr)
             as_canary = bool(canary_percent) and self.served_version() is not None
             served = self.served_version() if as_canary else \
                 self._point_config(version, config_kwargs, only_forward=True)
@@ -300,13 +292,6 @@ class ModelRepository:
         if as_canary:
             self.set_canary(version, canary_percent)
         return version
-
-    def _archive_quietly(self, incoming: int) -> None:
-        try:
-            self.archive_old_versions(incoming)
-        except (StorageError, PublishError) as exc:  # the publish goes on; the next one archives again
-            print(f"warning: archiving versions older than {self.model_name}/{incoming} failed: {exc}",
-                  file=sys.stderr)
 
     def archive_old_versions(self, incoming: int | None = None) -> list[int]:
         """Move every version but the newest ``keep_versions`` complete ones (``incoming``, a
@@ -367,7 +352,7 @@ class ModelRepository:
     def touch_config(self) -> None:
         """Rewrite config.pbtxt unchanged: a new modification time, so that a Triton that saw
         the previous write within the same second (S3 times have 1 s resolution) reloads it."""
-        current = self._config()
+        current = self.read_config()
         if current is not None:
             self.store.replace(self._k(CONFIG), current.data, current.tag)
 
@@ -382,13 +367,20 @@ class ModelRepository:
         :meth:`clear_canary`; abort with :meth:`clear_canary`."""
         if not 0 < percent <= 100:
             raise ValueError(f"percent must be in 1..100, got {percent}")
+        self._restore_complete(version, "be a canary")
+        self.store.put(f"{CANARY}/{self.model_name}.json", json.dumps({"version": version, "percent": percent}).encode())
+
+    def _restore_complete(self, version: int, purpose: str, missing: Exception | None = None) -> None:
+        """Refuse a version that is not complete (``missing``, when given, for one that does not
+        exist); copy it back from the archive when it was archived."""
         info = {v.version: v for v in self.list_versions()}.get(version)
+        if info is None and missing is not None:
+            raise missing
         if info is None or info.status != "complete":
             raise PublishError(f"{self.model_name}/{version} is {info.status if info else 'missing'}, "
-                               "not complete: it cannot be a canary")
+                               f"not complete: it cannot {purpose}")
         if info.archived:
             self.restore_version(version)
-        self.store.put(f"{CANARY}/{self.model_name}.json", json.dumps({"version": version, "percent": percent}).encode())
 
     def clear_canary(self) -> None:
         self.store.delete(f"{CANARY}/{self.model_name}.json")
@@ -396,15 +388,8 @@ class ModelRepository:
     def set_served_version(self, version: int) -> int:
         """Roll back (or forward) to an earlier complete version. Returns the previous one."""
         self.store.check()
-        info = {v.version: v for v in self.list_versions()}
-        if version not in info:
-            raise LookupError(f"{self.model_name}/{version} does not exist in {self.uri}")
-        if info[version].status != "complete":
-            raise PublishError(
-                f"{self.model_name}/{version} is {info[version].status}, not complete: it cannot be served"
-            )
-        if info[version].archived:
-            self.restore_version(version)
+        self._restore_complete(version, "be served", missing=LookupError(
+            f"{self.model_name}/{version} does not exist in {self.uri}"))
         previous = self.served_version()
         lineage = self.read_lineage(version)
         self._point_config(version, lineage["triton_config"], only_forward=False)

@@ -31,10 +31,6 @@ class Blob:
     modified: float | None = None  # LastModified on S3, mtime locally (seconds since the epoch)
 
 
-def _md5(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
 class LocalStore:
     """A folder. Writes go through a temporary file and ``os.replace``, so readers never
     see a partial file."""
@@ -48,28 +44,20 @@ class LocalStore:
         if not os.access(self.root, os.W_OK):
             raise StorageError(f"model repository {self.root} is not writable")
 
-    def _path(self, key: str) -> Path:
-        return self.root / key
-
     def get(self, key: str) -> Blob | None:
         try:
-            data = self._path(key).read_bytes()
-            modified = self._path(key).stat().st_mtime
+            data, modified = (self.root / key).read_bytes(), (self.root / key).stat().st_mtime
         except FileNotFoundError:
             return None
-        return Blob(data, _md5(data), modified)
+        return Blob(data, hashlib.md5(data, usedforsecurity=False).hexdigest(), modified)
 
     def list(self, prefix: str) -> list[str]:
-        base = self._path(prefix)
-        if not base.is_dir():
-            return []
-        return sorted(
-            str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file()
-        )
+        base = self.root / prefix
+        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file()) if base.is_dir() else []
 
     def _write_aside(self, key: str, data: bytes) -> tuple[Path, str]:
         """Write ``data`` completely into a temporary file next to ``key``'s path."""
-        path = self._path(key)
+        path = self.root / key
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
@@ -102,7 +90,7 @@ class LocalStore:
 
     def replace(self, key: str, data: bytes, tag: str | None) -> None:
         """Write ``key`` only if it still has ``tag`` (``None``: only if it does not exist)."""
-        lock_path = self._path(key).with_name(self._path(key).name + ".lock")
+        lock_path = self.root / f"{key}.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -114,7 +102,7 @@ class LocalStore:
     def delete(self, key: str) -> None:
         """Remove ``key`` and the folders it leaves empty (an empty version folder is still a
         version to Triton)."""
-        path = self._path(key)
+        path = self.root / key
         path.unlink(missing_ok=True)
         for parent in path.parents:
             if parent == self.root or not parent.is_relative_to(self.root):
@@ -214,35 +202,23 @@ class S3Store:
         return Blob(obj["Body"].read(), obj["ETag"], obj["LastModified"].timestamp())
 
     def list(self, prefix: str) -> list[str]:
-        full = self._key(prefix)
-        keys: list[str] = []
-        token = None
-        while True:
-            kwargs = {"Bucket": self.bucket, "Prefix": full}
-            if token:
-                kwargs["ContinuationToken"] = token
-            page = self._call(f"listing {prefix}", self._client.list_objects_v2, **kwargs)
-            start = len(self.prefix) + 1 if self.prefix else 0
-            keys += [obj["Key"][start:] for obj in page.get("Contents", [])]
-            if not page.get("IsTruncated"):
-                return sorted(keys)
-            token = page["NextContinuationToken"]
+        start = len(self.prefix) + 1 if self.prefix else 0
+        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix))
+        return sorted(self._call(f"listing {prefix}",
+                                 lambda: [o["Key"][start:] for page in pages for o in page.get("Contents", [])]))
+
+    def _put(self, what: str, key: str, data: bytes, **conditions) -> None:
+        self._call(f"{what} {key}", self._client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data,
+                   **conditions)
 
     def put(self, key: str, data: bytes) -> None:
-        self._call(f"writing {key}", self._client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data)
+        self._put("writing", key, data)
 
     def create(self, key: str, data: bytes) -> None:
-        self._call(
-            f"creating {key}", self._client.put_object,
-            Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*",
-        )
+        self._put("creating", key, data, IfNoneMatch="*")
 
     def replace(self, key: str, data: bytes, tag: str | None) -> None:
-        extra = {"IfMatch": tag} if tag else {"IfNoneMatch": "*"}
-        self._call(
-            f"replacing {key}", self._client.put_object,
-            Bucket=self.bucket, Key=self._key(key), Body=data, **extra,
-        )
+        self._put("replacing", key, data, **({"IfMatch": tag} if tag else {"IfNoneMatch": "*"}))
 
     def delete(self, key: str) -> None:
         self._call(f"deleting {key}", self._client.delete_object, Bucket=self.bucket, Key=self._key(key))

@@ -50,11 +50,10 @@ def render_config(
     extra_parameters: Mapping[str, str] | None = None,
     n_model_outputs: int | None = None,
 ) -> str:
-    """Render the ``config.pbtxt`` of one FIL model.
+    """Render the ``config.pbtxt`` of one FIL model: deterministic text for equal arguments;
+    ValueError for an argument FIL or Triton would reject.
 
     Args:
-        n_features: width of ``input__0`` (the transformed features).
-        max_batch_size: the largest batch Triton accepts, in rows.
         model_type: FIL ``model_type``; the version folder holds ``MODEL_FILENAMES[model_type]``.
         threshold: the run's decision threshold for the positive class. FIL applies it only
             for a label output (``predict_proba`` false) of a single-output model; with
@@ -63,10 +62,6 @@ def render_config(
             false: ``output__0`` is ``[1]`` (class label; without ``output_class`` the model's
             own output, ``[n_model_outputs]`` wide). FIL answers a ``[1]`` output as shape
             ``[rows]``.
-        output_class: the model is a classifier (FIL's ``output_class``/``is_classifier``).
-        n_classes: number of classes of a classifier (2 for fraud / not fraud).
-        instance_kind: ``KIND_CPU`` (CPU overlay, local), ``KIND_GPU`` or ``KIND_AUTO``.
-        instance_count: model instances per device.
         versions: serve exactly these versions (``version_policy specific``); ``None`` keeps
             Triton's default policy (latest one).
         max_queue_delay_us: how long the dynamic batcher may hold a request to grow a batch.
@@ -75,8 +70,6 @@ def render_config(
             sequential request's latency.
         storage_type: FIL ``storage_type`` (GPU only; ``AUTO`` is FIL's heuristic).
         classifier_key: ``output_class`` for NGC images up to 25.08, ``is_classifier`` from 25.09.
-        model_name: the model's name; must equal its folder name in the repository.
-        extra_parameters: further FIL parameters (string values), appended after the standard ones.
         n_model_outputs: outputs per row of the model's Treelite form (its ``num_class``): 1
             for XGBoost/LightGBM binary models and regressors, 2 for sklearn binary forests,
             the class count for multi-class models. When given, combinations FIL would not
@@ -84,12 +77,6 @@ def render_config(
             (FIL takes the arg-max and ignores ``threshold``; native FIL 25.08 on CPU fails
             every request), and probabilities whose width is not ``n_classes``. ``None``
             (the caller does not know the model) skips these checks.
-
-    Returns:
-        The config text, deterministic for equal arguments.
-
-    Raises:
-        ValueError: an argument FIL or Triton would reject.
     """
     threshold = float(threshold)
     versions = _check(model_type=model_type, instance_kind=instance_kind, classifier_key=classifier_key,
@@ -100,8 +87,8 @@ def render_config(
     output_dims = n_classes if predict_proba else (n_model_outputs or 1) if not output_class else 1
     params = {
         "model_type": model_type,
-        classifier_key: _bool(output_class),
-        "predict_proba": _bool(predict_proba),
+        classifier_key: str(bool(output_class)).lower(),
+        "predict_proba": str(bool(predict_proba)).lower(),
         "threshold": repr(threshold),
         "storage_type": storage_type,
     }
@@ -120,7 +107,9 @@ def render_config(
     config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
     for key, value in params.items():
         config.parameters[key].string_value = value
-    return _HEADER + _text_format().MessageToString(config)
+    from google.protobuf import text_format
+
+    return _HEADER + text_format.MessageToString(config)
 
 
 def _check(*, model_type, instance_kind, classifier_key, n_features, max_batch_size, n_classes, instance_count,
@@ -171,12 +160,9 @@ def _check(*, model_type, instance_kind, classifier_key, n_features, max_batch_s
 
 
 def parse_config(config_text: str):
-    """A ``config.pbtxt`` as Triton's ``ModelConfig`` protobuf (comments allowed).
+    """A ``config.pbtxt`` as Triton's ``ModelConfig`` protobuf (comments allowed); ValueError if invalid."""
+    from google.protobuf import text_format
 
-    Raises:
-        ValueError: the text is not a valid model configuration.
-    """
-    text_format = _text_format()
     try:
         return text_format.Parse(config_text, _pb().ModelConfig())
     except text_format.ParseError as exc:
@@ -184,12 +170,8 @@ def parse_config(config_text: str):
 
 
 def served_versions(config_text: str) -> list[int]:
-    """The versions a config pins with ``version_policy: { specific: { versions: [...] } }``.
-
-    Returns:
-        The pinned versions, sorted; empty when the config does not pin any (Triton's
-        ``latest``/``all`` policies), since then the served version depends on the repository.
-    """
+    """The versions a config pins with ``version_policy: { specific: { versions: [...] } }``, sorted;
+    empty when it pins none (Triton's ``latest``/``all``: then the repository decides)."""
     return sorted(set(parse_config(config_text).version_policy.specific.versions))
 
 
@@ -198,13 +180,3 @@ def _pb():
     from tritonclient.grpc import model_config_pb2
 
     return model_config_pb2
-
-
-def _text_format():
-    from google.protobuf import text_format
-
-    return text_format
-
-
-def _bool(value: bool) -> str:
-    return "true" if value else "false"
