@@ -72,13 +72,11 @@ def test_a_different_model_is_a_mismatch(trained, split):
 
 
 def test_feature_count_mismatch(trained, split):
-    """Data with another width is refused before predicting."""
     with pytest.raises(ExportMismatch, match="expects 30 features"):
         check_export_parity(trained["xgboost"].pipeline, to_treelite(trained["xgboost"].pipeline), split.X_test[:, :29])
 
 
 def test_unsupported_estimator():
-    """Only tree ensembles Treelite can import."""
     from sklearn.linear_model import LogisticRegression
 
     with pytest.raises(TypeError, match="cannot export a LogisticRegression"):
@@ -101,7 +99,6 @@ def test_parity_on_generated_rows(trained, family):
 
 
 def test_predict_proba_treelite_shape(trained, split):
-    """One probability per row, float64, in [0, 1]."""
     p = predict_proba_treelite(to_treelite(trained["extra_trees"].pipeline), split.X_test[:7])
     assert p.shape == (7,) and p.dtype == np.float64 and ((p >= 0) & (p <= 1)).all()
     with pytest.raises(ValueError):
@@ -109,6 +106,5 @@ def test_predict_proba_treelite_shape(trained, split):
 
 
 def test_export_of_an_unfitted_pipeline_fails():
-    """An unfitted pipeline cannot be exported."""
     with pytest.raises(Exception):  # noqa: B017 - each library raises its own "not fitted" error
         to_treelite(build_pipeline("random_forest"))
