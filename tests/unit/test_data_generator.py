@@ -25,7 +25,6 @@ def test_a_seed_gives_one_frame_and_another_seed_another():
 
 @pytest.mark.parametrize("rows", [1, 10, 4_321])
 def test_shape_columns_and_dtypes(rows):
-    """Rows as asked, the creditcard.csv columns in order, float features and an int label."""
     df = generate_dataset(rows, 0.01, seed=3)
     assert df.shape == (rows, len(COLUMNS))
     assert list(df.columns) == COLUMNS
@@ -35,7 +34,6 @@ def test_shape_columns_and_dtypes(rows):
 
 @pytest.mark.parametrize(("rows", "rate"), [(60_000, 0.002), (10_000, 0.0017), (3_000, 0.05), (500, 0.0)])
 def test_positive_count_is_exact(rows, rate):
-    """Exactly round(rows * fraud_rate) frauds."""
     df = generate_dataset(rows, rate, seed=5)
     assert int(df[LABEL].sum()) == round(rows * rate)
     assert set(df[LABEL].unique()) <= {0, 1}
@@ -43,13 +41,11 @@ def test_positive_count_is_exact(rows, rate):
 
 @pytest.mark.parametrize(("rows", "rate"), [(0, 0.01), (10, -0.1), (10, 0.5)])
 def test_bad_arguments_raise(rows, rate):
-    """Impossible sizes or rates are refused."""
     with pytest.raises(ValueError):
         generate_dataset(rows, rate)
 
 
 def test_csv_round_trip_keeps_content_and_fingerprint(tmp_path):
-    """Written and re-read, the frame and its fingerprint are unchanged."""
     df = generate_dataset(3_000, 0.01, seed=9)
     path = write_dataset(df, tmp_path / "sub" / "cc.csv")
     back = load_dataset(path)
@@ -93,7 +89,6 @@ def test_cli_generate_then_validate(tmp_path, capsys):
 
 
 def test_cli_validate_reports_a_bad_file(tmp_path, capsys):
-    """`validate` exits 1 with a one-line error on stderr."""
     bad = tmp_path / "bad.csv"
     bad.write_text("Time,V1\n0,1\n")
     assert main(["validate", str(bad)]) == 1

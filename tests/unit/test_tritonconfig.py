@@ -52,7 +52,8 @@ def _parse(text: str) -> model_config_pb2.ModelConfig:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_render_config_matches_golden(case):
-    """render_config output is byte-for-byte the reviewed golden file."""
+    """Byte for byte the reviewed golden file (score_lightgbm_is_classifier: no version_policy,
+    Triton's latest)."""
     text = render_config(**CASES[case])
     golden = GOLDEN / f"{case}.pbtxt"
     if os.environ.get("UPDATE_GOLDEN") == "1":
@@ -60,28 +61,9 @@ def test_render_config_matches_golden(case):
     assert text == golden.read_text()
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_rendered_config_is_a_valid_triton_model_config(case):
-    """Triton's own ModelConfig protobuf schema parses every rendered config."""
-    kwargs = CASES[case]
-    config = _parse(render_config(**kwargs))
-    assert config.name == MODEL_NAME and config.backend == "fil"
-    assert [i.name for i in config.input] == ["input__0"] and [o.name for o in config.output] == ["output__0"]
-    assert config.input[0].data_type == model_config_pb2.TYPE_FP32 == config.output[0].data_type
-    assert list(config.input[0].dims) == [kwargs.get("n_features", 30)]
-    assert list(config.output[0].dims) == [2 if kwargs.get("predict_proba", True) else kwargs.get("n_model_outputs", 1)]
-    assert config.parameters["model_type"].string_value == kwargs.get("model_type", "treelite_checkpoint")
-    assert config.parameters[kwargs.get("classifier_key", "output_class")].string_value in ("true", "false")
-    assert float(config.parameters["threshold"].string_value) == kwargs.get("threshold", 0.5)
-    assert config.HasField("dynamic_batching")
-    assert model_config_pb2.ModelInstanceGroup.Kind.Name(config.instance_group[0].kind) == kwargs.get("instance_kind", "KIND_CPU")
-    assert sorted(config.version_policy.specific.versions) == sorted(kwargs.get("versions", []))
-
-
 @given(st.lists(st.integers(min_value=1, max_value=10**6), min_size=1, max_size=5))
 @settings(max_examples=50, deadline=None)
 def test_served_versions_reads_back_rendered_versions(versions):
-    """served_versions(render_config(versions=v)) == sorted(set(v))."""
     assert served_versions(render_config(versions=versions)) == sorted(set(versions))
 
 
@@ -99,10 +81,6 @@ def test_served_versions_reads_back_rendered_versions(versions):
 def test_served_versions_on_hand_written_configs(text, expected):
     """Hand-written protobuf spellings of the policy parse the same way; no pin -> []."""
     assert served_versions(text) == expected
-
-
-def test_latest_policy_omits_version_policy():
-    assert "version_policy" not in render_config()
 
 
 @pytest.mark.parametrize(
@@ -147,14 +125,27 @@ def _backend_parameters(text: str) -> dict:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_local_fil_backend_reads_what_render_config_means(case):
-    """The local fil backend's parameter reader (native FIL's rules) accepts every rendered
-    config of the pinned release's key and reads back the flags and threshold; a [1]
-    output is answered squeezed, as native FIL does."""
+def test_rendered_config_is_what_triton_and_the_local_fil_backend_read(case):
+    """Triton's own ModelConfig schema parses every rendered config to what was asked; the
+    local fil backend's parameter reader (native FIL's rules) accepts every one of the pinned
+    release's key and reads back the flags and threshold; a [1] output is answered squeezed,
+    as native FIL does."""
     from serve.backends.fil import fil_config
 
     kwargs = CASES[case]
     text = render_config(**kwargs)
+    config = _parse(text)
+    assert config.name == MODEL_NAME and config.backend == "fil"
+    assert [i.name for i in config.input] == ["input__0"] and [o.name for o in config.output] == ["output__0"]
+    assert config.input[0].data_type == model_config_pb2.TYPE_FP32 == config.output[0].data_type
+    assert list(config.input[0].dims) == [kwargs.get("n_features", 30)]
+    assert list(config.output[0].dims) == [2 if kwargs.get("predict_proba", True) else kwargs.get("n_model_outputs", 1)]
+    assert config.parameters["model_type"].string_value == kwargs.get("model_type", "treelite_checkpoint")
+    assert config.parameters[kwargs.get("classifier_key", "output_class")].string_value in ("true", "false")
+    assert float(config.parameters["threshold"].string_value) == kwargs.get("threshold", 0.5)
+    assert config.HasField("dynamic_batching")
+    assert model_config_pb2.ModelInstanceGroup.Kind.Name(config.instance_group[0].kind) == kwargs.get("instance_kind", "KIND_CPU")
+    assert sorted(config.version_policy.specific.versions) == sorted(kwargs.get("versions", []))
     if kwargs.get("classifier_key", "output_class") != fil_config.classifier_key():
         with pytest.raises(fil_config.ConfigError, match="Required parameter"):
             fil_config.read_parameters(_backend_parameters(text))
@@ -165,7 +156,7 @@ def test_local_fil_backend_reads_what_render_config_means(case):
     assert params.output_class == kwargs.get("output_class", True)
     if params.output_class:
         assert params.threshold == pytest.approx(kwargs.get("threshold", 0.5), abs=1e-7)
-    output = _parse(text).output[0]
+    output = config.output[0]
     squeezed = tuple(d for d in output.dims if d != 1)
     assert fil_config.response_dims({"dims": list(output.dims)}) == squeezed
 
