@@ -96,9 +96,7 @@ def fil_backend_kind() -> Callable[[str], str]:
 
 
 @pytest.fixture(scope="session")
-def triton_factory(
-    tmp_path_factory: pytest.TempPathFactory, fil_cache_dir: Path
-) -> Iterator[Callable[..., TritonServer]]:
+def triton_factory(tmp_path_factory: pytest.TempPathFactory, fil_cache_dir: Path) -> Iterator[Callable[..., TritonServer]]:
     """``triton_factory(model_repository, *, env=None, fil_compile=True, fil_backend=None, timeout=120, **kwargs)``.
 
     ``kwargs`` go to :class:`TritonServer` (``load_models``, ``model_control``, ...);
@@ -108,26 +106,13 @@ def triton_factory(
     started: list[TritonServer] = []
     counter = itertools.count()
 
-    def start(
-        model_repository: str | Path,
-        *,
-        env: dict[str, str] | None = None,
-        fil_compile: bool = True,
-        fil_backend: str | None = None,
-        timeout: float = 120.0,
-        **kwargs,
-    ) -> TritonServer:
+    def start(model_repository: str | Path, *, env: dict[str, str] | None = None, fil_compile: bool = True,
+              fil_backend: str | None = None, timeout: float = 120.0, **kwargs) -> TritonServer:
         http_port, grpc_port, metrics_port = free_ports(3)
-        server = TritonServer(
-            str(model_repository),
-            http_port=http_port,
-            grpc_port=grpc_port,
-            metrics_port=metrics_port,
-            state_dir=tmp_path_factory.mktemp(f"triton{next(counter)}"),
-            env={**(env or {}), "FIL_COMPILE": "1" if fil_compile else "0", **({"FIL_BACKEND": fil_backend} if fil_backend else {})},
-            fil_cache_dir=kwargs.pop("fil_cache_dir", fil_cache_dir),
-            **kwargs,
-        )
+        env = {**(env or {}), "FIL_COMPILE": "1" if fil_compile else "0", **({"FIL_BACKEND": fil_backend} if fil_backend else {})}
+        server = TritonServer(str(model_repository), http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+                              state_dir=tmp_path_factory.mktemp(f"triton{next(counter)}"), env=env,
+                              fil_cache_dir=kwargs.pop("fil_cache_dir", fil_cache_dir), **kwargs)
         started.append(server)
         return server.start(timeout=timeout)
 

@@ -24,18 +24,9 @@ N_FEATURES = 30
 
 
 # -- SeaweedFS (anonymous and wrong-credential requests, loopback-only ports: reliability/test_security)
-def test_bucket_exists_and_credentials_work(s3_server):
-    """The generated credentials can write and read the bucket created at start."""
-    client = s3_server.client()
-    assert "models" in [b["Name"] for b in client.list_buckets()["Buckets"]]
-    key = f"probe/{uuid.uuid4().hex}"
-    client.put_object(Bucket="models", Key=key, Body=b"hello")
-    assert client.get_object(Bucket="models", Key=key)["Body"].read() == b"hello"
-
-
 def test_tritons_identity_reads_but_cannot_write_or_delete(s3_server):
-    """Two identities (-s3.config): the read-only one, which Triton and the reconciler get,
-    lists and reads the model repository; every write, overwrite, copy, delete and bucket
+    """Two identities (-s3.config), both working on the bucket made at start: the read-only one,
+    which Triton and the reconciler get, lists and reads the model repository; every write, overwrite, copy, delete and bucket
     creation is refused and changes nothing."""
     writer, reader = s3_server.client(), s3_server.client(reader=True)
     assert s3_server.env(reader=True)["AWS_ACCESS_KEY_ID"] != s3_server.env()["AWS_ACCESS_KEY_ID"]
@@ -184,7 +175,6 @@ def test_triton_on_an_empty_prefix_says_nothing_was_published(s3_server, triton_
 
 
 def test_triton_with_a_corrupt_model_shows_why(s3_server, triton_factory, monkeypatch):
-    """A model that cannot load stops start() with the backend's own explanation."""
     prefix = f"corrupt-{uuid.uuid4().hex[:8]}"
     publish(s3_server, monkeypatch, prefix, b"this is not a treelite checkpoint")
     with pytest.raises(TritonError) as info:
