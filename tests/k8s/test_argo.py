@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
-import textwrap
 
 import pytest
 
@@ -25,42 +25,18 @@ def test_training_namespace_matches_argo_settings():
     assert [a["metadata"]["namespace"] for a in accounts] == [defaults["namespace"]]
 
 
-
-TINY_FLOW = textwrap.dedent('''
-    from metaflow import FlowSpec, resources, step
-
-
-    class TinyForeachFlow(FlowSpec):
-        """start -> foreach train -> join -> end"""
-
-        @step
-        def start(self):
-            self.families = ["a", "b"]
-            self.next(self.train, foreach="families")
-
-        @resources(cpu=2, memory=6000)
-        @step
-        def train(self):
-            self.next(self.join)
-
-        @step
-        def join(self, inputs):
-            self.next(self.end)
-
-        @step
-        def end(self):
-            pass
-
-
-    if __name__ == "__main__":
-        TinyForeachFlow()
-''')
-
-
-def _assert_cluster_settings(template: dict) -> dict[str, dict]:
+@pytest.mark.slow
+def test_argo_template_of_the_training_flow(tmp_path):
+    """`make argo-template`: the offline compile (private SeaweedFS + METAFLOW_* settings) turns
+    train/flow.py, foreach included, into a WorkflowTemplate that carries its steps, @resources,
+    image, namespace, service account and Secret."""
+    out = tmp_path / "workflow-template.json"
+    template = argo_template.build(tmp_path / "state", out)
+    assert json.loads(out.read_text()) == template
     assert template["kind"] == "WorkflowTemplate"
     assert template["metadata"]["namespace"] == argo_template.DEFAULTS["namespace"]
     steps = argo_template.step_containers(template)
+    assert {"start", "preprocess", "train", "eval", "deploy", "end"} <= set(steps)
     for name, container in steps.items():
         assert container["image"] == argo_template.DEFAULTS["image"], name
         secrets = [e["secretRef"]["name"] for e in container.get("envFrom") or [] if e.get("secretRef")]
@@ -69,31 +45,6 @@ def _assert_cluster_settings(template: dict) -> dict[str, dict]:
         assert env.get("METAFLOW_DEFAULT_DATASTORE") == "s3", name
     accounts = {t.get("serviceAccountName") for t in template["spec"]["templates"] if t.get("container")}
     assert argo_template.DEFAULTS["service_account"] in accounts
-    return steps
-
-
-@pytest.mark.slow
-def test_argo_template_machinery_compiles_a_foreach_flow(tmp_path):
-    """The offline compile (private SeaweedFS + METAFLOW_* settings) works on a foreach flow
-    and carries @resources, image, namespace, service account and Secret into the template."""
-    flow = tmp_path / "tiny_flow.py"
-    flow.write_text(TINY_FLOW)
-    out = tmp_path / "workflow-template.json"
-    template = argo_template.build(tmp_path / "state", out, flow=flow)
-    assert json.loads(out.read_text()) == template
-    steps = _assert_cluster_settings(template)
-    assert set(steps) == {"start", "train", "join", "end"}
+    cpu, memory = re.search(r"@resources\(cpu=(\d+), memory=(\d+)\)", argo_template.FLOW.read_text()).groups()
     requests = steps["train"]["resources"]["requests"]
-    assert float(requests["cpu"]) == 2 and requests["memory"].startswith("6000")
-
-
-@pytest.mark.slow
-def test_argo_template_of_the_training_flow(tmp_path):
-    """`make argo-template`: train/flow.py compiles into a WorkflowTemplate with its steps."""
-    if not argo_template.FLOW.is_file():
-        pytest.skip("train/flow.py does not exist yet (the training flow, issue 2); "
-                    "the compile machinery is tested on a tiny flow above")
-    out = tmp_path / "workflow-template.json"
-    template = argo_template.build(tmp_path / "state", out)
-    steps = _assert_cluster_settings(template)
-    assert {"start", "preprocess", "train", "eval", "deploy", "end"} <= set(steps)
+    assert float(requests["cpu"]) == float(cpu) and requests["memory"].startswith(memory)
