@@ -42,6 +42,7 @@ from tests.reliability.wire import (
     assert_refused,
     binary_body,
     grpc_infer,
+    json_body,
     post,
 )
 
@@ -74,15 +75,10 @@ def send(triton, protocol: str, shape, grpc_shape=None, headers: dict[str, str] 
         return grpc_infer(triton.grpc_url, shape=list(grpc_shape or shape), contents=[FOUR.tobytes()],
                           metadata=metadata, timeout=60)
     if protocol == "http-json":
-        body, head = json_attack(shape), dict(JSON)
+        body, head = json_body(list(shape), data=FOUR.tolist()), dict(JSON)
     else:
         body, head = binary_body(list(shape), "FP32", FOUR.tobytes())
     return post(triton.http_url + INFER, body, {**head, **(headers or {})}, timeout=60)
-
-
-def json_attack(shape) -> bytes:
-    return json.dumps({"inputs": [{"name": "input__0", "datatype": "FP32", "shape": list(shape),
-                                   "data": FOUR.tolist()}]}).encode()
 
 
 @pytest.mark.parametrize("protocol", ["http-json", "http-binary", "grpc"])
@@ -110,9 +106,9 @@ def test_triton_refuses_binary_header_length(rig, name):
 # the FastAPI baseline has no declared shape: it must refuse the KServe body (422) and its own neighbours
 ROW4 = [0.5] * 4
 FASTAPI_CASES = {
-    **{f"{name} (the KServe body)": ("/predict", json_attack(shape), ["rows", "missing"])
+    **{f"{name} (the KServe body)": ("/predict", json_body(list(shape), data=FOUR.tolist()), ["rows", "missing"])
        for name, (shape, _) in ATTACKS.items()},
-    "the issue 13 body on Triton's infer path": (INFER, json_attack((2**40, N_FEATURES)), ["not found"]),
+    "the issue 13 body on Triton's infer path": (INFER, json_body([2**40, N_FEATURES], data=FOUR.tolist()), ["not found"]),
     "one row of 4 values": ("/predict", json.dumps({"rows": [ROW4]}).encode(), ["4 features", "30"]),
     f"{MAX_BATCH + 1} rows of 4 values": ("/predict", json.dumps({"rows": [ROW4] * (MAX_BATCH + 1)}).encode(),
                                           ["rows", str(MAX_BATCH)]),
@@ -217,11 +213,13 @@ def test_restricted_grpc_stays_open_and_refuses_the_attack(restricted, attack):
     assert server.pid() == pid, "the server was restarted"
 
 
-def test_restricted_grpc_model_unload_needs_the_key(restricted):
+def test_restricted_server_answers_http_with_the_key_and_guards_grpc_unload(restricted):
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
-    server, _, _ = restricted
+    server, key, _ = restricted
+    reply = post(server.http_url + INFER, json_body([1, N_FEATURES]), {**JSON, API_KEY_HEADER: key})
+    assert reply.status == 200, reply.message
     client = grpcclient.InferenceServerClient(server.grpc_url)
     try:
         with pytest.raises(InferenceServerException, match="restricted"):
@@ -229,12 +227,3 @@ def test_restricted_grpc_model_unload_needs_the_key(restricted):
     finally:
         client.close()
     assert is_ready(server.http_url, MODEL_NAME)
-
-
-def test_restricted_http_with_the_key_is_answered(restricted):
-    server, key, _ = restricted
-    x = np.full((1, N_FEATURES), 0.5, dtype=np.float32)
-    body = json.dumps({"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, N_FEATURES],
-                                   "data": x.reshape(-1).tolist()}]}).encode()
-    reply = post(server.http_url + INFER, body, {**JSON, API_KEY_HEADER: key})
-    assert reply.status == 200, reply.message
