@@ -41,25 +41,11 @@ IDENTITY_ACTIONS = {"publisher": ["Admin", "Read", "List", "Tagging", "Write"], 
 DATA_DIR = "data"
 
 SIGNING_KEYS_FILE = "internal-signing-keys.env"
-_SIGNING_KEY_VARS = (
-    "WEED_JWT_FILER_SIGNING_KEY",
-    "WEED_JWT_FILER_SIGNING_READ_KEY",
-    "WEED_JWT_SIGNING_KEY",
-    "WEED_JWT_SIGNING_READ_KEY",
-)
-
+_SIGNING_KEY_VARS = ("WEED_JWT_FILER_SIGNING_KEY", "WEED_JWT_FILER_SIGNING_READ_KEY", "WEED_JWT_SIGNING_KEY",
+                     "WEED_JWT_SIGNING_READ_KEY")
 # internal weed ports set explicitly (flag names of `weed mini`)
-_INTERNAL_PORT_FLAGS = (
-    "master.port",
-    "master.port.grpc",
-    "volume.port",
-    "volume.port.grpc",
-    "filer.port",
-    "filer.port.grpc",
-    "s3.port.grpc",
-    "admin.port",
-    "admin.port.grpc",
-)
+_INTERNAL_PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+                        "filer.port.grpc", "s3.port.grpc", "admin.port", "admin.port.grpc")
 
 
 class S3Error(RuntimeError):
@@ -87,42 +73,22 @@ class SeaweedS3:
     running attaches to it instead of starting a second one.
     """
 
-    def __init__(
-        self,
-        state_dir: str | Path,
-        port: int = 8333,
-        *,
-        bucket: str = "models",
-        host: str = "127.0.0.1",
-        region: str = "us-east-1",
-        weed: str | Path | None = None,
-    ):
+    def __init__(self, state_dir: str | Path, port: int = 8333, *, bucket: str = "models", host: str = "127.0.0.1",
+                 region: str = "us-east-1", weed: str | Path | None = None):
         self.state_dir = Path(state_dir).absolute()
-        self.port = port
-        self.bucket = bucket
-        self.host = host
-        self.region = region
+        self.port, self.bucket, self.host, self.region = port, bucket, host, region
         self._weed = Path(weed) if weed else None
         self._internal_ports: list[int] = []
         self.service = Service(self.state_dir, "weed")  # weed.pid, weed.log, ... (serve.supervisor)
-        self.pid_file, self.log_file = self.service.pid_file, self.service.log_file
-
-    # -- paths and identity -------------------------------------------------------------
-
-    @property
-    def credentials_file(self) -> Path:
-        return self.state_dir / CREDENTIALS_FILE
-
-    @property
-    def reader_credentials_file(self) -> Path:
-        return self.state_dir / READER_CREDENTIALS_FILE
+        self.log_file = self.service.log_file
+        self.credentials_file = self.state_dir / CREDENTIALS_FILE
+        self.reader_credentials_file = self.state_dir / READER_CREDENTIALS_FILE
 
     @property
     def endpoint_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def pid(self) -> int | None:
-        """Pid of the running server of this state folder, or None."""
         return self.service.pid()
 
     def is_running(self) -> bool:
@@ -141,12 +107,8 @@ class SeaweedS3:
         """The AWS_* variables a client needs for this server: the publisher's, or with
         ``reader`` the read-only identity's (what Triton and the reconciler get)."""
         key, secret = self._credentials(reader)
-        return {
-            "AWS_ACCESS_KEY_ID": key,
-            "AWS_SECRET_ACCESS_KEY": secret,
-            "AWS_DEFAULT_REGION": self.region,
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-        }
+        return {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": self.region,
+                "AWS_ENDPOINT_URL": self.endpoint_url}
 
     def _write_credentials(self) -> Path:
         """Both identities' env files and weed's -s3.config naming them (all mode 0600)."""
@@ -169,9 +131,7 @@ class SeaweedS3:
         keys = read_env_file(path)
         if not all(keys.get(name) for name in _SIGNING_KEY_VARS):
             keys = {name: secrets.token_urlsafe(32) for name in _SIGNING_KEY_VARS}
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write("".join(f"{k}={v}\n" for k, v in keys.items()))
+            _write_private(path, "".join(f"{k}={v}\n" for k, v in keys.items()))
         return keys
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -196,25 +156,13 @@ class SeaweedS3:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / DATA_DIR).mkdir(exist_ok=True)
         identities = self._write_credentials()
-        self._internal_ports = [p for p in free_ports(len(_INTERNAL_PORT_FLAGS) + 1, self.host) if p != self.port][
-            : len(_INTERNAL_PORT_FLAGS)
-        ]
-        args = [
-            str(weed),
-            "mini",
-            f"-dir={self.state_dir / DATA_DIR}",
-            f"-ip={self.host}",
-            f"-ip.bind={self.host}",
-            f"-s3.port={self.port}",
-            *(f"-{flag}={port}" for flag, port in zip(_INTERNAL_PORT_FLAGS, self._internal_ports, strict=True)),
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            "-admin.ui=false",
-            "-webdav=false",
-            "-master.telemetry=false",
-            f"-bucket={self.bucket}",
-            f"-s3.config={identities}",
-        ]
+        ports = [p for p in free_ports(len(_INTERNAL_PORT_FLAGS) + 1, self.host) if p != self.port]
+        self._internal_ports = ports[: len(_INTERNAL_PORT_FLAGS)]
+        args = [str(weed), "mini", f"-dir={self.state_dir / DATA_DIR}", f"-ip={self.host}", f"-ip.bind={self.host}",
+                f"-s3.port={self.port}",
+                *(f"-{flag}={port}" for flag, port in zip(_INTERNAL_PORT_FLAGS, self._internal_ports, strict=True)),
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false", "-webdav=false",
+                "-master.telemetry=false", f"-bucket={self.bucket}", f"-s3.config={identities}"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env["S3_BUCKET"] = self.bucket
         env.update(self._internal_signing_keys())
@@ -236,23 +184,9 @@ class SeaweedS3:
                reader: bool = False):
         """A boto3 S3 client for this server (the publisher's credentials, the read-only ones
         with ``reader``, or those given)."""
-        import boto3
-        from botocore.config import Config
-
         key, secret = self._credentials(reader)
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=access_key or key,
-            aws_secret_access_key=secret_key or secret,
-            region_name=self.region,
-            config=Config(
-                retries={"max_attempts": 1},
-                connect_timeout=timeout,
-                read_timeout=timeout,
-                s3={"addressing_style": "path"},
-            ),
-        )
+        return s3_client(self.endpoint_url, access_key or key, secret_key or secret, self.region,
+                         connect_timeout=timeout, read_timeout=timeout)
 
     def _wait_ready(self, timeout: float) -> None:
         """Until S3 answers an authenticated request for the bucket (created when missing)."""
@@ -291,25 +225,23 @@ class SeaweedS3:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
 
-    def status(self) -> dict[str, object]:
-        pid = self.pid()
-        if pid is not None:
-            self._load_running_port()
-        return {
-            "running": pid is not None,
-            "pid": pid,
-            "endpoint_url": self.endpoint_url,
-            "bucket": self.bucket,
-            "state_dir": str(self.state_dir),
-            "credentials_file": str(self.credentials_file),
-            "log_file": str(self.log_file),
-        }
-
     def __enter__(self) -> SeaweedS3:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def s3_client(endpoint_url: str | None, access_key: str, secret_key: str, region: str, *,
+              session_token: str | None = None, connect_timeout: float = 5.0, read_timeout: float = 5.0):
+    """A boto3 S3 client that fails fast (one attempt) and addresses buckets by path."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id=access_key,
+                        aws_secret_access_key=secret_key, aws_session_token=session_token or None,
+                        region_name=region, config=Config(retries={"max_attempts": 1}, connect_timeout=connect_timeout,
+                                                          read_timeout=read_timeout, s3={"addressing_style": "path"}))
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -345,12 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "stop":
             print("S3 stopped" if server.stop() else "S3 was not running")
         elif args.command == "status":
-            st = server.status()
-            if st["running"]:
-                print(f"S3 running: {st['endpoint_url']} bucket={st['bucket']} pid={st['pid']} log={st['log_file']}")
-                return 0
-            print(f"S3 not running (state dir {st['state_dir']})")
-            return 1
+            if server.pid() is None:
+                print(f"S3 not running (state dir {server.state_dir})")
+                return 1
+            server._load_running_port()
+            print(f"S3 running: {server.endpoint_url} bucket={server.bucket} pid={server.pid()} log={server.log_file}")
         elif args.command == "env":
             if not server.credentials_file.exists():
                 print(f"error: {server.credentials_file} does not exist; run `python -m serve.s3 start` first", file=sys.stderr)

@@ -71,16 +71,6 @@ class S3Settings(_Group):
             raise ValueError("is not an http(s)://host:port URL")
         return value
 
-    def env(self) -> dict[str, str]:
-        """The standard AWS_* variables for these settings (only those that are set)."""
-        out = {"AWS_DEFAULT_REGION": self.region}
-        for name, value in (("AWS_ENDPOINT_URL", self.endpoint_url), ("AWS_ACCESS_KEY_ID", self.access_key_id),
-                            ("AWS_SECRET_ACCESS_KEY", self.secret_access_key),
-                            ("AWS_SESSION_TOKEN", self.session_token)):
-            if value:
-                out[name] = value
-        return out
-
 
 class TritonSettings(_Group):
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("TRITON_HOST"))

@@ -29,6 +29,7 @@ The environment is inherited, so secrets never appear on a command line.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import glob
 import json
@@ -37,7 +38,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections import deque
 from pathlib import Path
@@ -50,8 +50,7 @@ PR_SET_CHILD_SUBREAPER = 36
 
 
 def _prctl(option: int, value: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(option, value, 0, 0, 0)
+    ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -68,13 +67,14 @@ def describe_exit(returncode: int) -> str:
 
 
 def is_ready(urls: list[str]) -> bool:
-    for url in urls:
-        try:
+    """Every URL answers 200 (an HTTPError is an OSError)."""
+    try:
+        for url in urls:
             with urllib.request.urlopen(url, timeout=1.0) as response:
                 if response.status != 200:
                     return False
-        except (OSError, urllib.error.HTTPError):
-            return False
+    except OSError:
+        return False
     return True
 
 
@@ -158,7 +158,7 @@ class Supervisor:
             return 0
         finally:
             if self.child is not None and self.child.poll() is None:
-                self._stop_child()
+                stop_process(self.child.pid, self.stop_timeout_s)
             self._stop_leftovers()
             self.pid_file.unlink(missing_ok=True)
             self.event("stopped")
@@ -185,32 +185,20 @@ class Supervisor:
             if stop_deadline is not None and time.monotonic() > stop_deadline:
                 self.child.kill()
 
-    def _stop_child(self) -> None:
-        self.child.send_signal(signal.SIGTERM)
-        try:
-            self.child.wait(self.stop_timeout_s)
-        except subprocess.TimeoutExpired:
-            self.child.kill()
-            self.child.wait(10)
-
     def _stop_leftovers(self) -> None:
         """Stop what the dead server left: its orphaned backend processes (now our children,
         as we are their subreaper) and the files named by ``cleanup_globs``."""
         leftovers = psutil.Process().children(recursive=True)
         for proc in leftovers:  # orphans of a dead server: nothing to finish (a stub ignores SIGTERM)
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
-            except psutil.NoSuchProcess:
-                pass
         psutil.wait_procs(leftovers, timeout=5)  # reaps them: they are our children now
         if leftovers:
             self.say(f"stopped {len(leftovers)} process(es) left behind: {[p.pid for p in leftovers]}")
         for pattern in self.cleanup_globs:
             for path in glob.glob(pattern):
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(path)
-                except OSError:
-                    pass
 
 
 class ServiceError(RuntimeError):
@@ -312,12 +300,11 @@ class Service:
         lines) when the server exits first or ``timeout`` seconds pass."""
         deadline = time.monotonic() + timeout
         while not ready():
-            if self._exited():
-                raise ServiceError(f"{what or self.name} exited during start-up; last lines of "
-                                   f"{self.log_file}:\n{log_tail(self.log_file)}")
-            if time.monotonic() > deadline:
-                raise ServiceError(f"{what or self.name} was not ready within {timeout:.0f} s; last lines of "
-                                   f"{self.log_file}:\n{log_tail(self.log_file)}")
+            problem = ("exited during start-up" if self._exited() else
+                       f"was not ready within {timeout:.0f} s" if time.monotonic() > deadline else None)
+            if problem:
+                raise ServiceError(f"{what or self.name} {problem}; last lines of {self.log_file}:\n"
+                                   f"{log_tail(self.log_file)}")
             time.sleep(0.05)
 
     def stop(self, timeout: float = 20.0) -> bool:

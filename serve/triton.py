@@ -43,12 +43,14 @@ from fraudml import triton_control
 from fraudml.tritonconfig import MODEL_NAME
 from serve.fil_backend import install_fil_backend
 from serve.ports import port_in_use
+from serve.s3 import s3_client
 from serve.settings import Settings, TritonSettings, command_line
 from serve.supervisor import Service, ServiceError
 
-LAUNCH_FILE = "launch.json"
+LAUNCH_FILE = "launch.json"  # what `status`/`load` need to know of the running server
+LAUNCH_KEYS = ("model_repository", "host", "http_port", "grpc_port", "metrics_port", "load_models", "model_control",
+               "shm_prefix", "supervise")
 API_KEY_FILE = "api-key.env"  # TRITON_API_KEY of `python -m serve.triton start` (make serve), mode 0600
-BACKEND_SOURCE = Path(__file__).resolve().parent / "backends" / "fil"
 MODEL_CONTROL_MODES = ("explicit", "poll", "none")
 # the fil backends' gauge and its values (docs/fil_contract.md, "What a version is served with")
 COMPILED_METRIC = "fil_compiled"
@@ -68,9 +70,7 @@ def bundle_paths() -> tuple[Path, Path]:
     # without the dependencies of its Python API (requirements.txt, "no-deps").
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
-        raise TritonError(
-            "the nvidia-pytriton package is not installed; it bundles tritonserver (`make venv`)"
-        )
+        raise TritonError("the nvidia-pytriton package is not installed; it bundles tritonserver (`make venv`)")
     root = Path(list(spec.submodule_search_locations)[0]).resolve()
     bundle = root / "tritonserver"
     libs = root.parent / "nvidia_pytriton.libs"
@@ -84,10 +84,8 @@ def python_libdir() -> str:
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     name = f"libpython{sys.version_info.major}.{sys.version_info.minor}.so.1.0"
     if not (Path(libdir) / name).exists():
-        raise TritonError(
-            f"{name} was not found in {libdir!r}: the Python backend stub needs a Python built "
-            "with --enable-shared (pyenv: PYTHON_CONFIGURE_OPTS=--enable-shared)"
-        )
+        raise TritonError(f"{name} was not found in {libdir!r}: the Python backend stub needs a Python built "
+                          "with --enable-shared (pyenv: PYTHON_CONFIGURE_OPTS=--enable-shared)")
     return libdir
 
 
@@ -116,51 +114,32 @@ def triton_repository_uri(model_repo: str, endpoint_url: str | None) -> str:
     return str(path)
 
 
-def _split_s3(model_repo: str) -> tuple[str, str]:
-    rest = model_repo[len("s3://") :]
-    if rest.startswith(("http://", "https://")):
-        rest = rest.split("://", 1)[1].split("/", 1)[1]
-    bucket, _, prefix = rest.strip("/").partition("/")
-    return bucket, prefix.strip("/")
-
-
 def check_s3_repository(model_repo: str, env: Mapping[str, str], models: Iterable[str]) -> None:
     """Fail fast with a clear message when an S3 repository cannot serve ``models``."""
     if not (env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")):
-        raise TritonError(
-            f"the model repository {model_repo} is on S3 but AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
-            "are not set; for the local S3 run `set -a; . .state/s3/credentials.env; set +a` "
-            "(`make serve` does this) or export your own credentials"
-        )
-    import boto3
-    from botocore.config import Config
+        raise TritonError(f"the model repository {model_repo} is on S3 but AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+                          "are not set; for the local S3 run `set -a; . .state/s3/credentials.env; set +a` "
+                          "(`make serve` does this) or export your own credentials")
     from botocore.exceptions import BotoCoreError, ClientError
 
-    endpoint = env.get("AWS_ENDPOINT_URL") or None
-    if model_repo.startswith(("s3://http://", "s3://https://")):
-        scheme, rest = model_repo[len("s3://") :].split("://", 1)
-        endpoint = f"{scheme}://{rest.split('/', 1)[0]}"
-    bucket, prefix = _split_s3(model_repo)
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
-        region_name=env.get("AWS_DEFAULT_REGION") or "us-east-1",
-        config=Config(retries={"max_attempts": 1}, connect_timeout=3, read_timeout=5, s3={"addressing_style": "path"}),
-    )
+    endpoint, rest = env.get("AWS_ENDPOINT_URL") or None, model_repo[len("s3://") :]
+    if rest.startswith(("http://", "https://")):  # Triton's s3://http://host:port/bucket/prefix
+        scheme, rest = rest.split("://", 1)
+        host, _, rest = rest.partition("/")
+        endpoint = f"{scheme}://{host}"
+    bucket, _, prefix = rest.strip("/").partition("/")
+    client = s3_client(endpoint, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
+                       env.get("AWS_DEFAULT_REGION") or "us-east-1", session_token=env.get("AWS_SESSION_TOKEN"),
+                       connect_timeout=3, read_timeout=5)
     for model in models:
-        key = f"{prefix}/{model}/config.pbtxt" if prefix else f"{model}/config.pbtxt"
+        key = "/".join(part for part in (prefix.strip("/"), model, "config.pbtxt") if part)
         try:
             client.head_object(Bucket=bucket, Key=key)
         except ClientError as e:
             code = str(e.response.get("Error", {}).get("Code", ""))
             if code in ("404", "NoSuchKey", "NotFound"):
-                raise TritonError(
-                    f"s3://{bucket}/{key} does not exist: no model {model!r} has been published to "
-                    f"{model_repo} yet (run the training flow, `make train`)"
-                ) from None
+                raise TritonError(f"s3://{bucket}/{key} does not exist: no model {model!r} has been published to "
+                                  f"{model_repo} yet (run the training flow, `make train`)") from None
             if code in ("403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"):
                 raise TritonError(f"S3 rejected the credentials for s3://{bucket} ({code}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from None
             raise TritonError(f"S3 error reading s3://{bucket}/{key}: {code} {e}") from None
@@ -182,11 +161,8 @@ def relevant_log_lines(text: str, limit: int = 8, width: int = 600) -> str:
     if causes:
         return "\n".join(f"model {name} failed to load: {message}" for name, message in causes.items())
     lines = [line for line in text.splitlines() if not any(noise in line for noise in _LOG_NOISE)]
-    keep = [
-        line
-        for line in lines
-        if re.match(r"^E\d{4} ", line) or re.search(r"\b(error|failed|Failed|Error|Exception|UNAVAILABLE)\b", line)
-    ]
+    keep = [line for line in lines
+            if re.match(r"^E\d{4} ", line) or re.search(r"\b(error|failed|Failed|Error|Exception|UNAVAILABLE)\b", line)]
     keep = keep or lines[-limit:]
     return "\n".join(line if len(line) <= width else line[:width] + " ..." for line in keep[-limit:])
 
@@ -195,71 +171,36 @@ def relevant_log_lines(text: str, limit: int = 8, width: int = 600) -> str:
 class TritonServer:
     """A bundled ``tritonserver`` with its copy, pid file and log in ``state_dir``."""
 
-    def __init__(
-        self,
-        model_repository: str | Path,
-        *,
-        http_port: int = 8000,
-        grpc_port: int = 8001,
-        metrics_port: int = 8002,
-        state_dir: str | Path,
-        env: Mapping[str, str] | None = None,
-        load_models: Iterable[str] = (MODEL_NAME,),
-        model_control: str = "explicit",
-        host: str = "127.0.0.1",
-        fil_cache_dir: str | Path | None = None,
-        log_verbose: int = 0,
-        supervise: bool = False,
-        max_restarts: int = 5,
-        restart_window_s: float = 600.0,
-        extra_args: Iterable[str] = (),
-        api_key: str | None = None,
-        api_key_header: str = "fraudml-api-key",
-    ):
+    def __init__(self, model_repository: str | Path, *, http_port: int = 8000, grpc_port: int = 8001,
+                 metrics_port: int = 8002, state_dir: str | Path, env: Mapping[str, str] | None = None,
+                 load_models: Iterable[str] = (MODEL_NAME,), model_control: str = "explicit", host: str = "127.0.0.1",
+                 fil_cache_dir: str | Path | None = None, log_verbose: int = 0, supervise: bool = False,
+                 max_restarts: int = 5, restart_window_s: float = 600.0, extra_args: Iterable[str] = (),
+                 api_key: str | None = None, api_key_header: str = "fraudml-api-key"):
         if model_control not in MODEL_CONTROL_MODES:
             raise ValueError(f"model_control must be one of {MODEL_CONTROL_MODES}")
-        self.model_repository = str(model_repository)
-        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
-        self.state_dir = Path(state_dir).absolute()
-        self.extra_env = dict(env or {})
-        self.load_models = tuple(load_models)
-        self.model_control = model_control
-        self.host = host
+        self.model_repository, self.state_dir = str(model_repository), Path(state_dir).absolute()
+        self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
+        self.extra_env, self.load_models, self.model_control = dict(env or {}), tuple(load_models), model_control
         self.fil_cache_dir = Path(fil_cache_dir).absolute() if fil_cache_dir else None
-        self.log_verbose = log_verbose
-        self.supervise = supervise
-        self.max_restarts, self.restart_window_s = max_restarts, restart_window_s
-        self.extra_args = tuple(extra_args)
+        self.log_verbose, self.extra_args = log_verbose, tuple(extra_args)
+        self.supervise, self.max_restarts, self.restart_window_s = supervise, max_restarts, restart_window_s
         # With a key, the model-repository (load/unload), shared-memory, trace and logging APIs
         # of both protocols answer only requests carrying it (docs/security.md, S2).
         self.api_key, self.api_key_header = api_key, api_key_header
         self.startup_seconds: float | None = None
-        self._shm_prefix: str | None = None
-        # tritonserver.pid, tritonserver.log, tritonserver.events.jsonl, ... (serve.supervisor)
-        self.service = Service(self.state_dir, "tritonserver")
-        self.pid_file, self.log_file, self.events_file = (
-            self.service.pid_file, self.service.log_file, self.service.events_file)
+        self.shm_prefix: str | None = None
+        self.service = Service(self.state_dir, "tritonserver")  # tritonserver.pid, .log, ... (serve.supervisor)
+        self.log_file = self.service.log_file
 
-    # -- addresses ------------------------------------------------------------------------------
-    @property
-    def _addresses(self) -> TritonSettings:  # one place formats Triton's URLs
-        return TritonSettings(host=self.host, http_port=self.http_port, grpc_port=self.grpc_port,
-                              metrics_port=self.metrics_port)
+    # one place formats Triton's URLs
+    _addresses = property(lambda self: TritonSettings(host=self.host, http_port=self.http_port,
+                                                      grpc_port=self.grpc_port, metrics_port=self.metrics_port))
+    http_url = property(lambda self: self._addresses.http_url)
+    grpc_url = property(lambda self: self._addresses.grpc_url)
+    metrics_url = property(lambda self: self._addresses.metrics_url)
 
-    @property
-    def http_url(self) -> str:
-        return self._addresses.http_url
-
-    @property
-    def grpc_url(self) -> str:
-        return self._addresses.grpc_url
-
-    @property
-    def metrics_url(self) -> str:
-        return self._addresses.metrics_url
-
-    def pid(self) -> int | None:
-        """The running tritonserver's pid (it changes when the supervisor restarts it)."""
+    def pid(self) -> int | None:  # changes when the supervisor restarts the server
         return self.service.pid()
 
     def supervisor_pid(self) -> int | None:
@@ -271,6 +212,10 @@ class TritonServer:
     def supervisor_events(self) -> list[dict]:
         return self.service.events()
 
+    @property
+    def _explicit_models(self) -> tuple[str, ...]:
+        return self.load_models if self.model_control == "explicit" else ()
+
     # -- preparing ------------------------------------------------------------------------------
     def _environment(self) -> dict[str, str]:
         env = {**os.environ, **self.extra_env}
@@ -279,10 +224,8 @@ class TritonServer:
         # The stub finds its Python prefix from the first `python3` on PATH: the venv's bin
         # (not resolved through symlinks) makes it use the venv's site-packages.
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "/usr/bin:/bin")])
-        _, libs = bundle_paths()
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
-            p for p in [python_libdir(), str(libs), env.get("LD_LIBRARY_PATH", "")] if p
-        )
+            p for p in [python_libdir(), str(bundle_paths()[1]), env.get("LD_LIBRARY_PATH", "")] if p)
         if self.fil_cache_dir is not None:
             env["FIL_CACHE_DIR"] = str(self.fil_cache_dir)
         else:
@@ -318,32 +261,21 @@ class TritonServer:
             f"--cache-directory={server_dir / 'caches'}",
             "--disable-auto-complete-config",  # the config is complete; saves a 1.2 s stub start
             f"--model-control-mode={self.model_control}",
-            f"--http-address={self.host}",
-            f"--http-port={self.http_port}",
-            f"--grpc-address={self.host}",
-            f"--grpc-port={self.grpc_port}",
-            f"--metrics-address={self.host}",
-            f"--metrics-port={self.metrics_port}",
+            *(arg for api, port in (("http", self.http_port), ("grpc", self.grpc_port), ("metrics", self.metrics_port))
+              for arg in (f"--{api}-address={self.host}", f"--{api}-port={port}")),
             "--allow-gpu-metrics=false",
             "--exit-timeout-secs=10",
             f"--log-verbose={self.log_verbose}",
             # a unique prefix, so several servers on one machine never share Python backend shm
-            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            *(f"--load-model={name}" for name in self._explicit_models),
         ]
-        if self.model_control == "explicit":
-            args += [f"--load-model={name}" for name in self.load_models]
-        elif self.model_control == "poll":
+        if self.model_control == "poll":
             args.append("--repository-poll-secs=2")
         if self.api_key:
             restriction = f"model-repository,shared-memory,trace,logging:{self.api_key_header}={self.api_key}"
             args += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
         return args + list(self.extra_args)
-
-    def _ready_urls(self) -> list[str]:
-        models = self.load_models if self.model_control == "explicit" else ()
-        if not models:
-            return [f"{self.http_url}/v2/health/ready"]
-        return [f"{self.http_url}/v2/models/{quote(name)}/ready" for name in models]
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> TritonServer:
@@ -360,37 +292,22 @@ class TritonServer:
         env = self._environment()
         repository_uri = triton_repository_uri(self.model_repository, env.get("AWS_ENDPOINT_URL"))
         if repository_uri.startswith("s3://"):
-            check_s3_repository(repository_uri, env, self.load_models if self.model_control == "explicit" else ())
+            check_s3_repository(repository_uri, env, self._explicit_models)
         for name, port in (("HTTP", self.http_port), ("gRPC", self.grpc_port), ("metrics", self.metrics_port)):
             if port_in_use(port, self.host):
-                raise TritonError(
-                    f"{name} port {port} on {self.host} is already in use; choose another "
-                    f"(--{name.lower()}-port / TRITON_{name.upper()}_PORT) or stop what listens there"
-                )
+                raise TritonError(f"{name} port {port} on {self.host} is already in use; choose another "
+                                  f"(--{name.lower()}-port / TRITON_{name.upper()}_PORT) or stop what listens there")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         server_dir = self._prepare_server_dir()
         Path(env["FIL_CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
-        self._shm_prefix = f"fraudml_{secrets.token_hex(4)}"
+        self.shm_prefix = f"fraudml_{secrets.token_hex(4)}"
+        ready_urls = [f"{self.http_url}/v2/models/{quote(name)}/ready" for name in self._explicit_models]
         started = time.monotonic()
-        self.service.start(self.command(server_dir, repository_uri), env=env, ready_urls=self._ready_urls(),
+        self.service.start(self.command(server_dir, repository_uri), env=env,
+                           ready_urls=ready_urls or [f"{self.http_url}/v2/health/ready"],
                            max_restarts=self.max_restarts if self.supervise else 0,
-                           window_s=self.restart_window_s, cleanup_globs=[f"/dev/shm/{self._shm_prefix}*"])
-        (self.state_dir / LAUNCH_FILE).write_text(
-            json.dumps(
-                {
-                    "model_repository": self.model_repository,
-                    "host": self.host,
-                    "http_port": self.http_port,
-                    "grpc_port": self.grpc_port,
-                    "metrics_port": self.metrics_port,
-                    "load_models": list(self.load_models),
-                    "model_control": self.model_control,
-                    "shm_prefix": self._shm_prefix,
-                    "supervise": self.supervise,
-                },
-                indent=2,
-            )
-        )
+                           window_s=self.restart_window_s, cleanup_globs=[f"/dev/shm/{self.shm_prefix}*"])
+        (self.state_dir / LAUNCH_FILE).write_text(json.dumps({k: getattr(self, k) for k in LAUNCH_KEYS}, indent=2))
         try:
             self.wait_ready(timeout)
         except BaseException:
@@ -400,15 +317,11 @@ class TritonServer:
         return self
 
     def _load_launch(self) -> None:
+        """Take the addresses and models of the running server from its launch file."""
         with contextlib.suppress(FileNotFoundError, ValueError):
             launch = json.loads((self.state_dir / LAUNCH_FILE).read_text())
-            self.host = launch["host"]
-            self.http_port, self.grpc_port, self.metrics_port = launch["http_port"], launch["grpc_port"], launch["metrics_port"]
-            self.load_models = tuple(launch["load_models"])
-            self.model_repository = launch["model_repository"]
-            self.model_control = launch["model_control"]
-            self._shm_prefix = launch.get("shm_prefix")
-            self.supervise = launch.get("supervise", False)
+            for key in set(LAUNCH_KEYS) & launch.keys():
+                setattr(self, key, tuple(launch[key]) if key == "load_models" else launch[key])
 
     def _headers(self) -> dict[str, str]:
         return {self.api_key_header: self.api_key} if self.api_key else {}
@@ -423,7 +336,7 @@ class TritonServer:
         """Every model this server was asked to load answers ready (the server itself, when
         it loads none). Under strict readiness one failed load of a new version makes
         /v2/health/ready fail while the previous version still serves; this does not."""
-        models = self.load_models if self.model_control == "explicit" else ()
+        models = self._explicit_models
         return all(self.model_ready(m) for m in models) if models else self.is_ready()
 
     def wait_ready(self, timeout: float = 120.0) -> None:
@@ -435,10 +348,7 @@ class TritonServer:
 
     def _failure_message(self, headline: str, log_text: str | None = None) -> str:
         if log_text is None:
-            try:
-                log_text = self.log_file.read_text(errors="replace")
-            except FileNotFoundError:
-                log_text = ""
+            log_text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
         return f"{headline}; from {self.log_file}:\n{relevant_log_lines(log_text)}"
 
     def load_model(self, name: str = MODEL_NAME, timeout: float = 120.0) -> None:
@@ -472,11 +382,10 @@ class TritonServer:
             return {}
         values: dict[int, float] = {}
         for family in text_string_to_metric_families(text):
-            if family.name == COMPILED_METRIC:
-                for sample in family.samples:
-                    if sample.labels.get("model") == name:  # the Python backend: a series per stub; the least counts
-                        version = int(sample.labels["version"])
-                        values[version] = min(sample.value, values.get(version, sample.value))
+            for sample in family.samples if family.name == COMPILED_METRIC else ():
+                if sample.labels.get("model") == name:  # the Python backend: a series per stub; the least counts
+                    version = int(sample.labels["version"])
+                    values[version] = min(sample.value, values.get(version, sample.value))
         return {version: PREDICTOR_STATES[int(values[version])] for version in sorted(values)}
 
     def wait_compiled(self, name: str = MODEL_NAME, version: int | None = None, timeout: float = 600.0) -> None:
@@ -492,7 +401,7 @@ class TritonServer:
             if not state and self.model_ready(name):
                 raise TritonError(f"{name} is not served by the local fil backend (no {COMPILED_METRIC} on {self.metrics_url})")
             target = version if version is not None else (list(state)[-1] if state else None)
-            current = state.get(target) if target is not None else None
+            current = state.get(target)
             if current == "compiled":
                 return
             if current == "gtil (final)":
@@ -505,28 +414,6 @@ class TritonServer:
         """Stop the server of this state folder (its supervisor stops the server, every backend
         process and the shared memory they leave); False if none was running."""
         return self.service.stop(timeout)
-
-    def status(self) -> dict[str, object]:
-        pid = self.pid()
-        if pid is not None:
-            self._load_launch()
-        info: dict[str, object] = {
-            "running": pid is not None,
-            "pid": pid,
-            "ready": pid is not None and self._serving(),
-            "health_ready": pid is not None and self.is_ready(),
-            "model_repository": self.model_repository,
-            "http_url": self.http_url,
-            "grpc_url": self.grpc_url,
-            "metrics_url": self.metrics_url,
-            "log_file": str(self.log_file),
-            "supervisor_pid": self.supervisor_pid(),
-            "crashes": [e for e in self.supervisor_events() if e["event"] in ("exited", "gave-up")],
-        }
-        if pid is not None:
-            with contextlib.suppress(triton_control.TritonUnavailable, triton_control.TritonRefused):
-                info["models"] = triton_control.repository_index(self.http_url, headers=self._headers())
-        return info
 
     def __enter__(self) -> TritonServer:
         return self.start()
@@ -565,28 +452,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-supervise", action="store_true",
                         help="start tritonserver alone, without the supervisor that restarts it after a crash")
     parser.add_argument("--max-restarts", type=int, default=5, help="restarts within 10 minutes before giving up")
-    parser.add_argument(
-        "--wait-compiled", action="store_true", help="after start/load, also wait until the model is served compiled"
-    )
+    parser.add_argument("--wait-compiled", action="store_true",
+                        help="after start/load, also wait until the model is served compiled")
     args = parser.parse_args(argv)
+    args.model = args.model or [settings.model_name]
 
     server = TritonServer(
-        args.model_repo,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port,
-        state_dir=args.state_dir,
-        load_models=args.model or (settings.model_name,),
-        model_control=args.model_control,
-        host=settings.triton.host,
-        fil_cache_dir=args.fil_cache_dir,
-        supervise=not args.no_supervise,
-        max_restarts=args.max_restarts,
+        args.model_repo, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
+        state_dir=args.state_dir, load_models=args.model, model_control=args.model_control, host=settings.triton.host,
+        fil_cache_dir=args.fil_cache_dir, supervise=not args.no_supervise, max_restarts=args.max_restarts,
         api_key=settings.triton.api_key or local_api_key(Path(args.state_dir), create=args.command == "start"),
-        api_key_header=settings.triton.api_key_header,
-    )
+        api_key_header=settings.triton.api_key_header)
     try:
-        return {"start": _start, "stop": _stop, "status": _status, "load": _load}[args.command](server, args, settings)
+        if args.command == "stop":
+            print("Triton stopped" if server.stop() else "Triton was not running")
+            return 0
+        return {"start": _start, "status": _status, "load": _load}[args.command](server, args, settings)
     except TritonError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -602,10 +483,7 @@ def _start(server: TritonServer, args, settings: Settings) -> int:
         if server.supervise:
             print(f"  supervised (pid {server.supervisor_pid()}): restarted after a crash, "
                   f"at most {server.max_restarts} times in {server.restart_window_s / 60:.0f} min")
-    print(f"  HTTP    {server.http_url}")
-    print(f"  gRPC    {server.grpc_url}")
-    print(f"  metrics {server.metrics_url}")
-    print(f"  log     {server.log_file}")
+    print(f"  HTTP    {server.http_url}\n  gRPC    {server.grpc_url}\n  metrics {server.metrics_url}\n  log     {server.log_file}")
     if server.api_key and not settings.triton.api_key:
         print(f"  model-repository API key: {Path(args.state_dir) / API_KEY_FILE} (TRITON_API_KEY)")
     if args.wait_compiled:
@@ -617,29 +495,28 @@ def _start(server: TritonServer, args, settings: Settings) -> int:
     return 0
 
 
-def _stop(server: TritonServer, args, settings: Settings) -> int:
-    print("Triton stopped" if server.stop() else "Triton was not running")
-    return 0
-
-
 def _status(server: TritonServer, args, settings: Settings) -> int:
-    st = server.status()
-    if not st["running"]:
+    if server.pid() is None:
         print(f"Triton not running (state dir {server.state_dir})")
         return 1
-    health = "" if st["health_ready"] == st["ready"] else f"; /v2/health/ready says {'ready' if st['health_ready'] else 'NOT ready'}"
-    print(f"Triton running (pid {st['pid']}, {'ready' if st['ready'] else 'NOT ready'}{health}) on {st['model_repository']}")
-    print(f"  HTTP {st['http_url']}  gRPC {st['grpc_url']}  metrics {st['metrics_url']}")
-    if st["supervisor_pid"]:
-        crashes = st["crashes"]
+    server._load_launch()
+    ready, health_ready = server._serving(), server.is_ready()
+    health = "" if health_ready == ready else f"; /v2/health/ready says {'ready' if health_ready else 'NOT ready'}"
+    print(f"Triton running (pid {server.pid()}, {'ready' if ready else 'NOT ready'}{health}) on {server.model_repository}")
+    print(f"  HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
+    if server.supervisor_pid():
+        crashes = [e for e in server.supervisor_events() if e["event"] in ("exited", "gave-up")]
         last = f"; last: {crashes[-1].get('how', crashes[-1]['event'])}" if crashes else ""
-        print(f"  supervisor pid {st['supervisor_pid']}: {len(crashes)} crash(es) since start{last}")
-    for m in (m for m in st.get("models", []) if m.get("state")):  # not the folders never loaded
+        print(f"  supervisor pid {server.supervisor_pid()}: {len(crashes)} crash(es) since start{last}")
+    models = []
+    with contextlib.suppress(triton_control.TritonUnavailable, triton_control.TritonRefused):
+        models = triton_control.repository_index(server.http_url, headers=server._headers())
+    for m in (m for m in models if m.get("state")):  # not the folders never loaded
         reason = f" ({m['reason'].splitlines()[0]})" if m.get("reason") else ""
         predictor = server.predictor_state(m.get("name", "")).get(int(m.get("version") or 0))
         how = f", {predictor}" if predictor and m.get("state") == "READY" else ""
         print(f"  {m.get('name')}/{m.get('version', '-')}: {m.get('state', '?')}{how}{reason}")
-    return 0 if st["ready"] else 1
+    return 0 if ready else 1
 
 
 def _load(server: TritonServer, args, settings: Settings) -> int:
@@ -647,7 +524,7 @@ def _load(server: TritonServer, args, settings: Settings) -> int:
         print(f"error: Triton is not running (state dir {server.state_dir}); start it first", file=sys.stderr)
         return 1
     server._load_launch()
-    for name in args.model or (settings.model_name,):
+    for name in args.model:
         started = time.monotonic()
         server.load_model(name)
         print(f"loaded {name} in {time.monotonic() - started:.2f} s")
