@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from fraudml.rollout import RolloutError, roll_out
-from fraudml.tritonconfig import MODEL_NAME
+from tests.k8s import manifests as m
 from tests.reliability.rig import (
     RequestLoop,
     assert_no_version_lost,
@@ -25,7 +24,6 @@ from tests.reliability.wire import post
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 KINDS = ["random bytes", "empty file", "truncated checkpoint (first half)", "LightGBM model text under checkpoint.tl",
          "XGBoost JSON under checkpoint.tl", "valid checkpoint with 29 features"]
 QUICK = {"random bytes", "truncated checkpoint (first half)", "LightGBM model text under checkpoint.tl",
@@ -83,22 +81,11 @@ def test_bad_model_file_is_refused_and_the_previous_version_keeps_serving(rig, b
     assert set(loop.versions) == {previous}, f"clients saw versions {sorted(set(loop.versions))}"
 
 
-def readiness_probe_path() -> str:
-    manifest = ROOT / "k8s" / "base" / "triton-deployment.yaml"
-    for doc in yaml.safe_load_all(manifest.read_text()):
-        if isinstance(doc, dict) and doc.get("kind") == "Deployment":
-            for container in doc["spec"]["template"]["spec"].get("containers", []):
-                path = ((container.get("readinessProbe") or {}).get("httpGet") or {}).get("path")
-                if path:
-                    return path.replace("$(MODEL_NAME)", MODEL_NAME)
-    pytest.skip(f"{manifest.relative_to(ROOT)} has no readinessProbe to check")
-
-
 @pytest.mark.quick
 def test_k8s_readiness_probe_still_ready_after_a_refused_load(rig, bad_files):
     """R1: Triton 2.51's /v2/health/ready stays 400 after any refused load, although the
     previous version keeps serving; the manifests must probe something that says ready."""
-    path = readiness_probe_path()
+    path = m.container(m.build("overlays/cpu"), "triton", "triton")["readinessProbe"]["httpGet"]["path"]
     publish_and_roll_out(rig, bad_files["random bytes"], "random bytes")
     reply = post(rig.triton.http_url + path, None, method="GET", timeout=5)
     assert reply.status == 200, (f"the readinessProbe path {path} answers {reply.status} although v"

@@ -10,6 +10,7 @@ import re
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
@@ -80,27 +81,18 @@ def test_triton_restarted_in_the_middle_of_a_publish_comes_up_on_the_previous_ve
     previous = repo.served_version()
     reached, release = threading.Event(), threading.Event()
     repo.store = FaultyStore(repo.store, "before-config-swap", lambda: (reached.set(), release.wait(120)))
-    result = {}
-
-    def publish() -> None:
+    with ThreadPoolExecutor(1) as pool:
+        publish = pool.submit(rig.publish_reference, "published across a Triton restart", repo)
         try:
-            result["version"] = rig.publish_reference("published across a Triton restart", repo)
-        except Exception as exc:  # noqa: BLE001 - asserted below
-            result["error"] = exc
-
-    worker = threading.Thread(target=publish, daemon=True)
-    worker.start()
-    try:
-        assert reached.wait(60), "the publish never reached the config swap"
-        rig.triton.stop()
-        rig.triton.start(timeout=180)
-        assert rig.check_serving() == previous, "Triton restarted mid-publish does not serve what config.pbtxt names"
-    finally:
-        release.set()
-        worker.join(60)
-    assert "error" not in result, f"the paused publish failed: {result.get('error')}"
+            assert reached.wait(60), "the publish never reached the config swap"
+            rig.triton.stop()
+            rig.triton.start(timeout=180)
+            assert rig.check_serving() == previous, "Triton restarted mid-publish does not serve what config.pbtxt names"
+        finally:
+            release.set()
+        version = publish.result(60)  # the paused publish succeeded (raises its error otherwise)
     roll_out(rig.repo(), [rig.triton.http_url], previous)
-    rig.check_serving(version=result["version"])
+    rig.check_serving(version=version)
 
 
 @pytest.mark.quick
