@@ -23,7 +23,6 @@ def df() -> pd.DataFrame:
 
 
 def test_feature_matrix_is_the_raw_rows_in_feature_order(df):
-    """Columns by name, in FEATURES order, float32, values untouched."""
     shuffled = df[list(reversed(df.columns))]
     x = feature_matrix(shuffled)
     assert x.dtype == np.float32 and x.shape == (len(df), 30)
@@ -93,7 +92,6 @@ def test_sampler_is_a_pipeline_step_that_clones():
 
 
 def test_split_is_stratified_disjoint_and_deterministic(df):
-    """Same fraud rate in both parts, no shared rows, same split for the same seed."""
     train, test = split_train_test(df, test_size=0.25, seed=3)
     assert len(test) == 1_250 and len(train) == 3_750
     assert set(train.index).isdisjoint(test.index)

@@ -47,7 +47,6 @@ def test_confusion_and_threshold_metrics(threshold, counts, scores):
     ([1, 0], [0.2, 0.9], 0.9, 0.0),  # no point reaches the precision
 ])
 def test_recall_at_precision(y, p, target, expected):
-    """Best recall among points with precision >= target."""
     assert recall_at_precision(y, p, target) == pytest.approx(expected)
 
 

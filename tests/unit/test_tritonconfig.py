@@ -106,13 +106,11 @@ def test_served_versions_on_hand_written_configs(text, expected):
     ],
 )
 def test_invalid_arguments_are_rejected(kwargs, message):
-    """Arguments FIL or Triton would reject fail here, naming the argument."""
     with pytest.raises(ValueError, match=message):
         render_config(**kwargs)
 
 
 def test_model_filenames_match_the_local_fil_backend():
-    """The generator and the local fil backend agree on FIL's default file names."""
     from serve.backends.fil.fil_forest import FIL_MODEL_FILENAMES
 
     assert MODEL_FILENAMES == FIL_MODEL_FILENAMES
