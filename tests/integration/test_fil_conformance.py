@@ -287,7 +287,6 @@ generated_rows = hnp.arrays(np.float32, st.tuples(st.integers(1, 64), st.just(N_
 @given(x=generated_rows)
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_generated_rows_are_answered_like_native_fil(case, models, fil_clients, x):
-    """Hypothesis-generated rows (numbers, NaN, +-Inf) get native FIL's answer."""
     for protocol in ("http", "grpc"):
         assert_answers(case, models, x, fil_clients.infer(protocol, case.name, x), protocol)
 
@@ -326,14 +325,6 @@ def test_refused_config_fails_to_load_with_the_reason(case, fil_clients):
         assert word in str(info.value), f"{word!r} not in {info.value}"
     assert not http.is_model_ready(case.name)
     assert http.is_model_ready(SERVED[0].name)
-
-
-def test_responses_name_model_and_version(fil_clients):
-    """Every answer carries model_name and model_version (the lineage key)."""
-    tensor = httpclient.InferInput("input__0", [1, N_FEATURES], "FP32")
-    tensor.set_data_from_numpy(np.zeros((1, N_FEATURES), np.float32))
-    response = fil_clients.http.infer(SERVED[0].name, [tensor]).get_response()
-    assert response["model_name"] == SERVED[0].name and response["model_version"] == "1"
 
 
 def test_fil_compiled_gauge_says_what_each_version_is_served_with(fil_server):
