@@ -92,10 +92,8 @@ class _Reader:
         text = self._text(name)
         if text is None:
             return self._default(name, default)
-        if text == "true":
-            return True
-        if text == "false":
-            return False
+        if text in ("true", "false"):
+            return text == "true"
         raise ConfigError(f"Expected 'true' or 'false' for parameter '{name}', got: '{text}'")
 
     def token(self, name: str, default: str) -> str:
@@ -108,11 +106,9 @@ class _Reader:
         if text is None:
             return self._default(name, default)
         value = _istream_number(text, kind)
-        if value is None:
-            if default is _MISSING:
-                raise ConfigError(f"Bad input for parameter {name} (got {text!r})")
-            return default
-        return value
+        if value is None and default is _MISSING:
+            raise ConfigError(f"Bad input for parameter {name} (got {text!r})")
+        return default if value is None else value
 
     @staticmethod
     def _default(name: str, default: Any) -> Any:
@@ -160,9 +156,8 @@ def read_parameters(parameters: Mapping[str, Any]) -> FilParameters:
     # src/serialization.h string_to_serialization(); the default is "xgboost"
     model_type = read.token("model_type", "xgboost")
     if model_type not in MODEL_TYPES:
-        raise ConfigError(
-            f"{model_type} not recognized as a valid serialization format. (model_type must be one of {', '.join(MODEL_TYPES)})"
-        )
+        raise ConfigError(f"{model_type} not recognized as a valid serialization format. "
+                          f"(model_type must be one of {', '.join(MODEL_TYPES)})")
     xgboost_allow_unknown_field = read.boolean("xgboost_allow_unknown_field", False)
     if _at_least("25.09"):
         deprecated = read._text("output_class")
@@ -178,15 +173,8 @@ def read_parameters(parameters: Mapping[str, Any]) -> FilParameters:
     threshold = read.number("threshold", float) if output_class else 0.5
     cpu_nthread = read.number("cpu_nthread", int, -1)
     use_experimental_optimizations = read.boolean("use_experimental_optimizations", False)
-    return FilParameters(
-        model_type=model_type,
-        predict_proba=predict_proba,
-        output_class=output_class,
-        threshold=threshold,
-        xgboost_allow_unknown_field=xgboost_allow_unknown_field,
-        cpu_nthread=cpu_nthread,
-        use_experimental_optimizations=use_experimental_optimizations,
-    )
+    return FilParameters(model_type, predict_proba, output_class, threshold, xgboost_allow_unknown_field,
+                         cpu_nthread, use_experimental_optimizations)
 
 
 def response_dims(output: Mapping[str, Any]) -> tuple[int, ...]:

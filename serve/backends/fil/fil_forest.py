@@ -77,11 +77,9 @@ def load_model(path: Path, model_type: str, *, xgboost_allow_unknown_field: bool
         if model_type == "xgboost" and path.read_bytes()[:1] in (b"{", b"["):
             # XGBoost >= 2.1 writes UBJSON from save_model("xgboost.model"); the legacy
             # binary format needs save_model("<name>.deprecated") or save_raw("deprecated")
-            hint = (
-                "; the file is JSON/UBJSON, not XGBoost's legacy binary format (XGBoost >= 2.1 "
-                "save_model('xgboost.model') writes UBJSON): use model_type xgboost_ubj/xgboost_json "
-                "with xgboost.ubj/xgboost.json"
-            )
+            hint = ("; the file is JSON/UBJSON, not XGBoost's legacy binary format (XGBoost >= 2.1 "
+                    "save_model('xgboost.model') writes UBJSON): use model_type xgboost_ubj/xgboost_json "
+                    "with xgboost.ubj/xgboost.json")
         raise ModelLoadError(f"cannot read {path} as model_type {model_type!r}: {e}{hint}") from e
     raise ModelLoadError(f"model_type {model_type!r} is not a FIL model_type; use one of {sorted(FIL_MODEL_FILENAMES)}")
 
@@ -92,6 +90,14 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def library_key(path: Path, postprocessor: str | None) -> str:
+    """The compile-cache key of a model file (both backends: forest.cc CacheKey): its sha256,
+    or sha256("<file sha256>:<postprocessor>") when native FIL sets a post-processor, which
+    the library bakes in."""
+    key = file_sha256(path)
+    return hashlib.sha256(f"{key}:{postprocessor}".encode()).hexdigest() if postprocessor is not None else key
 
 
 def model_outputs(model: treelite.Model) -> int:
@@ -179,14 +185,8 @@ def _as_f32(raw: np.ndarray) -> np.ndarray:
 
 # -- predictors -------------------------------------------------------------------------------
 _GTIL_PREDICT = _TREELITE_LIB.TreeliteGTILPredict
-_GTIL_PREDICT.argtypes = [
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_char_p,
-    ctypes.c_uint64,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-]
+_GTIL_PREDICT.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint64, ctypes.c_void_p,
+                          ctypes.c_void_p]
 _GTIL_PREDICT.restype = ctypes.c_int
 
 
@@ -246,10 +246,7 @@ class CompiledPredictor:
         fn = lib.fil_predict
         fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_float]
         fn.restype = ctypes.c_int64
-        self._lib = lib
-        self._fn = fn
-        self.n_features = n_features
-        self.n_outputs = n_outputs
+        self._lib, self._fn, self.n_features, self.n_outputs = lib, fn, n_features, n_outputs
         self._threads = max(1, threads)
         self._pool: ThreadPoolExecutor | None = None
         self._one_row: dict[int, tuple[np.ndarray, int]] = {}
@@ -280,10 +277,8 @@ class CompiledPredictor:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="fil-predict")
             bounds = np.linspace(0, n, self._threads + 1, dtype=np.int64)
-            futures = [
-                self._pool.submit(self._fn, x[a:b].ctypes.data, int(b - a), self.n_features, out[a:b].ctypes.data, mode, threshold)
-                for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-            ]
+            futures = [self._pool.submit(self._fn, x[a:b].ctypes.data, int(b - a), self.n_features, out[a:b].ctypes.data,
+                                         mode, threshold) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
             rc = min(f.result() for f in futures)
         else:
             out = np.empty((n, width), dtype=np.float32)
@@ -378,15 +373,8 @@ class CompilerMissing(RuntimeError):
     pass
 
 
-def compile_model(
-    model: treelite.Model,
-    model_sha256: str,
-    cache_dir: Path,
-    *,
-    jobs: int = 2,
-    cancel: threading.Event | None = None,
-    log: Callable[[str], None] = lambda msg: None,
-) -> Path:
+def compile_model(model: treelite.Model, model_sha256: str, cache_dir: Path, *, jobs: int = 2,
+                  cancel: threading.Event | None = None, log: Callable[[str], None] = lambda msg: None) -> Path:
     """Compile ``model`` with tl2cgen + gcc into ``<cache_dir>/<key>/libforest.so`` (or find it).
 
     The key is the model file's sha256 plus the tl2cgen and wrapper versions. Builds run in a
@@ -416,18 +404,10 @@ def compile_model(
             (build / "fil_batch.c").write_text(_WRAPPER_C)
             recipe = json.loads((build / "recipe.json").read_text())
             sources = [s["name"] for s in recipe["sources"]] + ["fil_batch"]
-            _run_parallel(
-                [["gcc", "-c", *CC_FLAGS, f"-DFIL_LEAF_T={leaf_t}", "-o", f"{s}.o", f"{s}.c"] for s in sources],
-                cwd=build,
-                jobs=jobs,
-                cancel=cancel,
-            )
-            _run_parallel(
-                [["gcc", "-shared", "-Wl,-Bsymbolic", "-o", LIB_NAME, *(f"{s}.o" for s in sources), "-lm"]],
-                cwd=build,
-                jobs=1,
-                cancel=cancel,
-            )
+            _run_parallel([["gcc", "-c", *CC_FLAGS, f"-DFIL_LEAF_T={leaf_t}", "-o", f"{s}.o", f"{s}.c"] for s in sources],
+                          cwd=build, jobs=jobs, cancel=cancel)
+            _run_parallel([["gcc", "-shared", "-Wl,-Bsymbolic", "-o", LIB_NAME, *(f"{s}.o" for s in sources), "-lm"]],
+                          cwd=build, jobs=1, cancel=cancel)
             for leftover in build.iterdir():
                 if leftover.name != LIB_NAME:
                     leftover.unlink()
@@ -450,13 +430,8 @@ def _run_parallel(commands: list[list[str]], *, cwd: Path, jobs: int, cancel: th
         while pending or running:
             while pending and len(running) < max(1, jobs):
                 cmd = pending.pop(0)
-                proc = subprocess.Popen(
-                    _NICE + cmd,  # serving requests comes first
-                    cwd=cwd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                )
+                proc = subprocess.Popen(_NICE + cmd, cwd=cwd, stdin=subprocess.DEVNULL,  # serving requests comes first
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 running.append((proc, cmd))
             time.sleep(0.02)
             if cancel is not None and cancel.is_set():
@@ -493,9 +468,8 @@ def check_rows(n_features: int, rows: int = 512, seed: int = 0) -> np.ndarray:
     return x
 
 
-def self_check(
-    reference: GTILPredictor, candidate: CompiledPredictor, n_features: int, fmt: OutputFormat | None = None, *, rows: int = 512, seed: int = 0
-) -> float:
+def self_check(reference: GTILPredictor, candidate: CompiledPredictor, n_features: int, fmt: OutputFormat | None = None,
+               *, rows: int = 512, seed: int = 0) -> float:
     """Largest absolute difference between GTIL and a compiled library on check_rows() (NaN
     and +-Inf included), raw and (with ``fmt``) in FIL's output format; a library is only
     used when this is ~0."""

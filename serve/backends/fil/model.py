@@ -7,20 +7,6 @@ It behaves as native FIL on CPU does; each rule names the fil_backend source it 
 (here, in fil_config.py and in fil_forest.py), and docs/fil_contract.md lists the rules and
 the few remaining differences.
 
-* Parameters (fil_config.read_parameters, after src/shared_state.h): ``output_class`` is
-  required, ``threshold`` too when it is true; ``model_type`` defaults to ``xgboost``;
-  booleans are exactly "true"/"false"; unknown keys are ignored; ``is_classifier`` is only
-  read from 25.09.
-* The model file: ``<version>/<default_model_filename>``, or FIL's default name for the
-  ``model_type`` (src/model.h ``model_file()``), read with native FIL's Treelite loaders.
-* ``input__0`` FP32 ``[rows, n_features]`` -> ``output__0`` FP32 (fil_forest.OutputFormat,
-  after src/tl_model.h), shaped as native FIL answers: the config's dims with every 1
-  removed, so ``dims: [ 1 ]`` answers ``[rows]`` (fil_config.response_dims).
-* Any float is a valid feature value: NaN takes each split's default branch, +-Inf compares
-  like a number (Treelite GTIL, which native FIL runs on CPU).
-* Dynamic batching: the requests of one ``execute`` call are concatenated, predicted once
-  and split again.
-
 Where native FIL r25.08 loads a config and then fails or answers garbage on every request,
 this backend refuses the config at load with the reason instead: a label output for a
 model with more than one class output (fil_config.cpu_label_argmax), output dims that do
@@ -35,7 +21,6 @@ What it serves with is the gauge ``fil_compiled`` on Triton's /metrics (docs/fil
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -53,22 +38,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fil_config as fc  # noqa: E402  (lives next to this file)
 import fil_forest as ff  # noqa: E402
 
-INPUT_NAME = "input__0"
-OUTPUT_NAME = "output__0"
+INPUT_NAME, OUTPUT_NAME = "input__0", "output__0"
 SELF_CHECK_ATOL = 1e-5
 COMPILED_METRIC = "fil_compiled"  # the native backend publishes the same gauge (backend.cc)
-COMPILED_HELP = (
-    "What the fil backend serves a model version with: 1 the compiled library, 0 Treelite GTIL "
-    "(compiling, or compilation off), -1 GTIL for good (compilation failed or was refused)"
-)
+COMPILED_HELP = ("What the fil backend serves a model version with: 1 the compiled library, 0 Treelite GTIL "
+                 "(compiling, or compilation off), -1 GTIL for good (compilation failed or was refused)")
 
 
 def _log(level: str, msg: str) -> None:
-    logger = getattr(pb_utils, "Logger", None)
-    if logger is not None:
-        getattr(logger, f"log_{level}")(f"[fil] {msg}")
-    else:
-        print(f"[fil] {level}: {msg}", file=sys.stderr, flush=True)
+    getattr(pb_utils.Logger, f"log_{level}")(f"[fil] {msg}")
 
 
 def _model_file(config: dict, args: dict, model_type: str) -> Path:
@@ -123,14 +101,9 @@ class TritonPythonModel:
                 f"predict_proba false) makes native FIL {fc.NATIVE_RELEASE} on CPU ask Treelite for a "
                 "'max_index' post-processor it does not have, and every request fails (fil_backend "
                 "src/tl_model.h; fixed in 25.09). On GPU it is the arg-max, threshold ignored. "
-                "Serve predict_proba true and take the arg-max or apply the threshold in the client."
-            )
-        self.format = ff.OutputFormat(
-            n_model_outputs=k,
-            predict_proba=params.predict_proba,
-            output_class=params.output_class,
-            threshold=params.threshold,
-        )
+                "Serve predict_proba true and take the arg-max or apply the threshold in the client.")
+        self.format = ff.OutputFormat(n_model_outputs=k, predict_proba=params.predict_proba,
+                                      output_class=params.output_class, threshold=params.threshold)
         out_config = outputs[OUTPUT_NAME]
         out_dims = [int(d) for d in out_config.get("dims", [])]
         if math.prod(out_dims) != self.format.width:
@@ -139,8 +112,7 @@ class TritonPythonModel:
                 f"{OUTPUT_NAME} dims are {out_dims} in config.pbtxt but this model writes {self.format.width} "
                 f"{what} per row (predict_proba={str(params.predict_proba).lower()}, "
                 f"{fc.classifier_key()}={str(params.output_class).lower()}, {k} model output(s)); "
-                f"declare dims: [ {self.format.width} ] (native FIL would answer wrong values or overrun its buffer)"
-            )
+                f"declare dims: [ {self.format.width} ] (native FIL would answer wrong values or overrun its buffer)")
         self.response_dims = fc.response_dims(out_config)  # e.g. () for dims [1]: answers [rows]
         self._reshape = self.response_dims != (self.format.width,)
 
@@ -154,35 +126,27 @@ class TritonPythonModel:
         if not np.all(np.isfinite(probe_out)):
             raise ff.ModelLoadError(f"{self.model_path.name} predicts non-finite values: the file is damaged")
 
-        self._predictor = self.gtil
-        self._threads = threads
+        self._predictor, self._threads, self.compiled = self.gtil, threads, None
         self._cancel = threading.Event()
         self._compiler: threading.Thread | None = None
-        self.compiled = None
         cache_dir = Path(os.environ.get("FIL_CACHE_DIR") or Path(tempfile.gettempdir()) / f"fil-cache-{os.getuid()}")
         compile_enabled = os.environ.get("FIL_COMPILE", "1").strip().lower() not in ("0", "false", "no", "off")
         self._compiled_family, self._compiled_gauge = self._new_gauge(args)  # 0 until set
         how = "GTIL"
         if compile_enabled:
-            key = ff.file_sha256(self.model_path)
-            if postprocessor is not None:  # the library bakes the post-processor in
-                key = hashlib.sha256(f"{key}:{postprocessor}".encode()).hexdigest()
+            key = ff.library_key(self.model_path, postprocessor)
             cached = ff.cached_library(cache_dir, key)
             if cached is not None and self._try_swap(cached):
                 how = f"compiled library from cache {cached}"
                 self._publish(1)
             else:
                 how = "GTIL while compiling in the background"
-                self._compiler = threading.Thread(
-                    target=self._compile, args=(model, key, cache_dir), name="fil-compile", daemon=True
-                )
+                self._compiler = threading.Thread(target=self._compile, args=(model, key, cache_dir),
+                                                  name="fil-compile", daemon=True)
                 self._compiler.start()
-        _log(
-            "info",
-            f"{self.tag}: {params.model_type} {self.model_path.name}, "
-            f"{model.num_tree} trees, {self.n_features} features, {k} output(s), serving with {how} "
-            f"(loaded in {time.monotonic() - started:.2f} s)",
-        )
+        _log("info", f"{self.tag}: {params.model_type} {self.model_path.name}, {model.num_tree} trees, "
+                     f"{self.n_features} features, {k} output(s), serving with {how} "
+                     f"(loaded in {time.monotonic() - started:.2f} s)")
 
     # -- compiled model -------------------------------------------------------------------
     def _new_gauge(self, args):
@@ -217,9 +181,8 @@ class TritonPythonModel:
 
     def _compile(self, model, key: str, cache_dir: Path) -> None:
         try:
-            libpath = ff.compile_model(
-                model, key, cache_dir, jobs=os.cpu_count() or 1, cancel=self._cancel, log=lambda m: _log("info", m)
-            )
+            libpath = ff.compile_model(model, key, cache_dir, jobs=os.cpu_count() or 1, cancel=self._cancel,
+                                       log=lambda m: _log("info", m))
             if self._cancel.is_set():
                 return
             swapped = self._try_swap(libpath)  # logs why not
@@ -250,54 +213,32 @@ class TritonPythonModel:
     @staticmethod
     def _error(message: str, invalid_input: bool = True):
         # INVALID_ARG -> HTTP 400 / gRPC INVALID_ARGUMENT, like Triton's own shape/dtype checks
-        code = getattr(pb_utils.TritonError, "INVALID_ARG" if invalid_input else "INTERNAL", None)
-        error = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
-        return pb_utils.InferenceResponse(error=error)
-
-    def _response(self, y: np.ndarray):
-        if self._reshape:
-            y = y.reshape((y.shape[0], *self.response_dims))
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT_NAME, y)])
+        code = pb_utils.TritonError.INVALID_ARG if invalid_input else pb_utils.TritonError.INTERNAL
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
 
     def execute(self, requests):
+        """Concatenate the valid requests of a dynamic batch, predict once, split."""
         predictor = self._predictor  # one predictor per call, even if a swap happens meanwhile
-        if len(requests) == 1:  # the common case under sequential load: no concatenation
-            x = pb_utils.get_input_tensor_by_name(requests[0], INPUT_NAME).as_numpy()
-            problem = self._shape_problem(x)
-            if problem is not None:
-                return [self._error(problem)]
-            try:
-                y = predictor.predict_formatted(x, self.format) if predictor.formats else self.format(predictor.predict(x))
-            except Exception as e:
-                return [self._error(f"prediction failed: {e}", invalid_input=False)]
-            return [self._response(y)]
-
         xs = [pb_utils.get_input_tensor_by_name(r, INPUT_NAME).as_numpy() for r in requests]
         problems = [self._shape_problem(x) for x in xs]
-        try:
-            outputs = self._predict_many(predictor, xs, problems)
-        except Exception as e:
-            outputs = [None] * len(xs)
-            problems = [p or f"prediction failed: {e}" for p in problems]
-        return [
-            self._error(p, invalid_input=not p.startswith("prediction failed")) if p is not None else self._response(y)
-            for p, y in zip(problems, outputs, strict=True)
-        ]
-
-    def _predict_many(self, predictor, xs, problems):
-        """Concatenate the valid requests, predict once, split; None for the invalid ones."""
         valid = [x for x, p in zip(xs, problems, strict=True) if p is None]
-        outputs = [None] * len(xs)
-        if not valid:
-            return outputs
-        batch = np.concatenate(valid) if len(valid) > 1 else valid[0]
-        y = predictor.predict_formatted(batch, self.format) if predictor.formats else self.format(predictor.predict(batch))
-        start = 0
-        for i, (x, p) in enumerate(zip(xs, problems, strict=True)):
-            if p is None:
-                outputs[i] = y[start : start + x.shape[0]]
-                start += x.shape[0]
-        return outputs
+        try:
+            if valid:
+                batch = np.concatenate(valid) if len(valid) > 1 else valid[0]
+                y = predictor.predict_formatted(batch, self.format) if predictor.formats else self.format(predictor.predict(batch))
+        except Exception as e:
+            problems = [p or f"prediction failed: {e}" for p in problems]
+        responses, start = [], 0
+        for x, p in zip(xs, problems, strict=True):
+            if p is not None:
+                responses.append(self._error(p, invalid_input=not p.startswith("prediction failed")))
+                continue
+            y_x = y[start : start + x.shape[0]]
+            if self._reshape:
+                y_x = y_x.reshape((x.shape[0], *self.response_dims))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT_NAME, y_x)]))
+            start += x.shape[0]
+        return responses
 
     def finalize(self):
         self._cancel.set()

@@ -13,7 +13,6 @@ there is no C compiler. SIGTERM (the model is unloading) cancels the build clean
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import signal
 import sys
@@ -41,11 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     os.nice(5)  # serving requests comes first
     model = ff.load_model(args.model_file, args.model_type, xgboost_allow_unknown_field=args.allow_unknown_field)
     postprocessor = ff.apply_native_postprocessor(model, predict_proba=args.predict_proba)
-    key = ff.file_sha256(args.model_file)  # the key model.py uses, so both backends share the cache
-    if postprocessor is not None:
-        key = hashlib.sha256(f"{key}:{postprocessor}".encode()).hexdigest()
     try:
-        library = ff.compile_model(model, key, args.cache_dir, jobs=args.jobs, cancel=cancel, log=print)
+        library = ff.compile_model(model, ff.library_key(args.model_file, postprocessor), args.cache_dir, jobs=args.jobs, cancel=cancel, log=print)
     except ff.CompilerMissing as e:
         print(e, flush=True)
         return EXIT_COMPILER_MISSING
