@@ -18,7 +18,6 @@ import re
 import secrets
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -33,10 +32,11 @@ from tritonclient.utils import InferenceServerException
 from fraudml.repository import ModelRepository
 from fraudml.triton_control import load_model
 from fraudml.tritonconfig import MODEL_NAME, render_config
-from serve.client import ClientError, infer
+from serve.client import infer
 from serve.ports import free_port
 from serve.reconciler import in_canary
 from tests.k8s import manifests as m
+from tests.reliability.rig import RequestLoop
 
 pytestmark = pytest.mark.slow
 
@@ -111,29 +111,23 @@ def test_load_needs_the_api_key_over_http_and_grpc(tmp_path, checkpoints, triton
 
 # -- two Tritons, two reconcilers, one S3 --------------------------------------------------------
 class Fleet:
-    """Tritons with their reconcilers (subprocesses), a bounded request loop over all of them,
-    and the convergence check: every reconciler says converged on the expected versions and
-    the loop has seen them served."""
+    """Two Tritons with their reconcilers (subprocesses), a bounded request loop on each (gRPC,
+    HTTP), and the convergence check: every reconciler says converged on the expected
+    versions and the loops have seen them served."""
 
     def __init__(self, tritons, reconcilers: list[tuple[subprocess.Popen, int, Path]]):
-        self.tritons, self.reconcilers = tritons, reconcilers
-        self.seen: list[list[int]] = [[] for _ in tritons]
-        self.failures: list[str] = []
-        self.requests = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self, max_requests: int = 200_000, max_seconds: float = 600) -> None:
         x = np.zeros((1, 30), dtype=np.float32)
-        deadline = time.monotonic() + max_seconds
-        while not self._stop.is_set() and self.requests < max_requests and time.monotonic() < deadline:
-            for i, triton in enumerate(self.tritons):
-                protocol, url = ("http", triton.http_url) if self.requests % 2 else ("grpc", triton.grpc_url)
-                try:
-                    self.seen[i].append(infer(x, url=url, protocol=protocol, model_name=MODEL_NAME).model_version)
-                except ClientError as exc:
-                    self.failures.append(f"{triton.http_url}: {exc}")
-                self.requests += 1
+        self.reconcilers = reconcilers
+        self.loops = [RequestLoop(t.grpc_url if p == "grpc" else t.http_url, x, protocol=p, max_seconds=600)
+                      for t, p in zip(tritons, ("grpc", "http"), strict=True)]
+
+    @property
+    def failures(self) -> list[str]:
+        return [f"{lp.url}: {message}" for lp in self.loops for _, message in lp.failures]
+
+    @property
+    def requests(self) -> int:
+        return sum(len(lp.answers) + len(lp.failures) for lp in self.loops)
 
     def metrics(self, port: int) -> dict[str, float]:
         try:
@@ -147,14 +141,14 @@ class Fleet:
     def wait(self, expected: list[int], *, converged: bool = True, refused: bool = False,
              timeout: float = 90.0) -> float:
         """Seconds until each Triton i serves expected[i] (reconciler metrics and real answers)."""
-        started, marks = time.monotonic(), [len(s) for s in self.seen]
+        started, marks = time.monotonic(), [len(lp.answers) for lp in self.loops]
         while True:
             states = [self.metrics(port) for _, port, _ in self.reconcilers]
             ok = all(m.get("fraudml_reconciler_served_version") == want
                      and m.get("fraudml_reconciler_converged") == float(converged)
                      and (not refused or m.get('fraudml_reconciler_loads_total{result="refused"}', 0) > 0)
                      for m, want in zip(states, expected, strict=True))
-            answered = all(self.seen[i][marks[i]:][-1:] == [want] for i, want in enumerate(expected))
+            answered = all(lp.versions[mark:][-1:] == [want] for lp, mark, want in zip(self.loops, marks, expected, strict=True))
             if ok and answered:
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
@@ -163,12 +157,13 @@ class Fleet:
             time.sleep(0.1)
 
     def __enter__(self) -> Fleet:
-        self._thread.start()
+        for lp in self.loops:
+            lp.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
+        for lp in self.loops:
+            lp.stop()
 
 
 def _pod_names() -> tuple[str, str]:
