@@ -27,6 +27,7 @@ import pytest
 from fraudml.triton_control import is_ready
 from fraudml.tritonconfig import MODEL_NAME
 from tests.k8s import manifests as m
+from tests.reliability import wire
 from tests.reliability.rig import (
     I64_MAX,
     MAX_BATCH,
@@ -35,16 +36,7 @@ from tests.reliability.rig import (
     assert_recovered_from_crash,
     wait_until,
 )
-from tests.reliability.wire import (
-    INFER,
-    JSON,
-    NO_ANSWER,
-    assert_refused,
-    binary_body,
-    grpc_infer,
-    json_body,
-    post,
-)
+from tests.reliability.wire import INFER, JSON, NO_ANSWER, assert_refused, post
 
 pytestmark = [pytest.mark.reliability, pytest.mark.quick, pytest.mark.slow]
 
@@ -72,12 +64,12 @@ HEADER_LENGTHS = {"Inference-Header-Content-Length 2^32 (beyond int32)": str(2**
 
 def send(triton, protocol: str, shape, grpc_shape=None, headers: dict[str, str] | None = None, metadata=()):
     if protocol == "grpc":
-        return grpc_infer(triton.grpc_url, shape=list(grpc_shape or shape), contents=[FOUR.tobytes()],
+        return wire.grpc_infer(triton.grpc_url, shape=list(grpc_shape or shape), contents=[FOUR.tobytes()],
                           metadata=metadata, timeout=60)
     if protocol == "http-json":
-        body, head = json_body(list(shape), data=FOUR.tolist()), dict(JSON)
+        body, head = wire.json_body(list(shape), data=FOUR.tolist()), dict(JSON)
     else:
-        body, head = binary_body(list(shape), "FP32", FOUR.tobytes())
+        body, head = wire.binary_body(list(shape), "FP32", FOUR.tobytes())
     return post(triton.http_url + INFER, body, {**head, **(headers or {})}, timeout=60)
 
 
@@ -98,7 +90,7 @@ def test_triton_refuses_declared_shape(rig, attack, protocol, record_property):
 @pytest.mark.parametrize("name", HEADER_LENGTHS)
 def test_triton_refuses_binary_header_length(rig, name):
     x = np.full((1, N_FEATURES), 0.5, dtype=np.float32)
-    body, headers = binary_body([1, N_FEATURES], "FP32", x.tobytes(), header_length=HEADER_LENGTHS[name])
+    body, headers = wire.binary_body([1, N_FEATURES], "FP32", x.tobytes(), header_length=HEADER_LENGTHS[name])
     assert_refused(post(rig.triton.http_url + INFER, body, headers), "http-binary")
     rig.check_serving()
 
@@ -106,9 +98,9 @@ def test_triton_refuses_binary_header_length(rig, name):
 # the FastAPI baseline has no declared shape: it must refuse the KServe body (422) and its own neighbours
 ROW4 = [0.5] * 4
 FASTAPI_CASES = {
-    **{f"{name} (the KServe body)": ("/predict", json_body(list(shape), data=FOUR.tolist()), ["rows", "missing"])
+    **{f"{name} (the KServe body)": ("/predict", wire.json_body(list(shape), data=FOUR.tolist()), ["rows", "missing"])
        for name, (shape, _) in ATTACKS.items()},
-    "the issue 13 body on Triton's infer path": (INFER, json_body([2**40, N_FEATURES], data=FOUR.tolist()), ["not found"]),
+    "the issue 13 body on Triton's infer path": (INFER, wire.json_body([2**40, N_FEATURES], data=FOUR.tolist()), ["not found"]),
     "one row of 4 values": ("/predict", json.dumps({"rows": [ROW4]}).encode(), ["4 features", "30"]),
     f"{MAX_BATCH + 1} rows of 4 values": ("/predict", json.dumps({"rows": [ROW4] * (MAX_BATCH + 1)}).encode(),
                                           ["rows", str(MAX_BATCH)]),
@@ -218,7 +210,7 @@ def test_restricted_server_answers_http_with_the_key_and_guards_grpc_unload(rest
     from tritonclient.utils import InferenceServerException
 
     server, key, _ = restricted
-    reply = post(server.http_url + INFER, json_body([1, N_FEATURES]), {**JSON, API_KEY_HEADER: key})
+    reply = post(server.http_url + INFER, wire.json_body([1, N_FEATURES]), {**JSON, API_KEY_HEADER: key})
     assert reply.status == 200, reply.message
     client = grpcclient.InferenceServerClient(server.grpc_url)
     try:
