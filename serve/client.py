@@ -47,27 +47,22 @@ class Answer:
 def infer(x: np.ndarray, *, url: str, protocol: str = "http", model_name: str, timeout: float = 10.0) -> Answer:
     """One request with the rows of ``x`` (float32, (n, n_features)) over HTTP or gRPC."""
     x = np.ascontiguousarray(x, dtype=np.float32)
+    grpc = protocol == "grpc"
     try:
-        if protocol == "grpc":
+        if grpc:
             import tritonclient.grpc as tc
 
-            client = tc.InferenceServerClient(url)
-            inp = tc.InferInput(INPUT, list(x.shape), "FP32")
-            inp.set_data_from_numpy(x)
-            res = client.infer(model_name, [inp], outputs=[tc.InferRequestedOutput(OUTPUT)],
-                               client_timeout=timeout)
-            meta = res.get_response()
-            name, version = meta.model_name, meta.model_version
+            client, call = tc.InferenceServerClient(url), {"client_timeout": timeout}
         else:
             import tritonclient.http as tc
 
-            client = tc.InferenceServerClient(url.split("://", 1)[-1], connection_timeout=timeout,
-                                              network_timeout=timeout)
-            inp = tc.InferInput(INPUT, list(x.shape), "FP32")
-            inp.set_data_from_numpy(x, binary_data=True)
-            res = client.infer(model_name, [inp], outputs=[tc.InferRequestedOutput(OUTPUT, binary_data=True)])
-            meta = res.get_response()
-            name, version = meta["model_name"], meta["model_version"]
+            client, call = tc.InferenceServerClient(url.split("://", 1)[-1], connection_timeout=timeout,
+                                                    network_timeout=timeout), {}
+        inp = tc.InferInput(INPUT, list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)  # binary over HTTP too (its default)
+        res = client.infer(model_name, [inp], outputs=[tc.InferRequestedOutput(OUTPUT)], **call)
+        meta = res.get_response()
+        name, version = (meta.model_name, meta.model_version) if grpc else (meta["model_name"], meta["model_version"])
         out = res.as_numpy(OUTPUT)
     except Exception as exc:  # noqa: BLE001 - tritonclient raises many types; all become one clear error
         msg = getattr(exc, "message", None)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 from fraudml.champion import describe_decision
@@ -23,40 +22,33 @@ from fraudml.storage import StorageError
 from serve.settings import command_line
 
 
-@dataclass
-class Verification:
-    ok: bool
-    checks: list[tuple[str, bool, str]]  # (what, passed, detail)
-
-
 def lineage_line(lineage: dict[str, Any]) -> str:
     """``fraud-classifier/<version> -> FraudClassifierTreeSelection/<run id>``"""
     return f"{lineage['model_name']}/{lineage['version']} -> {lineage['pathspec']}"
 
 
-def verify_run(lineage: dict[str, Any], model_file_bytes: bytes | None = None) -> Verification:
-    """Load the run named by ``lineage`` through the Metaflow client and compare it with lineage.json."""
+def verify_run(lineage: dict[str, Any], model_file_bytes: bytes | None = None) -> list[tuple[str, bool, str]]:
+    """Load the run named by ``lineage`` through the Metaflow client and compare it with
+    lineage.json: ``(what, passed, detail)`` per check."""
     from metaflow import Run, namespace
 
     namespace(None)  # the run may belong to another user or a production namespace
-    checks: list[tuple[str, bool, str]] = []
     try:
         run = Run(lineage["pathspec"])
     except Exception as exc:  # noqa: BLE001 - Metaflow raises several kinds; all mean "not found here"
-        return Verification(False, [("run loads through the Metaflow client", False,
-                                     f"{type(exc).__name__}: {exc} (is METAFLOW_HOME/datastore the one that ran it?)")])
-    checks.append(("run loads through the Metaflow client", True, f"{run.pathspec}, finished {run.finished_at}"))
-    checks.append(("run finished successfully", bool(run.successful), ""))
-    data = run.data
-    fp = getattr(data, "dataset_fingerprint", None)
+        return [("run loads through the Metaflow client", False,
+                 f"{type(exc).__name__}: {exc} (is METAFLOW_HOME/datastore the one that ran it?)")]
+    fp = getattr(run.data, "dataset_fingerprint", None)
     want = lineage.get("dataset", {}).get("fingerprint")
-    checks.append(("dataset fingerprint matches", fp == want and want is not None, f"{fp}"))
+    checks = [("run loads through the Metaflow client", True, f"{run.pathspec}, finished {run.finished_at}"),
+              ("run finished successfully", bool(run.successful), ""),
+              ("dataset fingerprint matches", fp == want and want is not None, f"{fp}")]
     if model_file_bytes is not None:
-        ckpt = getattr(data, "model_checkpoint", None)
-        same = ckpt is not None and hashlib.sha256(ckpt).digest() == hashlib.sha256(model_file_bytes).digest()
-        checks.append(("published model file == the run's model_checkpoint artifact", same,
+        ckpt = getattr(run.data, "model_checkpoint", None)
+        checks.append(("published model file == the run's model_checkpoint artifact",
+                       ckpt is not None and bytes(ckpt) == model_file_bytes,
                        "sha256:" + hashlib.sha256(model_file_bytes).hexdigest()[:16] + "…"))
-    return Verification(all(ok for _, ok, _ in checks), checks)
+    return checks
 
 
 def _model_file(repo: ModelRepository, lineage: dict[str, Any]) -> bytes | None:
@@ -111,22 +103,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         repo = ModelRepository(args.model_repo, name)
         lineage = repo.read_lineage(version)
-        verification = None if args.no_verify else verify_run(lineage, _model_file(repo, lineage))
+        checks = None if args.no_verify else verify_run(lineage, _model_file(repo, lineage))
     except (StorageError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    ok = checks is None or all(passed for _, passed, _ in checks)
     if args.json:
         out = {"lineage": lineage}
-        if verification:
-            out["verification"] = {"ok": verification.ok,
-                                   "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in verification.checks]}
+        if checks is not None:
+            out["verification"] = {"ok": ok, "checks": [{"check": c, "ok": p, "detail": d} for c, p, d in checks]}
         print(json.dumps(out, indent=2, default=str))
     else:
         print(describe(lineage))
-        if verification:
-            for what, ok, detail in verification.checks:
-                print(f"  [{'ok' if ok else 'FAIL'}] {what}" + (f": {detail}" if detail else ""))
-    return 0 if verification is None or verification.ok else 1
+        for what, passed, detail in checks or ():
+            print(f"  [{'ok' if passed else 'FAIL'}] {what}" + (f": {detail}" if detail else ""))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -27,18 +27,6 @@ from fraudml.storage import StorageError
 from serve.settings import Settings, command_line
 
 
-def _add_common(p: argparse.ArgumentParser, settings: Settings) -> None:
-    p.add_argument("--model-repo", default=settings.model_repo,
-                   help="s3://bucket/prefix or a folder (default: %(default)s, env MODEL_REPO)")
-    p.add_argument("--model-name", default=settings.model_name, help="default: %(default)s")
-
-
-def _add_triton(p: argparse.ArgumentParser, settings: Settings) -> None:
-    p.add_argument("--triton-url", action="append", default=None,
-                   help=f"Triton HTTP URL to load on; repeat for several (default: {settings.triton.http_url}); "
-                        "pass --triton-url none to only move the pointer")
-
-
 def _triton_urls(args, settings: Settings) -> list[str]:
     urls = args.triton_url or [settings.triton.http_url]
     return [u for u in urls if u.lower() != "none"]
@@ -123,22 +111,24 @@ def cmd_canary(args, settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     settings, parser = command_line("serve.models", __doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model-repo", default=settings.model_repo,
+                        help="s3://bucket/prefix or a folder (default: %(default)s, env MODEL_REPO)")
+    common.add_argument("--model-name", default=settings.model_name, help="default: %(default)s")
+    triton = argparse.ArgumentParser(add_help=False)
+    triton.add_argument("--triton-url", action="append", default=None,
+                        help=f"Triton HTTP URL to load on; repeat for several (default: {settings.triton.http_url}); "
+                             "pass --triton-url none to only move the pointer")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("list", help="list versions, their status and which one is served")
-    _add_common(p, settings)
+    p = sub.add_parser("list", parents=[common], help="list versions, their status and which one is served")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(fn=cmd_list)
-    p = sub.add_parser("rollback", help="serve an earlier (or later) complete version")
-    _add_common(p, settings)
-    _add_triton(p, settings)
+    p = sub.add_parser("rollback", parents=[common, triton], help="serve an earlier (or later) complete version")
     p.add_argument("--version", type=int, required=True, help="the version to serve")
     p.set_defaults(fn=cmd_rollback)
-    p = sub.add_parser("load", help="ask Triton to load what config.pbtxt names")
-    _add_common(p, settings)
-    _add_triton(p, settings)
+    p = sub.add_parser("load", parents=[common, triton], help="ask Triton to load what config.pbtxt names")
     p.set_defaults(fn=cmd_load)
-    p = sub.add_parser("canary", help="serve a version on a share of the pods; promote or abort it")
-    _add_common(p, settings)
+    p = sub.add_parser("canary", parents=[common], help="serve a version on a share of the pods; promote or abort it")
     p.add_argument("--version", type=int, help="the version the canary pods serve")
     p.add_argument("--percent", type=int, help="share of the pods, 1..100 (chosen by pod name)")
     p.add_argument("--promote", action="store_true", help="serve the canary version everywhere")

@@ -150,13 +150,12 @@ class Reconciler:
         m.loads.labels("ok").inc()
         self._refused.pop((etag, version), None)
         deadline = time.monotonic() + self.confirm_s  # the previous version unloads after the switch
-        while time.monotonic() < deadline:
-            served = ready_version(self.triton_url, self.repo.model_name)
-            if served == version:
-                m.served.set(served)
-                return f"loaded version {version}; " + self._converged()
+        while (served := ready_version(self.triton_url, self.repo.model_name)) != version:
+            if time.monotonic() >= deadline:
+                return f"asked Triton to load version {version}; it reports version {served}"
             time.sleep(0.1)
-        return f"asked Triton to load version {version}; it reports version {served}"
+        m.served.set(served)
+        return f"loaded version {version}; " + self._converged()
 
     def _converged(self) -> str:
         self.metrics.converged.set(1)
