@@ -43,8 +43,12 @@ def run(metaflow_local):
     return {"run": run, "stdout": stdout}
 
 
-def test_flow_succeeds_and_prints_the_comparison(run):
-    """The run finished; eval printed the comparison table and the winner, end the client hint."""
+def test_flow_ran_its_dag_and_printed_the_comparison(run):
+    """One train task per family; eval printed the comparison table and the winner, end the
+    client hint."""
+    steps = {s.id: s for s in run["run"]}
+    assert set(steps) == {"start", "preprocess", "train", "eval", "deploy", "end"}
+    assert sorted(t.data.family for t in steps["train"]) == ["random_forest", "xgboost"]
     assert run["run"].successful
     out = run["stdout"]
     assert "test AP" in out and "CV AP (selects)" in out and "random_forest" in out and "xgboost" in out
@@ -52,15 +56,7 @@ def test_flow_succeeds_and_prints_the_comparison(run):
     assert "from metaflow import Run" in out
 
 
-def test_steps_and_foreach(run):
-    """The DAG ran as designed: one train task per family."""
-    steps = {s.id: s for s in run["run"]}
-    assert set(steps) == {"start", "preprocess", "train", "eval", "deploy", "end"}
-    assert sorted(t.data.family for t in steps["train"]) == ["random_forest", "xgboost"]
-
-
 def test_artifacts_read_back_with_the_client(run):
-    """The data, the winner, its threshold and metrics are artifacts of the run."""
     data = run["run"].data
     expected = generate_dataset(TINY["rows"], TINY["fraud_rate"], TINY["seed"])
     assert data.dataset_fingerprint == dataset_fingerprint(expected)
@@ -94,7 +90,6 @@ def test_test_set_is_the_untouched_split(run):
 
 
 def test_checkpoint_predicts_like_the_pipeline(run):
-    """The checkpoint bytes load in Treelite and match the best pipeline on the test set."""
     data = run["run"].data
     tl_model = treelite.Model.deserialize_bytes(data.model_checkpoint)
     assert check_export_parity(data.best_pipeline, tl_model, data.X_test) <= 1e-5

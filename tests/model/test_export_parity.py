@@ -50,7 +50,6 @@ def test_native_fil_formats(trained, split, tmp_path, family, model_type):
 
 @pytest.mark.parametrize(("family", "model_type"), [("random_forest", "xgboost_json"), ("xgboost", "lightgbm")])
 def test_mismatched_model_type_is_refused(trained, tmp_path, family, model_type):
-    """A format that does not fit the family is an error, not a wrong file."""
     with pytest.raises(ValueError, match="does not fit"):
         write_fil_model(trained[family].pipeline, tmp_path, model_type)
     with pytest.raises(ValueError, match="unknown FIL model_type"):
@@ -64,7 +63,6 @@ def test_smote_is_not_part_of_the_export(trained):
 
 
 def test_a_different_model_is_a_mismatch(trained, split):
-    """Parity catches an export of another model, and reports the max difference."""
     with pytest.raises(ExportMismatch) as info:
         check_export_parity(trained["random_forest"].pipeline, to_treelite(trained["xgboost"].pipeline), split.X_test)
     assert info.value.max_abs_diff > 1e-3
@@ -85,7 +83,6 @@ def test_unsupported_estimator():
 
 @pytest.mark.parametrize("family", ["random_forest", "xgboost", "lightgbm"])
 def test_parity_on_generated_rows(trained, family):
-    """Parity holds on rows far outside the training data too (Hypothesis-generated)."""
     pipeline = trained[family].pipeline
     tl_model = to_treelite(pipeline)
 
