@@ -23,10 +23,6 @@ def _images(rel: str) -> set[str]:
     return {c["image"] for _, pod in m.pods(m.build(rel)) for c in m.containers(pod)}
 
 
-def _version() -> str:
-    return tomllib.loads((m.ROOT / "pyproject.toml").read_text())["project"]["version"]
-
-
 def test_ngc_release_is_pinned_once_and_followed():
     """docker/.env (compose, docker build), the kustomize image tag, the release the local fil
     backend imitates, the Treelite pin and the classifier key all name one release."""
@@ -61,7 +57,7 @@ def test_images_are_pinned_by_digest_or_an_explicit_tag():
 
 
 def test_our_images_carry_the_project_version():
-    version = _version()
+    version = tomllib.loads((m.ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert ENV["FRAUDML_VERSION"] == version
     bench = {i for rel in m.KUSTOMIZATIONS for i in _images(rel) if "fraudml-bench" in i}
     assert bench == {f"registry.example.com/fraudml/fraudml-bench:{version}"}

@@ -43,11 +43,7 @@ def test_every_pod_runs_a_reconciler_beside_triton(rel):
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert reconciler["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "reconciler"}
     assert m.find(docs, "Job") == [], "no roll-out Job: the reconcilers converge by themselves"
-    assert script_text(docs) == m.ENTRYPOINT.read_text()
-
-
-def script_text(docs) -> str:
-    return m.configmap(docs, "triton-entrypoint")["data"]["triton-entrypoint.sh"]
+    assert m.configmap(docs, "triton-entrypoint")["data"]["triton-entrypoint.sh"] == m.ENTRYPOINT.read_text()
 
 
 @pytest.mark.parametrize("rel", m.TRITON_OVERLAYS)
