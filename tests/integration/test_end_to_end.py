@@ -1,8 +1,8 @@
 """End to end on real parts: flow -> SeaweedFS S3 -> Triton -> response -> lineage -> run.
 
 Then, on the same running Triton: a new version and a rollback while a request loop runs
-(zero failed requests), and a corrupt version refused (the old one keeps serving). Concurrent
-publishes to S3: tests/reliability/test_faults_deploy.py.
+(zero failed requests). Corrupt versions refused while the old one keeps serving:
+tests/reliability/test_faults_model.py; concurrent publishes to S3: test_faults_deploy.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 
 from fraudml.data import FEATURES, generate_dataset
 from fraudml.repository import ModelRepository
-from fraudml.rollout import RolloutError, roll_out
+from fraudml.rollout import roll_out
 from serve.client import infer
 from tests.reliability.rig import RequestLoop
 
@@ -89,9 +89,7 @@ def test_triton_answers_like_the_runs_model_and_lineage_leads_back(e2e, triton):
     x, lineage = _rows(e2e)
     for protocol, url in (("http", triton.http_url), ("grpc", triton.grpc_url)):
         answer = infer(x, url=url, protocol=protocol, model_name="fraud-classifier")
-        assert (answer.model_name, answer.model_version) == ("fraud-classifier", 1)
-        assert answer.probabilities.shape == (64,)
-        assert np.all((answer.probabilities >= 0) & (answer.probabilities <= 1))
+        assert (answer.model_name, answer.model_version) == ("fraud-classifier", 1)  # values: the next test
 
     # The client CLI: answer + lineage line; then the lineage CLI proves the run behind it.
     env = {**e2e["env"], "TRITON_HTTP_PORT": str(triton.http_port), "TRITON_GRPC_PORT": str(triton.grpc_port)}
@@ -152,11 +150,10 @@ def test_client_answers_with_only_triton_when_s3_is_down(e2e, triton):
         assert out["lineage"]["line"].startswith("lineage: not available") and "needs only Triton" in out["lineage"]["line"]
 
 
-def _publish_copy_of(repo: ModelRepository, version: int, files: dict[str, bytes] | None = None,
-                     **lineage_changes) -> int:
-    """A new version with ``version``'s lineage and config, and its files or ``files``."""
+def _publish_copy_of(repo: ModelRepository, version: int, **lineage_changes) -> int:
+    """A new version with ``version``'s files, lineage and config."""
     lineage = repo.read_lineage(version)
-    files = files or {name: repo.read_file(version, name) for name in lineage["files"]}
+    files = {name: repo.read_file(version, name) for name in lineage["files"]}
     record = {k: v for k, v in lineage.items() if k not in ("version", "files", "published_at", "triton_config")}
     return repo.publish(files, {**record, **lineage_changes}, lineage["triton_config"])
 
@@ -165,7 +162,7 @@ def serves(version: int):
     return lambda loop: loop.versions[-1:] == [version]
 
 
-def test_new_version_rollback_and_refused_version_without_a_failed_request(e2e, triton):
+def test_new_version_and_rollback_without_a_failed_request(e2e, triton):
     repo = ModelRepository(e2e["repo_uri"])
     x, _ = _rows(e2e, 1)
     with RequestLoop(triton.http_url, x, max_seconds=120) as loop:
@@ -179,14 +176,7 @@ def test_new_version_rollback_and_refused_version_without_a_failed_request(e2e, 
         _run([sys.executable, "-m", "serve.models", "rollback", "--version", "1"], env)
         loop.wait_for(serves(1), "v1 answering after the rollback")
         assert repo.served_version() == 1
-
-        # A corrupt model: the load is refused, the pointer goes back, version 1 keeps serving.
-        bad = _publish_copy_of(repo, 1, {"checkpoint.tl": b"not a treelite checkpoint"})
-        with pytest.raises(RolloutError, match="refused to load"):
-            roll_out(repo, [triton.http_url], previous=1)
-        assert repo.served_version() == 1
-        assert {v.version: v.status for v in repo.list_versions()}[bad] == "rejected"
-        loop.wait_answers(50)  # answers after the refused load
+        loop.wait_answers(50)
     assert loop.failures == [], loop.failures[:3]
     seen = [v for i, v in enumerate(loop.versions) if i == 0 or loop.versions[i - 1] != v]
     assert seen == [1, new, 1], seen
