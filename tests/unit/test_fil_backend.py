@@ -24,19 +24,18 @@ def test_auto_falls_back_to_python_with_a_one_line_notice(tmp_path, unbuildable,
     assert "no-such-c++-compiler is not installed" in notice[0]
 
 
-def test_native_demanded_but_unbuildable_is_an_error(tmp_path, unbuildable):
-    with pytest.raises(TritonError, match="FIL_BACKEND=native, but the native fil backend cannot be built"):
-        fil_backend.install_fil_backend(tmp_path, {"FIL_BACKEND": "native"})
+@pytest.mark.parametrize(("choice", "message"), [
+    ("native", "FIL_BACKEND=native, but the native fil backend cannot be built"),
+    ("cuda", "choose one of auto, native, python"),
+])
+def test_an_impossible_choice_is_an_error(tmp_path, unbuildable, choice, message):
+    with pytest.raises(TritonError, match=message):
+        fil_backend.install_fil_backend(tmp_path, {"FIL_BACKEND": choice})
 
 
 def test_python_is_installed_when_asked(tmp_path):
     assert fil_backend.install_fil_backend(tmp_path, {"FIL_BACKEND": "python"}) == "python"
     assert {p.name for p in tmp_path.iterdir()} == {p.name for p in fil_backend.PYTHON_SOURCE.glob("*.py")}
-
-
-def test_unknown_choice_is_refused(tmp_path):
-    with pytest.raises(TritonError, match="choose one of auto, native, python"):
-        fil_backend.install_fil_backend(tmp_path, {"FIL_BACKEND": "cuda"})
 
 
 def test_native_install_holds_the_library_and_its_compile_helper(tmp_path):
