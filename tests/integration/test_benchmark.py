@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import pytest
 from benchmark import report
 from benchmark.run import INTERNAL_CONTENDERS, SCHEMA, Plan, run
 from benchmark.servers import FastAPIServer
+from tests.reliability.wire import post
 
 pytestmark = pytest.mark.slow
 
@@ -163,10 +163,9 @@ def fastapi_url(tmp_path_factory):
 
 def test_fastapi_answers_like_triton_output(fastapi_url):
     url, clf, X = fastapi_url
-    request = urllib.request.Request(url + "/predict", data=json.dumps({"rows": X[:3].tolist()}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        body = json.loads(response.read())
+    reply = post(url + "/predict", json.dumps({"rows": X[:3].tolist()}).encode(), timeout=10)
+    assert reply.status == 200, reply.message
+    body = json.loads(reply.body)
     assert body["model_name"] == "fraud-classifier" and body["model_version"] == "7"
     np.testing.assert_allclose(body["probabilities"], clf.predict_proba(X[:3]), atol=1e-6)
 
