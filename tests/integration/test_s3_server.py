@@ -113,36 +113,26 @@ def test_cli_start_stop_keeps_credentials_and_data(tmp_path, free_port):
 
 
 # -- Triton on the S3 repository -----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def forest():
-    from sklearn.ensemble import RandomForestClassifier
-
-    rng = np.random.default_rng(5)
-    X = rng.normal(size=(1000, N_FEATURES)).astype(np.float32)
-    return RandomForestClassifier(n_estimators=10, max_depth=5, random_state=0).fit(X, (X[:, 0] > 0).astype(int))
-
-
-def publish(s3_server, monkeypatch, prefix: str, checkpoint: bytes, *, threshold: float = 0.5) -> int:
+def publish(s3_server, monkeypatch, prefix: str, checkpoint: bytes) -> int:
     """Publish one version with the real publisher. (It also keeps each config.pbtxt write in
     a later second than the previous one: Triton reloads only what looks newer, and S3
     modification times have 1 s resolution, so a hand-written pointer can go unnoticed.)"""
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
-    files = {"checkpoint.tl": checkpoint}
-    return ModelRepository(f"s3://models/{prefix}").publish(files, {"pathspec": "test/1"}, {"threshold": threshold})
+    repo = ModelRepository(f"s3://models/{prefix}")
+    return repo.publish({"checkpoint.tl": checkpoint}, {"pathspec": "test/1"}, {"threshold": 0.5})
 
 
-def checkpoint_bytes(forest, tmp_path) -> bytes:
-    path = tmp_path / "checkpoint.tl"
-    treelite.sklearn.import_model(forest).serialize(str(path))
-    return path.read_bytes()
-
-
-def test_triton_serves_from_s3_and_loads_a_new_version(s3_server, triton_factory, forest, tmp_path, monkeypatch):
+def test_triton_serves_from_s3_and_loads_a_new_version(s3_server, triton_factory, tmp_path, monkeypatch):
     """Triton starts on s3://models/<prefix> (endpoint and credentials from AWS_*), answers
     like the model, and serves a newly published version after load_model."""
-    prefix = f"triton-{uuid.uuid4().hex[:8]}"
-    assert publish(s3_server, monkeypatch, prefix, checkpoint_bytes(forest, tmp_path)) == 1
+    from sklearn.ensemble import RandomForestClassifier
+
+    X = np.random.default_rng(5).normal(size=(1000, N_FEATURES)).astype(np.float32)
+    forest = RandomForestClassifier(n_estimators=10, max_depth=5, random_state=0).fit(X, (X[:, 0] > 0).astype(int))
+    treelite.sklearn.import_model(forest).serialize(str(tmp_path / "checkpoint.tl"))
+    checkpoint, prefix = (tmp_path / "checkpoint.tl").read_bytes(), f"triton-{uuid.uuid4().hex[:8]}"
+    assert publish(s3_server, monkeypatch, prefix, checkpoint) == 1
     server = triton_factory(f"s3://models/{prefix}", env=s3_server.env(), fil_compile=False)
     print(f"\nTriton ready from S3 in {server.startup_seconds:.2f} s")
     client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
@@ -153,7 +143,7 @@ def test_triton_serves_from_s3_and_loads_a_new_version(s3_server, triton_factory
     np.testing.assert_allclose(result.as_numpy("output__0"), forest.predict_proba(x), atol=1e-5)
     assert result.get_response()["model_version"] == "1"
 
-    assert publish(s3_server, monkeypatch, prefix, checkpoint_bytes(forest, tmp_path)) == 2
+    assert publish(s3_server, monkeypatch, prefix, checkpoint) == 2
     server.load_model(MODEL_NAME)
     assert client.infer(MODEL_NAME, [tensor]).get_response()["model_version"] == "2"
     client.close()
