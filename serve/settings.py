@@ -1,27 +1,8 @@
 """One typed settings object for the serving side, read once from the environment.
 
-Every variable, its default and meaning (the README's environment table is built from this):
-
-| variable | default | meaning |
-| --- | --- | --- |
-| ``AWS_ENDPOINT_URL`` | – | S3 endpoint (``http://127.0.0.1:8333`` for the local SeaweedFS); unset = AWS |
-| ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` | – | S3 credentials (Triton and the reconciler: a read-only identity; the publisher: a writer) |
-| ``AWS_SESSION_TOKEN`` | – | with temporary credentials (STS, SSO): their session token |
-| ``AWS_DEFAULT_REGION`` | ``us-east-1`` | S3 region |
-| ``MODEL_REPO`` | ``s3://models/triton`` | Triton model repository: ``s3://bucket/prefix`` or a folder |
-| ``MODEL_NAME`` | ``fraud-classifier`` | the model's name in the repository |
-| ``MODEL_KEEP_VERSIONS`` | ``5`` | complete versions kept in the folder Triton downloads; older ones move to ``_archive/`` (fraudml.repository) |
-| ``TRITON_HOST`` | ``127.0.0.1`` | address Triton binds and clients connect to |
-| ``TRITON_HTTP_PORT`` / ``TRITON_GRPC_PORT`` / ``TRITON_METRICS_PORT`` | 8000 / 8001 / 8002 | Triton ports |
-| ``TRITON_API_KEY`` | – (``make serve``: generated into ``.state/triton/api-key.env``) | the key Triton's model-repository, shared-memory, trace and logging APIs require (HTTP and gRPC); every control call sends it |
-| ``TRITON_API_KEY_HEADER`` | ``fraudml-api-key`` | the header that carries it |
-| ``RECONCILER_PORT`` / ``RECONCILER_INTERVAL_S`` | 8003 / 2 | the reconciler's metrics port and how often it reads config.pbtxt (serve/reconciler.py) |
-| ``S3_PORT`` | ``8333`` | port of the local SeaweedFS S3 gateway |
-| ``S3_BUCKET`` | ``models`` | bucket the local SeaweedFS creates |
-| ``STATE_DIR`` | ``.state`` | pid files, logs, SeaweedFS data, compiled-model cache |
-| ``FIL_CACHE_DIR`` | ``<STATE_DIR>/fil-cache`` | where the local ``fil`` backend keeps compiled models |
-| ``FIL_COMPILE`` | ``1`` | ``0``: the local ``fil`` backend serves with Treelite GTIL only, never compiles |
-| ``FIL_BACKEND`` | ``auto`` | which local ``fil`` backend Triton runs: ``native`` (C++, ``make native-backend``), ``python``, or ``auto`` (native when it builds, else Python with a notice); serve/fil_backend.py |
+Each field names its variable; the README's table "Environment variables" says what each one
+means and who else reads it (``MODEL_KEEP_VERSIONS``: fraudml.repository; ``FIL_BACKEND``:
+serve/fil_backend.py; ``FIL_CACHE_DIR``/``FIL_COMPILE``: the local ``fil`` backends).
 """
 
 from __future__ import annotations

@@ -246,11 +246,9 @@ class Service:
 
     def __init__(self, state_dir: str | Path, name: str):
         self.state_dir, self.name = Path(state_dir).absolute(), name
-        self.pid_file = self.state_dir / f"{name}.pid"
-        self.log_file = self.state_dir / f"{name}.log"
-        self.events_file = self.state_dir / f"{name}.events.jsonl"
-        self.spec_file = self.state_dir / f"{name}.supervisor.json"
-        self.supervisor_pid_file = self.state_dir / f"{name}.supervisor.pid"
+        self.pid_file, self.log_file, self.events_file, self.spec_file, self.supervisor_pid_file = (
+            self.state_dir / f"{name}{suffix}" for suffix in (".pid", ".log", ".events.jsonl", ".supervisor.json",
+                                                              ".supervisor.pid"))
         self._popen: subprocess.Popen | None = None
 
     def supervisor_pid(self) -> int | None:
