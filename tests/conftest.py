@@ -30,6 +30,9 @@ from serve.ports import free_ports
 from serve.s3 import SeaweedS3
 from serve.triton import TritonServer
 
+# before any test module imports them (integration tests use the rig's request loop and wire too)
+pytest.register_assert_rewrite("tests.reliability.rig", "tests.reliability.wire")
+
 
 @pytest.fixture(autouse=True)
 def _restore_environment() -> Iterator[None]:

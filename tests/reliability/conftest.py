@@ -21,11 +21,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.register_assert_rewrite("tests.reliability.rig", "tests.reliability.wire")
-
-from benchmark.servers import FastAPIServer  # noqa: E402
-from serve.s3 import SeaweedS3  # noqa: E402
-from tests.reliability.rig import (  # noqa: E402
+from benchmark.servers import FastAPIServer
+from serve.s3 import SeaweedS3
+from tests.reliability.rig import (
     FUZZ_EXAMPLES,
     MAX_BATCH,
     REPO_URI,
