@@ -117,11 +117,6 @@ def test_model_filenames_match_the_local_fil_backend():
     assert "model.so" not in MODEL_FILENAMES.values()
 
 
-def _backend_parameters(text: str) -> dict:
-    """config.pbtxt parameters in the JSON form Triton hands the backend."""
-    return {k: {"string_value": v.string_value} for k, v in _parse(text).parameters.items()}
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_rendered_config_is_what_triton_and_the_local_fil_backend_read(case):
     """Triton's own ModelConfig schema parses every rendered config to what was asked; the
@@ -144,11 +139,12 @@ def test_rendered_config_is_what_triton_and_the_local_fil_backend_read(case):
     assert config.HasField("dynamic_batching")
     assert model_config_pb2.ModelInstanceGroup.Kind.Name(config.instance_group[0].kind) == kwargs.get("instance_kind", "KIND_CPU")
     assert sorted(config.version_policy.specific.versions) == sorted(kwargs.get("versions", []))
+    parameters = {k: {"string_value": v.string_value} for k, v in config.parameters.items()}  # as Triton hands them
     if kwargs.get("classifier_key", "output_class") != fil_config.classifier_key():
         with pytest.raises(fil_config.ConfigError, match="Required parameter"):
-            fil_config.read_parameters(_backend_parameters(text))
+            fil_config.read_parameters(parameters)
         return
-    params = fil_config.read_parameters(_backend_parameters(text))
+    params = fil_config.read_parameters(parameters)
     assert params.model_type == kwargs.get("model_type", "treelite_checkpoint")
     assert params.predict_proba == kwargs.get("predict_proba", True)
     assert params.output_class == kwargs.get("output_class", True)
