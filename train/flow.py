@@ -100,8 +100,10 @@ class FraudClassifierTreeSelection(FlowSpec):
     def start(self):
         """Check the parameters before any work is done."""
         self.families = parse_families(self.models)
-        if self.threshold_rule not in THRESHOLD_RULES:
-            raise ValueError(f"--threshold-rule must be one of {', '.join(THRESHOLD_RULES)}, got {self.threshold_rule!r}")
+        for flag, value, allowed in (("--threshold-rule", self.threshold_rule, THRESHOLD_RULES),
+                                     ("--split", self.split, SPLITS), ("--instance-kind", self.instance_kind, INSTANCE_KINDS)):
+            if value not in allowed:
+                raise ValueError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
         if not 0.0 < self.precision_target <= 1.0:
             raise ValueError(f"--precision-target must be in (0, 1], got {self.precision_target}")
         if self.n_iter < 1 or self.n_jobs < 0:
@@ -109,12 +111,8 @@ class FraudClassifierTreeSelection(FlowSpec):
         if self.triton_url and not self.model_repo:
             raise ValueError("--triton-url needs --model-repo: there is nothing to load without publishing")
         min_positives_for(self.test_size, self.cv_folds)  # raises on a bad --test-size / --cv-folds
-        if self.split not in SPLITS:
-            raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.promotion_margin < 0 or self.recall_tolerance < 0:
             raise ValueError("--promotion-margin and --recall-tolerance must be >= 0")
-        if self.instance_kind not in INSTANCE_KINDS:
-            raise ValueError(f"--instance-kind must be one of {', '.join(INSTANCE_KINDS)}, got {self.instance_kind!r}")
         if self.model_repo:  # fail now, not after training, if the repository cannot be written
             from fraudml.storage import open_store
 
@@ -135,11 +133,9 @@ class FraudClassifierTreeSelection(FlowSpec):
         validate_dataset(df, min_positives=min_positives_for(self.test_size, self.cv_folds))
         self.dataset_fingerprint = dataset_fingerprint(df)
         self.dataset_rows = len(df)
-        repo = None
-        if self.model_repo:
-            from fraudml.repository import ModelRepository
+        from fraudml.repository import ModelRepository
 
-            repo = ModelRepository(self.model_repo)
+        repo = ModelRepository(self.model_repo) if self.model_repo else None
         train_df, holdout, self.holdout_stored = champion.select_test_set(
             df, repo, self.holdout, by=self.split, test_size=self.test_size, seed=self.seed)
         test_df = holdout.df
@@ -168,15 +164,11 @@ class FraudClassifierTreeSelection(FlowSpec):
     def train(self):
         """Search and fit one model family (SMOTE inside the pipeline, stratified CV, average precision)."""
         self.family = self.input
-        self.trained = train_family(
-            self.family, self.X_train, self.y_train,
-            seed=self.seed, cv_folds=self.cv_folds, n_iter=self.n_iter, n_jobs=self.n_jobs or None,
-        )
-        print(
-            f"{self.family}: CV average precision {self.trained.cv_average_precision:.4f} "
-            f"(+/- {self.trained.cv_average_precision_std:.4f}) in {self.trained.train_seconds:.1f} s, "
-            f"best {self.trained.best_params}"
-        )
+        self.trained = train_family(self.family, self.X_train, self.y_train, seed=self.seed,
+                                    cv_folds=self.cv_folds, n_iter=self.n_iter, n_jobs=self.n_jobs or None)
+        print(f"{self.family}: CV average precision {self.trained.cv_average_precision:.4f} "
+              f"(+/- {self.trained.cv_average_precision_std:.4f}) in {self.trained.train_seconds:.1f} s, "
+              f"best {self.trained.best_params}")
         self.next(self.eval)
 
     @card(type="blank")
@@ -188,13 +180,8 @@ class FraudClassifierTreeSelection(FlowSpec):
         # Selection uses training folds only; the test set below is a report, never a choice.
         self.best_family = pick_best({f: t.cv_average_precision for f, t in trained.items()})
         self.selection = "highest cross-validated average precision on the training rows"
-        scored = {
-            family: score_family(
-                t, self.X_test, self.y_test, self.y_train,
-                rule=self.threshold_rule, precision_target=self.precision_target,
-            )
-            for family, t in trained.items()
-        }
+        scored = {family: score_family(t, self.X_test, self.y_test, self.y_train, rule=self.threshold_rule,
+                                       precision_target=self.precision_target) for family, t in trained.items()}
         self.metrics_by_family = {family: m for family, (m, _) in scored.items()}
         self.test_proba_by_family = {family: p for family, (_, p) in scored.items()}
         self.best_pipeline = trained[self.best_family].pipeline
@@ -219,14 +206,10 @@ class FraudClassifierTreeSelection(FlowSpec):
         current.card.append(Table(cm_rows, headers=cm_headers))
         print(cards.text_table(headers, rows))
         ap_low, ap_high = self.metrics["intervals"]["average_precision"]
-        print(
-            f"winner: {self.best_family} (chosen by {self.selection}: "
-            f"{self.metrics['cv_average_precision']:.4f})\n"
-            f"test, for the report: average precision {self.metrics['average_precision']:.4f} "
-            f"[{ap_low:.4f}, {ap_high:.4f}]  "
-            f"threshold {self.threshold:.4f}  precision {self.metrics['precision']:.3f}  "
-            f"recall {self.metrics['recall']:.3f}"
-        )
+        print(f"winner: {self.best_family} (chosen by {self.selection}: {self.metrics['cv_average_precision']:.4f})\n"
+              f"test, for the report: average precision {self.metrics['average_precision']:.4f} "
+              f"[{ap_low:.4f}, {ap_high:.4f}]  threshold {self.threshold:.4f}  "
+              f"precision {self.metrics['precision']:.3f}  recall {self.metrics['recall']:.3f}")
         self.next(self.deploy)
 
     @card(type="blank")
@@ -245,19 +228,11 @@ class FraudClassifierTreeSelection(FlowSpec):
         print(f"exported {self.best_family} as {self.model_filename} ({len(self.model_checkpoint):,} bytes); "
               f"max |P(fraud) diff| vs pipeline on the test set {self.export_max_abs_diff:.2e}")
         self.lineage = build_lineage(
-            flow_name=current.flow_name,
-            run_id=current.run_id,
-            task_pathspec=current.pathspec,
-            dataset_fingerprint=self.dataset_fingerprint,
-            dataset_source=self.dataset_source,
-            dataset_rows=self.dataset_rows,
-            parameters={name: getattr(self, name) for name in current.parameter_names},
-            metrics=self.metrics,
-            threshold=self.threshold,
-            family=self.best_family,
-            best_params=self.best_params,
-            model_type=self.model_type,
-            code_version=code_version(__file__),
+            flow_name=current.flow_name, run_id=current.run_id, task_pathspec=current.pathspec,
+            dataset_fingerprint=self.dataset_fingerprint, dataset_source=self.dataset_source,
+            dataset_rows=self.dataset_rows, parameters={name: getattr(self, name) for name in current.parameter_names},
+            metrics=self.metrics, threshold=self.threshold, family=self.best_family, best_params=self.best_params,
+            model_type=self.model_type, code_version=code_version(__file__),
             extra={"selection": self.selection, "all_families": {
                 f: {"cv_average_precision": m["cv_average_precision"],
                     "test_average_precision": m["average_precision"],

@@ -18,12 +18,9 @@ COMPARISON_HEADERS = [
 
 def class_distribution_rows(parts: dict[str, dict]) -> tuple[list[str], list[list]]:
     """``parts``: name -> :func:`fraudml.data.describe` output (e.g. all / train / test)."""
-    headers = ["part", "rows", "legitimate", "fraud", "fraud rate"]
-    rows = [
+    return ["part", "rows", "legitimate", "fraud", "fraud rate"], [
         [name, f"{d['rows']:,}", f"{d['legitimate']:,}", f"{d['fraud']:,}", f"{d['fraud_rate']:.3%}"]
-        for name, d in parts.items()
-    ]
-    return headers, rows
+        for name, d in parts.items()]
 
 
 def _with_interval(value: float, interval: list[float] | None, digits: int) -> str:
@@ -40,20 +37,13 @@ def comparison_rows(metrics_by_family: dict[str, dict], best: str | None = None)
     for family in order:
         m = metrics_by_family[family]
         ci = m.get("intervals", {})
-        rows.append(
-            [
-                f"{family}{' *' if family == best else ''}",
-                f"{m.get('cv_average_precision', float('nan')):.4f}",
-                _with_interval(m["average_precision"], ci.get("average_precision"), 3),
-                f"{m['roc_auc']:.4f}",
-                f"{m['recall_at_precision']:.3f}",
-                f"{m['threshold']:.4f}",
-                _with_interval(m["precision"], ci.get("precision"), 3),
-                _with_interval(m["recall"], ci.get("recall"), 3),
-                f"{m['f1']:.3f}",
-                f"{m.get('train_seconds', float('nan')):.1f}",
-            ]
-        )
+        rows.append([
+            f"{family}{' *' if family == best else ''}", f"{m.get('cv_average_precision', float('nan')):.4f}",
+            _with_interval(m["average_precision"], ci.get("average_precision"), 3), f"{m['roc_auc']:.4f}",
+            f"{m['recall_at_precision']:.3f}", f"{m['threshold']:.4f}",
+            _with_interval(m["precision"], ci.get("precision"), 3), _with_interval(m["recall"], ci.get("recall"), 3),
+            f"{m['f1']:.3f}", f"{m.get('train_seconds', float('nan')):.1f}",
+        ])
     headers = list(COMPARISON_HEADERS)
     if metrics_by_family:
         target = next(iter(metrics_by_family.values()))["precision_target"]
@@ -72,12 +62,8 @@ def text_table(headers: list[str], rows: list[list]) -> str:
 
 def confusion_rows(cm: dict[str, int]) -> tuple[list[str], list[list]]:
     """A 2x2 confusion matrix table (rows: actual, columns: predicted)."""
-    headers = ["actual \\ predicted", "legitimate (0)", "fraud (1)"]
-    rows = [
-        ["legitimate (0)", f"{cm['tn']:,}", f"{cm['fp']:,}"],
-        ["fraud (1)", f"{cm['fn']:,}", f"{cm['tp']:,}"],
-    ]
-    return headers, rows
+    return ["actual \\ predicted", "legitimate (0)", "fraud (1)"], [
+        ["legitimate (0)", f"{cm['tn']:,}", f"{cm['fp']:,}"], ["fraud (1)", f"{cm['fn']:,}", f"{cm['tp']:,}"]]
 
 
 def pr_curves_figure(y_true: np.ndarray, proba_by_family: dict[str, np.ndarray], best: str | None = None):
@@ -94,10 +80,8 @@ def pr_curves_figure(y_true: np.ndarray, proba_by_family: dict[str, np.ndarray],
     for family, proba in proba_by_family.items():
         recall, precision = pr_curve(y_true, proba)
         ap = average_precision(y_true, proba)
-        ax.step(
-            recall, precision, where="pre",  # AP: precision of point i+1 over (r_i, r_i+1]
-            label=f"{family} (AP {ap:.3f})", linewidth=2.4 if family == best else 1.3,
-        )
+        ax.step(recall, precision, where="pre",  # AP: precision of point i+1 over (r_i, r_i+1]
+                label=f"{family} (AP {ap:.3f})", linewidth=2.4 if family == best else 1.3)
     base_rate = float(np.mean(y_true))
     ax.axhline(base_rate, color="grey", linestyle=":", linewidth=1, label=f"chance ({base_rate:.3%})")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.02),

@@ -37,14 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fraudml.data import (
-    COLUMNS,
-    LABEL,
-    dataset_fingerprint,
-    load_dataset,
-    validate_dataset,
-)
-from fraudml.features import feature_matrix, split_train_test
+from fraudml.data import COLUMNS, LABEL, dataset_fingerprint, load_dataset, validate_dataset
+from fraudml.features import feature_matrix, labels, split_train_test
 from fraudml.metrics import bootstrap_intervals, percentile_interval, stratified_resamples
 
 REFERENCE = "_reference"
@@ -68,7 +62,7 @@ class Holdout:
 
     @property
     def y(self) -> np.ndarray:
-        return self.df[LABEL].to_numpy(np.int64)
+        return labels(self.df)
 
 
 def row_keys(rows: pd.DataFrame | np.ndarray) -> np.ndarray:
@@ -90,10 +84,8 @@ def select_test_set(
     stored = read_holdout(repo) if repo is not None else None
     named = make_holdout(load_dataset(holdout_path), holdout_path) if holdout_path else None
     if stored is not None and named is not None and named.fingerprint != stored.fingerprint:
-        raise ComparisonRefused(
-            f"--holdout {holdout_path} ({named.fingerprint[:19]}…) is not the reference holdout this repository "
-            f"already judges every version on ({stored.fingerprint[:19]}…): drop --holdout"
-        )
+        raise ComparisonRefused(f"--holdout {holdout_path} ({named.fingerprint[:19]}…) is not the reference holdout this repository "
+                                f"already judges every version on ({stored.fingerprint[:19]}…): drop --holdout")
     holdout = stored or named
     if holdout is None:
         train_df, test_df = split_train_test(df, test_size, seed, by=by)
@@ -167,12 +159,8 @@ def record_decision(repo, run_id: str, decision: dict[str, Any]) -> None:
 
 def read_decisions(repo) -> list[dict[str, Any]]:
     """Every run's recorded decision, oldest first."""
-    out = []
-    for key in repo.store.list(_key(repo.model_name, "decisions") + "/"):
-        blob = repo.store.get(key)
-        if blob is not None:
-            out.append(json.loads(blob.data))
-    return sorted(out, key=lambda d: d.get("decided_at", ""))
+    blobs = (repo.store.get(key) for key in repo.store.list(_key(repo.model_name, "decisions") + "/"))
+    return sorted((json.loads(b.data) for b in blobs if b is not None), key=lambda d: d.get("decided_at", ""))
 
 
 def check_unseen(holdout: Holdout, X_train: np.ndarray, champion_lineage: dict[str, Any] | None) -> None:
@@ -186,11 +174,9 @@ def check_unseen(holdout: Holdout, X_train: np.ndarray, champion_lineage: dict[s
     seen = (champion_lineage.get("holdout") or {}).get("fingerprint")
     if seen != holdout.fingerprint:
         version = champion_lineage.get("version")
-        raise ComparisonRefused(
-            f"the served version {version} does not record that it was kept away from the reference holdout "
-            f"{holdout.fingerprint[:19]}… (its lineage says {seen or 'nothing'}), so it may have trained on "
-            "those rows. Publish anyway with --force-publish, or roll back to a version that records it"
-        )
+        raise ComparisonRefused(f"the served version {version} does not record that it was kept away from the reference holdout "
+                                f"{holdout.fingerprint[:19]}… (its lineage says {seen or 'nothing'}), so it may have trained on "
+                                "those rows. Publish anyway with --force-publish, or roll back to a version that records it")
 
 
 def champion_proba(repo, lineage: dict[str, Any], X: np.ndarray) -> np.ndarray:
@@ -216,22 +202,12 @@ def _score(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int) -> dict[
             "threshold": float(threshold)}
 
 
-def judge(
-    y: np.ndarray,
-    champion: tuple[np.ndarray, float] | None,
-    challenger: tuple[np.ndarray, float],
-    *,
-    margin: float = DEFAULT_MARGIN,
-    recall_tolerance: float = DEFAULT_RECALL_TOLERANCE,
-    n_boot: int = 500,
-) -> dict[str, Any]:
-    """The promotion decision. ``champion``/``challenger``: ``(P(fraud) on the holdout, threshold)``;
-    ``champion`` is None before the first version.
-
-    Returns:
-        ``{"promoted": bool, "reason", "challenger": scores, "champion": scores | None,
-        "ap_gain", "ap_gain_95ci", "margin", "recall_tolerance"}``.
-    """
+def judge(y: np.ndarray, champion: tuple[np.ndarray, float] | None, challenger: tuple[np.ndarray, float], *,
+          margin: float = DEFAULT_MARGIN, recall_tolerance: float = DEFAULT_RECALL_TOLERANCE,
+          n_boot: int = 500) -> dict[str, Any]:
+    """The promotion decision (``promoted``, ``reason``, both models' scores, ``ap_gain`` and its
+    interval). ``champion``/``challenger``: ``(P(fraud) on the holdout, threshold)``; ``champion``
+    is None before the first version."""
     from sklearn.metrics import average_precision_score
 
     y = np.asarray(y, dtype=np.int64)
@@ -259,24 +235,14 @@ def judge(
     return {**out, "promoted": False, "reason": reason}
 
 
-def decide(
-    repo,
-    holdout: Holdout,
-    X_train: np.ndarray,
-    challenger: tuple[np.ndarray, float],
-    *,
-    margin: float = DEFAULT_MARGIN,
-    recall_tolerance: float = DEFAULT_RECALL_TOLERANCE,
-    force: bool = False,
-) -> dict[str, Any]:
+def decide(repo, holdout: Holdout, X_train: np.ndarray, challenger: tuple[np.ndarray, float], *,
+           margin: float = DEFAULT_MARGIN, recall_tolerance: float = DEFAULT_RECALL_TOLERANCE,
+           force: bool = False) -> dict[str, Any]:
     """Judge the challenger (``(P(fraud) on the holdout, threshold)``) against the served version.
 
     Returns :func:`judge`'s decision plus ``champion_version``, ``holdout`` (its metadata) and
-    ``forced``. With ``force``, a refused comparison or a lost one is published anyway and
-    recorded as forced.
-
-    Raises:
-        ComparisonRefused: without ``force``, when a model has seen holdout rows.
+    ``forced``. With ``force``, a refused comparison (ComparisonRefused otherwise) or a lost one
+    is published anyway and recorded as forced.
     """
     served = repo.served_version()
     champion_lineage = repo.read_lineage(served) if served is not None else None

@@ -166,16 +166,12 @@ def _read_csv(source, *, compression="infer", name: str) -> pd.DataFrame:
     try:
         return pd.read_csv(source, float_precision="round_trip", compression=compression)
     except pd.errors.EmptyDataError as exc:
-        raise DatasetError(
-            f"{name} is empty (no header, no rows). Fix: regenerate it with `{GENERATE_HINT}` "
-            "or pass the path of a non-empty creditcard.csv"
-        ) from exc
+        raise DatasetError(f"{name} is empty (no header, no rows). Fix: regenerate it with `{GENERATE_HINT}` "
+                           "or pass the path of a non-empty creditcard.csv") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatasetError(
-            f"{name} is not a readable CSV ({first_line}). Fix: pass a comma-separated file "
-            f"with the header {','.join(COLUMNS[:3])},...,Amount,Class"
-        ) from exc
+        raise DatasetError(f"{name} is not a readable CSV ({first_line}). Fix: pass a comma-separated file "
+                           f"with the header {','.join(COLUMNS[:3])},...,Amount,Class") from exc
 
 
 def _read_s3(url: str) -> pd.DataFrame:
@@ -196,21 +192,15 @@ def _read_s3(url: str) -> pd.DataFrame:
     try:
         body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     except NoCredentialsError as exc:
-        raise DatasetError(
-            f"no S3 credentials to read {url}. Fix: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-            "(and AWS_ENDPOINT_URL for a local S3)"
-        ) from exc
+        raise DatasetError(f"no S3 credentials to read {url}. Fix: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                           "(and AWS_ENDPOINT_URL for a local S3)") from exc
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "error")
-        raise DatasetError(
-            f"S3 refused to read {url} ({code}). Fix: check the bucket and key exist and the "
-            "credentials may read them"
-        ) from exc
+        raise DatasetError(f"S3 refused to read {url} ({code}). Fix: check the bucket and key exist and the "
+                           "credentials may read them") from exc
     except BotoCoreError as exc:
-        raise DatasetError(
-            f"cannot reach S3 for {url} ({type(exc).__name__}). Fix: check AWS_ENDPOINT_URL and that "
-            "the S3 server is up (`make s3`)"
-        ) from exc
+        raise DatasetError(f"cannot reach S3 for {url} ({type(exc).__name__}). Fix: check AWS_ENDPOINT_URL and that "
+                           "the S3 server is up (`make s3`)") from exc
     compression = "gzip" if key.endswith(".gz") else None
     return _read_csv(io.BytesIO(body), compression=compression, name=url)
 
@@ -229,10 +219,8 @@ def load_dataset(source: str | Path) -> pd.DataFrame:
         raise DatasetError(f"unsupported dataset URL {source!r}. Fix: pass a local CSV path or an s3://bucket/key URL")
     path = Path(source).expanduser()
     if not path.is_file():
-        raise DatasetError(
-            f"dataset file {path} does not exist. Fix: generate one with `{GENERATE_HINT}` "
-            "or pass the path of creditcard.csv"
-        )
+        raise DatasetError(f"dataset file {path} does not exist. Fix: generate one with `{GENERATE_HINT}` "
+                           "or pass the path of creditcard.csv")
     return _read_csv(path, name=str(path))
 
 
@@ -267,24 +255,18 @@ def validate_dataset(df: pd.DataFrame, min_positives: int | None = None) -> None
     if min_positives is None:
         min_positives = min_positives_for()
     if len(df.columns) == 0 or len(df) == 0:
-        raise DatasetError(
-            f"the dataset has no rows ({len(df.columns)} columns, 0 rows). Fix: regenerate it with "
-            f"`{GENERATE_HINT}` or pass a non-empty creditcard.csv"
-        )
+        raise DatasetError(f"the dataset has no rows ({len(df.columns)} columns, 0 rows). Fix: regenerate it with "
+                           f"`{GENERATE_HINT}` or pass a non-empty creditcard.csv")
     columns = [str(c) for c in df.columns]
     missing = [c for c in COLUMNS if c not in columns]
     if missing:
         shown = ", ".join(missing[:6]) + (f" (+{len(missing) - 6} more)" if len(missing) > 6 else "")
-        raise DatasetError(
-            f"missing column(s): {shown}. Fix: the file needs exactly the creditcard.csv header "
-            "Time,V1..V28,Amount,Class (check the header line and the separator)"
-        )
+        raise DatasetError(f"missing column(s): {shown}. Fix: the file needs exactly the creditcard.csv header "
+                           "Time,V1..V28,Amount,Class (check the header line and the separator)")
     extra = [c for c in columns if c not in COLUMNS]
     if extra:
-        raise DatasetError(
-            f"unexpected column(s): {', '.join(extra[:6])}. Fix: drop them so that only "
-            "Time,V1..V28,Amount,Class remain (an index column? write the CSV with index=False)"
-        )
+        raise DatasetError(f"unexpected column(s): {', '.join(extra[:6])}. Fix: drop them so that only "
+                           "Time,V1..V28,Amount,Class remain (an index column? write the CSV with index=False)")
     if len(set(columns)) != len(columns):
         dupes = sorted({c for c in columns if columns.count(c) > 1})
         raise DatasetError(f"duplicated column(s): {', '.join(dupes)}. Fix: keep one column of each name")
@@ -294,33 +276,25 @@ def validate_dataset(df: pd.DataFrame, min_positives: int | None = None) -> None
             coerced = pd.to_numeric(series.astype("object"), errors="coerce")
             bad = series[coerced.isna() & series.notna()]
             where = f" e.g. {bad.iloc[0]!r} in row {bad.index[0]}" if len(bad) else ""
-            raise DatasetError(
-                f"column {column} has non-numeric values{where}. Fix: clean or drop those rows; "
-                "every column must be a number"
-            )
+            raise DatasetError(f"column {column} has non-numeric values{where}. Fix: clean or drop those rows; "
+                               "every column must be a number")
     values = df[COLUMNS].to_numpy(dtype=np.float64)
     finite = np.isfinite(values)
     if not finite.all():
         counts = (~finite).sum(axis=0)
         bad = [f"{c} ({n})" for c, n in zip(COLUMNS, counts, strict=True) if n]
-        raise DatasetError(
-            f"NaN/Inf values in {', '.join(bad[:6])}. Fix: drop or impute those rows before training "
-            "(e.g. df.dropna())"
-        )
+        raise DatasetError(f"NaN/Inf values in {', '.join(bad[:6])}. Fix: drop or impute those rows before training "
+                           "(e.g. df.dropna())")
     labels = df[LABEL].to_numpy(dtype=np.float64)
     odd = np.unique(labels[(labels != 0) & (labels != 1)])
     if odd.size:
         shown = ", ".join(f"{x:g}" for x in odd[:5])
-        raise DatasetError(
-            f"{LABEL} must be 0 (legitimate) or 1 (fraud) but has {shown}. Fix: map the labels to 0/1"
-        )
+        raise DatasetError(f"{LABEL} must be 0 (legitimate) or 1 (fraud) but has {shown}. Fix: map the labels to 0/1")
     positives = int(labels.sum())
     if positives < min_positives:
-        raise DatasetError(
-            f"only {positives} fraud rows (Class=1) among {len(df)}; the stratified split and "
-            f"cross-validation with SMOTE need at least {min_positives}. Fix: use more rows "
-            "(--rows) or a higher --fraud-rate, fewer --cv-folds, or a dataset with more frauds"
-        )
+        raise DatasetError(f"only {positives} fraud rows (Class=1) among {len(df)}; the stratified split and "
+                           f"cross-validation with SMOTE need at least {min_positives}. Fix: use more rows "
+                           "(--rows) or a higher --fraud-rate, fewer --cv-folds, or a dataset with more frauds")
 
 
 def dataset_fingerprint(df: pd.DataFrame) -> str:
@@ -339,21 +313,15 @@ def dataset_fingerprint(df: pd.DataFrame) -> str:
 def describe(df: pd.DataFrame) -> dict:
     """Class counts and rate, for summaries and cards."""
     positives = int(df[LABEL].sum())
-    return {
-        "rows": len(df),
-        "legitimate": len(df) - positives,
-        "fraud": positives,
-        "fraud_rate": positives / len(df) if len(df) else 0.0,
-    }
+    return {"rows": len(df), "legitimate": len(df) - positives, "fraud": positives,
+            "fraud_rate": positives / len(df) if len(df) else 0.0}
 
 
 def _summary(df: pd.DataFrame) -> str:
     d = describe(df)
-    return (
-        f"{d['rows']:,} rows, {d['fraud']:,} frauds ({d['fraud_rate']:.3%}), "
-        f"Time {df['Time'].min():.0f}-{df['Time'].max():.0f} s, "
-        f"Amount median {df['Amount'].median():.2f} max {df['Amount'].max():.2f}"
-    )
+    return (f"{d['rows']:,} rows, {d['fraud']:,} frauds ({d['fraud_rate']:.3%}), "
+            f"Time {df['Time'].min():.0f}-{df['Time'].max():.0f} s, "
+            f"Amount median {df['Amount'].median():.2f} max {df['Amount'].max():.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,12 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             df = generate_dataset(args.rows, args.fraud_rate, args.seed)
-            out = write_dataset(df, args.out, progress=sys.stderr.isatty())
-            print(f"wrote {out}: {_summary(df)}; {dataset_fingerprint(df)}")
+            done = f"wrote {write_dataset(df, args.out, progress=sys.stderr.isatty())}"
         else:
             df = load_dataset(args.source)
             validate_dataset(df, min_positives=args.min_positives)
-            print(f"ok {args.source}: {_summary(df)}; {dataset_fingerprint(df)}")
+            done = f"ok {args.source}"
+        print(f"{done}: {_summary(df)}; {dataset_fingerprint(df)}")
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -128,10 +128,8 @@ def write_fil_model(pipeline, dest_dir: str | Path, model_type: str = "treelite_
         # XGBoost picks the format from the suffix: .json, .ubj
         (clf.get_booster() if family == "xgboost" else clf.booster_).save_model(str(path))
     else:
-        raise ValueError(
-            f"model_type {model_type!r} does not fit a {family} model; "
-            f"use treelite_checkpoint{''.join(', ' + t for t in _NATIVE_TYPES.get(family, ()))}"
-        )
+        raise ValueError(f"model_type {model_type!r} does not fit a {family} model; "
+                         f"use treelite_checkpoint{''.join(', ' + t for t in _NATIVE_TYPES.get(family, ()))}")
     return path
 
 

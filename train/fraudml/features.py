@@ -40,16 +40,9 @@ def smote_on_robust_scale(
     k_neighbors: int = SMOTE_K_NEIGHBORS,
     random_state: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """SMOTE on robust-scaled ``Time``/``Amount``, returned in raw units.
-
-    Args:
-        X: raw training rows ``(n, 30)`` in ``FEATURES`` order.
-        y: labels 0/1.
-        sampling_strategy, k_neighbors, random_state: passed to ``imblearn``'s ``SMOTE``.
-
-    Returns:
-        ``(X_res, y_res)``: the original rows first, unchanged, then the synthetic ones.
-    """
+    """SMOTE (``imblearn``'s, with these arguments) on robust-scaled ``Time``/``Amount`` of raw
+    rows ``X``; returns ``(X_res, y_res)``: the original rows first, unchanged, then the synthetic
+    ones in raw units."""
     from imblearn.over_sampling import SMOTE  # lazy: keeps `import fraudml.*` light
 
     X = np.asarray(X)
@@ -98,9 +91,7 @@ def split_train_test(
     the newest ``test_size`` of the rows by ``Time`` are the test set, the older ones train.
     ``by="stratified"``: a random split with the same fraud rate in both parts.
     Rows keep their original index, so a test row can be traced back to the dataset.
-
-    Raises:
-        ValueError: unknown ``by``, or a part without frauds (the message says what to change).
+    ValueError for an unknown ``by`` or a part without frauds.
     """
     if by == "stratified":
         from sklearn.model_selection import train_test_split  # lazy: keeps `import fraudml.*` light

@@ -62,22 +62,10 @@ def code_version(flow_file: str | Path | None = None) -> dict:
 
 
 def build_lineage(
-    *,
-    flow_name: str,
-    run_id: str,
-    dataset_fingerprint: str,
-    dataset_source: str,
-    parameters: dict,
-    metrics: dict,
-    threshold: float,
-    family: str,
-    best_params: dict,
-    model_type: str = "treelite_checkpoint",
-    dataset_rows: int | None = None,
-    task_pathspec: str | None = None,
-    code_version: dict | None = None,
-    extra: dict | None = None,
-    created_at: str | None = None,
+    *, flow_name: str, run_id: str, dataset_fingerprint: str, dataset_source: str, parameters: dict, metrics: dict,
+    threshold: float, family: str, best_params: dict, model_type: str = "treelite_checkpoint",
+    dataset_rows: int | None = None, task_pathspec: str | None = None, code_version: dict | None = None,
+    extra: dict | None = None, created_at: str | None = None,
 ) -> dict:
     """The lineage record of one trained model, JSON-able.
 

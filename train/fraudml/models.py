@@ -52,10 +52,8 @@ def parse_families(text: str | list[str] | tuple[str, ...]) -> list[str]:
     names = list(dict.fromkeys(n for n in names if n))
     unknown = [n for n in names if n not in FAMILIES]
     if unknown or not names:
-        raise ValueError(
-            f"unknown model famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown) or '(none given)'}; "
-            f"choose from {', '.join(FAMILIES)}"
-        )
+        raise ValueError(f"unknown model famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(FAMILIES)}")
     return names
 
 
@@ -132,12 +130,8 @@ def build_pipeline(
     from imblearn.pipeline import Pipeline
 
     target = functools.partial(oversampling_target, ratio=sampling_ratio)
-    return Pipeline(
-        [
-            ("smote", make_sampler(target, k_neighbors=SMOTE_K_NEIGHBORS, random_state=seed)),
-            ("clf", make_classifier(family, seed=seed, n_jobs=n_jobs)),
-        ]
-    )
+    return Pipeline([("smote", make_sampler(target, k_neighbors=SMOTE_K_NEIGHBORS, random_state=seed)),
+                     ("clf", make_classifier(family, seed=seed, n_jobs=n_jobs))])
 
 
 @dataclass
@@ -158,17 +152,8 @@ class TrainedFamily:
     n_train_positive: int
 
 
-def train_family(
-    family: str,
-    X: np.ndarray,
-    y: np.ndarray,
-    *,
-    seed: int = 7,
-    cv_folds: int = DEFAULT_CV_FOLDS,
-    n_iter: int = DEFAULT_N_ITER,
-    n_jobs: int | None = None,
-    out_of_fold: bool = True,
-) -> TrainedFamily:
+def train_family(family: str, X: np.ndarray, y: np.ndarray, *, seed: int = 7, cv_folds: int = DEFAULT_CV_FOLDS,
+                 n_iter: int = DEFAULT_N_ITER, n_jobs: int | None = None, out_of_fold: bool = True) -> TrainedFamily:
     """Search ``n_iter`` candidates of :func:`search_space` (capped at the grid size) with
     stratified ``cv_folds``-fold CV (average precision), refit the best on all of ``X``, ``y``.
 
@@ -188,26 +173,16 @@ def train_family(
     folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
     space = search_space(family)
     grid_size = int(np.prod([len(v) for v in space.values()]))
-    search = RandomizedSearchCV(
-        build_pipeline(family, seed=seed, n_jobs=n_jobs),
-        space,
-        n_iter=min(n_iter, grid_size),
-        scoring="average_precision",
-        cv=folds,
-        refit=True,
-        random_state=seed,
-        n_jobs=1,
-        error_score="raise",
-    )
+    search = RandomizedSearchCV(build_pipeline(family, seed=seed, n_jobs=n_jobs), space, n_iter=min(n_iter, grid_size),
+                                scoring="average_precision", cv=folds, refit=True, random_state=seed, n_jobs=1,
+                                error_score="raise")
     # threadpool_limits caps OpenMP/BLAS pools too (HistGradientBoosting, SMOTE's neighbours).
     with threadpool_limits(limits=n_jobs), warnings.catch_warnings():
         # LightGBM/sklearn feature-name chatter on numpy input
         warnings.filterwarnings("ignore", message=".*feature names.*")
         search.fit(X, y)
-        oof = None
-        if out_of_fold:
-            best = clone(search.best_estimator_)
-            oof = cross_val_predict(best, X, y, cv=folds, method="predict_proba")[:, 1]
+        oof = (cross_val_predict(clone(search.best_estimator_), X, y, cv=folds, method="predict_proba")[:, 1]
+               if out_of_fold else None)
     res = search.cv_results_
     cv_results = [
         {"params": _plain_params(res["params"][i]), "mean_average_precision": float(res["mean_test_score"][i]),
@@ -215,18 +190,12 @@ def train_family(
         for i in range(len(res["params"]))
     ]
     return TrainedFamily(
-        family=family,
-        pipeline=search.best_estimator_,
-        best_params=_plain_params(search.best_params_),
+        family=family, pipeline=search.best_estimator_, best_params=_plain_params(search.best_params_),
         cv_average_precision=float(search.best_score_),
         cv_average_precision_std=float(res["std_test_score"][search.best_index_]),
         cv_results=sorted(cv_results, key=lambda r: r["rank"]),
-        oof_proba=None if oof is None else oof.astype(np.float64),
-        cv_folds=cv_folds,
-        n_iter=min(n_iter, grid_size),
-        train_seconds=time.perf_counter() - started,
-        n_train=int(y.size),
-        n_train_positive=int(y.sum()),
+        oof_proba=None if oof is None else oof.astype(np.float64), cv_folds=cv_folds, n_iter=min(n_iter, grid_size),
+        train_seconds=time.perf_counter() - started, n_train=int(y.size), n_train_positive=int(y.sum()),
     )
 
 
@@ -239,16 +208,8 @@ def predict_proba(pipeline: Pipeline, X: np.ndarray) -> np.ndarray:
     return pipeline.predict_proba(np.asarray(X, dtype=np.float32))[:, 1]
 
 
-def score_family(
-    trained: TrainedFamily,
-    X_test: np.ndarray,
-    y_test: np.ndarray,
-    y_train: np.ndarray | None = None,
-    *,
-    rule: str = "best_f1",
-    precision_target: float = 0.9,
-    n_boot: int = 500,
-) -> tuple[dict, np.ndarray]:
+def score_family(trained: TrainedFamily, X_test: np.ndarray, y_test: np.ndarray, y_train: np.ndarray | None = None,
+                 *, rule: str = "best_f1", precision_target: float = 0.9, n_boot: int = 500) -> tuple[dict, np.ndarray]:
     """Metrics of one trained family on the untouched test set, for the report.
 
     The family is *chosen* on its cross-validated average precision (:func:`pick_best`); the
@@ -269,13 +230,9 @@ def score_family(
         source = "test"
     metrics = evaluate(y_test, proba, threshold, precision_target=precision_target)
     metrics.update(
-        intervals=bootstrap_intervals(y_test, proba, threshold, n_boot=n_boot),
-        family=trained.family,
-        threshold_rule=rule,
-        threshold_source=source,
-        cv_average_precision=trained.cv_average_precision,
-        cv_average_precision_std=trained.cv_average_precision_std,
-        best_params=trained.best_params,
+        intervals=bootstrap_intervals(y_test, proba, threshold, n_boot=n_boot), family=trained.family,
+        threshold_rule=rule, threshold_source=source, cv_average_precision=trained.cv_average_precision,
+        cv_average_precision_std=trained.cv_average_precision_std, best_params=trained.best_params,
         train_seconds=trained.train_seconds,
     )
     return metrics, proba

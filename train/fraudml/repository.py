@@ -122,9 +122,7 @@ class ModelRepository:
     def served_version(self) -> int | None:
         """The version config.pbtxt names, or None before the first publish."""
         blob = self.read_config()
-        if blob is None:
-            return None
-        versions = served_versions(blob.data.decode())
+        versions = served_versions(blob.data.decode()) if blob is not None else []
         return max(versions) if versions else None
 
     def _claims(self) -> dict[int, dict[str, Any]]:
@@ -148,17 +146,11 @@ class ModelRepository:
 
     def list_versions(self) -> list[VersionInfo]:
         files, archived = self._files(self.model_name), self._files(self._archived())
-        claims = self._claims()
-        served = self.served_version()
+        claims, served = self._claims(), self.served_version()
         return [
-            VersionInfo(
-                version=v,
-                status=claims.get(v, {}).get("status", "unknown"),
-                served=v == served,
-                files=sorted(files.get(v) or archived.get(v, [])),
-                claim=claims.get(v, {}),
-                archived=v not in files and v in archived,
-            )
+            VersionInfo(v, claims.get(v, {}).get("status", "unknown"), v == served,
+                        sorted(files.get(v) or archived.get(v, [])), claims.get(v, {}),
+                        archived=v not in files and v in archived)
             for v in sorted(set(files) | set(archived) | set(claims))
         ]
 
@@ -192,8 +184,7 @@ class ModelRepository:
         return dest
 
     def _claim_next_version(self, claim: dict[str, Any]) -> int:
-        existing = [v.version for v in self.list_versions()]
-        candidate = max(existing, default=0) + 1
+        candidate = max((v.version for v in self.list_versions()), default=0) + 1
         for _ in range(MAX_CLAIM_TRIES):
             try:
                 self.store.create(self._claim_key(candidate), json.dumps(claim).encode())
@@ -252,22 +243,12 @@ class ModelRepository:
         claim = {"status": "in-progress", "claimed_at": _now(), "run": lineage.get("pathspec")}
         version = self._claim_next_version(claim)
         try:
-            record = {
-                **lineage,
-                "model_name": self.model_name,
-                "version": version,
-                "model_repository": self.uri,
-                "published_at": _now(),
-                "triton_config": config_kwargs,
-                "files": {name: _sha256(data) for name, data in payload.items()},
-            }
+            record = {**lineage, "model_name": self.model_name, "version": version, "model_repository": self.uri,
+                      "published_at": _now(), "triton_config": config_kwargs,
+                      "files": {name: _sha256(data) for name, data in payload.items()}}
             payload[LINEAGE] = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
             for name, data in payload.items():
-                self.store.put(self._k(version, name), data)
-            for name, data in payload.items():  # read back: what Triton will load is what we sent
-                blob = self.store.get(self._k(version, name))
-                if blob is None or blob.data != data:
-                    raise PublishError(f"{self.model_name}/{version}/{name} did not read back intact")
+                self._put_verified(self._k(version, name), data, f"{self.model_name}/{version}/{name} did not read back intact")
             # Before the pointer moves: no Triton has a reason to load while the folder shrinks
             # (one that downloads it while an object is deleted fails that load, then retries).
             try:
@@ -281,17 +262,22 @@ class ModelRepository:
         except BaseException as exc:
             self._abandon(version, claim, exc)
             if isinstance(exc, StorageError | PublishError):
-                raise PublishError(
-                    f"publishing {self.model_name}/{version} to {self.uri} failed: {exc}. "
-                    "Nothing was served from it; version number "
-                    f"{version} stays retired, and a retry publishes the next one."
-                ) from exc
+                raise PublishError(f"publishing {self.model_name}/{version} to {self.uri} failed: {exc}. "
+                                   "Nothing was served from it; version number "
+                                   f"{version} stays retired, and a retry publishes the next one.") from exc
             raise
         self._set_claim(version, {**claim, "status": "complete", "completed_at": _now(),
                                   "files": record["files"], "served_after_publish": served})
         if as_canary:
             self.set_canary(version, canary_percent)
         return version
+
+    def _put_verified(self, key: str, data: bytes, failure: str) -> None:
+        """Write, then read back: what Triton will load is what we sent."""
+        self.store.put(key, data)
+        blob = self.store.get(key)
+        if blob is None or blob.data != data:
+            raise PublishError(failure)
 
     def archive_old_versions(self, incoming: int | None = None) -> list[int]:
         """Move every version but the newest ``keep_versions`` complete ones (``incoming``, a
@@ -318,11 +304,8 @@ class ModelRepository:
             blob = self.store.get(key)
             if blob is None:
                 return False  # another publisher is archiving it
-            target = self._archived(version, key[len(prefix):])
-            self.store.put(target, blob.data)
-            copy = self.store.get(target)
-            if copy is None or copy.data != blob.data:
-                raise PublishError(f"archiving {key}: the copy did not read back intact")
+            self._put_verified(self._archived(version, key[len(prefix):]), blob.data,
+                               f"archiving {key}: the copy did not read back intact")
         if version in (self.served_version(), (self.canary() or {}).get("version")):  # chosen meanwhile
             return False
         for key in keys:

@@ -77,7 +77,5 @@ def roll_out(repo: ModelRepository, triton_urls: list[str], previous: int | None
                 repo.set_served_version(previous)
                 for ok in done:
                     load_and_confirm(ok, repo)
-            raise RolloutError(
-                f"{exc}. config.pbtxt points at version {previous} again; "
-                f"the servers keep serving version {previous}."
-            ) from exc
+            raise RolloutError(f"{exc}. config.pbtxt points at version {previous} again; "
+                               f"the servers keep serving version {previous}.") from exc

@@ -133,23 +133,14 @@ class S3Store:
 
         session = boto3.session.Session()
         if session.get_credentials() is None:
-            raise StorageError(
-                "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                "(for the local SeaweedFS: `make s3`, then "
-                "`set -a; . .state/s3/credentials.env; set +a`)"
-            )
+            raise StorageError("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                               "(for the local SeaweedFS: `make s3`, then "
+                               "`set -a; . .state/s3/credentials.env; set +a`)")
         self.endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("S3_ENDPOINT_URL")
         self._client = session.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-            config=Config(
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-                retries={"max_attempts": 2, "mode": "standard"},
-                s3={"addressing_style": "path"},
-            ),
-        )
+            "s3", endpoint_url=self.endpoint, region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            config=Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                          retries={"max_attempts": 2, "mode": "standard"}, s3={"addressing_style": "path"}))
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -173,21 +164,15 @@ class S3Store:
             if code in ("NoSuchKey", "404") or status == 404 and code != "NoSuchBucket":
                 raise FileNotFoundError(kwargs.get("Key", "")) from exc
             if code == "NoSuchBucket":
-                raise StorageError(
-                    f"bucket {self.bucket!r} does not exist at {self.endpoint or 'AWS S3'}: "
-                    "create it (the local `make s3` creates `models`)"
-                ) from exc
+                raise StorageError(f"bucket {self.bucket!r} does not exist at {self.endpoint or 'AWS S3'}: "
+                                   "create it (the local `make s3` creates `models`)") from exc
             if code in ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied"):
-                raise StorageError(
-                    f"S3 refused the credentials for {what} on {self.uri} ({code}): "
-                    "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
-                ) from exc
+                raise StorageError(f"S3 refused the credentials for {what} on {self.uri} ({code}): "
+                                   "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY") from exc
             raise StorageError(f"S3 error during {what} on {self.uri}: {code or exc}") from exc
         except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as exc:
-            raise StorageError(
-                f"S3 endpoint {self.endpoint or 'AWS S3'} is unreachable during {what}: {exc}. "
-                "Is the server up (`make s3`) and AWS_ENDPOINT_URL right?"
-            ) from exc
+            raise StorageError(f"S3 endpoint {self.endpoint or 'AWS S3'} is unreachable during {what}: {exc}. "
+                               "Is the server up (`make s3`) and AWS_ENDPOINT_URL right?") from exc
         except NoCredentialsError as exc:
             raise StorageError("no S3 credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from exc
 

@@ -22,13 +22,6 @@ class TritonRefused(RuntimeError):
     """Triton answered the call with an error."""
 
 
-def _client(url: str, timeout: float):
-    import tritonclient.http as th  # lazy: the flow imports this module only to roll out
-
-    return th.InferenceServerClient(url.split("://", 1)[-1].rstrip("/"), connection_timeout=timeout,
-                                    network_timeout=timeout)
-
-
 def api_key_headers() -> dict[str, str]:
     """The header that carries ``TRITON_API_KEY`` (empty when no key is set)."""
     key = os.environ.get("TRITON_API_KEY")
@@ -36,11 +29,13 @@ def api_key_headers() -> dict[str, str]:
 
 
 def _call(url: str, what: str, fn, timeout: float, headers: dict[str, str] | None = None):
+    import tritonclient.http as th  # lazy: the flow imports this module only to roll out
     from tritonclient.utils import InferenceServerException
 
     client = None
     try:
-        client = _client(url, timeout)
+        client = th.InferenceServerClient(url.split("://", 1)[-1].rstrip("/"), connection_timeout=timeout,
+                                          network_timeout=timeout)
         return fn(client, api_key_headers() if headers is None else headers)
     except InferenceServerException as exc:
         status = str(exc.status() or "")

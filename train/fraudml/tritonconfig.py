@@ -139,16 +139,12 @@ def _check(*, model_type, instance_kind, classifier_key, n_features, max_batch_s
         if isinstance(n_model_outputs, bool) or not isinstance(n_model_outputs, int) or n_model_outputs < 1:
             raise ValueError(f"n_model_outputs must be an integer >= 1, got {n_model_outputs!r}")
         if output_class and not predict_proba and n_model_outputs > 1:
-            raise ValueError(
-                f"threshold would be ignored: for a model with {n_model_outputs} outputs (e.g. an sklearn "
-                "forest) FIL's label output is the arg-max, and native FIL 25.08 on CPU fails every "
-                "request; use predict_proba=True and apply the threshold to p in the client"
-            )
+            raise ValueError(f"threshold would be ignored: for a model with {n_model_outputs} outputs (e.g. an sklearn "
+                             "forest) FIL's label output is the arg-max, and native FIL 25.08 on CPU fails every "
+                             "request; use predict_proba=True and apply the threshold to p in the client")
         if predict_proba and (2 if n_model_outputs == 1 else n_model_outputs) != n_classes:
-            raise ValueError(
-                f"n_classes={n_classes} but a model with {n_model_outputs} output(s) gives "
-                f"{2 if n_model_outputs == 1 else n_model_outputs} probabilities per row"
-            )
+            raise ValueError(f"n_classes={n_classes} but a model with {n_model_outputs} output(s) gives "
+                             f"{2 if n_model_outputs == 1 else n_model_outputs} probabilities per row")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", model_name):
         raise ValueError(f"model_name {model_name!r} is not a valid Triton model name")
     if versions is not None:
