@@ -160,17 +160,13 @@ def check_export_parity(pipeline, tl_model: treelite.Model, X: np.ndarray, atol:
     feature counts differ."""
     X = np.asarray(X, dtype=np.float32)
     if tl_model.num_feature != X.shape[1]:
-        raise ExportMismatch(
-            f"exported model expects {tl_model.num_feature} features, the data has {X.shape[1]}", float("inf")
-        )
+        raise ExportMismatch(f"exported model expects {tl_model.num_feature} features, the data has {X.shape[1]}",
+                             float("inf"))
     expected = pipeline.predict_proba(X)[:, 1]
     got = predict_proba_treelite(tl_model, X)
     diff = float(np.max(np.abs(expected - got))) if X.shape[0] else 0.0
     if not diff <= atol:  # also catches NaN
         worst = int(np.nanargmax(np.abs(expected - got)))
-        raise ExportMismatch(
-            f"exported model disagrees with the pipeline: max |diff| {diff:.3g} > atol {atol:g} "
-            f"(row {worst}: pipeline {expected[worst]:.6f}, export {got[worst]:.6f})",
-            diff,
-        )
+        raise ExportMismatch(f"exported model disagrees with the pipeline: max |diff| {diff:.3g} > atol {atol:g} "
+                             f"(row {worst}: pipeline {expected[worst]:.6f}, export {got[worst]:.6f})", diff)
     return diff

@@ -75,9 +75,7 @@ def threshold_metrics(y_true, proba, threshold: float) -> dict[str, float]:
     from sklearn.metrics import precision_recall_fscore_support
 
     y, p = _check(y_true, proba)
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y, p >= threshold, average="binary", zero_division=0.0
-    )
+    precision, recall, f1, _ = precision_recall_fscore_support(y, p >= threshold, average="binary", zero_division=0.0)
     return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
 
 
@@ -159,11 +157,8 @@ def choose_threshold(y_true, proba, rule: str = "best_f1", precision_target: flo
     ok = np.flatnonzero(precision >= precision_target)
     if ok.size == 0:
         best = int(np.argmax(precision))
-        warnings.warn(
-            f"no threshold reaches precision {precision_target:g} (best {precision[best]:.3f}); "
-            "using the most precise threshold",
-            stacklevel=2,
-        )
+        warnings.warn(f"no threshold reaches precision {precision_target:g} (best {precision[best]:.3f}); "
+                      "using the most precise threshold", stacklevel=2)
         return _between(scores, best)
     best_recall = recall[ok].max()
     return _between(scores, int(ok[recall[ok] == best_recall][0]))
