@@ -370,23 +370,27 @@ class TritonServer:
                 new_log = f.read().decode(errors="replace")
             raise TritonError(self._failure_message(f"loading model {name!r} failed: {e}", new_log)) from None
 
-    def predictor_state(self, name: str = MODEL_NAME) -> dict[int, str]:
+    def predictor_state(self, name: str = MODEL_NAME, settle_s: float = 10.0) -> dict[int, str]:
         """Per loaded version of ``name`` (in version order), what the local ``fil`` backend
         serves it with: ``"compiled"``, ``"gtil"`` (compiling, or compilation off) or
         ``"gtil (final)"`` (compilation failed or was refused); read from its ``fil_compiled``
-        gauge on ``metrics_url`` (docs/fil_contract.md). Empty when nothing answers there."""
-        try:
-            with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
-                text = response.read().decode()
-        except OSError:
-            return {}
-        values: dict[int, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples if family.name == COMPILED_METRIC else ():
-                if sample.labels.get("model") == name:  # the Python backend: a series per stub; the least counts
-                    version = int(sample.labels["version"])
-                    values[version] = min(sample.value, values.get(version, sample.value))
-        return {version: PREDICTOR_STATES[int(values[version])] for version in sorted(values)}
+        gauge on ``metrics_url`` (docs/fil_contract.md). A model that is ready but shows no
+        series yet (a busy machine: the metrics endpoint is slow, or the stub's report is
+        still on its way) is asked again for up to ``settle_s`` seconds; then empty."""
+        deadline = time.monotonic() + settle_s
+        while True:
+            values: dict[int, float] = {}
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+                    text = response.read().decode()
+                for family in text_string_to_metric_families(text):
+                    for sample in family.samples if family.name == COMPILED_METRIC else ():
+                        if sample.labels.get("model") == name:  # Python backend: a series per stub; the least counts
+                            version = int(sample.labels["version"])
+                            values[version] = min(sample.value, values.get(version, sample.value))
+            if values or time.monotonic() > deadline or not self.model_ready(name):
+                return {version: PREDICTOR_STATES[int(values[version])] for version in sorted(values)}
+            time.sleep(0.1)
 
     def wait_compiled(self, name: str = MODEL_NAME, version: int | None = None, timeout: float = 600.0) -> None:
         """Wait until the local ``fil`` backend serves ``name`` (its highest loaded version, or
