@@ -160,10 +160,8 @@ class OutputFormat:
             self._fn = _proba_from_one if k == 1 else _as_f32
         elif output_class:
             self.mode, self.width = self.LABEL, 1
-            if k == 1:
-                self._fn = lambda raw: (raw.astype(np.float32, copy=False) > threshold32).astype(np.float32)
-            else:
-                self._fn = lambda raw: np.argmax(raw, axis=1).astype(np.float32)[:, None]
+            self._fn = ((lambda raw: (raw.astype(np.float32, copy=False) > threshold32).astype(np.float32)) if k == 1
+                        else (lambda raw: np.argmax(raw, axis=1).astype(np.float32)[:, None]))
         else:
             self.mode, self.width = self.RAW, k
             self._fn = _as_f32
@@ -201,13 +199,10 @@ class GTILPredictor:
     ``EvaluateTree``/``NextNode``), so no value is ever rejected.
     """
 
-    name = "gtil"
     formats = False  # callers apply OutputFormat
 
     def __init__(self, model: treelite.Model, *, threads: int = 0):
-        self.model = model
-        self.n_features = model.num_feature
-        self.n_outputs = model_outputs(model)
+        self.model, self.n_features, self.n_outputs = model, model.num_feature, model_outputs(model)
         self._cfg_one = GTILConfig(predict_type="default", nthread=1)
         self._cfg_all = GTILConfig(predict_type="default", nthread=threads if threads > 0 else -1)
         self._handle = model.handle
@@ -230,7 +225,6 @@ class CompiledPredictor:
     branch, as GTIL) and writes FIL's output format, so serving one request is one ctypes
     call into a reused output buffer."""
 
-    name = "compiled"
     formats = True  # predict_formatted() exists
 
     def __init__(self, libpath: Path, *, n_features: int, n_outputs: int, threads: int = 1):

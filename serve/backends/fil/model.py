@@ -4,19 +4,10 @@ Triton runs ``<backend-directory>/fil/model.py`` for every model whose config sa
 ``backend: "fil"``, so the same ``config.pbtxt`` and model files serve here and under the
 native FIL backend of the pinned NGC image (DESIGN §2, §5; fil_config.NATIVE_RELEASE).
 It behaves as native FIL on CPU does; each rule names the fil_backend source it mirrors
-(here, in fil_config.py and in fil_forest.py), and docs/fil_contract.md lists the rules and
-the few remaining differences.
-
-Where native FIL r25.08 loads a config and then fails or answers garbage on every request,
-this backend refuses the config at load with the reason instead: a label output for a
-model with more than one class output (fil_config.cpu_label_argmax), output dims that do
-not hold what the model writes, input dims other than the model's feature count.
-
-Speed: the model is served with Treelite GTIL (called through its C API) as soon as it is
-loaded. Unless ``FIL_COMPILE=0``, a background thread compiles it with tl2cgen + gcc into
-``FIL_CACHE_DIR`` (keyed by the model file's sha256), checks the library against GTIL on
-rows with NaN and +-Inf, and swaps it in; the next load of the same file starts compiled.
-What it serves with is the gauge ``fil_compiled`` on Triton's /metrics (docs/fil_contract.md).
+(here, in fil_config.py and in fil_forest.py), and docs/fil_contract.md lists the rules, the
+configs refused at load that native FIL would load and then fail on, and the remaining
+differences. It serves with Treelite GTIL at once and swaps in a tl2cgen-compiled library
+once a background thread has built and self-checked it (gauge ``fil_compiled``).
 """
 
 from __future__ import annotations
