@@ -6,20 +6,17 @@ server; DESIGN §2). It needs ``libb64.so.0d`` and ``libcudart.so.12``, which th
 under their plain names in a private folder of the state dir and puts it on
 ``LD_LIBRARY_PATH`` for perf_analyzer only.
 
-    python -m benchmark.perf --http-port 8000 --grpc-port 8001 --concurrency 1,8,32
-
 Every concurrency level is its own bounded run. ``stable`` mode lets perf_analyzer repeat
-windows of ``--measurement-interval`` ms until three agree within the stability percentage,
-at most ``--max-trials`` windows; a level that does not stabilise (a shared machine) is
+windows of ``measurement_interval_ms`` until three agree within the stability percentage,
+at most ``max_trials`` windows; a level that does not stabilise (a shared machine) is
 measured once more with the same windows and no stability condition (the average of the last
-windows) and marked so: a fixed ``--request-count`` fallback hung on this perf_analyzer or
+windows) and marked so: a fixed ``request_count`` fallback hung on this perf_analyzer or
 reported about request-count req/s whatever the server did. ``count`` mode measures a fixed
 number of requests per level straight away.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -30,8 +27,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-
-from fraudml.tritonconfig import MODEL_NAME
 
 LIBS = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
 
@@ -146,8 +141,7 @@ def run_perf_analyzer(*, protocol: str, host: str, port: int, concurrency: int, 
 
 
 def sweep(*, ports: dict[str, int], concurrencies: list[int], rows: np.ndarray, work_dir: Path, lib_dir: Path,
-          taskset: list[str], method: Method = Method(), host: str = "127.0.0.1", model: str = MODEL_NAME,
-          tag: str = "", progress=None) -> dict:
+          taskset: list[str], method: Method, host: str, model: str, tag: str, progress) -> dict:
     """Every protocol of ``ports`` ({"http": port, "grpc": port}) at every concurrency;
     ``{"settings": {...}, "http": [...], "grpc": [...]}``. ``tag`` prefixes the files written
     (several servers in one run)."""
@@ -162,42 +156,9 @@ def sweep(*, ports: dict[str, int], concurrencies: list[int], rows: np.ndarray, 
     for protocol, port in ports.items():
         out[protocol] = []
         for c in concurrencies:
-            if progress is not None:
-                progress.set_postfix_str(f"perf_analyzer {protocol} c={c}", refresh=True)
+            progress.set_postfix_str(f"perf_analyzer {protocol} c={c}", refresh=True)
             out[protocol].append(run_perf_analyzer(
                 protocol=protocol, host=host, port=port, concurrency=c, input_data=input_data, out_dir=work_dir,
                 env=env, taskset=taskset, method=method, model=model, tag=tag))
-            if progress is not None:
-                progress.update(1)
+            progress.update(1)
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmark.perf", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--http-port", type=int, default=8000)
-    p.add_argument("--grpc-port", type=int, default=8001)
-    p.add_argument("--concurrency", default="1,2,4,8,16,32", help="comma-separated (default: %(default)s)")
-    p.add_argument("--measurement-interval", type=int, default=2000, help="ms per window (default: %(default)s)")
-    p.add_argument("--max-trials", type=int, default=5, help="windows per level at most (default: %(default)s)")
-    p.add_argument("--mode", choices=("stable", "count"), default="stable",
-                   help="stable windows (averaged unstabilised if a level does not stabilise) or a fixed count")
-    p.add_argument("--request-count", type=int, default=5000, help="requests per level in count mode")
-    p.add_argument("--state-dir", default=".state", help="perf_analyzer's library links go here")
-    p.add_argument("--rows", type=int, default=1000, help="zero rows of 30 features if no --rows-file")
-    p.add_argument("--rows-file", help=".npy of float32 rows (n, 30)")
-    p.add_argument("--cpu", default=None, help="pin perf_analyzer to these CPUs (taskset -c)")
-    args = p.parse_args(argv)
-    rows = np.load(args.rows_file) if args.rows_file else np.zeros((args.rows, 30), np.float32)
-    work = Path(args.state_dir) / "benchmark"
-    result = sweep(ports={"http": args.http_port, "grpc": args.grpc_port},
-                   concurrencies=[int(c) for c in args.concurrency.split(",")], rows=rows,
-                   work_dir=work / "perf-cli", lib_dir=work / "lib",
-                   taskset=["taskset", "-c", args.cpu] if args.cpu else [],
-                   method=Method(args.mode, args.measurement_interval, args.max_trials, request_count=args.request_count))
-    print(json.dumps(result, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,12 +1,6 @@
 """Benchmark: Triton (per ``fil`` backend, HTTP and gRPC) against FastAPI + Uvicorn (sklearn,
 Treelite), one model.
 
-    python -m benchmark.run [--quick] [--n N] [--users 1,8,32] [--duration S]
-                            [--state-dir .state] [--model-repo URI] [--version V]
-                            [--reference-model]
-    python -m benchmark.run --triton-url http://HOST:8000 [--triton-grpc-url HOST:8001]
-                            [--fastapi-url http://HOST:8080 ...] [--model-name NAME] [--data CSV]
-
 Contenders, all serving the same model version to the same rows on the same machine in
 one run:
 
@@ -214,18 +208,14 @@ def in_process_runtimes(model: model_source.BenchModel, rows: np.ndarray, librar
         runtimes["compiled"] = ("tl2cgen-compiled library, 1 thread (fil backend default)", compiled.predict)
     runtimes["gtil_python"] = ("treelite.gtil.predict, the public Python wrapper, nthread=1",
                                lambda x: treelite.gtil.predict(tl, x, nthread=1))
-    out = {}
-    one_rows = [r[None, :] for r in rows]
+    out, one_rows = {}, [r[None, :] for r in rows]
     for key, (what, fn) in runtimes.items():
-        n = max(20, calls // 5) if key == "sklearn" else calls
-        for i in range(min(20, n)):
-            fn(one_rows[i % len(one_rows)])
-        lat = []
-        for i in range(n):
+        n, us = max(20, calls // 5) if key == "sklearn" else calls, []
+        for i in range(-min(20, n), n):  # the first 20 calls untimed
             t0 = time.perf_counter_ns()
             fn(one_rows[i % len(one_rows)])
-            lat.append(time.perf_counter_ns() - t0)
-        us = np.asarray(lat, dtype=np.float64) / 1e3
+            us.append((time.perf_counter_ns() - t0) / 1e3)
+        us = np.asarray(us[min(20, n):])
         out[key] = {"what": what, "calls": n, "p50_us": float(np.median(us)), "mean_us": float(us.mean())}
     return out
 
@@ -462,9 +452,8 @@ def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], wo
 
     wanted = {"native": {"triton-native", "triton-grpc"}, "python": {"triton-python"}}
     backends = [backend for backend, names in wanted.items() if names & set(contenders)]
-    compiled = fil["runtime"] == "compiled"
-    facts = {}
-    for i, backend in enumerate(backends):
+    compiled, facts = fil["runtime"] == "compiled", {}
+    for i, backend in enumerate(backends):  # grows by "python" when gRPC needs it as a stand-in
         t0 = time.monotonic()
         try:
             tritons[backend] = servers.start_triton(model, ports[3 * i:3 * i + 3], work / f"triton-{backend}",
@@ -473,6 +462,7 @@ def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], wo
             if backend != "native":
                 raise
             skipped["triton-native"] = f"the native fil backend cannot serve here: {str(e).splitlines()[0]}"
+            backends += ["python"] if "triton-grpc" in contenders and "python" not in backends else []
             continue
         triton = tritons[backend]
         serving = servers.triton_serving_line(triton, 180, compiled)
@@ -481,10 +471,6 @@ def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], wo
         if compiled and (not serving or "compiled library" not in serving):
             raise BenchmarkError(f"Triton's {backend} fil backend is not serving the compiled library ({serving}); "
                                  f"see {triton.log_file}, or run with --triton-runtime gtil")
-    if "triton-grpc" in contenders and not tritons:
-        tritons["python"] = servers.start_triton(model, ports[3:6], work / "triton-python", fil, "python")
-        facts["python"] = {**servers.triton_facts(tritons["python"].http_url, model.name),
-                           "fil_backend_kind": "python", "fil_compile": fil["env"]["FIL_COMPILE"]}
     return facts
 
 
@@ -611,8 +597,9 @@ def parse_args(argv: list[str] | None = None) -> Plan:
                         "0 skips the load phase")
     p.add_argument("--concurrency", type=_ints, help="perf_analyzer concurrency levels (default 1,2,4,8,16,32; "
                                                      "quick 32)")
-    p.add_argument("--no-load", action="store_true", help="skip the locust phase")
-    p.add_argument("--no-perf", action="store_true", help="skip the perf_analyzer phase")
+    p.add_argument("--no-load", action="store_const", const=(), dest="users", help="skip the locust phase")
+    p.add_argument("--no-perf", action="store_const", const=(), dest="concurrency",
+                   help="skip the perf_analyzer phase")
     p.add_argument("--contenders", type=_names, help=f"subset of {','.join(ALL_CONTENDERS)} (default: every "
                                                      "one of the mode: triton-http only with --triton-url)")
     p.add_argument("--triton-url", help="measure this already-running Triton (http://host:port) instead of "
@@ -647,14 +634,9 @@ def parse_args(argv: list[str] | None = None) -> Plan:
                    help="do not pin servers and clients to separate CPUs")
     p.add_argument("--no-progress", action="store_false", dest="progress", help="no progress bars")
     args = vars(p.parse_args(argv))
-    quick_run, no_load, no_perf = args.pop("quick"), args.pop("no_load"), args.pop("no_perf")
-    plan = (Plan.quick_plan if quick_run else Plan)(
+    plan = (Plan.quick_plan if args.pop("quick") else Plan)(
         command="python -m benchmark.run " + shlex.join(sys.argv[1:] if argv is None else argv),
         **{k: tuple(v) if k == "fastapi_urls" else v for k, v in args.items() if v is not None})
-    if no_load:
-        plan.users = ()
-    if no_perf:
-        plan.concurrency = ()
     if not plan.external and "triton-http" in (plan.contenders or ()):
         p.error("triton-http is the contender of --triton-url; a run that starts its servers has "
                 "triton-native and triton-python")

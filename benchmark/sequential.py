@@ -75,17 +75,6 @@ class KeepAliveHttp:
         return body
 
 
-def _triton_answer(body: bytes) -> tuple[list[float], str]:
-    doc = json.loads(body)
-    out = next(o for o in doc["outputs"] if o["name"] == "output__0")
-    return [float(x) for x in out["data"]], str(doc.get("model_version"))
-
-
-def _fastapi_answer(body: bytes) -> tuple[list[float], str]:
-    doc = json.loads(body)
-    return [float(x) for x in doc["probabilities"][0]], str(doc.get("model_version"))
-
-
 def one_row_requests(target: str, rows: np.ndarray, model: str) -> tuple[str, list[bytes]]:
     """The path and one JSON body per row of Triton's KServe v2 endpoint (``target`` "triton")
     or the FastAPI app's ``/predict`` ("fastapi"): what the sequential client and locust send."""
@@ -103,7 +92,14 @@ def contender(name: str, endpoint, rows: np.ndarray, model: str) -> Contender:
         return _grpc_contender(endpoint.host, endpoint.port, rows, model)
     target = "triton" if name.startswith("triton") else "fastapi"
     http = KeepAliveHttp(endpoint.host, endpoint.port, *one_row_requests(target, rows, model))
-    what, parse = ("KServe v2 JSON body", _triton_answer) if target == "triton" else ("JSON body", _fastapi_answer)
+
+    def parse(body: bytes) -> tuple[list[float], str]:  # Triton's output__0, or the app's probabilities
+        doc = json.loads(body)
+        data = (next(o["data"] for o in doc["outputs"] if o["name"] == "output__0") if target == "triton"
+                else doc["probabilities"][0])
+        return [float(x) for x in data], str(doc.get("model_version"))
+
+    what = "KServe v2 JSON body" if target == "triton" else "JSON body"
     return Contender(name, f"http.client keep-alive, {what} pre-encoded", http.send, parse,
                      lambda: http.conn.close(), lambda: http.reconnects)
 
