@@ -26,6 +26,9 @@ TARGETS = {
 # HTTP contenders on a Triton, in the order one of them is the headline: the native fil
 # backend, an already-running Triton (--triton-url), the Python fil backend.
 TRITON_HTTP = ("triton-native", "triton-http", "triton-python")
+# every contender in the order tables and plots show them
+ORDER = ("triton-native", "triton-http", "triton-python", "triton-grpc", "fastapi-treelite", "fastapi-sklearn")
+PERF_KEYS = ("http", "grpc", "triton-python")  # results["perf_analyzer"]: the headline Triton, gRPC, Python backend
 
 
 def _get(d: dict, *keys, default=None):
@@ -34,6 +37,10 @@ def _get(d: dict, *keys, default=None):
             return default
         d = d[k]
     return d
+
+
+def _names(results: dict) -> list[str]:
+    return [n for n in ORDER if n in results.get("contenders", {})]
 
 
 def _ratio(a, b):
