@@ -42,7 +42,6 @@ def tool(name: str) -> str:
 
 @cache
 def build(rel: str) -> tuple[dict, ...]:
-    """The objects ``kubectl kustomize k8s/<rel>`` renders."""
     proc = subprocess.run([tool("kubectl"), "kustomize", str(K8S / rel)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"kubectl kustomize k8s/{rel}: {proc.stderr}"
     return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
@@ -82,7 +81,6 @@ def configmap(docs, prefix: str) -> dict:
 
 
 def load_module(name: str, path: Path):
-    """A script of k8s/ or docker/ (not a package) imported by its path."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = sys.modules[name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -146,7 +144,6 @@ def validate(doc: dict) -> list[str]:
 
 
 def hadolint(dockerfile: Path) -> list[str]:
-    """hadolint's findings (every level), one line each."""
     proc = subprocess.run([tool("hadolint"), "--no-color", "-f", "json", str(dockerfile)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode in (0, 1), proc.stderr

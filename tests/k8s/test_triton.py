@@ -100,7 +100,7 @@ def test_entrypoint_on_a_custom_s3_endpoint(endpoint, repository):
     ({"MODEL_REPO": "s3://models/triton", "AWS_ENDPOINT_URL": "https://minio.example.com/s3"}, "AWS_ENDPOINT_URL"),
     ({"MODEL_REPO": "s3://models/triton", "AWS_ENDPOINT_URL": "minio.example.com:9000"}, "AWS_ENDPOINT_URL"),
     ({}, "MODEL_REPO"),
-])
+], ids=["endpoint with a path", "endpoint without a scheme", "no repository"])
 def test_entrypoint_refuses_what_triton_would_misread_or_lack(env, named):
     proc = m.entrypoint(**env)
     assert proc.returncode != 0 and named in proc.stderr
