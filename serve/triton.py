@@ -326,10 +326,7 @@ class TritonServer:
     def _headers(self) -> dict[str, str]:
         return {self.api_key_header: self.api_key} if self.api_key else {}
 
-    def is_ready(self) -> bool:
-        return triton_control.is_ready(self.http_url, timeout=1.0)
-
-    def model_ready(self, name: str) -> bool:
+    def model_ready(self, name: str | None = None) -> bool:  # without a name: the server itself
         return triton_control.is_ready(self.http_url, name, timeout=1.0)
 
     def _serving(self) -> bool:
@@ -337,7 +334,7 @@ class TritonServer:
         it loads none). Under strict readiness one failed load of a new version makes
         /v2/health/ready fail while the previous version still serves; this does not."""
         models = self._explicit_models
-        return all(self.model_ready(m) for m in models) if models else self.is_ready()
+        return all(self.model_ready(m) for m in models) if models else self.model_ready()
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Poll until the server and its ``load_models`` are ready (or it exits)."""
@@ -504,7 +501,7 @@ def _status(server: TritonServer, args, settings: Settings) -> int:
         print(f"Triton not running (state dir {server.state_dir})")
         return 1
     server._load_launch()
-    ready, health_ready = server._serving(), server.is_ready()
+    ready, health_ready = server._serving(), server.model_ready()
     health = "" if health_ready == ready else f"; /v2/health/ready says {'ready' if health_ready else 'NOT ready'}"
     print(f"Triton running (pid {server.pid()}, {'ready' if ready else 'NOT ready'}{health}) on {server.model_repository}")
     print(f"  HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
