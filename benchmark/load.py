@@ -9,14 +9,20 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from benchmark.servers import taskset
 from fraudml.triton_control import inference_statistics
 from fraudml.tritonconfig import MODEL_NAME
 
+if TYPE_CHECKING:
+    from benchmark.run import Bench
+
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CPU_WARNING = "CPU usage above"
+LOAD_TARGETS = ("triton-native", "triton-http", "triton-python", "fastapi-treelite", "fastapi-sklearn")
 
 
 class LoadError(RuntimeError):
@@ -101,4 +107,42 @@ def run_locust(*, target: str, host: str, users: int, duration_s: int, rows_file
         result.update(p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99), mean_ms=float(ms.mean()))
     latencies.unlink(missing_ok=True)  # large; the summary is what is kept
     summary_file.unlink()
+    return result
+
+
+def phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
+    """locust at every user count against every HTTP contender; the results' ``load`` (by
+    target and users), ``batching`` (the headline Triton's, by users) and ``load_settings``."""
+    plan = bench.plan
+    targets = [t for t in LOAD_TARGETS if t in contenders]
+    load, batching = {}, {}
+    if plan.users and plan.duration_s > 0 and targets:
+        with bench.progress(len(plan.users) * len(targets), "load") as bar:
+            for users in plan.users:
+                for target in targets:
+                    bar.set_postfix_str(f"{target} u={users}", refresh=True)
+                    result = _locust(bench, target, users)
+                    load.setdefault(target, {})[str(users)] = result
+                    if target == headline:
+                        batching[str(users)] = result["batching"]
+                    bar.update(1)
+    settings = {"tool": "locust (headless, FastHttpUser, no wait time: closed loop)", "users": list(plan.users),
+                "spawn_rate": "all users at once", "duration_s": plan.duration_s, "processes": 1,
+                "measured_by": "the locustfile times and counts every request itself (locust 2.18's "
+                               "FastHttpUser reports whole milliseconds); req/s = requests / "
+                               "seconds from test start to stop"}
+    return {"load": load, "batching": batching, "load_settings": settings}
+
+
+def _locust(bench: Bench, target: str, users: int) -> dict:
+    """One locust run; against a Triton, with its batching statistics (after minus before)."""
+    ep, is_triton = bench.endpoints[target], target.startswith("triton")
+    before = triton_model_stats(ep.port, bench.model_name, ep.host) if is_triton else None
+    result = run_locust(
+        target="triton" if is_triton else "fastapi", host=ep.base_url, users=users,
+        duration_s=bench.plan.duration_s, rows_file=bench.out / "rows.npy", out_dir=bench.out / "locust",
+        name=f"{target}_u{users}", taskset=taskset(bench.client_cpu), model=bench.model_name)
+    if is_triton:
+        after = triton_model_stats(ep.port, bench.model_name, ep.host)
+        result["batching"] = batching_delta(before, after)
     return result

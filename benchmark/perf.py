@@ -25,8 +25,14 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from benchmark.servers import taskset
+
+if TYPE_CHECKING:
+    from benchmark.run import Bench
 
 LIBS = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
 
@@ -162,3 +168,32 @@ def sweep(*, ports: dict[str, int], concurrencies: list[int], rows: np.ndarray, 
                 env=env, taskset=taskset, method=method, model=model, tag=tag))
             progress.update(1)
     return out
+
+
+def phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
+    """perf_analyzer at every concurrency: the headline Triton over HTTP, triton-grpc, and
+    triton-python over HTTP; ``{"settings", "server", "http", "grpc", "triton-python"}``."""
+    plan = bench.plan
+    runs = [("http", headline)] if headline is not None else []  # (key in the result, contender)
+    if "triton-grpc" in contenders:
+        runs.append(("grpc", "triton-grpc"))
+    if "triton-python" in contenders and headline != "triton-python":
+        runs.append(("triton-python", "triton-python"))
+    if not plan.concurrency or not runs:
+        return {}
+    result: dict = {"server": headline}
+    method = Method(plan.perf_mode, plan.perf_measurement_ms, plan.perf_max_trials,
+                    request_count=plan.perf_request_count)
+    try:
+        with bench.progress(len(plan.concurrency) * len(runs), "perf_analyzer") as bar:
+            for key, name in runs:
+                ep = bench.endpoints[name]
+                measured = sweep(
+                    ports={ep.protocol: ep.port}, host=ep.host, tag="" if key in ("http", "grpc") else f"{key}_",
+                    concurrencies=list(plan.concurrency), rows=bench.rows, work_dir=bench.out / "perf_analyzer",
+                    lib_dir=bench.work / "lib", taskset=taskset(bench.client_cpu), method=method,
+                    model=bench.model_name, progress=bar)
+                result["settings"], result[key] = measured["settings"], measured[ep.protocol]
+    except PerfAnalyzerMissing as exc:
+        return {"error": str(exc)}
+    return result

@@ -46,11 +46,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import importlib.metadata
 import json
 import os
-import pickle
-import platform
 import shlex
 import sys
 import time
@@ -59,19 +56,16 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark import analysis, model_source, perf, report, sequential, servers
-from benchmark import load as load_phase
-from benchmark.servers import BenchmarkError, Endpoint, taskset
+from benchmark import analysis, load, model_source, perf, report, sequential, servers
+from benchmark.servers import BenchmarkError, Endpoint
 from fraudml.tritonconfig import MODEL_NAME
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # what a run that starts its own servers measures; triton-http is the contender of --triton-url
 INTERNAL_CONTENDERS = ("triton-native", "triton-python", "triton-grpc", "fastapi-sklearn", "fastapi-treelite")
 ALL_CONTENDERS = ("triton-native", "triton-python", "triton-http", "triton-grpc", "fastapi-sklearn", "fastapi-treelite")
-LOAD_TARGETS = ("triton-native", "triton-http", "triton-python", "fastapi-treelite", "fastapi-sklearn")
 SCHEMA = "fraud-classifier-benchmark/2"
-PACKAGES = ("fastapi", "uvicorn", "pydantic", "scikit-learn", "imbalanced-learn", "treelite", "tl2cgen",
-            "numpy", "locust", "tritonclient", "nvidia-pytriton", "metaflow")
+
 
 
 @dataclass
@@ -126,100 +120,6 @@ class Plan:
         return cls(**(values | overrides))
 
 
-def machine_info() -> dict:
-    import psutil
-
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    versions = {}
-    for pkg in PACKAGES:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[pkg] = importlib.metadata.version(pkg)
-    return {
-        "cpu_model": next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines()
-                           if ln.startswith("model name")), "unknown"),
-        "cpu_count": os.cpu_count(),
-        "cpus_available": sorted(os.sched_getaffinity(0)),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "packages": versions,
-    }
-
-
-def cpu_plan(pin: bool, external: bool = False) -> dict:
-    """The servers' CPU and the clients' CPU (none when the servers were already running)."""
-    cpus = sorted(os.sched_getaffinity(0))
-    why = ("the servers were already running: not started, so not pinned, by this benchmark" if external
-           else "disabled (--no-pin)" if not pin else f"only {len(cpus)} CPU available" if len(cpus) < 2 else None)
-    if why:
-        return {"enabled": False, "why": why, "server_cpu": None, "client_cpu": None}
-    return {"enabled": True, "server_cpu": cpus[0], "client_cpu": cpus[1],
-            "method": "servers: started with CPU affinity {server} (taskset -c for uvicorn, "
-                      "inherited affinity for tritonserver and its Python backend stubs); "
-                      "clients: this process (sequential) via os.sched_setaffinity, locust and "
-                      "perf_analyzer via taskset -c {client}"}
-
-
-@contextlib.contextmanager
-def pinned(cpu: int | None):
-    """This process (and the children it starts) on ``cpu`` inside the block; None: unchanged."""
-    own = os.sched_getaffinity(0)
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, own)
-
-
-def process_affinity(root_pid: int) -> dict:
-    """CPU lists of a process, its threads and its descendants (what pinning really did)."""
-    import psutil
-
-    out = {}
-    with contextlib.suppress(psutil.Error):
-        root = psutil.Process(root_pid)
-        for proc in [root, *root.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error, OSError):
-                threads = {t.id: sorted(os.sched_getaffinity(t.id)) for t in proc.threads()}
-                lists = sorted({tuple(v) for v in threads.values()})
-                out[f"{proc.name()}[{proc.pid}]"] = {"threads": len(threads), "cpus": [list(c) for c in lists]}
-    return out
-
-
-def in_process_runtimes(model: model_source.BenchModel, rows: np.ndarray, library: Path | None,
-                        calls: int) -> dict:
-    """Per-row predict time of each runtime in this process (no server, no network): what
-    the model runtime alone costs, for the decomposition."""
-    import treelite.gtil
-
-    from benchmark.app import sklearn_single_thread
-    from serve.backends.fil import fil_forest as ff
-
-    tl = ff.load_model(model.model_file, model.model_type)
-    gtil = ff.GTILPredictor(tl, threads=1)
-    runtimes = {}
-    if model.pipeline_file is not None:
-        pipeline = sklearn_single_thread(pickle.loads(model.pipeline_file.read_bytes()))
-        runtimes["sklearn"] = ("sklearn predict_proba, n_jobs=1 (fastapi-sklearn)", pipeline.predict_proba)
-    runtimes["gtil"] = ("Treelite GTIL via its C API, 1 thread (fil backend with FIL_COMPILE=0)", gtil.predict)
-    if library is not None:
-        compiled = ff.CompiledPredictor(library, n_features=gtil.n_features, n_outputs=gtil.n_outputs, threads=1)
-        runtimes["compiled"] = ("tl2cgen-compiled library, 1 thread (fil backend default)", compiled.predict)
-    runtimes["gtil_python"] = ("treelite.gtil.predict, the public Python wrapper, nthread=1",
-                               lambda x: treelite.gtil.predict(tl, x, nthread=1))
-    out, one_rows = {}, [r[None, :] for r in rows]
-    for key, (what, fn) in runtimes.items():
-        n, us = max(20, calls // 5) if key == "sklearn" else calls, []
-        for i in range(-min(20, n), n):  # the first 20 calls untimed
-            t0 = time.perf_counter_ns()
-            fn(one_rows[i % len(one_rows)])
-            us.append((time.perf_counter_ns() - t0) / 1e3)
-        us = np.asarray(us[min(20, n):])
-        out[key] = {"what": what, "calls": n, "p50_us": float(np.median(us)), "mean_us": float(us.mean())}
-    return out
-
-
 def _progress(plan: Plan, total: int, desc: str):
     from tqdm import tqdm
 
@@ -256,6 +156,9 @@ class Bench:
     work: Path  # <state-dir>/benchmark
     client_cpu: int | None
 
+    def progress(self, total: int, desc: str):
+        return _progress(self.plan, total, desc)
+
 
 def run(plan: Plan) -> Path:
     """Run the whole benchmark; returns the results folder (``<results_dir>/<UTC time>``).
@@ -281,7 +184,7 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     skipped: dict[str, str] = {}
     results: dict = {"schema": SCHEMA, "created_utc": stamp, "command": plan.command, "quick": plan.quick,
-                     "machine": machine_info(), "load_average": {"before": list(os.getloadavg())},
+                     "machine": servers.machine_info(), "load_average": {"before": list(os.getloadavg())},
                      "servers_started_by_benchmark": not plan.external, "skipped": skipped}
     phases = Phases(_progress(plan, 7, "benchmark"))
 
@@ -305,26 +208,28 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         np.save(out / "rows.npy", rows)
 
-    pins = results["pinning"] = cpu_plan(plan.pin, plan.external)
+    pins = results["pinning"] = servers.cpu_plan(plan.pin, plan.external)
     with phases("runtimes"):
         fil = {"runtime": None, "env": {}, "library": None}
         if model is not None:
             fil = servers.prepare_fil_runtime(model, plan.triton_runtime, (plan.state_dir / "fil-cache").absolute())
             results["fil_runtime"] = {k: v for k, v in fil.items() if k != "env"}
-            with pinned(pins["client_cpu"]):
-                results["in_process"] = in_process_runtimes(model, rows, fil["library"], plan.in_process_calls)
+            with servers.pinned(pins["client_cpu"]):
+                results["in_process"] = sequential.in_process_runtimes(model, rows, fil["library"],
+                                                                       plan.in_process_calls)
 
     apis: dict[str, servers.FastAPIServer] = {}
     tritons: dict = {}  # backend -> TritonServer started here
-    with pinned(pins["client_cpu"]):  # this process is a client from here on
+    with servers.pinned(pins["client_cpu"]):  # this process is a client from here on
         try:
             with phases("servers"):
                 if not plan.external:
-                    endpoints, server_facts = _start_servers(model, rows, fil, contenders, pins, work, skipped,
-                                                             apis, tritons)
+                    endpoints, server_facts = servers.start_servers(model, rows, fil, contenders, pins, work,
+                                                                    skipped, apis, tritons)
                     contenders = [c for c in contenders if c in endpoints]
+                    started_here = apis | servers.by_contender(tritons)
                     pins["observed"] = {"client (this process)": sorted(os.sched_getaffinity(0)), **{
-                        name: process_affinity(pid) for name, server in (apis | _by_contender(tritons)).items()
+                        name: servers.process_affinity(pid) for name, server in started_here.items()
                         if (pid := server.pid())}}
                 results["servers"] = server_facts
                 if not contenders:
@@ -356,24 +261,20 @@ def _to_json(value):  # numpy scalars and the compiled library's Path
     return value.item() if isinstance(value, np.generic) else str(value)
 
 
-def _by_contender(tritons: dict) -> dict:
-    return {f"triton-{backend}": triton for backend, triton in tritons.items()}
-
-
 def _measure(bench: Bench, contenders: list[str], phases: Phases, results: dict, tritons: dict) -> None:
     """The sequential, load and perf_analyzer phases, into ``results``."""
     headline = analysis.headline(contenders)
     with phases("sequential"):
-        results.update(_sequential_phase(bench, contenders))
+        results.update(sequential.phase(bench, contenders))
         if bench.plan.external:
             results["model"]["version"] = ",".join(sorted(
                 {v for c in results["contenders"].values() for v in c["model_versions_answered"]}))
     with phases("load"):
-        results.update(_load_phase(bench, contenders, headline))
+        results.update(load.phase(bench, contenders, headline))
     with phases("perf_analyzer"):
-        results["perf_analyzer"] = _perf_phase(bench, contenders, headline)
+        results["perf_analyzer"] = perf.phase(bench, contenders, headline)
         for backend, triton in tritons.items():
-            stats = load_phase.triton_model_stats(triton.http_port, bench.model_name)
+            stats = load.triton_model_stats(triton.http_port, bench.model_name)
             results["servers"]["tritons"][backend]["stats_after"] = {
                 k: stats.get(k) for k in ("inference_count", "execution_count")}
 
@@ -398,168 +299,6 @@ def _rows_for_running_servers(plan: Plan, triton: dict) -> tuple[np.ndarray, str
                              "pass --data with the model's features")
     return rows, origin, {"name": plan.model_name, "source_repo": "not read: the servers were already running",
                           "n_features": n_features, "max_batch_size": triton.get("max_batch_size")}
-
-
-def _start_servers(model, rows: np.ndarray, fil: dict, contenders: list[str], pins: dict, work: Path,
-                   skipped: dict, apis: dict, tritons: dict) -> tuple[dict[str, Endpoint], dict]:
-    """Start the FastAPI apps and a Triton per ``fil`` backend the contenders need, pinned to
-    the server CPU; fill ``apis`` and ``tritons`` (by backend: the caller stops them, also
-    after a failure); return the contenders' endpoints and the servers' facts."""
-    from serve.ports import free_ports
-
-    ports = free_ports(8)
-    with pinned(pins["server_cpu"]):  # the servers inherit it
-        for name in [c for c in contenders if c.startswith("fastapi-")]:
-            apis[name] = servers.FastAPIServer(name, ports[6] if name == "fastapi-treelite" else ports[7],
-                                               _fastapi_env(name, model, rows, fil), pins["server_cpu"],
-                                               work / f"uvicorn-{name}.log")
-            apis[name].start()
-        facts: dict = {"tritons": _start_tritons(model, fil, contenders, ports, work, skipped, tritons)}
-        for server in apis.values():
-            server.wait()
-    lead = "native" if "native" in tritons else "python"  # the headline Triton, and the one gRPC goes to
-    endpoints = {name: Endpoint("127.0.0.1", t.http_port, "http", name)
-                 for name, t in _by_contender(tritons).items() if name in contenders}
-    if "triton-grpc" in contenders and lead in tritons:
-        endpoints["triton-grpc"] = Endpoint("127.0.0.1", tritons[lead].grpc_port, "grpc", f"triton-{lead}")
-    endpoints |= {name: Endpoint("127.0.0.1", server.port, "http", name) for name, server in apis.items()}
-    if tritons:
-        facts["triton"] = facts["tritons"][lead]
-    facts["fastapi"] = servers.fastapi_facts(next(iter(apis.values()), None), fil["library"])
-    return endpoints, facts
-
-
-def _fastapi_env(name: str, model, rows: np.ndarray, fil: dict) -> dict[str, str]:
-    """What benchmark.app reads: the model and the runtime of contender ``name``."""
-    runtime = name.split("-", 1)[1]
-    env = {"BENCH_MODEL_NAME": model.name, "BENCH_MODEL_VERSION": str(model.version),
-           "BENCH_N_FEATURES": str(rows.shape[1]), "BENCH_MAX_ROWS": str(model.max_batch_size),
-           "BENCH_RUNTIME": runtime}
-    if runtime != "treelite":
-        return env | {"BENCH_PIPELINE_FILE": str(model.pipeline_file.resolve())}
-    env |= {"BENCH_MODEL_FILE": str(model.model_file.resolve()), "BENCH_MODEL_TYPE": model.model_type}
-    if fil["library"] is not None:  # the same library Triton's fil backend loads
-        env["BENCH_COMPILED_LIB"] = str(fil["library"])
-    return env
-
-
-def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], work: Path, skipped: dict,
-                   tritons: dict) -> dict:
-    """A Triton per ``fil`` backend the contenders need, into ``tritons``; their facts by backend.
-    Where the native backend cannot serve, triton-native is skipped (and gRPC goes to the
-    Python backend's Triton)."""
-    from serve.triton import TritonError
-
-    wanted = {"native": {"triton-native", "triton-grpc"}, "python": {"triton-python"}}
-    backends = [backend for backend, names in wanted.items() if names & set(contenders)]
-    compiled, facts = fil["runtime"] == "compiled", {}
-    for i, backend in enumerate(backends):  # grows by "python" when gRPC needs it as a stand-in
-        t0 = time.monotonic()
-        try:
-            tritons[backend] = servers.start_triton(model, ports[3 * i:3 * i + 3], work / f"triton-{backend}",
-                                                    fil, backend)
-        except TritonError as e:
-            if backend != "native":
-                raise
-            skipped["triton-native"] = f"the native fil backend cannot serve here: {str(e).splitlines()[0]}"
-            backends += ["python"] if "triton-grpc" in contenders and "python" not in backends else []
-            continue
-        triton = tritons[backend]
-        serving = servers.triton_serving_line(triton, 180, compiled)
-        facts[backend] = {**servers.triton_facts(triton.http_url, model.name, time.monotonic() - t0),
-                          "fil_backend_kind": backend, "fil_backend": serving, "fil_compile": fil["env"]["FIL_COMPILE"]}
-        if compiled and (not serving or "compiled library" not in serving):
-            raise BenchmarkError(f"Triton's {backend} fil backend is not serving the compiled library ({serving}); "
-                                 f"see {triton.log_file}, or run with --triton-runtime gtil")
-    return facts
-
-
-def _sequential_phase(bench: Bench, contenders: list[str]) -> dict:
-    """The published method: N one-row requests per contender, one after another; the
-    results' ``n``, ``warmup``, ``contenders`` and ``parity``, and the raw files beside them."""
-    plan, rows = bench.plan, bench.rows
-    timed = [sequential.contender(name, bench.endpoints[name], rows, bench.model_name) for name in contenders]
-    with _progress(plan, plan.n * len(timed), "sequential") as bar:
-        sequential.run_sequential(timed, plan.n, warmup=plan.warmup, n_rows=len(rows), progress=bar)
-    for c in timed:
-        c.close()
-    np.savez_compressed(bench.out / "answers.npz", **{
-        c.name: np.asarray([c.answers[i] for i in sorted(c.answers)], dtype=np.float64) for c in timed})
-    np.savez_compressed(bench.out / "sequential_latencies_ns.npz",
-                        **{c.name: np.asarray(c.latencies_ns, dtype=np.int64) for c in timed})
-    return {"n": plan.n, "warmup": plan.warmup,
-            "contenders": {c.name: {**sequential.summarize(c.latencies_ns),
-                                    "model_versions_answered": sorted(c.versions), "client": c.client,
-                                    "reconnects": c.reconnects(), "server": bench.endpoints[c.name].server}
-                           for c in timed},
-            "parity": sequential.parity(timed, plan.parity_atol)}
-
-
-def _load_phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
-    """locust at every user count against every HTTP contender; the results' ``load`` (by
-    target and users), ``batching`` (the headline Triton's, by users) and ``load_settings``."""
-    plan = bench.plan
-    targets = [t for t in LOAD_TARGETS if t in contenders]
-    load, batching = {}, {}
-    if plan.users and plan.duration_s > 0 and targets:
-        with _progress(plan, len(plan.users) * len(targets), "load") as bar:
-            for users in plan.users:
-                for target in targets:
-                    bar.set_postfix_str(f"{target} u={users}", refresh=True)
-                    result = _locust(bench, target, users)
-                    load.setdefault(target, {})[str(users)] = result
-                    if target == headline:
-                        batching[str(users)] = result["batching"]
-                    bar.update(1)
-    settings = {"tool": "locust (headless, FastHttpUser, no wait time: closed loop)", "users": list(plan.users),
-                "spawn_rate": "all users at once", "duration_s": plan.duration_s, "processes": 1,
-                "measured_by": "the locustfile times and counts every request itself (locust 2.18's "
-                               "FastHttpUser reports whole milliseconds); req/s = requests / "
-                               "seconds from test start to stop"}
-    return {"load": load, "batching": batching, "load_settings": settings}
-
-
-def _locust(bench: Bench, target: str, users: int) -> dict:
-    """One locust run; against a Triton, with its batching statistics (after minus before)."""
-    ep, is_triton = bench.endpoints[target], target.startswith("triton")
-    before = load_phase.triton_model_stats(ep.port, bench.model_name, ep.host) if is_triton else None
-    result = load_phase.run_locust(
-        target="triton" if is_triton else "fastapi", host=ep.base_url, users=users,
-        duration_s=bench.plan.duration_s, rows_file=bench.out / "rows.npy", out_dir=bench.out / "locust",
-        name=f"{target}_u{users}", taskset=taskset(bench.client_cpu), model=bench.model_name)
-    if is_triton:
-        after = load_phase.triton_model_stats(ep.port, bench.model_name, ep.host)
-        result["batching"] = load_phase.batching_delta(before, after)
-    return result
-
-
-def _perf_phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
-    """perf_analyzer at every concurrency: the headline Triton over HTTP, triton-grpc, and
-    triton-python over HTTP; ``{"settings", "server", "http", "grpc", "triton-python"}``."""
-    plan = bench.plan
-    runs = [("http", headline)] if headline is not None else []  # (key in the result, contender)
-    if "triton-grpc" in contenders:
-        runs.append(("grpc", "triton-grpc"))
-    if "triton-python" in contenders and headline != "triton-python":
-        runs.append(("triton-python", "triton-python"))
-    if not plan.concurrency or not runs:
-        return {}
-    result: dict = {"server": headline}
-    method = perf.Method(plan.perf_mode, plan.perf_measurement_ms, plan.perf_max_trials,
-                         request_count=plan.perf_request_count)
-    try:
-        with _progress(plan, len(plan.concurrency) * len(runs), "perf_analyzer") as bar:
-            for key, name in runs:
-                ep = bench.endpoints[name]
-                sweep = perf.sweep(
-                    ports={ep.protocol: ep.port}, host=ep.host, tag="" if key in ("http", "grpc") else f"{key}_",
-                    concurrencies=list(plan.concurrency), rows=bench.rows, work_dir=bench.out / "perf_analyzer",
-                    lib_dir=bench.work / "lib", taskset=taskset(bench.client_cpu), method=method,
-                    model=bench.model_name, progress=bar)
-                result["settings"], result[key] = sweep["settings"], sweep[ep.protocol]
-    except perf.PerfAnalyzerMissing as exc:
-        return {"error": str(exc)}
-    return result
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -653,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = run(plan)
     except (BenchmarkError, model_source.ModelSourceError, LookupError, StorageError, TritonError,
-            load_phase.LoadError) as exc:
+            load.LoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(report.summary_text(json.loads((out / "results.json").read_text())))

@@ -16,12 +16,19 @@ from __future__ import annotations
 import gc
 import http.client
 import json
+import pickle
 import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from benchmark.model_source import BenchModel
+    from benchmark.run import Bench
 
 
 class SequentialError(RuntimeError):
@@ -184,3 +191,56 @@ def parity(contenders: Sequence[Contender], atol: float = 1e-5) -> dict[str, obj
                          else float("inf"))
     return {"reference": base.name, "atol": atol, "rows_compared": len(base.answers), "max_abs_diff": diffs,
             "ok": all(d <= atol for d in diffs.values())}
+
+
+def in_process_runtimes(model: BenchModel, rows: np.ndarray, library: Path | None, calls: int) -> dict:
+    """Per-row predict time of each runtime in this process (no server, no network): what
+    the model runtime alone costs, for the decomposition."""
+    import treelite.gtil
+
+    from benchmark.app import sklearn_single_thread
+    from serve.backends.fil import fil_forest as ff
+
+    tl = ff.load_model(model.model_file, model.model_type)
+    gtil = ff.GTILPredictor(tl, threads=1)
+    runtimes = {}
+    if model.pipeline_file is not None:
+        pipeline = sklearn_single_thread(pickle.loads(model.pipeline_file.read_bytes()))
+        runtimes["sklearn"] = ("sklearn predict_proba, n_jobs=1 (fastapi-sklearn)", pipeline.predict_proba)
+    runtimes["gtil"] = ("Treelite GTIL via its C API, 1 thread (fil backend with FIL_COMPILE=0)", gtil.predict)
+    if library is not None:
+        compiled = ff.CompiledPredictor(library, n_features=gtil.n_features, n_outputs=gtil.n_outputs, threads=1)
+        runtimes["compiled"] = ("tl2cgen-compiled library, 1 thread (fil backend default)", compiled.predict)
+    runtimes["gtil_python"] = ("treelite.gtil.predict, the public Python wrapper, nthread=1",
+                               lambda x: treelite.gtil.predict(tl, x, nthread=1))
+    out, one_rows = {}, [r[None, :] for r in rows]
+    for key, (what, fn) in runtimes.items():
+        n, us = max(20, calls // 5) if key == "sklearn" else calls, []
+        for i in range(-min(20, n), n):  # the first 20 calls untimed
+            t0 = time.perf_counter_ns()
+            fn(one_rows[i % len(one_rows)])
+            us.append((time.perf_counter_ns() - t0) / 1e3)
+        us = np.asarray(us[min(20, n):])
+        out[key] = {"what": what, "calls": n, "p50_us": float(np.median(us)), "mean_us": float(us.mean())}
+    return out
+
+
+def phase(bench: Bench, contenders: list[str]) -> dict:
+    """The published method: N one-row requests per contender, one after another; the
+    results' ``n``, ``warmup``, ``contenders`` and ``parity``, and the raw files beside them."""
+    plan, rows = bench.plan, bench.rows
+    timed = [contender(name, bench.endpoints[name], rows, bench.model_name) for name in contenders]
+    with bench.progress(plan.n * len(timed), "sequential") as bar:
+        run_sequential(timed, plan.n, warmup=plan.warmup, n_rows=len(rows), progress=bar)
+    for c in timed:
+        c.close()
+    np.savez_compressed(bench.out / "answers.npz", **{
+        c.name: np.asarray([c.answers[i] for i in sorted(c.answers)], dtype=np.float64) for c in timed})
+    np.savez_compressed(bench.out / "sequential_latencies_ns.npz",
+                        **{c.name: np.asarray(c.latencies_ns, dtype=np.int64) for c in timed})
+    return {"n": plan.n, "warmup": plan.warmup,
+            "contenders": {c.name: {**summarize(c.latencies_ns),
+                                    "model_versions_answered": sorted(c.versions), "client": c.client,
+                                    "reconnects": c.reconnects(), "server": bench.endpoints[c.name].server}
+                           for c in timed},
+            "parity": parity(timed, plan.parity_atol)}

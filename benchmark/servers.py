@@ -1,15 +1,18 @@
 """The servers a benchmark run measures: the ones it starts itself (Triton per ``fil`` backend,
 the FastAPI baselines) or ones that are already running (``--triton-url``, ``--fastapi-url``).
 Every contender ends up as an :class:`Endpoint`, so the sequential, locust and perf_analyzer
-phases measure a started and an external server the same way.
+phases measure a started and an external server the same way. Also the machine they share:
+its facts, and which CPU the servers and the clients get.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import importlib.util
 import json
 import os
+import platform
 import shlex
 import sys
 import time
@@ -17,6 +20,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import numpy as np
 
 from benchmark import model_source
 from fraudml import triton_control
@@ -195,3 +200,148 @@ def external_endpoints(triton_url: str | None, triton_grpc_url: str | None, fast
         endpoints[name] = Endpoint(host, port, "http", name)
         facts[name] = {"url": f"http://{host}:{port}", **health}
     return endpoints, facts
+
+
+PACKAGES = ("fastapi", "uvicorn", "pydantic", "scikit-learn", "imbalanced-learn", "treelite", "tl2cgen",
+            "numpy", "locust", "tritonclient", "nvidia-pytriton", "metaflow")
+
+
+def machine_info() -> dict:
+    """The machine and the packages: results.json's ``machine``."""
+    import psutil
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    versions = {}
+    for pkg in PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[pkg] = importlib.metadata.version(pkg)
+    return {
+        "cpu_model": next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines()
+                           if ln.startswith("model name")), "unknown"),
+        "cpu_count": os.cpu_count(),
+        "cpus_available": sorted(os.sched_getaffinity(0)),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "packages": versions,
+    }
+
+
+def cpu_plan(pin: bool, external: bool = False) -> dict:
+    """The servers' CPU and the clients' CPU (none when the servers were already running)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    why = ("the servers were already running: not started, so not pinned, by this benchmark" if external
+           else "disabled (--no-pin)" if not pin else f"only {len(cpus)} CPU available" if len(cpus) < 2 else None)
+    if why:
+        return {"enabled": False, "why": why, "server_cpu": None, "client_cpu": None}
+    return {"enabled": True, "server_cpu": cpus[0], "client_cpu": cpus[1],
+            "method": "servers: started with CPU affinity {server} (taskset -c for uvicorn, "
+                      "inherited affinity for tritonserver and its Python backend stubs); "
+                      "clients: this process (sequential) via os.sched_setaffinity, locust and "
+                      "perf_analyzer via taskset -c {client}"}
+
+
+@contextlib.contextmanager
+def pinned(cpu: int | None):
+    """This process (and the children it starts) on ``cpu`` inside the block; None: unchanged."""
+    own = os.sched_getaffinity(0)
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, own)
+
+
+def process_affinity(root_pid: int) -> dict:
+    """CPU lists of a process, its threads and its descendants (what pinning really did)."""
+    import psutil
+
+    out = {}
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(root_pid)
+        for proc in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error, OSError):
+                threads = {t.id: sorted(os.sched_getaffinity(t.id)) for t in proc.threads()}
+                lists = sorted({tuple(v) for v in threads.values()})
+                out[f"{proc.name()}[{proc.pid}]"] = {"threads": len(threads), "cpus": [list(c) for c in lists]}
+    return out
+
+
+def start_servers(model, rows: np.ndarray, fil: dict, contenders: list[str], pins: dict, work: Path,
+                  skipped: dict, apis: dict, tritons: dict) -> tuple[dict[str, Endpoint], dict]:
+    """Start the FastAPI apps and a Triton per ``fil`` backend the contenders need, pinned to
+    the server CPU; fill ``apis`` and ``tritons`` (by backend: the caller stops them, also
+    after a failure); return the contenders' endpoints and the servers' facts."""
+    from serve.ports import free_ports
+
+    ports = free_ports(8)
+    with pinned(pins["server_cpu"]):  # the servers inherit it
+        for name in [c for c in contenders if c.startswith("fastapi-")]:
+            apis[name] = FastAPIServer(name, ports[6] if name == "fastapi-treelite" else ports[7],
+                                       _fastapi_env(name, model, rows, fil), pins["server_cpu"],
+                                       work / f"uvicorn-{name}.log")
+            apis[name].start()
+        facts: dict = {"tritons": _start_tritons(model, fil, contenders, ports, work, skipped, tritons)}
+        for server in apis.values():
+            server.wait()
+    lead = "native" if "native" in tritons else "python"  # the headline Triton, and the one gRPC goes to
+    endpoints = {name: Endpoint("127.0.0.1", t.http_port, "http", name)
+                 for name, t in by_contender(tritons).items() if name in contenders}
+    if "triton-grpc" in contenders and lead in tritons:
+        endpoints["triton-grpc"] = Endpoint("127.0.0.1", tritons[lead].grpc_port, "grpc", f"triton-{lead}")
+    endpoints |= {name: Endpoint("127.0.0.1", server.port, "http", name) for name, server in apis.items()}
+    if tritons:
+        facts["triton"] = facts["tritons"][lead]
+    facts["fastapi"] = fastapi_facts(next(iter(apis.values()), None), fil["library"])
+    return endpoints, facts
+
+
+def _fastapi_env(name: str, model, rows: np.ndarray, fil: dict) -> dict[str, str]:
+    """What benchmark.app reads: the model and the runtime of contender ``name``."""
+    runtime = name.split("-", 1)[1]
+    env = {"BENCH_MODEL_NAME": model.name, "BENCH_MODEL_VERSION": str(model.version),
+           "BENCH_N_FEATURES": str(rows.shape[1]), "BENCH_MAX_ROWS": str(model.max_batch_size),
+           "BENCH_RUNTIME": runtime}
+    if runtime != "treelite":
+        return env | {"BENCH_PIPELINE_FILE": str(model.pipeline_file.resolve())}
+    env |= {"BENCH_MODEL_FILE": str(model.model_file.resolve()), "BENCH_MODEL_TYPE": model.model_type}
+    if fil["library"] is not None:  # the same library Triton's fil backend loads
+        env["BENCH_COMPILED_LIB"] = str(fil["library"])
+    return env
+
+
+def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], work: Path, skipped: dict,
+                   tritons: dict) -> dict:
+    """A Triton per ``fil`` backend the contenders need, into ``tritons``; their facts by backend.
+    Where the native backend cannot serve, triton-native is skipped (and gRPC goes to the
+    Python backend's Triton)."""
+    from serve.triton import TritonError
+
+    wanted = {"native": {"triton-native", "triton-grpc"}, "python": {"triton-python"}}
+    backends = [backend for backend, names in wanted.items() if names & set(contenders)]
+    compiled, facts = fil["runtime"] == "compiled", {}
+    for i, backend in enumerate(backends):  # grows by "python" when gRPC needs it as a stand-in
+        t0 = time.monotonic()
+        try:
+            tritons[backend] = start_triton(model, ports[3 * i:3 * i + 3], work / f"triton-{backend}", fil, backend)
+        except TritonError as e:
+            if backend != "native":
+                raise
+            skipped["triton-native"] = f"the native fil backend cannot serve here: {str(e).splitlines()[0]}"
+            backends += ["python"] if "triton-grpc" in contenders and "python" not in backends else []
+            continue
+        triton = tritons[backend]
+        serving = triton_serving_line(triton, 180, compiled)
+        facts[backend] = {**triton_facts(triton.http_url, model.name, time.monotonic() - t0),
+                          "fil_backend_kind": backend, "fil_backend": serving, "fil_compile": fil["env"]["FIL_COMPILE"]}
+        if compiled and (not serving or "compiled library" not in serving):
+            raise BenchmarkError(f"Triton's {backend} fil backend is not serving the compiled library ({serving}); "
+                                 f"see {triton.log_file}, or run with --triton-runtime gtil")
+    return facts
+
+
+def by_contender(tritons: dict) -> dict:
+    return {f"triton-{backend}": triton for backend, triton in tritons.items()}
+
+
