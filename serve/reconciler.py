@@ -18,14 +18,9 @@ A version Triton refuses keeps the previous one serving; it is tried again when 
 changes, or after a back-off (5 s, doubling up to 10 min), never in a loop. The reconciler only
 reads the repository: it runs with the read-only S3 identity.
 
-Prometheus metrics on ``RECONCILER_PORT`` (``/metrics``): ``fraudml_reconciler_desired_version``,
-``fraudml_reconciler_served_version`` (0: none READY), ``fraudml_reconciler_converged`` (1 when
-Triton serves the desired version), ``fraudml_reconciler_triton_up``, ``fraudml_reconciler_canary``
-(1 when this pod is in the canary's share), ``fraudml_reconciler_loads_total{result}`` (ok;
-refused; unavailable: Triton did not answer, or a file vanished while it copied the model folder
-because a publisher archived an old version, retried at the next round),
-``fraudml_reconciler_repository_errors_total``,
-``fraudml_reconciler_last_converged_timestamp_seconds``.
+Prometheus metrics ``fraudml_reconciler_*`` on ``RECONCILER_PORT`` (``/metrics``), each with its
+help text there: desired and served version, converged, triton_up, canary, loads_total{result},
+repository_errors_total, last_converged_timestamp_seconds.
 """
 
 from __future__ import annotations
@@ -78,6 +73,8 @@ class Metrics:
         self.triton_up = gauge("triton_up", "1 when the local Triton answered the last round")
         self.canary = gauge("canary", "1 when this pod serves a canary's share")
         self.last_converged = gauge("last_converged_timestamp_seconds", "When Triton last served the desired version")
+        # result: ok; refused; unavailable (Triton did not answer, or a file vanished while it copied the
+        # model folder because a publisher archived an old version: retried at the next round)
         self.loads = Counter("fraudml_reconciler_loads", "Load requests sent to Triton", ["result"], registry=registry)
         self.repository_errors = Counter("fraudml_reconciler_repository_errors",
                                          "Rounds that could not read the model repository", registry=registry)
