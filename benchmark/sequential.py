@@ -9,6 +9,7 @@ starts), so the same client work is in every HTTP number; ``triton-grpc`` uses
 Contenders are measured round-robin in blocks (block k of every contender, then block k+1):
 a slow drift of the machine then spreads over all contenders instead of landing on one.
 The client's garbage collector is paused inside a block and run between blocks.
+:func:`in_process_runtimes` times each model runtime the same way without any server.
 """
 
 from __future__ import annotations
