@@ -1,14 +1,11 @@
-"""The reliability suite's rig and its summary table.
+"""The reliability suite's fixtures and summary.
 
-Fixtures: ``rig`` (a :class:`tests.reliability.rig.Rig`: its own SeaweedFS S3, the reference
-model published as v1, a supervised Triton from ``triton_factory`` serving that S3
-repository; healed before every case, so that one failure does not cascade) and
-``fastapi_url`` (the FastAPI baseline serving the same checkpoint).
-
-The summary: every case's outcome is collected from pytest's own reports; at the end a table
-per category (the module: ``test_faults_s3.py`` -> ``faults-s3``) of cases, failures, skipped
-and versions lost (``record_property("versions_lost", n)``), with every other recorded property
-as a figure, is printed and saved to ``.state/reliability/summary.md``.
+``rig`` (:class:`tests.reliability.rig.Rig`: its own S3 with the reference model as v1 and a
+supervised Triton serving it) is healed before every case, so that one failure does not cascade;
+``fastapi_url`` is the FastAPI baseline on the same checkpoint. At the end, a table per category
+(the module: ``test_faults_s3.py`` -> ``faults-s3``) of cases, failures, skipped and versions lost
+(``record_property("versions_lost", n)``; other properties are listed as figures) is printed and
+saved to ``.state/reliability/summary.md``.
 """
 
 from __future__ import annotations
@@ -83,16 +80,12 @@ def fastapi_url(_rig, tmp_path_factory, free_port) -> str:
         server.stop()
 
 
-# ------------------------------------------------------------------------------------------
-# order and summary
-# ------------------------------------------------------------------------------------------
+# -- order and summary --------------------------------------------------------------------
 
 
 def category(nodeid: str) -> str | None:
     path = nodeid.split("::", 1)[0]
-    if not path.startswith("tests/reliability/test_"):
-        return None
-    return Path(path).stem.removeprefix("test_").replace("_", "-")
+    return Path(path).stem.removeprefix("test_").replace("_", "-") if path.startswith("tests/reliability/test_") else None
 
 
 def order(name: str) -> int:

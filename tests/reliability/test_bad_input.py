@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -70,17 +69,12 @@ def G(shape, datatype="FP32", x: np.ndarray | Callable[[], np.ndarray] | bytes |
     return build
 
 
-@dataclass(frozen=True)
-class Bad:
-    name: str
-    words: tuple[str, ...]  # every one must be in the error message ("a|b": either)
-    requests: dict[str, Callable] = field(default_factory=dict)  # protocol -> builder
-    rows: np.ndarray | None = None  # rows that may be answered instead (NaN, +-Inf)
-
-
-def bad(name, words, json=None, binary=None, grpc=None, rows=None) -> Bad:
-    requests = {p: b for p, b in (("http-json", json), ("http-binary", binary), ("grpc", grpc)) if b is not None}
-    return Bad(name, tuple(words), requests, rows)
+def bad(name, words, rows=None, **builders) -> list:
+    """One case per protocol (``json=``, ``binary=``, ``grpc=``: a request builder); ``words`` must
+    all be in the error ("a|b": either); ``rows`` may be answered instead (NaN, +-Inf)."""
+    protocols = {"json": "http-json", "binary": "http-binary", "grpc": "grpc"}
+    return [pytest.param(protocols[kind], build, tuple(words), rows, id=f"{protocols[kind]}: {name}")
+            for kind, build in builders.items()]
 
 
 x2 = rows(2)
@@ -144,14 +138,13 @@ def send(triton, protocol: str, build: Callable):
     return post(triton.http_url + path, body, headers[0] if headers else JSON)
 
 
-@pytest.mark.parametrize(("case", "protocol"), [pytest.param(c, p, id=f"{p}: {c.name}")
-                                                for c in TRITON_CASES for p in c.requests])
-def test_triton_refuses_bad_input_clearly_and_keeps_serving(rig, case, protocol):
-    reply = send(rig.triton, protocol, case.requests[protocol])
-    if case.rows is not None and reply.answered:
-        rig.model.assert_answers(reply.output, case.rows)
+@pytest.mark.parametrize(("protocol", "build", "words", "answerable"), [p for case in TRITON_CASES for p in case])
+def test_triton_refuses_bad_input_clearly_and_keeps_serving(rig, protocol, build, words, answerable):
+    reply = send(rig.triton, protocol, build)
+    if answerable is not None and reply.answered:
+        rig.model.assert_answers(reply.output, answerable)
     else:
-        assert_refused(reply, protocol, case.words, grpc_codes=GRPC_REFUSALS)
+        assert_refused(reply, protocol, words, grpc_codes=GRPC_REFUSALS)
     rig.check_serving("grpc" if protocol == "grpc" else "http", server_ready=True)
 
 
@@ -200,6 +193,5 @@ def test_fastapi_refuses_bad_input_clearly_and_keeps_serving(rig, fastapi_url, n
     how = {"method": "POST", "path": "/predict", "content_type": "application/json", **(how[0] if how else {})}
     reply = post(fastapi_url + how["path"], body() if callable(body) else body, {"Content-Type": how["content_type"]},
                  method=how["method"])
-    assert_refused(reply, "http", tuple(words))
-    assert reply.status < 500, f"HTTP {reply.status}: {reply.message}"
+    assert_refused(reply, "fastapi", tuple(words))
     rig.check_fastapi()

@@ -20,7 +20,6 @@ pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 
 def deploy(job: tuple[str, dict[str, str], bytes, dict, str]) -> int:
-    """One deploy, in its own process: publish, then roll out on the Triton."""
     repo_uri, env, checkpoint, lineage, triton_url = job
     os.environ.update(env)
     from fraudml.repository import ModelRepository

@@ -51,8 +51,7 @@ def bad_files(_rig) -> dict[str, bytes]:
 
 
 def publish_and_roll_out(rig, data: bytes, kind: str) -> tuple[int, int, str]:
-    """Publish ``data`` as a new version and roll it out; it must be refused.
-    Returns (previous version, the refused one, the rollout's error)."""
+    """(previous version, the refused one, the rollout's error): the rollout must be refused."""
     repo = rig.repo()
     previous = repo.served_version()
     bad = rig.ledger.publish(repo, {"checkpoint.tl": data}, rig.model.lineage(f"bad file: {kind}"))

@@ -5,6 +5,7 @@ outlive it (R6). The version ledger is checked at the end (versions lost)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -21,28 +22,17 @@ from tests.reliability.rig import FaultyStore, RequestLoop, assert_no_version_lo
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 
-def children(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
 def alive(procs: list[psutil.Process]) -> list[int]:
     return [p.pid for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
 @pytest.mark.parametrize("round_", [pytest.param(1, marks=pytest.mark.quick), 2])
 def test_triton_killed_under_load_comes_back_serving_the_config(rig, round_, record_property):
-    loops = [RequestLoop(rig.triton.http_url, rig.model.x[:1], timeout=2),
-             RequestLoop(rig.triton.grpc_url, rig.model.x[:1], protocol="grpc", timeout=2)]
-    for lp in loops:
-        lp.start()
-    try:
-        for lp in loops:
-            lp.wait_answers()
+    with contextlib.ExitStack() as running:
+        loops = [running.enter_context(RequestLoop(url, rig.model.x[:1], protocol=protocol, timeout=2))
+                 for protocol, url in (("http", rig.triton.http_url), ("grpc", rig.triton.grpc_url))]
         pid = rig.triton.pid()
-        stubs = children(pid)
+        stubs = psutil.Process(pid).children(recursive=True)
         os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
         for lp in loops:
@@ -52,9 +42,6 @@ def test_triton_killed_under_load_comes_back_serving_the_config(rig, round_, rec
         for lp in loops:
             lp.wait_for(lambda lp_: any(t > back_at for t, _ in lp_.answers), "recovering")
             lp.wait_answers()
-    finally:
-        for lp in loops:
-            lp.stop()
     served = rig.served_version()
     rig.check_serving(version=served)
     rig.check_serving("grpc", version=served)

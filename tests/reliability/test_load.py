@@ -27,7 +27,6 @@ USERS = 32
 
 
 def tree_rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and its children."""
     root = psutil.Process(pid)
     total = 0
     for proc in [root, *root.children(recursive=True)]:

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from fraudml.data import DatasetError, generate_dataset, load_dataset, validate_dataset
+from tests.reliability.wire import unnamed
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -38,10 +39,6 @@ def frame(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], No
     return lambda path: change(base()).to_csv(path, index=False)
 
 
-def raw(content: bytes) -> Callable[[Path], None]:
-    return lambda path: path.write_bytes(content)
-
-
 # name: (writes the file, words the DatasetError must name: each "a|b" for either)
 DATASETS = {
     "missing column V7": (frame(lambda d: d.drop(columns=["V7"])), ["missing column", "V7"]),
@@ -52,7 +49,7 @@ DATASETS = {
     "non-numeric label": (frame(with_value("Class", 3, "fraud")), ["non-numeric", "Class"]),
     "NaN in V3": (frame(with_value("V3", 40, np.nan)), ["NaN/Inf", "V3"]),
     "Inf in Amount": (frame(with_value("Amount", 41, np.inf)), ["NaN/Inf", "Amount"]),
-    "empty file (0 bytes)": (raw(b""), ["empty"]),
+    "empty file (0 bytes)": (lambda p: p.write_bytes(b""), ["empty"]),
     "header only, no rows": (lambda p: p.write_text(",".join(base(10).columns) + "\n"), ["no rows"]),
     "Class value 2": (frame(with_value("Class", 5, 2)), ["Class", "0", "1", "2"]),
     "Class value -1": (frame(with_value("Class", 5, -1)), ["Class", "-1"]),
@@ -60,13 +57,9 @@ DATASETS = {
     "too few frauds (2)": (frame(lambda d: d.drop(d.index[d["Class"] == 1][2:])), ["only 2 fraud", "at least"]),
     "no frauds at all": (frame(lambda d: d[d["Class"] == 0]), ["only 0 fraud"]),
     "semicolon-separated file": (lambda p: base().to_csv(p, index=False, sep=";"), ["missing column"]),
-    "not a CSV (binary)": (raw(np.random.default_rng(1).bytes(2048)), ["not a readable CSV|missing column|empty"]),
+    "not a CSV (binary)": (lambda p: p.write_bytes(np.random.default_rng(1).bytes(2048)), ["not a readable CSV|missing column|empty"]),
     "duplicated header (V1 twice)": (lambda p: base(200).rename(columns={"V2": "V1"}).to_csv(p, index=False), ["V2|V1"]),
 }
-
-
-def missing_words(text: str, words: list[str]) -> list[str]:
-    return [w for w in words if not any(alt.lower() in text.lower() for alt in w.split("|"))]
 
 
 def write(name: str, folder: Path) -> Path:
@@ -82,7 +75,7 @@ def test_malformed_dataset_gets_a_one_line_error_naming_the_fix(tmp_path, name):
         validate_dataset(load_dataset(str(write(name, tmp_path))))
     message = str(info.value)
     assert "\n" not in message.strip() and "Fix:" in message, message
-    assert not missing_words(message, DATASETS[name][1]), message
+    assert not unnamed(message, DATASETS[name][1]), message
 
 
 @pytest.mark.parametrize("name", [pytest.param("missing column V7", marks=pytest.mark.quick), "NaN in V3"])
@@ -96,4 +89,4 @@ def test_the_flow_stops_in_preprocess_on_a_malformed_dataset(metaflow_local, tmp
         assert result.status == "failed", "the flow succeeded on a malformed dataset"
         steps = {step.id for step in result.run}
     assert "preprocess" in steps and "train" not in steps, f"steps that started: {sorted(steps)}"
-    assert "DatasetError" in out and not missing_words(out, DATASETS[name][1]), out[-800:]
+    assert "DatasetError" in out and not unnamed(out, DATASETS[name][1]), out[-800:]

@@ -1,17 +1,16 @@
-"""Requests exactly as the cases want them on the wire, malformed ones included: HTTP through
-urllib (a client library would refuse to build them), gRPC as a hand-made ``ModelInferRequest``.
+"""Requests exactly as the cases want them on the wire, malformed ones included (tritonclient
+would refuse to build them): HTTP bodies of bytes, gRPC as a hand-made ``ModelInferRequest``.
 Every call returns a :class:`Reply`; a dropped connection is a reply too (``NO_ANSWER``).
 """
 
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import requests
 
 from fraudml.tritonconfig import MODEL_NAME
 
@@ -39,7 +38,7 @@ def _error_text(body: bytes) -> str:
     try:
         doc = json.loads(body)
     except ValueError:
-        return body.decode(errors="replace")
+        doc = None
     if isinstance(doc, dict) and ("error" in doc or "detail" in doc):
         return str(doc["error"]) if "error" in doc else json.dumps(doc["detail"])
     return body.decode(errors="replace")
@@ -47,14 +46,12 @@ def _error_text(body: bytes) -> str:
 
 def post(url: str, body: bytes | None, headers: dict[str, str] | None = None, *, method: str = "POST",
          timeout: float = 120) -> Reply:
-    request = urllib.request.Request(url, data=body, method=method, headers=JSON if headers is None else headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status, data = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, data = exc.code, exc.read()
-    except OSError as exc:  # refused, reset, closed mid-request: the server died under it
+        response = requests.request(method, url, data=body, headers=JSON if headers is None else headers,
+                                    timeout=timeout)
+    except requests.RequestException as exc:  # refused, reset, closed mid-request: the server died under it
         return Reply(NO_ANSWER, f"{type(exc).__name__}: {exc}")
+    status, data = response.status_code, response.content
     if status != 200:
         return Reply(status, _error_text(data), data)
     output = None
@@ -106,18 +103,22 @@ def grpc_infer(url: str, *, shape: list[int], datatype: str = "FP32", contents: 
     return Reply("OK", "", output=np.frombuffer(response.raw_output_contents[0], np.float32).reshape(out.shape))
 
 
+def unnamed(text: str, words: tuple[str, ...] | list[str]) -> list[str]:
+    """The ``words`` (each ``"a|b"``: either) that ``text`` does not name."""
+    return [w for w in words if not any(alt.lower() in text.lower() for alt in w.split("|"))]
+
+
 def assert_refused(reply: Reply, protocol: str, words: tuple[str, ...] = (),
                    grpc_codes: tuple[str, ...] = ("INVALID_ARGUMENT",)) -> None:
-    """A clear refusal: HTTP 4xx (or Triton's own parser 500), or one of ``grpc_codes``, with a
-    message naming every one of ``words`` (each ``"a|b"``: either)."""
+    """A clear refusal: HTTP 4xx (or, but for ``protocol="fastapi"``, Triton's own parser 500), or
+    one of ``grpc_codes``, with a message naming every one of ``words`` (each ``"a|b"``: either)."""
     assert reply.status != NO_ANSWER, f"the server did not answer: {reply.message}"
     assert not reply.answered, f"answered {reply.status}: {reply.body[:200]!r}"
     if protocol == "grpc":
         assert reply.status in grpc_codes, f"gRPC {reply.status} (clients retry INTERNAL): {reply.message}"
     else:
-        frontend_500 = reply.status == 500 and reply.message.startswith(TRITON_FRONTEND_500)
+        frontend_500 = protocol != "fastapi" and reply.status == 500 and reply.message.startswith(TRITON_FRONTEND_500)
         assert 400 <= reply.status < 500 or frontend_500, f"HTTP {reply.status} (clients retry 5xx): {reply.message}"
     assert reply.message.strip(), f"{reply.status} without an error message"
-    low = reply.message.lower()
-    missing = [w for w in words if not any(alt.lower() in low for alt in w.split("|"))]
+    missing = unnamed(reply.message, words)
     assert not missing, f"the error does not name {missing}: {reply.message}"
