@@ -61,6 +61,15 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
         server.stop()
 
 
+@pytest.fixture
+def publisher_env(s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> SeaweedS3:
+    """The local S3's writer credentials (AWS_*) in os.environ, as `make` gives the publishing
+    commands; returns ``s3_server``."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    return s3_server
+
+
 @pytest.fixture(scope="module")
 def metaflow_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
     root = tmp_path_factory.mktemp("metaflow")

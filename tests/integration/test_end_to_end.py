@@ -24,7 +24,8 @@ from serve.client import infer
 from tests.reliability.rig import RequestLoop
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+# the repository commands get the S3 writer's AWS_* in os.environ, as `make` gives them
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("publisher_env")]
 
 
 def _run(cmd: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
@@ -54,13 +55,6 @@ def e2e(s3_server, tmp_path_factory):
     _run([sys.executable, "train/flow.py", "--quiet", "run", "--data", str(csv), "--models", "random_forest,lightgbm",
           "--cv-folds", "2", "--n-iter", "1", "--model-repo", repo_uri], env, timeout=600)
     return {"csv": csv, "df": df, "repo_uri": repo_uri, "env": env}
-
-
-@pytest.fixture(autouse=True)
-def _publishers_credentials(s3_server, monkeypatch):
-    """AWS_* of the local S3's writer in os.environ, as `make` gives the repository commands."""
-    for key, value in s3_server.env().items():
-        monkeypatch.setenv(key, value)
 
 
 @pytest.fixture(scope="module")

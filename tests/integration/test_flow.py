@@ -143,10 +143,9 @@ def test_cards_were_rendered(run, step, expected):
         assert word in text, f"{word!r} missing from the {step} card"
 
 
-def test_load_dataset_from_s3(s3_server, tmp_path, monkeypatch):
+def test_load_dataset_from_s3(publisher_env, tmp_path):
     """--data s3://bucket/key: the same frame and fingerprint as the local file, from the real S3."""
-    for key, value in s3_server.env().items():
-        monkeypatch.setenv(key, value)
+    s3_server = publisher_env
     df = generate_dataset(1500, 0.02, seed=2)
     path = write_dataset(df, tmp_path / "cc.csv")
     s3_server.client().upload_file(str(path), "models", "datasets/cc.csv")

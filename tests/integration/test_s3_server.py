@@ -113,17 +113,16 @@ def test_cli_start_stop_keeps_credentials_and_data(tmp_path, free_port):
 
 
 # -- Triton on the S3 repository -----------------------------------------------------------------
-def publish(s3_server, monkeypatch, prefix: str, checkpoint: bytes) -> int:
-    """Publish one version with the real publisher. (It also keeps each config.pbtxt write in
-    a later second than the previous one: Triton reloads only what looks newer, and S3
-    modification times have 1 s resolution, so a hand-written pointer can go unnoticed.)"""
-    for key, value in s3_server.env().items():
-        monkeypatch.setenv(key, value)
+def publish(prefix: str, checkpoint: bytes) -> int:
+    """Publish one version with the real publisher (needs ``publisher_env``). It also keeps
+    each config.pbtxt write in a later second than the previous one: Triton reloads only what
+    looks newer, and S3 modification times have 1 s resolution, so a hand-written pointer can
+    go unnoticed."""
     repo = ModelRepository(f"s3://models/{prefix}")
     return repo.publish({"checkpoint.tl": checkpoint}, {"pathspec": "test/1"}, {"threshold": 0.5})
 
 
-def test_triton_serves_from_s3_and_loads_a_new_version(s3_server, triton_factory, tmp_path, monkeypatch):
+def test_triton_serves_from_s3_and_loads_a_new_version(publisher_env, triton_factory, tmp_path):
     """Triton starts on s3://models/<prefix> (endpoint and credentials from AWS_*), answers
     like the model, and serves a newly published version after load_model."""
     from sklearn.ensemble import RandomForestClassifier
@@ -132,8 +131,8 @@ def test_triton_serves_from_s3_and_loads_a_new_version(s3_server, triton_factory
     forest = RandomForestClassifier(n_estimators=10, max_depth=5, random_state=0).fit(X, (X[:, 0] > 0).astype(int))
     treelite.sklearn.import_model(forest).serialize(str(tmp_path / "checkpoint.tl"))
     checkpoint, prefix = (tmp_path / "checkpoint.tl").read_bytes(), f"triton-{uuid.uuid4().hex[:8]}"
-    assert publish(s3_server, monkeypatch, prefix, checkpoint) == 1
-    server = triton_factory(f"s3://models/{prefix}", env=s3_server.env(), fil_compile=False)
+    assert publish(prefix, checkpoint) == 1
+    server = triton_factory(f"s3://models/{prefix}", env=publisher_env.env(), fil_compile=False)
     print(f"\nTriton ready from S3 in {server.startup_seconds:.2f} s")
     client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
     x = np.random.default_rng(0).normal(size=(5, N_FEATURES)).astype(np.float32)
@@ -143,7 +142,7 @@ def test_triton_serves_from_s3_and_loads_a_new_version(s3_server, triton_factory
     np.testing.assert_allclose(result.as_numpy("output__0"), forest.predict_proba(x), atol=1e-5)
     assert result.get_response()["model_version"] == "1"
 
-    assert publish(s3_server, monkeypatch, prefix, checkpoint) == 2
+    assert publish(prefix, checkpoint) == 2
     server.load_model(MODEL_NAME)
     assert client.infer(MODEL_NAME, [tensor]).get_response()["model_version"] == "2"
     client.close()
@@ -164,11 +163,11 @@ def test_triton_on_an_empty_prefix_says_nothing_was_published(s3_server, triton_
         triton_factory(f"s3://models/empty-{uuid.uuid4().hex[:8]}", env=s3_server.env())
 
 
-def test_triton_with_a_corrupt_model_shows_why(s3_server, triton_factory, monkeypatch):
+def test_triton_with_a_corrupt_model_shows_why(publisher_env, triton_factory):
     prefix = f"corrupt-{uuid.uuid4().hex[:8]}"
-    publish(s3_server, monkeypatch, prefix, b"this is not a treelite checkpoint")
+    publish(prefix, b"this is not a treelite checkpoint")
     with pytest.raises(TritonError) as info:
-        triton_factory(f"s3://models/{prefix}", env=s3_server.env(), timeout=60)
+        triton_factory(f"s3://models/{prefix}", env=publisher_env.env(), timeout=60)
     message = str(info.value)
     assert "checkpoint.tl" in message and "treelite_checkpoint" in message, message
 
