@@ -128,10 +128,11 @@ SERVED_WITH = {  # predictor_state -> what the report says
 }
 
 
-def triton_serving_line(server, timeout: float, want_compiled: bool) -> str | None:
+def triton_served_with(server, timeout: float, want_compiled: bool) -> tuple[str | None, str | None]:
     """What the fil backend serves the server's model with, from its ``fil_compiled`` gauge
-    (``TritonServer.predictor_state``), e.g. "fraud-classifier/1: compiled library"; with
-    ``want_compiled``, wait (bounded) until it serves the compiled library. None without the gauge."""
+    (``TritonServer.predictor_state``): the state (``"compiled"``, ...) and the report's line,
+    e.g. "fraud-classifier/1: compiled library"; with ``want_compiled``, wait (bounded) until it
+    serves the compiled library. ``(None, None)`` without the gauge."""
     from serve.triton import TritonError
 
     name = server.load_models[0]
@@ -140,9 +141,9 @@ def triton_serving_line(server, timeout: float, want_compiled: bool) -> str | No
             server.wait_compiled(name, timeout=timeout)
     state = server.predictor_state(name)
     if not state:
-        return None
+        return None, None
     version, how = list(state.items())[-1]
-    return f"{name}/{version}: {SERVED_WITH[how]}"
+    return how, f"{name}/{version}: {SERVED_WITH[how]}"
 
 
 def triton_facts(base_url: str, model: str, ready_s: float | None = None) -> dict:
@@ -332,10 +333,10 @@ def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], wo
             backends += ["python"] if "triton-grpc" in contenders and "python" not in backends else []
             continue
         triton = tritons[backend]
-        serving = triton_serving_line(triton, 180, compiled)
+        how, serving = triton_served_with(triton, 180, compiled)
         facts[backend] = {**triton_facts(triton.http_url, model.name, time.monotonic() - t0),
                           "fil_backend_kind": backend, "fil_backend": serving, "fil_compile": fil["env"]["FIL_COMPILE"]}
-        if compiled and (not serving or "compiled library" not in serving):
+        if compiled and how != "compiled":
             raise BenchmarkError(f"Triton's {backend} fil backend is not serving the compiled library ({serving}); "
                                  f"see {triton.log_file}, or run with --triton-runtime gtil")
     return facts
