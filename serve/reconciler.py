@@ -44,7 +44,7 @@ from fraudml.triton_control import TritonRefused, TritonUnavailable, load_model,
 from fraudml.tritonconfig import parse_config, served_versions
 from serve.ports import port_in_use
 from serve.settings import Settings, command_line
-from serve.supervisor import Service, ServiceError
+from serve.supervisor import Service, ServiceError, is_ready
 
 
 def in_canary(pod: str, percent: int) -> bool:
@@ -204,20 +204,23 @@ def main(argv: list[str] | None = None) -> int:
     if service.is_running():
         print(f"reconciler already running (pid {service.pid()})")
         return 0
+    metrics = [f"http://127.0.0.1:{args.port}/metrics"]
+    if port_in_use(args.port):
+        print(f"error: port {args.port} is already in use; choose another (--port / RECONCILER_PORT) or stop "
+              "what listens there", file=sys.stderr)
+        return 1
     cmd = [sys.executable, "-m", "serve.reconciler", "run", "--model-repo", args.model_repo, "--triton-url",
            args.triton_url, "--port", str(args.port), "--interval", str(args.interval), "--pod-name", args.pod_name]
-    service.start(cmd, env=dict(os.environ), cwd=Path.cwd(), max_restarts=5,
-                  ready_urls=[f"http://127.0.0.1:{args.port}/metrics"])
+    service.start(cmd, env=dict(os.environ), cwd=Path.cwd(), max_restarts=5, ready_urls=metrics)
     try:
-        service.wait(lambda: port_in_use(args.port), 30)
+        service.wait(lambda: is_ready(metrics), 30)  # what the supervisor calls ready, too
     except ServiceError as e:
         service.stop()
         print(f"error: the reconciler did not start: {e}", file=sys.stderr)
         return 1
     print(f"reconciler started (pid {service.pid()}): {args.triton_url} follows {args.model_repo}; "
-          f"metrics http://127.0.0.1:{args.port}/metrics, log {service.log_file}")
+          f"metrics {metrics[0]}, log {service.log_file}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
