@@ -288,7 +288,7 @@ class ModelRepository:
         complete = sorted(v.version for v in infos if v.status == "complete")
         canary = (self.canary() or {}).get("version")
         newest = self.keep_versions - (incoming is not None)
-        keep = set(complete[max(0, len(complete) - newest):] if newest else []) | {self.served_version(), canary, incoming}
+        keep = set(complete[max(0, len(complete) - newest):]) | {self.served_version(), canary, incoming}
         moved = []
         for info in infos:
             if info.version not in keep and info.status in ("complete", "rejected", "failed"):
