@@ -7,6 +7,8 @@
 * ``triton_factory`` (session) -> ``triton_factory(model_repository, **kwargs)`` starts a
   :class:`serve.triton.TritonServer` on free ports and returns it ready; every server it
   started is stopped when the session ends (``server.stop()`` stops one earlier).
+* ``publisher_env`` -> ``s3_server``, with its writer's AWS_* in ``os.environ`` (as ``make``
+  gives the publishing commands) for the test.
 * ``metaflow_local`` (module) -> ``(root, env)``: a private local Metaflow datastore and
   metadata for a module's flow runs (``Runner(FLOW, cwd=root, env=env)``), which the client
   in this process reads too (the working directory is ``root`` while the module runs).

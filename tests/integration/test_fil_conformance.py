@@ -31,7 +31,6 @@ import pytest
 import treelite
 import treelite.sklearn
 import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 from google.protobuf import text_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -43,6 +42,7 @@ from tritonclient.utils import InferenceServerException
 from fraudml.export import to_treelite
 from fraudml.tritonconfig import MODEL_FILENAMES, render_config
 from serve.backends.fil import fil_forest
+from tests.integration.conftest import Clients
 
 pytestmark = pytest.mark.slow
 
@@ -346,14 +346,12 @@ def test_uncached_model_serves_at_once_then_switches_to_compiled(tmp_path, trito
     write_repository(tmp_path / "repo", models, [case])
     start = dict(load_models=[case.name], fil_compile=True, fil_cache_dir=cache, fil_backend=fil_backend_kind(backend))
     srv = triton_factory(tmp_path / "repo", **start)
-    http = httpclient.InferenceServerClient(srv.http_url.removeprefix("http://"))
-    tensor = httpclient.InferInput("input__0", list(x.shape), "FP32")
-    tensor.set_data_from_numpy(x)
-    assert_answers(case, models, x, http.infer(case.name, [tensor]).as_numpy("output__0"), "http")
+    clients = Clients(srv)
+    assert_answers(case, models, x, clients.infer("http", case.name, x), "http")
     srv.wait_compiled(case.name, timeout=600)
-    assert_answers(case, models, x, http.infer(case.name, [tensor]).as_numpy("output__0"), "http")
+    assert_answers(case, models, x, clients.infer("http", case.name, x), "http")
     assert list(cache.glob(f"*/{fil_forest.LIB_NAME}"))
-    http.close()
+    clients.close()
     srv.stop()
     again = triton_factory(tmp_path / "repo", **start)
     assert again.predictor_state(case.name) == {1: "compiled"}
