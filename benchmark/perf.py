@@ -6,13 +6,12 @@ server; DESIGN §2). It needs ``libb64.so.0d`` and ``libcudart.so.12``, which th
 under their plain names in a private folder of the state dir and puts it on
 ``LD_LIBRARY_PATH`` for perf_analyzer only.
 
-Every concurrency level is its own bounded run. ``stable`` mode lets perf_analyzer repeat
-windows of ``measurement_interval_ms`` until three agree within the stability percentage,
-at most ``max_trials`` windows; a level that does not stabilise (a shared machine) is
-measured once more with the same windows and no stability condition (the average of the last
-windows) and marked so: a fixed ``request_count`` fallback hung on this perf_analyzer or
-reported about request-count req/s whatever the server did. ``count`` mode measures a fixed
-number of requests per level straight away.
+Every concurrency level is its own bounded run: perf_analyzer repeats windows of
+``measurement_interval_ms`` until three agree within the stability percentage, at most
+``max_trials`` windows; a level that does not stabilise (a shared machine) is measured once
+more with the same windows and no stability condition (the average of the last windows) and
+marked so: a fixed ``--request-count`` fallback hung on this perf_analyzer or reported about
+request-count req/s whatever the server did.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,21 +33,11 @@ if TYPE_CHECKING:
     from benchmark.run import Bench
 
 LIBS = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
+STABILITY_PERCENTAGE = 20
 
 
 class PerfAnalyzerMissing(RuntimeError):
     """perf_analyzer or one of its libraries cannot be found."""
-
-
-@dataclass(frozen=True)
-class Method:
-    """How perf_analyzer measures each level (results.json's ``perf_analyzer.settings``)."""
-
-    mode: str = "stable"  # or "count"
-    measurement_interval_ms: int = 2000
-    max_trials: int = 5
-    stability_percentage: int = 20
-    request_count: int = 5000
 
 
 def find_perf_analyzer() -> Path:
@@ -62,8 +50,7 @@ def find_perf_analyzer() -> Path:
 
 
 def perf_analyzer_env(lib_dir: Path) -> dict[str, str]:
-    """Environment for perf_analyzer: ``lib_dir`` with the two plain-named links first on
-    ``LD_LIBRARY_PATH``."""
+    """Environment for perf_analyzer: ``lib_dir`` with the two plain-named links first on ``LD_LIBRARY_PATH``."""
     from serve.triton import bundle_paths
 
     _, libs = bundle_paths()  # the nvidia-pytriton wheel's nvidia_pytriton.libs folder
@@ -74,9 +61,8 @@ def perf_analyzer_env(lib_dir: Path) -> dict[str, str]:
             raise PerfAnalyzerMissing(f"{pattern} not found in {libs}: reinstall nvidia-pytriton")
         (lib_dir / plain).unlink(missing_ok=True)
         (lib_dir / plain).symlink_to(matches[0])
-    env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(lib_dir), env.get("LD_LIBRARY_PATH")) if p)
-    return env
+    return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(filter(None, (str(lib_dir),
+                                                                           os.environ.get("LD_LIBRARY_PATH"))))}
 
 
 def parse_csv(path: Path) -> dict:
@@ -84,18 +70,12 @@ def parse_csv(path: Path) -> dict:
     with open(path, newline="") as fh:
         row = next(csv.DictReader(fh))
 
-    def num(key: str) -> float | None:
-        try:
-            return float(row[key]) if row.get(key) not in (None, "") else None
-        except ValueError:
-            return None
-
     def ms(*keys: str) -> float:
-        return sum((num(k) or 0.0) / 1e3 for k in keys)
+        return sum(float(row.get(k) or 0) / 1e3 for k in keys)
 
     compute = ("Server Compute Input", "Server Compute Infer", "Server Compute Output")
     return {
-        "concurrency": int(num("Concurrency") or 0), "rps": num("Inferences/Second"),
+        "concurrency": int(row["Concurrency"]), "rps": float(row["Inferences/Second"]),
         "p50_ms": ms("p50 latency"), "p90_ms": ms("p90 latency"), "p95_ms": ms("p95 latency"),
         "p99_ms": ms("p99 latency"),
         # the CSV has no average column: the client's average is the sum of its parts
@@ -105,32 +85,28 @@ def parse_csv(path: Path) -> dict:
     }
 
 
-def run_perf_analyzer(*, protocol: str, host: str, port: int, concurrency: int, input_data: Path, out_dir: Path,
-                      env: dict[str, str], taskset: list[str], method: Method, model: str, tag: str = "") -> dict:
+def run_perf_analyzer(bench: Bench, endpoint, concurrency: int, input_data: Path, env: dict[str, str],
+                      tag: str) -> dict:
     """One perf_analyzer run at one concurrency; returns the parsed CSV row or the error.
 
     ``--async``: the requests in flight are kept by one client thread, not one thread each
     (32 sync threads on one client core measure the client's scheduling)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"perf_{tag}{protocol}_c{concurrency}"
+    out_dir, plan = bench.out / "perf_analyzer", bench.plan
+    name = f"perf_{tag}{endpoint.protocol}_c{concurrency}"
     csv_path = out_dir / f"{name}.csv"
-    base = [*taskset, str(find_perf_analyzer()), "-m", model, "-u", f"{host}:{port}", "--async",
-            "-i", protocol, "-b", "1", "--concurrency-range", f"{concurrency}:{concurrency}",
-            "--input-data", str(input_data), "-f", str(csv_path)]
-    windows = ["-p", str(method.measurement_interval_ms), "--max-trials", str(method.max_trials)]
+    base = [*taskset(bench.client_cpu), str(find_perf_analyzer()), "-m", bench.model_name,
+            "-u", f"{endpoint.host}:{endpoint.port}", "--async", "-i", endpoint.protocol, "-b", "1",
+            "--concurrency-range", f"{concurrency}:{concurrency}", "--input-data", str(input_data), "-f", str(csv_path),
+            "-p", str(plan.perf_measurement_ms), "--max-trials", str(plan.perf_max_trials)]
     # A healthy run needs its windows plus start-up; perf_analyzer 2.51 can hang on HTTP at high
     # concurrency, so a hung attempt costs a few windows' worth, not minutes (quick run: 32 s).
-    timeout_s = 20 + 4 * method.max_trials * method.measurement_interval_ms / 1000
-    if method.mode == "stable":
-        attempts = [("stable windows", [*windows, "-s", str(method.stability_percentage)]),
-                    ("windows averaged without stabilising", [*windows, "-s", "100"])]
-    else:
-        attempts = [(f"fixed request count ({method.request_count})", ["--request-count", str(method.request_count)])]
+    timeout_s = 20 + 4 * plan.perf_max_trials * plan.perf_measurement_ms / 1000
+    attempts = [("stable windows", str(STABILITY_PERCENTAGE)), ("windows averaged without stabilising", "100")]
     logs, error = [], None
-    for how, extra in attempts:
+    for how, stability in attempts:
         csv_path.unlink(missing_ok=True)
         try:
-            proc = subprocess.run([*base, *extra], env=env, capture_output=True, text=True, timeout=timeout_s)
+            proc = subprocess.run([*base, "-s", stability], env=env, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             error = f"{how}: timed out after {timeout_s:.0f} s"
             logs.append(error)
@@ -146,30 +122,6 @@ def run_perf_analyzer(*, protocol: str, host: str, port: int, concurrency: int, 
     return {"concurrency": concurrency, "error": error}
 
 
-def sweep(*, ports: dict[str, int], concurrencies: list[int], rows: np.ndarray, work_dir: Path, lib_dir: Path,
-          taskset: list[str], method: Method, host: str, model: str, tag: str, progress) -> dict:
-    """Every protocol of ``ports`` ({"http": port, "grpc": port}) at every concurrency;
-    ``{"settings": {...}, "http": [...], "grpc": [...]}``. ``tag`` prefixes the files written
-    (several servers in one run)."""
-    env = perf_analyzer_env(lib_dir)
-    input_data = work_dir / "perf_input.json"  # the benchmark's own rows, one per request
-    input_data.parent.mkdir(parents=True, exist_ok=True)
-    input_data.write_text(json.dumps({"data": [{"input__0": {"content": row.tolist(), "shape": [int(rows.shape[1])]}}
-                                               for row in np.asarray(rows[:1000], dtype=np.float32)]}))
-    out: dict = {"settings": {"binary": str(find_perf_analyzer()), **asdict(method), "batch_size": 1,
-                              "client": "async (--async), closed loop (concurrency = requests in flight)",
-                              "input_data": f"{min(len(rows), 1000)} benchmark rows"}}
-    for protocol, port in ports.items():
-        out[protocol] = []
-        for c in concurrencies:
-            progress.set_postfix_str(f"perf_analyzer {protocol} c={c}", refresh=True)
-            out[protocol].append(run_perf_analyzer(
-                protocol=protocol, host=host, port=port, concurrency=c, input_data=input_data, out_dir=work_dir,
-                env=env, taskset=taskset, method=method, model=model, tag=tag))
-            progress.update(1)
-    return out
-
-
 def phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
     """perf_analyzer at every concurrency: the headline Triton over HTTP, triton-grpc, and
     triton-python over HTTP; ``{"settings", "server", "http", "grpc", "triton-python"}``."""
@@ -181,19 +133,25 @@ def phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
         runs.append(("triton-python", "triton-python"))
     if not plan.concurrency or not runs:
         return {}
-    result: dict = {"server": headline}
-    method = Method(plan.perf_mode, plan.perf_measurement_ms, plan.perf_max_trials,
-                    request_count=plan.perf_request_count)
     try:
-        with bench.progress(len(plan.concurrency) * len(runs), "perf_analyzer") as bar:
-            for key, name in runs:
-                ep = bench.endpoints[name]
-                measured = sweep(
-                    ports={ep.protocol: ep.port}, host=ep.host, tag="" if key in ("http", "grpc") else f"{key}_",
-                    concurrencies=list(plan.concurrency), rows=bench.rows, work_dir=bench.out / "perf_analyzer",
-                    lib_dir=bench.work / "lib", taskset=taskset(bench.client_cpu), method=method,
-                    model=bench.model_name, progress=bar)
-                result["settings"], result[key] = measured["settings"], measured[ep.protocol]
+        binary, env = find_perf_analyzer(), perf_analyzer_env(bench.work / "lib")
     except PerfAnalyzerMissing as exc:
         return {"error": str(exc)}
+    input_data = bench.out / "perf_analyzer" / "perf_input.json"  # the benchmark's own rows, one per request
+    input_data.parent.mkdir(parents=True, exist_ok=True)
+    input_data.write_text(json.dumps({"data": [{"input__0": {"content": row.tolist(), "shape": [len(row)]}}
+                                               for row in np.asarray(bench.rows[:1000], dtype=np.float32)]}))
+    result: dict = {"server": headline, "settings": {
+        "binary": str(binary), "mode": "stable", "measurement_interval_ms": plan.perf_measurement_ms,
+        "max_trials": plan.perf_max_trials, "stability_percentage": STABILITY_PERCENTAGE, "batch_size": 1,
+        "client": "async (--async), closed loop (concurrency = requests in flight)",
+        "input_data": f"{min(len(bench.rows), 1000)} benchmark rows"}}
+    with bench.progress(len(plan.concurrency) * len(runs), "perf_analyzer") as bar:
+        for key, name in runs:
+            result[key] = []
+            for c in plan.concurrency:
+                bar.set_postfix_str(f"perf_analyzer {key} c={c}", refresh=True)
+                result[key].append(run_perf_analyzer(bench, bench.endpoints[name], c, input_data, env,
+                                                     "" if key in ("http", "grpc") else f"{key}_"))
+                bar.update(1)
     return result

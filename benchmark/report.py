@@ -242,8 +242,7 @@ def _perf_section(results: dict) -> list[str]:
         return []
     st = pa.get("settings", {})
     how = (f"stable windows of {st.get('measurement_interval_ms')} ms (at most {st.get('max_trials')}, "
-           f"within {st.get('stability_percentage')} %), else the same windows averaged without stabilising"
-           if st.get("mode") == "stable" else f"a fixed {st.get('request_count')} requests per level")
+           f"within {st.get('stability_percentage')} %), else the same windows averaged without stabilising")
     labels = {"http": f"{pa.get('server') or 'triton'}, HTTP", "grpc": "triton-grpc, gRPC",
               "triton-python": "triton-python, HTTP"}
     return ["## perf_analyzer cross-check", "",

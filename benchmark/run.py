@@ -93,10 +93,8 @@ class Plan:
     users: tuple[int, ...] = (1, 8, 32)
     duration_s: int = 20
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
-    perf_mode: str = "stable"
     perf_measurement_ms: int = 3000
     perf_max_trials: int = 6
-    perf_request_count: int = 10_000
     pin: bool = True
     progress: bool = True
     parity_atol: float = 1e-5
@@ -115,8 +113,7 @@ class Plan:
         values = dict(quick=True, n=1_000, warmup=100, distinct_rows=1_000, users=(32,), duration_s=5,
                       # The quick run cross-checks the 32-user locust figure only, with short
                       # stable windows: perf_analyzer 2.51's --request-count mode hung on HTTP here.
-                      concurrency=(32,), perf_mode="stable", perf_measurement_ms=1000, perf_max_trials=3,
-                      perf_request_count=3000, in_process_calls=200)
+                      concurrency=(32,), perf_measurement_ms=1000, perf_max_trials=3, in_process_calls=200)
         return cls(**(values | overrides))
 
 
