@@ -1,28 +1,24 @@
 """One supervisor for every server this project starts: SeaweedFS, Triton, the reconciler
 and the FastAPI baselines.
 
-The launcher side is :class:`Service`: it runs ``python -m serve.supervisor <spec.json>`` in
-its own session (it outlives the CLI that started it), with every file in the service's
-state folder (``<name>.pid``: the server, ``<name>.supervisor.pid``, ``<name>.log``: the
-server's and the supervisor's output, ``<name>.events.jsonl``), and finds, waits for and
-stops it again from any process (``make serve`` starts, ``make serve-stop`` stops).
+:class:`Service`, the launcher side, runs ``python -m serve.supervisor <spec.json>`` in its own
+session (it outlives the CLI that started it), with every file in the service's state folder
+(``<name>.pid``: the server, ``<name>.supervisor.pid``, ``<name>.log``: the server's and the
+supervisor's output, ``<name>.events.jsonl``), and finds, waits for and stops it again from any
+process (``make serve`` starts, ``make serve-stop`` stops).
 
-The supervisor process (:class:`Supervisor`) starts the server, waits for it, and when it
-dies without being asked to (a crash, a signal, an exit code) starts it again with the same
-command line, so on the same ports. Every exit is logged with its signal or code, and the
-time from the crash to ready again is measured:
+:class:`Supervisor` starts the server and, when it dies without being asked to (a crash, a
+signal, an exit code), starts it again with the same command line, so on the same ports. Every
+exit is logged with its signal or code, and the time from the crash to ready again is measured:
 
 * ``max_restarts`` restarts within ``window_s`` seconds, then it gives up (a server that
   crashes at every start is not hidden behind an endless loop; 0: never restart);
-* a first start that fails (an exit code before the server was ready: a model that does
-  not load, a port in use) is not retried: the supervisor exits with the server's status
-  and the launcher reports why; a clean exit (status 0: someone stopped the server) is not
-  retried either;
-* SIGTERM/SIGINT stop the server (SIGTERM, then SIGKILL after ``stop_timeout_s``) and
-  every process it left behind, then the supervisor itself. The server also gets SIGTERM
-  if the supervisor is killed (``PR_SET_PDEATHSIG``), and the supervisor is a child
-  subreaper, so backend processes orphaned by a crashed server become its children and
-  are stopped before the restart.
+* a first start that fails (an exit code before the server was ready: a model that does not
+  load, a port in use) is not retried, the launcher reports why; nor is a clean exit (status 0);
+* SIGTERM/SIGINT stop the server (SIGTERM, then SIGKILL after ``stop_timeout_s``), every process
+  it left behind, then the supervisor. The server also gets SIGTERM if the supervisor is killed
+  (``PR_SET_PDEATHSIG``), and the supervisor is a child subreaper, so backend processes
+  orphaned by a crashed server become its children and are stopped before the restart.
 
 The environment is inherited, so secrets never appear on a command line.
 """
@@ -81,19 +77,15 @@ def is_ready(urls: list[str]) -> bool:
 class Supervisor:
     def __init__(self, spec: dict[str, Any]):
         self.args: list[str] = spec["args"]
-        self.pid_file = Path(spec["pid_file"])
-        self.events_file = Path(spec["events_file"])
-        self.ready_urls: list[str] = spec.get("ready_urls", [])
-        self.max_restarts = int(spec.get("max_restarts", 5))
-        self.window_s = float(spec.get("window_s", 600))
-        self.stop_timeout_s = float(spec.get("stop_timeout_s", 15))
-        self.ready_timeout_s = float(spec.get("ready_timeout_s", 300))
-        self.cleanup_globs: list[str] = spec.get("cleanup_globs", [])
+        self.pid_file, self.events_file = Path(spec["pid_file"]), Path(spec["events_file"])
+        self.ready_urls: list[str] = spec["ready_urls"]
+        self.max_restarts, self.window_s = int(spec["max_restarts"]), float(spec["window_s"])
+        self.stop_timeout_s, self.ready_timeout_s = float(spec["stop_timeout_s"]), 300.0
+        self.cleanup_globs: list[str] = spec["cleanup_globs"]
         self.name = Path(self.args[0]).name
         self.child: subprocess.Popen | None = None
         self.stopping = False
 
-    # -- output -----------------------------------------------------------------------------
     def say(self, message: str) -> None:
         print(f"[supervisor {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -101,20 +93,15 @@ class Supervisor:
         with open(self.events_file, "a") as f:
             f.write(json.dumps({"event": kind, "time": round(time.time(), 3), **fields}) + "\n")
 
-    # -- signals ----------------------------------------------------------------------------
-    def _on_stop_signal(self, signum, _frame) -> None:
-        self.stopping = True
-        if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signal.SIGTERM)
+    def _on_stop_signal(self, _signum, _frame) -> None:
+        self.stopping = True  # the loop sees it and leaves; the finally stops the server
 
-    # -- the loop ---------------------------------------------------------------------------
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
         restarts: deque[float] = deque()
         crashed_at: float | None = None
-        first = True
         unready_runs = 0  # consecutive runs that died before becoming ready: back off
         try:
             while not self.stopping:
@@ -128,30 +115,29 @@ class Supervisor:
                     seconds = round(time.monotonic() - crashed_at, 2)
                     self.say(f"{self.name} (pid {self.child.pid}) ready again {seconds} s after the crash")
                     self.event("ready", pid=self.child.pid, seconds_since_crash=seconds)
-                returncode = self._wait_exit()
-                died_at = time.monotonic()
+                while (returncode := self.child.poll()) is None and not self.stopping:
+                    time.sleep(0.05)
                 if self.stopping:
                     break
-                how = describe_exit(returncode)
-                uptime = round(time.monotonic() - started, 1)
+                died_at = time.monotonic()
+                how, uptime = describe_exit(returncode), round(time.monotonic() - started, 1)
                 self.say(f"{self.name} (pid {self.child.pid}) died: {how}, after {uptime} s")
                 self.event("exited", pid=self.child.pid, returncode=returncode, how=how, uptime_s=uptime)
                 self._stop_leftovers()
                 if returncode == 0:
                     self.say("it exited by itself, cleanly (someone stopped it): not restarting")
                     return 0
-                if first and not ready and returncode > 0:
+                if crashed_at is None and not ready and returncode > 0:
                     self.say("it failed to start: not restarting (the launcher reports why)")
                     return returncode
-                now = time.monotonic()
-                while restarts and now - restarts[0] > self.window_s:
+                crashed_at = died_at
+                while restarts and died_at - restarts[0] > self.window_s:
                     restarts.popleft()
                 if len(restarts) >= self.max_restarts:
                     self.say(f"giving up: {len(restarts)} restarts within {self.window_s:.0f} s already")
                     self.event("gave-up", restarts=len(restarts), window_s=self.window_s)
                     return 1
-                restarts.append(now)
-                crashed_at, first = died_at, False
+                restarts.append(died_at)
                 self.say(f"restarting {self.name} ({len(restarts)} of {self.max_restarts} within {self.window_s:.0f} s)")
                 if unready_runs:  # it crashed again before it was ever ready: do not spin
                     time.sleep(min(2.0 ** (unready_runs - 1), 8.0))
@@ -170,20 +156,6 @@ class Supervisor:
                 return True
             time.sleep(0.05)
         return False
-
-    def _wait_exit(self) -> int:
-        """Wait for the server to exit; once a stop was asked for, SIGKILL it after
-        ``stop_timeout_s``."""
-        stop_deadline: float | None = None
-        while True:
-            try:
-                return self.child.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                pass
-            if self.stopping and stop_deadline is None:
-                stop_deadline = time.monotonic() + self.stop_timeout_s
-            if stop_deadline is not None and time.monotonic() > stop_deadline:
-                self.child.kill()
 
     def _stop_leftovers(self) -> None:
         """Stop what the dead server left: its orphaned backend processes (now our children,
@@ -205,13 +177,6 @@ class ServiceError(RuntimeError):
     """A supervised server did not start, or exited; the message has its log's last lines."""
 
 
-def log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
 def _running(pid_file: Path, *, must_contain: str | None = None, parent: int | None = None) -> int | None:
     """The pid in ``pid_file`` if that process runs (not a zombie) and is who we think: its
     command line contains ``must_contain``, or its parent is ``parent`` (a recycled pid is not)."""
@@ -230,15 +195,13 @@ def _running(pid_file: Path, *, must_contain: str | None = None, parent: int | N
 
 def stop_process(pid: int, timeout: float = 15.0) -> None:
     """SIGTERM, up to ``timeout`` seconds to exit, then SIGKILL (reaped if it is our child)."""
-    try:
+    with contextlib.suppress(psutil.NoSuchProcess):
         proc = psutil.Process(pid)
         proc.terminate()
         _, alive = psutil.wait_procs([proc], timeout=timeout)
         for p in alive:
             p.kill()
         psutil.wait_procs(alive, timeout=10)
-    except psutil.NoSuchProcess:
-        pass
 
 
 class Service:
@@ -263,13 +226,10 @@ class Service:
         return self.supervisor_pid() is not None
 
     def events(self) -> list[dict]:
-        """What the supervisor recorded since the last start: ``started``, ``exited`` (with
-        ``how``: the signal or exit code), ``ready`` (``seconds_since_crash``), ``gave-up``,
-        ``stopped``; oldest first."""
-        try:
-            return [json.loads(line) for line in self.events_file.read_text().splitlines() if line.strip()]
-        except FileNotFoundError:
-            return []
+        """Since the last start, oldest first: ``started``, ``exited`` (``how``: the signal or exit
+        code), ``ready`` (``seconds_since_crash``), ``gave-up``, ``stopped``."""
+        lines = self.events_file.read_text().splitlines() if self.events_file.exists() else []
+        return [json.loads(line) for line in lines if line.strip()]
 
     def start(self, args: list[str], *, env: dict[str, str], cwd: Path | None = None, ready_urls: list[str] = (),
               max_restarts: int = 0, window_s: float = 600.0, cleanup_globs: list[str] = ()) -> None:
@@ -301,8 +261,9 @@ class Service:
             problem = ("exited during start-up" if self._exited() else
                        f"was not ready within {timeout:.0f} s" if time.monotonic() > deadline else None)
             if problem:
+                tail = self.log_file.read_text(errors="replace").splitlines()[-30:] if self.log_file.exists() else []
                 raise ServiceError(f"{what or self.name} {problem}; last lines of {self.log_file}:\n"
-                                   f"{log_tail(self.log_file)}")
+                                   + ("\n".join(tail) or "(no log)"))
             time.sleep(0.05)
 
     def stop(self, timeout: float = 20.0) -> bool:
