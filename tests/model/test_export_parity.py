@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from fraudml.export import (
-    FIL_FILENAMES,
     ExportMismatch,
     check_export_parity,
     load_fil_model,
@@ -17,6 +16,7 @@ from fraudml.export import (
     write_fil_model,
 )
 from fraudml.models import FAMILIES, build_pipeline
+from fraudml.tritonconfig import MODEL_FILENAMES
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -44,7 +44,7 @@ def test_native_fil_formats(trained, split, tmp_path, family, model_type):
     """XGBoost JSON/UBJ and LightGBM text files load in Treelite and predict like the pipeline."""
     pipeline = trained[family].pipeline
     path = write_fil_model(pipeline, tmp_path, model_type)
-    assert path.name == FIL_FILENAMES[model_type]
+    assert path.name == MODEL_FILENAMES[model_type]
     check_export_parity(pipeline, load_fil_model(path, model_type), split.X_test)
 
 

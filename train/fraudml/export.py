@@ -18,18 +18,14 @@ import numpy as np
 import treelite
 from treelite import gtil
 
+from fraudml.models import SPECS
 from fraudml.tritonconfig import MODEL_FILENAMES
-
-# FIL model_type -> default file name in a version folder (DESIGN §3); one table for all.
-FIL_FILENAMES = MODEL_FILENAMES
 
 # Which native formats each family can be written in, besides a Treelite checkpoint.
 _NATIVE_TYPES = {"xgboost": ("xgboost_json", "xgboost_ubj"), "lightgbm": ("lightgbm",)}
 DEFAULT_ATOL = 1e-5
-_FAMILIES = {
-    "RandomForestClassifier": "random_forest", "ExtraTreesClassifier": "extra_trees", "XGBClassifier": "xgboost",
-    "LGBMClassifier": "lightgbm", "HistGradientBoostingClassifier": "hist_gradient_boosting",
-}
+# classifier class name -> family, from the families' specs
+_FAMILIES = {path.split(":")[1]: family for family, (path, _, _) in SPECS.items()}
 
 
 class ExportMismatch(RuntimeError):
@@ -42,10 +38,7 @@ class ExportMismatch(RuntimeError):
 
 def classifier_of(pipeline):
     """The ``clf`` step of a SMOTE pipeline (or the estimator itself when it is not a pipeline)."""
-    steps = getattr(pipeline, "named_steps", None)
-    if steps is None:
-        return pipeline
-    return steps["clf"] if "clf" in steps else pipeline.steps[-1][1]
+    return pipeline.named_steps["clf"] if hasattr(pipeline, "named_steps") else pipeline
 
 
 def family_of(estimator) -> str:
@@ -113,13 +106,13 @@ def write_fil_model(pipeline, dest_dir: str | Path, model_type: str = "treelite_
 
     ``treelite_checkpoint`` works for every family (``checkpoint.tl``); ``xgboost_json`` /
     ``xgboost_ubj`` for XGBoost and ``lightgbm`` (``model.txt``) for LightGBM. Returns the
-    path of the written file, named per ``FIL_FILENAMES``.
+    path of the written file, named per ``MODEL_FILENAMES``.
     """
-    if model_type not in FIL_FILENAMES:
-        raise ValueError(f"unknown FIL model_type {model_type!r}; choose from {', '.join(FIL_FILENAMES)}")
+    if model_type not in MODEL_FILENAMES:
+        raise ValueError(f"unknown FIL model_type {model_type!r}; choose from {', '.join(MODEL_FILENAMES)}")
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
-    path = dest / FIL_FILENAMES[model_type]
+    path = dest / MODEL_FILENAMES[model_type]
     clf = classifier_of(pipeline)
     family = family_of(clf)
     if model_type == "treelite_checkpoint":
@@ -142,7 +135,7 @@ def load_fil_model(path: str | Path, model_type: str = "treelite_checkpoint") ->
         return treelite.frontend.load_xgboost_model(path)
     if model_type == "lightgbm":
         return treelite.frontend.load_lightgbm_model(path)
-    raise ValueError(f"unknown FIL model_type {model_type!r}; choose from {', '.join(FIL_FILENAMES)}")
+    raise ValueError(f"unknown FIL model_type {model_type!r}; choose from {', '.join(MODEL_FILENAMES)}")
 
 
 def predict_proba_treelite(tl_model: treelite.Model, X: np.ndarray, *, nthread: int = 1) -> np.ndarray:

@@ -13,7 +13,6 @@ families on 60,000 rows in about a minute and a half.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import time
 import warnings
@@ -62,7 +61,7 @@ def parse_families(text: str | list[str] | tuple[str, ...]) -> list[str]:
 # model. The forests' trees see bootstrap samples of 20-30 % of the rows, which keeps training
 # fast on 2 cores without hurting average precision here (extra trees: half the time of
 # full-data trees, the same cross-validated average precision).
-_SPECS: dict[str, tuple[str, dict, dict[str, list]]] = {
+SPECS: dict[str, tuple[str, dict, dict[str, list]]] = {
     "random_forest": (
         "sklearn.ensemble:RandomForestClassifier",
         {"n_estimators": 100, "max_depth": 10, "max_features": "sqrt", "max_samples": 0.2},
@@ -96,25 +95,6 @@ _SPECS: dict[str, tuple[str, dict, dict[str, list]]] = {
 }
 
 
-def _spec(family: str) -> tuple[str, dict, dict[str, list]]:
-    if family not in _SPECS:
-        raise ValueError(f"unknown model family {family!r}; choose from {', '.join(FAMILIES)}")
-    return _SPECS[family]
-
-
-def make_classifier(family: str, *, seed: int = 7, n_jobs: int = 1):
-    """The family's classifier with its default hyperparameters."""
-    path, defaults, _ = _spec(family)
-    module, name = path.split(":")
-    threads = {} if family == "hist_gradient_boosting" else {"n_jobs": n_jobs}
-    return getattr(importlib.import_module(module), name)(**defaults, **threads, random_state=seed)
-
-
-def search_space(family: str) -> dict[str, list]:
-    """The hyperparameters the search samples from (``clf__`` = the classifier step)."""
-    return {f"clf__{k}": v for k, v in _spec(family)[2].items()}
-
-
 def oversampling_target(y: np.ndarray, ratio: float = SMOTE_SAMPLING_STRATEGY) -> dict[int, int]:
     """SMOTE's target: raise the minority class to ``ratio`` x the majority, never below its
     current count (a fixed float ratio makes SMOTE fail on data that is already less skewed)."""
@@ -123,15 +103,16 @@ def oversampling_target(y: np.ndarray, ratio: float = SMOTE_SAMPLING_STRATEGY) -
     return {int(minority): int(max(counts.min(), round(ratio * majority)))}
 
 
-def build_pipeline(
-    family: str, *, seed: int = 7, n_jobs: int = 1, sampling_ratio: float = SMOTE_SAMPLING_STRATEGY
-) -> Pipeline:
-    """``Pipeline([("smote", SMOTE on robust-scaled distance), ("clf", make_classifier(family))])``."""
+def build_pipeline(family: str, *, seed: int = 7, n_jobs: int = 1) -> Pipeline:
+    """``Pipeline([("smote", SMOTE on robust-scaled distance), ("clf", the family's default classifier)])``."""
     from imblearn.pipeline import Pipeline
 
-    target = functools.partial(oversampling_target, ratio=sampling_ratio)
-    return Pipeline([("smote", make_sampler(target, k_neighbors=SMOTE_K_NEIGHBORS, random_state=seed)),
-                     ("clf", make_classifier(family, seed=seed, n_jobs=n_jobs))])
+    path, defaults, _ = SPECS[family]
+    module, name = path.split(":")
+    threads = {} if family == "hist_gradient_boosting" else {"n_jobs": n_jobs}
+    classifier = getattr(importlib.import_module(module), name)(**defaults, **threads, random_state=seed)
+    return Pipeline([("smote", make_sampler(oversampling_target, k_neighbors=SMOTE_K_NEIGHBORS, random_state=seed)),
+                     ("clf", classifier)])
 
 
 @dataclass
@@ -143,24 +124,19 @@ class TrainedFamily:
     best_params: dict
     cv_average_precision: float  # mean over folds, best candidate
     cv_average_precision_std: float
-    cv_results: list[dict]  # every candidate: params, mean and std AP, rank
-    oof_proba: np.ndarray | None  # out-of-fold P(fraud) of the training rows, best params
-    cv_folds: int
-    n_iter: int
+    oof_proba: np.ndarray  # out-of-fold P(fraud) of the training rows, best params
     train_seconds: float
-    n_train: int
-    n_train_positive: int
 
 
 def train_family(family: str, X: np.ndarray, y: np.ndarray, *, seed: int = 7, cv_folds: int = DEFAULT_CV_FOLDS,
-                 n_iter: int = DEFAULT_N_ITER, n_jobs: int | None = None, out_of_fold: bool = True) -> TrainedFamily:
-    """Search ``n_iter`` candidates of :func:`search_space` (capped at the grid size) with
+                 n_iter: int = DEFAULT_N_ITER, n_jobs: int | None = None) -> TrainedFamily:
+    """Search ``n_iter`` candidates of the family's space (capped at the grid size) with
     stratified ``cv_folds``-fold CV (average precision), refit the best on all of ``X``, ``y``.
 
     ``n_jobs``: threads for the classifier (None: ``DEFAULT_THREADS`` or 1); the search itself
-    runs candidates one by one (the flow trains the families in parallel). ``out_of_fold``: also
-    predict every training row with a model that did not see it (best parameters, same folds),
-    for choosing the decision threshold without touching the test set (``cv_folds`` more fits).
+    runs candidates one by one (the flow trains the families in parallel). Every training row is
+    also predicted by a model that did not see it (best parameters, same folds), for choosing the
+    decision threshold without touching the test set (``cv_folds`` more fits).
     """
     from sklearn.base import clone
     from sklearn.model_selection import RandomizedSearchCV, StratifiedKFold, cross_val_predict
@@ -171,7 +147,7 @@ def train_family(family: str, X: np.ndarray, y: np.ndarray, *, seed: int = 7, cv
     n_jobs = n_jobs or DEFAULT_THREADS.get(family, 1)
     started = time.perf_counter()
     folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
-    space = search_space(family)
+    space = {f"clf__{k}": v for k, v in SPECS[family][2].items()}  # clf__: the classifier step
     grid_size = int(np.prod([len(v) for v in space.values()]))
     search = RandomizedSearchCV(build_pipeline(family, seed=seed, n_jobs=n_jobs), space, n_iter=min(n_iter, grid_size),
                                 scoring="average_precision", cv=folds, refit=True, random_state=seed, n_jobs=1,
@@ -181,21 +157,12 @@ def train_family(family: str, X: np.ndarray, y: np.ndarray, *, seed: int = 7, cv
         # LightGBM/sklearn feature-name chatter on numpy input
         warnings.filterwarnings("ignore", message=".*feature names.*")
         search.fit(X, y)
-        oof = (cross_val_predict(clone(search.best_estimator_), X, y, cv=folds, method="predict_proba")[:, 1]
-               if out_of_fold else None)
-    res = search.cv_results_
-    cv_results = [
-        {"params": _plain_params(res["params"][i]), "mean_average_precision": float(res["mean_test_score"][i]),
-         "std_average_precision": float(res["std_test_score"][i]), "rank": int(res["rank_test_score"][i])}
-        for i in range(len(res["params"]))
-    ]
+        oof = cross_val_predict(clone(search.best_estimator_), X, y, cv=folds, method="predict_proba")[:, 1]
     return TrainedFamily(
         family=family, pipeline=search.best_estimator_, best_params=_plain_params(search.best_params_),
         cv_average_precision=float(search.best_score_),
-        cv_average_precision_std=float(res["std_test_score"][search.best_index_]),
-        cv_results=sorted(cv_results, key=lambda r: r["rank"]),
-        oof_proba=None if oof is None else oof.astype(np.float64), cv_folds=cv_folds, n_iter=min(n_iter, grid_size),
-        train_seconds=time.perf_counter() - started, n_train=int(y.size), n_train_positive=int(y.sum()),
+        cv_average_precision_std=float(search.cv_results_["std_test_score"][search.best_index_]),
+        oof_proba=oof.astype(np.float64), train_seconds=time.perf_counter() - started,
     )
 
 
@@ -208,30 +175,23 @@ def predict_proba(pipeline: Pipeline, X: np.ndarray) -> np.ndarray:
     return pipeline.predict_proba(np.asarray(X, dtype=np.float32))[:, 1]
 
 
-def score_family(trained: TrainedFamily, X_test: np.ndarray, y_test: np.ndarray, y_train: np.ndarray | None = None,
+def score_family(trained: TrainedFamily, X_test: np.ndarray, y_test: np.ndarray, y_train: np.ndarray,
                  *, rule: str = "best_f1", precision_target: float = 0.9, n_boot: int = 500) -> tuple[dict, np.ndarray]:
     """Metrics of one trained family on the untouched test set, for the report.
 
     The family is *chosen* on its cross-validated average precision (:func:`pick_best`); the
     test set is scored once per family afterwards and never feeds back into a choice. The
-    decision threshold is chosen with ``rule`` on the out-of-fold training scores
-    (``y_train`` needed) when the family has them, otherwise on the test scores (then
-    ``threshold_source`` says so and the threshold metrics are optimistic).
+    decision threshold is chosen with ``rule`` on the out-of-fold training scores.
 
     Returns ``(metrics, test_proba)``: :func:`fraudml.metrics.evaluate` plus 95 % bootstrap
     ``intervals`` and how the family was trained and its threshold chosen.
     """
     proba = predict_proba(trained.pipeline, X_test)
-    if trained.oof_proba is not None and y_train is not None:
-        threshold = choose_threshold(y_train, trained.oof_proba, rule, precision_target)
-        source = "out_of_fold"
-    else:
-        threshold = choose_threshold(y_test, proba, rule, precision_target)
-        source = "test"
+    threshold = choose_threshold(y_train, trained.oof_proba, rule, precision_target)
     metrics = evaluate(y_test, proba, threshold, precision_target=precision_target)
     metrics.update(
         intervals=bootstrap_intervals(y_test, proba, threshold, n_boot=n_boot), family=trained.family,
-        threshold_rule=rule, threshold_source=source, cv_average_precision=trained.cv_average_precision,
+        threshold_rule=rule, threshold_source="out_of_fold", cv_average_precision=trained.cv_average_precision,
         cv_average_precision_std=trained.cv_average_precision_std, best_params=trained.best_params,
         train_seconds=trained.train_seconds,
     )
