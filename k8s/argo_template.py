@@ -1,8 +1,5 @@
 """Compile the training flow into an Argo Workflows WorkflowTemplate, offline (`make argo-template`).
 
-    .venv/bin/python k8s/argo_template.py [--state-dir .state] [--out k8s/argo/workflow-template.json]
-                                          [--image IMAGE] [--namespace NS] [--service-account SA]
-
 `python train/flow.py argo-workflows create --only-json` prints the WorkflowTemplate Metaflow
 would deploy, without touching a cluster. It still needs what a real deployment needs: the S3
 datastore (it uploads the flow's code package there) and the `kubernetes` package. This script
@@ -29,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FLOW = ROOT / "train" / "flow.py"
 OUT = ROOT / "k8s" / "argo" / "workflow-template.json"
+DATASTORE_BUCKET = "metaflow"
 
 # Where the step pods run (k8s/training creates the namespace and the service account) and
 # what they run in (docker/Dockerfile.train, pushed to your registry at the project version).
@@ -38,55 +36,40 @@ DEFAULTS = {
     "secret": "fraudml-s3",
     "image": "registry.example.com/fraudml/fraudml-train:"
              + tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"],
-    "datastore_bucket": "metaflow",
 }
 
 
-class ArgoTemplateError(RuntimeError):
-    """The flow could not be compiled into a WorkflowTemplate."""
-
-
-def metaflow_env(s3_env: dict[str, str], *, image: str, namespace: str, service_account: str,
-                 secret: str, metaflow_home: Path, bucket: str) -> dict[str, str]:
+def metaflow_env(s3_env: dict[str, str], metaflow_home: Path, *, image: str, namespace: str, service_account: str,
+                 secret: str) -> dict[str, str]:
     """The environment for `flow.py argo-workflows create`: this process's, without any
     METAFLOW_*/AWS_* of the caller (a personal Metaflow profile must not leak into the
     template), plus the local S3 and the cluster settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("METAFLOW_", "AWS_"))}
-    env.update(s3_env)
-    env.update({
-        "METAFLOW_HOME": str(metaflow_home),  # no ~/.metaflowconfig profile
-        "METAFLOW_USER": "argo-template",
-        "METAFLOW_DEFAULT_DATASTORE": "s3",
-        "METAFLOW_DATASTORE_SYSROOT_S3": f"s3://{bucket}/metaflow",
-        "METAFLOW_S3_ENDPOINT_URL": s3_env["AWS_ENDPOINT_URL"],
-        "METAFLOW_DEFAULT_METADATA": "local",
-        # Fail in seconds, not minutes, when S3 misbehaves (DESIGN §2).
-        "METAFLOW_S3_TRANSIENT_RETRY_COUNT": "1",
-        "METAFLOW_S3_RETRY_COUNT": "1",
-        "METAFLOW_KUBERNETES_NAMESPACE": namespace,
-        "METAFLOW_KUBERNETES_SERVICE_ACCOUNT": service_account,
-        "METAFLOW_KUBERNETES_CONTAINER_IMAGE": image,
-        "METAFLOW_KUBERNETES_SECRETS": secret,
-    })
-    return env
+    return {**env, **s3_env,
+            "METAFLOW_HOME": str(metaflow_home),  # no ~/.metaflowconfig profile
+            "METAFLOW_USER": "argo-template",
+            "METAFLOW_DEFAULT_DATASTORE": "s3",
+            "METAFLOW_DATASTORE_SYSROOT_S3": f"s3://{DATASTORE_BUCKET}/metaflow",
+            "METAFLOW_S3_ENDPOINT_URL": s3_env["AWS_ENDPOINT_URL"],
+            "METAFLOW_DEFAULT_METADATA": "local",
+            # Fail in seconds, not minutes, when S3 misbehaves (DESIGN §2).
+            "METAFLOW_S3_TRANSIENT_RETRY_COUNT": "1",
+            "METAFLOW_S3_RETRY_COUNT": "1",
+            "METAFLOW_KUBERNETES_NAMESPACE": namespace,
+            "METAFLOW_KUBERNETES_SERVICE_ACCOUNT": service_account,
+            "METAFLOW_KUBERNETES_CONTAINER_IMAGE": image,
+            "METAFLOW_KUBERNETES_SECRETS": secret}
 
 
-def compile_flow(env: dict[str, str], flow: Path = FLOW, timeout: float = 300.0) -> dict:
+def compile_flow(env: dict[str, str], timeout: float = 300.0) -> dict:
     """Run `argo-workflows create --only-json` and return the WorkflowTemplate."""
-    cmd = [sys.executable, str(flow), "--no-pylint", "--datastore=s3", "argo-workflows", "create", "--only-json"]
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        raise ArgoTemplateError(f"`{' '.join(cmd[1:])}` did not finish in {timeout:.0f} s") from exc
+    cmd = [sys.executable, str(FLOW), "--no-pylint", "--datastore=s3", "argo-workflows", "create", "--only-json"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise ArgoTemplateError(f"`{' '.join(cmd[1:])}` exited {proc.returncode}:\n{proc.stderr.strip()[-4000:]}")
-    start = proc.stdout.find("{")
-    try:
-        template = json.loads(proc.stdout[start:]) if start >= 0 else None
-    except json.JSONDecodeError as exc:
-        raise ArgoTemplateError(f"the output is not JSON: {exc}\n{proc.stdout[:2000]}") from exc
-    if not isinstance(template, dict) or template.get("kind") != "WorkflowTemplate":
-        raise ArgoTemplateError(f"expected a WorkflowTemplate, got: {proc.stdout[:2000]}")
+        raise RuntimeError(f"`{' '.join(cmd[1:])}` exited {proc.returncode}:\n{proc.stderr.strip()[-4000:]}")
+    template = json.loads(proc.stdout[proc.stdout.find("{"):])
+    if template.get("kind") != "WorkflowTemplate":
+        raise RuntimeError(f"expected a WorkflowTemplate, got: {proc.stdout[:2000]}")
     return template
 
 
@@ -114,26 +97,16 @@ def summary(template: dict) -> str:
     return "\n".join(lines)
 
 
-def build(state_dir: Path, out: Path = OUT, *, flow: Path = FLOW, image: str = DEFAULTS["image"],
-          namespace: str = DEFAULTS["namespace"], service_account: str = DEFAULTS["service_account"],
-          secret: str = DEFAULTS["secret"]) -> dict:
-    """Start a private S3, compile the flow against it, write ``out``; the template."""
-    if not flow.is_file():
-        raise ArgoTemplateError(f"{flow} does not exist yet")
+def build(state_dir: Path, out: Path = OUT, **cluster: str) -> dict:
+    """Start a private S3, compile the flow against it with ``cluster`` settings (keys of
+    DEFAULTS, the rest from there), write ``out``; the template."""
     from serve.ports import free_port
     from serve.s3 import SeaweedS3
 
-    bucket = DEFAULTS["datastore_bucket"]
-    s3 = SeaweedS3(state_dir / "argo-s3", port=free_port(), bucket=bucket)
-    s3.start()
-    try:
-        home = state_dir / "argo-metaflow-home"
-        home.mkdir(parents=True, exist_ok=True)
-        env = metaflow_env(s3.env(), image=image, namespace=namespace, service_account=service_account,
-                           secret=secret, metaflow_home=home, bucket=bucket)
-        template = compile_flow(env, flow)
-    finally:
-        s3.stop()
+    home = state_dir / "argo-metaflow-home"
+    home.mkdir(parents=True, exist_ok=True)
+    with SeaweedS3(state_dir / "argo-s3", port=free_port(), bucket=DATASTORE_BUCKET) as s3:
+        template = compile_flow(metaflow_env(s3.env(), home, **{**DEFAULTS, **cluster}))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(template, indent=2) + "\n")
     return template
@@ -151,9 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Secret the step pods read AWS_* from (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        template = build(args.state_dir.absolute(), args.out, image=args.image, namespace=args.namespace,
-                         service_account=args.service_account, secret=args.secret)
-    except Exception as exc:  # S3Error, ArgoTemplateError: one line, not a traceback
+        template = build(args.state_dir.absolute(), args.out, **{key: getattr(args, key) for key in DEFAULTS})
+    except Exception as exc:  # S3Error, RuntimeError, TimeoutExpired: one line, not a traceback
         print(f"argo-template: error: {exc}", file=sys.stderr)
         return 1
     print(summary(template))

@@ -5,8 +5,8 @@ release (custom resources against k8s/schemas), every Dockerfile linted with had
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -23,8 +23,9 @@ K8S, DOCKER = ROOT / "k8s", ROOT / "docker"
 ENTRYPOINT = K8S / "base" / "triton-entrypoint.sh"
 
 K8S_VERSION = "1.33.0"  # the Kubernetes release the manifests are validated against
-# Every kustomization a user applies, relative to k8s/.
-KUSTOMIZATIONS = ("overlays/cpu", "overlays/gpu", "overlays/monitored", "benchmark", "monitoring", "training")
+# Every kustomization a user applies, relative to k8s/: all but the components and the base the overlays share.
+KUSTOMIZATIONS = tuple(sorted(str(p.parent.relative_to(K8S)) for p in K8S.rglob("kustomization.yaml")
+                              if p.parent.name != "base" and yaml.safe_load(p.read_text())["kind"] != "Component"))
 TRITON_OVERLAYS = ("overlays/cpu", "overlays/gpu", "overlays/monitored")
 POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
 CUSTOM_SCHEMAS = {("monitoring.coreos.com/v1", kind): K8S / "schemas" / f"{kind.lower()}.yaml"
@@ -32,12 +33,8 @@ CUSTOM_SCHEMAS = {("monitoring.coreos.com/v1", kind): K8S / "schemas" / f"{kind.
 
 
 def tool(name: str) -> str:
-    """A dev tool next to this interpreter (the venv), else on PATH."""
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.is_file() else shutil.which(name)
-    if not found:
-        raise FileNotFoundError(f"`{name}` not found: install the dev requirements (`make venv`)")
-    return found
+    """A dev tool next to this interpreter (the venv), else on PATH (else the bare name, which then fails to run)."""
+    return shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])) or name
 
 
 @cache
@@ -78,18 +75,6 @@ def configmap(docs, prefix: str) -> dict:
     (found,) = [d for d in docs if d.get("kind") == "ConfigMap"
                 and re.fullmatch(rf"{re.escape(prefix)}(-[a-z0-9]{{10}})?", d["metadata"]["name"])]
     return found
-
-
-def load_module(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def env_file(path: Path = DOCKER / ".env") -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
-    return {k.strip(): v.strip() for k, v in pairs}
 
 
 def requirement_pin(name: str, path: Path = ROOT / "requirements.txt") -> str | None:
@@ -158,28 +143,3 @@ def entrypoint(**env: str) -> subprocess.CompletedProcess:
         fake.chmod(0o755)
         return subprocess.run(["/bin/sh", str(ENTRYPOINT)], capture_output=True, text=True, timeout=10,
                               env={"PATH": f"{tmp}:/usr/bin:/bin", **env})
-
-
-# -- monitoring ----------------------------------------------------------------------------------
-def promql_expressions() -> dict[str, str]:
-    """Every PromQL expression shipped: alert rules, dashboard panels, the adapter rule (Grafana
-    and adapter template variables replaced by what they stand for)."""
-    out = {}
-    for rule in [r for g in one(build("overlays/monitored"), "PrometheusRule", "fraudml-triton")["spec"]["groups"]
-                 for r in g["rules"]]:
-        out[f"alert {rule['alert']}"] = str(rule["expr"])
-    dashboard = json.loads(configmap(build("monitoring"), "fraudml-grafana-dashboard")["data"]["fraudml-triton.json"])
-    for panel in dashboard["panels"]:
-        for target in panel["targets"]:
-            expr = target["expr"].replace("$__rate_interval", "1m").replace("$namespace", "fraudml")
-            out[f"panel {panel['title']} {target['refId']}"] = expr
-    adapter = yaml.safe_load(one(build("monitoring"), "ConfigMap", "fraudml-prometheus-adapter")["data"]["config.yaml"])
-    for rule in adapter["rules"]:
-        out[f"adapter {rule['name']['as']}"] = (rule["metricsQuery"].replace("<<.GroupBy>>", "pod")
-                                               .replace("<<.LabelMatchers>>", 'namespace="fraudml"'))
-    return out
-
-
-def metric_names(expressions) -> set[str]:
-    """The Triton (nv_*) and reconciler (fraudml_*) series the expressions read."""
-    return {name for e in expressions for name in re.findall(r"\b((?:nv|fraudml)_[a-z_]+)\b", e)}

@@ -10,33 +10,29 @@ from pathlib import Path
 import pytest
 import yaml
 
+from docker import serve_baseline  # docker/serve_baseline.py of this repository, not the Docker SDK
 from tests.k8s import manifests as m
 
 COMPOSE = m.DOCKER / "compose.yaml"
-serve_baseline = m.load_module("docker_serve_baseline", m.DOCKER / "serve_baseline.py")
 
 
-def test_compose_has_the_stack_and_no_credentials():
+def test_compose_has_the_stack_no_credentials_and_cards_outside_the_read_only_project():
+    """Literal credentials only as ${...}; the project is mounted read-only, so Metaflow's cards,
+    which would go to .metaflow/ below it, go to /tmp."""
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     assert {"s3", "triton", "reconciler", "fastapi", "locust", "train"} <= set(services)
     for line in COMPOSE.read_text().splitlines():
         if "AWS_SECRET_ACCESS_KEY:" in line or "AWS_ACCESS_KEY_ID:" in line or "TRITON_API_KEY:" in line:
             assert "${" in line, f"a literal credential in compose.yaml: {line.strip()}"
-
-
-def test_compose_training_writes_cards_outside_the_read_only_project():
-    """The project is mounted read-only; Metaflow's cards would go to .metaflow/ below it."""
-    train = yaml.safe_load(COMPOSE.read_text())["services"]["train"]
-    assert any(v.endswith(":ro") for v in train["volumes"])
-    assert train["environment"]["METAFLOW_CARD_LOCALROOT"].startswith("/tmp/")
+    assert any(v.endswith(":ro") for v in services["train"]["volumes"])
+    assert services["train"]["environment"]["METAFLOW_CARD_LOCALROOT"].startswith("/tmp/")
 
 
 def test_compose_config_is_valid():
     """`docker compose config` when a Compose v2 binary is installed; none ships with the project."""
-    if shutil.which("docker-compose"):
-        cmd = ["docker-compose"]
-    elif shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        cmd = ["docker", "compose"]
+    for cmd in (["docker-compose"], ["docker", "compose"]):
+        if shutil.which(cmd[0]) and subprocess.run([*cmd, "version"], capture_output=True).returncode == 0:
+            break
     else:
         pytest.skip("no Docker Compose v2 binary on this machine: compose.yaml is checked by YAML and pin tests only")
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}

@@ -9,6 +9,7 @@ import tomllib
 
 import pytest
 import yaml
+from dotenv import dotenv_values
 
 from tests.k8s import manifests as m
 
@@ -16,7 +17,7 @@ from tests.k8s import manifests as m
 NGC_TREELITE = (((24, 9), (24, 10), "4.3.0"), ((24, 11), (24, 12), "4.4.0"), ((25, 1), (25, 12), "4.4.1"),
                 ((26, 1), (26, 5), "4.6.1"), ((26, 6), (26, 6), "4.7.0"))
 NGC = "nvcr.io/nvidia/tritonserver"
-ENV = m.env_file()
+ENV = dotenv_values(m.DOCKER / ".env")
 
 
 def _images(rel: str) -> set[str]:
