@@ -1,25 +1,16 @@
 """The FastAPI + Uvicorn baseline the benchmark compares Triton with.
 
-    BENCH_RUNTIME=treelite BENCH_MODEL_FILE=.../checkpoint.tl \\
-        uvicorn benchmark.app:app --host 127.0.0.1 --port 8080 --workers 1
+    BENCH_RUNTIME=treelite BENCH_MODEL_FILE=.../checkpoint.tl uvicorn benchmark.app:app --port 8080 --workers 1
 
-Two runtimes behind the same API, chosen by ``BENCH_RUNTIME``:
+``BENCH_RUNTIME`` picks the runtime behind the same API: ``sklearn``, the pickled pipeline's
+``predict_proba`` (the published baseline), or ``treelite``, the very model file Triton serves,
+predicted and shaped by the local ``fil`` backend's own ``fil_forest`` predictors (GTIL, or the
+tl2cgen library Triton loaded when ``BENCH_COMPILED_LIB`` names it): the fair baseline, same runtime.
 
-- ``sklearn``: the pickled trained pipeline and its ``predict_proba`` (the reference
-  baseline: what the published comparison put behind FastAPI);
-- ``treelite``: the very model file Triton serves, predicted the way the local ``fil``
-  backend predicts it (the fair baseline: same runtime, so what remains is the server):
-  with the backend's own ``fil_forest`` predictors, Treelite GTIL through its C API, or
-  the tl2cgen-compiled library Triton loaded when ``BENCH_COMPILED_LIB`` names it. Output
-  shaping is the backend's too, so the answers are Triton's float32 ``[1-p, p]``.
-
-``POST /predict`` takes ``{"rows": [[30 floats], ...]}`` (raw transactions, like Triton's
-``input__0``) and answers ``[1-p, p]`` per row, like Triton's ``output__0`` with
-``predict_proba``, with the model's name and version. Wrong row length, NaN/Inf, strings or
-an empty batch are refused with 422 and a message that names the row and the problem.
-``GET /healthz`` answers once the model is loaded (Uvicorn accepts no connection before).
-
-Environment: ``BENCH_<field>`` for every field of :class:`AppSettings`, read once at start-up.
+``POST /predict`` takes ``{"rows": [[30 floats], ...]}`` (raw rows, like Triton's ``input__0``) and
+answers float32 ``[1-p, p]`` per row (like ``output__0``) with the model's name and version; bad
+rows are refused with 422 and a message naming the row and the problem. ``GET /healthz`` answers
+once the model is loaded. Environment: ``BENCH_<field>`` of :class:`AppSettings`, read at start-up.
 """
 
 import pickle
@@ -74,8 +65,7 @@ class AppSettings(BaseSettings):
 
     @classmethod
     def from_env(cls, *, need_model: bool = True) -> "AppSettings":
-        """Read the settings from the environment; with ``need_model``, the runtime's model
-        file must exist."""
+        """The settings from the environment; with ``need_model``, the runtime's model file must exist."""
         try:
             settings = cls()
         except ValidationError as exc:
@@ -94,35 +84,25 @@ class AppSettings(BaseSettings):
 Predictor = Callable[[np.ndarray], np.ndarray]  # rows (n, n_features) float32 -> (n, 2) [1-p, p]
 
 
-def treelite_predictor(model_file: Path, model_type: str = "treelite_checkpoint",
-                       compiled_lib: Path | None = None) -> Predictor:
-    """Rows -> float32 ``[1-p, p]`` with the fil backend's own predictor and output shaping,
-    on one thread (the server is pinned to one core, like Triton's one model instance)."""
-    from serve.backends.fil import fil_forest as ff
-
-    gtil = ff.GTILPredictor(ff.load_model(Path(model_file), model_type), threads=1)
-    shape = ff.OutputFormat(n_model_outputs=gtil.n_outputs, predict_proba=True, output_class=True,
-                            threshold=0.5)
-    engine = gtil if compiled_lib is None else ff.CompiledPredictor(
-        Path(compiled_lib), n_features=gtil.n_features, n_outputs=gtil.n_outputs, threads=1)
-    return lambda rows: shape(engine.predict(rows))
-
-
 def sklearn_single_thread(pipeline: Any) -> Any:
-    """Set ``n_jobs=1`` wherever the pipeline has it: joblib's thread pool only adds overhead
-    to a one-row call, and the server is pinned to one core."""
-    for _, step in getattr(pipeline, "steps", None) or [(None, pipeline)]:
-        if hasattr(step, "n_jobs"):
-            step.n_jobs = 1
-    return pipeline
+    """``n_jobs=1`` wherever the pipeline has it: joblib's pool only slows a one-row call on one pinned core."""
+    return pipeline.set_params(**{k: 1 for k in pipeline.get_params() if k.split("__")[-1] == "n_jobs"})
 
 
 def load_predictor(settings: AppSettings) -> Predictor:
-    if settings.runtime == "treelite":
-        return treelite_predictor(settings.model_file, settings.model_type, settings.compiled_lib)
-    with open(settings.pipeline_file, "rb") as fh:
-        pipeline = pickle.load(fh)  # noqa: S301 - a local file the benchmark wrote itself
-    return sklearn_single_thread(pipeline).predict_proba
+    """The runtime on one thread (the server is pinned to one core, like Triton's one model instance)."""
+    if settings.runtime == "sklearn":
+        with open(settings.pipeline_file, "rb") as fh:
+            pipeline = pickle.load(fh)  # noqa: S301 - a local file the benchmark wrote itself
+        return sklearn_single_thread(pipeline).predict_proba
+    # the fil backend's own predictor and output shaping
+    from serve.backends.fil import fil_forest as ff
+
+    gtil = ff.GTILPredictor(ff.load_model(settings.model_file, settings.model_type), threads=1)
+    shape = ff.OutputFormat(n_model_outputs=gtil.n_outputs, predict_proba=True, output_class=True, threshold=0.5)
+    engine = gtil if settings.compiled_lib is None else ff.CompiledPredictor(
+        settings.compiled_lib, n_features=gtil.n_features, n_outputs=gtil.n_outputs, threads=1)
+    return lambda rows: shape(engine.predict(rows))
 
 
 def request_model(n_features: int, max_rows: int) -> type[BaseModel]:

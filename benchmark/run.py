@@ -1,44 +1,34 @@
 """Benchmark: Triton (per ``fil`` backend, HTTP and gRPC) against FastAPI + Uvicorn (sklearn,
-Treelite), one model.
+Treelite): one model version, the same rows, one machine, one run.
 
-Contenders, all serving the same model version to the same rows on the same machine in
-one run:
-
-  triton-native     the bundled Triton with the native `fil` backend (libtriton_fil.so),
-                    KServe v2 JSON over HTTP
-  triton-python     the same Triton with the Python-based `fil` backend, over HTTP: the gap
-                    to triton-native is what the Python backend stub costs
+  triton-native     the bundled Triton with the native `fil` backend (libtriton_fil.so), KServe v2 JSON over HTTP
+  triton-python     the same Triton with the Python-based `fil` backend, over HTTP: the gap to
+                    triton-native is what the Python backend stub costs
   triton-grpc       the triton-native server over gRPC (tritonclient.grpc)
-  fastapi-sklearn   FastAPI + Uvicorn (1 worker), the pickled pipeline's predict_proba:
-                    the baseline of the published comparison
-  fastapi-treelite  FastAPI + Uvicorn (1 worker), the very model file Triton serves,
-                    predicted with the fil backend's runtime: the fair baseline
+  fastapi-sklearn   FastAPI + Uvicorn (1 worker), the pickled pipeline's predict_proba: the published baseline
+  fastapi-treelite  FastAPI + Uvicorn (1 worker), the very model file Triton serves, predicted with
+                    the fil backend's runtime: the fair baseline
 
-Servers that are already running (a Kubernetes Service, the compose stack) are measured with
-the same methods instead: ``--triton-url`` (contender triton-http; ``--triton-grpc-url`` adds
-triton-grpc) and ``--fastapi-url`` (repeatable; contender fastapi-<runtime>, from the app's
-``/healthz``). Nothing is started or pinned then, and the report says so; the rows come from
-``--data`` or the synthetic generator.
+Already-running servers (a Kubernetes Service, the compose stack) are measured the same way:
+``--triton-url`` (contender triton-http; ``--triton-grpc-url`` adds triton-grpc) and
+``--fastapi-url`` (repeatable; contender fastapi-<runtime>, from the app's ``/healthz``). Nothing
+is started or pinned then; the rows come from ``--data`` or the synthetic generator.
 
-Phases: (1) sequential, the published method: a warm-up, then N one-row requests one
-after another per contender, every latency kept; (2) load: locust, headless, FastHttpUser,
-at each user count, against each Triton over HTTP and both FastAPI apps, with Triton's batch
-statistics read before and after; (3) a perf_analyzer concurrency sweep (``--async``) over
-Triton HTTP and gRPC (and triton-python over HTTP) as a cross-check of locust.
+Phases: (1) sequential, the published method: a warm-up, then N one-row requests one after another
+per contender, every latency kept; (2) load: locust (headless, FastHttpUser) at each user count
+against every HTTP contender, with Triton's batch statistics before and after; (3) a perf_analyzer
+``--async`` concurrency sweep over Triton HTTP and gRPC (and triton-python) to cross-check locust.
 
-On a machine with 2+ CPUs every server the benchmark starts runs on the first CPU and every
-client (this process's sequential client, locust, perf_analyzer) on the second, the same for
-every contender; results.json records the CPU lists each process actually had.
+With 2+ CPUs every server the benchmark starts runs on the first CPU and every client on the
+second; results.json records the CPU lists each process actually had.
 
-Model: by default the served version of the model repository (--model-repo; an s3:// repo
-reads the local SeaweedFS credentials from <state-dir>/s3/credentials.env when they are not
-in the environment), with its sklearn pipeline from the Metaflow run named in its
-lineage.json. --reference-model trains the reference model here instead (RandomForest,
-100 trees, depth 10, 30 features) and publishes it into a private local repository.
+Model: by default the served version of --model-repo (an s3:// repo reads the local SeaweedFS
+credentials from <state-dir>/s3/credentials.env unless the environment has them), with the sklearn
+pipeline of the Metaflow run its lineage.json names. --reference-model trains the reference model
+here instead (RandomForest, 100 trees, depth 10, 30 features).
 
-Output: benchmark/results/<UTC time>/ (results.json, report.md, two PNGs, raw files) and
-the link benchmark/results/latest. Numbers are only as quiet as the machine: the report
-records the load average before and after.
+Output: benchmark/results/<UTC time>/ (results.json, report.md, two PNGs, raw files) and the link
+benchmark/results/latest; the report records the load average before and after.
 """
 
 from __future__ import annotations
@@ -103,8 +93,7 @@ class Plan:
     command: str | None = None
 
     @property
-    def external(self) -> bool:
-        """Measure servers that are already running (none is started)."""
+    def external(self) -> bool:  # measure servers that are already running (none is started)
         return bool(self.triton_url or self.triton_grpc_url or self.fastapi_urls)
 
     @classmethod
@@ -126,8 +115,7 @@ def _progress(plan: Plan, total: int, desc: str):
 
 
 class Phases:
-    """The top-level progress bar, and how long each phase took (kept in results.json):
-    ``with phases("load"): ...``."""
+    """The top-level progress bar and each phase's seconds (results.json): ``with phases("load"): ...``."""
 
     def __init__(self, bar):
         self.bar, self.seconds = bar, {}
@@ -158,10 +146,7 @@ class Bench:
 
 
 def run(plan: Plan) -> Path:
-    """Run the whole benchmark; returns the results folder (``<results_dir>/<UTC time>``).
-
-    A run that fails leaves what it wrote in ``<UTC time>-failed`` and does not move ``latest``.
-    """
+    """Run the whole benchmark into ``<results_dir>/<UTC time>`` (``<UTC time>-failed`` on failure, ``latest`` kept)."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = plan.results_dir / stamp
     try:
@@ -299,20 +284,16 @@ def _rows_for_running_servers(plan: Plan, triton: dict) -> tuple[np.ndarray, str
 
 
 def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: every value must be >= 1")
+    values = tuple(int(x) if x.strip().isdigit() else 0 for x in text.split(",") if x.strip())
+    if not all(values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated integers >= 1")
     return values
 
 
 def _names(text: str) -> tuple[str, ...]:
     names = tuple(x.strip() for x in text.split(",") if x.strip())
-    unknown = [n for n in names if n not in ALL_CONTENDERS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown contender(s) {unknown}; choose from {', '.join(ALL_CONTENDERS)}")
+    if not names or not set(names) <= set(ALL_CONTENDERS):
+        raise argparse.ArgumentTypeError(f"{text!r}: choose contenders from {', '.join(ALL_CONTENDERS)}")
     return names
 
 
@@ -320,55 +301,46 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     defaults, quick = Plan(), Plan.quick_plan()
     p = argparse.ArgumentParser(prog="python -m benchmark.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help=f"the demo's short run (N={quick.n}, users {','.join(map(str, quick.users))} for "
-                        f"{quick.duration_s} s, perf_analyzer at {','.join(map(str, quick.concurrency))}); "
-                        "about 2 minutes including server start-ups")
+    add = p.add_argument
+    add("--quick", action="store_true", help=f"the demo's short run (N={quick.n}, users {quick.users[0]} for "
+        f"{quick.duration_s} s, perf_analyzer at {quick.concurrency[0]}); about 2 minutes including server start-ups")
     # without a value these fall back to the Plan's (or the quick Plan's) defaults
-    p.add_argument("--n", type=int, help=f"sequential requests per contender (default {defaults.n}, quick {quick.n})")
-    p.add_argument("--warmup", type=int, help=f"untimed requests per contender first (default {defaults.warmup})")
-    p.add_argument("--users", type=_ints, help="locust user counts, e.g. 1,8,32 (default 1,8,32; quick 32)")
-    p.add_argument("--duration", type=int, dest="duration_s", metavar="DURATION",
-                   help=f"seconds per locust run (default {defaults.duration_s}; quick {quick.duration_s}); "
-                        "0 skips the load phase")
-    p.add_argument("--concurrency", type=_ints, help="perf_analyzer concurrency levels (default 1,2,4,8,16,32; "
-                                                     "quick 32)")
-    p.add_argument("--no-load", action="store_const", const=(), dest="users", help="skip the locust phase")
-    p.add_argument("--no-perf", action="store_const", const=(), dest="concurrency",
-                   help="skip the perf_analyzer phase")
-    p.add_argument("--contenders", type=_names, help=f"subset of {','.join(ALL_CONTENDERS)} (default: every "
-                                                     "one of the mode: triton-http only with --triton-url)")
-    p.add_argument("--triton-url", help="measure this already-running Triton (http://host:port) instead of "
-                                        "starting one; nothing is started or pinned")
-    p.add_argument("--triton-grpc-url", help="its gRPC endpoint (host:port), for the triton-grpc contender")
-    p.add_argument("--fastapi-url", action="append", default=[], dest="fastapi_urls", metavar="FASTAPI_URL",
-                   help="an already-running benchmark.app (http://host:port; repeatable): contender "
-                        "fastapi-<its runtime>")
-    p.add_argument("--model-name", default=os.environ.get("MODEL_NAME", defaults.model_name),
-                   help="the model an already-running Triton serves (default: %(default)s)")
-    p.add_argument("--state-dir", type=Path, default=".state",
-                   help="servers' state, model copy, logs (default: %(default)s)")
-    p.add_argument("--results-dir", type=Path, default=str(RESULTS_DIR),
-                   help="where <UTC time>/ and latest go (default: benchmark/results)")
-    p.add_argument("--model-repo", default=os.environ.get("MODEL_REPO", defaults.model_repo),
-                   help="model repository: s3://bucket/prefix or a folder (default: %(default)s, env MODEL_REPO)")
-    p.add_argument("--version", type=int, help="model version to benchmark (default: the served one)")
-    p.add_argument("--pipeline-artifact", help="name of the sklearn pipeline artifact in the Metaflow run "
-                                               "(default: the first of best_pipeline, pipeline, best_model, model)")
-    p.add_argument("--data", help="take rows from this dataset (CSV path or s3:// URL) instead of the training "
-                                  "run's test set (or, without one, fresh synthetic rows)")
-    p.add_argument("--reference-model", action="store_true",
-                   help="train the reference model here (RandomForest, 100 trees, depth 10) instead of "
-                        "reading the model repository")
-    p.add_argument("--reference-trees", type=int, default=defaults.reference_trees, help=argparse.SUPPRESS)
-    p.add_argument("--reference-depth", type=int, default=defaults.reference_depth, help=argparse.SUPPRESS)
-    p.add_argument("--triton-runtime", choices=("compiled", "gtil"), default="compiled",
-                   help="what Triton's fil backend (and fastapi-treelite) predict with: the tl2cgen-compiled "
-                        "model, compiled into <state-dir>/fil-cache before Triton starts (default, what "
-                        "`make serve` serves), or Treelite GTIL (FIL_COMPILE=0)")
-    p.add_argument("--no-pin", action="store_false", dest="pin",
-                   help="do not pin servers and clients to separate CPUs")
-    p.add_argument("--no-progress", action="store_false", dest="progress", help="no progress bars")
+    add("--n", type=int, help=f"sequential requests per contender (default {defaults.n}, quick {quick.n})")
+    add("--warmup", type=int, help=f"untimed requests per contender first (default {defaults.warmup})")
+    add("--users", type=_ints, help="locust user counts, e.g. 1,8,32 (default 1,8,32; quick 32)")
+    add("--duration", type=int, dest="duration_s", metavar="DURATION", help=f"seconds per locust run (default "
+        f"{defaults.duration_s}; quick {quick.duration_s}); 0 skips the load phase")
+    add("--concurrency", type=_ints, help="perf_analyzer concurrency levels (default 1,2,4,8,16,32; quick 32)")
+    add("--no-load", action="store_const", const=(), dest="users", help="skip the locust phase")
+    add("--no-perf", action="store_const", const=(), dest="concurrency", help="skip the perf_analyzer phase")
+    add("--contenders", type=_names, help=f"subset of {','.join(ALL_CONTENDERS)} (default: every one of the "
+        "mode: triton-http only with --triton-url)")
+    add("--triton-url", help="measure this already-running Triton (http://host:port) instead of starting one; "
+        "nothing is started or pinned")
+    add("--triton-grpc-url", help="its gRPC endpoint (host:port), for the triton-grpc contender")
+    add("--fastapi-url", action="append", default=[], dest="fastapi_urls", metavar="FASTAPI_URL",
+        help="an already-running benchmark.app (http://host:port; repeatable): contender fastapi-<its runtime>")
+    add("--model-name", default=os.environ.get("MODEL_NAME", defaults.model_name),
+        help="the model an already-running Triton serves (default: %(default)s)")
+    add("--state-dir", type=Path, default=".state", help="servers' state, model copy, logs (default: %(default)s)")
+    add("--results-dir", type=Path, default=str(RESULTS_DIR),
+        help="where <UTC time>/ and latest go (default: benchmark/results)")
+    add("--model-repo", default=os.environ.get("MODEL_REPO", defaults.model_repo),
+        help="model repository: s3://bucket/prefix or a folder (default: %(default)s, env MODEL_REPO)")
+    add("--version", type=int, help="model version to benchmark (default: the served one)")
+    add("--pipeline-artifact", help="name of the sklearn pipeline artifact in the Metaflow run (default: the "
+        f"first of {', '.join(model_source.PIPELINE_ARTIFACTS)})")
+    add("--data", help="take rows from this dataset (CSV path or s3:// URL) instead of the training run's test "
+        "set (or, without one, fresh synthetic rows)")
+    add("--reference-model", action="store_true", help="train the reference model here (RandomForest, 100 "
+        "trees, depth 10) instead of reading the model repository")
+    add("--reference-trees", type=int, default=defaults.reference_trees, help=argparse.SUPPRESS)
+    add("--reference-depth", type=int, default=defaults.reference_depth, help=argparse.SUPPRESS)
+    add("--triton-runtime", choices=("compiled", "gtil"), default="compiled", help="what Triton's fil backend "
+        "(and fastapi-treelite) predict with: the tl2cgen-compiled model, compiled into <state-dir>/fil-cache "
+        "before Triton starts (default, what `make serve` serves), or Treelite GTIL (FIL_COMPILE=0)")
+    add("--no-pin", action="store_false", dest="pin", help="do not pin servers and clients to separate CPUs")
+    add("--no-progress", action="store_false", dest="progress", help="no progress bars")
     args = vars(p.parse_args(argv))
     plan = (Plan.quick_plan if args.pop("quick") else Plan)(
         command="python -m benchmark.run " + shlex.join(sys.argv[1:] if argv is None else argv),

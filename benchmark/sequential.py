@@ -1,15 +1,11 @@
 """The reference method: one client, one row per request, one request after another.
 
-Every request is timed with ``time.perf_counter_ns`` from just before it is sent to just
-after its whole response is read; every latency is kept. The HTTP contenders share one
-client (``http.client`` on a kept-alive connection, request bodies encoded before timing
-starts), so the same client work is in every HTTP number; ``triton-grpc`` uses
-``tritonclient.grpc``, Triton's own client, with its inputs built before timing starts.
-
-Contenders are measured round-robin in blocks (block k of every contender, then block k+1):
-a slow drift of the machine then spreads over all contenders instead of landing on one.
-The client's garbage collector is paused inside a block and run between blocks.
-:func:`in_process_runtimes` times each model runtime the same way without any server.
+Every request is timed with ``time.perf_counter_ns`` from just before it is sent to just after its
+whole response is read; every latency is kept. The HTTP contenders share one client (``http.client``
+on a kept-alive connection, bodies encoded before timing), so the same client work is in every HTTP
+number; ``triton-grpc`` uses ``tritonclient.grpc`` with its inputs built before timing. Contenders
+take turns in blocks, so a slow drift of the machine spreads over all of them; the garbage collector
+is paused inside a block. :func:`in_process_runtimes` times each model runtime without any server.
 """
 
 from __future__ import annotations
@@ -18,7 +14,6 @@ import gc
 import http.client
 import json
 import pickle
-import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,18 +47,13 @@ class Contender:
 
 
 class KeepAliveHttp:
-    """POST pre-encoded bodies on one kept-alive connection; returns the response body."""
+    """POST pre-encoded bodies on one kept-alive connection (http.client sets TCP_NODELAY); returns the body."""
 
     def __init__(self, host: str, port: int, path: str, bodies: Sequence[bytes]):
-        self.host, self.port, self.path, self.bodies = host, port, path, bodies
+        self.path, self.bodies, self.reconnects = path, bodies, 0
         self.headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
-        self.reconnects = 0
-        self._connect()
-
-    def _connect(self) -> None:
-        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        self.conn = http.client.HTTPConnection(host, port, timeout=30)
         self.conn.connect()
-        self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send(self, i: int) -> bytes:
         body = self.bodies[i % len(self.bodies)]
@@ -71,10 +61,9 @@ class KeepAliveHttp:
             self.conn.request("POST", self.path, body, self.headers)
             response = self.conn.getresponse()
         except (ConnectionError, http.client.RemoteDisconnected):
-            # the server closed an idle kept-alive connection: reconnect once, counted
+            # the server closed an idle kept-alive connection: reconnect (the next request does) once, counted
             self.reconnects += 1
             self.conn.close()
-            self._connect()
             self.conn.request("POST", self.path, body, self.headers)
             response = self.conn.getresponse()
         body = response.read()
@@ -135,8 +124,6 @@ def _grpc_contender(host: str, port: int, rows: np.ndarray, model: str) -> Conte
 def summarize(latencies_ns: Sequence[int]) -> dict[str, float]:
     """p50/p90/p99/mean/std/min/max in milliseconds."""
     ms = np.asarray(latencies_ns, dtype=np.float64) / 1e6
-    if ms.size == 0:
-        return {}
     p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99])
     return {
         "n": int(ms.size), "p50_ms": float(p50), "p90_ms": float(p90), "p95_ms": float(p95),
@@ -147,11 +134,8 @@ def summarize(latencies_ns: Sequence[int]) -> dict[str, float]:
 
 def run_sequential(contenders: Sequence[Contender], n: int, *, warmup: int, n_rows: int,
                    block: int = 250, progress=None) -> None:
-    """Warm every contender up, then time ``n`` requests each, round-robin in blocks.
-
-    The answers to the first ``n_rows`` requests (rows 0..n_rows-1) are kept per contender
-    for the parity check. ``progress`` (a tqdm bar) is advanced by block.
-    """
+    """Warm every contender up, then time ``n`` requests each, round-robin in blocks; the answers to the
+    first ``n_rows`` requests (rows 0..n_rows-1) are kept for the parity check."""
     for c in contenders:
         for i in range(warmup):
             c.send(i)
@@ -184,19 +168,15 @@ def parity(contenders: Sequence[Contender], atol: float = 1e-5) -> dict[str, obj
     """Largest difference of every contender's probabilities from the first contender's."""
     base = contenders[0]
     diffs = {}
-    for c in contenders[1:]:
-        common = sorted(set(base.answers) & set(c.answers))
-        a = np.asarray([base.answers[i] for i in common], dtype=np.float64)
-        b = np.asarray([c.answers[i] for i in common], dtype=np.float64)
-        diffs[c.name] = (float("nan") if not common else float(np.max(np.abs(a - b))) if a.shape == b.shape
-                         else float("inf"))
+    for c in contenders[1:]:  # every contender answered the same rows
+        a, b = (np.asarray([x.answers[i] for i in sorted(base.answers)], dtype=np.float64) for x in (base, c))
+        diffs[c.name] = float(np.max(np.abs(a - b))) if a.shape == b.shape else float("inf")
     return {"reference": base.name, "atol": atol, "rows_compared": len(base.answers), "max_abs_diff": diffs,
             "ok": all(d <= atol for d in diffs.values())}
 
 
 def in_process_runtimes(model: BenchModel, rows: np.ndarray, library: Path | None, calls: int) -> dict:
-    """Per-row predict time of each runtime in this process (no server, no network): what
-    the model runtime alone costs, for the decomposition."""
+    """Per-row predict time of each runtime in this process, no server: what the runtime alone costs."""
     import treelite.gtil
 
     from benchmark.app import sklearn_single_thread
@@ -227,8 +207,7 @@ def in_process_runtimes(model: BenchModel, rows: np.ndarray, library: Path | Non
 
 
 def phase(bench: Bench, contenders: list[str]) -> dict:
-    """The published method: N one-row requests per contender, one after another; the
-    results' ``n``, ``warmup``, ``contenders`` and ``parity``, and the raw files beside them."""
+    """The published method; the results' ``n``, ``warmup``, ``contenders`` and ``parity``, and the raw files."""
     plan, rows = bench.plan, bench.rows
     timed = [contender(name, bench.endpoints[name], rows, bench.model_name) for name in contenders]
     with bench.progress(plan.n * len(timed), "sequential") as bar:

@@ -1,9 +1,6 @@
-"""The servers a benchmark run measures: the ones it starts itself (Triton per ``fil`` backend,
-the FastAPI baselines) or ones that are already running (``--triton-url``, ``--fastapi-url``).
-Every contender ends up as an :class:`Endpoint`, so the sequential, locust and perf_analyzer
-phases measure a started and an external server the same way. Also the machine they share:
-its facts, and which CPU the servers and the clients get.
-"""
+"""The servers a run measures, started here (Triton per ``fil`` backend, the FastAPI baselines) or
+already running (``--triton-url``, ``--fastapi-url``), each as an :class:`Endpoint` that every phase
+measures the same way; and the machine they share: its facts, and the servers' and clients' CPUs."""
 
 from __future__ import annotations
 
@@ -78,38 +75,10 @@ class FastAPIServer:
         self.service.stop(timeout=10)
 
 
-def fastapi_facts(server: FastAPIServer | None, library: Path | None) -> dict:
-    """How the FastAPI baselines run: results.json's ``servers.fastapi``."""
-    return {"command": shlex.join(server.cmd) if server else None, "workers": 1,
-            "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-            "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
-            "handler": "async def, model called inline (no thread-pool hop)",
-            "treelite_runtime": "the fil backend's predictor, " + (f"tl2cgen-compiled library {library}" if library
-                                                                  else "Treelite GTIL (C API)") + ", 1 thread"}
-
-
-def start_triton(model: model_source.BenchModel, ports: list[int], state_dir: Path, fil: dict, backend: str):
-    """The project's Triton launcher on the benchmark's copy of the model repository, with
-    the ``fil`` backend ``backend`` ("native" or "python", FIL_BACKEND)."""
-    from serve.triton import TritonServer
-
-    server = TritonServer(
-        str(model.triton_repo), http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2],
-        state_dir=state_dir, load_models=(model.name,), model_control="explicit",
-        env={**fil["env"], "FIL_BACKEND": backend}, fil_cache_dir=fil["env"].get("FIL_CACHE_DIR"),
-    )
-    server.start(timeout=120)
-    return server
-
-
 def prepare_fil_runtime(model: model_source.BenchModel, runtime: str, cache_dir: Path) -> dict:
-    """Make Triton's ``fil`` backend start on ``runtime`` from its first request.
-
-    ``compiled``: compile the model into the backends' cache before Triton starts (the
-    backend then loads the cached library at once instead of serving GTIL while gcc runs
-    beside it on the server CPU, which would change the runtime in the middle of the run).
-    ``gtil``: FIL_COMPILE=0, Treelite GTIL only.
-    """
+    """Make Triton's ``fil`` backend serve ``runtime`` from its first request: ``gtil`` is FIL_COMPILE=0;
+    ``compiled`` compiles into the backends' cache before Triton starts, so the backend loads the library at
+    once instead of serving GTIL while gcc runs on the server CPU, changing the runtime mid-run."""
     from serve.backends.fil import fil_forest as ff
 
     if runtime == "gtil":
@@ -126,24 +95,6 @@ SERVED_WITH = {  # predictor_state -> what the report says
     "gtil": "Treelite GTIL (compiling, or FIL_COMPILE=0)",
     "gtil (final)": "Treelite GTIL for good (compilation failed or was refused)",
 }
-
-
-def triton_served_with(server, timeout: float, want_compiled: bool) -> tuple[str | None, str | None]:
-    """What the fil backend serves the server's model with, from its ``fil_compiled`` gauge
-    (``TritonServer.predictor_state``): the state (``"compiled"``, ...) and the report's line,
-    e.g. "fraud-classifier/1: compiled library"; with ``want_compiled``, wait (bounded) until it
-    serves the compiled library. ``(None, None)`` without the gauge."""
-    from serve.triton import TritonError
-
-    name = server.load_models[0]
-    if want_compiled:
-        with contextlib.suppress(TritonError):  # the answer below says what it serves instead
-            server.wait_compiled(name, timeout=timeout)
-    state = server.predictor_state(name)
-    if not state:
-        return None, None
-    version, how = list(state.items())[-1]
-    return how, f"{name}/{version}: {SERVED_WITH[how]}"
 
 
 def triton_facts(base_url: str, model: str, ready_s: float | None = None) -> dict:
@@ -294,7 +245,14 @@ def start_servers(model, rows: np.ndarray, fil: dict, contenders: list[str], pin
     endpoints |= {name: Endpoint("127.0.0.1", server.port, "http", name) for name, server in apis.items()}
     if tritons:
         facts["triton"] = facts["tritons"][lead]
-    facts["fastapi"] = fastapi_facts(next(iter(apis.values()), None), fil["library"])
+    library, first = fil["library"], next(iter(apis.values()), None)
+    facts["fastapi"] = {  # how the FastAPI baselines run
+        "command": shlex.join(first.cmd) if first else None, "workers": 1,
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "handler": "async def, model called inline (no thread-pool hop)",
+        "treelite_runtime": "the fil backend's predictor, " + (f"tl2cgen-compiled library {library}" if library
+                                                              else "Treelite GTIL (C API)") + ", 1 thread"}
     return endpoints, facts
 
 
@@ -317,7 +275,7 @@ def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], wo
     """A Triton per ``fil`` backend the contenders need, into ``tritons``; their facts by backend.
     Where the native backend cannot serve, triton-native is skipped (and gRPC goes to the
     Python backend's Triton)."""
-    from serve.triton import TritonError
+    from serve.triton import TritonError, TritonServer
 
     wanted = {"native": {"triton-native", "triton-grpc"}, "python": {"triton-python"}}
     backends = [backend for backend, names in wanted.items() if names & set(contenders)]
@@ -325,15 +283,24 @@ def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], wo
     for i, backend in enumerate(backends):  # grows by "python" when gRPC needs it as a stand-in
         t0 = time.monotonic()
         try:
-            tritons[backend] = start_triton(model, ports[3 * i:3 * i + 3], work / f"triton-{backend}", fil, backend)
+            triton = TritonServer(  # the project's launcher on the benchmark's copy of the repository
+                str(model.triton_repo), http_port=ports[3 * i], grpc_port=ports[3 * i + 1],
+                metrics_port=ports[3 * i + 2], state_dir=work / f"triton-{backend}",
+                load_models=(model.name,), model_control="explicit", env={**fil["env"], "FIL_BACKEND": backend},
+                fil_cache_dir=fil["env"].get("FIL_CACHE_DIR"))
+            triton.start(timeout=120)
         except TritonError as e:
             if backend != "native":
                 raise
             skipped["triton-native"] = f"the native fil backend cannot serve here: {str(e).splitlines()[0]}"
             backends += ["python"] if "triton-grpc" in contenders and "python" not in backends else []
             continue
-        triton = tritons[backend]
-        how, serving = triton_served_with(triton, 180, compiled)
+        tritons[backend] = triton
+        if compiled:
+            with contextlib.suppress(TritonError):  # the predictor state below says what it serves instead
+                triton.wait_compiled(model.name, timeout=180)
+        version, how = list(triton.predictor_state(model.name).items() or [(None, None)])[-1]
+        serving = how and f"{model.name}/{version}: {SERVED_WITH[how]}"
         facts[backend] = {**triton_facts(triton.http_url, model.name, time.monotonic() - t0),
                           "fil_backend_kind": backend, "fil_backend": serving, "fil_compile": fil["env"]["FIL_COMPILE"]}
         if compiled and how != "compiled":
