@@ -62,17 +62,14 @@ def find_weed() -> Path:
 
 
 class SeaweedS3:
-    """A SeaweedFS S3 server with its state (data, credentials, pid, log) in ``state_dir``.
+    """A SeaweedFS S3 server with its state (data, credentials, pid, log) in ``state_dir``; a context
+    manager. ``start()`` on a state folder whose server runs attaches to it instead of starting another."""
 
-    Usable as a context manager; ``start()`` on a state folder whose server is already
-    running attaches to it instead of starting a second one.
-    """
+    host = "127.0.0.1"
 
-    def __init__(self, state_dir: str | Path, port: int = 8333, *, bucket: str = "models", host: str = "127.0.0.1",
-                 region: str = "us-east-1", weed: str | Path | None = None):
+    def __init__(self, state_dir: str | Path, port: int = 8333, *, bucket: str = "models", region: str = "us-east-1"):
         self.state_dir = Path(state_dir).absolute()
-        self.port, self.bucket, self.host, self.region = port, bucket, host, region
-        self._weed = Path(weed) if weed else None
+        self.port, self.bucket, self.region = port, bucket, region
         self._internal_ports: list[int] = []
         self.service = Service(self.state_dir, "weed")  # weed.pid, weed.log, ... (serve.supervisor)
         self.log_file = self.service.log_file
@@ -89,19 +86,14 @@ class SeaweedS3:
     def is_running(self) -> bool:
         return self.service.is_running()
 
-    def _credentials(self, reader: bool = False) -> tuple[str, str]:
-        """Access key and secret of the publisher (or the read-only identity), generated on first use."""
+    def env(self, reader: bool = False) -> dict[str, str]:
+        """The AWS_* variables a client needs for this server: the publisher's, or with ``reader`` the
+        read-only identity's (what Triton and the reconciler get); keys are generated on first use."""
         stored = read_env_file(self.reader_credentials_file if reader else self.credentials_file)
         key, secret = stored.get("AWS_ACCESS_KEY_ID"), stored.get("AWS_SECRET_ACCESS_KEY")
         if not (key and secret):
             key = "AK" + secrets.token_hex(9).upper()
             secret = secrets.token_urlsafe(30).replace("-", "A").replace("_", "b")
-        return key, secret
-
-    def env(self, reader: bool = False) -> dict[str, str]:
-        """The AWS_* variables a client needs for this server: the publisher's, or with
-        ``reader`` the read-only identity's (what Triton and the reconciler get)."""
-        key, secret = self._credentials(reader)
         return {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": self.region,
                 "AWS_ENDPOINT_URL": self.endpoint_url}
 
@@ -112,10 +104,10 @@ class SeaweedS3:
         for name, reader, path in (("publisher", False, self.credentials_file),
                                    ("triton", True, self.reader_credentials_file)):
             env = self.env(reader)
-            _write_private(path, "".join(f"{k}={v}\n" for k, v in env.items()))
+            write_private(path, "".join(f"{k}={v}\n" for k, v in env.items()))
             identities.append({"name": name, "actions": IDENTITY_ACTIONS[name], "credentials": [
                 {"accessKey": env["AWS_ACCESS_KEY_ID"], "secretKey": env["AWS_SECRET_ACCESS_KEY"]}]})
-        _write_private(self.state_dir / IDENTITIES_FILE, json.dumps({"identities": identities}, indent=2))
+        write_private(self.state_dir / IDENTITIES_FILE, json.dumps({"identities": identities}, indent=2))
         return self.state_dir / IDENTITIES_FILE
 
     def _internal_signing_keys(self) -> dict[str, str]:
@@ -126,22 +118,18 @@ class SeaweedS3:
         keys = read_env_file(path)
         if not all(keys.get(name) for name in _SIGNING_KEY_VARS):
             keys = {name: secrets.token_urlsafe(32) for name in _SIGNING_KEY_VARS}
-            _write_private(path, "".join(f"{k}={v}\n" for k, v in keys.items()))
+            write_private(path, "".join(f"{k}={v}\n" for k, v in keys.items()))
         return keys
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> SeaweedS3:
         """Start the server (or attach to the running one) and wait until S3 answers an
-        authenticated request for the bucket.
-
-        Raises:
-            S3Error: `weed` missing, the port busy, the server exiting or not ready in time.
-        """
+        authenticated request for the bucket; S3Error says why not."""
         if self.is_running():
             self._load_running_port()
             self._wait_ready(timeout)
             return self
-        weed = self._weed or find_weed()
+        weed = find_weed()
         if port_in_use(self.port, self.host):
             raise S3Error(f"port {self.port} on {self.host} is already in use by another process; "
                           f"choose another with --port (or S3_PORT), or stop what listens there "
@@ -177,9 +165,10 @@ class SeaweedS3:
                reader: bool = False):
         """A boto3 S3 client for this server (the publisher's credentials, the read-only ones
         with ``reader``, or those given)."""
-        key, secret = self._credentials(reader)
-        return s3_client(self.endpoint_url, access_key or key, secret_key or secret, self.region,
-                         connect_timeout=timeout, read_timeout=timeout)
+        env = self.env(reader)
+        return s3_client(self.endpoint_url, access_key or env["AWS_ACCESS_KEY_ID"],
+                         secret_key or env["AWS_SECRET_ACCESS_KEY"], self.region, connect_timeout=timeout,
+                         read_timeout=timeout)
 
     def _wait_ready(self, timeout: float) -> None:
         """Until S3 answers an authenticated request for the bucket (created when missing)."""
@@ -208,15 +197,12 @@ class SeaweedS3:
         """Stop the server of this state folder. Returns False if none was running."""
         self._load_running_port()
         stopped = self.service.stop(timeout)
-        self._remove_stale_sockets()
-        return stopped
-
-    def _remove_stale_sockets(self) -> None:
         # weed leaves some unix sockets in /tmp named after their ports; ours are dead now
         for port in [self.port, *self._internal_ports]:
             for path in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+        return stopped
 
     def __enter__(self) -> SeaweedS3:
         return self.start()
@@ -237,7 +223,7 @@ def s3_client(endpoint_url: str | None, access_key: str, secret_key: str, region
                                                           read_timeout=read_timeout, s3={"addressing_style": "path"}))
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     tmp = path.with_suffix(".tmp")
     with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         f.write(text)
@@ -253,13 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     settings, parser = command_line("serve.s3", __doc__)
     parser.add_argument("command", choices=["start", "stop", "status", "env"])
     parser.add_argument("--state-dir", default=str(settings.state_dir / "s3"), help="data, credentials, pid, log")
-    parser.add_argument("--port", type=int, default=settings.s3.port, help="S3 port on 127.0.0.1 (S3_PORT)")
-    parser.add_argument("--bucket", default=settings.s3.bucket, help="bucket created at start (S3_BUCKET)")
+    parser.add_argument("--port", type=int, default=settings.s3_port, help="S3 port on 127.0.0.1 (S3_PORT)")
+    parser.add_argument("--bucket", default=settings.s3_bucket, help="bucket created at start (S3_BUCKET)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness")
     parser.add_argument("--reader", action="store_true", help="env: the read-only identity (Triton's)")
     args = parser.parse_args(argv)
 
-    server = SeaweedS3(args.state_dir, args.port, bucket=args.bucket, region=settings.s3.region)
+    server = SeaweedS3(args.state_dir, args.port, bucket=args.bucket, region=settings.s3_region)
     try:
         if args.command == "start":
             was_running = server.is_running()

@@ -11,9 +11,10 @@ import argparse
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fraudml.tritonconfig import MODEL_NAME
@@ -25,41 +26,18 @@ class SettingsError(ValueError):
     """An environment variable has a value the serving side cannot use."""
 
 
-def _env(name: str):
-    return Field(None, validation_alias=AliasChoices(name))
-
-
 class _Group(BaseSettings):
     # Empty variables count as unset; unknown ones are ignored; settings never change once read.
     model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True, populate_by_name=True)
 
 
-class S3Settings(_Group):
-    endpoint_url: str | None = _env("AWS_ENDPOINT_URL")
-    access_key_id: str | None = _env("AWS_ACCESS_KEY_ID")
-    secret_access_key: str | None = _env("AWS_SECRET_ACCESS_KEY")
-    session_token: str | None = _env("AWS_SESSION_TOKEN")
-    region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_DEFAULT_REGION"))
-    port: Port = Field(8333, validation_alias=AliasChoices("S3_PORT"))
-    bucket: str = Field("models", validation_alias=AliasChoices("S3_BUCKET"))
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _is_url(cls, value: str | None) -> str | None:
-        from urllib.parse import urlsplit
-
-        if value and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname):
-            raise ValueError("is not an http(s)://host:port URL")
-        return value
-
-
 class TritonSettings(_Group):
-    host: str = Field("127.0.0.1", validation_alias=AliasChoices("TRITON_HOST"))
-    http_port: Port = Field(8000, validation_alias=AliasChoices("TRITON_HTTP_PORT"))
-    grpc_port: Port = Field(8001, validation_alias=AliasChoices("TRITON_GRPC_PORT"))
-    metrics_port: Port = Field(8002, validation_alias=AliasChoices("TRITON_METRICS_PORT"))
-    api_key: str | None = _env("TRITON_API_KEY")
-    api_key_header: str = Field("fraudml-api-key", validation_alias=AliasChoices("TRITON_API_KEY_HEADER"))
+    host: str = Field("127.0.0.1", validation_alias="TRITON_HOST")
+    http_port: Port = Field(8000, validation_alias="TRITON_HTTP_PORT")
+    grpc_port: Port = Field(8001, validation_alias="TRITON_GRPC_PORT")
+    metrics_port: Port = Field(8002, validation_alias="TRITON_METRICS_PORT")
+    api_key: str | None = Field(None, validation_alias="TRITON_API_KEY")
+    api_key_header: str = Field("fraudml-api-key", validation_alias="TRITON_API_KEY_HEADER")
 
     @field_validator("api_key", "api_key_header")
     @classmethod
@@ -83,35 +61,32 @@ class TritonSettings(_Group):
 
 
 class Settings(_Group):
-    s3: S3Settings = Field(default_factory=S3Settings)
     triton: TritonSettings = Field(default_factory=TritonSettings)
-    model_repo: str = Field("s3://models/triton", validation_alias=AliasChoices("MODEL_REPO"))
-    model_name: str = Field(MODEL_NAME, validation_alias=AliasChoices("MODEL_NAME"))
-    state_dir: Path = Field(Path(".state"), validation_alias=AliasChoices("STATE_DIR"))
-    fil_cache_dir: Path | None = _env("FIL_CACHE_DIR")
-    fil_compile: bool = Field(True, validation_alias=AliasChoices("FIL_COMPILE"))
-    reconciler_port: Port = Field(8003, validation_alias=AliasChoices("RECONCILER_PORT"))
-    reconciler_interval_s: float = Field(2.0, gt=0, validation_alias=AliasChoices("RECONCILER_INTERVAL_S"))
+    s3_endpoint_url: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL")
+    s3_region: str = Field("us-east-1", validation_alias="AWS_DEFAULT_REGION")
+    s3_port: Port = Field(8333, validation_alias="S3_PORT")
+    s3_bucket: str = Field("models", validation_alias="S3_BUCKET")
+    model_repo: str = Field("s3://models/triton", validation_alias="MODEL_REPO")
+    model_name: str = Field(MODEL_NAME, validation_alias="MODEL_NAME")
+    state_dir: Path = Field(Path(".state"), validation_alias="STATE_DIR")
+    fil_cache_dir: Path | None = Field(None, validation_alias="FIL_CACHE_DIR")  # default: <state_dir>/fil-cache
+    reconciler_port: Port = Field(8003, validation_alias="RECONCILER_PORT")
+    reconciler_interval_s: float = Field(2.0, gt=0, validation_alias="RECONCILER_INTERVAL_S")
 
-    @model_validator(mode="after")
-    def _cache_in_state_dir(self) -> Settings:
-        if self.fil_cache_dir is None:
-            object.__setattr__(self, "fil_cache_dir", self.state_dir / "fil-cache")
-        return self
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _is_url(cls, value: str | None) -> str | None:
+        if value and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname):
+            raise ValueError("is not an http(s)://host:port URL")
+        return value
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read every serving setting from ``environ`` (default ``os.environ``).
-
-        Raises:
-            SettingsError: a port is not an integer in 1..65535, an endpoint is not a URL, ...
-        """
+        """Every serving setting from ``environ`` (default ``os.environ``); SettingsError names each bad one."""
         try:
             if environ is None:
                 return cls()
-            env: dict[str, Any] = {k: v for k, v in environ.items() if v != ""}
-            return cls.model_validate({**env, "s3": S3Settings.model_validate(env),
-                                       "triton": TritonSettings.model_validate(env)})
+            return cls.model_validate({**environ, "triton": TritonSettings.model_validate(environ)})
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}={e.get('input')!r} {e['msg']}" for e in exc.errors())
             raise SettingsError(f"bad setting in the environment: {problems}") from None

@@ -43,7 +43,7 @@ from fraudml import triton_control
 from fraudml.tritonconfig import MODEL_NAME
 from serve.fil_backend import install_fil_backend
 from serve.ports import port_in_use
-from serve.s3 import s3_client
+from serve.s3 import read_env_file, s3_client, write_private
 from serve.settings import Settings, TritonSettings, command_line
 from serve.supervisor import Service, ServiceError
 
@@ -122,27 +122,22 @@ def check_s3_repository(model_repo: str, env: Mapping[str, str], models: Iterabl
                           "(`make serve` does this) or export your own credentials")
     from botocore.exceptions import BotoCoreError, ClientError
 
-    endpoint, rest = env.get("AWS_ENDPOINT_URL") or None, model_repo[len("s3://") :]
-    if rest.startswith(("http://", "https://")):  # Triton's s3://http://host:port/bucket/prefix
-        scheme, rest = rest.split("://", 1)
-        host, _, rest = rest.partition("/")
-        endpoint = f"{scheme}://{host}"
-    bucket, _, prefix = rest.strip("/").partition("/")
+    parts = urlsplit(model_repo.removeprefix("s3://"))  # Triton's s3://http://host:port/bucket/prefix, or AWS's
+    endpoint = f"{parts.scheme}://{parts.netloc}" if parts.scheme else env.get("AWS_ENDPOINT_URL") or None
+    bucket, _, prefix = parts.path.strip("/").partition("/")
     client = s3_client(endpoint, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
                        env.get("AWS_DEFAULT_REGION") or "us-east-1", session_token=env.get("AWS_SESSION_TOKEN"),
                        connect_timeout=3, read_timeout=5)
     for model in models:
-        key = "/".join(part for part in (prefix.strip("/"), model, "config.pbtxt") if part)
+        key = "/".join(part for part in (prefix, model, "config.pbtxt") if part)
         try:
             client.head_object(Bucket=bucket, Key=key)
         except ClientError as e:
-            code = str(e.response.get("Error", {}).get("Code", ""))
-            if code in ("404", "NoSuchKey", "NotFound"):
+            if e.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
                 raise TritonError(f"s3://{bucket}/{key} does not exist: no model {model!r} has been published to "
                                   f"{model_repo} yet (run the training flow, `make train`)") from None
-            if code in ("403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"):
-                raise TritonError(f"S3 rejected the credentials for s3://{bucket} ({code}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from None
-            raise TritonError(f"S3 error reading s3://{bucket}/{key}: {code} {e}") from None
+            raise TritonError(f"S3 refused to read s3://{bucket}/{key} ({e}); "
+                              "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from None
         except BotoCoreError as e:
             raise TritonError(f"S3 endpoint {endpoint or 'AWS'} is unreachable ({e}); is the local S3 running (`make s3`)?") from None
 
@@ -171,20 +166,20 @@ def relevant_log_lines(text: str, limit: int = 8, width: int = 600) -> str:
 class TritonServer:
     """A bundled ``tritonserver`` with its copy, pid file and log in ``state_dir``."""
 
+    restart_window_s = 600.0  # the supervisor gives up after max_restarts restarts within this many seconds
+
     def __init__(self, model_repository: str | Path, *, http_port: int = 8000, grpc_port: int = 8001,
                  metrics_port: int = 8002, state_dir: str | Path, env: Mapping[str, str] | None = None,
                  load_models: Iterable[str] = (MODEL_NAME,), model_control: str = "explicit", host: str = "127.0.0.1",
-                 fil_cache_dir: str | Path | None = None, log_verbose: int = 0, supervise: bool = False,
-                 max_restarts: int = 5, restart_window_s: float = 600.0, extra_args: Iterable[str] = (),
-                 api_key: str | None = None, api_key_header: str = "fraudml-api-key"):
+                 fil_cache_dir: str | Path | None = None, supervise: bool = False, max_restarts: int = 5,
+                 extra_args: Iterable[str] = (), api_key: str | None = None, api_key_header: str = "fraudml-api-key"):
         if model_control not in MODEL_CONTROL_MODES:
             raise ValueError(f"model_control must be one of {MODEL_CONTROL_MODES}")
         self.model_repository, self.state_dir = str(model_repository), Path(state_dir).absolute()
         self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
         self.extra_env, self.load_models, self.model_control = dict(env or {}), tuple(load_models), model_control
         self.fil_cache_dir = Path(fil_cache_dir).absolute() if fil_cache_dir else None
-        self.log_verbose, self.extra_args = log_verbose, tuple(extra_args)
-        self.supervise, self.max_restarts, self.restart_window_s = supervise, max_restarts, restart_window_s
+        self.supervise, self.max_restarts, self.extra_args = supervise, max_restarts, tuple(extra_args)
         # With a key, the model-repository (load/unload), shared-memory, trace and logging APIs
         # of both protocols answer only requests carrying it (docs/security.md, S2).
         self.api_key, self.api_key_header = api_key, api_key_header
@@ -228,8 +223,7 @@ class TritonServer:
             p for p in [python_libdir(), str(bundle_paths()[1]), env.get("LD_LIBRARY_PATH", "")] if p)
         if self.fil_cache_dir is not None:
             env["FIL_CACHE_DIR"] = str(self.fil_cache_dir)
-        else:
-            env.setdefault("FIL_CACHE_DIR", str(self.state_dir / "fil-cache"))
+        env.setdefault("FIL_CACHE_DIR", str(self.state_dir / "fil-cache"))
         return env
 
     def _prepare_server_dir(self) -> Path:
@@ -265,7 +259,6 @@ class TritonServer:
               for arg in (f"--{api}-address={self.host}", f"--{api}-port={port}")),
             "--allow-gpu-metrics=false",
             "--exit-timeout-secs=10",
-            f"--log-verbose={self.log_verbose}",
             # a unique prefix, so several servers on one machine never share Python backend shm
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *(f"--load-model={name}" for name in self._explicit_models),
@@ -279,12 +272,8 @@ class TritonServer:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> TritonServer:
-        """Start Triton and wait until it and every model in ``load_models`` are ready.
-
-        Raises:
-            TritonError: bundle missing, ports busy, S3 credentials missing or rejected, a
-                model failing to load (with the log lines that say why), or not ready in time.
-        """
+        """Start Triton (or attach to the running one) and wait until it and ``load_models`` are ready;
+        TritonError says why not (with the log lines of a model that failed to load)."""
         if self.is_running():
             self._load_launch()
             self.wait_ready(timeout)
@@ -349,12 +338,8 @@ class TritonServer:
         return f"{headline}; from {self.log_file}:\n{relevant_log_lines(log_text)}"
 
     def load_model(self, name: str = MODEL_NAME, timeout: float = 120.0) -> None:
-        """Ask Triton to (re)load ``name`` from the repository: the versions its config
-        names are loaded, then swapped in; on failure the previous versions keep serving.
-
-        Raises:
-            TritonError: the load failed (Triton's message and the log lines that explain it).
-        """
+        """Ask Triton to (re)load ``name``: the versions its config names are loaded, then swapped in;
+        on failure the previous versions keep serving and TritonError has the log lines that say why."""
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         try:
             triton_control.load_model(self.http_url, name, timeout=timeout, headers=self._headers())
@@ -368,12 +353,10 @@ class TritonServer:
             raise TritonError(self._failure_message(f"loading model {name!r} failed: {e}", new_log)) from None
 
     def predictor_state(self, name: str = MODEL_NAME, settle_s: float = 10.0) -> dict[int, str]:
-        """Per loaded version of ``name`` (in version order), what the local ``fil`` backend
-        serves it with: ``"compiled"``, ``"gtil"`` (compiling, or compilation off) or
-        ``"gtil (final)"`` (compilation failed or was refused); read from its ``fil_compiled``
-        gauge on ``metrics_url`` (docs/fil_contract.md). A model that is ready but shows no
-        series yet (a busy machine: the metrics endpoint is slow, or the stub's report is
-        still on its way) is asked again for up to ``settle_s`` seconds; then empty."""
+        """Per loaded version of ``name`` (in version order), what the local ``fil`` backend serves it
+        with, from its ``fil_compiled`` gauge (PREDICTOR_STATES, docs/fil_contract.md). A ready model
+        without a series yet (a busy machine, or the stub's report still on its way) is asked again
+        for up to ``settle_s`` seconds; then empty."""
         deadline = time.monotonic() + settle_s
         while True:
             values: dict[int, float] = {}
@@ -391,11 +374,7 @@ class TritonServer:
 
     def wait_compiled(self, name: str = MODEL_NAME, version: int | None = None, timeout: float = 600.0) -> None:
         """Wait until the local ``fil`` backend serves ``name`` (its highest loaded version, or
-        ``version``) with the compiled library, e.g. before a benchmark.
-
-        Raises:
-            TritonError: compilation failed, is disabled (FIL_COMPILE=0), or took too long.
-        """
+        ``version``) with the compiled library; TritonError if compilation failed, is off or is too slow."""
         deadline = time.monotonic() + timeout
         while True:
             state = self.predictor_state(name)
@@ -412,8 +391,7 @@ class TritonServer:
             time.sleep(0.2)
 
     def stop(self, timeout: float = 20.0) -> bool:
-        """Stop the server of this state folder (its supervisor stops the server, every backend
-        process and the shared memory they leave); False if none was running."""
+        """Stop the server of this state folder, its backend processes and their shared memory; False if none ran."""
         return self.service.stop(timeout)
 
     def __enter__(self) -> TritonServer:
@@ -426,15 +404,12 @@ class TritonServer:
 def local_api_key(state_dir: Path, *, create: bool) -> str | None:
     """The API key of the server in ``state_dir``: ``<state_dir>/api-key.env``, generated at its
     first start (``make serve`` and ``make rollback`` read the file: set -a; . <file>)."""
-    path = state_dir / API_KEY_FILE
-    with contextlib.suppress(FileNotFoundError):
-        return path.read_text().strip().removeprefix("TRITON_API_KEY=") or None
-    if not create:
-        return None
-    state_dir.mkdir(parents=True, exist_ok=True)
+    key = read_env_file(state_dir / API_KEY_FILE).get("TRITON_API_KEY")
+    if key or not create:
+        return key or None
     key = secrets.token_hex(24)
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-        f.write(f"TRITON_API_KEY={key}\n")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    write_private(state_dir / API_KEY_FILE, f"TRITON_API_KEY={key}\n")
     return key
 
 
@@ -448,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=int, default=settings.triton.metrics_port)
     parser.add_argument("--model", action="append", help=f"model to load (repeatable; default {settings.model_name})")
     parser.add_argument("--model-control", choices=MODEL_CONTROL_MODES, default="explicit")
-    parser.add_argument("--fil-cache-dir", default=str(settings.fil_cache_dir), help="compiled-model cache (FIL_CACHE_DIR)")
+    parser.add_argument("--fil-cache-dir", default=str(settings.fil_cache_dir or settings.state_dir / "fil-cache"),
+                        help="compiled-model cache (FIL_CACHE_DIR)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
     parser.add_argument("--no-supervise", action="store_true",
                         help="start tritonserver alone, without the supervisor that restarts it after a crash")
