@@ -1,22 +1,12 @@
 """Train tree-ensemble fraud classifiers, pick the best, export it for Triton's FIL backend.
 
-DAG::
+DAG (each step's docstring says what it does)::
 
     start -> preprocess -> train (foreach model family) -> eval (join) -> deploy -> end
 
-- start:      check the parameters.
-- preprocess: load (or generate) the data, validate, fingerprint, split out of time (raw rows:
-              the model takes Time, V1..V28, Amount as they are; only SMOTE scales, for its
-              own distances). With a model repository that has a reference holdout, the
-              holdout is the test set and its rows never reach training.
-- train:      one model family per branch: SMOTE + classifier pipeline, randomized search scored
-              by cross-validated average precision on the training rows.
-- eval:       the family with the best cross-validated average precision wins; then every family
-              is scored once on the untouched test set, for the report (bootstrap intervals).
-- deploy:     export the winner as a Treelite checkpoint, check it predicts like the pipeline on
-              raw test rows; with --model-repo, judge it against the served version on the
-              reference holdout and publish it (threshold in config.pbtxt) only if it wins.
-- end:        print how to read the results.
+The model takes the raw rows (Time, V1..V28, Amount); only SMOTE scales, for its own distances.
+The winner is chosen on cross-validated average precision; the test set (the repository's
+reference holdout when it has one) is only a report, and the gate against the served version.
 
 Run:  python train/flow.py run [--data PATH|s3://bucket/key] [--models random_forest,xgboost] ...
 Help: python train/flow.py run --help
@@ -60,11 +50,6 @@ from fraudml.tritonconfig import INSTANCE_KINDS
 
 MODEL_TYPE = "treelite_checkpoint"
 N_FEATURES = 30
-# Artifacts set before the foreach that eval and the steps after it use.
-SHARED_ARTIFACTS = [
-    "families", "dataset_source", "dataset_fingerprint", "dataset_rows", "class_distribution",
-    "X_train", "y_train", "X_test", "y_test", "test_index", "holdout_set", "holdout_stored",
-]
 
 
 class FraudClassifierTreeSelection(FlowSpec):
@@ -175,7 +160,7 @@ class FraudClassifierTreeSelection(FlowSpec):
     @step
     def eval(self, inputs):
         """Pick the family with the best cross-validated AP; score every family once on the test set."""
-        self.merge_artifacts(inputs, include=SHARED_ARTIFACTS)
+        self.merge_artifacts(inputs, exclude=["family", "trained"])  # the per-branch artifacts
         trained = {inp.family: inp.trained for inp in inputs}
         # Selection uses training folds only; the test set below is a report, never a choice.
         self.best_family = pick_best({f: t.cv_average_precision for f, t in trained.items()})
@@ -255,7 +240,7 @@ class FraudClassifierTreeSelection(FlowSpec):
             self._promotion_card()
             if self.promotion["promoted"]:
                 if not self.holdout_stored:  # the first version fixes the reference holdout
-                    champion.store_holdout_or_refuse(repo, self.holdout_set)
+                    champion.store_holdout(repo, self.holdout_set)
                 self.lineage = {**self.lineage, "holdout": self.holdout_set.meta, "promotion": self.promotion}
                 self.model_version = repo.publish(
                     {self.model_filename: self.model_checkpoint}, self.lineage,
@@ -268,7 +253,7 @@ class FraudClassifierTreeSelection(FlowSpec):
                 print(f"not promoted: fraud-classifier/{previous} keeps serving")
             champion.record_decision(repo, current.run_id, {
                 **self.promotion, "run": f"{current.flow_name}/{current.run_id}",
-                "published_version": self.model_version, "decided_at": champion.now(),
+                "published_version": self.model_version,
             })
             if self.triton_url and self.model_version is not None:
                 from fraudml.rollout import roll_out
@@ -281,15 +266,13 @@ class FraudClassifierTreeSelection(FlowSpec):
     def _promotion_card(self):
         from metaflow.cards import Markdown, Table
 
-        p = self.promotion
+        p, meta = self.promotion, self.holdout_set.meta
         current.card.append(Markdown(
             f"# Champion / challenger on the reference holdout\n\n**{champion.describe_decision(p)}**  \n"
-            f"holdout `{self.holdout_set.fingerprint}` ({self.holdout_set.meta['rows']:,} rows, "
-            f"{self.holdout_set.meta['frauds']} frauds; {self.holdout_set.meta['source']}); "
-            f"margin {p['margin'] if 'margin' in p else self.promotion_margin}, recall tolerance "
-            f"{p['recall_tolerance'] if 'recall_tolerance' in p else self.recall_tolerance}"))
-        rows = [[name, f"{s['average_precision']:.4f} [{s['average_precision_95ci'][0]:.4f}, {s['average_precision_95ci'][1]:.4f}]",
-                 f"{s['recall']:.3f} [{s['recall_95ci'][0]:.3f}, {s['recall_95ci'][1]:.3f}]", f"{s['threshold']:.4f}"]
+            f"holdout `{self.holdout_set.fingerprint}` ({meta['rows']:,} rows, {meta['frauds']} frauds; "
+            f"{meta['source']}); margin {self.promotion_margin}, recall tolerance {self.recall_tolerance}"))
+        rows = [[name, cards.with_interval(s["average_precision"], s["average_precision_95ci"], 4),
+                 cards.with_interval(s["recall"], s["recall_95ci"], 3), f"{s['threshold']:.4f}"]
                 for name, s in (("challenger (this run)", p.get("challenger")),
                                 (f"champion (v{p.get('champion_version')})", p.get("champion"))) if s]
         if rows:

@@ -64,7 +64,7 @@ def test_holdout_rows_never_reach_training_and_seen_rows_are_refused(tmp_path):
     repo = ModelRepository(str(tmp_path / "repo"))
     train, holdout, stored = select_test_set(df, repo, by="time", test_size=0.2)
     assert not stored and holdout.df["Time"].min() >= train["Time"].max()
-    assert store_holdout(repo, holdout).fingerprint == holdout.fingerprint
+    store_holdout(repo, holdout)
     assert read_holdout(repo).fingerprint == holdout.fingerprint
     # a later run on the same data: the stored holdout is the test set, its rows leave training
     train2, holdout2, stored2 = select_test_set(df, repo, by="stratified")
@@ -75,9 +75,11 @@ def test_holdout_rows_never_reach_training_and_seen_rows_are_refused(tmp_path):
         check_unseen(holdout, feature_matrix(df), None)
     with pytest.raises(ComparisonRefused, match="served version 4 does not record"):
         check_unseen(holdout, feature_matrix(train2), {"version": 4})
-    # a second, different holdout cannot replace the first one
-    other = make_holdout(df.head(500), "other")
-    assert store_holdout(repo, other).fingerprint == holdout.fingerprint
+    # storing it again is a no-op; a second, different holdout cannot replace the first one
+    store_holdout(repo, holdout)
+    with pytest.raises(ComparisonRefused, match="another run stored a different reference holdout"):
+        store_holdout(repo, make_holdout(df.head(500), "other"))
+    assert read_holdout(repo).fingerprint == holdout.fingerprint
 
 
 def test_decisions_are_recorded_in_order(tmp_path):

@@ -23,7 +23,7 @@ def class_distribution_rows(parts: dict[str, dict]) -> tuple[list[str], list[lis
         for name, d in parts.items()]
 
 
-def _with_interval(value: float, interval: list[float] | None, digits: int) -> str:
+def with_interval(value: float, interval: list[float] | None, digits: int) -> str:
     if not interval:
         return f"{value:.{digits}f}"
     return f"{value:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
@@ -39,9 +39,9 @@ def comparison_rows(metrics_by_family: dict[str, dict], best: str | None = None)
         ci = m.get("intervals", {})
         rows.append([
             f"{family}{' *' if family == best else ''}", f"{m.get('cv_average_precision', float('nan')):.4f}",
-            _with_interval(m["average_precision"], ci.get("average_precision"), 3), f"{m['roc_auc']:.4f}",
+            with_interval(m["average_precision"], ci.get("average_precision"), 3), f"{m['roc_auc']:.4f}",
             f"{m['recall_at_precision']:.3f}", f"{m['threshold']:.4f}",
-            _with_interval(m["precision"], ci.get("precision"), 3), _with_interval(m["recall"], ci.get("recall"), 3),
+            with_interval(m["precision"], ci.get("precision"), 3), with_interval(m["recall"], ci.get("recall"), 3),
             f"{m['f1']:.3f}", f"{m.get('train_seconds', float('nan')):.1f}",
         ])
     headers = list(COMPARISON_HEADERS)

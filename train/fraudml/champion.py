@@ -30,15 +30,16 @@ import io
 import json
 import tempfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fraudml.cards import with_interval
 from fraudml.data import COLUMNS, LABEL, dataset_fingerprint, load_dataset, validate_dataset
 from fraudml.features import feature_matrix, labels, split_train_test
+from fraudml.lineage import utc_now
 from fraudml.metrics import bootstrap_intervals, percentile_interval, stratified_resamples
 
 REFERENCE = "_reference"
@@ -124,37 +125,25 @@ def make_holdout(df: pd.DataFrame, source: str) -> Holdout:
     return Holdout(df, fingerprint, meta)
 
 
-def store_holdout(repo, holdout: Holdout) -> Holdout:
-    """Write ``holdout`` as the repository's reference, unless one exists: then return that one
-    (two first runs racing agree on whichever was written first)."""
+def store_holdout(repo, holdout: Holdout) -> None:
+    """Write ``holdout`` as the repository's reference (create-if-absent: of two first runs racing,
+    the one written first wins); refuse if another run stored a different one meanwhile."""
     from fraudml.storage import PreconditionFailed
 
     try:
         repo.store.create(_key(repo.model_name, "holdout.csv"), holdout.df.to_csv(index=False).encode())
     except PreconditionFailed:
-        existing = read_holdout(repo)
-        if existing is None:
-            raise
-        return existing
+        if read_holdout(repo).fingerprint != holdout.fingerprint:
+            raise ComparisonRefused("another run stored a different reference holdout while this one trained; "
+                                    "run again: it will be judged on that holdout") from None
+        return
     repo.store.put(_key(repo.model_name, "holdout.json"), json.dumps(holdout.meta, indent=2).encode())
-    return holdout
-
-
-def store_holdout_or_refuse(repo, holdout: Holdout) -> None:
-    """Store ``holdout`` as the reference; refuse if another run stored a different one meanwhile."""
-    stored = store_holdout(repo, holdout)
-    if stored.fingerprint != holdout.fingerprint:
-        raise ComparisonRefused("another run stored a different reference holdout while this one trained; "
-                                "run again: it will be judged on that holdout")
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def record_decision(repo, run_id: str, decision: dict[str, Any]) -> None:
+    """Store ``decision`` (stamped ``decided_at`` now unless it has one) as the run's."""
     repo.store.put(_key(repo.model_name, "decisions", f"{run_id}.json"),
-                   json.dumps(decision, indent=2, default=str).encode())
+                   json.dumps({"decided_at": utc_now(), **decision}, indent=2, default=str).encode())
 
 
 def read_decisions(repo) -> list[dict[str, Any]]:
@@ -269,8 +258,7 @@ def describe_decision(decision: dict[str, Any]) -> str:
     line = f"{word}: {decision['reason']}"
     new, old = decision.get("challenger"), decision.get("champion")
     if new and old:
-        line += (f" (holdout AP: challenger {new['average_precision']:.4f} "
-                 f"[{new['average_precision_95ci'][0]:.4f}, {new['average_precision_95ci'][1]:.4f}], "
-                 f"v{decision['champion_version']} {old['average_precision']:.4f} "
-                 f"[{old['average_precision_95ci'][0]:.4f}, {old['average_precision_95ci'][1]:.4f}])")
+        ap = {name: with_interval(s["average_precision"], s["average_precision_95ci"], 4) for name, s in
+              (("new", new), ("old", old))}
+        line += f" (holdout AP: challenger {ap['new']}, v{decision['champion_version']} {ap['old']})"
     return line

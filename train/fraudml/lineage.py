@@ -25,6 +25,10 @@ _LIBRARIES = (
 )
 
 
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries that shape the model (missing ones left out)."""
     versions = {}
@@ -65,7 +69,7 @@ def build_lineage(
     *, flow_name: str, run_id: str, dataset_fingerprint: str, dataset_source: str, parameters: dict, metrics: dict,
     threshold: float, family: str, best_params: dict, model_type: str = "treelite_checkpoint",
     dataset_rows: int | None = None, task_pathspec: str | None = None, code_version: dict | None = None,
-    extra: dict | None = None, created_at: str | None = None,
+    extra: dict | None = None,
 ) -> dict:
     """The lineage record of one trained model, JSON-able.
 
@@ -76,7 +80,7 @@ def build_lineage(
     """
     record = {
         "schema": LINEAGE_SCHEMA,
-        "created_at": created_at or datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_at": utc_now(),
         "flow": flow_name,
         "run_id": str(run_id),
         "pathspec": f"{flow_name}/{run_id}",

@@ -31,7 +31,6 @@ How publishing stays safe:
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
@@ -42,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fraudml.lineage import utc_now
 from fraudml.storage import LocalStore, PreconditionFailed, S3Store, StorageError, open_store
 from fraudml.tritonconfig import MODEL_NAME, render_config, served_versions
 
@@ -66,10 +66,6 @@ class VersionInfo:
     files: list[str]
     claim: dict[str, Any]
     archived: bool = False  # its files are in _archive/ only (restored when rolled back to)
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _sha256(data: bytes) -> str:
@@ -240,11 +236,11 @@ class ModelRepository:
         payload = {name: (p if isinstance(p, bytes) else Path(p).read_bytes()) for name, p in files.items()}
         if LINEAGE in payload:
             raise PublishError(f"{LINEAGE} is written by the publisher; pass it as `lineage`")
-        claim = {"status": "in-progress", "claimed_at": _now(), "run": lineage.get("pathspec")}
+        claim = {"status": "in-progress", "claimed_at": utc_now(), "run": lineage.get("pathspec")}
         version = self._claim_next_version(claim)
         try:
             record = {**lineage, "model_name": self.model_name, "version": version, "model_repository": self.uri,
-                      "published_at": _now(), "triton_config": config_kwargs,
+                      "published_at": utc_now(), "triton_config": config_kwargs,
                       "files": {name: _sha256(data) for name, data in payload.items()}}
             payload[LINEAGE] = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
             for name, data in payload.items():
@@ -266,7 +262,7 @@ class ModelRepository:
                                    "Nothing was served from it; version number "
                                    f"{version} stays retired, and a retry publishes the next one.") from exc
             raise
-        self._set_claim(version, {**claim, "status": "complete", "completed_at": _now(),
+        self._set_claim(version, {**claim, "status": "complete", "completed_at": utc_now(),
                                   "files": record["files"], "served_after_publish": served})
         if as_canary:
             self.set_canary(version, canary_percent)
@@ -328,7 +324,7 @@ class ModelRepository:
         try:
             for key in self.store.list(self._k(version) + "/"):
                 self.store.delete(key)
-            self._set_claim(version, {**claim, "status": "failed", "error": str(exc)[:500], "failed_at": _now()})
+            self._set_claim(version, {**claim, "status": "failed", "error": str(exc)[:500], "failed_at": utc_now()})
         except Exception:  # noqa: BLE001 - the original error is what the caller must see
             pass
 
@@ -342,7 +338,7 @@ class ModelRepository:
     def mark_rejected(self, version: int, reason: str) -> None:
         """Record that a server refused ``version`` (it stays retired; its files stay for forensics)."""
         claim = self._claims().get(version, {})
-        self._set_claim(version, {**claim, "status": "rejected", "error": reason[:500], "rejected_at": _now()})
+        self._set_claim(version, {**claim, "status": "rejected", "error": reason[:500], "rejected_at": utc_now()})
 
     def set_canary(self, version: int, percent: int) -> None:
         """Let ``percent`` % of the Triton pods (chosen by name) serve ``version``; the others
