@@ -57,6 +57,6 @@ def test_hadolint_clean(dockerfile):
 
 def test_hadolint_reports_problems(tmp_path):
     bad = tmp_path / "Dockerfile"
-    bad.write_text("FROM python\nRUN pip install requests\n")
+    bad.write_text("FROM python AS build\nRUN pip install requests\nFROM python:latest\n")
     findings = " ".join(m.hadolint(bad))
-    assert "DL3006" in findings and "DL3013" in findings
+    assert "DL3006" in findings and "DL3007" in findings and "DL3013" in findings
