@@ -36,8 +36,7 @@ def triton_model_stats(http_port: int, model: str = MODEL_NAME, host: str = "127
 
 
 def batching_delta(before: dict, after: dict) -> dict:
-    """What happened between two stats snapshots: requests, executions, the average batch size
-    and how many executions ran each batch size."""
+    """Between two stats snapshots: requests, executions, average batch size, executions per batch size."""
 
     def sizes(s: dict) -> dict[int, int]:
         return {int(b["batch_size"]): int(b.get("compute_infer", {}).get("count", 0))
@@ -67,11 +66,8 @@ def batching_delta(before: dict, after: dict) -> dict:
 
 def run_locust(*, target: str, host: str, users: int, duration_s: int, rows_file: Path,
                out_dir: Path, name: str, taskset: list[str], model: str = MODEL_NAME) -> dict:
-    """One headless locust run; returns req/s, percentiles (ms) and failures.
-
-    Counts, req/s (requests / seconds from test start to stop) and percentiles come from the
-    locustfile's own bookkeeping (see its docstring); locust's CSV stays beside them.
-    """
+    """One headless locust run: req/s, percentiles (ms) and failures from the locustfile's own bookkeeping
+    (req/s = requests / seconds from test start to stop); locust's CSV stays beside them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = out_dir / name
     latencies = Path(f"{prefix}_latencies.npy")
@@ -111,8 +107,8 @@ def run_locust(*, target: str, host: str, users: int, duration_s: int, rows_file
 
 
 def phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
-    """locust at every user count against every HTTP contender; the results' ``load`` (by
-    target and users), ``batching`` (the headline Triton's, by users) and ``load_settings``."""
+    """locust at every user count against every HTTP contender: the results' ``load`` (by target and users),
+    ``batching`` (the headline Triton's, by users) and ``load_settings``."""
     plan = bench.plan
     targets = [t for t in LOAD_TARGETS if t in contenders]
     load, batching = {}, {}

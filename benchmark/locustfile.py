@@ -14,13 +14,11 @@ Environment:
 | ``BENCH_LATENCY_OUT`` | – | where to write every successful request's latency (ms, ``.npy``) |
 | ``TRITON_API_KEY`` | – | sent as the ``fraudml-api-key`` header (Triton on Kubernetes restricts HTTP inference to it) |
 
-Locust (2.47) measures each request in float milliseconds, but its statistics and CSV
-percentiles come from buckets that round anything under 100 ms to a whole millisecond
-(``locust.stats.bucket_response_time``), too coarse for sub-millisecond answers, and the CSV
-of a short headless run can miss the last requests. So the task also times each request itself with ``time.perf_counter`` and counts
-answers and failures; at the end of the test it writes every successful latency
-(``BENCH_LATENCY_OUT``, ms, ``.npy``) and a summary (``<that>.summary.json``: requests,
-failures, elapsed seconds from test start to stop, a few failure messages).
+Locust's percentiles round anything under 100 ms to a whole millisecond
+(``locust.stats.bucket_response_time``) and the CSV of a short headless run can miss the last
+requests, so the task times (``time.perf_counter``) and counts every request itself; at test stop
+it writes the successful latencies (``BENCH_LATENCY_OUT``) and ``<that>.summary.json`` (requests,
+failures, seconds from test start to stop, a few failure messages).
 """
 
 import functools

@@ -1,17 +1,13 @@
 """Where the benchmark's model, its sklearn twin and its rows come from.
 
-- :func:`from_repository` (default): one version of ``fraud-classifier`` in the model
-  repository (``s3://…`` or a folder), the served one unless asked otherwise. Its files and
-  ``lineage.json`` are copied into a benchmark-private Triton model repository whose
-  ``config.pbtxt`` is rendered by the project's one generator from the version's own
-  ``triton_config`` (pinned to that version), so Triton serves exactly those bytes. The
-  sklearn pipeline is the artifact of the Metaflow run named by ``lineage["pathspec"]``.
-- :func:`reference_model`: the model of the published comparison — a RandomForest of 100
-  trees of depth 10 on 30 features — trained here on the synthetic data and published into
-  a local repository through the project's own publisher.
+- :func:`from_repository` (default): one version of the model repository (the served one unless
+  asked), copied into a benchmark-private Triton repository with a ``config.pbtxt`` rendered by
+  the project's one generator from the version's ``triton_config``, pinned to it; the sklearn
+  pipeline is the artifact of the Metaflow run ``lineage["pathspec"]`` names.
+- :func:`reference_model`: the published comparison's RandomForest (100 trees, depth 10, 30
+  features) trained here on synthetic data and published through the project's own publisher.
 
-Rows (:func:`benchmark_rows`) are raw transactions (``Time, V1..V28, Amount``), exactly what
-any client sends to Triton's ``input__0``. Every contender gets the same rows in the same order.
+Rows (:func:`benchmark_rows`) are raw ``Time, V1..V28, Amount``, what a client sends to ``input__0``.
 """
 
 from __future__ import annotations
@@ -44,10 +40,10 @@ class BenchModel:
     model_file: Path  # the file Triton serves, also loaded by fastapi-treelite
     model_type: str
     lineage: dict[str, Any]
-    pipeline_file: Path | None  # pickled sklearn pipeline for fastapi-sklearn, None if unavailable
-    pipeline_note: str  # where the pipeline came from, or why it is missing
     max_batch_size: int
     info: dict[str, Any] = field(default_factory=dict)  # family, n_trees, depth, leaves, features
+    pipeline_file: Path | None = None  # pickled sklearn pipeline for fastapi-sklearn, None if unavailable
+    pipeline_note: str = ""  # where the pipeline came from, or why it is missing
     test_rows: np.ndarray | None = None  # the training run's X_test, when it can be read
 
     def to_json(self) -> dict[str, Any]:
@@ -68,17 +64,16 @@ class BenchModel:
 def describe_treelite(model) -> dict[str, Any]:
     """Number of trees, features, deepest tree and largest leaf count, from the model itself."""
     depths, leaves = [], []
-    for tree in json.loads(model.dump_as_json(pretty_print=False)).get("trees", []):
-        nodes = {n["node_id"]: n for n in tree.get("nodes", [])}
+    for tree in json.loads(model.dump_as_json(pretty_print=False))["trees"]:
+        nodes = {n["node_id"]: n for n in tree["nodes"]}
         level, depth = [0], 0
         while level := [c for i in level if "leaf_value" not in nodes[i]
                         for c in (nodes[i]["left_child"], nodes[i]["right_child"])]:
             depth += 1
         depths.append(depth)
         leaves.append(sum("leaf_value" in n for n in nodes.values()))
-    return {"n_trees": int(model.num_tree), "n_features": int(model.num_feature), "max_depth": max(depths, default=0),
-            "mean_depth": round(float(np.mean(depths)), 2) if depths else 0,
-            "max_leaves": max(leaves, default=0), "total_leaves": int(sum(leaves))}
+    return {"n_trees": int(model.num_tree), "n_features": int(model.num_feature), "max_depth": max(depths),
+            "mean_depth": round(float(np.mean(depths)), 2), "max_leaves": max(leaves), "total_leaves": int(sum(leaves))}
 
 
 def run_artifacts(pathspec: str, artifact: str | None = None) -> tuple[Any, np.ndarray | None]:
@@ -99,12 +94,8 @@ def run_artifacts(pathspec: str, artifact: str | None = None) -> tuple[Any, np.n
 
 def benchmark_rows(n_rows: int, model: BenchModel | None = None, data: str | None = None,
                    seed: int = ROW_SEED) -> tuple[np.ndarray, str]:
-    """``n_rows`` raw rows (float32, (n, 30)) and a sentence saying where they come from.
-
-    In order of preference: rows of ``data`` (a dataset file) when given; the test set of the
-    Metaflow run that trained the model (rows it never saw in training); fresh synthetic rows
-    from the project's generator with a seed no training run uses.
-    """
+    """``n_rows`` raw float32 rows and where they come from: ``data`` (a dataset file) when given, else the
+    test set of the Metaflow run that trained the model, else fresh synthetic rows with a seed no run uses."""
     rng = np.random.default_rng(seed)
     if data is None and model is not None and model.test_rows is not None and len(model.test_rows):
         rows = np.ascontiguousarray(model.test_rows[rng.permutation(len(model.test_rows))[:n_rows]], dtype=np.float32)
@@ -125,8 +116,7 @@ def benchmark_rows(n_rows: int, model: BenchModel | None = None, data: str | Non
 
 
 def _copy_version(source_uri: str, version: int | None, work_dir: Path) -> BenchModel:
-    """Copy ``version`` (default: the served one) into ``work_dir/triton-repo`` with a config
-    pinned to it; the model without its sklearn pipeline (see :meth:`BenchModel.set_pipeline`)."""
+    """Copy ``version`` (default: the served one) into ``work_dir/triton-repo`` with a config pinned to it."""
     from fraudml.repository import ModelRepository
     from fraudml.tritonconfig import DEFAULT_MAX_BATCH_SIZE, MODEL_FILENAMES, render_config
     from serve.backends.fil import fil_forest
@@ -149,9 +139,8 @@ def _copy_version(source_uri: str, version: int | None, work_dir: Path) -> Bench
     info = {"family": lineage.get("family", "unknown"),
             **describe_treelite(fil_forest.load_model(model_file, model_type))}
     return BenchModel(name=MODEL_NAME, version=version, source_repo=source_uri, triton_repo=triton_repo,
-                      model_file=model_file, model_type=model_type, lineage=lineage, pipeline_file=None,
-                      pipeline_note="", max_batch_size=int(config.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE)),
-                      info=info)
+                      model_file=model_file, model_type=model_type, lineage=lineage, info=info,
+                      max_batch_size=int(config.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE)))
 
 
 def from_repository(source_uri: str, work_dir: Path, version: int | None = None,
@@ -173,10 +162,8 @@ def from_repository(source_uri: str, work_dir: Path, version: int | None = None,
 
 def reference_model(work_dir: Path, n_trees: int = 100, max_depth: int = 10,
                     rows: int = 20_000, seed: int = 7) -> BenchModel:
-    """Train the reference set-up here, the flow's own random-forest pipeline (SMOTE ->
-    RandomForest, ``fraudml.models.build_pipeline``) with ``n_trees`` trees of depth
-    ``max_depth`` fitted on synthetic data without a search, and publish it as version 1 of a
-    local repository."""
+    """The flow's own SMOTE -> RandomForest pipeline with ``n_trees`` trees of depth ``max_depth``, fitted here
+    on synthetic data without a search and published as version 1 of a local repository."""
     from fraudml.data import LABEL, generate_dataset
     from fraudml.export import write_fil_model
     from fraudml.features import feature_matrix

@@ -1,12 +1,9 @@
-"""Start the FastAPI baseline in a container on the model Triton serves.
+"""The ENTRYPOINT of docker/Dockerfile.fastapi: the FastAPI baseline on the model Triton serves.
 
-    python docker/serve_baseline.py            (the ENTRYPOINT of docker/Dockerfile.fastapi)
-
-``benchmark.app`` reads a local model file (``BENCH_MODEL_FILE``). In a container the model
-lives in the S3 model repository, so when no file is given this launcher downloads the version
-that config.pbtxt names (the one Triton serves) into ``BENCH_MODEL_DIR``, sets
-``BENCH_MODEL_FILE``/``BENCH_MODEL_TYPE``/``BENCH_MODEL_VERSION`` and then replaces itself with
-Uvicorn. Same model, same version as Triton: the comparison stays fair in the cluster too.
+``benchmark.app`` reads a local model file (``BENCH_MODEL_FILE``); without one this launcher downloads
+the version config.pbtxt names (the one Triton serves) from the model repository into
+``BENCH_MODEL_DIR``, sets ``BENCH_MODEL_FILE``/``_TYPE``/``_VERSION`` and replaces itself with Uvicorn:
+same model, same version as Triton, so the comparison stays fair in the cluster too.
 
 Environment: ``MODEL_REPO`` (``s3://bucket/prefix`` or a folder), ``MODEL_NAME``
 (``fraud-classifier``), the ``AWS_*`` variables, ``BENCH_MODEL_DIR`` (``/tmp/model``),
@@ -26,15 +23,8 @@ class BaselineSetupError(RuntimeError):
 
 
 def model_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment for ``benchmark.app``: ``environ`` plus the served model's file.
-
-    Nothing is downloaded when ``BENCH_MODEL_FILE`` is set or the runtime is ``sklearn``
-    (a pickled pipeline is a local file by nature).
-
-    Raises:
-        BaselineSetupError: no ``MODEL_REPO``, nothing published yet, or no FIL model file
-            in the served version.
-    """
+    """``environ`` plus the served model's file, unless ``BENCH_MODEL_FILE`` is set or the runtime is
+    ``sklearn`` (a pickled pipeline is a local file by nature)."""
     env = dict(environ)
     runtime = (env.get("BENCH_RUNTIME") or "treelite").strip().lower()
     if runtime != "treelite" or env.get("BENCH_MODEL_FILE"):
