@@ -26,7 +26,6 @@ import pandas as pd
 from fraudml.data import FEATURES, LABEL
 from fraudml.repository import ModelRepository
 from fraudml.storage import StorageError
-from fraudml.triton_control import model_config
 from serve.lineage import lineage_line
 from serve.settings import command_line
 
@@ -44,24 +43,28 @@ class Answer:
     probabilities: np.ndarray  # p(fraud) per row
 
 
+def _client(url: str, protocol: str, timeout: float):
+    """(tritonclient module, client, the keyword arguments its calls take) for ``protocol``."""
+    if protocol == "grpc":
+        import tritonclient.grpc as tc
+
+        return tc, tc.InferenceServerClient(url), {"client_timeout": timeout}
+    import tritonclient.http as tc
+
+    return tc, tc.InferenceServerClient(url.split("://", 1)[-1], connection_timeout=timeout,
+                                        network_timeout=timeout), {}
+
+
 def infer(x: np.ndarray, *, url: str, protocol: str = "http", model_name: str, timeout: float = 10.0) -> Answer:
     """One request with the rows of ``x`` (float32, (n, n_features)) over HTTP or gRPC."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    grpc = protocol == "grpc"
     try:
-        if grpc:
-            import tritonclient.grpc as tc
-
-            client, call = tc.InferenceServerClient(url), {"client_timeout": timeout}
-        else:
-            import tritonclient.http as tc
-
-            client, call = tc.InferenceServerClient(url.split("://", 1)[-1], connection_timeout=timeout,
-                                                    network_timeout=timeout), {}
+        tc, client, call = _client(url, protocol, timeout)
         inp = tc.InferInput(INPUT, list(x.shape), "FP32")
         inp.set_data_from_numpy(x)  # binary over HTTP too (its default)
         res = client.infer(model_name, [inp], outputs=[tc.InferRequestedOutput(OUTPUT)], **call)
         meta = res.get_response()
+        grpc = protocol == "grpc"
         name, version = (meta.model_name, meta.model_version) if grpc else (meta["model_name"], meta["model_version"])
         out = res.as_numpy(OUTPUT)
     except Exception as exc:  # noqa: BLE001 - tritonclient raises many types; all become one clear error
@@ -75,13 +78,11 @@ def infer(x: np.ndarray, *, url: str, protocol: str = "http", model_name: str, t
 def served_threshold(*, url: str, protocol: str = "http", model_name: str, timeout: float = 10.0) -> float:
     """The decision threshold in the served model's config (FIL parameter ``threshold``)."""
     try:
+        _, client, call = _client(url, protocol, timeout)
         if protocol == "grpc":
-            import tritonclient.grpc as tc
-
-            config = tc.InferenceServerClient(url).get_model_config(model_name, as_json=True,
-                                                                      client_timeout=timeout)["config"]
+            config = client.get_model_config(model_name, as_json=True, **call)["config"]
         else:
-            config = model_config(url, model_name, timeout)
+            config = client.get_model_config(model_name)
         return float(config["parameters"]["threshold"]["string_value"])
     except KeyError:
         raise ClientError(f"{model_name} on {url} has no threshold parameter in its config") from None

@@ -27,13 +27,7 @@ from fraudml.storage import StorageError
 from serve.settings import Settings, command_line
 
 
-def _triton_urls(args, settings: Settings) -> list[str]:
-    urls = args.triton_url or [settings.triton.http_url]
-    return [u for u in urls if u.lower() != "none"]
-
-
-def cmd_list(args, settings: Settings) -> int:
-    repo = ModelRepository(args.model_repo, args.model_name)
+def cmd_list(repo: ModelRepository, args, settings: Settings) -> int:
     versions = repo.list_versions()
     if args.json:
         print(json.dumps([v.__dict__ for v in versions], indent=2, default=str))
@@ -66,28 +60,20 @@ def cmd_list(args, settings: Settings) -> int:
     return 0
 
 
-def cmd_rollback(args, settings: Settings) -> int:
-    repo = ModelRepository(args.model_repo, args.model_name)
-    previous = repo.set_served_version(args.version)
-    print(f"config.pbtxt: {args.model_name} {previous} -> {args.version}")
-    urls = _triton_urls(args, settings)
+def cmd_roll_out(repo: ModelRepository, args, settings: Settings) -> int:
+    """rollback: move config.pbtxt's pointer to ``--version`` first; both: each Triton loads the served version."""
+    previous = None
+    if args.command == "rollback":
+        previous = repo.set_served_version(args.version)
+        print(f"config.pbtxt: {args.model_name} {previous} -> {args.version}")
+    urls = [u for u in args.triton_url or [settings.triton.http_url] if u.lower() != "none"]
     roll_out(repo, urls, previous)
-    for url in urls:
-        print(f"{url}: loaded {args.model_name}/{args.version}")
-    return 0
-
-
-def cmd_load(args, settings: Settings) -> int:
-    repo = ModelRepository(args.model_repo, args.model_name)
-    urls = _triton_urls(args, settings)
-    roll_out(repo, urls, previous=None)
     for url in urls:
         print(f"{url}: loaded {args.model_name}/{repo.served_version()}")
     return 0
 
 
-def cmd_canary(args, settings: Settings) -> int:
-    repo = ModelRepository(args.model_repo, args.model_name)
+def cmd_canary(repo: ModelRepository, args, settings: Settings) -> int:
     canary = repo.canary()
     if args.promote or args.abort:
         if canary is None:
@@ -125,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_list)
     p = sub.add_parser("rollback", parents=[common, triton], help="serve an earlier (or later) complete version")
     p.add_argument("--version", type=int, required=True, help="the version to serve")
-    p.set_defaults(fn=cmd_rollback)
+    p.set_defaults(fn=cmd_roll_out)
     p = sub.add_parser("load", parents=[common, triton], help="ask Triton to load what config.pbtxt names")
-    p.set_defaults(fn=cmd_load)
+    p.set_defaults(fn=cmd_roll_out)
     p = sub.add_parser("canary", parents=[common], help="serve a version on a share of the pods; promote or abort it")
     p.add_argument("--version", type=int, help="the version the canary pods serve")
     p.add_argument("--percent", type=int, help="share of the pods, 1..100 (chosen by pod name)")
@@ -136,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_canary)
     args = parser.parse_args(argv)
     try:
-        return args.fn(args, settings)
+        return args.fn(ModelRepository(args.model_repo, args.model_name), args, settings)
     except (StorageError, PublishError, RolloutError, LookupError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -333,9 +333,9 @@ class TritonServer:
             raise TritonError(self._failure_message(str(e).split(";", 1)[0])) from None
 
     def _failure_message(self, headline: str, log_text: str | None = None) -> str:
-        if log_text is None:
-            log_text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-        return f"{headline}; from {self.log_file}:\n{relevant_log_lines(log_text)}"
+        if log_text is None and self.log_file.exists():
+            log_text = self.log_file.read_text(errors="replace")
+        return f"{headline}; from {self.log_file}:\n{relevant_log_lines(log_text or '')}"
 
     def load_model(self, name: str = MODEL_NAME, timeout: float = 120.0) -> None:
         """Ask Triton to (re)load ``name``: the versions its config names are loaded, then swapped in;
@@ -346,10 +346,7 @@ class TritonServer:
         except triton_control.TritonUnavailable as e:
             raise TritonError(str(e)) from None
         except triton_control.TritonRefused as e:
-            new_log = ""
-            with contextlib.suppress(FileNotFoundError), open(self.log_file, "rb") as f:
-                f.seek(offset)
-                new_log = f.read().decode(errors="replace")
+            new_log = self.log_file.read_bytes()[offset:].decode(errors="replace") if self.log_file.exists() else ""
             raise TritonError(self._failure_message(f"loading model {name!r} failed: {e}", new_log)) from None
 
     def predictor_state(self, name: str = MODEL_NAME, settle_s: float = 10.0) -> dict[int, str]:
@@ -481,10 +478,9 @@ def _status(server: TritonServer, args, settings: Settings) -> int:
     health = "" if health_ready == ready else f"; /v2/health/ready says {'ready' if health_ready else 'NOT ready'}"
     print(f"Triton running (pid {server.pid()}, {'ready' if ready else 'NOT ready'}{health}) on {server.model_repository}")
     print(f"  HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
-    if server.supervisor_pid():
-        crashes = [e for e in server.supervisor_events() if e["event"] in ("exited", "gave-up")]
-        last = f"; last: {crashes[-1].get('how', crashes[-1]['event'])}" if crashes else ""
-        print(f"  supervisor pid {server.supervisor_pid()}: {len(crashes)} crash(es) since start{last}")
+    crashes = [e for e in server.supervisor_events() if e["event"] in ("exited", "gave-up")]
+    last = f"; last: {crashes[-1].get('how', crashes[-1]['event'])}" if crashes else ""
+    print(f"  supervisor pid {server.supervisor_pid()}: {len(crashes)} crash(es) since start{last}")
     models = []
     with contextlib.suppress(triton_control.TritonUnavailable, triton_control.TritonRefused):
         models = triton_control.repository_index(server.http_url, headers=server._headers())
