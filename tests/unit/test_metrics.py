@@ -4,17 +4,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.metrics import f1_score
 
-from fraudml.metrics import (
-    average_precision,
-    choose_threshold,
-    confusion,
-    evaluate,
-    pr_curve,
-    recall_at_precision,
-    roc_auc,
-    threshold_metrics,
-)
+from fraudml.metrics import average_precision, choose_threshold, evaluate, pr_curve
 
 # Scores descending: 0.8 (fraud), 0.4 (legit), 0.35 (fraud), 0.1 (legit).
 # Operating points (predict fraud for p >= s):
@@ -28,8 +20,9 @@ P = [0.1, 0.4, 0.35, 0.8]
 
 def test_average_precision_and_roc_auc():
     """AP = 0.5 * 1 + 0.5 * 2/3; ROC-AUC = 3 of 4 pairs ranked right."""
-    assert average_precision(Y, P) == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)
-    assert roc_auc(Y, P) == pytest.approx(0.75)
+    m = evaluate(Y, P, 0.5)
+    assert m["average_precision"] == average_precision(Y, P) == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)
+    assert m["roc_auc"] == pytest.approx(0.75)
 
 
 @pytest.mark.parametrize(("threshold", "counts", "scores"), [
@@ -38,8 +31,10 @@ def test_average_precision_and_roc_auc():
     (0.99, {"tn": 2, "fp": 0, "fn": 2, "tp": 0}, {"precision": 0.0, "recall": 0.0, "f1": 0.0}),  # none predicted: 0, not NaN
 ])
 def test_confusion_and_threshold_metrics(threshold, counts, scores):
-    assert confusion(Y, P, threshold) == counts
-    assert threshold_metrics(Y, P, threshold) == pytest.approx(scores)
+    m = evaluate(Y, P, threshold)
+    assert m["confusion_matrix"] == counts
+    assert {k: m[k] for k in scores} == pytest.approx(scores)
+    assert (m["n"], m["n_positive"], m["positive_rate"], m["threshold"]) == (4, 2, 0.5, threshold)
 
 
 @pytest.mark.parametrize(("y", "p", "target", "expected"), [
@@ -47,7 +42,8 @@ def test_confusion_and_threshold_metrics(threshold, counts, scores):
     ([1, 0], [0.2, 0.9], 0.9, 0.0),  # no point reaches the precision
 ])
 def test_recall_at_precision(y, p, target, expected):
-    assert recall_at_precision(y, p, target) == pytest.approx(expected)
+    m = evaluate(y, p, 0.5, precision_target=target)
+    assert m["recall_at_precision"] == pytest.approx(expected) and m["precision_target"] == target
 
 
 # best F1 is at s=0.35: the threshold sits half-way to the next lower score 0.1
@@ -63,14 +59,14 @@ def test_choose_threshold_unreachable_target_warns_and_takes_the_most_precise():
     with pytest.warns(UserWarning, match="no threshold reaches precision 0.9"):
         t = choose_threshold([1, 0], [0.2, 0.9], "precision_target", 0.9)
     assert t < 0.2 and t == pytest.approx(0.2)
-    assert confusion([1, 0], [0.2, 0.9], t) == {"tn": 0, "fp": 1, "fn": 0, "tp": 1}
+    assert evaluate([1, 0], [0.2, 0.9], t)["confusion_matrix"] == {"tn": 0, "fp": 1, "fn": 0, "tp": 1}
 
 
 def test_ties_are_one_operating_point():  # rows with the same score fall on one side
     assert choose_threshold([1, 1, 0], [0.5, 0.5, 0.2], "best_f1") == pytest.approx(0.35)
     # the tie {0.5: fraud, 0.5: legit} cannot be split: best F1 takes all three rows
     t = choose_threshold([0, 1, 1], [0.5, 0.5, 0.2], "best_f1")
-    assert t < 0.2 and confusion([0, 1, 1], [0.5, 0.5, 0.2], t) == {"tn": 0, "fp": 1, "fn": 0, "tp": 2}
+    assert t < 0.2 and evaluate([0, 1, 1], [0.5, 0.5, 0.2], t)["confusion_matrix"] == {"tn": 0, "fp": 1, "fn": 0, "tp": 2}
 
 
 def test_bad_inputs():
@@ -81,19 +77,9 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="differ in length"):
         average_precision([0, 1], [0.1])
     with pytest.raises(ValueError, match="only 0 and 1"):
-        confusion([0, 2], [0.1, 0.2], 0.5)
+        evaluate([0, 2], [0.1, 0.2], 0.5)
     with pytest.raises(ValueError, match="no rows"):
-        confusion([], [], 0.5)
-
-
-def test_evaluate_collects_everything():
-    m = evaluate(Y, P, 0.225, precision_target=0.6)
-    assert m["average_precision"] == pytest.approx(5 / 6)
-    assert m["roc_auc"] == pytest.approx(0.75)
-    assert m["recall_at_precision"] == pytest.approx(1.0)
-    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == 1.0 and m["f1"] == pytest.approx(0.8)
-    assert m["confusion_matrix"] == {"tn": 1, "fp": 1, "fn": 0, "tp": 2}
-    assert (m["n"], m["n_positive"], m["positive_rate"], m["threshold"]) == (4, 2, 0.5, 0.225)
+        evaluate([], [], 0.5)
 
 
 def test_pr_curve_points():
@@ -114,6 +100,6 @@ def test_best_f1_threshold_is_optimal_and_comparison_safe(rows):
     y = np.array([r[0] for r in rows])
     p = np.array([r[1] for r in rows]) / 20.0  # coarse scores: many ties
     t = choose_threshold(y, p, "best_f1")
-    best = max(threshold_metrics(y, p, s)["f1"] for s in np.unique(p))
-    assert threshold_metrics(y, p, t)["f1"] == pytest.approx(best)
+    best = max(f1_score(y, p >= s) for s in np.unique(p))
+    assert f1_score(y, p >= t) == pytest.approx(best)
     np.testing.assert_array_equal(p >= t, p > t)

@@ -46,39 +46,6 @@ def average_precision(y_true, proba) -> float:
     return float(average_precision_score(y, p))
 
 
-def roc_auc(y_true, proba) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    y, p = _check(y_true, proba)
-    return float(roc_auc_score(y, p))
-
-
-def recall_at_precision(y_true, proba, precision: float) -> float:
-    """The highest recall over thresholds whose precision is at least ``precision`` (0.0 if none)."""
-    y, p = _check(y_true, proba)
-    _, prec, rec = _precision_recall_points(y, p)
-    ok = prec >= precision
-    return float(rec[ok].max()) if ok.any() else 0.0
-
-
-def confusion(y_true, proba, threshold: float) -> dict[str, int]:
-    """``{"tn", "fp", "fn", "tp"}`` for the decision ``proba >= threshold``."""
-    from sklearn.metrics import confusion_matrix
-
-    y, p = _check(y_true, proba)
-    tn, fp, fn, tp = confusion_matrix(y, p >= threshold, labels=[0, 1]).ravel()
-    return {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)}
-
-
-def threshold_metrics(y_true, proba, threshold: float) -> dict[str, float]:
-    """Precision, recall and F1 of the decision ``proba >= threshold`` (0.0 where undefined)."""
-    from sklearn.metrics import precision_recall_fscore_support
-
-    y, p = _check(y_true, proba)
-    precision, recall, f1, _ = precision_recall_fscore_support(y, p >= threshold, average="binary", zero_division=0.0)
-    return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
-
-
 def stratified_resamples(y: np.ndarray, n_boot: int, seed: int = 0):
     """``n_boot`` bootstrap index arrays, frauds and legitimate rows resampled separately (so
     every resample holds the same number of frauds, and AP stays defined)."""
@@ -112,16 +79,26 @@ def bootstrap_intervals(
 
 
 def evaluate(y_true, proba, threshold: float, *, precision_target: float = 0.9) -> dict:
-    """All the numbers reported for one model on one labelled set."""
+    """All the numbers reported for one model on one labelled set: threshold-free ones, the
+    highest recall at a precision of at least ``precision_target``, and those of the decision
+    ``proba >= threshold`` (precision, recall and F1 0.0 where undefined)."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+
     y, p = _check(y_true, proba)
+    _, curve_precision, curve_recall = _precision_recall_points(y, p)
+    reached = curve_precision >= precision_target
+    precision, recall, f1, _ = precision_recall_fscore_support(y, p >= threshold, average="binary", zero_division=0.0)
+    tn, fp, fn, tp = confusion_matrix(y, p >= threshold, labels=[0, 1]).ravel()
     return {
         "average_precision": average_precision(y, p),
-        "roc_auc": roc_auc(y, p),
-        "recall_at_precision": recall_at_precision(y, p, precision_target),
+        "roc_auc": float(roc_auc_score(y, p)),
+        "recall_at_precision": float(curve_recall[reached].max()) if reached.any() else 0.0,
         "precision_target": float(precision_target),
         "threshold": float(threshold),
-        **threshold_metrics(y, p, threshold),
-        "confusion_matrix": confusion(y, p, threshold),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
         "n": int(y.size),
         "n_positive": int(y.sum()),
         "positive_rate": float(y.mean()),
