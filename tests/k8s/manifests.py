@@ -143,3 +143,36 @@ def entrypoint(**env: str) -> subprocess.CompletedProcess:
         fake.chmod(0o755)
         return subprocess.run(["/bin/sh", str(ENTRYPOINT)], capture_output=True, text=True, timeout=10,
                               env={"PATH": f"{tmp}:/usr/bin:/bin", **env})
+
+
+# -- monitoring ----------------------------------------------------------------------------------
+def alert_rules() -> dict[str, dict]:
+    rule = one(build("overlays/monitored"), "PrometheusRule", "fraudml-triton")
+    return {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+
+
+def dashboard() -> dict:
+    return json.loads(configmap(build("monitoring"), "fraudml-grafana-dashboard")["data"]["fraudml-triton.json"])
+
+
+def adapter_rules() -> dict[str, dict]:
+    config = one(build("monitoring"), "ConfigMap", "fraudml-prometheus-adapter")["data"]["config.yaml"]
+    return {r["name"]["as"]: r for r in yaml.safe_load(config)["rules"]}
+
+
+def promql_expressions() -> dict[str, str]:
+    """Every PromQL expression shipped (Grafana and adapter template variables replaced by what they stand for)."""
+    out = {f"alert {name}": str(rule["expr"]) for name, rule in alert_rules().items()}
+    for panel in dashboard()["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$__rate_interval", "1m").replace("$namespace", "fraudml")
+            out[f"panel {panel['title']} {target['refId']}"] = expr
+    for name, rule in adapter_rules().items():
+        out[f"adapter {name}"] = (rule["metricsQuery"].replace("<<.GroupBy>>", "pod")
+                                  .replace("<<.LabelMatchers>>", 'namespace="fraudml"'))
+    return out
+
+
+def metric_names(expressions) -> set[str]:
+    """The Triton (nv_*) and reconciler (fraudml_*) series the expressions read."""
+    return {name for e in expressions for name in re.findall(r"\b((?:nv|fraudml)_[a-z_]+)\b", e)}
