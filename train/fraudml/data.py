@@ -143,21 +143,12 @@ def generate_dataset(
     return frame
 
 
-def write_dataset(df: pd.DataFrame, out: str | Path, *, progress: bool = False) -> Path:
-    """Write ``df`` as CSV (header ``COLUMNS``), in chunks with a progress bar if asked."""
+def write_dataset(df: pd.DataFrame, out: str | Path) -> Path:
+    """Write ``df`` as CSV (header ``COLUMNS``) through a temporary file, so ``out`` is never half written."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    chunk = 20_000
-    starts = range(0, len(df), chunk)
-    if progress:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, total=math.ceil(len(df) / chunk), desc=f"writing {out.name}", unit="chunk")
     tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        fh.write(",".join(df.columns) + "\n")
-        for start in starts:
-            df.iloc[start : start + chunk].to_csv(fh, header=False, index=False, lineterminator="\n")
+    df.to_csv(tmp, index=False, lineterminator="\n")
     os.replace(tmp, out)
     return out
 
@@ -175,34 +166,19 @@ def _read_csv(source, *, compression="infer", name: str) -> pd.DataFrame:
 
 
 def _read_s3(url: str) -> pd.DataFrame:
+    from fraudml.storage import S3Store, StorageError
+
     bucket, _, key = url[len("s3://") :].partition("/")
     if not bucket or not key:
         raise DatasetError(f"{url!r} is not an s3://bucket/key URL. Fix: name the object, e.g. s3://data/creditcard.csv")
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
-    # boto3 reads the endpoint (AWS_ENDPOINT_URL) and credentials from the environment itself;
-    # short time-outs so that a server that is down fails in seconds.
-    # A fresh session, not boto3's cached default one: it must see the environment of now.
-    client = boto3.session.Session().client(
-        "s3",
-        config=Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"}),
-    )
-    try:
-        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except NoCredentialsError as exc:
-        raise DatasetError(f"no S3 credentials to read {url}. Fix: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                           "(and AWS_ENDPOINT_URL for a local S3)") from exc
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "error")
-        raise DatasetError(f"S3 refused to read {url} ({code}). Fix: check the bucket and key exist and the "
-                           "credentials may read them") from exc
-    except BotoCoreError as exc:
-        raise DatasetError(f"cannot reach S3 for {url} ({type(exc).__name__}). Fix: check AWS_ENDPOINT_URL and that "
-                           "the S3 server is up (`make s3`)") from exc
-    compression = "gzip" if key.endswith(".gz") else None
-    return _read_csv(io.BytesIO(body), compression=compression, name=url)
+    try:  # the model repository's client: endpoint and credentials from AWS_*, short time-outs
+        blob = S3Store(f"s3://{bucket}").get(key)
+    except StorageError as exc:
+        raise DatasetError(f"cannot read {url}: {exc}. Fix: check the AWS_* variables and that the S3 server "
+                           "is up (`make s3`)") from exc
+    if blob is None:
+        raise DatasetError(f"S3 refused to read {url} (NoSuchKey). Fix: check the bucket and key exist")
+    return _read_csv(io.BytesIO(blob.data), compression="gzip" if key.endswith(".gz") else None, name=url)
 
 
 def load_dataset(source: str | Path) -> pd.DataFrame:
@@ -340,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             df = generate_dataset(args.rows, args.fraud_rate, args.seed)
-            done = f"wrote {write_dataset(df, args.out, progress=sys.stderr.isatty())}"
+            done = f"wrote {write_dataset(df, args.out)}"
         else:
             df = load_dataset(args.source)
             validate_dataset(df, min_positives=args.min_positives)
