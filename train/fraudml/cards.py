@@ -10,11 +10,6 @@ import numpy as np
 
 from fraudml.metrics import pr_curve
 
-COMPARISON_HEADERS = [
-    "family", "CV AP (selects)", "test AP [95% CI]", "ROC-AUC", "recall@P", "threshold",
-    "precision [95% CI]", "recall [95% CI]", "F1", "train s",
-]
-
 
 def class_distribution_rows(parts: dict[str, dict]) -> tuple[list[str], list[list]]:
     """``parts``: name -> :func:`fraudml.data.describe` output (e.g. all / train / test)."""
@@ -23,41 +18,34 @@ def class_distribution_rows(parts: dict[str, dict]) -> tuple[list[str], list[lis
         for name, d in parts.items()]
 
 
-def with_interval(value: float, interval: list[float] | None, digits: int) -> str:
-    if not interval:
-        return f"{value:.{digits}f}"
+def with_interval(value: float, interval: list[float], digits: int) -> str:
     return f"{value:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
 
 
-def comparison_rows(metrics_by_family: dict[str, dict], best: str | None = None) -> tuple[list[str], list[list]]:
-    """One row per family, best cross-validated AP (the selection criterion) first; the winner
-    is marked ``*``. Test metrics carry their bootstrap intervals when present."""
-    order = sorted(metrics_by_family, key=lambda f: (-metrics_by_family[f].get("cv_average_precision", 0.0), f))
+def comparison_rows(metrics_by_family: dict[str, dict], best: str) -> tuple[list[str], list[list]]:
+    """One row per family (:func:`fraudml.models.score_family` metrics), best cross-validated AP
+    (the selection criterion) first; the winner is marked ``*``."""
+    order = sorted(metrics_by_family, key=lambda f: (-metrics_by_family[f]["cv_average_precision"], f))
     rows = []
     for family in order:
         m = metrics_by_family[family]
-        ci = m.get("intervals", {})
+        ci = m["intervals"]
         rows.append([
-            f"{family}{' *' if family == best else ''}", f"{m.get('cv_average_precision', float('nan')):.4f}",
-            with_interval(m["average_precision"], ci.get("average_precision"), 3), f"{m['roc_auc']:.4f}",
-            f"{m['recall_at_precision']:.3f}", f"{m['threshold']:.4f}",
-            with_interval(m["precision"], ci.get("precision"), 3), with_interval(m["recall"], ci.get("recall"), 3),
-            f"{m['f1']:.3f}", f"{m.get('train_seconds', float('nan')):.1f}",
+            f"{family}{' *' if family == best else ''}", f"{m['cv_average_precision']:.4f}",
+            with_interval(m["average_precision"], ci["average_precision"], 3), f"{m['roc_auc']:.4f}",
+            f"{m['recall_at_precision']:.3f}", f"{m['threshold']:.4f}", with_interval(m["precision"], ci["precision"], 3),
+            with_interval(m["recall"], ci["recall"], 3), f"{m['f1']:.3f}", f"{m['train_seconds']:.1f}",
         ])
-    headers = list(COMPARISON_HEADERS)
-    if metrics_by_family:
-        target = next(iter(metrics_by_family.values()))["precision_target"]
-        headers[4] = f"recall@P{target:g}"
-    return headers, rows
+    target = metrics_by_family[order[0]]["precision_target"]
+    return ["family", "CV AP (selects)", "test AP [95% CI]", "ROC-AUC", f"recall@P{target:g}", "threshold",
+            "precision [95% CI]", "recall [95% CI]", "F1", "train s"], rows
 
 
 def text_table(headers: list[str], rows: list[list]) -> str:
     """A fixed-width table for the console."""
-    cells = [list(map(str, headers)), *[list(map(str, r)) for r in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=headers).to_string(index=False)
 
 
 def confusion_rows(cm: dict[str, int]) -> tuple[list[str], list[list]]:
