@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from fraudml.repository import ModelRepository, PublishError, publish_model_version
-from fraudml.storage import S3Store, StorageError, open_store
+from fraudml.storage import StorageError, open_store
 from fraudml.tritonconfig import served_versions
 
 CONFIG_KWARGS = {"model_type": "treelite_checkpoint", "threshold": 0.7, "n_features": 30}
@@ -90,16 +90,6 @@ def test_lookups_of_missing_versions_are_clear_errors(tmp_path):
     _publish(tmp_path)
     with pytest.raises(LookupError, match="fraud-classifier/7 does not exist"):
         ModelRepository(str(tmp_path)).set_served_version(7)
-
-
-def test_s3_without_credentials_fails_at_once(monkeypatch):
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    with pytest.raises(StorageError, match="no S3 credentials"):
-        S3Store("s3://models/triton")
 
 
 def test_unreachable_s3_is_a_clear_error(monkeypatch, free_port):

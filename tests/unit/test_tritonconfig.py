@@ -46,10 +46,6 @@ CASES = {
 }
 
 
-def _parse(text: str) -> model_config_pb2.ModelConfig:
-    return text_format.Parse(text, model_config_pb2.ModelConfig())
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_render_config_matches_golden(case):
     """Byte for byte the reviewed golden file (score_lightgbm_is_classifier: no version_policy,
@@ -118,27 +114,15 @@ def test_model_filenames_match_the_local_fil_backend():
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_rendered_config_is_what_triton_and_the_local_fil_backend_read(case):
-    """Triton's own ModelConfig schema parses every rendered config to what was asked; the
-    local fil backend's parameter reader (native FIL's rules) accepts every one of the pinned
-    release's key and reads back the flags and threshold; a [1] output is answered squeezed,
-    as native FIL does."""
+def test_rendered_config_is_what_the_local_fil_backend_reads(case):
+    """The local fil backend's parameter reader (native FIL's rules) accepts every config with the
+    pinned release's key and reads back the flags and threshold; a [1] output is answered squeezed,
+    as native FIL does (the fields themselves: the golden files)."""
     from serve.backends.fil import fil_config
 
     kwargs = CASES[case]
-    text = render_config(**kwargs)
-    config = _parse(text)
-    assert config.name == MODEL_NAME and config.backend == "fil"
-    assert [i.name for i in config.input] == ["input__0"] and [o.name for o in config.output] == ["output__0"]
-    assert config.input[0].data_type == model_config_pb2.TYPE_FP32 == config.output[0].data_type
-    assert list(config.input[0].dims) == [kwargs.get("n_features", 30)]
-    assert list(config.output[0].dims) == [2 if kwargs.get("predict_proba", True) else kwargs.get("n_model_outputs", 1)]
-    assert config.parameters["model_type"].string_value == kwargs.get("model_type", "treelite_checkpoint")
-    assert config.parameters[kwargs.get("classifier_key", "output_class")].string_value in ("true", "false")
-    assert float(config.parameters["threshold"].string_value) == kwargs.get("threshold", 0.5)
-    assert config.HasField("dynamic_batching")
-    assert model_config_pb2.ModelInstanceGroup.Kind.Name(config.instance_group[0].kind) == kwargs.get("instance_kind", "KIND_CPU")
-    assert sorted(config.version_policy.specific.versions) == sorted(kwargs.get("versions", []))
+    config = text_format.Parse(render_config(**kwargs), model_config_pb2.ModelConfig())
+    assert config.name == MODEL_NAME
     parameters = {k: {"string_value": v.string_value} for k, v in config.parameters.items()}  # as Triton hands them
     if kwargs.get("classifier_key", "output_class") != fil_config.classifier_key():
         with pytest.raises(fil_config.ConfigError, match="Required parameter"):
