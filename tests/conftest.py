@@ -1,21 +1,5 @@
-"""Shared fixtures: real servers on free ports, waited for by polling, always stopped.
-
-* ``free_port`` -> a function returning a free TCP port on 127.0.0.1.
-* ``s3_server`` (session) -> a running :class:`serve.s3.SeaweedS3`; ``s3_server.env()``
-  gives the AWS_* variables for it, ``s3_server.client()`` a boto3 client.
-* ``fil_cache_dir`` (session) -> the compiled-model cache shared by the session's Tritons.
-* ``triton_factory`` (session) -> ``triton_factory(model_repository, **kwargs)`` starts a
-  :class:`serve.triton.TritonServer` on free ports and returns it ready; every server it
-  started is stopped when the session ends (``server.stop()`` stops one earlier).
-* ``publisher_env`` -> ``s3_server``, with its writer's AWS_* in ``os.environ`` (as ``make``
-  gives the publishing commands) for the test.
-* ``metaflow_local`` (module) -> ``(root, env)``: a private local Metaflow datastore and
-  metadata for a module's flow runs (``Runner(FLOW, cwd=root, env=env)``), which the client
-  in this process reads too (the working directory is ``root`` while the module runs).
-* ``fil_backend_kind`` -> ``fil_backend_kind(kind)`` returns ``kind`` ("native" or
-  "python") for ``triton_factory(..., fil_backend=kind)``, skipping the test with the
-  reason when the native backend cannot be built here (built once per session).
-"""
+"""Shared fixtures: real servers on free ports, waited for by polling, always stopped (each
+fixture's docstring says what it gives)."""
 
 from __future__ import annotations
 
@@ -38,8 +22,7 @@ pytest.register_assert_rewrite("tests.reliability.rig", "tests.reliability.wire"
 
 @pytest.fixture(autouse=True)
 def _restore_environment() -> Iterator[None]:
-    """Code under test may load credentials into os.environ (as the CLIs do); no test
-    may see what an earlier one left there."""
+    """Code under test may load credentials into os.environ (as the CLIs do): no test sees an earlier one's."""
     saved = dict(os.environ)
     yield
     os.environ.clear()
@@ -74,6 +57,8 @@ def publisher_env(s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> Seaw
 
 @pytest.fixture(scope="module")
 def metaflow_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    """``(root, env)``: a private local Metaflow datastore and metadata for a module's flow runs
+    (``Runner(FLOW, cwd=root, env=env)``), which this process reads too (its working directory is ``root``)."""
     root = tmp_path_factory.mktemp("metaflow")
     env = {"METAFLOW_USER": "pytest",  # Metaflow ignores the name "root" (CI runs as root)
            "METAFLOW_DEFAULT_DATASTORE": "local", "METAFLOW_DEFAULT_METADATA": "local",
@@ -90,11 +75,14 @@ def metaflow_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[P
 
 @pytest.fixture(scope="session")
 def fil_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The compiled-model cache shared by the session's Tritons."""
     return tmp_path_factory.mktemp("fil-cache")
 
 
 @pytest.fixture(scope="session")
 def fil_backend_kind() -> Callable[[str], str]:
+    """``fil_backend_kind(kind)`` returns ``kind`` ("native", "python") for ``triton_factory(fil_backend=...)``,
+    skipping the test with the reason when the native backend cannot be built here (tried once)."""
     try:
         build_native()
         unbuildable = None
@@ -111,19 +99,18 @@ def fil_backend_kind() -> Callable[[str], str]:
 
 @pytest.fixture(scope="session")
 def triton_factory(tmp_path_factory: pytest.TempPathFactory, fil_cache_dir: Path) -> Iterator[Callable[..., TritonServer]]:
-    """``triton_factory(model_repository, *, env=None, fil_compile=True, fil_backend=None, timeout=120, **kwargs)``.
-
-    ``kwargs`` go to :class:`TritonServer` (``load_models``, ``model_control``, ...);
-    ``fil_compile=False`` makes the local ``fil`` backend serve with Treelite GTIL only;
-    ``fil_backend`` ("native", "python") sets ``FIL_BACKEND`` (default: the launcher's auto).
-    """
+    """``triton_factory(model_repository, **kwargs)`` starts a :class:`TritonServer` on free ports and
+    returns it ready; all are stopped at the session's end. ``fil_compile=False``: Treelite GTIL only;
+    ``fil_backend`` sets ``FIL_BACKEND`` (default: the launcher's auto); other ``kwargs`` go to TritonServer."""
     started: list[TritonServer] = []
     counter = itertools.count()
 
     def start(model_repository: str | Path, *, env: dict[str, str] | None = None, fil_compile: bool = True,
               fil_backend: str | None = None, timeout: float = 120.0, **kwargs) -> TritonServer:
         http_port, grpc_port, metrics_port = free_ports(3)
-        env = {**(env or {}), "FIL_COMPILE": "1" if fil_compile else "0", **({"FIL_BACKEND": fil_backend} if fil_backend else {})}
+        env = {**(env or {}), "FIL_COMPILE": "1" if fil_compile else "0"}
+        if fil_backend:
+            env["FIL_BACKEND"] = fil_backend
         server = TritonServer(str(model_repository), http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                               state_dir=tmp_path_factory.mktemp(f"triton{next(counter)}"), env=env,
                               fil_cache_dir=kwargs.pop("fil_cache_dir", fil_cache_dir), **kwargs)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -102,6 +101,7 @@ def pytest_collection_modifyitems(items) -> None:
         items[ours[0]: ours[-1] + 1] = block
 
 
+RANK = ("passed", "skipped", "failed")  # a case's outcome is its worst phase's
 _outcomes: dict[str, str] = {}
 _properties: dict[str, list[tuple[str, object]]] = {}
 _why_failed: dict[str, str] = {}
@@ -110,9 +110,7 @@ _why_failed: dict[str, str] = {}
 def pytest_runtest_logreport(report) -> None:
     if category(report.nodeid) is None:
         return
-    rank = {"passed": 0, "skipped": 1, "failed": 2}  # a case's outcome is its worst phase's
-    if rank[report.outcome] >= rank[_outcomes.get(report.nodeid, "passed")]:
-        _outcomes[report.nodeid] = report.outcome
+    _outcomes[report.nodeid] = max(_outcomes.get(report.nodeid, "passed"), report.outcome, key=RANK.index)
     if report.failed:
         crash = getattr(report.longrepr, "reprcrash", None)
         _why_failed.setdefault(report.nodeid, " ".join(str(getattr(crash, "message", report.longrepr)).split())[:300])
@@ -121,28 +119,21 @@ def pytest_runtest_logreport(report) -> None:
 
 
 def summary_markdown(config) -> str:
-    rows: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    lost: dict[str, int] = {}
-    for nodeid, outcome in _outcomes.items():
-        counts = rows[category(nodeid)]
-        counts[0] += 1
-        counts[1] += outcome == "failed"
-        counts[2] += outcome == "skipped"
-        for key, value in _properties.get(nodeid, []):
-            if key == "versions_lost":
-                lost[category(nodeid)] = lost.get(category(nodeid), 0) + int(value)
-    names = sorted(rows, key=order)
+    rows: dict[str, list] = {}  # category -> [cases, failures, skipped, versions lost (None: not measured)]
+    for nodeid, outcome in sorted(_outcomes.items(), key=lambda item: order(category(item[0]))):
+        row = rows.setdefault(category(nodeid), [0, 0, 0, None])
+        lost = [int(value) for key, value in _properties.get(nodeid, []) if key == "versions_lost"]
+        row[:] = [row[0] + 1, row[1] + (outcome == "failed"), row[2] + (outcome == "skipped"),
+                  sum(lost, row[3] or 0) if lost else row[3]]
+    measured = [row[3] for row in rows.values() if row[3] is not None]
+    total = [sum(row[i] for row in rows.values()) for i in range(3)] + [sum(measured) if measured else None]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     out = [f"# Reliability run {dt.datetime.now():%Y-%m-%d %H:%M}",
            "", f"`pytest -m \"{config.option.markexpr}\"`, soak {SOAK_SECONDS} s, {FUZZ_EXAMPLES} fuzz examples per "
            f"target, commit {commit}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}.", "",
            "| category | cases | failures | skipped | versions lost |", "| --- | ---: | ---: | ---: | ---: |"]
-    for name in names:
-        cases, failed, skipped = rows[name]
-        out.append(f"| {name} | {cases} | {failed} | {skipped} | {lost.get(name, '-')} |")
-    total = [sum(rows[n][i] for n in names) for i in range(3)]
-    out.append(f"| **total** | **{total[0]}** | **{total[1]}** | **{total[2]}** | "
-               f"**{sum(lost.values()) if lost else '-'}** |")
+    out += [f"| {name} | " + " | ".join(f"{'-' if v is None else v}" for v in row) + " |" for name, row in rows.items()]
+    out.append("| **total** | " + " | ".join(f"**{'-' if v is None else v}**" for v in total) + " |")
     figures = [f"- `{nodeid.split('::', 1)[1]}` {key}: {value}" for nodeid, props in _properties.items()
                for key, value in props if key != "versions_lost"]
     failed = [f"- `{nodeid}`: {why}" for nodeid, why in _why_failed.items()]

@@ -9,22 +9,13 @@ scikit-learn refuses (docs/fil_contract.md)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 import numpy as np
 import pytest
 from tritonclient.utils import serialize_byte_tensor
 
+from tests.reliability import wire
 from tests.reliability.rig import MAX_BATCH, N_FEATURES
-from tests.reliability.wire import (
-    INFER,
-    JSON,
-    assert_refused,
-    binary_body,
-    grpc_infer,
-    json_body,
-    post,
-)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.quick, pytest.mark.slow]
 
@@ -32,6 +23,7 @@ LARGE_BYTES = 50_000_000  # "a very large payload"
 OVER = MAX_BATCH + 1
 LARGE_ROWS = LARGE_BYTES // (4 * N_FEATURES) + 1
 GRPC_REFUSALS = ("INVALID_ARGUMENT", "NOT_FOUND", "UNAVAILABLE", "RESOURCE_EXHAUSTED")
+EVERY_PROTOCOL = ("http-json", "http-binary", "grpc")
 
 
 def rows(n: int, cols: int = N_FEATURES, dtype=np.float32) -> np.ndarray:
@@ -50,101 +42,70 @@ def large_json() -> bytes:
     return head + b"0.123456," * (n * N_FEATURES - 1) + b"0.123456]}]}"
 
 
-# Request builders, called only when the case runs (the 50 MB bodies are not kept around).
-def J(shape=None, datatype="FP32", data=None, *, raw: bytes | Callable[[], bytes] | None = None, path=INFER,
-      name="input__0"):
-    return lambda: (path, (raw() if callable(raw) else raw) if raw is not None else json_body(shape, datatype, data, name))
+def bad(case, words, shape, data, datatype="FP32", *, over=EVERY_PROTOCOL, answerable=None, **kw) -> list:
+    """One case per protocol of ``over``: ``data`` (or a function making it, called only when the case
+    runs: the 50 MB ones are not kept around) as :func:`wire.infer` sends it; ``words`` must all be in
+    the error ("a|b": either); rows ``answerable`` may be answered instead (NaN, +-Inf)."""
+    def send(protocol):
+        return lambda triton: wire.infer(triton, protocol, shape, datatype, data() if callable(data) else data, **kw)
+    return [pytest.param(p, send(p), tuple(words), answerable, id=f"{p}: {case}") for p in over]
 
 
-def B(shape, datatype, x: np.ndarray | Callable[[], np.ndarray] | bytes, *, path=INFER, **kw):
-    return lambda: (path, *binary_body(shape, datatype, (x() if callable(x) else x).tobytes()
-                                       if not isinstance(x, bytes) else x, **kw))
+def raw(name, words, body, headers=wire.JSON) -> list:
+    """One case: ``body`` (bytes, or a function making them) posted as it is."""
+    protocol = "http-json" if headers is wire.JSON else "http-binary"
 
-
-def G(shape, datatype="FP32", x: np.ndarray | Callable[[], np.ndarray] | bytes | None = b"", **kw):
-    def build():
-        raw = x() if callable(x) else x
-        return {"shape": shape, "datatype": datatype, **kw,
-                "contents": [] if raw is None else [raw if isinstance(raw, bytes) else raw.tobytes()]}
-    return build
-
-
-def bad(name, words, rows=None, **builders) -> list:
-    """One case per protocol (``json=``, ``binary=``, ``grpc=``: a request builder); ``words`` must
-    all be in the error ("a|b": either); ``rows`` may be answered instead (NaN, +-Inf)."""
-    protocols = {"json": "http-json", "binary": "http-binary", "grpc": "grpc"}
-    return [pytest.param(protocols[kind], build, tuple(words), rows, id=f"{protocols[kind]}: {name}")
-            for kind, build in builders.items()]
+    def send(triton):
+        return wire.post(triton.http_url + wire.INFER, body() if callable(body) else body, headers)
+    return [pytest.param(protocol, send, tuple(words), None, id=f"{protocol}: {name}")]
 
 
 x2 = rows(2)
-zeros = {n: (lambda n=n: np.zeros((n, N_FEATURES), np.float32)) for n in (OVER, LARGE_ROWS)}
 TRITON_CASES = [
-    bad("malformed JSON (truncated body)", ["parse|JSON"], json=J(raw=b'{"inputs": [{"name": "input__0", "shape": [1,')),
-    bad("JSON that is not an object", ["inputs"], json=J(raw=b"[1, 2, 3]")),
-    bad("no inputs field", ["inputs"], json=J(raw=b'{"outputs": []}')),
-    bad("binary header longer than the body", ["header"], binary=B([2, 30], "FP32", x2, header_length=10**6)),
-    bad("binary header that is not JSON", ["parse|JSON"], binary=lambda: (INFER, b"\xff\xfe" + x2.tobytes(), {
-        "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": "2"})),
-    bad("declared data size differs from the shape", ["size|shape"], json=J([2, 30], data=[0.5] * 59),
-        binary=B([2, 30], "FP32", x2.tobytes()[:100]), grpc=G([2, 30], "FP32", b"\0" * 100)),
-    bad("no data for the input", ["data"], grpc=G([2, 30], x=None), json=J(raw=json.dumps(
-        {"inputs": [{"name": "input__0", "shape": [1, 30], "datatype": "FP32"}]}).encode())),
-    bad("wrong input name", ["input__1"], json=J([1, 30], name="input__1"),
-        binary=B([2, 30], "FP32", x2, name="input__1"), grpc=G([2, 30], "FP32", x2, name="input__1")),
-    bad("datatype FP64", ["FP64", "FP32"], json=J([2, 30], "FP64"),
-        binary=B([2, 30], "FP64", x2.astype(np.float64)), grpc=G([2, 30], "FP64", x2.astype(np.float64))),
-    bad("datatype INT32", ["INT32", "FP32"], json=J([2, 30], "INT32", [1] * 60),
-        binary=B([2, 30], "INT32", x2.astype(np.int32)), grpc=G([2, 30], "INT32", x2.astype(np.int32))),
-    bad("datatype BYTES", ["BYTES", "FP32"], json=J([2, 30], "BYTES", ["0.5"] * 60),
-        grpc=G([2, 30], "BYTES", serialize_byte_tensor(np.array([[b"0.5"] * 30] * 2, dtype=np.object_)).item())),
-    bad("unknown datatype FP33", ["datatype|invalid"], json=J([2, 30], "FP33"), grpc=G([2, 30], "FP33", x2)),
-    bad("strings where FP32 numbers belong", ["number|double|data"], json=J([1, 30], data=["0.5"] * 30)),
-    bad("29 features", ["input__0", "shape", "29"], json=J([2, 29]),
-        binary=B([2, 29], "FP32", rows(2, 29)), grpc=G([2, 29], "FP32", rows(2, 29))),
-    bad("31 features", ["input__0", "shape", "31"], json=J([2, 31]),
-        binary=B([2, 31], "FP32", rows(2, 31)), grpc=G([2, 31], "FP32", rows(2, 31))),
-    bad("1-D input (no batch dimension)", ["input__0", "shape"], json=J([30]),
-        binary=B([30], "FP32", x2[0]), grpc=G([30], "FP32", x2[0])),
-    bad("3-D input", ["input__0", "shape"], json=J([1, 2, 30]), binary=B([1, 2, 30], "FP32", x2),
-        grpc=G([1, 2, 30], "FP32", x2)),
-    bad("negative dimension", ["shape"], json=J([-1, 30], data=[0.5] * 30)),
-    *(bad(f"{label} feature", words, json=J([2, 30], data=with_value(v).reshape(-1).tolist()),
-          binary=B([2, 30], "FP32", with_value(v)), grpc=G([2, 30], "FP32", with_value(v)), rows=with_value(v))
+    raw("malformed JSON (truncated body)", ["parse|JSON"], b'{"inputs": [{"name": "input__0", "shape": [1,'),
+    raw("JSON that is not an object", ["inputs"], b"[1, 2, 3]"),
+    raw("no inputs field", ["inputs"], b'{"outputs": []}'),
+    bad("binary header longer than the body", ["header"], [2, 30], x2, over=["http-binary"], header_length=10**6),
+    raw("binary header that is not JSON", ["parse|JSON"], b"\xff\xfe" + x2.tobytes(),
+        {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": "2"}),
+    bad("declared data size differs from the shape", ["size|shape"], [2, 30], x2.reshape(-1)[:25]),
+    bad("no data for the input", ["data"], [2, 30], None, over=["http-json", "grpc"]),
+    bad("wrong input name", ["input__1"], [2, 30], x2, name="input__1"),
+    bad("datatype FP64", ["FP64", "FP32"], [2, 30], x2.astype(np.float64), "FP64"),
+    bad("datatype INT32", ["INT32", "FP32"], [2, 30], x2.astype(np.int32), "INT32"),
+    bad("datatype BYTES", ["BYTES", "FP32"], [2, 30], ["0.5"] * 60, "BYTES", over=["http-json"]),
+    bad("datatype BYTES", ["BYTES", "FP32"], [2, 30], serialize_byte_tensor(np.array([[b"0.5"] * 30] * 2, np.object_)).item(),
+        "BYTES", over=["grpc"]),
+    bad("unknown datatype FP33", ["datatype|invalid"], [2, 30], x2, "FP33", over=["http-json", "grpc"]),
+    bad("strings where FP32 numbers belong", ["number|double|data"], [1, 30], ["0.5"] * 30, over=["http-json"]),
+    *(bad(f"{n} features", ["input__0", "shape", str(n)], [2, n], rows(2, n)) for n in (29, 31)),
+    bad("1-D input (no batch dimension)", ["input__0", "shape"], [30], x2[0]),
+    bad("3-D input", ["input__0", "shape"], [1, 2, 30], x2),
+    bad("negative dimension", ["shape"], [-1, 30], x2[0], over=["http-json"]),
+    *(bad(f"{label} feature", words, [2, 30], with_value(v), answerable=with_value(v))
       for label, v, words in (("NaN", np.nan, ["NaN", "row 1", "feature 3"]),
                               ("+Inf", np.inf, ["inf", "row 1", "feature 3"]),
                               ("-Inf", -np.inf, ["-inf", "row 1"]))),
-    bad("number beyond float range (1e999)", ["number|big|inf"],
-        json=J(raw=json_body([1, 30]).replace(b"[0.25,", b"[1e999,", 1))),
-    bad("NaN given as a string", ["number|double"], json=J([1, 30], data=["NaN"] + [0.25] * 29)),
-    bad("empty batch (0 rows)", ["input__0", "size|batch|shape"], json=J([0, 30], data=[]),
-        binary=B([0, 30], "FP32", b""), grpc=G([0, 30], "FP32", b"")),
-    bad(f"batch over max_batch_size ({OVER} rows)", ["batch", str(MAX_BATCH)], json=J([OVER, 30], data=[0.5] * OVER * 30),
-        binary=B([OVER, 30], "FP32", zeros[OVER]), grpc=G([OVER, 30], "FP32", zeros[OVER])),
-    bad("unknown model", ["no-such-model"], json=J([2, 30], path="/v2/models/no-such-model/infer"),
-        binary=B([2, 30], "FP32", x2, path="/v2/models/no-such-model/infer"), grpc=G([2, 30], "FP32", x2, model="no-such-model")),
-    bad("unknown version", ["version", "999"], json=J([2, 30], path=INFER.replace("/infer", "/versions/999/infer")),
-        binary=B([2, 30], "FP32", x2, path=INFER.replace("/infer", "/versions/999/infer")),
-        grpc=G([2, 30], "FP32", x2, version="999")),
-    bad(f"very large payload (~{LARGE_BYTES // 10**6} MB)", ["batch", str(MAX_BATCH)], json=J(raw=large_json),
-        binary=B([LARGE_ROWS, 30], "FP32", zeros[LARGE_ROWS]), grpc=G([LARGE_ROWS, 30], "FP32", zeros[LARGE_ROWS])),
+    raw("number beyond float range (1e999)", ["number|big|inf"],
+        wire.json_body([1, 30], data=[0.25] * 30).replace(b"[0.25,", b"[1e999,", 1)),
+    bad("NaN given as a string", ["number|double"], [1, 30], ["NaN"] + [0.25] * 29, over=["http-json"]),
+    bad("empty batch (0 rows)", ["input__0", "size|batch|shape"], [0, 30], rows(0)),
+    bad(f"batch over max_batch_size ({OVER} rows)", ["batch", str(MAX_BATCH)], [OVER, 30], rows(OVER)),
+    bad("unknown model", ["no-such-model"], [2, 30], x2, model="no-such-model"),
+    bad("unknown version", ["version", "999"], [2, 30], x2, version="999"),
+    raw(f"very large payload (~{LARGE_BYTES // 10**6} MB)", ["batch", str(MAX_BATCH)], large_json),
+    bad(f"very large payload (~{LARGE_BYTES // 10**6} MB)", ["batch", str(MAX_BATCH)], [LARGE_ROWS, 30],
+        lambda: np.zeros((LARGE_ROWS, N_FEATURES), np.float32), over=["http-binary", "grpc"]),
 ]
 
 
-def send(triton, protocol: str, build: Callable):
-    if protocol == "grpc":
-        return grpc_infer(triton.grpc_url, **build())
-    path, body, *headers = build()
-    return post(triton.http_url + path, body, headers[0] if headers else JSON)
-
-
-@pytest.mark.parametrize(("protocol", "build", "words", "answerable"), [p for case in TRITON_CASES for p in case])
-def test_triton_refuses_bad_input_clearly_and_keeps_serving(rig, protocol, build, words, answerable):
-    reply = send(rig.triton, protocol, build)
+@pytest.mark.parametrize(("protocol", "send", "words", "answerable"), [p for case in TRITON_CASES for p in case])
+def test_triton_refuses_bad_input_clearly_and_keeps_serving(rig, protocol, send, words, answerable):
+    reply = send(rig.triton)
     if answerable is not None and reply.answered:
         rig.model.assert_answers(reply.output, answerable)
     else:
-        assert_refused(reply, protocol, words, grpc_codes=GRPC_REFUSALS)
+        wire.assert_refused(reply, protocol, words, grpc_codes=GRPC_REFUSALS)
     rig.check_serving("grpc" if protocol == "grpc" else "http", server_ready=True)
 
 
@@ -191,7 +152,7 @@ FASTAPI_CASES = {
 def test_fastapi_refuses_bad_input_clearly_and_keeps_serving(rig, fastapi_url, name):
     body, words, *how = FASTAPI_CASES[name]
     how = {"method": "POST", "path": "/predict", "content_type": "application/json", **(how[0] if how else {})}
-    reply = post(fastapi_url + how["path"], body() if callable(body) else body, {"Content-Type": how["content_type"]},
+    reply = wire.post(fastapi_url + how["path"], body() if callable(body) else body, {"Content-Type": how["content_type"]},
                  method=how["method"])
-    assert_refused(reply, "fastapi", tuple(words))
+    wire.assert_refused(reply, "fastapi", tuple(words))
     rig.check_fastapi()

@@ -17,7 +17,12 @@ import psutil
 import pytest
 
 from fraudml.rollout import roll_out
-from tests.reliability.rig import FaultyStore, RequestLoop, assert_no_version_lost, wait_until
+from tests.reliability.rig import (
+    FaultyStore,
+    RequestLoop,
+    test_every_published_version_is_intact,  # noqa: F401 - this category's versions lost
+    wait_until,
+)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -80,8 +85,3 @@ def test_triton_restarted_in_the_middle_of_a_publish_comes_up_on_the_previous_ve
         version = publish.result(60)  # the paused publish succeeded (raises its error otherwise)
     roll_out(rig.repo(), [rig.triton.http_url], previous)
     rig.check_serving(version=version)
-
-
-@pytest.mark.quick
-def test_every_published_version_is_intact(rig, record_property):
-    assert_no_version_lost(rig, record_property)

@@ -29,31 +29,28 @@ from fraudml.tritonconfig import MODEL_NAME
 from tests.k8s import manifests as m
 from tests.reliability import wire
 from tests.reliability.rig import (
-    I64_MAX,
     MAX_BATCH,
     N_FEATURES,
     RECOVERY_TIMEOUT_S,
     assert_recovered_from_crash,
     wait_until,
 )
-from tests.reliability.wire import INFER, JSON, NO_ANSWER, assert_refused, post
 
 pytestmark = [pytest.mark.reliability, pytest.mark.quick, pytest.mark.slow]
 
 API_KEY_HEADER = "fraudml-api-key"
 
-# name: (declared shape, the shape sent over gRPC where it differs: its dims are int64)
-ATTACKS = {
-    "issue 13: [2^40, 30] with 4 values (120 TiB declared)": ((2**40, N_FEATURES), None),
-    "element count overflows int64: [2^63-1, 30]": ((I64_MAX, N_FEATURES), None),
-    "element count wraps to a negative int64: [2^62, 30]": ((2**62, N_FEATURES), None),
-    "element count wraps to zero: [4, 2^62]": ((4, 2**62), None),
-    "dimension 2^64-1 (-1, the wildcard, as int64)": ((2**64 - 1, N_FEATURES), (-1, N_FEATURES)),
-    "negative batch dimension [-1, 30]": ((-1, N_FEATURES), None),
-    "negative feature dimension [2, -30]": ((2, -N_FEATURES), None),
-    "zero rows [0, 30] with 4 values": ((0, N_FEATURES), None),
-    "zero features [4, 0] with 4 values": ((4, 0), None),
-    f"batch over max_batch_size [{MAX_BATCH + 1}, 30] with 4 values": ((MAX_BATCH + 1, N_FEATURES), None),
+ATTACKS = {  # name: declared shape (over gRPC as int64: 2^64-1 is -1)
+    "issue 13: [2^40, 30] with 4 values (120 TiB declared)": (2**40, N_FEATURES),
+    "element count overflows int64: [2^63-1, 30]": (2**63 - 1, N_FEATURES),
+    "element count wraps to a negative int64: [2^62, 30]": (2**62, N_FEATURES),
+    "element count wraps to zero: [4, 2^62]": (4, 2**62),
+    "dimension 2^64-1 (-1, the wildcard, as int64)": (2**64 - 1, N_FEATURES),
+    "negative batch dimension [-1, 30]": (-1, N_FEATURES),
+    "negative feature dimension [2, -30]": (2, -N_FEATURES),
+    "zero rows [0, 30] with 4 values": (0, N_FEATURES),
+    "zero features [4, 0] with 4 values": (4, 0),
+    f"batch over max_batch_size [{MAX_BATCH + 1}, 30] with 4 values": (MAX_BATCH + 1, N_FEATURES),
 }
 FOUR = np.full(4, 0.5, dtype=np.float32)
 # On an otherwise correct binary request (Triton 26.06-26.08 parse it with std::stoi and abort).
@@ -62,36 +59,23 @@ HEADER_LENGTHS = {"Inference-Header-Content-Length 2^32 (beyond int32)": str(2**
                   "Inference-Header-Content-Length -1": "-1"}
 
 
-def send(triton, protocol: str, shape, grpc_shape=None, headers: dict[str, str] | None = None, metadata=()):
-    if protocol == "grpc":
-        return wire.grpc_infer(triton.grpc_url, shape=list(grpc_shape or shape), contents=[FOUR.tobytes()],
-                          metadata=metadata, timeout=60)
-    if protocol == "http-json":
-        body, head = wire.json_body(list(shape), data=FOUR.tolist()), dict(JSON)
-    else:
-        body, head = wire.binary_body(list(shape), "FP32", FOUR.tobytes())
-    return post(triton.http_url + INFER, body, {**head, **(headers or {})}, timeout=60)
-
-
 @pytest.mark.parametrize("protocol", ["http-json", "http-binary", "grpc"])
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_triton_refuses_declared_shape(rig, attack, protocol, record_property):
-    shape, grpc_shape = ATTACKS[attack]
     triton = rig.triton
     events_before, pid_before, sent_at = len(triton.supervisor_events()), triton.pid(), time.monotonic()
-    reply = send(triton, protocol, shape, grpc_shape)
-    if reply.status == NO_ANSWER and protocol == "http-json":  # 2.51 only: recovered, or fails here
+    reply = wire.infer(triton, protocol, ATTACKS[attack], data=FOUR, timeout=60)
+    if reply.status == wire.NO_ANSWER and protocol == "http-json":  # 2.51 only: recovered, or fails here
         record_property("crashed and restarted", assert_recovered_from_crash(triton, events_before, pid_before, sent_at))
     else:
-        assert_refused(reply, protocol)
+        wire.assert_refused(reply, protocol)
     rig.check_serving("grpc" if protocol == "grpc" else "http")
 
 
 @pytest.mark.parametrize("name", HEADER_LENGTHS)
 def test_triton_refuses_binary_header_length(rig, name):
-    x = np.full((1, N_FEATURES), 0.5, dtype=np.float32)
-    body, headers = wire.binary_body([1, N_FEATURES], "FP32", x.tobytes(), header_length=HEADER_LENGTHS[name])
-    assert_refused(post(rig.triton.http_url + INFER, body, headers), "http-binary")
+    reply = wire.infer(rig.triton, "http-binary", [1, N_FEATURES], data=rig.model.x[:1], header_length=HEADER_LENGTHS[name])
+    wire.assert_refused(reply, "http-binary")
     rig.check_serving()
 
 
@@ -99,8 +83,8 @@ def test_triton_refuses_binary_header_length(rig, name):
 ROW4 = [0.5] * 4
 FASTAPI_CASES = {
     **{f"{name} (the KServe body)": ("/predict", wire.json_body(list(shape), data=FOUR.tolist()), ["rows", "missing"])
-       for name, (shape, _) in ATTACKS.items()},
-    "the issue 13 body on Triton's infer path": (INFER, wire.json_body([2**40, N_FEATURES], data=FOUR.tolist()), ["not found"]),
+       for name, shape in ATTACKS.items()},
+    "the issue 13 body on Triton's infer path": (wire.INFER, wire.json_body([2**40, N_FEATURES], data=FOUR.tolist()), ["not found"]),
     "one row of 4 values": ("/predict", json.dumps({"rows": [ROW4]}).encode(), ["4 features", "30"]),
     f"{MAX_BATCH + 1} rows of 4 values": ("/predict", json.dumps({"rows": [ROW4] * (MAX_BATCH + 1)}).encode(),
                                           ["rows", str(MAX_BATCH)]),
@@ -112,8 +96,8 @@ FASTAPI_CASES = {
 @pytest.mark.parametrize("name", FASTAPI_CASES)
 def test_fastapi_refuses_the_same_shapes(rig, fastapi_url, name):
     path, body, words = FASTAPI_CASES[name]
-    reply = post(fastapi_url + path, body, timeout=60)
-    assert_refused(reply, "fastapi", tuple(words))
+    reply = wire.post(fastapi_url + path, body, timeout=60)
+    wire.assert_refused(reply, "fastapi", tuple(words))
     rig.check_fastapi()
 
 
@@ -182,7 +166,7 @@ def restricted(_rig, triton_factory):
 def test_restricted_http_refuses_the_attack_before_parsing_it(restricted, who, protocol):
     server, key, pid = restricted
     headers = {} if who == "no key" else {API_KEY_HEADER: "0" * len(key)}
-    reply = send(server, protocol, (2**40, N_FEATURES), headers=headers)
+    reply = wire.infer(server, protocol, [2**40, N_FEATURES], data=FOUR, headers=headers, timeout=60)
     assert reply.status == 403, f"expected 403, got {reply.status}: {reply.message}"
     assert server.pid() == pid, "the server was restarted"
 
@@ -190,8 +174,7 @@ def test_restricted_http_refuses_the_attack_before_parsing_it(restricted, who, p
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_restricted_grpc_stays_open_and_refuses_the_attack(restricted, attack):
     server, _, pid = restricted
-    shape, grpc_shape = ATTACKS[attack]
-    assert_refused(send(server, "grpc", shape, grpc_shape), "grpc")
+    wire.assert_refused(wire.infer(server, "grpc", ATTACKS[attack], data=FOUR, timeout=60), "grpc")
     assert server.pid() == pid, "the server was restarted"
 
 
@@ -200,7 +183,7 @@ def test_restricted_server_answers_http_with_the_key_and_guards_grpc_unload(rest
     from tritonclient.utils import InferenceServerException
 
     server, key, _ = restricted
-    reply = post(server.http_url + INFER, wire.json_body([1, N_FEATURES]), {**JSON, API_KEY_HEADER: key})
+    reply = wire.infer(server, "http-json", [1, N_FEATURES], data=[0.25] * N_FEATURES, headers={API_KEY_HEADER: key})
     assert reply.status == 200, reply.message
     client = grpcclient.InferenceServerClient(server.grpc_url)
     try:

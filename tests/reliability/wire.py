@@ -37,11 +37,9 @@ class Reply:
 def _error_text(body: bytes) -> str:
     try:
         doc = json.loads(body)
-    except ValueError:
-        doc = None
-    if isinstance(doc, dict) and ("error" in doc or "detail" in doc):
         return str(doc["error"]) if "error" in doc else json.dumps(doc["detail"])
-    return body.decode(errors="replace")
+    except (ValueError, TypeError, KeyError):  # not JSON, or not an error document
+        return body.decode(errors="replace")
 
 
 def post(url: str, body: bytes | None, headers: dict[str, str] | None = None, *, method: str = "POST",
@@ -62,11 +60,9 @@ def post(url: str, body: bytes | None, headers: dict[str, str] | None = None, *,
 
 
 def json_body(shape: Any, datatype: str = "FP32", data: Any = None, name: str = "input__0") -> bytes:
-    """A KServe v2 JSON inference body (``data`` defaults to 0.25 for every declared element)."""
-    if data is None:
-        data = [0.25] * int(np.prod(shape))
-    return json.dumps({"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]},
-                      allow_nan=True).encode()
+    """A KServe v2 JSON inference body (without ``data`` when it is None)."""
+    tensor = {"name": name, "shape": shape, "datatype": datatype, **({} if data is None else {"data": data})}
+    return json.dumps({"inputs": [tensor]}, allow_nan=True).encode()
 
 
 def binary_body(shape: list[int], datatype: str, raw: bytes, *, declared_size: int | None = None,
@@ -81,26 +77,35 @@ def binary_body(shape: list[int], datatype: str, raw: bytes, *, declared_size: i
                           "Inference-Header-Content-Length": str(len(header) if header_length is None else header_length)}
 
 
-def grpc_infer(url: str, *, shape: list[int], datatype: str = "FP32", contents: list[bytes] = (),
-               model: str = MODEL_NAME, version: str = "", name: str = "input__0",
-               metadata: tuple[tuple[str, str], ...] = (), timeout: float = 120) -> Reply:
-    """One raw ``ModelInfer`` call: any shape (int64), datatype and contents can be sent."""
-    import grpc
-    from tritonclient.grpc import service_pb2, service_pb2_grpc
+def infer(server, protocol: str, shape: list[int], datatype: str = "FP32", data: Any = None, *,
+          model: str = MODEL_NAME, version: str = "", name: str = "input__0", headers: dict[str, str] | None = None,
+          timeout: float = 120, **binary) -> Reply:
+    """One inference request to Triton ``server`` over ``protocol`` ("http-json", "http-binary", "grpc"),
+    declaring ``shape``/``datatype``/``name`` whatever ``data`` holds (an array, raw bytes, a list for
+    JSON; None: no data); ``binary`` goes to :func:`binary_body`."""
+    raw = np.ascontiguousarray(data).tobytes() if isinstance(data, np.ndarray) else data
+    if protocol == "grpc":
+        import grpc
+        from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-    request = service_pb2.ModelInferRequest(model_name=model, model_version=version)
-    tensor = request.inputs.add()
-    tensor.name, tensor.datatype = name, datatype
-    tensor.shape.extend(shape)
-    request.raw_input_contents.extend(contents)
-    with grpc.insecure_channel(url) as channel:
-        try:
-            response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
-                request, timeout=timeout, metadata=metadata)
-        except grpc.RpcError as exc:
-            return Reply(exc.code().name, exc.details() or "")
-    out = response.outputs[0]
-    return Reply("OK", "", output=np.frombuffer(response.raw_output_contents[0], np.float32).reshape(out.shape))
+        request = service_pb2.ModelInferRequest(model_name=model, model_version=version)
+        tensor = request.inputs.add(name=name, datatype=datatype)
+        tensor.shape.extend(d - 2**64 if d >= 2**63 else d for d in shape)  # int64 dims: wrapped as a C cast would
+        request.raw_input_contents.extend([] if raw is None else [raw])
+        with grpc.insecure_channel(server.grpc_url) as channel:
+            try:
+                response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=timeout)
+            except grpc.RpcError as exc:
+                return Reply(exc.code().name, exc.details() or "")
+        out = response.outputs[0]
+        return Reply("OK", "", output=np.frombuffer(response.raw_output_contents[0], np.float32).reshape(out.shape))
+    if protocol == "http-binary":
+        body, head = binary_body(list(shape), datatype, raw, name=name, **binary)
+    else:
+        values = data.reshape(-1).tolist() if isinstance(data, np.ndarray) else data
+        body, head = json_body(list(shape), datatype, values, name), JSON
+    path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer"
+    return post(server.http_url + path, body, {**head, **(headers or {})}, timeout=timeout)
 
 
 def unnamed(text: str, words: tuple[str, ...] | list[str]) -> list[str]:
