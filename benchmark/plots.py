@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from benchmark.analysis import ORDER, PERF_KEYS, REFERENCE, _get, _names
 
@@ -14,33 +16,17 @@ COLORS = {"triton-native": "#76b900", "triton-http": "#76b900", "triton-python":
           "perf_analyzer triton-python": "#b5a300"}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plain_ticks(axis) -> None:
     """Log-scale axis labelled 0.5, 1, 10, 1,000 rather than 10^-1."""
-    from matplotlib.ticker import FuncFormatter
-
     axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 10 else f"{v:g}"))
     axis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
-
-
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path)
-    _pyplot().close(fig)
 
 
 def plot_boxplot(results: dict, latencies: dict[str, np.ndarray], path: Path) -> None:
     names = [n for n in _names(results) if n in latencies]
     data = [np.asarray(latencies[n], dtype=np.float64) / 1e6 for n in names]
-    fig, ax = _pyplot().subplots(figsize=(8, 5), dpi=120)
+    fig = Figure(figsize=(8, 5), dpi=120)
+    ax = fig.subplots()
     box = ax.boxplot(data, tick_labels=names, whis=(1, 99), showmeans=True, patch_artist=True,
                      flierprops={"marker": ".", "markersize": 2, "alpha": 0.3},
                      meanprops={"marker": "^", "markerfacecolor": "white", "markeredgecolor": "black"})
@@ -61,11 +47,13 @@ def plot_boxplot(results: dict, latencies: dict[str, np.ndarray], path: Path) ->
         ax.annotate(f"p50 {np.median(d):.3f} ms", (x + 0.25, np.median(d)), xytext=(4, 0),
                     textcoords="offset points", fontsize=7, va="center")
     ax.grid(axis="y", which="both", alpha=0.3)
-    _save(fig, path)
+    fig.tight_layout()
+    fig.savefig(path)  # a Figure without pyplot: no GUI backend, nothing to close
 
 
 def plot_load(results: dict, path: Path) -> None:
-    fig, (ax_rps, ax_p99) = _pyplot().subplots(1, 2, figsize=(11, 4.5), dpi=120)
+    fig = Figure(figsize=(11, 4.5), dpi=120)
+    ax_rps, ax_p99 = fig.subplots(1, 2)
     axes = {"rps": ax_rps, "p99_ms": ax_p99}
     for target in ORDER:
         runs = _get(results, "load", target)
@@ -101,4 +89,5 @@ def plot_load(results: dict, path: Path) -> None:
     ax_p99.set_ylabel("p99 latency, ms (log)")
     ax_p99.set_title("p99 latency under load", fontsize=10)
     ax_rps.legend(fontsize=7)
-    _save(fig, path)
+    fig.tight_layout()
+    fig.savefig(path)  # a Figure without pyplot: no GUI backend, nothing to close

@@ -2,10 +2,7 @@
 
     python -m benchmark.report [benchmark/results/latest]
 
-Everything here is computed from the measured numbers (the verdicts, ratios and the split of
-the gap between model runtime and server come from benchmark/analysis.py). Nothing is
-hard-coded but the published reference figures and the issue's targets, which are inputs to
-compare against.
+Every verdict, ratio and split is computed from the measured numbers by benchmark/analysis.py.
 """
 
 from __future__ import annotations
@@ -97,7 +94,7 @@ def _warnings(results: dict) -> list[str]:
     warnings = []
     before = _get(results, "load_average", "before", default=[0])[0]
     cores = _get(results, "machine", "cpu_count") or 1
-    if before is not None and before > 0.25 * cores:
+    if before > 0.25 * cores:
         warnings.append(f"the machine was not quiet: 1-minute load average {before:.2f} on {cores} cores "
                         "before the run; other work competed with client and servers")
     if results.get("servers_started_by_benchmark") is False:
