@@ -1,15 +1,12 @@
 """Compile the training flow into an Argo Workflows WorkflowTemplate, offline (`make argo-template`).
 
 `python train/flow.py argo-workflows create --only-json` prints the WorkflowTemplate Metaflow
-would deploy, without touching a cluster. It still needs what a real deployment needs: the S3
-datastore (it uploads the flow's code package there) and the `kubernetes` package. This script
-starts a private SeaweedFS (serve.s3.SeaweedS3, on a free port, state in
-<state-dir>/argo-s3), points Metaflow at it with the METAFLOW_* settings that
-docs/kubernetes.md lists for a real cluster, compiles, checks the result and writes it.
-
-The file is for reading and for CI: its code package and METAFLOW_S3_ENDPOINT_URL point at the
-local SeaweedFS. To deploy, run `python train/flow.py argo-workflows create` with your
-cluster's settings (docs/kubernetes.md).
+would deploy without touching a cluster, but it still needs the S3 datastore (it uploads the
+flow's code package there) and the `kubernetes` package. This script starts a private SeaweedFS
+(on a free port, state in <state-dir>/argo-s3), points Metaflow at it with the METAFLOW_* settings
+docs/kubernetes.md lists for a real cluster, compiles, checks the result and writes it. The
+file is for reading and for CI (its code package and S3 endpoint are the local SeaweedFS): to
+deploy, run `python train/flow.py argo-workflows create` with your cluster's settings.
 """
 
 from __future__ import annotations
@@ -37,28 +34,7 @@ DEFAULTS = {
     "image": "registry.example.com/fraudml/fraudml-train:"
              + tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"],
 }
-
-
-def metaflow_env(s3_env: dict[str, str], metaflow_home: Path, *, image: str, namespace: str, service_account: str,
-                 secret: str) -> dict[str, str]:
-    """The environment for `flow.py argo-workflows create`: this process's, without any
-    METAFLOW_*/AWS_* of the caller (a personal Metaflow profile must not leak into the
-    template), plus the local S3 and the cluster settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("METAFLOW_", "AWS_"))}
-    return {**env, **s3_env,
-            "METAFLOW_HOME": str(metaflow_home),  # no ~/.metaflowconfig profile
-            "METAFLOW_USER": "argo-template",
-            "METAFLOW_DEFAULT_DATASTORE": "s3",
-            "METAFLOW_DATASTORE_SYSROOT_S3": f"s3://{DATASTORE_BUCKET}/metaflow",
-            "METAFLOW_S3_ENDPOINT_URL": s3_env["AWS_ENDPOINT_URL"],
-            "METAFLOW_DEFAULT_METADATA": "local",
-            # Fail in seconds, not minutes, when S3 misbehaves (DESIGN §2).
-            "METAFLOW_S3_TRANSIENT_RETRY_COUNT": "1",
-            "METAFLOW_S3_RETRY_COUNT": "1",
-            "METAFLOW_KUBERNETES_NAMESPACE": namespace,
-            "METAFLOW_KUBERNETES_SERVICE_ACCOUNT": service_account,
-            "METAFLOW_KUBERNETES_CONTAINER_IMAGE": image,
-            "METAFLOW_KUBERNETES_SECRETS": secret}
+_PATHSPEC = re.compile(r"MF_PATHSPEC=\w+/argo-\{\{workflow\.name\}\}/(\w+)/")
 
 
 def compile_flow(env: dict[str, str], timeout: float = 300.0) -> dict:
@@ -73,18 +49,11 @@ def compile_flow(env: dict[str, str], timeout: float = 300.0) -> dict:
     return template
 
 
-_PATHSPEC = re.compile(r"MF_PATHSPEC=\w+/argo-\{\{workflow\.name\}\}/(\w+)/")
-
-
 def step_containers(template: dict) -> dict[str, dict]:
     """Metaflow step name -> the container that runs it (hooks and internal tasks left out)."""
-    steps = {}
-    for t in template["spec"]["templates"]:
-        container = t.get("container") or {}
-        m = _PATHSPEC.search(" ".join(map(str, (container.get("command") or []) + (container.get("args") or []))))
-        if m and not m.group(1).startswith("_"):
-            steps[m.group(1)] = container
-    return steps
+    found = [(_PATHSPEC.search(json.dumps(t["container"])), t["container"])
+             for t in template["spec"]["templates"] if t.get("container")]
+    return {m.group(1): container for m, container in found if m and not m.group(1).startswith("_")}
 
 
 def summary(template: dict) -> str:
@@ -98,15 +67,33 @@ def summary(template: dict) -> str:
 
 
 def build(state_dir: Path, out: Path = OUT, **cluster: str) -> dict:
-    """Start a private S3, compile the flow against it with ``cluster`` settings (keys of
-    DEFAULTS, the rest from there), write ``out``; the template."""
+    """Start a private S3, compile the flow against it with the DEFAULTS ``cluster`` does not
+    override, write ``out``; the template."""
     from serve.ports import free_port
     from serve.s3 import SeaweedS3
 
-    home = state_dir / "argo-metaflow-home"
+    c = {**DEFAULTS, **cluster}
+    home = state_dir / "argo-metaflow-home"  # no ~/.metaflowconfig profile
     home.mkdir(parents=True, exist_ok=True)
+    # None of the caller's METAFLOW_*/AWS_*: a personal Metaflow profile must not leak into the template.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("METAFLOW_", "AWS_"))}
     with SeaweedS3(state_dir / "argo-s3", port=free_port(), bucket=DATASTORE_BUCKET) as s3:
-        template = compile_flow(metaflow_env(s3.env(), home, **{**DEFAULTS, **cluster}))
+        template = compile_flow({
+            **env, **s3.env(),
+            "METAFLOW_HOME": str(home),
+            "METAFLOW_USER": "argo-template",
+            "METAFLOW_DEFAULT_DATASTORE": "s3",
+            "METAFLOW_DATASTORE_SYSROOT_S3": f"s3://{DATASTORE_BUCKET}/metaflow",
+            "METAFLOW_S3_ENDPOINT_URL": s3.endpoint_url,
+            "METAFLOW_DEFAULT_METADATA": "local",
+            # Fail in seconds, not minutes, when S3 misbehaves (DESIGN §2).
+            "METAFLOW_S3_TRANSIENT_RETRY_COUNT": "1",
+            "METAFLOW_S3_RETRY_COUNT": "1",
+            "METAFLOW_KUBERNETES_NAMESPACE": c["namespace"],
+            "METAFLOW_KUBERNETES_SERVICE_ACCOUNT": c["service_account"],
+            "METAFLOW_KUBERNETES_CONTAINER_IMAGE": c["image"],
+            "METAFLOW_KUBERNETES_SECRETS": c["secret"],
+        })
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(template, indent=2) + "\n")
     return template
