@@ -122,22 +122,17 @@ def _check(*, model_type, instance_kind, classifier_key, n_features, max_batch_s
         raise ValueError(f"instance_kind {instance_kind!r} must be one of {INSTANCE_KINDS}")
     if classifier_key not in CLASSIFIER_KEYS:
         raise ValueError(f"classifier_key {classifier_key!r} must be one of {CLASSIFIER_KEYS}")
-    for name, value, low in (
-        ("n_features", n_features, 1),
-        ("max_batch_size", max_batch_size, 1),
-        ("n_classes", n_classes, 2),
-        ("instance_count", instance_count, 1),
-        ("max_queue_delay_us", max_queue_delay_us, 0),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    for name, value, low in (("n_features", n_features, 1), ("max_batch_size", max_batch_size, 1),
+                             ("n_classes", n_classes, 2), ("instance_count", instance_count, 1),
+                             ("max_queue_delay_us", max_queue_delay_us, 0),
+                             ("n_model_outputs", 1 if n_model_outputs is None else n_model_outputs, 1)):
+        if value < low:  # a non-integer is refused by the protobuf message itself
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if not math.isfinite(threshold) or (output_class and not 0.0 <= threshold <= 1.0):
         raise ValueError(f"threshold must be a probability in [0, 1], got {threshold!r}")
     if predict_proba and not output_class:
         raise ValueError("predict_proba needs output_class: only a classifier has class probabilities")
     if n_model_outputs is not None:
-        if isinstance(n_model_outputs, bool) or not isinstance(n_model_outputs, int) or n_model_outputs < 1:
-            raise ValueError(f"n_model_outputs must be an integer >= 1, got {n_model_outputs!r}")
         if output_class and not predict_proba and n_model_outputs > 1:
             raise ValueError(f"threshold would be ignored: for a model with {n_model_outputs} outputs (e.g. an sklearn "
                              "forest) FIL's label output is the arg-max, and native FIL 25.08 on CPU fails every "
@@ -147,12 +142,9 @@ def _check(*, model_type, instance_kind, classifier_key, n_features, max_batch_s
                              f"{2 if n_model_outputs == 1 else n_model_outputs} probabilities per row")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", model_name):
         raise ValueError(f"model_name {model_name!r} is not a valid Triton model name")
-    if versions is not None:
-        versions = sorted(set(versions))
-        if not versions or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in versions):
-            raise ValueError(f"versions must be a non-empty list of integers >= 1, got {versions!r}")
-
-    return versions
+    if versions is not None and (not versions or min(versions) < 1):
+        raise ValueError(f"versions must be a non-empty list of integers >= 1, got {versions!r}")
+    return None if versions is None else sorted(set(versions))
 
 
 def parse_config(config_text: str):
