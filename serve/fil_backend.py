@@ -1,15 +1,11 @@
 """Which ``fil`` backend the local Triton serves with, and putting it in place.
 
-Two implementations of the same contract (docs/fil_contract.md) exist:
-
-* ``native``: ``serve/backends/fil_native`` — a C++17 Triton backend (``libtriton_fil.so``)
-  on Treelite's C API and the compiled-model cache; no Python stub in the request path.
-* ``python``: ``serve/backends/fil`` — a Python-based backend (``model.py``) run by Triton's
-  Python backend stub.
-
-``FIL_BACKEND`` chooses: ``auto`` (default) serves native when the library is built or can be
-built here (g++, nlohmann-json3-dev) and otherwise falls back to Python with a one-line
-notice; ``native`` fails when it cannot be built; ``python`` always serves the Python one.
+Two implementations of one contract (docs/fil_contract.md): ``native``
+(``serve/backends/fil_native``, a C++17 Triton backend, no Python stub in the request path) and
+``python`` (``serve/backends/fil``, run by Triton's Python backend stub). ``FIL_BACKEND`` chooses:
+``auto`` (default) serves native when the library is built or can be built here (g++,
+nlohmann-json3-dev), else Python with a one-line notice; ``native`` fails when it cannot be
+built; ``python`` always serves the Python one.
 
     python -m serve.fil_backend build     # what `make native-backend` runs after installing deps
     python -m serve.fil_backend status
@@ -19,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -38,25 +33,11 @@ class NativeBackendUnavailable(RuntimeError):
     """The native backend is not built and cannot be built here; the message says why."""
 
 
-def _treelite_lib() -> str:
-    spec = importlib.util.find_spec("treelite")
-    if spec is None or not spec.submodule_search_locations:
-        raise NativeBackendUnavailable("the treelite package is not installed (make venv)")
-    return str(Path(next(iter(spec.submodule_search_locations))) / "lib")
-
-
-def _inputs() -> list[Path]:
-    """Everything the library is built from (its Makefile's prerequisites)."""
-    return [*NATIVE_SOURCE.glob("src/*"), NATIVE_SOURCE / "Makefile",
-            PYTHON_SOURCE / "fil_config.py", PYTHON_SOURCE / "fil_forest.py"]
-
-
 def native_is_fresh() -> bool:
-    """The library exists and is newer than every file it is built from."""
-    if not NATIVE_LIB.is_file():
-        return False
-    built = NATIVE_LIB.stat().st_mtime_ns
-    return all(p.stat().st_mtime_ns <= built for p in _inputs() if p.exists())
+    """The library exists and is newer than every file it is built from (its Makefile's prerequisites)."""
+    inputs = [*NATIVE_SOURCE.glob("src/*"), NATIVE_SOURCE / "Makefile", PYTHON_SOURCE / "fil_config.py",
+              PYTHON_SOURCE / "fil_forest.py"]
+    return NATIVE_LIB.is_file() and all(p.stat().st_mtime_ns <= NATIVE_LIB.stat().st_mtime_ns for p in inputs)
 
 
 def build_native(*, quiet: bool = True) -> Path:
@@ -78,8 +59,8 @@ def build_native(*, quiet: bool = True) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if native_is_fresh():
             return NATIVE_LIB
-        cmd = ["make", "-C", str(NATIVE_SOURCE), f"-j{os.cpu_count() or 1}", f"PYTHON={sys.executable}",
-               f"TREELITE_LIB={_treelite_lib()}"]
+        # the Makefile finds libtreelite.so through PYTHON's treelite package
+        cmd = ["make", "-C", str(NATIVE_SOURCE), f"-j{os.cpu_count() or 1}", f"PYTHON={sys.executable}"]
         proc = subprocess.run(cmd, capture_output=quiet, text=True, check=False)
         if proc.returncode != 0:
             output = (proc.stderr or "") + (proc.stdout or "") if quiet else ""

@@ -1,11 +1,9 @@
 """One real Triton per fil backend and predictor, for the suites of the local fil backends.
 
-* ``fil_server`` (module scope, one per FIL_BACKENDS entry) -> a TritonServer serving the
-  models a module's own ``fil_repository`` fixture names (``(root, [model names])``), with the
-  native C++ or the Python fil backend (native skipped with the reason where it cannot be
-  built) and with Treelite GTIL or the library the backend compiles in the background and
-  swaps in; checked to serve each model so before any test runs.
-* ``fil_clients`` -> :class:`Clients` of ``fil_server``.
+``fil_server`` (module scope, one per FIL_BACKENDS entry) serves the models a module's own
+``fil_repository`` fixture names (``(root, [model names])``) with the native or the Python fil
+backend (native skipped with the reason where it cannot be built), on Treelite GTIL or on the
+library compiled in the background, checked before any test runs; ``fil_clients``: its Clients.
 """
 
 from __future__ import annotations

@@ -1,20 +1,16 @@
-"""Conformance: the local ``fil`` backend answers as native FIL of the pinned NGC image
-(``fil_config.NATIVE_RELEASE``) does, for every model format it claims — XGBoost JSON, UBJSON
-and legacy binary, LightGBM (categorical, multi-class, one-vs-all, regression), scikit-learn
-forests and gradient boosting through Treelite checkpoints, XGBoost and LightGBM ones too — in
-one real Triton per backend (native C++, Python) and predictor (GTIL, compiled), over HTTP
-and gRPC, against each library's own predictions on one full max_batch_size batch holding
-NaN and +-Inf, on Hypothesis-generated rows and in requests batched into one execute(); it
-refuses at load what native FIL refuses or cannot serve; and a model without a compiled
-library serves at once and then switches. (Malformed requests never reach a backend: Triton
-refuses them first, tests/reliability/test_bad_input.py.)
+"""Conformance: the local ``fil`` backends answer as native FIL of the pinned NGC image
+(``fil_config.NATIVE_RELEASE``) does, for every model format they claim (XGBoost JSON, UBJSON,
+legacy binary; LightGBM; scikit-learn, XGBoost and LightGBM through Treelite checkpoints), in one
+real Triton per backend (native, Python) and predictor (GTIL, compiled), over HTTP and gRPC,
+against each library's own predictions on a full max_batch_size batch with NaN and +-Inf, on
+Hypothesis-generated rows and in requests batched into one execute(); they refuse at load what
+native FIL refuses or cannot serve; an uncompiled model serves at once, then switches. (Triton
+refuses malformed requests before a backend sees them, tests/reliability/test_bad_input.py.)
 
-The references: XGBoost and LightGBM take NaN as missing themselves; +-Inf is given to them
-as +-1e30, since FIL compares it like any number (XGBoost refuses Inf). Treelite imports
-scikit-learn trees with every split sending NaN left (``x <= threshold``, Treelite
-src/model_loader/sklearn.cc), ignoring sklearn's own missing-value routing, so native FIL
-answers NaN like -Inf there: the sklearn reference gets NaN as -1e30. docs/fil_contract.md
-lists the rules and the remaining differences.
+The references: XGBoost and LightGBM take NaN as missing themselves; +-Inf reaches them as
++-1e30, since FIL compares it like any number (XGBoost refuses Inf). Treelite imports sklearn
+trees with every split sending NaN left (``x <= threshold``, Treelite src/model_loader/sklearn.cc),
+so native FIL answers NaN like -Inf there: the sklearn reference gets NaN as -1e30.
 """
 
 from __future__ import annotations
@@ -52,12 +48,6 @@ MAX_BATCH = 256
 THRESHOLD = 0.4213  # unlikely to equal a predicted probability
 ATOL = 1e-5
 BIG = 1e30  # how +-Inf (and NaN for sklearn) reach the reference libraries
-
-# Treelite form outputs per row (num_class) of each trained model
-MODEL_OUTPUTS = {
-    "xgb": 1, "xgb3": 3, "lgbm": 1, "lgbm_cat": 1, "lgbm3": 3, "lgbm_ova": 3, "lgbm_reg": 1,
-    "sk_rf": 2, "sk_et": 2, "sk_gb": 1, "sk_rf3": 3, "sk_rf_reg": 1,
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -130,12 +120,7 @@ REFUSED = [
 def train_models(seed: int = 0) -> dict:
     """Small models of every family, XGBoost and LightGBM trained with missing values."""
     from lightgbm import LGBMClassifier, LGBMRegressor
-    from sklearn.ensemble import (
-        ExtraTreesClassifier,
-        GradientBoostingClassifier,
-        RandomForestClassifier,
-        RandomForestRegressor,
-    )
+    from sklearn import ensemble
     from xgboost import XGBClassifier
 
     rng = np.random.default_rng(seed)
@@ -156,11 +141,11 @@ def train_models(seed: int = 0) -> dict:
         "lgbm3": LGBMClassifier(**lgbm).fit(Xm, y3),
         "lgbm_ova": LGBMClassifier(objective="multiclassova", **lgbm).fit(Xm, y3),
         "lgbm_reg": LGBMRegressor(**lgbm).fit(Xm, value),
-        "sk_rf": RandomForestClassifier(max_depth=5, **small).fit(X, y),
-        "sk_et": ExtraTreesClassifier(max_depth=5, **small).fit(X, y),
-        "sk_gb": GradientBoostingClassifier(n_estimators=10, max_depth=3, random_state=seed).fit(X, y),
-        "sk_rf3": RandomForestClassifier(max_depth=5, **small).fit(X, y3),
-        "sk_rf_reg": RandomForestRegressor(max_depth=5, **small).fit(X, value),
+        "sk_rf": ensemble.RandomForestClassifier(max_depth=5, **small).fit(X, y),
+        "sk_et": ensemble.ExtraTreesClassifier(max_depth=5, **small).fit(X, y),
+        "sk_gb": ensemble.GradientBoostingClassifier(n_estimators=10, max_depth=3, random_state=seed).fit(X, y),
+        "sk_rf3": ensemble.RandomForestClassifier(max_depth=5, **small).fit(X, y3),
+        "sk_rf_reg": ensemble.RandomForestRegressor(max_depth=5, **small).fit(X, value),
     }
 
 
@@ -179,8 +164,6 @@ def write_model(estimator, fmt: str, dest: Path) -> None:
     elif fmt == "treelite_checkpoint":  # scikit-learn through Treelite's importer, boosters through their files
         from_sklearn = type(estimator).__module__.startswith("sklearn")
         (treelite.sklearn.import_model(estimator) if from_sklearn else to_treelite(estimator)).serialize(str(dest))
-    else:
-        raise ValueError(fmt)
 
 
 def config_text(case: Case) -> str:
@@ -223,10 +206,8 @@ def conformance_rows(n: int = MAX_BATCH, seed: int = 5) -> np.ndarray:
 
 def reference(case: Case, estimator, x: np.ndarray) -> np.ndarray:
     """What native FIL answers for ``x``, from the library's own predictions."""
-    if case.model.startswith("sk_"):  # Treelite's import sends NaN left, like -Inf
-        rows = np.nan_to_num(x, nan=-BIG, posinf=BIG, neginf=-BIG)
-    else:
-        rows = np.where(np.isinf(x), np.sign(x) * BIG, x)
+    # Treelite's sklearn import sends NaN left, like -Inf; the boosters take NaN as missing
+    rows = np.nan_to_num(x, nan=-BIG if case.model.startswith("sk_") else np.nan, posinf=BIG, neginf=-BIG)
     if not hasattr(estimator, "predict_proba"):
         return estimator.predict(rows).astype(np.float32)  # a regressor: [rows]
     if case.model == "lgbm_ova":
@@ -237,7 +218,7 @@ def reference(case: Case, estimator, x: np.ndarray) -> np.ndarray:
         proba = estimator.predict_proba(rows)
     if case.expect == "label":
         return (proba[:, 1] > THRESHOLD).astype(np.float32)  # dims [1] -> [rows]
-    if case.expect == "value" and MODEL_OUTPUTS[case.model] == 1:
+    if case.expect == "value" and case.config["n_model_outputs"] == 1:  # the model's own p
         return proba[:, 1]
     return proba
 

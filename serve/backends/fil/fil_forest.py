@@ -1,15 +1,13 @@
-"""Tree-ensemble prediction for the local ``fil`` backend: load a model file as native FIL
-does, predict with Treelite GTIL or with a tl2cgen-compiled library, and shape the output
-as native FIL does (fil_backend r25.08 src/tl_utils.h, src/tl_model.h; the rules are cited
-next to the code; docs/fil_contract.md lists them).
+"""Tree-ensemble prediction for the local ``fil`` backend: load a model file, predict with Treelite
+GTIL or a tl2cgen-compiled library, and shape the output as native FIL does (fil_backend r25.08
+src/tl_utils.h, src/tl_model.h, cited next to the code; docs/fil_contract.md lists the rules).
 
-Kept free of ``triton_python_backend_utils`` (and of sibling imports: benchmark/app.py loads
-this file on its own) so it can be tested and benchmarked in process.
+Free of ``triton_python_backend_utils`` and of sibling imports (benchmark/app.py loads this file
+on its own), so it can be tested and benchmarked in process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import fcntl
 import hashlib
@@ -64,14 +62,13 @@ def load_model(path: Path, model_type: str, *, xgboost_allow_unknown_field: bool
     fe = treelite.frontend
     try:
         if model_type == "treelite_checkpoint":
-            return treelite.Model.deserialize(str(path))
-        if model_type in ("xgboost_json", "xgboost_ubj"):
-            choice = "json" if model_type == "xgboost_json" else "ubjson"
-            return fe.load_xgboost_model(str(path), format_choice=choice, allow_unknown_field=xgboost_allow_unknown_field)
+            return treelite.Model.deserialize(path)
         if model_type == "xgboost":
-            return fe.load_xgboost_model_legacy_binary(str(path))
+            return fe.load_xgboost_model_legacy_binary(path)
         if model_type == "lightgbm":
-            return fe.load_lightgbm_model(str(path))
+            return fe.load_lightgbm_model(path)
+        choice = {"xgboost_json": "json", "xgboost_ubj": "ubjson"}[model_type]  # callers checked model_type
+        return fe.load_xgboost_model(path, format_choice=choice, allow_unknown_field=xgboost_allow_unknown_field)
     except treelite.TreeliteError as e:
         hint = ""
         if model_type == "xgboost" and path.read_bytes()[:1] in (b"{", b"["):
@@ -81,15 +78,11 @@ def load_model(path: Path, model_type: str, *, xgboost_allow_unknown_field: bool
                     "save_model('xgboost.model') writes UBJSON): use model_type xgboost_ubj/xgboost_json "
                     "with xgboost.ubj/xgboost.json")
         raise ModelLoadError(f"cannot read {path} as model_type {model_type!r}: {e}{hint}") from e
-    raise ModelLoadError(f"model_type {model_type!r} is not a FIL model_type; use one of {sorted(FIL_MODEL_FILENAMES)}")
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def library_key(path: Path, postprocessor: str | None) -> str:
@@ -98,12 +91,6 @@ def library_key(path: Path, postprocessor: str | None) -> str:
     the library bakes in."""
     key = file_sha256(path)
     return hashlib.sha256(f"{key}:{postprocessor}".encode()).hexdigest() if postprocessor is not None else key
-
-
-def model_outputs(model: treelite.Model) -> int:
-    """Numbers per row the forest produces: targets x the largest class count."""
-    header = model.get_header_accessor()
-    return int(header.get_field("num_target")[0]) * int(max(header.get_field("num_class")))
 
 
 # -- what native FIL does to the model and its output -------------------------------------------
@@ -132,12 +119,9 @@ def apply_native_postprocessor(model: treelite.Model, *, predict_proba: bool) ->
 
 
 class OutputFormat:
-    """Turns the forest's output (rows x ``n_model_outputs``, float32, post-processed as GTIL
-    does) into native FIL's ``output__0`` values, one row per input row.
-
-    fil_backend src/tl_model.h (r25.08), ``TreeliteModel::predict``, with k the model's
-    ``num_class`` (1 for XGBoost/LightGBM binary models and regressors, 2 for sklearn
-    binary forests, the class count for multi-class models):
+    """Turns the forest's output (rows x k, float32, post-processed as GTIL does) into native
+    FIL's ``output__0`` rows: fil_backend src/tl_model.h (r25.08) ``TreeliteModel::predict``, k
+    the model's ``num_class`` (1: XGBoost/LightGBM binary, regressors; 2: sklearn binary forests):
 
     * ``predict_proba`` true (``output_class`` is not looked at): k == 1 gives ``[1-p, p]``,
       also for a regressor; k > 1 gives the k outputs.
@@ -148,37 +132,26 @@ class OutputFormat:
       a multi-class model's per-class outputs).
     """
 
-    # mode codes shared with the compiled library's fil_predict()
-    RAW, PROBA, LABEL = 0, 1, 2
+    RAW, PROBA, LABEL = 0, 1, 2  # mode codes shared with the compiled library's fil_predict()
 
     def __init__(self, *, n_model_outputs: int, predict_proba: bool, output_class: bool, threshold: float):
         k = self.n_model_outputs = int(n_model_outputs)
         self.threshold = float(np.float32(threshold))
-        threshold32 = np.float32(threshold)
         if predict_proba:
             self.mode, self.width = self.PROBA, (2 if k == 1 else k)
-            self._fn = _proba_from_one if k == 1 else _as_f32
         elif output_class:
             self.mode, self.width = self.LABEL, 1
-            self._fn = ((lambda raw: (raw.astype(np.float32, copy=False) > threshold32).astype(np.float32)) if k == 1
-                        else (lambda raw: np.argmax(raw, axis=1).astype(np.float32)[:, None]))
         else:
             self.mode, self.width = self.RAW, k
-            self._fn = _as_f32
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
-        return self._fn(raw)
-
-
-def _proba_from_one(raw: np.ndarray) -> np.ndarray:
-    out = np.empty((raw.shape[0], 2), dtype=np.float32)
-    out[:, 1] = raw[:, 0]
-    np.subtract(np.float32(1.0), out[:, 1], out=out[:, 0])
-    return out
-
-
-def _as_f32(raw: np.ndarray) -> np.ndarray:
-    return raw.astype(np.float32, copy=False)
+        raw = raw.astype(np.float32, copy=False)
+        if self.mode == self.PROBA and self.n_model_outputs == 1:
+            return np.hstack([np.float32(1.0) - raw, raw])
+        if self.mode == self.LABEL:
+            labels = raw > np.float32(self.threshold) if self.n_model_outputs == 1 else np.argmax(raw, axis=1)[:, None]
+            return labels.astype(np.float32)
+        return raw
 
 
 # -- predictors -------------------------------------------------------------------------------
@@ -199,13 +172,13 @@ class GTILPredictor:
     ``EvaluateTree``/``NextNode``), so no value is ever rejected.
     """
 
-    formats = False  # callers apply OutputFormat
-
     def __init__(self, model: treelite.Model, *, threads: int = 0):
-        self.model, self.n_features, self.n_outputs = model, model.num_feature, model_outputs(model)
+        header = model.get_header_accessor()
+        self.model, self.n_features = model, model.num_feature
+        # numbers per row: targets x the largest class count
+        self.n_outputs = int(header.get_field("num_target")[0]) * int(max(header.get_field("num_class")))
         self._cfg_one = GTILConfig(predict_type="default", nthread=1)
         self._cfg_all = GTILConfig(predict_type="default", nthread=threads if threads > 0 else -1)
-        self._handle = model.handle
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """``x``: float32 (rows, n_features), C order. Returns float32 (rows, n_outputs)."""
@@ -213,70 +186,58 @@ class GTILPredictor:
         x = np.ascontiguousarray(x, dtype=np.float32)  # no copy for a C-ordered request
         out = np.empty((n, self.n_outputs), dtype=np.float32)
         cfg = self._cfg_all if n >= PARALLEL_MIN_ROWS else self._cfg_one
-        rc = _GTIL_PREDICT(self._handle, x.ctypes.data, b"float32", n, out.ctypes.data, cfg.handle)
-        if rc != 0:
-            raise RuntimeError(f"Treelite GTIL failed: {treelite.core._LIB.TreeliteGetLastError().decode()}")
+        if _GTIL_PREDICT(self.model.handle, x.ctypes.data, b"float32", n, out.ctypes.data, cfg.handle) != 0:
+            raise RuntimeError(f"Treelite GTIL failed: {_TREELITE_LIB.TreeliteGetLastError().decode()}")
         return out
+
+    def predict_formatted(self, x: np.ndarray, fmt: OutputFormat) -> np.ndarray:
+        return fmt(self.predict(x))
+
+    def close(self) -> None:
+        pass
 
 
 class CompiledPredictor:
     """A tl2cgen-compiled model library with our batch entry point ``fil_predict``, which
     marks NaN features missing (tl2cgen's ``Entry.missing = -1``: each split's default
-    branch, as GTIL) and writes FIL's output format, so serving one request is one ctypes
-    call into a reused output buffer."""
-
-    formats = True  # predict_formatted() exists
+    branch, as GTIL) and writes FIL's output format: one ctypes call per request."""
 
     def __init__(self, libpath: Path, *, n_features: int, n_outputs: int, threads: int = 1):
         self.libpath = Path(libpath)
-        lib = ctypes.CDLL(str(self.libpath))
-        lib.fil_num_outputs.restype = ctypes.c_int
-        lib.fil_num_features.restype = ctypes.c_int
-        if lib.fil_num_outputs() != n_outputs or lib.fil_num_features() != n_features:
-            raise ModelLoadError(
-                f"{libpath} was built for {lib.fil_num_features()} features / {lib.fil_num_outputs()} outputs, "
-                f"the model has {n_features} / {n_outputs}"
-            )
-        fn = lib.fil_predict
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_float]
-        fn.restype = ctypes.c_int64
-        self._lib, self._fn, self.n_features, self.n_outputs = lib, fn, n_features, n_outputs
-        self._threads = max(1, threads)
-        self._pool: ThreadPoolExecutor | None = None
-        self._one_row: dict[int, tuple[np.ndarray, int]] = {}
+        self._lib = ctypes.CDLL(str(self.libpath))
+        built_for = (self._lib.fil_num_features(), self._lib.fil_num_outputs())  # ctypes' default restype: int
+        if built_for != (n_features, n_outputs):
+            raise ModelLoadError(f"{libpath} was built for {built_for[0]} features / {built_for[1]} outputs, "
+                                 f"the model has {n_features} / {n_outputs}")
+        self._fn = self._lib.fil_predict
+        self._fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int,
+                             ctypes.c_float]
+        self._fn.restype = ctypes.c_int64
+        self.n_features, self.n_outputs, self._threads = n_features, n_outputs, threads
+        # ctypes drops the GIL during the call, so row blocks of a large batch run on separate cores
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fil-predict") if threads > 1 else None
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Every model output: float32 (rows, n_outputs), like GTILPredictor.predict."""
-        return self._run(x, OutputFormat.RAW, self.n_outputs, 0.0, reuse=False)
+        return self._run(x, OutputFormat.RAW, self.n_outputs, 0.0)
 
     def predict_formatted(self, x: np.ndarray, fmt: OutputFormat) -> np.ndarray:
-        """``output__0`` directly. A one-row answer lives in a buffer reused by the next
-        one-row call: hand it to Triton (which copies it) before predicting again."""
-        return self._run(x, fmt.mode, fmt.width, fmt.threshold, reuse=True)
+        """``output__0`` directly, formatted by the library."""
+        return self._run(x, fmt.mode, fmt.width, fmt.threshold)
 
-    def _run(self, x: np.ndarray, mode: int, width: int, threshold: float, *, reuse: bool) -> np.ndarray:
+    def _run(self, x: np.ndarray, mode: int, width: int, threshold: float) -> np.ndarray:
         n = x.shape[0]
-        if x.dtype != np.float32 or not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x, dtype=np.float32)
-        if n == 1 and reuse:
-            buffer = self._one_row.get(width)
-            if buffer is None:
-                array = np.empty((1, width), dtype=np.float32)
-                buffer = self._one_row[width] = (array, array.ctypes.data)
-            out, out_ptr = buffer
-            rc = self._fn(x.ctypes.data, 1, self.n_features, out_ptr, mode, threshold)
-        elif n >= PARALLEL_MIN_ROWS and self._threads > 1:
-            out = np.empty((n, width), dtype=np.float32)
-            # ctypes drops the GIL during the call, so row blocks run on separate cores
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="fil-predict")
-            bounds = np.linspace(0, n, self._threads + 1, dtype=np.int64)
-            futures = [self._pool.submit(self._fn, x[a:b].ctypes.data, int(b - a), self.n_features, out[a:b].ctypes.data,
-                                         mode, threshold) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-            rc = min(f.result() for f in futures)
+        x = np.ascontiguousarray(x, dtype=np.float32)  # no copy for a C-ordered request
+        out = np.empty((n, width), dtype=np.float32)
+
+        def rows(a: int, b: int) -> int:
+            return self._fn(x[a:b].ctypes.data, int(b - a), self.n_features, out[a:b].ctypes.data, mode, threshold)
+
+        if n < PARALLEL_MIN_ROWS or self._pool is None:
+            rc = rows(0, n)
         else:
-            out = np.empty((n, width), dtype=np.float32)
-            rc = self._fn(x.ctypes.data, n, self.n_features, out.ctypes.data, mode, threshold)
+            bounds = np.linspace(0, n, self._threads + 1, dtype=np.int64)
+            rc = min(self._pool.map(rows, bounds[:-1], bounds[1:]))
         if rc != 0:
             raise RuntimeError(f"compiled model {self.libpath} rejected the batch (code {rc})")
         return out
@@ -318,11 +279,8 @@ int64_t fil_predict(const float* x, int64_t n_rows, int64_t n_cols, float* out, 
   for (int64_t r = 0; r < n_rows; ++r) {
     const float* xr = x + r * n_cols;
     for (int32_t j = 0; j < nf; ++j) {
-      if (isnan(xr[j])) {
-        row[j].missing = -1;
-      } else {
-        row[j].fvalue = xr[j];
-      }
+      if (isnan(xr[j])) row[j].missing = -1;
+      else row[j].fvalue = xr[j];
     }
     memset(res, 0, sizeof(res));
     predict(row, 0, res);
@@ -331,14 +289,12 @@ int64_t fil_predict(const float* x, int64_t n_rows, int64_t n_cols, float* out, 
     if (mode == 1 && k_out == 1) {
       o[1] = p[0];
       o[0] = 1.0f - p[0];
+    } else if (mode == 2 && k_out == 1) {
+      o[0] = p[0] > threshold ? 1.0f : 0.0f;
     } else if (mode == 2) {
-      if (k_out == 1) {
-        o[0] = p[0] > threshold ? 1.0f : 0.0f;
-      } else {
-        int best = 0;
-        for (int k = 1; k < k_out; ++k) if (p[k] > p[best]) best = k;
-        o[0] = (float)best;
-      }
+      int best = 0;
+      for (int k = 1; k < k_out; ++k) if (p[k] > p[best]) best = k;
+      o[0] = (float)best;
     } else {
       for (int k = 0; k < k_out; ++k) o[k] = p[k];
     }
@@ -372,26 +328,24 @@ def compile_model(model: treelite.Model, model_sha256: str, cache_dir: Path, *, 
     """Compile ``model`` with tl2cgen + gcc into ``<cache_dir>/<key>/libforest.so`` (or find it).
 
     The key is the model file's sha256 plus the tl2cgen and wrapper versions. Builds run in a
-    temporary folder renamed into place, under a lock file, so concurrent servers compiling
-    the same model wait for one build and never see a half-written library.
+    temporary folder, under a lock file, and the library is renamed into place, so concurrent
+    servers compiling the same model wait for one build and never see a half-written library.
     """
     import tl2cgen
 
     cache_dir = Path(cache_dir)
-    key = cache_key(model_sha256)
-    final_dir = cache_dir / key
-    if (final_dir / LIB_NAME).is_file():
-        return final_dir / LIB_NAME
+    if (cached := cached_library(cache_dir, model_sha256)) is not None:
+        return cached
     if shutil.which("gcc") is None:
         raise CompilerMissing("gcc is not installed: the model is served with Treelite GTIL (install gcc to compile it)")
+    key = cache_key(model_sha256)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with open(cache_dir / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (final_dir / LIB_NAME).is_file():
-            return final_dir / LIB_NAME
-        build = Path(tempfile.mkdtemp(prefix=f"{key}.build-", dir=cache_dir))
-        try:
-            started = time.monotonic()
+        if (cached := cached_library(cache_dir, model_sha256)) is not None:
+            return cached
+        with tempfile.TemporaryDirectory(prefix=f"{key}.build-", dir=cache_dir) as tmp:
+            build, started = Path(tmp), time.monotonic()
             tl2cgen.generate_c_code(model, build, {**TL2CGEN_PARAMS, "parallel_comp": max(2, jobs)})
             header = (build / "header.h").read_text()
             leaf_t = "float" if "float* result" in header.split("void predict(", 1)[1].split(")", 1)[0] else "double"
@@ -402,56 +356,43 @@ def compile_model(model: treelite.Model, model_sha256: str, cache_dir: Path, *, 
                           cwd=build, jobs=jobs, cancel=cancel)
             _run_parallel([["gcc", "-shared", "-Wl,-Bsymbolic", "-o", LIB_NAME, *(f"{s}.o" for s in sources), "-lm"]],
                           cwd=build, jobs=1, cancel=cancel)
-            for leftover in build.iterdir():
-                if leftover.name != LIB_NAME:
-                    leftover.unlink()
-            os.rename(build, final_dir)
+            (cache_dir / key).mkdir(exist_ok=True)
+            os.rename(build / LIB_NAME, cache_dir / key / LIB_NAME)
             log(f"compiled {key} in {time.monotonic() - started:.1f} s")
-        finally:
-            if build.exists():
-                shutil.rmtree(build, ignore_errors=True)
-    return final_dir / LIB_NAME
+    return cache_dir / key / LIB_NAME
 
 
 _NICE = ["nice", "-n", "10"] if shutil.which("nice") else []
 
 
 def _run_parallel(commands: list[list[str]], *, cwd: Path, jobs: int, cancel: threading.Event | None) -> None:
-    """Run ``commands`` at low CPU priority, ``jobs`` at a time; kill them all on ``cancel``."""
-    pending = list(commands)
-    running: list[tuple[subprocess.Popen, list[str]]] = []
+    """Run ``commands`` at low CPU priority (serving requests comes first), ``jobs`` at a time;
+    kill them all on ``cancel``."""
+    pending, running = list(commands), []
     try:
         while pending or running:
             while pending and len(running) < max(1, jobs):
-                cmd = pending.pop(0)
-                proc = subprocess.Popen(_NICE + cmd, cwd=cwd, stdin=subprocess.DEVNULL,  # serving requests comes first
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                running.append((proc, cmd))
+                running.append(subprocess.Popen(_NICE + pending.pop(0), cwd=cwd, stdin=subprocess.DEVNULL,
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
             time.sleep(0.02)
             if cancel is not None and cancel.is_set():
                 raise CompileCancelled("compilation cancelled (model unloading)")
-            for proc, cmd in list(running):
-                if proc.poll() is None:
-                    continue
-                running.remove((proc, cmd))
+            for proc in [p for p in running if p.poll() is not None]:
+                running.remove(proc)
                 if proc.returncode != 0:
-                    err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
-                    raise RuntimeError(f"{' '.join(cmd)} failed with code {proc.returncode}: {err}")
+                    err = proc.stderr.read().decode(errors="replace")[-2000:]
+                    raise RuntimeError(f"{' '.join(proc.args)} failed with code {proc.returncode}: {err}")
     finally:
-        for proc, _ in running:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
-        for proc, _ in running:
-            if proc.stderr:
-                proc.stderr.close()
+        for proc in running:
+            proc.kill()
+            proc.communicate()
 
 
-def check_rows(n_features: int, rows: int = 512, seed: int = 0) -> np.ndarray:
-    """Rows that exercise every branch kind: wide normal values, small integers (category
+def check_rows(n_features: int) -> np.ndarray:
+    """512 rows that exercise every branch kind: wide normal values, small integers (category
     ids), NaN (missing: the default branch), +-Inf, a row of zeros and a row of NaN."""
-    rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((rows, n_features)) * 3).astype(np.float32)
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((512, n_features)) * 3).astype(np.float32)
     ints = rng.random(x.shape) < 0.3
     x[ints] = rng.integers(-1, 12, size=int(ints.sum()))
     x[rng.random(x.shape) < 0.1] = np.nan
@@ -462,23 +403,17 @@ def check_rows(n_features: int, rows: int = 512, seed: int = 0) -> np.ndarray:
     return x
 
 
-def self_check(reference: GTILPredictor, candidate: CompiledPredictor, n_features: int, fmt: OutputFormat | None = None,
-               *, rows: int = 512, seed: int = 0) -> float:
+def self_check(reference: GTILPredictor, candidate: CompiledPredictor, fmt: OutputFormat) -> float:
     """Largest absolute difference between GTIL and a compiled library on check_rows() (NaN
-    and +-Inf included), raw and (with ``fmt``) in FIL's output format; a library is only
-    used when this is ~0."""
-    x = check_rows(n_features, rows, seed)
-    ref_raw = np.asarray(reference.predict(x), dtype=np.float64)
-    diff = float(np.max(np.abs(ref_raw - candidate.predict(x))))
-    if fmt is not None:
-        want = fmt(reference.predict(x)).astype(np.float64)
-        got = np.vstack([candidate.predict_formatted(x[:-1], fmt), candidate.predict_formatted(x[-1:], fmt)])
-        if fmt.mode == OutputFormat.LABEL:  # labels are exact away from the threshold / a tie
-            if ref_raw.shape[1] == 1:
-                keep = np.abs(ref_raw[:, 0] - fmt.threshold) > 1e-6
-            else:
-                top = np.sort(ref_raw, axis=1)
-                keep = top[:, -1] - top[:, -2] > 1e-6
-            want, got = want[keep], got[keep]
-        diff = max(diff, float(np.max(np.abs(want - got), initial=0.0)))
-    return diff
+    and +-Inf included), raw and in FIL's output format (a one-row call included); a library
+    is only used when this is ~0."""
+    x = check_rows(reference.n_features)
+    raw = reference.predict(x)
+    diff = np.max(np.abs(raw.astype(np.float64) - candidate.predict(x)))
+    want = fmt(raw).astype(np.float64)
+    got = np.vstack([candidate.predict_formatted(x[:-1], fmt), candidate.predict_formatted(x[-1:], fmt)])
+    if fmt.mode == OutputFormat.LABEL:  # labels are exact away from the threshold / a tie
+        top = np.sort(raw.astype(np.float64), axis=1)
+        margin = np.abs(top[:, 0] - fmt.threshold) if raw.shape[1] == 1 else top[:, -1] - top[:, -2]
+        want, got = want[margin > 1e-6], got[margin > 1e-6]
+    return float(max(diff, np.max(np.abs(want - got), initial=0.0)))

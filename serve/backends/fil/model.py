@@ -1,13 +1,12 @@
 """A Python-based Triton backend named ``fil``: native FIL's contract on Treelite.
 
-Triton runs ``<backend-directory>/fil/model.py`` for every model whose config says
-``backend: "fil"``, so the same ``config.pbtxt`` and model files serve here and under the
-native FIL backend of the pinned NGC image (DESIGN §2, §5; fil_config.NATIVE_RELEASE).
-It behaves as native FIL on CPU does; each rule names the fil_backend source it mirrors
-(here, in fil_config.py and in fil_forest.py), and docs/fil_contract.md lists the rules, the
-configs refused at load that native FIL would load and then fail on, and the remaining
-differences. It serves with Treelite GTIL at once and swaps in a tl2cgen-compiled library
-once a background thread has built and self-checked it (gauge ``fil_compiled``).
+Triton runs ``<backend-directory>/fil/model.py`` for every ``backend: "fil"`` model, so the same
+``config.pbtxt`` and model files serve here and under native FIL of the pinned NGC image (DESIGN
+§2, §5; fil_config.NATIVE_RELEASE), as native FIL on CPU serves them. Each rule names its
+fil_backend source here, in fil_config.py and fil_forest.py; docs/fil_contract.md lists the rules,
+the configs refused at load that native FIL would load and then fail on, and the remaining
+differences. Serves with Treelite GTIL at once and swaps in a tl2cgen-compiled library once a
+background thread has built and self-checked it (gauge ``fil_compiled``).
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -49,14 +47,42 @@ def _model_file(config: dict, args: dict, model_type: str) -> Path:
     return path / ff.FIL_MODEL_FILENAMES[model_type] if path.is_dir() else path
 
 
+def _response_dims(config: dict, n_features: int, fmt: ff.OutputFormat, params: fc.FilParameters,
+                   file: str) -> tuple[int, ...]:
+    """Refuse tensors native FIL cannot serve for this model (docs/fil_contract.md, remaining
+    differences 1); return the per-row shape of the answers (e.g. () for dims [1]: shape [rows])."""
+    if int(config.get("max_batch_size", 0)) < 1:
+        raise ff.ModelLoadError("max_batch_size must be >= 1: FIL models take a batch dimension")
+    inputs = {t["name"]: t for t in config.get("input", [])}
+    outputs = {t["name"]: t for t in config.get("output", [])}
+    if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+        raise ff.ModelLoadError(f"config.pbtxt must declare input {INPUT_NAME!r} and output {OUTPUT_NAME!r}")
+    for tensor in (inputs[INPUT_NAME], outputs[OUTPUT_NAME]):
+        if tensor.get("data_type") != "TYPE_FP32":
+            raise ff.ModelLoadError(f"{tensor['name']} must be TYPE_FP32, config says {tensor.get('data_type')}")
+    in_dims = [int(d) for d in inputs[INPUT_NAME].get("dims", [])]
+    if in_dims != [n_features]:
+        # native FIL would read rows of the model's width out of a narrower/wider buffer
+        raise ff.ModelLoadError(f"{INPUT_NAME} dims are {in_dims} in config.pbtxt but {file} has {n_features} features")
+    out_dims = [int(d) for d in outputs[OUTPUT_NAME].get("dims", [])]
+    if math.prod(out_dims) != fmt.width:
+        what = "probabilities" if params.predict_proba else "a label" if params.output_class else "outputs"
+        raise ff.ModelLoadError(
+            f"{OUTPUT_NAME} dims are {out_dims} in config.pbtxt but this model writes {fmt.width} "
+            f"{what} per row (predict_proba={str(params.predict_proba).lower()}, "
+            f"{fc.classifier_key()}={str(params.output_class).lower()}, {fmt.n_model_outputs} model output(s)); "
+            f"declare dims: [ {fmt.width} ] (native FIL would answer wrong values or overrun its buffer)")
+    return fc.response_dims(outputs[OUTPUT_NAME])
+
+
 class TritonPythonModel:
     def initialize(self, args):
         started = time.monotonic()
         config = json.loads(args["model_config"])
-        self.model_name = config.get("name", args.get("model_name", "?"))
+        self.model_name = config["name"]
         self.tag = f"{self.model_name}/{args['model_version']}"  # how log lines name this model version
         try:
-            params = fc.read_parameters(config.get("parameters", {}) or {})
+            params = fc.read_parameters(config.get("parameters", {}))
         except fc.ConfigError as e:
             raise ff.ModelLoadError(f"config.pbtxt: {e}") from None
         self.model_path = _model_file(config, args, params.model_type)
@@ -65,26 +91,9 @@ class TritonPythonModel:
             # src/tl_utils.h tl_get_num_classes(): "Multi-target model not supported"
             raise ff.ModelLoadError(f"{self.model_path.name} is a multi-target model; FIL serves single-target models")
         postprocessor = ff.apply_native_postprocessor(model, predict_proba=params.predict_proba)
-
-        self.max_batch_size = int(config.get("max_batch_size", 0))
-        if self.max_batch_size < 1:
-            raise ff.ModelLoadError("max_batch_size must be >= 1: FIL models take a batch dimension")
-        inputs = {t["name"]: t for t in config.get("input", [])}
-        outputs = {t["name"]: t for t in config.get("output", [])}
-        if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
-            raise ff.ModelLoadError(f"config.pbtxt must declare input {INPUT_NAME!r} and output {OUTPUT_NAME!r}")
-        for tensor in (inputs[INPUT_NAME], outputs[OUTPUT_NAME]):
-            if tensor.get("data_type") != "TYPE_FP32":
-                raise ff.ModelLoadError(f"{tensor['name']} must be TYPE_FP32, config says {tensor.get('data_type')}")
-        in_dims = [int(d) for d in inputs[INPUT_NAME].get("dims", [])]
-        self.n_features = model.num_feature
-        if in_dims != [self.n_features]:
-            # native FIL would read rows of the model's width out of a narrower/wider buffer
-            raise ff.ModelLoadError(f"{INPUT_NAME} dims are {in_dims} in config.pbtxt but {self.model_path.name} has {self.n_features} features")
-
-        threads = params.cpu_nthread if params.cpu_nthread > 0 else (os.cpu_count() or 1)  # src/shared_state.h cpu_nthread
-        self.gtil = ff.GTILPredictor(model, threads=threads)
-        k = self.gtil.n_outputs
+        self._threads = params.cpu_nthread if params.cpu_nthread > 0 else (os.cpu_count() or 1)  # src/shared_state.h
+        self.gtil = ff.GTILPredictor(model, threads=self._threads)
+        self.n_features, k = self.gtil.n_features, self.gtil.n_outputs
         gpu = str(args.get("model_instance_kind", "CPU")).upper() == "GPU"
         if params.output_class and not params.predict_proba and k > 1 and not (gpu or fc.cpu_label_argmax()):
             raise ff.ModelLoadError(
@@ -95,31 +104,19 @@ class TritonPythonModel:
                 "Serve predict_proba true and take the arg-max or apply the threshold in the client.")
         self.format = ff.OutputFormat(n_model_outputs=k, predict_proba=params.predict_proba,
                                       output_class=params.output_class, threshold=params.threshold)
-        out_config = outputs[OUTPUT_NAME]
-        out_dims = [int(d) for d in out_config.get("dims", [])]
-        if math.prod(out_dims) != self.format.width:
-            what = "probabilities" if params.predict_proba else "a label" if params.output_class else "outputs"
-            raise ff.ModelLoadError(
-                f"{OUTPUT_NAME} dims are {out_dims} in config.pbtxt but this model writes {self.format.width} "
-                f"{what} per row (predict_proba={str(params.predict_proba).lower()}, "
-                f"{fc.classifier_key()}={str(params.output_class).lower()}, {k} model output(s)); "
-                f"declare dims: [ {self.format.width} ] (native FIL would answer wrong values or overrun its buffer)")
-        self.response_dims = fc.response_dims(out_config)  # e.g. () for dims [1]: answers [rows]
-        self._reshape = self.response_dims != (self.format.width,)
+        self.response_dims = _response_dims(config, self.n_features, self.format, params, self.model_path.name)
 
         # A truncated or damaged checkpoint can parse and still fail on every row: predict a
         # few rows now, so that such a version is refused at load and the old one keeps serving.
         probe = np.linspace(-3.0, 3.0, 4 * self.n_features, dtype=np.float32).reshape(4, self.n_features)
         try:
-            probe_out = self.format(self.gtil.predict(probe))
+            probe_out = self.gtil.predict_formatted(probe, self.format)
         except Exception as e:
             raise ff.ModelLoadError(f"{self.model_path.name} loads but cannot predict ({e}): the file is damaged") from None
         if not np.all(np.isfinite(probe_out)):
             raise ff.ModelLoadError(f"{self.model_path.name} predicts non-finite values: the file is damaged")
 
-        self._predictor, self._threads, self.compiled = self.gtil, threads, None
-        self._cancel = threading.Event()
-        self._compiler: threading.Thread | None = None
+        self._predictor, self._cancel, self._compiler = self.gtil, threading.Event(), None
         cache_dir = Path(os.environ.get("FIL_CACHE_DIR") or Path(tempfile.gettempdir()) / f"fil-cache-{os.getuid()}")
         compile_enabled = os.environ.get("FIL_COMPILE", "1").strip().lower() not in ("0", "false", "no", "off")
         self._compiled_family, self._compiled_gauge = self._new_gauge(args)  # 0 until set
@@ -158,15 +155,13 @@ class TritonPythonModel:
 
     def _try_swap(self, libpath: Path) -> bool:
         try:
-            compiled = ff.CompiledPredictor(libpath, n_features=self.n_features, n_outputs=self.gtil.n_outputs, threads=self._threads)
-            diff = ff.self_check(self.gtil, compiled, self.n_features, self.format)
+            compiled = ff.CompiledPredictor(libpath, n_features=self.n_features, n_outputs=self.gtil.n_outputs,
+                                            threads=self._threads)
+            if not (diff := ff.self_check(self.gtil, compiled, self.format)) <= SELF_CHECK_ATOL:
+                raise ValueError(f"it differs from GTIL by {diff:.3g}")
         except Exception as e:  # a broken cache entry must not stop serving
             _log("warn", f"{self.tag}: cannot use compiled library {libpath}: {e}; staying on GTIL")
             return False
-        if not diff <= SELF_CHECK_ATOL:
-            _log("warn", f"{self.tag}: compiled library {libpath} differs from GTIL by {diff:.3g}; staying on GTIL")
-            return False
-        self.compiled = compiled
         self._predictor = compiled  # one attribute store: the next execute() uses it
         return True
 
@@ -179,63 +174,32 @@ class TritonPythonModel:
             swapped = self._try_swap(libpath)  # logs why not
         except ff.CompileCancelled:
             return
-        except ff.CompilerMissing as e:
-            _log("warn", f"{self.tag}: {e}; staying on GTIL")
-            swapped = False
-        except Exception:
-            _log("warn", f"{self.tag}: compiling the model failed; staying on GTIL:\n{traceback.format_exc()}")
+        except Exception as e:  # no gcc, or a failed build: the message says which
+            _log("warn", f"{self.tag}: compiling the model failed ({e}); staying on GTIL")
             swapped = False
         if swapped:
             _log("info", f"{self.tag}: now serving with compiled library {libpath}")
         self._publish(1 if swapped else -1)
 
     # -- serving --------------------------------------------------------------------------
-    def _shape_problem(self, x) -> str | None:
-        """Why this request's input tensor cannot be served (dtype, shape, size), or None.
-        Triton checks the same against config.pbtxt before we see a request; kept as a guard."""
-        if x.dtype != np.float32:
-            return f"{INPUT_NAME} must be FP32, got {x.dtype}"
-        if x.ndim != 2 or x.shape[1] != self.n_features:
-            return f"{INPUT_NAME} must have shape [rows, {self.n_features}], got {list(x.shape)}"
-        if x.shape[0] > self.max_batch_size:
-            return f"{INPUT_NAME} has {x.shape[0]} rows, more than max_batch_size {self.max_batch_size}"
-        return None
-
-    @staticmethod
-    def _error(message: str, invalid_input: bool = True):
-        # INVALID_ARG -> HTTP 400 / gRPC INVALID_ARGUMENT, like Triton's own shape/dtype checks
-        code = pb_utils.TritonError.INVALID_ARG if invalid_input else pb_utils.TritonError.INTERNAL
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
-
     def execute(self, requests):
-        """Concatenate the valid requests of a dynamic batch, predict once, split."""
+        """Concatenate the requests of a dynamic batch, predict once, split. Triton has checked
+        each input's dtype and shape against config.pbtxt (tests/reliability/test_bad_input.py)."""
         predictor = self._predictor  # one predictor per call, even if a swap happens meanwhile
         xs = [pb_utils.get_input_tensor_by_name(r, INPUT_NAME).as_numpy() for r in requests]
-        problems = [self._shape_problem(x) for x in xs]
-        valid = [x for x, p in zip(xs, problems, strict=True) if p is None]
         try:
-            if valid:
-                batch = np.concatenate(valid) if len(valid) > 1 else valid[0]
-                y = predictor.predict_formatted(batch, self.format) if predictor.formats else self.format(predictor.predict(batch))
+            y = predictor.predict_formatted(xs[0] if len(xs) == 1 else np.concatenate(xs), self.format)
         except Exception as e:
-            problems = [p or f"prediction failed: {e}" for p in problems]
-        responses, start = [], 0
-        for x, p in zip(xs, problems, strict=True):
-            if p is not None:
-                responses.append(self._error(p, invalid_input=not p.startswith("prediction failed")))
-                continue
-            y_x = y[start : start + x.shape[0]]
-            if self._reshape:
-                y_x = y_x.reshape((x.shape[0], *self.response_dims))
-            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(OUTPUT_NAME, y_x)]))
-            start += x.shape[0]
-        return responses
+            error = pb_utils.TritonError(f"prediction failed: {e}", pb_utils.TritonError.INTERNAL)
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
+        parts = np.split(y, np.cumsum([len(x) for x in xs[:-1]]))
+        tensors = [pb_utils.Tensor(OUTPUT_NAME, part.reshape(len(part), *self.response_dims)) for part in parts]
+        return [pb_utils.InferenceResponse(output_tensors=[tensor]) for tensor in tensors]
 
     def finalize(self):
         self._cancel.set()
         if self._compiler is not None:
             self._compiler.join(timeout=10)
-        if self.compiled is not None:
-            self.compiled.close()
+        self._predictor.close()
         # the family deletes its series; a stub that exits without this leaves it on /metrics
         self._compiled_gauge = self._compiled_family = None

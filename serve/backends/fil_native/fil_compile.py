@@ -1,10 +1,9 @@
 """Compile one model into the ``fil`` backends' cache, for the native backend.
 
-The native backend (libtriton_fil.so) serves with Treelite GTIL at once and runs this in a
-child process in the background, as the Python backend runs ``fil_forest.compile_model`` in
-a thread: the same loader, the same native post-processor, the same cache key and build, so
-both backends share one cache. It prints ``LIBRARY <path>`` on success; exit code 3 means
-there is no C compiler. SIGTERM (the model is unloading) cancels the build cleanly.
+The native backend serves with Treelite GTIL at once and runs this in a background child
+process, as the Python backend runs ``fil_forest.compile_model`` in a thread (same loader,
+post-processor, cache key and build: one shared cache). Prints ``LIBRARY <path>`` on success;
+exit code 3: no C compiler. SIGTERM (the model is unloading) cancels the build cleanly.
 
     python fil_compile.py MODEL_FILE MODEL_TYPE CACHE_DIR [--predict-proba]
                           [--allow-unknown-field] [--jobs N]
@@ -40,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     os.nice(5)  # serving requests comes first
     model = ff.load_model(args.model_file, args.model_type, xgboost_allow_unknown_field=args.allow_unknown_field)
     postprocessor = ff.apply_native_postprocessor(model, predict_proba=args.predict_proba)
+    key = ff.library_key(args.model_file, postprocessor)
     try:
-        library = ff.compile_model(model, ff.library_key(args.model_file, postprocessor), args.cache_dir, jobs=args.jobs, cancel=cancel, log=print)
+        library = ff.compile_model(model, key, args.cache_dir, jobs=args.jobs, cancel=cancel, log=print)
     except ff.CompilerMissing as e:
         print(e, flush=True)
         return EXIT_COMPILER_MISSING
