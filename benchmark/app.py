@@ -124,9 +124,8 @@ class PredictResponse(BaseModel):
 
 
 def _where(loc: tuple) -> str:
-    parts = [p for p in loc if p != "body"]
     out = ""
-    for p in parts:
+    for p in [p for p in loc if p != "body"]:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out or "body"
 
@@ -178,9 +177,8 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        s = state.get("settings") or s0
         errors = exc.errors()
-        messages = [explain(e, s.n_features, s.max_rows) for e in errors[:10]]
+        messages = [explain(e, s0.n_features, s0.max_rows) for e in errors[:10]]
         if len(errors) > 10:
             messages.append(f"... and {len(errors) - 10} more problems")
         return JSONResponse(

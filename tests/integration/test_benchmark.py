@@ -1,8 +1,5 @@
-"""The benchmark machinery on a tiny run: real Triton (both fil backends), real Uvicorn, real
-locust and perf_analyzer, a small reference model; and the same methods pointed at servers
-that are already running. No timing is asserted: only that every contender answers the same
-probabilities for the same rows, that results.json has its schema and that the plots and the
-report are written."""
+"""The benchmark on a tiny run with real servers and clients, and on servers already running: no timing is
+asserted, only the same probabilities from every contender, results.json's schema, the plots and the report."""
 
 from __future__ import annotations
 
@@ -27,8 +24,7 @@ LOAD_KEYS = {"users", "rps", "p50_ms", "p95_ms", "p99_ms", "requests", "failures
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    """One whole benchmark run: 10-tree reference model, N=60, one short load level,
-    perf_analyzer at concurrency 1."""
+    """One whole run: 10-tree reference model, N=60, one short load level, perf_analyzer at concurrency 1."""
     base = tmp_path_factory.mktemp("bench")
     plan = Plan(
         state_dir=base / "state", results_dir=base / "results", reference_model=True,
@@ -40,8 +36,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 def contenders_of(results: dict) -> set[str]:
-    """Every contender of a run that starts its servers; triton-native only where the native
-    backend builds (else the run says why it skipped it)."""
+    """Every contender of a run that starts its servers; triton-native only where the native backend builds."""
     expected = set(INTERNAL_CONTENDERS)
     if "triton-native" in results["skipped"]:
         expected.discard("triton-native")
@@ -49,8 +44,7 @@ def contenders_of(results: dict) -> set[str]:
 
 
 def test_every_contender_answers_like_the_pipeline(tiny_run: Path):
-    """Triton (native and Python fil backends over HTTP, gRPC) and both FastAPI apps give the
-    trained pipeline's probabilities."""
+    """Triton (both fil backends, HTTP and gRPC) and both FastAPI apps give the pipeline's probabilities."""
     results = json.loads((tiny_run / "results.json").read_text())
     assert set(results["contenders"]) == contenders_of(results)
     assert results["parity"]["ok"], results["parity"]
@@ -135,9 +129,7 @@ def test_plots_and_report_are_written(tiny_run: Path):
     assert (tiny_run / "report.md").is_file()
 
 
-# ------------------------------------------------------------------------------------
-# the FastAPI app (its refusals of bad input: tests/reliability/test_bad_input.py)
-# ------------------------------------------------------------------------------------
+# -- the FastAPI app (its refusals of bad input: tests/reliability/test_bad_input.py) --
 
 
 @pytest.fixture(scope="module")
@@ -170,14 +162,11 @@ def test_fastapi_answers_like_triton_output(fastapi_url):
     np.testing.assert_allclose(body["probabilities"], clf.predict_proba(X[:3]), atol=1e-6)
 
 
-# ------------------------------------------------------------------------------------
-# servers that are already running
-# ------------------------------------------------------------------------------------
+# -- servers that are already running --
 
 
 def test_running_servers_are_measured_and_the_report_says_so(tmp_path, fastapi_url, triton_factory):
-    """--triton-url/--fastapi-url: the benchmark measures servers it did not start, with the
-    same phases, pins nothing, and its report says the servers were already running."""
+    """--triton-url/--fastapi-url: the same phases measure servers not started here, pin nothing, and say so."""
     import treelite
 
     from fraudml.tritonconfig import render_config

@@ -43,8 +43,7 @@ def test_a_slow_triton_misses_the_latency_target():
 
 
 def test_native_backend_is_the_headline_and_the_stub_cost_is_reported():
-    """With both fil backends measured, the targets are about triton-native and the report
-    shows what the Python stub adds."""
+    """With both fil backends measured, the targets are about triton-native; the report shows the stub's cost."""
     results = _results({"triton-native": 0.25, "triton-python": 0.55, "fastapi-treelite": 0.6},
                        {"triton-native": 8000.0, "triton-python": 4000.0, "fastapi-treelite": 2000.0})
     a = report.analyze(results)
