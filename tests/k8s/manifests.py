@@ -1,7 +1,5 @@
-"""What the offline checks of k8s/ and docker/ (`make k8s-check`) are built on: every
-kustomization rendered by ``kubectl kustomize``, validated strictly against the pinned Kubernetes
-release (custom resources against k8s/schemas), every Dockerfile linted with hadolint; no cluster.
-"""
+"""What the offline checks of k8s/ and docker/ (`make k8s-check`) are built on: ``kubectl kustomize``,
+strict validation (custom resources against k8s/schemas), hadolint, the start script; no cluster."""
 
 from __future__ import annotations
 
@@ -27,7 +25,6 @@ K8S_VERSION = "1.33.0"  # the Kubernetes release the manifests are validated aga
 KUSTOMIZATIONS = tuple(sorted(str(p.parent.relative_to(K8S)) for p in K8S.rglob("kustomization.yaml")
                               if p.parent.name != "base" and yaml.safe_load(p.read_text())["kind"] != "Component"))
 TRITON_OVERLAYS = ("overlays/cpu", "overlays/gpu", "overlays/monitored")
-POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
 CUSTOM_SCHEMAS = {("monitoring.coreos.com/v1", kind): K8S / "schemas" / f"{kind.lower()}.yaml"
                   for kind in ("ServiceMonitor", "PrometheusRule")}
 
@@ -56,7 +53,7 @@ def one(docs, kind: str, name: str) -> dict:
 def pods(docs):
     """(kind/name, pod spec) of every workload."""
     for d in docs:
-        if d.get("kind") in POD_KINDS:
+        if "template" in d.get("spec", {}):  # Deployment, StatefulSet, DaemonSet, Job, ReplicaSet
             yield f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"]
 
 

@@ -22,9 +22,7 @@ def test_training_namespace_matches_argo_settings():
 
 @pytest.mark.slow
 def test_argo_template_of_the_training_flow(tmp_path):
-    """`make argo-template`: the offline compile (private SeaweedFS + METAFLOW_* settings) turns
-    train/flow.py, foreach included, into a WorkflowTemplate that carries its steps, @resources,
-    image, namespace, service account and Secret."""
+    """`make argo-template`: every step (foreach too) with its @resources, image, namespace, account and Secret."""
     out = tmp_path / "workflow-template.json"
     template = argo_template.build(tmp_path / "state", out)
     assert json.loads(out.read_text()) == template

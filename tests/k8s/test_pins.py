@@ -25,8 +25,7 @@ def _images(rel: str) -> set[str]:
 
 
 def test_ngc_release_is_pinned_once_and_followed():
-    """docker/.env (compose, docker build), the kustomize image tag, the release the local fil
-    backend imitates, the Treelite pin and the classifier key all name one release."""
+    """docker/.env, the kustomize tag, the local fil backend, the Treelite pin and the classifier key: one release."""
     from fraudml.tritonconfig import render_config
     from serve.backends.fil import fil_config
 
@@ -74,23 +73,21 @@ def test_compose_takes_its_values_from_the_env_file():
 
 
 def test_one_model_repository_for_every_workload():
-    """Triton on CPU and GPU nodes, its reconciler and the FastAPI baseline read one ConfigMap,
-    which nobody overrides, with the serving defaults (and the Makefile's and compose's)."""
+    """Triton, its reconciler and the baseline read one ConfigMap, nobody overrides it, = serving/Makefile/compose."""
     from fraudml.tritonconfig import MODEL_NAME
     from serve.settings import Settings
 
     default = Settings.from_env({}).model_repo
-    rendered = {rel: m.configmap(m.build(rel), "fraudml-model-repo") for rel in (*m.TRITON_OVERLAYS, "benchmark")}
-    assert {cm["metadata"]["name"] for cm in rendered.values()} == {rendered["overlays/cpu"]["metadata"]["name"]}
-    assert rendered["overlays/cpu"]["data"] == {"MODEL_REPO": default, "MODEL_NAME": MODEL_NAME}
+    cm = m.configmap(m.build("overlays/cpu"), "fraudml-model-repo")
+    assert cm["data"] == {"MODEL_REPO": default, "MODEL_NAME": MODEL_NAME}
     assert (ENV["MODEL_REPO"], ENV["MODEL_NAME"]) == (default, MODEL_NAME)
     assert re.search(rf"^MODEL_REPO\s*\?=\s*{re.escape(default)}$", (m.ROOT / "Makefile").read_text(), re.MULTILINE)
     for rel in (*m.TRITON_OVERLAYS, "benchmark"):
-        for where, pod in m.pods(m.build(rel)):
-            for c in pod["containers"]:
-                refs = [e["configMapRef"]["name"] for e in c.get("envFrom", []) if "configMapRef" in e]
-                if c["name"] in ("triton", "reconciler", "fastapi"):
-                    assert rendered["overlays/cpu"]["metadata"]["name"] in refs, f"{rel} {where}/{c['name']}"
+        docs = m.build(rel)
+        assert m.configmap(docs, "fraudml-model-repo")["metadata"]["name"] == cm["metadata"]["name"], rel  # same hash
+        for where, pod in m.pods(docs):
+            for c in [c for c in pod["containers"] if c["name"] in ("triton", "reconciler", "fastapi")]:
+                assert {"configMapRef": {"name": cm["metadata"]["name"]}} in c["envFrom"], f"{rel} {where}/{c['name']}"
 
 
 @pytest.mark.parametrize("rel", m.TRITON_OVERLAYS)

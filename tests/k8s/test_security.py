@@ -62,9 +62,7 @@ def _secret_refs(c: dict) -> dict[str, tuple[str, str, bool]]:
 
 @pytest.mark.parametrize("rel", [*m.TRITON_OVERLAYS, "benchmark"])
 def test_serving_pods_hold_only_the_read_only_s3_identity(rel):
-    """Only the publisher (the flow, serve.models) holds the writer key, Secret fraudml-s3;
-    Triton, its reconciler and the baseline read with fraudml-s3-readonly; temporary
-    credentials work (AWS_SESSION_TOKEN, optional)."""
+    """Only the publisher holds the writer key (fraudml-s3); temporary credentials work (optional session token)."""
     for where, pod in m.pods(m.build(rel)):
         for c in [c for c in pod["containers"] if c["name"] != "locust"]:
             refs = _secret_refs(c)
@@ -92,10 +90,10 @@ def test_network_policies_admit_only_clients_and_monitoring():
     triton = m.one(docs, "NetworkPolicy", "triton")["spec"]
     assert triton["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "triton"}
     rules = {tuple(sorted(p["port"] for p in rule["ports"])): rule["from"] for rule in triton["ingress"]}
-    assert rules[("grpc", "http")] == [{"namespaceSelector": {}, "podSelector": {"matchLabels":
-                                                                                 {"fraudml.io/triton-client": "true"}}}]
-    assert rules[("metrics", "reconciler")] == [{"namespaceSelector": {"matchLabels":
-                                                                       {"kubernetes.io/metadata.name": "monitoring"}}}]
+    clients = {"matchLabels": {"fraudml.io/triton-client": "true"}}
+    assert rules[("grpc", "http")] == [{"namespaceSelector": {}, "podSelector": clients}]
+    monitoring = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    assert rules[("metrics", "reconciler")] == [{"namespaceSelector": monitoring}]
     container_ports = {p["name"] for name in ("triton", "reconciler") for p in m.container(docs, "triton", name)["ports"]}
     assert {p for ports in rules for p in ports} == container_ports  # every port behind one rule
     bench = m.build("benchmark")

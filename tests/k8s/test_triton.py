@@ -66,8 +66,9 @@ def test_service_pdb_hpa_and_servicemonitor_point_at_the_pods(rel):
     assert hpa["scaleTargetRef"]["name"] == "triton" and hpa["minReplicas"] >= 2
     metrics = {x["pods"]["metric"]["name"] if x["type"] == "Pods" else x["resource"]["name"] for x in hpa["metrics"]}
     assert metrics == {"triton_queue_time_per_request_us", "cpu"}
+    service_labels = m.one(docs, "Service", "triton")["metadata"]["labels"]
     for sm in m.find(docs, "ServiceMonitor"):
-        assert sm["spec"]["selector"]["matchLabels"].items() <= m.one(docs, "Service", "triton")["metadata"]["labels"].items()
+        assert sm["spec"]["selector"]["matchLabels"].items() <= service_labels.items()
         assert {e["port"] for e in sm["spec"]["endpoints"]} == {"metrics", "reconciler"}
 
 
@@ -79,9 +80,8 @@ def test_service_pdb_hpa_and_servicemonitor_point_at_the_pods(rel):
     ("http://minio.internal", "s3://http://minio.internal:80/models/triton"),
 ])
 def test_entrypoint_command_line(endpoint, repository):
-    """Triton reads up to the first / after s3://scheme:// as host:port: without a port the
-    bucket would become one, so the scheme's default port is written out. Without an API key
-    (compose on 127.0.0.1) nothing is restricted, with a warning."""
+    """Triton reads s3://scheme://host:port/: without a port the bucket would become one, so the default is
+    written out. Without an API key (compose on 127.0.0.1) nothing is restricted, with a warning."""
     proc = m.entrypoint(MODEL_REPO="s3://models/triton", **({"AWS_ENDPOINT_URL": endpoint} if endpoint else {}))
     args = proc.stdout.splitlines()
     assert f"--model-repository={repository}" in args, proc.stderr
