@@ -6,6 +6,7 @@ import treelite
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from sklearn.linear_model import LogisticRegression
 
 from fraudml.export import (
     ExportMismatch,
@@ -48,37 +49,38 @@ def test_native_fil_formats(trained, split, tmp_path, family, model_type):
     check_export_parity(pipeline, load_fil_model(path, model_type), split.X_test)
 
 
-@pytest.mark.parametrize(("family", "model_type"), [("random_forest", "xgboost_json"), ("xgboost", "lightgbm")])
-def test_mismatched_model_type_is_refused(trained, tmp_path, family, model_type):
-    with pytest.raises(ValueError, match="does not fit"):
-        write_fil_model(trained[family].pipeline, tmp_path, model_type)
-    with pytest.raises(ValueError, match="unknown FIL model_type"):
-        write_fil_model(trained[family].pipeline, tmp_path, "onnx")
+# name: (a call given the trained families, the split and a folder; the error it raises; what the error says)
+REFUSALS = {
+    "a model type of another family": (lambda t, s, d: write_fil_model(t["random_forest"].pipeline, d, "xgboost_json"),
+                                       ValueError, "does not fit a random_forest"),
+    "LightGBM's format for XGBoost": (lambda t, s, d: write_fil_model(t["xgboost"].pipeline, d, "lightgbm"),
+                                      ValueError, "does not fit a xgboost"),
+    "an unknown model type": (lambda t, s, d: write_fil_model(t["xgboost"].pipeline, d, "onnx"),
+                              ValueError, "unknown FIL model_type"),
+    "a different model": (lambda t, s, d: check_export_parity(t["random_forest"].pipeline,
+                                                              to_treelite(t["xgboost"].pipeline), s.X_test),
+                          ExportMismatch, r"max \|diff\| 0\.[0-9]+ > atol"),
+    "too few features": (lambda t, s, d: check_export_parity(t["xgboost"].pipeline, to_treelite(t["xgboost"].pipeline),
+                                                             s.X_test[:, :29]), ExportMismatch, "expects 30 features"),
+    "one row, not rows": (lambda t, s, d: predict_proba_treelite(to_treelite(t["extra_trees"].pipeline), s.X_test[0]),
+                          ValueError, "2-D array"),
+    "a linear model": (lambda t, s, d: to_treelite(LogisticRegression()), TypeError, "cannot export a LogisticRegression"),
+    # each library raises its own "not fitted" error
+    "an unfitted pipeline": (lambda t, s, d: to_treelite(build_pipeline("random_forest")), Exception, None),
+}
+
+
+@pytest.mark.parametrize("name", REFUSALS)
+def test_misuse_is_refused(trained, split, tmp_path, name):
+    call, error, message = REFUSALS[name]
+    with pytest.raises(error, match=message):
+        call(trained, split, tmp_path)
 
 
 def test_smote_is_not_part_of_the_export(trained):
     """The export is the classifier only: same number of trees as the fitted classifier."""
     pipeline = trained["random_forest"].pipeline
     assert to_treelite(pipeline).num_tree == len(pipeline.named_steps["clf"].estimators_)
-
-
-def test_a_different_model_is_a_mismatch(trained, split):
-    with pytest.raises(ExportMismatch) as info:
-        check_export_parity(trained["random_forest"].pipeline, to_treelite(trained["xgboost"].pipeline), split.X_test)
-    assert info.value.max_abs_diff > 1e-3
-    assert "max |diff|" in str(info.value)
-
-
-def test_feature_count_mismatch(trained, split):
-    with pytest.raises(ExportMismatch, match="expects 30 features"):
-        check_export_parity(trained["xgboost"].pipeline, to_treelite(trained["xgboost"].pipeline), split.X_test[:, :29])
-
-
-def test_unsupported_estimator():
-    from sklearn.linear_model import LogisticRegression
-
-    with pytest.raises(TypeError, match="cannot export a LogisticRegression"):
-        to_treelite(LogisticRegression())
 
 
 @pytest.mark.parametrize("family", ["random_forest", "xgboost", "lightgbm"])
@@ -98,10 +100,3 @@ def test_parity_on_generated_rows(trained, family):
 def test_predict_proba_treelite_shape(trained, split):
     p = predict_proba_treelite(to_treelite(trained["extra_trees"].pipeline), split.X_test[:7])
     assert p.shape == (7,) and p.dtype == np.float64 and ((p >= 0) & (p <= 1)).all()
-    with pytest.raises(ValueError):
-        predict_proba_treelite(to_treelite(trained["extra_trees"].pipeline), split.X_test[0])
-
-
-def test_export_of_an_unfitted_pipeline_fails():
-    with pytest.raises(Exception):  # noqa: B017 - each library raises its own "not fitted" error
-        to_treelite(build_pipeline("random_forest"))

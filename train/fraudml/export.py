@@ -31,10 +31,6 @@ _FAMILIES = {path.split(":")[1]: family for family, (path, _, _) in SPECS.items(
 class ExportMismatch(RuntimeError):
     """The exported model does not predict like the trained pipeline."""
 
-    def __init__(self, message: str, max_abs_diff: float):
-        super().__init__(message)
-        self.max_abs_diff = max_abs_diff
-
 
 def classifier_of(pipeline):
     """The ``clf`` step of a SMOTE pipeline (or the estimator itself when it is not a pipeline)."""
@@ -153,13 +149,12 @@ def check_export_parity(pipeline, tl_model: treelite.Model, X: np.ndarray, atol:
     feature counts differ."""
     X = np.asarray(X, dtype=np.float32)
     if tl_model.num_feature != X.shape[1]:
-        raise ExportMismatch(f"exported model expects {tl_model.num_feature} features, the data has {X.shape[1]}",
-                             float("inf"))
+        raise ExportMismatch(f"exported model expects {tl_model.num_feature} features, the data has {X.shape[1]}")
     expected = pipeline.predict_proba(X)[:, 1]
     got = predict_proba_treelite(tl_model, X)
     diff = float(np.max(np.abs(expected - got))) if X.shape[0] else 0.0
     if not diff <= atol:  # also catches NaN
         worst = int(np.nanargmax(np.abs(expected - got)))
         raise ExportMismatch(f"exported model disagrees with the pipeline: max |diff| {diff:.3g} > atol {atol:g} "
-                             f"(row {worst}: pipeline {expected[worst]:.6f}, export {got[worst]:.6f})", diff)
+                             f"(row {worst}: pipeline {expected[worst]:.6f}, export {got[worst]:.6f})")
     return diff
