@@ -149,7 +149,7 @@ def alert_rules() -> dict[str, dict]:
 
 
 def dashboard() -> dict:
-    return json.loads(configmap(build("monitoring"), "fraudml-grafana-dashboard")["data"]["fraudml-triton.json"])
+    return json.loads(one(build("monitoring"), "ConfigMap", "fraudml-grafana-dashboard")["data"]["fraudml-triton.json"])
 
 
 def adapter_rules() -> dict[str, dict]:
