@@ -41,14 +41,9 @@ def native_is_fresh() -> bool:
 
 
 def build_native(*, quiet: bool = True) -> Path:
-    """Build ``libtriton_fil.so`` with the system compiler unless it is up to date.
-
-    Concurrent callers wait for one build (a lock file beside the build folder).
-
-    Raises:
-        NativeBackendUnavailable: no ``make``/``g++``, no nlohmann/json.hpp, or the build
-            failed; the message carries the build's own error line.
-    """
+    """Build ``libtriton_fil.so`` with the system compiler unless it is up to date; concurrent
+    callers wait for one build. Raises NativeBackendUnavailable (no ``make``/``g++``, no
+    nlohmann/json.hpp, or a failed build) with the build's own error line."""
     if native_is_fresh():
         return NATIVE_LIB
     for tool in ("make", os.environ.get("CXX", "g++")):
@@ -70,13 +65,9 @@ def build_native(*, quiet: bool = True) -> Path:
 
 
 def install_fil_backend(dest: Path, env: Mapping[str, str] | None = None) -> str:
-    """Put the ``fil`` backend ``env["FIL_BACKEND"]`` asks for into ``dest`` (Triton's
-    ``<backend-dir>/fil``, already empty); returns ``"native"`` or ``"python"``.
-
-    Raises:
-        serve.triton.TritonError: ``FIL_BACKEND`` is not one of KINDS, or is ``native`` and
-            the native backend cannot be built.
-    """
+    """Put the ``fil`` backend ``env["FIL_BACKEND"]`` asks for into ``dest`` (Triton's empty
+    ``<backend-dir>/fil``); returns ``"native"`` or ``"python"``. Raises serve.triton.TritonError
+    when ``FIL_BACKEND`` is not one of KINDS, or is ``native`` and native cannot be built."""
     from serve.triton import TritonError  # the launcher's error type; it imports this module
 
     kind = ((env if env is not None else os.environ).get("FIL_BACKEND") or "auto").strip().lower()

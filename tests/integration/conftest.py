@@ -25,9 +25,9 @@ class Clients:
         self.http = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
         self.grpc = grpcclient.InferenceServerClient(server.grpc_url)
 
-    def infer(self, protocol: str, model: str, x: np.ndarray, datatype: str = "FP32") -> np.ndarray:
-        """output__0 of one request holding ``x`` as input__0."""
-        tensor = self.modules[protocol].InferInput("input__0", list(x.shape), datatype)
+    def infer(self, protocol: str, model: str, x: np.ndarray) -> np.ndarray:
+        """output__0 of one request holding ``x`` as input__0 (FP32)."""
+        tensor = self.modules[protocol].InferInput("input__0", list(x.shape), "FP32")
         tensor.set_data_from_numpy(x)
         return getattr(self, protocol).infer(model, [tensor]).as_numpy("output__0")
 

@@ -15,10 +15,9 @@ so native FIL answers NaN like -Inf there: the sklearn reference gets NaN as -1e
 
 from __future__ import annotations
 
-import functools
-import threading
 import urllib.request
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,7 +25,6 @@ import numpy as np
 import pytest
 import treelite
 import treelite.sklearn
-import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -151,14 +149,11 @@ def train_models(seed: int = 0) -> dict:
 
 def write_model(estimator, fmt: str, dest: Path) -> None:
     """Save ``estimator`` in FIL format ``fmt`` with the libraries' public APIs."""
-    if fmt in ("xgboost_json", "xgboost_ubj"):
-        named = dest.with_name("saved.json" if fmt == "xgboost_json" else "saved.ubj")  # the extension picks the format
-        estimator.get_booster().save_model(str(named))
-        named.rename(dest)
-    elif fmt == "xgboost":  # the legacy binary format: XGBoost 2.1 writes it only when asked
-        with warnings.catch_warnings():  # XGBoost warns that the format is deprecated; FIL reads it
+    if fmt.startswith("xgboost"):  # the legacy binary format ("xgboost"): XGBoost 2.1 writes it only when asked
+        raw_format = {"xgboost_json": "json", "xgboost_ubj": "ubj", "xgboost": "deprecated"}[fmt]
+        with warnings.catch_warnings():  # XGBoost warns that the legacy format is deprecated; FIL reads it
             warnings.simplefilter("ignore", UserWarning)
-            dest.write_bytes(bytes(estimator.get_booster().save_raw(raw_format="deprecated")))
+            dest.write_bytes(bytes(estimator.get_booster().save_raw(raw_format=raw_format)))
     elif fmt == "lightgbm":
         estimator.booster_.save_model(str(dest))
     elif fmt == "treelite_checkpoint":  # scikit-learn through Treelite's importer, boosters through their files
@@ -224,9 +219,8 @@ def reference(case: Case, estimator, x: np.ndarray) -> np.ndarray:
 
 
 def assert_answers(case: Case, models: dict, x: np.ndarray, got: np.ndarray, protocol: str) -> None:
-    """``got`` is native FIL's answer to ``x``: its shape (a [1] output squeezed to [rows]),
-    float32, and the library's own prediction within ATOL; a label where p is not at the
-    threshold (float32 vs float64 rounding)."""
+    """``got`` has native FIL's shape and dtype and the library's prediction within ATOL (a label
+    only where p is not at the threshold: float32 vs float64 rounding)."""
     want, rows = reference(case, models[case.model], x), np.ones(len(x), dtype=bool)
     if case.expect == "label":
         rows = np.abs(reference(replace(case, expect="proba"), models[case.model], x)[:, 1] - THRESHOLD) > 1e-5
@@ -252,8 +246,7 @@ def fil_repository(tmp_path_factory, models):
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 @pytest.mark.parametrize("case", SERVED, ids=lambda c: c.name)
 def test_answers_like_native_fil(case, protocol, models, fil_clients):
-    """A full max_batch_size batch and four one-row requests (all NaN, zeros, all +Inf, all
-    -Inf) get native FIL's answer."""
+    """A full max_batch_size batch and one-row requests (all NaN, zeros, +Inf, -Inf): native FIL's answers."""
     x = conformance_rows()
     got = [fil_clients.infer(protocol, case.name, x[rows]) for rows in (slice(None), *(slice(i, i + 1) for i in range(4)))]
     assert_answers(case, models, np.concatenate([x, x[:4]]), np.concatenate(got), protocol)
@@ -273,32 +266,24 @@ def test_generated_rows_are_answered_like_native_fil(case, models, fil_clients, 
 
 
 def test_requests_batched_into_one_execute_get_their_own_answers(models, fil_clients):
-    """Concurrent requests (NaN and +-Inf in most) batched into one execute(): each gets its
-    own answer, none an error."""
+    """Concurrent requests batched into one execute() each get their own answer, none an error."""
     inputs = [conformance_rows(seed=i)[4 : 5 + i % 3] for i in range(12)]
-    stats = lambda: fil_clients.grpc.get_inference_statistics(BATCHED.name, as_json=True)["model_stats"][0]  # noqa: E731
-    before, done, results = stats(), threading.Semaphore(0), {}
 
-    def answered(i, result, error):
-        results[i] = error if error is not None else result.as_numpy("output__0")
-        done.release()
+    def executions() -> int:
+        stats = fil_clients.grpc.get_inference_statistics(BATCHED.name, as_json=True)["model_stats"][0]
+        return int(stats.get("execution_count", 0))
 
-    for i, x in enumerate(inputs):  # gRPC's async_infer: all in flight at once
-        tensor = grpcclient.InferInput("input__0", list(x.shape), "FP32")
-        tensor.set_data_from_numpy(x)
-        fil_clients.grpc.async_infer(BATCHED.name, [tensor], callback=functools.partial(answered, i))
-    assert all(done.acquire(timeout=60) for _ in inputs), "a request got no answer"
-    executions = int(stats().get("execution_count", 0)) - int(before.get("execution_count", 0))
-    assert executions < len(inputs), "requests were not batched together; the test proves nothing"
-    for i, x in enumerate(inputs):
-        assert not isinstance(results[i], Exception), results[i]
-        assert_answers(BATCHED, models, x, results[i], "grpc")
+    before = executions()
+    with ThreadPoolExecutor(len(inputs)) as pool:  # all in flight at once; the gRPC client is thread-safe
+        answers = list(pool.map(lambda x: fil_clients.infer("grpc", BATCHED.name, x), inputs))  # an error raises
+    assert executions() - before < len(inputs), "requests were not batched together; the test proves nothing"
+    for x, got in zip(inputs, answers, strict=True):
+        assert_answers(BATCHED, models, x, got, "grpc")
 
 
 @pytest.mark.parametrize("case", REFUSED, ids=lambda c: c.name)
 def test_refused_config_fails_to_load_with_the_reason(case, fil_clients):
-    """Loading a config native FIL refuses (or loads and then fails every request) fails
-    with a message naming the reason; the models already loaded keep serving."""
+    """A config native FIL refuses (or cannot serve) fails to load with the reason; loaded models keep serving."""
     http = fil_clients.http
     with pytest.raises(InferenceServerException) as info:
         http.load_model(case.name)
@@ -309,8 +294,7 @@ def test_refused_config_fails_to_load_with_the_reason(case, fil_clients):
 
 
 def test_fil_compiled_gauge_says_what_each_version_is_served_with(fil_server):
-    """/metrics has fil_compiled{model, version} for each loaded version: 1 on the compiled
-    library, 0 on GTIL with compilation off; none for the configs refused at load."""
+    """fil_compiled{model, version} per loaded version: 1 compiled, 0 GTIL (FIL_COMPILE=0); none for refused ones."""
     text = urllib.request.urlopen(fil_server.metrics_url, timeout=5).read().decode()
     [family] = [f for f in text_string_to_metric_families(text) if f.name == "fil_compiled"]
     assert family.type == "gauge"
@@ -321,8 +305,7 @@ def test_fil_compiled_gauge_says_what_each_version_is_served_with(fil_server):
 @pytest.mark.parametrize("backend", ["native", "python"])
 def test_uncached_model_serves_at_once_then_switches_to_compiled(tmp_path, triton_factory, fil_backend_kind, models,
                                                                 backend):
-    """Without a cached library the model answers immediately (GTIL), compiles in the
-    background, swaps to the compiled library, and a restart finds it in the cache."""
+    """Uncached: answers at once (GTIL), swaps to the compiled library; a restart finds it in the cache."""
     case, cache, x = SERVED[0], tmp_path / "cache", conformance_rows()
     write_repository(tmp_path / "repo", models, [case])
     start = dict(load_models=[case.name], fil_compile=True, fil_cache_dir=cache, fil_backend=fil_backend_kind(backend))

@@ -39,8 +39,7 @@ def test_python_is_installed_when_asked(tmp_path):
 
 
 def test_native_install_holds_the_library_and_its_compile_helper(tmp_path):
-    """Where the library is built (make native-backend), Triton's <backend-dir>/fil gets
-    libtriton_fil.so, the background compiler and the interpreter that runs it; no model.py."""
+    """<backend-dir>/fil gets libtriton_fil.so, its background compiler and interpreter; no model.py."""
     if not fil_backend.native_is_fresh():
         pytest.skip("the native fil backend is not built (make native-backend)")
     assert fil_backend.install_fil_backend(tmp_path, {"FIL_BACKEND": "auto"}) == "native"

@@ -80,10 +80,6 @@ class _Reader:
             raise ConfigError(f"Expected 'true' or 'false' for parameter '{name}', got: '{text}'")
         return self._default(name, default) if text is None else text == "true"
 
-    def token(self, name: str, default: str) -> str:
-        words = self.text.get(name, "").split()
-        return words[0] if words else default  # `istream >> std::string`: one word
-
     def number(self, name: str, kind: type, default: Any = _MISSING) -> Any:
         text = self.text.get(name)
         value = None if text is None else _istream_number(text, kind)
@@ -124,8 +120,8 @@ def read_parameters(parameters: Mapping[str, Any]) -> FilParameters:
     """
     read = _Reader(parameters)
     predict_proba = read.boolean("predict_proba", False)
-    # src/serialization.h string_to_serialization(); the default is "xgboost"
-    model_type = read.token("model_type", "xgboost")
+    words = read.text.get("model_type", "").split()  # `istream >> std::string`: one word
+    model_type = words[0] if words else "xgboost"  # src/serialization.h string_to_serialization()
     if model_type not in MODEL_TYPES:
         raise ConfigError(f"{model_type} not recognized as a valid serialization format. "
                           f"(model_type must be one of {', '.join(MODEL_TYPES)})")

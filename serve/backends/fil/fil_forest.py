@@ -29,13 +29,8 @@ from treelite.gtil.gtil import GTILConfig
 
 # FIL's own contract (fil_backend docs/model_config.md): model_type -> default file name.
 # tests/unit/test_tritonconfig.py checks it equals fraudml.tritonconfig.MODEL_FILENAMES.
-FIL_MODEL_FILENAMES = {
-    "treelite_checkpoint": "checkpoint.tl",
-    "xgboost_json": "xgboost.json",
-    "xgboost_ubj": "xgboost.ubj",
-    "xgboost": "xgboost.model",
-    "lightgbm": "model.txt",
-}
+FIL_MODEL_FILENAMES = {"treelite_checkpoint": "checkpoint.tl", "xgboost_json": "xgboost.json",
+                       "xgboost_ubj": "xgboost.ubj", "xgboost": "xgboost.model", "lightgbm": "model.txt"}
 
 # Bump when the generated wrapper or the compile flags change: old cache entries are ignored.
 WRAPPER_VERSION = 4
@@ -94,22 +89,16 @@ def library_key(path: Path, postprocessor: str | None) -> str:
 
 
 # -- what native FIL does to the model and its output -------------------------------------------
-TASK_MULTICLASS = 2  # treelite::TaskType::kMultiClf
-
-
 def apply_native_postprocessor(model: treelite.Model, *, predict_proba: bool) -> str | None:
     """Give ``model`` the Treelite post-processor native FIL gives it; return its name, or None
-    when native FIL keeps the model's own.
-
-    fil_backend src/tl_model.h (r25.08), TreeliteModel's constructor: with ``predict_proba``
-    a multi-class model (task kMultiClf) gets ``softmax`` when each leaf holds one value
-    (XGBoost, LightGBM, sklearn gradient boosting: one tree per class) and
-    ``identity_multiclass`` when leaves hold class vectors (sklearn forests). So a LightGBM
-    ``multiclassova`` model answers softmax probabilities, not its own one-vs-all sigmoids.
-    (Its ``max_index`` for labels is refused in model.py, see fil_config.cpu_label_argmax.)
+    when native FIL keeps the model's own. fil_backend src/tl_model.h (r25.08), TreeliteModel's
+    constructor: with ``predict_proba`` a multi-class model gets ``softmax`` when each leaf holds
+    one value (XGBoost, LightGBM, sklearn gradient boosting) and ``identity_multiclass`` when
+    leaves hold class vectors (sklearn forests), so a LightGBM ``multiclassova`` model answers a
+    softmax, not its one-vs-all sigmoids. (Its label ``max_index``: see fil_config.cpu_label_argmax.)
     """
     header = model.get_header_accessor()
-    if not predict_proba or int(header.get_field("task_type")[0]) != TASK_MULTICLASS:
+    if not predict_proba or int(header.get_field("task_type")[0]) != 2:  # treelite::TaskType::kMultiClf
         return None
     wanted = "softmax" if int(header.get_field("leaf_vector_shape")[1]) == 1 else "identity_multiclass"
     if header.get_field("postprocessor") == wanted:
@@ -162,14 +151,11 @@ _GTIL_PREDICT.restype = ctypes.c_int
 
 
 class GTILPredictor:
-    """Treelite's General Tree Inference Library, called straight through its C API (the
-    Python ``treelite.gtil.predict`` wrapper spends ~60 us per call on set-up).
-
-    As native FIL on CPU does (fil_backend src/tl_model.h r25.08 calls
-    ``treelite::gtil::Predict`` with ``float`` rows and a ``float`` output): float32 in,
-    float32 out, whatever the model's own threshold and leaf types. GTIL sends NaN down each
-    split's default branch and compares +-Inf like any number (Treelite src/gtil/predict.cc,
-    ``EvaluateTree``/``NextNode``), so no value is ever rejected.
+    """Treelite's General Tree Inference Library through its C API (the Python wrapper
+    ``treelite.gtil.predict`` spends ~60 us per call on set-up). Float32 in, float32 out, as
+    native FIL on CPU calls ``treelite::gtil::Predict`` (fil_backend src/tl_model.h r25.08).
+    GTIL sends NaN down each split's default branch and compares +-Inf like any number
+    (Treelite src/gtil/predict.cc ``EvaluateTree``/``NextNode``): no value is rejected.
     """
 
     def __init__(self, model: treelite.Model, *, threads: int = 0):
@@ -398,8 +384,7 @@ def check_rows(n_features: int) -> np.ndarray:
     x[rng.random(x.shape) < 0.1] = np.nan
     x[rng.random(x.shape) < 0.02] = np.inf
     x[rng.random(x.shape) < 0.02] = -np.inf
-    x[0] = 0.0
-    x[1] = np.nan
+    x[0], x[1] = 0.0, np.nan
     return x
 
 

@@ -41,9 +41,7 @@ def _log(level: str, msg: str) -> None:
 def _model_file(config: dict, args: dict, model_type: str) -> Path:
     """rapids-triton model_instance_state.hpp joins <model dir>/<version>/<default_model_filename>;
     fil_backend src/model.h model_file() adds FIL's default name when that is a directory."""
-    path = Path(args["model_repository"]) / str(args["model_version"])
-    if config.get("default_model_filename"):
-        path = path / config["default_model_filename"]
+    path = Path(args["model_repository"]) / str(args["model_version"]) / (config.get("default_model_filename") or "")
     return path / ff.FIL_MODEL_FILENAMES[model_type] if path.is_dir() else path
 
 
@@ -118,10 +116,9 @@ class TritonPythonModel:
 
         self._predictor, self._cancel, self._compiler = self.gtil, threading.Event(), None
         cache_dir = Path(os.environ.get("FIL_CACHE_DIR") or Path(tempfile.gettempdir()) / f"fil-cache-{os.getuid()}")
-        compile_enabled = os.environ.get("FIL_COMPILE", "1").strip().lower() not in ("0", "false", "no", "off")
         self._compiled_family, self._compiled_gauge = self._new_gauge(args)  # 0 until set
         how = "GTIL"
-        if compile_enabled:
+        if os.environ.get("FIL_COMPILE", "1").strip().lower() not in ("0", "false", "no", "off"):
             key = ff.library_key(self.model_path, postprocessor)
             cached = ff.cached_library(cache_dir, key)
             if cached is not None and self._try_swap(cached):

@@ -4,9 +4,6 @@ The native backend serves with Treelite GTIL at once and runs this in a backgrou
 process, as the Python backend runs ``fil_forest.compile_model`` in a thread (same loader,
 post-processor, cache key and build: one shared cache). Prints ``LIBRARY <path>`` on success;
 exit code 3: no C compiler. SIGTERM (the model is unloading) cancels the build cleanly.
-
-    python fil_compile.py MODEL_FILE MODEL_TYPE CACHE_DIR [--predict-proba]
-                          [--allow-unknown-field] [--jobs N]
 """
 
 from __future__ import annotations
