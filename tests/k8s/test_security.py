@@ -28,12 +28,10 @@ def pod_security_problems(docs) -> list[str]:
                 problems.append(f"{who}: allowPrivilegeEscalation false and readOnlyRootFilesystem true")
             if (sc.get("capabilities") or {}).get("drop") != ["ALL"] or sc.get("runAsNonRoot") is False:
                 problems.append(f"{who}: capabilities must drop ALL; never root")
-            for kind in ("requests", "limits"):
-                if {"cpu", "memory"} - set(c.get("resources", {}).get(kind, {})):
-                    problems.append(f"{who}: resources.{kind} lacks cpu or memory")
-            for env in c.get("env", []):
-                if SECRET_ENV.search(env["name"]) and "value" in env:
-                    problems.append(f"{who}: {env['name']} is a literal; take it from a Secret")
+            problems += [f"{who}: resources.{kind} lacks cpu or memory" for kind in ("requests", "limits")
+                         if {"cpu", "memory"} - set(c.get("resources", {}).get(kind, {}))]
+            problems += [f"{who}: {e['name']} is a literal; take it from a Secret" for e in c.get("env", [])
+                         if SECRET_ENV.search(e["name"]) and "value" in e]
     return problems
 
 
