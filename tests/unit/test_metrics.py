@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import f1_score
 
-from fraudml.metrics import average_precision, choose_threshold, evaluate, pr_curve
+from fraudml.metrics import average_precision, choose_threshold, evaluate
 
 # Scores descending: 0.8 (fraud), 0.4 (legit), 0.35 (fraud), 0.1 (legit).
 # Operating points (predict fraud for p >= s):
@@ -80,13 +80,6 @@ def test_bad_inputs():
         evaluate([0, 2], [0.1, 0.2], 0.5)
     with pytest.raises(ValueError, match="no rows"):
         evaluate([], [], 0.5)
-
-
-def test_pr_curve_points():
-    """Starts at (recall 0, precision 1) and visits every operating point."""
-    recall, precision = pr_curve(Y, P)
-    np.testing.assert_allclose(recall, [0, 0.5, 0.5, 1.0, 1.0])
-    np.testing.assert_allclose(precision, [1, 1, 0.5, 2 / 3, 0.5])
 
 
 @settings(max_examples=60, deadline=None)

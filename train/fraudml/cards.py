@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from fraudml.metrics import pr_curve
-
 
 def class_distribution_rows(parts: dict[str, dict]) -> tuple[list[str], list[list]]:
     """``parts``: name -> :func:`fraudml.data.describe` output (e.g. all / train / test)."""
@@ -55,25 +53,21 @@ def confusion_rows(cm: dict[str, int]) -> tuple[list[str], list[list]]:
 
 
 def pr_curves_figure(y_true: np.ndarray, proba_by_family: dict[str, np.ndarray], best: str | None = None):
-    """Precision-recall curves of every family on one plot (matplotlib ``Figure``, no GUI)."""
+    """Precision-recall curves of every family on one plot (matplotlib ``Figure``, no GUI), with
+    scikit-learn's ``PrecisionRecallDisplay`` (the step curve whose area is the average precision)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
-
-    from fraudml.metrics import average_precision
+    from sklearn.metrics import PrecisionRecallDisplay
 
     fig = Figure(figsize=(6.5, 4.8), dpi=100)
     ax = fig.add_subplot()
-    for family, proba in proba_by_family.items():
-        recall, precision = pr_curve(y_true, proba)
-        ap = average_precision(y_true, proba)
-        ax.step(recall, precision, where="pre",  # AP: precision of point i+1 over (r_i, r_i+1]
-                label=f"{family} (AP {ap:.3f})", linewidth=2.4 if family == best else 1.3)
-    base_rate = float(np.mean(y_true))
-    ax.axhline(base_rate, color="grey", linestyle=":", linewidth=1, label=f"chance ({base_rate:.3%})")
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.02),
-           title="Precision-recall on the test set")
+    for i, (family, proba) in enumerate(proba_by_family.items()):
+        PrecisionRecallDisplay.from_predictions(y_true, proba, name=family, ax=ax, plot_chance_level=i == 0,
+                                                chance_level_kw={"color": "grey", "linestyle": ":"},
+                                                curve_kwargs={"linewidth": 2.4 if family == best else 1.3})
+    ax.set(xlabel="recall", ylabel="precision", title="Precision-recall on the test set")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()

@@ -139,10 +139,3 @@ def choose_threshold(y_true, proba, rule: str = "best_f1", precision_target: flo
         return _between(scores, best)
     best_recall = recall[ok].max()
     return _between(scores, int(ok[recall[ok] == best_recall][0]))
-
-
-def pr_curve(y_true, proba) -> tuple[np.ndarray, np.ndarray]:
-    """``(recall, precision)`` points of the precision-recall curve, for plotting."""
-    y, p = _check(y_true, proba)
-    _, precision, recall = _precision_recall_points(y, p)
-    return np.r_[0.0, recall], np.r_[1.0, precision]
