@@ -75,7 +75,8 @@ def configmap(docs, prefix: str) -> dict:
 
 
 def requirement_pin(name: str, path: Path = ROOT / "requirements.txt") -> str | None:
-    m = re.search(rf"^(?:# no-deps: )?{re.escape(name)}(?:\[[^\]]*\])?==(\S+)", path.read_text(), re.MULTILINE | re.IGNORECASE)
+    m = re.search(rf"^(?:# no-deps: )?{re.escape(name)}(?:\[[^\]]*\])?==(\S+)", path.read_text(),
+                  re.MULTILINE | re.IGNORECASE)
     return m.group(1) if m else None
 
 
@@ -152,9 +153,9 @@ def dashboard() -> dict:
     return json.loads(one(build("monitoring"), "ConfigMap", "fraudml-grafana-dashboard")["data"]["fraudml-triton.json"])
 
 
-def adapter_rules() -> dict[str, dict]:
+def adapter_rules() -> list[dict]:
     config = one(build("monitoring"), "ConfigMap", "fraudml-prometheus-adapter")["data"]["config.yaml"]
-    return {r["name"]["as"]: r for r in yaml.safe_load(config)["rules"]}
+    return yaml.safe_load(config)["rules"]
 
 
 def promql_expressions() -> dict[str, str]:
@@ -164,9 +165,9 @@ def promql_expressions() -> dict[str, str]:
         for target in panel["targets"]:
             expr = target["expr"].replace("$__rate_interval", "1m").replace("$namespace", "fraudml")
             out[f"panel {panel['title']} {target['refId']}"] = expr
-    for name, rule in adapter_rules().items():
-        out[f"adapter {name}"] = (rule["metricsQuery"].replace("<<.GroupBy>>", "pod")
-                                  .replace("<<.LabelMatchers>>", 'namespace="fraudml"'))
+    for rule in adapter_rules():
+        out[f"adapter {rule['name']['as']}"] = (rule["metricsQuery"].replace("<<.GroupBy>>", "pod")
+                                                .replace("<<.LabelMatchers>>", 'namespace="fraudml"'))
     return out
 
 

@@ -56,7 +56,7 @@ def test_the_dashboard_shows_what_an_operator_needs():
 def test_adapter_rule_defines_the_hpa_metric_per_pod():
     from fraudml.tritonconfig import MODEL_NAME
 
-    rule = m.adapter_rules()["triton_queue_time_per_request_us"]
+    (rule,) = [r for r in m.adapter_rules() if r["name"]["as"] == "triton_queue_time_per_request_us"]
     for needle in ("nv_inference_queue_duration_us", "nv_inference_request_success", "<<.LabelMatchers>>",
                    "<<.GroupBy>>", f'model="{MODEL_NAME}"'):
         assert needle in rule["metricsQuery"]
