@@ -4,14 +4,13 @@ Only the classifier step is exported: SMOTE is a training-time step (imbalanced-
 skips samplers outside ``fit``), so the served model is exactly what ``predict_proba`` uses.
 scikit-learn forests are built node by node with Treelite's model builder
 (:func:`sklearn_forest_to_treelite`), so a missing value (NaN) takes the branch scikit-learn
-takes; XGBoost and LightGBM come in through their own saved formats and Treelite's
-frontends, the same files FIL reads natively, and carry their own missing-value branches. Positive-class probability is the last column of ``gtil.predict``'s
+takes; XGBoost and LightGBM boosters come in through Treelite's frontends and carry their own
+missing-value branches. Positive-class probability is the last column of ``gtil.predict``'s
 output (``(n, 1, 2)`` for scikit-learn forests, ``(n, 1, 1)`` for boosted models).
 """
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -92,9 +91,9 @@ def to_treelite(pipeline) -> treelite.Model:
         return sklearn_forest_to_treelite(clf)
     if family == "hist_gradient_boosting":
         return treelite.sklearn.import_model(clf)
-    model_type = _NATIVE_TYPES[family][0]  # xgboost_json, lightgbm: Treelite's frontends read them
-    with tempfile.TemporaryDirectory(prefix="fraudml-export-") as tmp:
-        return load_fil_model(write_fil_model(pipeline, tmp, model_type), model_type)
+    if family == "xgboost":
+        return treelite.frontend.from_xgboost(clf.get_booster())
+    return treelite.frontend.from_lightgbm(clf.booster_)
 
 
 def write_fil_model(pipeline, dest_dir: str | Path, model_type: str = "treelite_checkpoint") -> Path:
