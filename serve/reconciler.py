@@ -43,7 +43,7 @@ from fraudml.storage import StorageError
 from fraudml.triton_control import TritonRefused, TritonUnavailable, load_model, ready_version
 from fraudml.tritonconfig import parse_config, served_versions
 from serve.ports import port_in_use
-from serve.settings import Settings, command_line
+from serve.settings import command_line
 from serve.supervisor import Service, ServiceError, is_ready
 
 
@@ -169,19 +169,6 @@ class Reconciler:
             stop.wait(interval_s)
 
 
-def _run(args, settings: Settings) -> int:
-    repo = ModelRepository(args.model_repo, settings.model_name)
-    reconciler = Reconciler(repo, args.triton_url, pod=args.pod_name)
-    start_http_server(args.port, addr=args.metrics_host, registry=reconciler.registry)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    print(f"[reconciler] {args.triton_url} follows {args.model_repo}/{settings.model_name} as pod {args.pod_name}; "
-          f"metrics on {args.metrics_host}:{args.port}", flush=True)
-    reconciler.run(args.interval, stop)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     settings, parser = command_line("serve.reconciler", __doc__)
     parser.add_argument("command", choices=["run", "start", "stop"])
@@ -196,7 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", default=str(settings.state_dir / "reconciler"), help="start/stop: pid, log")
     args = parser.parse_args(argv)
     if args.command == "run":
-        return _run(args, settings)
+        reconciler = Reconciler(ModelRepository(args.model_repo, settings.model_name), args.triton_url, pod=args.pod_name)
+        start_http_server(args.port, addr=args.metrics_host, registry=reconciler.registry)
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        print(f"[reconciler] {args.triton_url} follows {args.model_repo}/{settings.model_name} as pod {args.pod_name}; "
+              f"metrics on {args.metrics_host}:{args.port}", flush=True)
+        reconciler.run(args.interval, stop)
+        return 0
     service = Service(args.state_dir, "reconciler")  # reconciler.pid, reconciler.log (serve.supervisor)
     if args.command == "stop":
         print("reconciler stopped" if service.stop() else "reconciler was not running")

@@ -1,11 +1,11 @@
 """The production control plane on real servers (issue 10): who may change what is served,
 and every Triton converging on it by itself.
 
-* Triton's model-repository API needs the key, over HTTP and gRPC; inference stays open.
 * Two Tritons, each with its reconciler (``python -m serve.reconciler run``), on one SeaweedFS,
-  read with the read-only identity: a publish, a rollback, a corrupt version and a canary
-  (abort, promote) each reach both within a bounded time, while a bounded request loop over
-  both gets no error.
+  read with the read-only identity: Triton's model-repository API needs the key, over HTTP and
+  gRPC (inference stays open); a publish, a rollback, a corrupt version and a canary (abort,
+  promote) each reach both within a bounded time, while a bounded request loop over both gets
+  no error.
 * What Triton downloads at a load stays bounded as versions accumulate (claims outside the
   model folder, old versions archived).
 """
@@ -31,7 +31,7 @@ from tritonclient.utils import InferenceServerException
 
 from fraudml.repository import ModelRepository
 from fraudml.triton_control import load_model
-from fraudml.tritonconfig import MODEL_NAME, render_config
+from fraudml.tritonconfig import MODEL_NAME
 from serve.client import infer
 from serve.ports import free_port
 from serve.reconciler import in_canary
@@ -67,20 +67,12 @@ def _publish(repo: ModelRepository, data: bytes, **kwargs) -> int:
     return repo.publish({"checkpoint.tl": data}, {"pathspec": "ControlPlaneTest/1"}, CONFIG_KWARGS, **kwargs)
 
 
-# -- the model-repository API needs the key ----------------------------------------------------
-def test_load_needs_the_api_key_over_http_and_grpc(tmp_path, checkpoints, triton_factory, monkeypatch):
+def _check_the_api_key(triton, key: str, monkeypatch) -> None:
     """With TRITON_API_KEY the launcher restricts the model-repository API on both protocols:
     a load without the key (or with a wrong one) is refused, with it Triton loads; inference,
     health and metadata stay open."""
-    version = tmp_path / "repo" / MODEL_NAME / "1"
-    version.mkdir(parents=True)
-    (version / "checkpoint.tl").write_bytes(checkpoints[0])
-    (version.parent / "config.pbtxt").write_text(render_config(versions=[1], **CONFIG_KWARGS))
-    key = secrets.token_hex(16)
-    triton = triton_factory(tmp_path / "repo", api_key=key, fil_compile=False)
     http = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
     grpc = grpcclient.InferenceServerClient(triton.grpc_url)
-
     for headers in ({}, {KEY_HEADER: "wrong"}):
         with pytest.raises(InferenceServerException) as refused:
             http.load_model(MODEL_NAME, headers=headers)
@@ -111,13 +103,20 @@ def test_load_needs_the_api_key_over_http_and_grpc(tmp_path, checkpoints, triton
 
 # -- two Tritons, two reconcilers, one S3 --------------------------------------------------------
 class Fleet:
-    """Two Tritons with their reconcilers (subprocesses), a bounded request loop on each (gRPC,
-    HTTP), and the convergence check: every reconciler says converged on the expected
-    versions and the loops have seen them served."""
+    """Two Tritons with their reconcilers (subprocesses, one inside a 50 % canary), a bounded request
+    loop on each (gRPC, HTTP), and the convergence check: every reconciler says converged on the
+    expected versions and the loops have seen them served."""
 
-    def __init__(self, tritons, reconcilers: list[tuple[subprocess.Popen, int, Path]]):
+    def __init__(self, tritons, uri: str, env: dict[str, str], log_dir: Path):
         x = np.zeros((1, 30), dtype=np.float32)
-        self.reconcilers = reconcilers
+        self.reconcilers: list[tuple[subprocess.Popen, int, Path]] = []
+        for triton, pod in zip(tritons, _pod_names(), strict=True):
+            port, log = free_port(), log_dir / f"{pod}.log"
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "serve.reconciler", "run", "--model-repo", uri, "--triton-url", triton.http_url,
+                 "--port", str(port), "--interval", "0.5", "--pod-name", pod],
+                env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+            self.reconcilers.append((proc, port, log))
         self.loops = [RequestLoop(t.grpc_url if p == "grpc" else t.http_url, x, protocol=p, max_seconds=600)
                       for t, p in zip(tritons, ("grpc", "http"), strict=True)]
 
@@ -129,21 +128,12 @@ class Fleet:
     def requests(self) -> int:
         return sum(len(lp.answers) + len(lp.failures) for lp in self.loops)
 
-    def metrics(self, port: int) -> dict[str, float]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-                text = response.read().decode()
-        except OSError:  # the reconciler is still starting
-            return {}
-        return {name: float(value) for name, value in
-                (line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("fraudml_reconciler_"))}
-
     def wait(self, expected: list[int], *, converged: bool = True, refused: bool = False,
              timeout: float = 90.0) -> float:
         """Seconds until each Triton i serves expected[i] (reconciler metrics and real answers)."""
         started, marks = time.monotonic(), [len(lp.answers) for lp in self.loops]
         while True:
-            states = [self.metrics(port) for _, port, _ in self.reconcilers]
+            states = [_metrics(f"http://127.0.0.1:{port}/metrics") for _, port, _ in self.reconcilers]
             ok = all(m.get("fraudml_reconciler_served_version") == want
                      and m.get("fraudml_reconciler_converged") == float(converged)
                      and (not refused or m.get('fraudml_reconciler_loads_total{result="refused"}', 0) > 0)
@@ -164,6 +154,9 @@ class Fleet:
     def __exit__(self, *exc) -> None:
         for lp in self.loops:
             lp.stop()
+        for proc, _, _ in self.reconcilers:
+            proc.terminate()
+            proc.wait(timeout=15)
 
 
 def _pod_names() -> tuple[str, str]:
@@ -173,56 +166,43 @@ def _pod_names() -> tuple[str, str]:
 
 
 def test_two_tritons_converge_on_publish_rollback_corrupt_and_canary(
-        s3_server, triton_factory, checkpoints, tmp_path, monkeypatch):
-    for k, v in s3_server.env().items():  # the test publishes: the writer identity
-        monkeypatch.setenv(k, v)
+        publisher_env, triton_factory, checkpoints, tmp_path, monkeypatch):
+    """Tritons and reconcilers read as the reader; the test publishes as the writer (``publisher_env``)."""
     uri = f"s3://models/fleet-{uuid.uuid4().hex[:8]}"
     repo = ModelRepository(uri, keep_versions=2)  # so that the rollbacks below restore archived versions
     assert _publish(repo, checkpoints[0]) == 1
     key = secrets.token_hex(16)
-    reader = {**s3_server.env(reader=True), "TRITON_API_KEY": key}  # what Triton and reconcilers hold
+    reader = {**publisher_env.env(reader=True), "TRITON_API_KEY": key}  # what Triton and reconcilers hold
     tritons = [triton_factory(uri, env=reader, api_key=key, fil_compile=False,  # the k8s start script's metrics
                               extra_args=["--metrics-config=summary_latencies=true"]) for _ in range(2)]
-    reconcilers = []
-    for triton, pod in zip(tritons, _pod_names(), strict=True):
-        port, log = free_port(), tmp_path / f"{pod}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | reader
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "serve.reconciler", "run", "--model-repo", uri, "--triton-url", triton.http_url,
-             "--port", str(port), "--interval", "0.5", "--pod-name", pod],
-            env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-        reconcilers.append((proc, port, log))
+    _check_the_api_key(tritons[0], key, monkeypatch)
     times: dict[str, float] = {}
-    try:
-        with Fleet(tritons, reconcilers) as fleet:
-            times["start"] = fleet.wait([1, 1])
-            assert _publish(repo, checkpoints[1]) == 2  # nobody asks any Triton to load
-            times["publish"] = fleet.wait([2, 2])
-            repo.set_served_version(1)  # a rollback is the pointer move
-            times["rollback"] = fleet.wait([1, 1])
-            assert _publish(repo, b"not a treelite checkpoint") == 3
-            times["corrupt (refused, 1 kept)"] = fleet.wait([1, 1], converged=False, refused=True)
-            repo.set_served_version(1)
-            times["rollback after corrupt"] = fleet.wait([1, 1])
-            assert _publish(repo, checkpoints[1], canary_percent=50) == 4
-            assert repo.served_version() == 1 and repo.canary() == {"version": 4, "percent": 50}
-            times["canary 50 %"] = fleet.wait([4, 1])
-            repo.clear_canary()
-            times["canary aborted"] = fleet.wait([1, 1])
-            repo.set_canary(4, 50)
-            fleet.wait([4, 1])
-            repo.set_served_version(4)
-            repo.clear_canary()
-            times["canary promoted"] = fleet.wait([4, 4])
-            assert [v.version for v in repo.list_versions() if v.archived] == [2]  # keep 2: 3, 4 and the served 1
-            repo.set_served_version(2)  # copied back from the archive, then pointed at
-            times["rollback to an archived version"] = fleet.wait([2, 2])
-        failures, requests = fleet.failures, fleet.requests
-        exposed = _series(tritons[0].metrics_url) | _series(f"http://127.0.0.1:{reconcilers[0][1]}/metrics")
-    finally:
-        for proc, _, _ in reconcilers:
-            proc.terminate()
-            proc.wait(timeout=15)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | reader
+    with Fleet(tritons, uri, env, tmp_path) as fleet:
+        times["start"] = fleet.wait([1, 1])
+        assert _publish(repo, checkpoints[1]) == 2  # nobody asks any Triton to load
+        times["publish"] = fleet.wait([2, 2])
+        repo.set_served_version(1)  # a rollback is the pointer move
+        times["rollback"] = fleet.wait([1, 1])
+        assert _publish(repo, b"not a treelite checkpoint") == 3
+        times["corrupt (refused, 1 kept)"] = fleet.wait([1, 1], converged=False, refused=True)
+        repo.set_served_version(1)
+        times["rollback after corrupt"] = fleet.wait([1, 1])
+        assert _publish(repo, checkpoints[1], canary_percent=50) == 4
+        assert repo.served_version() == 1 and repo.canary() == {"version": 4, "percent": 50}
+        times["canary 50 %"] = fleet.wait([4, 1])
+        repo.clear_canary()
+        times["canary aborted"] = fleet.wait([1, 1])
+        repo.set_canary(4, 50)
+        fleet.wait([4, 1])
+        repo.set_served_version(4)
+        repo.clear_canary()
+        times["canary promoted"] = fleet.wait([4, 4])
+        assert [v.version for v in repo.list_versions() if v.archived] == [2]  # keep 2: 3, 4 and the served 1
+        repo.set_served_version(2)  # copied back from the archive, then pointed at
+        times["rollback to an archived version"] = fleet.wait([2, 2])
+        exposed = _series(tritons[0].metrics_url) | _series(f"http://127.0.0.1:{fleet.reconcilers[0][1]}/metrics")
+    failures, requests = fleet.failures, fleet.requests
     print("\nconvergence of 2 Tritons (s): " + ", ".join(f"{k} {v:.2f}" for k, v in times.items())
           + f"; {requests} requests, {len(failures)} failed")
     assert failures == [], failures[:3]
@@ -231,10 +211,18 @@ def test_two_tritons_converge_on_publish_rollback_corrupt_and_canary(
     assert m.metric_names(m.promql_expressions().values()) - exposed == set()
 
 
+def _metrics(url: str) -> dict[str, float]:
+    """Each series (``name{labels}``) on a /metrics page and its value; empty while nothing answers there."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            lines = response.read().decode().splitlines()
+    except OSError:  # a reconciler still starting
+        return {}
+    return {key: float(value) for key, value in (line.rsplit(" ", 1) for line in lines if line and line[0] != "#")}
+
+
 def _series(url: str) -> set[str]:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        lines = response.read().decode().splitlines()
-    return {re.split(r"[{ ]", line, maxsplit=1)[0] for line in lines if line and not line.startswith("#")}
+    return {re.split(r"[{ ]", key, maxsplit=1)[0] for key in _metrics(url)}
 
 
 # -- what a load downloads, as versions accumulate ----------------------------------------------
@@ -252,13 +240,10 @@ def _du(path: Path) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("versions", [2, int(os.environ.get("FRAUDML_MEASURE_VERSIONS", "12"))])
-def test_a_load_downloads_only_the_newest_versions(s3_server, triton_factory, checkpoints, tmp_path,
-                                                   monkeypatch, versions):
+def test_a_load_downloads_only_the_newest_versions(publisher_env, triton_factory, checkpoints, tmp_path, versions):
     """Triton copies the model folder from S3 at every load (into TRITON_AWS_MOUNT_DIRECTORY):
     with claims outside it and versions beyond MODEL_KEEP_VERSIONS archived, that copy holds
     at most 5 versions however many were published; the old layout grows with every one."""
-    for k, v in s3_server.env().items():
-        monkeypatch.setenv(k, v)
     uri = f"s3://models/versions-{uuid.uuid4().hex[:8]}"
     repo = ModelRepository(uri)
     for i in range(versions):
@@ -269,7 +254,7 @@ def test_a_load_downloads_only_the_newest_versions(s3_server, triton_factory, ch
             _legacy_layout(repo)
         mount = tmp_path / layout
         mount.mkdir()
-        triton = triton_factory(uri, env={**s3_server.env(reader=True), "TRITON_AWS_MOUNT_DIRECTORY": str(mount)},
+        triton = triton_factory(uri, env={**publisher_env.env(reader=True), "TRITON_AWS_MOUNT_DIRECTORY": str(mount)},
                                 fil_compile=False)
         (copy,) = list(mount.iterdir())  # the model folder as Triton downloaded it at start
         files, size = _du(copy)
