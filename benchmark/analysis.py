@@ -1,8 +1,6 @@
-"""The benchmark's verdicts, computed from results.json's numbers: ratios, the issue's
-targets, the split of the gap between model runtime and server, and what the Python backend
-stub costs. Nothing is hard-coded but the published reference figures and the targets, which
-are inputs to compare against. report.py renders them.
-"""
+"""The verdicts report.py renders, from results.json's numbers: ratios, the issue's targets, the split of the
+gap between model runtime and server, and the Python backend stub's cost. Only the published figures and the
+targets are hard-coded: they are what the numbers are compared against."""
 
 from __future__ import annotations
 
@@ -60,8 +58,7 @@ def headline(names) -> str | None:
 
 
 def perf_top(results: dict, keys: tuple[str, ...] = ("http", "grpc")) -> tuple[float | None, str]:
-    """perf_analyzer's best req/s at 32 concurrent (else its highest level) over ``keys``, and
-    a note saying which."""
+    """perf_analyzer's best req/s at 32 concurrent (else its highest level) over ``keys``, and a note saying which."""
     pa = results.get("perf_analyzer") or {}
     levels = [(p, r) for p in keys for r in (pa.get(p) or []) if r.get("rps") is not None]
     top = 32 if any(r["concurrency"] == 32 for _, r in levels) else max((r["concurrency"] for _, r in levels), default=None)
@@ -135,13 +132,11 @@ def analyze(results: dict) -> dict:
 
 
 def decompose(results: dict, top: int | None, h: str = "triton-http") -> dict:
-    """Split the gap between fastapi-sklearn and the headline Triton ``h`` into model runtime
-    and server.
+    """Split the gap between fastapi-sklearn and the headline Triton ``h`` into model runtime and server.
 
-    Sequential (additive, p50): runtime = sklearn - treelite (both behind FastAPI), server =
-    treelite behind FastAPI - Triton (same Treelite model). Throughput (multiplicative): the
-    ratio triton/sklearn = (treelite/sklearn) x (triton/treelite); shares in log space.
-    """
+    Sequential (additive, p50): runtime = sklearn - treelite (both behind FastAPI), server = treelite behind
+    FastAPI - Triton (same model). Throughput (multiplicative): triton/sklearn = (treelite/sklearn) x
+    (triton/treelite); shares in log space."""
     out: dict = {}
     sk, tl, tr = (_get(results, "contenders", n, "p50_ms") for n in ("fastapi-sklearn", "fastapi-treelite", h))
     if None not in (sk, tl, tr):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import json
 import os
 import subprocess
@@ -114,31 +115,22 @@ def phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
     load, batching = {}, {}
     if plan.users and plan.duration_s > 0 and targets:
         with bench.progress(len(plan.users) * len(targets), "load") as bar:
-            for users in plan.users:
-                for target in targets:
-                    bar.set_postfix_str(f"{target} u={users}", refresh=True)
-                    result = _locust(bench, target, users)
-                    load.setdefault(target, {})[str(users)] = result
-                    if target == headline:
-                        batching[str(users)] = result["batching"]
-                    bar.update(1)
+            for users, target in itertools.product(plan.users, targets):
+                bar.set_postfix_str(f"{target} u={users}", refresh=True)
+                ep, is_triton = bench.endpoints[target], target.startswith("triton")
+                before = triton_model_stats(ep.port, bench.model_name, ep.host) if is_triton else None
+                result = load.setdefault(target, {})[str(users)] = run_locust(
+                    target="triton" if is_triton else "fastapi", host=ep.base_url, users=users,
+                    duration_s=plan.duration_s, rows_file=bench.out / "rows.npy", out_dir=bench.out / "locust",
+                    name=f"{target}_u{users}", taskset=taskset(bench.client_cpu), model=bench.model_name)
+                if is_triton:  # its batching statistics, after minus before
+                    result["batching"] = batching_delta(before, triton_model_stats(ep.port, bench.model_name, ep.host))
+                if target == headline:
+                    batching[str(users)] = result["batching"]
+                bar.update(1)
     settings = {"tool": "locust (headless, FastHttpUser, no wait time: closed loop)", "users": list(plan.users),
                 "spawn_rate": "all users at once", "duration_s": plan.duration_s, "processes": 1,
                 "measured_by": "the locustfile times and counts every request itself (locust 2.18's "
                                "FastHttpUser reports whole milliseconds); req/s = requests / "
                                "seconds from test start to stop"}
     return {"load": load, "batching": batching, "load_settings": settings}
-
-
-def _locust(bench: Bench, target: str, users: int) -> dict:
-    """One locust run; against a Triton, with its batching statistics (after minus before)."""
-    ep, is_triton = bench.endpoints[target], target.startswith("triton")
-    before = triton_model_stats(ep.port, bench.model_name, ep.host) if is_triton else None
-    result = run_locust(
-        target="triton" if is_triton else "fastapi", host=ep.base_url, users=users,
-        duration_s=bench.plan.duration_s, rows_file=bench.out / "rows.npy", out_dir=bench.out / "locust",
-        name=f"{target}_u{users}", taskset=taskset(bench.client_cpu), model=bench.model_name)
-    if is_triton:
-        after = triton_model_stats(ep.port, bench.model_name, ep.host)
-        result["batching"] = batching_delta(before, after)
-    return result
