@@ -205,7 +205,7 @@ class ModelRepository:
                 served = served_versions(current.data.decode())
                 if served and max(served) > version:
                     return max(served)
-            if current is not None and current.modified is not None:
+            if current is not None:
                 # A write within the second of the previous one would look unchanged to a
                 # Triton that loaded the previous one (S3 times have 1 s resolution, R2).
                 wait = min(1.1, int(current.modified) + 1.05 - time.time())
@@ -244,7 +244,7 @@ class ModelRepository:
                       "files": {name: _sha256(data) for name, data in payload.items()}}
             payload[LINEAGE] = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
             for name, data in payload.items():
-                self._put_verified(self._k(version, name), data, f"{self.model_name}/{version}/{name} did not read back intact")
+                self._put_verified(self._k(version, name), data)
             # Before the pointer moves: no Triton has a reason to load while the folder shrinks
             # (one that downloads it while an object is deleted fails that load, then retries).
             try:
@@ -268,12 +268,12 @@ class ModelRepository:
             self.set_canary(version, canary_percent)
         return version
 
-    def _put_verified(self, key: str, data: bytes, failure: str) -> None:
+    def _put_verified(self, key: str, data: bytes) -> None:
         """Write, then read back: what Triton will load is what we sent."""
         self.store.put(key, data)
         blob = self.store.get(key)
         if blob is None or blob.data != data:
-            raise PublishError(failure)
+            raise PublishError(f"{key} did not read back intact")
 
     def archive_old_versions(self, incoming: int | None = None) -> list[int]:
         """Move every version but the newest ``keep_versions`` complete ones (``incoming``, a
@@ -300,8 +300,7 @@ class ModelRepository:
             blob = self.store.get(key)
             if blob is None:
                 return False  # another publisher is archiving it
-            self._put_verified(self._archived(version, key[len(prefix):]), blob.data,
-                               f"archiving {key}: the copy did not read back intact")
+            self._put_verified(self._archived(version, key[len(prefix):]), blob.data)
         if version in (self.served_version(), (self.canary() or {}).get("version")):  # chosen meanwhile
             return False
         for key in keys:
@@ -349,15 +348,14 @@ class ModelRepository:
         self._restore_complete(version, "be a canary")
         self.store.put(f"{CANARY}/{self.model_name}.json", json.dumps({"version": version, "percent": percent}).encode())
 
-    def _restore_complete(self, version: int, purpose: str, missing: Exception | None = None) -> None:
-        """Refuse a version that is not complete (``missing``, when given, for one that does not
-        exist); copy it back from the archive when it was archived."""
+    def _restore_complete(self, version: int, purpose: str) -> None:
+        """Refuse a version that does not exist or is not complete; copy it back from the archive
+        when it was archived."""
         info = {v.version: v for v in self.list_versions()}.get(version)
-        if info is None and missing is not None:
-            raise missing
-        if info is None or info.status != "complete":
-            raise PublishError(f"{self.model_name}/{version} is {info.status if info else 'missing'}, "
-                               f"not complete: it cannot {purpose}")
+        if info is None:
+            raise LookupError(f"{self.model_name}/{version} does not exist in {self.uri}")
+        if info.status != "complete":
+            raise PublishError(f"{self.model_name}/{version} is {info.status}, not complete: it cannot {purpose}")
         if info.archived:
             self.restore_version(version)
 
@@ -367,8 +365,7 @@ class ModelRepository:
     def set_served_version(self, version: int) -> int:
         """Roll back (or forward) to an earlier complete version. Returns the previous one."""
         self.store.check()
-        self._restore_complete(version, "be served", missing=LookupError(
-            f"{self.model_name}/{version} does not exist in {self.uri}"))
+        self._restore_complete(version, "be served")
         previous = self.served_version()
         lineage = self.read_lineage(version)
         self._point_config(version, lineage["triton_config"], only_forward=False)

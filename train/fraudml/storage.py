@@ -28,7 +28,7 @@ class PreconditionFailed(Exception):
 class Blob:
     data: bytes
     tag: str  # ETag on S3, content hash locally: what `replace` compares against
-    modified: float | None = None  # LastModified on S3, mtime locally (seconds since the epoch)
+    modified: float  # LastModified on S3, mtime locally (seconds since the epoch)
 
 
 class LocalStore:
