@@ -9,7 +9,6 @@ from fraudml.features import (
     feature_matrix,
     labels,
     make_sampler,
-    robust_scale_params,
     smote_on_robust_scale,
     split_train_test,
 )
@@ -29,17 +28,6 @@ def test_feature_matrix_is_the_raw_rows_in_feature_order(df):
     np.testing.assert_array_equal(x, df[FEATURES].to_numpy(np.float32))
     with pytest.raises(ValueError, match="missing feature column.*Amount"):
         feature_matrix(df.drop(columns=["Amount"]))
-
-
-def test_robust_scale_params_are_median_and_iqr(df):
-    """Center = median, scale = interquartile range of Time and Amount; 1 where the range is 0."""
-    x = feature_matrix(df)
-    center, scale = robust_scale_params(x)
-    for k, col in enumerate((TIME, AMOUNT)):
-        q1, med, q3 = np.percentile(x[:, col].astype(np.float64), [25, 50, 75])
-        assert center[k] == pytest.approx(med) and scale[k] == pytest.approx(q3 - q1)
-    x[:, AMOUNT] = 5.0
-    assert robust_scale_params(x)[1][1] == 1.0
 
 
 def test_smote_keeps_original_rows_and_adds_rows_in_raw_units(df):

@@ -21,15 +21,8 @@ import pandas as pd
 
 from fraudml.data import FEATURES, LABEL, SMOTE_K_NEIGHBORS
 
-SCALED_COLUMNS: tuple[str, ...] = ("Time", "Amount")
-_SCALED_IDX = [FEATURES.index(c) for c in SCALED_COLUMNS]
-
-
-def robust_scale_params(X: np.ndarray, columns: list[int] = _SCALED_IDX) -> tuple[np.ndarray, np.ndarray]:
-    """Median and interquartile range (1.0 where the range is 0) of ``columns`` (``Time``, ``Amount``)."""
-    q1, median, q3 = np.percentile(np.asarray(X, dtype=np.float64)[:, columns], [25.0, 50.0, 75.0], axis=0)
-    iqr = q3 - q1
-    return median, np.where(iqr > 0, iqr, 1.0)
+# Time and Amount: the columns SMOTE's distance scales
+_SCALED_IDX = [FEATURES.index("Time"), FEATURES.index("Amount")]
 
 
 def smote_on_robust_scale(
@@ -40,20 +33,21 @@ def smote_on_robust_scale(
     k_neighbors: int = SMOTE_K_NEIGHBORS,
     random_state: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """SMOTE (``imblearn``'s, with these arguments) on robust-scaled ``Time``/``Amount`` of raw
-    rows ``X``; returns ``(X_res, y_res)``: the original rows first, unchanged, then the synthetic
-    ones in raw units."""
+    """SMOTE (``imblearn``'s, with these arguments) on ``Time``/``Amount`` of raw rows ``X`` scaled
+    by scikit-learn's ``RobustScaler`` (median, interquartile range); returns ``(X_res, y_res)``:
+    the original rows first, unchanged, then the synthetic ones in raw units."""
     from imblearn.over_sampling import SMOTE  # lazy: keeps `import fraudml.*` light
+    from sklearn.preprocessing import RobustScaler
 
     X = np.asarray(X)
     idx = [i for i in _SCALED_IDX if i < X.shape[1]]  # a narrower test model may lack Amount
-    center, scale = robust_scale_params(X, idx)
     scaled = X.astype(np.float64, copy=True)
-    scaled[:, idx] = (scaled[:, idx] - center) / scale
+    scaler = RobustScaler().fit(scaled[:, idx])
+    scaled[:, idx] = scaler.transform(scaled[:, idx])
     smote = SMOTE(sampling_strategy=sampling_strategy, k_neighbors=k_neighbors, random_state=random_state)
     X_res, y_res = smote.fit_resample(scaled, y)
     new = X_res[len(X):]  # imblearn appends the synthetic rows after the originals
-    new[:, idx] = new[:, idx] * scale + center
+    new[:, idx] = scaler.inverse_transform(new[:, idx])
     return np.vstack([X, new.astype(X.dtype)]), y_res
 
 
