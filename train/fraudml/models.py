@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 # scikit-learn and imbalanced-learn are imported inside the functions that use them: the flow
 # file imports this module in every task (and card) process, most of which never train.
 
-FAMILIES: tuple[str, ...] = ("random_forest", "extra_trees", "xgboost", "lightgbm", "hist_gradient_boosting")
 DEFAULT_FAMILIES: tuple[str, ...] = ("random_forest", "extra_trees", "xgboost", "lightgbm")
 # SMOTE raises the frauds to 10 % of the legitimate rows in each training fold: enough to
 # help every family, without doubling the rows (which would double the tree-building time).
@@ -93,6 +92,7 @@ SPECS: dict[str, tuple[str, dict, dict[str, list]]] = {
          "l2_regularization": [0.0, 1.0]},
     ),
 }
+FAMILIES: tuple[str, ...] = tuple(SPECS)  # the names --models accepts
 
 
 def oversampling_target(y: np.ndarray, ratio: float = SMOTE_SAMPLING_STRATEGY) -> dict[int, int]:
