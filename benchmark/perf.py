@@ -17,6 +17,7 @@ request-count req/s whatever the server did.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import shutil
@@ -147,11 +148,9 @@ def phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
         "client": "async (--async), closed loop (concurrency = requests in flight)",
         "input_data": f"{min(len(bench.rows), 1000)} benchmark rows"}}
     with bench.progress(len(plan.concurrency) * len(runs), "perf_analyzer") as bar:
-        for key, name in runs:
-            result[key] = []
-            for c in plan.concurrency:
-                bar.set_postfix_str(f"perf_analyzer {key} c={c}", refresh=True)
-                result[key].append(run_perf_analyzer(bench, bench.endpoints[name], c, input_data, env,
-                                                     "" if key in ("http", "grpc") else f"{key}_"))
-                bar.update(1)
+        for (key, name), c in itertools.product(runs, plan.concurrency):
+            bar.set_postfix_str(f"perf_analyzer {key} c={c}", refresh=True)
+            result.setdefault(key, []).append(run_perf_analyzer(bench, bench.endpoints[name], c, input_data, env,
+                                                                "" if key in ("http", "grpc") else f"{key}_"))
+            bar.update(1)
     return result

@@ -60,7 +60,7 @@ class KeepAliveHttp:
         try:
             self.conn.request("POST", self.path, body, self.headers)
             response = self.conn.getresponse()
-        except (ConnectionError, http.client.RemoteDisconnected):
+        except ConnectionError:  # http.client.RemoteDisconnected is one
             # the server closed an idle kept-alive connection: reconnect (the next request does) once, counted
             self.reconnects += 1
             self.conn.close()
@@ -73,8 +73,8 @@ class KeepAliveHttp:
 
 
 def one_row_requests(target: str, rows: np.ndarray, model: str) -> tuple[str, list[bytes]]:
-    """The path and one JSON body per row of Triton's KServe v2 endpoint (``target`` "triton")
-    or the FastAPI app's ``/predict`` ("fastapi"): what the sequential client and locust send."""
+    """The path and a JSON body per row for Triton's KServe v2 endpoint (``target`` "triton") or the app's
+    ``/predict`` ("fastapi"): what the sequential client and locust send."""
     if target == "fastapi":
         return "/predict", [json.dumps({"rows": [r.tolist()]}).encode() for r in rows]
     return f"/v2/models/{model}/infer", [json.dumps({"inputs": [{"name": "input__0", "shape": [1, len(r)],
@@ -83,8 +83,7 @@ def one_row_requests(target: str, rows: np.ndarray, model: str) -> tuple[str, li
 
 
 def contender(name: str, endpoint, rows: np.ndarray, model: str) -> Contender:
-    """The client of contender ``name`` at ``endpoint`` (host, port, protocol): Triton over
-    gRPC or HTTP (KServe v2 JSON), or a FastAPI app (``POST /predict``)."""
+    """The client of contender ``name`` at ``endpoint``: Triton over gRPC or HTTP, or a FastAPI app."""
     if endpoint.protocol == "grpc":
         return _grpc_contender(endpoint.host, endpoint.port, rows, model)
     target = "triton" if name.startswith("triton") else "fastapi"
@@ -97,8 +96,8 @@ def contender(name: str, endpoint, rows: np.ndarray, model: str) -> Contender:
         return [float(x) for x in data], str(doc.get("model_version"))
 
     what = "KServe v2 JSON body" if target == "triton" else "JSON body"
-    return Contender(name, f"http.client keep-alive, {what} pre-encoded", http.send, parse,
-                     lambda: http.conn.close(), lambda: http.reconnects)
+    return Contender(name, f"http.client keep-alive, {what} pre-encoded", http.send, parse, http.conn.close,
+                     lambda: http.reconnects)
 
 
 def _grpc_contender(host: str, port: int, rows: np.ndarray, model: str) -> Contender:
