@@ -3,7 +3,6 @@ fixture's docstring says what it gives)."""
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -103,7 +102,6 @@ def triton_factory(tmp_path_factory: pytest.TempPathFactory, fil_cache_dir: Path
     returns it ready; all are stopped at the session's end. ``fil_compile=False``: Treelite GTIL only;
     ``fil_backend`` sets ``FIL_BACKEND`` (default: the launcher's auto); other ``kwargs`` go to TritonServer."""
     started: list[TritonServer] = []
-    counter = itertools.count()
 
     def start(model_repository: str | Path, *, env: dict[str, str] | None = None, fil_compile: bool = True,
               fil_backend: str | None = None, timeout: float = 120.0, **kwargs) -> TritonServer:
@@ -112,7 +110,7 @@ def triton_factory(tmp_path_factory: pytest.TempPathFactory, fil_cache_dir: Path
         if fil_backend:
             env["FIL_BACKEND"] = fil_backend
         server = TritonServer(str(model_repository), http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-                              state_dir=tmp_path_factory.mktemp(f"triton{next(counter)}"), env=env,
+                              state_dir=tmp_path_factory.mktemp("triton"), env=env,
                               fil_cache_dir=kwargs.pop("fil_cache_dir", fil_cache_dir), **kwargs)
         started.append(server)
         return server.start(timeout=timeout)

@@ -14,13 +14,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
 import requests
 
-from fraudml.data import FEATURES
+from fraudml.data import FEATURES, LABEL, generate_dataset
+from fraudml.export import write_fil_model
+from fraudml.features import feature_matrix
+from fraudml.models import build_pipeline
+from fraudml.repository import ModelRepository
+from fraudml.rollout import load_and_confirm
+from fraudml.triton_control import is_ready, repository_index
 from fraudml.tritonconfig import DEFAULT_MAX_BATCH_SIZE, MODEL_NAME
+from serve.client import ClientError, infer
 
 N_FEATURES = len(FEATURES)
 MAX_BATCH = DEFAULT_MAX_BATCH_SIZE  # what every published version serves
@@ -78,11 +86,6 @@ class RefModel:
 
 def train_reference(seed: int = 7, rows: int = 3000, n_trees: int = 20, max_depth: int = 6,
                     n_features: int = N_FEATURES) -> RefModel:
-    from fraudml.data import LABEL, generate_dataset
-    from fraudml.export import write_fil_model
-    from fraudml.features import feature_matrix
-    from fraudml.models import build_pipeline
-
     df = generate_dataset(rows=rows, fraud_rate=0.03, seed=seed)
     x = feature_matrix(df)[:, :n_features]
     pipeline = build_pipeline("random_forest", seed=seed, n_jobs=1)
@@ -148,10 +151,6 @@ class Rig:
         return self.s3.env()
 
     def repo(self):
-        from unittest import mock
-
-        from fraudml.repository import ModelRepository
-
         with mock.patch.dict("os.environ", self.env):  # the store reads AWS_* once, when made
             return ModelRepository(self.repo_uri, MODEL_NAME)
 
@@ -166,9 +165,6 @@ class Rig:
                       server_ready: bool = False) -> int:
         """Triton is ready (the model; with ``server_ready`` the whole server too) and a correct
         request gets ``model``'s own predict_proba. Returns the version that answered."""
-        from fraudml.triton_control import is_ready
-        from serve.client import ClientError, infer
-
         url = self.triton.http_url
         assert wait_until(lambda: is_ready(url, MODEL_NAME) and (not server_ready or is_ready(url)), 30), \
             f"Triton at {url} is not {'server-' if server_ready else 'model-'}ready within 30 s"
@@ -194,8 +190,6 @@ class Rig:
     def heal(self) -> None:
         """Back to serving the reference model, so that a case that failed half-way does not
         fail the ones after it."""
-        from fraudml.rollout import load_and_confirm
-
         if self.s3.pid() is None:
             self.s3.start(timeout=60)
         repo = self.repo()
@@ -230,8 +224,6 @@ class RequestLoop(threading.Thread):
         return [v for _, v in self.answers]
 
     def run(self) -> None:
-        from serve.client import ClientError, infer
-
         deadline = time.monotonic() + self.max_seconds
         while not self._stop_event.is_set() and time.monotonic() < deadline:
             try:
@@ -301,8 +293,6 @@ class FaultyStore:
 
 
 def served_by_triton(triton) -> set[int]:
-    from fraudml.triton_control import repository_index
-
     return {int(m["version"]) for m in repository_index(triton.http_url)
             if m.get("name") == MODEL_NAME and m.get("state") == "READY" and m.get("version")}
 
@@ -310,8 +300,6 @@ def served_by_triton(triton) -> set[int]:
 def assert_recovered_from_crash(triton, events_before: int, pid_before: int, sent_at: float) -> str:
     """The server died under the request: its supervisor restarted it on the same ports and it
     is ready again within RECOVERY_TIMEOUT_S. Returns the figure to record."""
-    from fraudml.triton_control import is_ready
-
     assert wait_until(lambda: is_ready(triton.http_url, MODEL_NAME), RECOVERY_TIMEOUT_S), \
         f"not serving again within {RECOVERY_TIMEOUT_S:.0f} s after the crash"
     back_s = time.monotonic() - sent_at

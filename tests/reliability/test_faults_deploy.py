@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from fraudml.repository import ModelRepository
 from fraudml.rollout import load_and_confirm, roll_out
 from fraudml.triton_control import ready_version
 from fraudml.tritonconfig import MODEL_NAME, render_config
@@ -27,8 +28,6 @@ pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 def deploy(job: tuple[str, dict[str, str], bytes, dict, str]) -> int:
     repo_uri, env, checkpoint, lineage, triton_url = job
     os.environ.update(env)
-    from fraudml.repository import ModelRepository
-
     repo = ModelRepository(repo_uri, MODEL_NAME)
     previous = repo.served_version()
     version = repo.publish({"checkpoint.tl": checkpoint}, lineage, dict(CONFIG_KWARGS))

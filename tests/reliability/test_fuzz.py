@@ -140,20 +140,16 @@ def triton_json(draw) -> tuple[bytes, str, dict]:
 @st.composite
 def triton_binary(draw) -> tuple[bytes, str, dict]:
     dtype = draw(st.sampled_from(["FP32"] * 8 + ["FP64", "INT32", "INT8", "BOOL"]))
-    np_dtype = triton_to_np_dtype(dtype)
     shape_kind, shape, _ = draw(shapes())
     if not (isinstance(shape, list) and all(isinstance(d, int) for d in shape)):
         shape, shape_kind = [1, N_FEATURES], "ok"
     n = int(np.prod([max(d, 0) for d in shape])) if shape and max(shape) <= 4 * N_FEATURES else 60
     values = draw(st.sampled_from(["finite", "finite", "finite", "nan", "inf", "random-bytes"]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    if values == "random-bytes":
-        raw = rng.bytes(n * np.dtype(np_dtype).itemsize)
-    else:
-        arr = rng.normal(size=n).astype(np_dtype)
-        if values != "finite" and n and dtype in ("FP32", "FP64"):
-            arr[rng.integers(0, n)] = np.nan if values == "nan" else np.inf
-        raw = arr.tobytes()
+    arr = rng.normal(size=n).astype(triton_to_np_dtype(dtype))
+    if values in ("nan", "inf") and n and dtype in ("FP32", "FP64"):
+        arr[rng.integers(0, n)] = np.nan if values == "nan" else np.inf
+    raw = rng.bytes(arr.nbytes) if values == "random-bytes" else arr.tobytes()
     size_delta = draw(st.sampled_from([0] * 6 + [-1, 1, -4, 4]))
     header_delta = draw(st.sampled_from([0] * 7 + [-1, 1, 10**6]))
     body, headers = wire.binary_body(shape, dtype, raw, declared_size=max(0, len(raw) + size_delta))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from botocore.exceptions import ClientError
 from detect_secrets import SecretsCollection
 from detect_secrets.core import baseline
 from detect_secrets.settings import transient_settings
@@ -192,8 +193,6 @@ def test_s3_refuses_anonymous_requests(rig, name):
 @pytest.mark.parametrize("operation", ["list", "read config.pbtxt", "write"])
 @pytest.mark.parametrize("credentials", ["right key id, wrong secret", "unknown key id"])
 def test_s3_refuses_wrong_credentials(rig, credentials, operation):
-    from botocore.exceptions import ClientError
-
     key = rig.s3.env()["AWS_ACCESS_KEY_ID"] if credentials.startswith("right") else "AK" + uuid.uuid4().hex[:18].upper()
     client = rig.s3.client(access_key=key, secret_key=uuid.uuid4().hex)
     call = {"list": lambda: client.list_objects_v2(Bucket=rig.s3.bucket, MaxKeys=1),

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from fraudml.triton_control import is_ready
 from fraudml.tritonconfig import MODEL_NAME
@@ -179,9 +181,6 @@ def test_restricted_grpc_stays_open_and_refuses_the_attack(restricted, attack):
 
 
 def test_restricted_server_answers_http_with_the_key_and_guards_grpc_unload(restricted):
-    import tritonclient.grpc as grpcclient
-    from tritonclient.utils import InferenceServerException
-
     server, key, _ = restricted
     reply = wire.infer(server, "http-json", [1, N_FEATURES], data=[0.25] * N_FEATURES, headers={API_KEY_HEADER: key})
     assert reply.status == 200, reply.message

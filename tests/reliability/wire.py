@@ -9,8 +9,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import numpy as np
 import requests
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from fraudml.tritonconfig import MODEL_NAME
 
@@ -85,9 +87,6 @@ def infer(server, protocol: str, shape: list[int], datatype: str = "FP32", data:
     JSON; None: no data); ``binary`` goes to :func:`binary_body`."""
     raw = np.ascontiguousarray(data).tobytes() if isinstance(data, np.ndarray) else data
     if protocol == "grpc":
-        import grpc
-        from tritonclient.grpc import service_pb2, service_pb2_grpc
-
         request = service_pb2.ModelInferRequest(model_name=model, model_version=version)
         tensor = request.inputs.add(name=name, datatype=datatype)
         tensor.shape.extend(d - 2**64 if d >= 2**63 else d for d in shape)  # int64 dims: wrapped as a C cast would
