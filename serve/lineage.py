@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from fraudml.champion import describe_decision
@@ -27,9 +28,9 @@ def lineage_line(lineage: dict[str, Any]) -> str:
     return f"{lineage['model_name']}/{lineage['version']} -> {lineage['pathspec']}"
 
 
-def verify_run(lineage: dict[str, Any], model_file_bytes: bytes | None = None) -> list[tuple[str, bool, str]]:
+def verify_run(lineage: dict[str, Any], repo: ModelRepository) -> list[tuple[str, bool, str]]:
     """Load the run named by ``lineage`` through the Metaflow client and compare it with
-    lineage.json: ``(what, passed, detail)`` per check."""
+    lineage.json and the published model file: ``(what, passed, detail)`` per check."""
     from metaflow import Run, namespace
 
     namespace(None)  # the run may belong to another user or a production namespace
@@ -43,19 +44,13 @@ def verify_run(lineage: dict[str, Any], model_file_bytes: bytes | None = None) -
     checks = [("run loads through the Metaflow client", True, f"{run.pathspec}, finished {run.finished_at}"),
               ("run finished successfully", bool(run.successful), ""),
               ("dataset fingerprint matches", fp == want and want is not None, f"{fp}")]
-    if model_file_bytes is not None:
-        ckpt = getattr(run.data, "model_checkpoint", None)
+    model_file = next((n for n in lineage.get("files", {}) if n != "lineage.json"), None)
+    if model_file is not None:
+        published, ckpt = repo.read_file(lineage["version"], model_file), getattr(run.data, "model_checkpoint", None)
         checks.append(("published model file == the run's model_checkpoint artifact",
-                       ckpt is not None and bytes(ckpt) == model_file_bytes,
-                       "sha256:" + hashlib.sha256(model_file_bytes).hexdigest()[:16] + "…"))
+                       ckpt is not None and bytes(ckpt) == published,
+                       "sha256:" + hashlib.sha256(published).hexdigest()[:16] + "…"))
     return checks
-
-
-def _model_file(repo: ModelRepository, lineage: dict[str, Any]) -> bytes | None:
-    name = next((n for n in lineage.get("files", {}) if n != "lineage.json"), None)
-    if name is None:
-        return None
-    return repo.read_file(lineage["version"], name)
 
 
 def _code_line(code: dict[str, Any]) -> str:
@@ -97,13 +92,12 @@ def main(argv: list[str] | None = None) -> int:
 
     version, name = args.version, args.model_name
     if args.response:
-        with open(args.response) as fh:
-            saved = json.load(fh)
+        saved = json.loads(Path(args.response).read_text())
         version, name = int(saved["model_version"]), saved["model_name"]
     try:
         repo = ModelRepository(args.model_repo, name)
         lineage = repo.read_lineage(version)
-        checks = None if args.no_verify else verify_run(lineage, _model_file(repo, lineage))
+        checks = None if args.no_verify else verify_run(lineage, repo)
     except (StorageError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

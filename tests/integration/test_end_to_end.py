@@ -62,10 +62,10 @@ def triton(e2e, triton_factory, s3_server):
     return triton_factory(e2e["repo_uri"], env=s3_server.env(reader=True))  # Triton reads, never writes
 
 
-def _rows(e2e, n: int = 64) -> tuple[np.ndarray, dict]:
-    lineage = ModelRepository(e2e["repo_uri"]).read_lineage()
-    x = e2e["df"].head(n)[FEATURES].to_numpy(np.float32)  # raw rows: the served model needs no transform
-    return x, lineage
+@pytest.fixture
+def cli_env(e2e, triton) -> dict[str, str]:
+    """The environment of the serve.* commands: the module's, with this Triton's ports."""
+    return {**e2e["env"], "TRITON_HTTP_PORT": str(triton.http_port), "TRITON_GRPC_PORT": str(triton.grpc_port)}
 
 
 def test_flow_published_version_1_with_lineage(e2e):
@@ -79,23 +79,18 @@ def test_flow_published_version_1_with_lineage(e2e):
     assert [v.status for v in repo.list_versions()] == ["complete"]
 
 
-def test_triton_answers_like_the_runs_model_and_lineage_leads_back(e2e, triton):
-    x, lineage = _rows(e2e)
-    for protocol, url in (("http", triton.http_url), ("grpc", triton.grpc_url)):
-        answer = infer(x, url=url, protocol=protocol, model_name="fraud-classifier")
-        assert (answer.model_name, answer.model_version) == ("fraud-classifier", 1)  # values: the next test
-
-    # The client CLI: answer + lineage line; then the lineage CLI proves the run behind it.
-    env = {**e2e["env"], "TRITON_HTTP_PORT": str(triton.http_port), "TRITON_GRPC_PORT": str(triton.grpc_port)}
+def test_client_answers_and_lineage_leads_back_to_the_run(e2e, cli_env):
+    """The client CLI: answer + lineage line; then the lineage CLI proves the run behind it."""
+    lineage = ModelRepository(e2e["repo_uri"]).read_lineage()
     saved = e2e["csv"].parent / "response.json"
     out = _run([sys.executable, "-m", "serve.client", "--data", str(e2e["csv"]), "--rows", "6",
-                "--save", str(saved)], env).stdout
+                "--save", str(saved)], cli_env).stdout
     assert f"fraud-classifier/1 -> {lineage['pathspec']}" in out
     response = json.loads(saved.read_text())
     assert response["model_version"] == 1 and len(response["rows"]) == 6
     assert response["threshold"] == lineage["threshold"]  # read from config.pbtxt, written by the run
 
-    proof = json.loads(_run([sys.executable, "-m", "serve.lineage", "--response", str(saved), "--json"], env).stdout)
+    proof = json.loads(_run([sys.executable, "-m", "serve.lineage", "--response", str(saved), "--json"], cli_env).stdout)
     assert proof["lineage"]["pathspec"] == lineage["pathspec"]
     assert proof["verification"]["ok"], proof["verification"]
     checks = {c["check"] for c in proof["verification"]["checks"] if c["ok"]}
@@ -119,9 +114,9 @@ def test_raw_rows_straight_to_triton_equal_the_runs_pipeline(e2e, triton):
     df = e2e["df"]
     x = np.vstack([df[df["Class"] == 1].head(32)[FEATURES], df.head(224)[FEATURES]]).astype(np.float32)
     x[200:, :][np.random.default_rng(1).random((56, 30)) < 0.2] = np.nan  # NaN = missing, answered like the pipeline
-    env = e2e["env"]
     served = ModelRepository(e2e["repo_uri"]).read_lineage()["pathspec"]
-    result = subprocess.run([sys.executable, "-c", _RUN_PROBA, served], input=json.dumps(x.tolist()), env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", _RUN_PROBA, served], input=json.dumps(x.tolist()), env=e2e["env"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     expected = np.asarray(json.loads(result.stdout))
     for protocol, url in (("http", triton.http_url), ("grpc", triton.grpc_url)):
@@ -130,15 +125,14 @@ def test_raw_rows_straight_to_triton_equal_the_runs_pipeline(e2e, triton):
     assert expected.max() > 0.5 > expected.min()  # real frauds and legit rows, not a constant
 
 
-def test_client_answers_with_only_triton_when_s3_is_down(e2e, triton):
+def test_client_answers_with_only_triton_when_s3_is_down(e2e, cli_env):
     """S3 unreachable: the answer and the threshold (from the model config) still come; the
     lineage line is replaced by a note that says why."""
-    env = {**e2e["env"], "TRITON_HTTP_PORT": str(triton.http_port), "TRITON_GRPC_PORT": str(triton.grpc_port),
-           "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"}
+    env = {**cli_env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"}
     for protocol in ("http", "grpc"):
         out = json.loads(_run([sys.executable, "-m", "serve.client", "--data", str(e2e["csv"]), "--rows", "4",
                                "--protocol", protocol, "--json"], env).stdout)
-        assert out["model_version"] == 1 and len(out["rows"]) == 4
+        assert (out["model_name"], out["model_version"], len(out["rows"])) == ("fraud-classifier", 1, 4)
         assert 0.0 < out["threshold"] < 1.0
         assert out["lineage"]["pathspec"] is None
         assert out["lineage"]["line"].startswith("lineage: not available") and "needs only Triton" in out["lineage"]["line"]
@@ -156,9 +150,9 @@ def serves(version: int):
     return lambda loop: loop.versions[-1:] == [version]
 
 
-def test_new_version_and_rollback_without_a_failed_request(e2e, triton):
+def test_new_version_and_rollback_without_a_failed_request(e2e, triton, cli_env):
     repo = ModelRepository(e2e["repo_uri"])
-    x, _ = _rows(e2e, 1)
+    x = e2e["df"].head(1)[FEATURES].to_numpy(np.float32)  # a raw row: the served model needs no transform
     with RequestLoop(triton.http_url, x, max_seconds=120) as loop:
         loop.wait_for(serves(1), "v1 answering")
         previous = repo.served_version()
@@ -166,8 +160,7 @@ def test_new_version_and_rollback_without_a_failed_request(e2e, triton):
         roll_out(repo, [triton.http_url], previous)
         loop.wait_for(serves(new), f"v{new} answering")
 
-        env = {**e2e["env"], "TRITON_HTTP_PORT": str(triton.http_port)}
-        _run([sys.executable, "-m", "serve.models", "rollback", "--version", "1"], env)
+        _run([sys.executable, "-m", "serve.models", "rollback", "--version", "1"], cli_env)
         loop.wait_for(serves(1), "v1 answering after the rollback")
         assert repo.served_version() == 1
         loop.wait_answers(50)

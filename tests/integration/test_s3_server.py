@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from botocore.exceptions import ClientError
 from fraudml.repository import ModelRepository
 from fraudml.tritonconfig import MODEL_NAME
 from serve.s3 import S3Error, SeaweedS3
-from serve.triton import TritonError
+from serve.triton import TritonError, triton_repository_uri
 
 pytestmark = pytest.mark.slow
 
@@ -64,29 +65,14 @@ def test_conditional_put_never_overwrites(s3_server):
     assert client.get_object(Bucket="models", Key=key)["Body"].read() == b"first"
 
 
-def test_credentials_file_and_env_command(s3_server):
-    """credentials.env is private and `python -m serve.s3 env` prints export lines for it."""
-    path = s3_server.credentials_file
-    for private in (path, s3_server.reader_credentials_file, s3_server.state_dir / "s3-identities.json"):
-        assert private.stat().st_mode & 0o777 == 0o600
-    values = dict(line.split("=", 1) for line in path.read_text().splitlines())
-    assert values == s3_server.env()
-    assert values["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{s3_server.port}"
-    out = subprocess.run(
-        [sys.executable, "-m", "serve.s3", "env", "--state-dir", str(s3_server.state_dir)],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    assert f"export AWS_SECRET_ACCESS_KEY={values['AWS_SECRET_ACCESS_KEY']}" in out.splitlines()
-
-
 def test_busy_port_is_a_clear_error(s3_server, tmp_path):
     with pytest.raises(S3Error, match=f"port {s3_server.port} .* already in use"):
         SeaweedS3(tmp_path / "other", port=s3_server.port).start(timeout=10)
 
 
 def test_cli_start_stop_keeps_credentials_and_data(tmp_path, free_port):
-    """start -> write -> stop -> start again: same credentials, the object is still there;
-    stop leaves no process behind."""
+    """start -> write -> stop -> start again: same credentials (in private files, which `env` prints as
+    export lines), the object is still there; stop leaves no process behind."""
     state, port = tmp_path / "s3", free_port()
 
     def cli(*args):
@@ -99,6 +85,11 @@ def test_cli_start_stop_keeps_credentials_and_data(tmp_path, free_port):
         assert cli("start").returncode == 0
         server = SeaweedS3(state, port)
         first_env, pid = server.env(), server.pid()
+        for private in (server.credentials_file, server.reader_credentials_file, state / "s3-identities.json"):
+            assert private.stat().st_mode & 0o777 == 0o600
+        assert dict(line.split("=", 1) for line in server.credentials_file.read_text().splitlines()) == first_env
+        assert first_env["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{port}"
+        assert f"export AWS_SECRET_ACCESS_KEY={first_env['AWS_SECRET_ACCESS_KEY']}" in cli("env").stdout.splitlines()
         server.client().put_object(Bucket="models", Key="kept.txt", Body=b"still here")
         assert cli("status").returncode == 0
         assert cli("start").stdout.startswith("S3 already running")
@@ -114,12 +105,8 @@ def test_cli_start_stop_keeps_credentials_and_data(tmp_path, free_port):
 
 # -- Triton on the S3 repository -----------------------------------------------------------------
 def publish(prefix: str, checkpoint: bytes) -> int:
-    """Publish one version with the real publisher (needs ``publisher_env``). It also keeps
-    each config.pbtxt write in a later second than the previous one: Triton reloads only what
-    looks newer, and S3 modification times have 1 s resolution, so a hand-written pointer can
-    go unnoticed."""
-    repo = ModelRepository(f"s3://models/{prefix}")
-    return repo.publish({"checkpoint.tl": checkpoint}, {"pathspec": "test/1"}, {"threshold": 0.5})
+    """Publish one version with the real publisher (needs ``publisher_env``)."""
+    return ModelRepository(f"s3://models/{prefix}").publish({"checkpoint.tl": checkpoint}, {"pathspec": "test/1"}, {"threshold": 0.5})
 
 
 def test_triton_serves_from_s3_and_loads_a_new_version(publisher_env, triton_factory, tmp_path):
@@ -181,28 +168,21 @@ def test_triton_with_a_corrupt_model_shows_why(publisher_env, triton_factory):
         ("s3://models", "http://127.0.0.1:9000", "s3://http://127.0.0.1:9000/models"),
         ("s3://models/triton", None, "s3://models/triton"),
         ("s3://http://127.0.0.1:1/models/x", "http://ignored:2", "s3://http://127.0.0.1:1/models/x"),
+        (".", None, str(Path.cwd())),
     ],
 )
 def test_repository_uri_in_tritons_form(repo, endpoint, want):
-    """s3://bucket/prefix + AWS_ENDPOINT_URL -> Triton's s3://http://host:port/bucket/prefix."""
-    from serve.triton import triton_repository_uri
-
+    """s3://bucket/prefix + AWS_ENDPOINT_URL -> Triton's s3://http://host:port/bucket/prefix; a folder: its path."""
     assert triton_repository_uri(repo, endpoint) == want
 
 
-@pytest.mark.parametrize("endpoint", ["minio.example.com:9000", "https://minio.example.com/s3", "ftp://host:21"])
-def test_an_endpoint_triton_cannot_read_is_a_clear_error(endpoint):
-    """Triton takes what follows s3://scheme:// up to the first / as host:port: a path or a
-    missing scheme would silently turn into a bucket name."""
-    from serve.triton import triton_repository_uri
-
-    with pytest.raises(TritonError, match="is not an http"):
-        triton_repository_uri("s3://models/triton", endpoint)
-
-
-def test_local_repository_must_exist(tmp_path):
-    from serve.triton import triton_repository_uri
-
-    assert triton_repository_uri(str(tmp_path), None) == str(tmp_path)
-    with pytest.raises(TritonError, match="does not exist"):
-        triton_repository_uri(str(tmp_path / "missing"), None)
+@pytest.mark.parametrize("repo, endpoint, error", [
+    # Triton takes what follows s3://scheme:// up to the first / as host:port: a path or a
+    # missing scheme would silently turn into a bucket name
+    *(("s3://models/triton", endpoint, "is not an http") for endpoint in
+      ("minio.example.com:9000", "https://minio.example.com/s3", "ftp://host:21")),
+    ("/nonexistent/model-repository", None, "does not exist"),
+])
+def test_a_repository_triton_cannot_read_is_a_clear_error(repo, endpoint, error):
+    with pytest.raises(TritonError, match=error):
+        triton_repository_uri(repo, endpoint)
