@@ -19,15 +19,7 @@ import pytest
 
 from benchmark.servers import FastAPIServer
 from serve.s3 import SeaweedS3
-from tests.reliability.rig import (
-    FUZZ_EXAMPLES,
-    MAX_BATCH,
-    REPO_URI,
-    SOAK_SECONDS,
-    Ledger,
-    Rig,
-    train_reference,
-)
+from tests.reliability.rig import FUZZ_EXAMPLES, MAX_BATCH, SOAK_SECONDS, Rig, train_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 CATEGORIES = ("bad-input", "shape-attacks", "fuzz", "training-input", "faults-s3", "faults-model",
@@ -45,12 +37,12 @@ def reliability_s3(tmp_path_factory, free_port):
 
 @pytest.fixture(scope="session")
 def _rig(reliability_s3, triton_factory) -> Rig:
-    rig = Rig(reliability_s3, None, train_reference(), Ledger())
+    rig = Rig(reliability_s3, None, train_reference())
     rig.publish_reference("reliability reference model")
     # Supervised, like `make serve`: shape attacks abort tritonserver 2.51 on purpose and
     # faults-triton kills it, more often than the launcher's default allows. GTIL only (no
     # background compile), so that every load behaves the same way in every run.
-    rig.triton = triton_factory(REPO_URI, env=rig.env, fil_compile=False, timeout=180, supervise=True,
+    rig.triton = triton_factory(rig.repo_uri, env=rig.env, fil_compile=False, timeout=180, supervise=True,
                                 max_restarts=100)
     return rig
 
@@ -92,13 +84,9 @@ def order(name: str) -> int:
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """Categories in the order of CATEGORIES: input first, faults (which leave Triton 2.51's
-    strict server readiness false after a refused load, R1) after."""
-    ours = [i for i, item in enumerate(items) if category(item.nodeid)]
-    if ours and ours == list(range(ours[0], ours[-1] + 1)):
-        block = items[ours[0]: ours[-1] + 1]
-        block.sort(key=lambda item: order(category(item.nodeid)))  # stable within a module
-        items[ours[0]: ours[-1] + 1] = block
+    """The suite's cases after the other tests, by category in the order of CATEGORIES: input first,
+    faults (which leave Triton 2.51's strict server readiness false after a refused load, R1) after."""
+    items.sort(key=lambda item: order(category(item.nodeid)) if category(item.nodeid) else -1)  # stable
 
 
 RANK = ("passed", "skipped", "failed")  # a case's outcome is its worst phase's

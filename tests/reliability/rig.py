@@ -141,7 +141,7 @@ class Rig:
     s3: Any  # serve.s3.SeaweedS3
     triton: Any  # serve.triton.TritonServer (supervised)
     model: RefModel
-    ledger: Ledger
+    ledger: Ledger = field(default_factory=Ledger)
     fastapi_url: str | None = None
     fastapi_pid: int | None = None
     repo_uri: str = REPO_URI

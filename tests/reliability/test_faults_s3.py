@@ -48,35 +48,31 @@ def test_s3_gone_in_the_middle_of_a_publish(rig, point, record_property):
     repo = rig.repo()
     previous = repo.served_version()
     repo.store = store = FaultyStore(repo.store, point, lambda: stop_s3(rig, point))
-    try:
-        with RequestLoop(rig.triton.http_url, rig.model.x[:1], max_seconds=240) as loop:
-            with pytest.raises(PublishError) as info:
-                rig.publish_reference(f"S3 fault {point}", repo)
-            message = str(info.value)
-            assert store.fired_at is not None, "the fault never fired: the publish took another path"
-            record_property("publish failed", f"{time.monotonic() - store.fired_at:.1f} s after the fault: {message[:160]}")
-            failed = rig.ledger.record_failed(message)
-            assert failed is not None, f"the error does not name the version: {message}"
-            assert re.search(r"unreachable|S3|endpoint", message, re.I), f"the error does not say S3 failed: {message}"
-            assert "nothing was served" in message.lower(), message
-            assert is_ready(rig.triton.http_url, MODEL_NAME), "Triton stopped being ready while S3 was down"
+    with RequestLoop(rig.triton.http_url, rig.model.x[:1], max_seconds=240) as loop:
+        with pytest.raises(PublishError) as info:
+            rig.publish_reference(f"S3 fault {point}", repo)
+        message = str(info.value)
+        assert store.fired_at is not None, "the fault never fired: the publish took another path"
+        record_property("publish failed", f"{time.monotonic() - store.fired_at:.1f} s after the fault: {message[:160]}")
+        failed = rig.ledger.record_failed(message)
+        assert failed is not None, f"the error does not name the version: {message}"
+        assert re.search(r"unreachable|S3|endpoint", message, re.I), f"the error does not say S3 failed: {message}"
+        assert "nothing was served" in message.lower(), message
+        assert is_ready(rig.triton.http_url, MODEL_NAME), "Triton stopped being ready while S3 was down"
 
-            rig.s3.start(timeout=60)  # on the same state folder
-            repo = rig.repo()
-            assert repo.served_version() == previous, "config.pbtxt moved although the publish failed"
-            half = {v.version: v for v in repo.list_versions()}.get(failed)
-            assert half is None or half.status != "complete", f"the failed v{failed} is marked complete"
-            assert served_by_triton(rig.triton) == {previous}
-            load_model(rig.triton.http_url, MODEL_NAME)  # a reload (operator, restart) sees only what the config names
-            rig.check_serving(version=previous)
+        rig.s3.start(timeout=60)  # on the same state folder
+        repo = rig.repo()
+        assert repo.served_version() == previous, "config.pbtxt moved although the publish failed"
+        half = {v.version: v for v in repo.list_versions()}.get(failed)
+        assert half is None or half.status != "complete", f"the failed v{failed} is marked complete"
+        assert served_by_triton(rig.triton) == {previous}
+        load_model(rig.triton.http_url, MODEL_NAME)  # a reload (operator, restart) sees only what the config names
+        rig.check_serving(version=previous)
 
-            retry = rig.publish_reference(f"retry after S3 fault {point}", repo)
-            assert retry > failed, f"the retry got v{retry}, not a number after the failed v{failed}"
-            roll_out(repo, [rig.triton.http_url], previous)
-            loop.wait_for(lambda lp: bool(lp.versions) and lp.versions[-1] == retry, f"Triton serving v{retry}")
-            rig.check_serving(version=retry)
-    finally:
-        if rig.s3.pid() is None:  # never leave the rig without its S3
-            rig.s3.start(timeout=60)
+        retry = rig.publish_reference(f"retry after S3 fault {point}", repo)
+        assert retry > failed, f"the retry got v{retry}, not a number after the failed v{failed}"
+        roll_out(repo, [rig.triton.http_url], previous)
+        loop.wait_for(lambda lp: bool(lp.versions) and lp.versions[-1] == retry, f"Triton serving v{retry}")
+        rig.check_serving(version=retry)
     assert not loop.failures, f"{len(loop.failures)} client requests failed, e.g. {loop.failures[0][1]}"
     assert set(loop.versions) <= {previous, retry}, f"clients saw versions {sorted(set(loop.versions))}"

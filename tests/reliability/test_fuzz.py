@@ -229,19 +229,14 @@ STRATEGIES = {"triton-json": triton_json, "triton-binary": triton_binary, "fasta
 
 
 @pytest.mark.parametrize("target", STRATEGIES)
-def test_fuzzed_request_bodies(request, rig, target, record_property):
-    if target == "fastapi":
-        request.getfixturevalue("fastapi_url")
+def test_fuzzed_request_bodies(rig, fastapi_url, target, record_property):
     answered: Counter[str] = Counter()
 
     @FUZZ
     @given(STRATEGIES[target]())
     def body_gets_a_clear_answer(example):
         answered[check_one(rig, target, *example)] += 1
-        if target == "fastapi":
-            rig.check_fastapi()
-        else:
-            rig.check_serving()
+        (rig.check_fastapi if target == "fastapi" else rig.check_serving)()
 
     body_gets_a_clear_answer()
     record_property("examples", f"{sum(answered.values())}: " + ", ".join(f"{n} {k}" for k, n in sorted(answered.items())))
