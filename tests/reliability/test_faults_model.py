@@ -6,9 +6,6 @@ The version ledger is checked at the end (versions lost)."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -39,14 +36,13 @@ def bad_files(_rig) -> dict[str, bytes]:
     good, x = _rig.model.checkpoint, _rig.model.x
     p = _rig.model.predict_proba(x)[:, 1]
     y = (p > np.median(p)).astype(int)
-    with tempfile.TemporaryDirectory(prefix="reliability-models-") as tmp:
-        LGBMClassifier(n_estimators=5, num_leaves=4, verbose=-1).fit(x, y).booster_.save_model(f"{tmp}/model.txt")
-        XGBClassifier(n_estimators=5, max_depth=2).fit(x, y).get_booster().save_model(f"{tmp}/xgboost.json")
-        other = {"LightGBM model text under checkpoint.tl": Path(tmp, "model.txt").read_bytes(),
-                 "XGBoost JSON under checkpoint.tl": Path(tmp, "xgboost.json").read_bytes()}
     narrow = train_reference(seed=_rig.model.seed + 5, rows=1500, n_trees=5, max_depth=3, n_features=29)
     return {"random bytes": np.random.default_rng(11).bytes(4096), "empty file": b"",
-            "truncated checkpoint (first half)": good[: len(good) // 2], **other,
+            "truncated checkpoint (first half)": good[: len(good) // 2],
+            "LightGBM model text under checkpoint.tl":
+                LGBMClassifier(n_estimators=5, num_leaves=4, verbose=-1).fit(x, y).booster_.model_to_string().encode(),
+            "XGBoost JSON under checkpoint.tl":
+                bytes(XGBClassifier(n_estimators=5, max_depth=2).fit(x, y).get_booster().save_raw("json")),
             "valid checkpoint with 29 features": narrow.checkpoint}
 
 

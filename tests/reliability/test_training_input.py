@@ -5,7 +5,6 @@ before any training starts: read the way the flow reads them (``load_dataset`` t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,7 +60,7 @@ DATASETS = {
 
 
 def write(name: str, folder: Path) -> Path:
-    path = folder / (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + ".csv")
+    path = folder / "creditcard.csv"
     DATASETS[name][0](path)
     return path
 
