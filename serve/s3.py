@@ -144,9 +144,7 @@ class SeaweedS3:
                 *(f"-{flag}={port}" for flag, port in zip(_INTERNAL_PORT_FLAGS, self._internal_ports, strict=True)),
                 "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false", "-webdav=false",
                 "-master.telemetry=false", f"-bucket={self.bucket}", f"-s3.config={identities}"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env["S3_BUCKET"] = self.bucket
-        env.update(self._internal_signing_keys())
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | self._internal_signing_keys()
         (self.state_dir / "ports").write_text(f"{self.port} {' '.join(map(str, self._internal_ports))}\n")
         self.service.start(args, env=env)
         try:
