@@ -55,14 +55,10 @@ _V_STD = 1.95 * (0.33 / 1.95) ** (np.arange(28) / 27)
 
 # How the main fraud pattern shifts components, in units of each component's std. The
 # components are the ones that separate fraud best in the public data.
-_FRAUD_SHIFT = {
+_FRAUD_SHIFT = pd.Series({
     "V14": -4.0, "V12": -3.2, "V10": -2.8, "V17": -3.4, "V4": 2.4, "V11": 2.4,
     "V3": -2.2, "V16": -1.8, "V7": -1.6, "V2": 1.2, "V1": -1.0, "V9": -1.2,
-}
-
-
-def _shift_vector() -> np.ndarray:
-    return np.array([_FRAUD_SHIFT.get(f"V{i}", 0.0) for i in range(1, 29)])
+}).reindex([f"V{i}" for i in range(1, 29)], fill_value=0.0).to_numpy()
 
 
 def _unit_t(rng: np.random.Generator, df: float, size) -> np.ndarray:
@@ -114,7 +110,7 @@ def generate_dataset(
     severity = rng.gamma(shape=2.2, scale=0.42, size=n_fraud)
     camouflaged = rng.random(n_fraud) < 0.18
     severity[camouflaged] = rng.uniform(0.0, 0.25, camouflaged.sum())
-    v_fraud = _unit_t(rng, 4.0, (n_fraud, 28)) * 1.35 + severity[:, None] * _shift_vector()
+    v_fraud = _unit_t(rng, 4.0, (n_fraud, 28)) * 1.35 + severity[:, None] * _FRAUD_SHIFT
     magnitude = rng.random(n_fraud) < 0.25
     signs = rng.choice([-1.0, 1.0], size=(magnitude.sum(), 2))
     v_fraud[np.ix_(magnitude, [4, 5])] = signs * rng.uniform(2.0, 4.5, (magnitude.sum(), 2))
