@@ -64,7 +64,8 @@ REFUSALS = {
                                                              s.X_test[:, :29]), ExportMismatch, "expects 30 features"),
     "one row, not rows": (lambda t, s, d: predict_proba_treelite(to_treelite(t["extra_trees"].pipeline), s.X_test[0]),
                           ValueError, "2-D array"),
-    "a linear model": (lambda t, s, d: to_treelite(LogisticRegression()), TypeError, "cannot export a LogisticRegression"),
+    "a linear model": (lambda t, s, d: to_treelite(LogisticRegression()),
+                       TypeError, "cannot export a LogisticRegression"),
     # each library raises its own "not fitted" error
     "an unfitted pipeline": (lambda t, s, d: to_treelite(build_pipeline("random_forest")), Exception, None),
 }

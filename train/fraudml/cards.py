@@ -31,8 +31,9 @@ def comparison_rows(metrics_by_family: dict[str, dict], best: str) -> tuple[list
         rows.append([
             f"{family}{' *' if family == best else ''}", f"{m['cv_average_precision']:.4f}",
             with_interval(m["average_precision"], ci["average_precision"], 3), f"{m['roc_auc']:.4f}",
-            f"{m['recall_at_precision']:.3f}", f"{m['threshold']:.4f}", with_interval(m["precision"], ci["precision"], 3),
-            with_interval(m["recall"], ci["recall"], 3), f"{m['f1']:.3f}", f"{m['train_seconds']:.1f}",
+            f"{m['recall_at_precision']:.3f}", f"{m['threshold']:.4f}",
+            with_interval(m["precision"], ci["precision"], 3), with_interval(m["recall"], ci["recall"], 3),
+            f"{m['f1']:.3f}", f"{m['train_seconds']:.1f}",
         ])
     target = metrics_by_family[order[0]]["precision_target"]
     return ["family", "CV AP (selects)", "test AP [95% CI]", "ROC-AUC", f"recall@P{target:g}", "threshold",
