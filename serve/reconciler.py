@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", default=str(settings.state_dir / "reconciler"), help="start/stop: pid, log")
     args = parser.parse_args(argv)
     if args.command == "run":
-        reconciler = Reconciler(ModelRepository(args.model_repo, settings.model_name), args.triton_url, pod=args.pod_name)
+        repo = ModelRepository(args.model_repo, settings.model_name)
+        reconciler = Reconciler(repo, args.triton_url, pod=args.pod_name)
         start_http_server(args.port, addr=args.metrics_host, registry=reconciler.registry)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

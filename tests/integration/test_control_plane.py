@@ -46,8 +46,7 @@ KEY_HEADER = "fraudml-api-key"
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> list[bytes]:
-    """Two forests the size of the reference model (100 trees, depth 10: about 3 MB each) that
-    answer differently, as Treelite checkpoints."""
+    """Treelite checkpoints of two forests that answer differently, as big as the reference model (about 3 MB)."""
     import treelite.sklearn
     from sklearn.ensemble import RandomForestClassifier
 
@@ -68,9 +67,7 @@ def _publish(repo: ModelRepository, data: bytes, **kwargs) -> int:
 
 
 def _check_the_api_key(triton, key: str, monkeypatch) -> None:
-    """With TRITON_API_KEY the launcher restricts the model-repository API on both protocols:
-    a load without the key (or with a wrong one) is refused, with it Triton loads; inference,
-    health and metadata stay open."""
+    """The model-repository API refuses loads without the right key on both protocols; inference stays open."""
     http = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
     grpc = grpcclient.InferenceServerClient(triton.grpc_url)
     for headers in ({}, {KEY_HEADER: "wrong"}):
@@ -241,9 +238,7 @@ def _du(path: Path) -> tuple[int, int]:
 
 @pytest.mark.parametrize("versions", [2, int(os.environ.get("FRAUDML_MEASURE_VERSIONS", "12"))])
 def test_a_load_downloads_only_the_newest_versions(publisher_env, triton_factory, checkpoints, tmp_path, versions):
-    """Triton copies the model folder from S3 at every load (into TRITON_AWS_MOUNT_DIRECTORY):
-    with claims outside it and versions beyond MODEL_KEEP_VERSIONS archived, that copy holds
-    at most 5 versions however many were published; the old layout grows with every one."""
+    """Triton's copy of the model folder at a load holds at most 5 versions; the pre-archive layout grows with each."""
     uri = f"s3://models/versions-{uuid.uuid4().hex[:8]}"
     repo = ModelRepository(uri)
     for i in range(versions):
@@ -275,8 +270,7 @@ def test_a_load_downloads_only_the_newest_versions(publisher_env, triton_factory
 
 
 def test_reconciler_metrics_and_canary_share_are_stable(tmp_path, checkpoints):
-    """The canary share is a pure function of the pod name; a repository publishes the canary
-    pointer only for a complete version."""
+    """The canary share is a pure function of the pod name; a publish writes the canary pointer."""
     a, b = _pod_names()
     assert in_canary(a, 50) and not in_canary(b, 50) and in_canary(b, 100) and not in_canary(a, 0)
     repo = ModelRepository(str(tmp_path / "repo"))

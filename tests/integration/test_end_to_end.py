@@ -90,7 +90,8 @@ def test_client_answers_and_lineage_leads_back_to_the_run(e2e, cli_env):
     assert response["model_version"] == 1 and len(response["rows"]) == 6
     assert response["threshold"] == lineage["threshold"]  # read from config.pbtxt, written by the run
 
-    proof = json.loads(_run([sys.executable, "-m", "serve.lineage", "--response", str(saved), "--json"], cli_env).stdout)
+    lineage_cmd = [sys.executable, "-m", "serve.lineage", "--response", str(saved), "--json"]
+    proof = json.loads(_run(lineage_cmd, cli_env).stdout)
     assert proof["lineage"]["pathspec"] == lineage["pathspec"]
     assert proof["verification"]["ok"], proof["verification"]
     checks = {c["check"] for c in proof["verification"]["checks"] if c["ok"]}
@@ -109,8 +110,7 @@ print(json.dumps(Run(sys.argv[1]).data.best_pipeline.predict_proba(x)[:, 1].toli
 
 
 def test_raw_rows_straight_to_triton_equal_the_runs_pipeline(e2e, triton):
-    """Any KServe v2 client: raw CSV rows, no transform, give the run's own predict_proba,
-    rows with missing values (NaN) included."""
+    """Raw CSV rows (NaN = missing included), untransformed, give the run's own predict_proba over HTTP and gRPC."""
     df = e2e["df"]
     x = np.vstack([df[df["Class"] == 1].head(32)[FEATURES], df.head(224)[FEATURES]]).astype(np.float32)
     x[200:, :][np.random.default_rng(1).random((56, 30)) < 0.2] = np.nan  # NaN = missing, answered like the pipeline
@@ -126,8 +126,7 @@ def test_raw_rows_straight_to_triton_equal_the_runs_pipeline(e2e, triton):
 
 
 def test_client_answers_with_only_triton_when_s3_is_down(e2e, cli_env):
-    """S3 unreachable: the answer and the threshold (from the model config) still come; the
-    lineage line is replaced by a note that says why."""
+    """S3 unreachable: answer and threshold (model config) still come; a note replaces the lineage line."""
     env = {**cli_env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"}
     for protocol in ("http", "grpc"):
         out = json.loads(_run([sys.executable, "-m", "serve.client", "--data", str(e2e["csv"]), "--rows", "4",

@@ -26,9 +26,7 @@ N_FEATURES = 30
 
 # -- SeaweedFS (anonymous and wrong-credential requests, loopback-only ports: reliability/test_security)
 def test_tritons_identity_reads_but_cannot_write_or_delete(s3_server):
-    """Two identities (-s3.config), both working on the bucket made at start: the read-only one,
-    which Triton and the reconciler get, lists and reads the model repository; every write, overwrite, copy, delete and bucket
-    creation is refused and changes nothing."""
+    """Triton's read-only identity lists and reads; every write, copy, delete and bucket creation is refused."""
     writer, reader = s3_server.client(), s3_server.client(reader=True)
     assert s3_server.env(reader=True)["AWS_ACCESS_KEY_ID"] != s3_server.env()["AWS_ACCESS_KEY_ID"]
     key = f"ro/{uuid.uuid4().hex}/config.pbtxt"
@@ -71,8 +69,7 @@ def test_busy_port_is_a_clear_error(s3_server, tmp_path):
 
 
 def test_cli_start_stop_keeps_credentials_and_data(tmp_path, free_port):
-    """start -> write -> stop -> start again: same credentials (in private files, which `env` prints as
-    export lines), the object is still there; stop leaves no process behind."""
+    """start, write, stop, start: same credentials (private; `env` prints them), the object kept, nothing left."""
     state, port = tmp_path / "s3", free_port()
 
     def cli(*args):
@@ -106,12 +103,12 @@ def test_cli_start_stop_keeps_credentials_and_data(tmp_path, free_port):
 # -- Triton on the S3 repository -----------------------------------------------------------------
 def publish(prefix: str, checkpoint: bytes) -> int:
     """Publish one version with the real publisher (needs ``publisher_env``)."""
-    return ModelRepository(f"s3://models/{prefix}").publish({"checkpoint.tl": checkpoint}, {"pathspec": "test/1"}, {"threshold": 0.5})
+    repo = ModelRepository(f"s3://models/{prefix}")
+    return repo.publish({"checkpoint.tl": checkpoint}, {"pathspec": "test/1"}, {"threshold": 0.5})
 
 
 def test_triton_serves_from_s3_and_loads_a_new_version(publisher_env, triton_factory, tmp_path):
-    """Triton starts on s3://models/<prefix> (endpoint and credentials from AWS_*), answers
-    like the model, and serves a newly published version after load_model."""
+    """Triton on s3://models/<prefix> (AWS_* env) answers like the model and serves a new version after load_model."""
     from sklearn.ensemble import RandomForestClassifier
 
     X = np.random.default_rng(5).normal(size=(1000, N_FEATURES)).astype(np.float32)
