@@ -30,7 +30,7 @@ def _step(n: int, title: str) -> None:
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> None:
-    print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    print("$ " + shlex.join(cmd), flush=True)
     t0 = time.perf_counter()
     result = subprocess.run(cmd, env=env)
     if result.returncode != 0:
