@@ -218,12 +218,8 @@ def min_positives_for(test_size: float = 0.2, cv_folds: int = 3, k_neighbors: in
 
 
 def validate_dataset(df: pd.DataFrame, min_positives: int | None = None) -> None:
-    """Check that ``df`` can be trained on; raise at the first problem.
-
-    Checks, in order: empty frame, missing columns, extra columns, non-numeric values,
-    NaN/Inf, ``Class`` values other than 0/1, too few frauds (``min_positives``; default
-    :func:`min_positives_for` with the flow's default split and folds). Raises DatasetError.
-    """
+    """Raise DatasetError at the first problem that keeps ``df`` from being trained on; too few frauds
+    is fewer than ``min_positives`` (default: what the flow's default split and folds need)."""
     if min_positives is None:
         min_positives = min_positives_for()
     if len(df.columns) == 0 or len(df) == 0:
