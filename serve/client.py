@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -153,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                  for p, y in zip(answer.probabilities, labels, strict=True)],
     }
     if args.save:
-        with open(args.save, "w") as fh:
-            json.dump(result, fh, indent=2)
+        Path(args.save).write_text(json.dumps(result, indent=2))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
