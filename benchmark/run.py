@@ -200,30 +200,23 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
                 results["in_process"] = sequential.in_process_runtimes(model, rows, fil["library"],
                                                                        plan.in_process_calls)
 
-    apis: dict[str, servers.FastAPIServer] = {}
-    tritons: dict = {}  # backend -> TritonServer started here
-    with servers.pinned(pins["client_cpu"]):  # this process is a client from here on
-        try:
-            with phases("servers"):
-                if not plan.external:
-                    endpoints, server_facts = servers.start_servers(model, rows, fil, contenders, pins, work,
-                                                                    skipped, apis, tritons)
-                    contenders = [c for c in contenders if c in endpoints]
-                    started_here = apis | servers.by_contender(tritons)
-                    pins["observed"] = {"client (this process)": sorted(os.sched_getaffinity(0)), **{
-                        name: servers.process_affinity(pid) for name, server in started_here.items()
-                        if (pid := server.pid())}}
-                results["servers"] = server_facts
-                if not contenders:
-                    raise BenchmarkError("no contender is left to measure: "
-                                         + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-            bench = Bench(plan, endpoints, rows, plan.model_name if model is None else model.name, out, work,
-                          pins["client_cpu"])
-            _measure(bench, contenders, phases, results, tritons)
-        finally:
-            for server in [*apis.values(), *tritons.values()]:
-                with contextlib.suppress(Exception):
-                    server.stop()
+    own: dict = {}  # contender -> the server started here for it
+    # this process is a client from here on; the stack stops every server started here, also after a failure
+    with servers.pinned(pins["client_cpu"]), contextlib.ExitStack() as stack:
+        with phases("servers"):
+            if not plan.external:
+                endpoints, server_facts, own = servers.start_servers(model, rows, fil, contenders, pins, work,
+                                                                     skipped, stack)
+                contenders = [c for c in contenders if c in endpoints]
+                pins["observed"] = {"client (this process)": sorted(os.sched_getaffinity(0)), **{
+                    name: servers.process_affinity(pid) for name, server in own.items() if (pid := server.pid())}}
+            results["servers"] = server_facts
+            if not contenders:
+                raise BenchmarkError("no contender is left to measure: "
+                                     + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+        bench = Bench(plan, endpoints, rows, plan.model_name if model is None else model.name, out, work,
+                      pins["client_cpu"])
+        _measure(bench, contenders, phases, results, own)
 
     with phases("report"):
         results["load_average"]["after"] = list(os.getloadavg())
@@ -243,7 +236,7 @@ def _to_json(value):  # numpy scalars and the compiled library's Path
     return value.item() if isinstance(value, np.generic) else str(value)
 
 
-def _measure(bench: Bench, contenders: list[str], phases: Phases, results: dict, tritons: dict) -> None:
+def _measure(bench: Bench, contenders: list[str], phases: Phases, results: dict, own: dict) -> None:
     """The sequential, load and perf_analyzer phases, into ``results``."""
     headline = analysis.headline(contenders)
     with phases("sequential"):
@@ -255,9 +248,9 @@ def _measure(bench: Bench, contenders: list[str], phases: Phases, results: dict,
         results.update(load.phase(bench, contenders, headline))
     with phases("perf_analyzer"):
         results["perf_analyzer"] = perf.phase(bench, contenders, headline)
-        for backend, triton in tritons.items():
+        for name, triton in [(n, s) for n, s in own.items() if n.startswith("triton-")]:
             stats = load.triton_model_stats(triton.http_port, bench.model_name)
-            results["servers"]["tritons"][backend]["stats_after"] = {
+            results["servers"]["tritons"][name.removeprefix("triton-")]["stats_after"] = {
                 k: stats.get(k) for k in ("inference_count", "execution_count")}
 
 

@@ -40,36 +40,10 @@ class Contender:
     send: Callable[[int], object]
     parse: Callable[[object], tuple[list[float], str]]  # answer -> (probabilities, model version)
     close: Callable[[], None]
-    reconnects: Callable[[], int] = lambda: 0
+    reconnects: int = 0
     latencies_ns: list[int] = field(default_factory=list)
     answers: dict[int, list[float]] = field(default_factory=dict)
     versions: set[str] = field(default_factory=set)
-
-
-class KeepAliveHttp:
-    """POST pre-encoded bodies on one kept-alive connection (http.client sets TCP_NODELAY); returns the body."""
-
-    def __init__(self, host: str, port: int, path: str, bodies: Sequence[bytes]):
-        self.path, self.bodies, self.reconnects = path, bodies, 0
-        self.headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
-        self.conn = http.client.HTTPConnection(host, port, timeout=30)
-        self.conn.connect()
-
-    def send(self, i: int) -> bytes:
-        body = self.bodies[i % len(self.bodies)]
-        try:
-            self.conn.request("POST", self.path, body, self.headers)
-            response = self.conn.getresponse()
-        except ConnectionError:  # http.client.RemoteDisconnected is one
-            # the server closed an idle kept-alive connection: reconnect (the next request does) once, counted
-            self.reconnects += 1
-            self.conn.close()
-            self.conn.request("POST", self.path, body, self.headers)
-            response = self.conn.getresponse()
-        body = response.read()
-        if response.status != 200:
-            raise SequentialError(f"POST {self.path} -> HTTP {response.status}: {body[:300]!r}")
-        return body
 
 
 def one_row_requests(target: str, rows: np.ndarray, model: str) -> tuple[str, list[bytes]]:
@@ -83,11 +57,31 @@ def one_row_requests(target: str, rows: np.ndarray, model: str) -> tuple[str, li
 
 
 def contender(name: str, endpoint, rows: np.ndarray, model: str) -> Contender:
-    """The client of contender ``name`` at ``endpoint``: Triton over gRPC or HTTP, or a FastAPI app."""
+    """The client of contender ``name`` at ``endpoint``: Triton over gRPC, or pre-encoded bodies POSTed on one
+    kept-alive ``http.client`` connection (it sets TCP_NODELAY) to Triton or a FastAPI app."""
     if endpoint.protocol == "grpc":
         return _grpc_contender(endpoint.host, endpoint.port, rows, model)
     target = "triton" if name.startswith("triton") else "fastapi"
-    http = KeepAliveHttp(endpoint.host, endpoint.port, *one_row_requests(target, rows, model))
+    path, bodies = one_row_requests(target, rows, model)
+    headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
+    conn = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=30)
+    conn.connect()
+
+    def send(i: int) -> bytes:
+        body = bodies[i % len(bodies)]
+        try:
+            conn.request("POST", path, body, headers)
+            response = conn.getresponse()
+        except ConnectionError:  # http.client.RemoteDisconnected is one
+            # the server closed an idle kept-alive connection: reconnect (the next request does) once, counted
+            c.reconnects += 1
+            conn.close()
+            conn.request("POST", path, body, headers)
+            response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise SequentialError(f"POST {path} -> HTTP {response.status}: {body[:300]!r}")
+        return body
 
     def parse(body: bytes) -> tuple[list[float], str]:  # Triton's output__0, or the app's probabilities
         doc = json.loads(body)
@@ -96,8 +90,8 @@ def contender(name: str, endpoint, rows: np.ndarray, model: str) -> Contender:
         return [float(x) for x in data], str(doc.get("model_version"))
 
     what = "KServe v2 JSON body" if target == "triton" else "JSON body"
-    return Contender(name, f"http.client keep-alive, {what} pre-encoded", http.send, parse, http.conn.close,
-                     lambda: http.reconnects)
+    c = Contender(name, f"http.client keep-alive, {what} pre-encoded", send, parse, conn.close)
+    return c
 
 
 def _grpc_contender(host: str, port: int, rows: np.ndarray, model: str) -> Contender:
@@ -220,6 +214,6 @@ def phase(bench: Bench, contenders: list[str]) -> dict:
     return {"n": plan.n, "warmup": plan.warmup,
             "contenders": {c.name: {**summarize(c.latencies_ns),
                                     "model_versions_answered": sorted(c.versions), "client": c.client,
-                                    "reconnects": c.reconnects(), "server": bench.endpoints[c.name].server}
+                                    "reconnects": c.reconnects, "server": bench.endpoints[c.name].server}
                            for c in timed},
             "parity": parity(timed, plan.parity_atol)}

@@ -221,31 +221,30 @@ def process_affinity(root_pid: int) -> dict:
 
 
 def start_servers(model, rows: np.ndarray, fil: dict, contenders: list[str], pins: dict, work: Path,
-                  skipped: dict, apis: dict, tritons: dict) -> tuple[dict[str, Endpoint], dict]:
-    """Start the FastAPI apps and a Triton per ``fil`` backend the contenders need, pinned to
-    the server CPU; fill ``apis`` and ``tritons`` (by backend: the caller stops them, also
-    after a failure); return the contenders' endpoints and the servers' facts."""
+                  skipped: dict, stack: contextlib.ExitStack) -> tuple[dict[str, Endpoint], dict, dict]:
+    """Start the FastAPI apps and a Triton per ``fil`` backend the contenders need, pinned to the server CPU,
+    each stopped by ``stack``; return the contenders' endpoints, the servers' facts and the servers by contender."""
     from serve.ports import free_ports
 
-    ports = free_ports(8)
+    ports, own = free_ports(8), {}
     with pinned(pins["server_cpu"]):  # the servers inherit it
         for name in [c for c in contenders if c.startswith("fastapi-")]:
-            apis[name] = FastAPIServer(name, ports[6] if name == "fastapi-treelite" else ports[7],
-                                       _fastapi_env(name, model, rows, fil), pins["server_cpu"],
-                                       work / f"uvicorn-{name}.log")
-            apis[name].start()
-        facts: dict = {"tritons": _start_tritons(model, fil, contenders, ports, work, skipped, tritons)}
-        for server in apis.values():
-            server.wait()
-    lead = "native" if "native" in tritons else "python"  # the headline Triton, and the one gRPC goes to
-    endpoints = {name: Endpoint("127.0.0.1", t.http_port, "http", name)
-                 for name, t in by_contender(tritons).items() if name in contenders}
-    if "triton-grpc" in contenders and lead in tritons:
-        endpoints["triton-grpc"] = Endpoint("127.0.0.1", tritons[lead].grpc_port, "grpc", f"triton-{lead}")
-    endpoints |= {name: Endpoint("127.0.0.1", server.port, "http", name) for name, server in apis.items()}
-    if tritons:
+            own[name] = FastAPIServer(name, ports[6] if name == "fastapi-treelite" else ports[7],
+                                      _fastapi_env(name, model, rows, fil), pins["server_cpu"],
+                                      work / f"uvicorn-{name}.log")
+            own[name].start()
+            stack.callback(own[name].stop)
+        facts: dict = {"tritons": _start_tritons(model, fil, contenders, ports, work, skipped, own, stack)}
+        for name in [c for c in contenders if c.startswith("fastapi-")]:
+            own[name].wait()
+    lead = "native" if "triton-native" in own else "python"  # the headline Triton, and the one gRPC goes to
+    endpoints = {name: Endpoint("127.0.0.1", server.port if name.startswith("fastapi-") else server.http_port,
+                                "http", name) for name, server in own.items()}
+    if "triton-grpc" in contenders and f"triton-{lead}" in own:
+        endpoints["triton-grpc"] = Endpoint("127.0.0.1", own[f"triton-{lead}"].grpc_port, "grpc", f"triton-{lead}")
+    if facts["tritons"]:
         facts["triton"] = facts["tritons"][lead]
-    library, first = fil["library"], next(iter(apis.values()), None)
+    library, first = fil["library"], next((s for n, s in own.items() if n.startswith("fastapi-")), None)
     facts["fastapi"] = {  # how the FastAPI baselines run
         "command": shlex.join(first.cmd) if first else None, "workers": 1,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
@@ -253,7 +252,7 @@ def start_servers(model, rows: np.ndarray, fil: dict, contenders: list[str], pin
         "handler": "async def, model called inline (no thread-pool hop)",
         "treelite_runtime": "the fil backend's predictor, " + (f"tl2cgen-compiled library {library}" if library
                                                               else "Treelite GTIL (C API)") + ", 1 thread"}
-    return endpoints, facts
+    return endpoints, facts, own
 
 
 def _fastapi_env(name: str, model, rows: np.ndarray, fil: dict) -> dict[str, str]:
@@ -271,8 +270,8 @@ def _fastapi_env(name: str, model, rows: np.ndarray, fil: dict) -> dict[str, str
 
 
 def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], work: Path, skipped: dict,
-                   tritons: dict) -> dict:
-    """A Triton per ``fil`` backend the contenders need, into ``tritons``; their facts by backend.
+                   own: dict, stack: contextlib.ExitStack) -> dict:
+    """A Triton per ``fil`` backend the contenders need, into ``own``; their facts by backend.
     Where the native backend cannot serve, triton-native is skipped (and gRPC goes to the
     Python backend's Triton)."""
     from serve.triton import TritonError, TritonServer
@@ -288,6 +287,7 @@ def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], wo
                 metrics_port=ports[3 * i + 2], state_dir=work / f"triton-{backend}",
                 load_models=(model.name,), model_control="explicit", env={**fil["env"], "FIL_BACKEND": backend},
                 fil_cache_dir=fil["env"].get("FIL_CACHE_DIR"))
+            stack.callback(triton.stop)
             triton.start(timeout=120)
         except TritonError as e:
             if backend != "native":
@@ -295,7 +295,7 @@ def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], wo
             skipped["triton-native"] = f"the native fil backend cannot serve here: {str(e).splitlines()[0]}"
             backends += ["python"] if "triton-grpc" in contenders and "python" not in backends else []
             continue
-        tritons[backend] = triton
+        own[f"triton-{backend}"] = triton
         if compiled:
             with contextlib.suppress(TritonError):  # the predictor state below says what it serves instead
                 triton.wait_compiled(model.name, timeout=180)
@@ -307,9 +307,3 @@ def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], wo
             raise BenchmarkError(f"Triton's {backend} fil backend is not serving the compiled library ({serving}); "
                                  f"see {triton.log_file}, or run with --triton-runtime gtil")
     return facts
-
-
-def by_contender(tritons: dict) -> dict:
-    return {f"triton-{backend}": triton for backend, triton in tritons.items()}
-
-
