@@ -1,4 +1,19 @@
-"""Concurrent load with locust (headless, CSV) and Triton's batch statistics around it."""
+"""Concurrent load: locust (headless) at each user count, with Triton's batch statistics around it, and a
+``perf_analyzer`` concurrency sweep over Triton HTTP and gRPC to cross-check it.
+
+perf_analyzer is the one in the ``tritonclient==2.51.0`` wheel (the release of the bundled
+server; DESIGN §2). It needs ``libb64.so.0d`` and ``libcudart.so.12``, which the
+``nvidia-pytriton`` wheel carries under hashed names: :func:`perf_analyzer_env` links them
+under their plain names in a private folder of the state dir and puts it on
+``LD_LIBRARY_PATH`` for perf_analyzer only.
+
+Every concurrency level is its own bounded run: perf_analyzer repeats windows of
+``measurement_interval_ms`` until three agree within the stability percentage, at most
+``max_trials`` windows; a level that does not stabilise (a shared machine) is measured once
+more with the same windows and no stability condition (the average of the last windows) and
+marked so: a fixed ``--request-count`` fallback hung on this perf_analyzer or reported about
+request-count req/s whatever the server did.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +22,7 @@ import csv
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +150,128 @@ def phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
                                "FastHttpUser reports whole milliseconds); req/s = requests / "
                                "seconds from test start to stop"}
     return {"load": load, "batching": batching, "load_settings": settings}
+
+
+# -- perf_analyzer, the cross-check --
+
+LIBS = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
+STABILITY_PERCENTAGE = 20
+
+
+class PerfAnalyzerMissing(RuntimeError):
+    """perf_analyzer or one of its libraries cannot be found."""
+
+
+def find_perf_analyzer() -> Path:
+    candidate = Path(sys.executable).parent / "perf_analyzer"
+    if candidate.is_file():
+        return candidate
+    if found := shutil.which("perf_analyzer"):
+        return Path(found)
+    raise PerfAnalyzerMissing("perf_analyzer not found: it comes with tritonclient[all]==2.51.0 (make venv)")
+
+
+def perf_analyzer_env(lib_dir: Path) -> dict[str, str]:
+    """Environment for perf_analyzer: ``lib_dir`` with the two plain-named links first on ``LD_LIBRARY_PATH``."""
+    from serve.triton import bundle_paths
+
+    _, libs = bundle_paths()  # the nvidia-pytriton wheel's nvidia_pytriton.libs folder
+    lib_dir.mkdir(parents=True, exist_ok=True)
+    for plain, pattern in LIBS.items():
+        matches = sorted(libs.glob(pattern))
+        if not matches:
+            raise PerfAnalyzerMissing(f"{pattern} not found in {libs}: reinstall nvidia-pytriton")
+        (lib_dir / plain).unlink(missing_ok=True)
+        (lib_dir / plain).symlink_to(matches[0])
+    return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(filter(None, (str(lib_dir),
+                                                                           os.environ.get("LD_LIBRARY_PATH"))))}
+
+
+def parse_csv(path: Path) -> dict:
+    """First data row of perf_analyzer's ``-f`` CSV; latencies converted from us to ms."""
+    with open(path, newline="") as fh:
+        row = next(csv.DictReader(fh))
+
+    def ms(*keys: str) -> float:
+        return sum(float(row.get(k) or 0) / 1e3 for k in keys)
+
+    compute = ("Server Compute Input", "Server Compute Infer", "Server Compute Output")
+    return {
+        "concurrency": int(row["Concurrency"]), "rps": float(row["Inferences/Second"]),
+        "p50_ms": ms("p50 latency"), "p90_ms": ms("p90 latency"), "p95_ms": ms("p95 latency"),
+        "p99_ms": ms("p99 latency"),
+        # the CSV has no average column: the client's average is the sum of its parts
+        "mean_ms": ms("Client Send", "Network+Server Send/Recv", "Server Queue", *compute, "Client Recv"),
+        "server_queue_ms": ms("Server Queue"), "server_compute_ms": ms(*compute),
+        "client_send_recv_ms": ms("Client Send", "Client Recv"),
+    }
+
+
+def run_perf_analyzer(bench: Bench, endpoint, concurrency: int, input_data: Path, env: dict[str, str],
+                      tag: str) -> dict:
+    """One perf_analyzer run at one concurrency; returns the parsed CSV row or the error.
+
+    ``--async``: the requests in flight are kept by one client thread, not one thread each
+    (32 sync threads on one client core measure the client's scheduling)."""
+    out_dir, plan = bench.out / "perf_analyzer", bench.plan
+    name = f"perf_{tag}{endpoint.protocol}_c{concurrency}"
+    csv_path = out_dir / f"{name}.csv"
+    base = [*taskset(bench.client_cpu), str(find_perf_analyzer()), "-m", bench.model_name,
+            "-u", f"{endpoint.host}:{endpoint.port}", "--async", "-i", endpoint.protocol, "-b", "1",
+            "--concurrency-range", f"{concurrency}:{concurrency}", "--input-data", str(input_data), "-f", str(csv_path),
+            "-p", str(plan.perf_measurement_ms), "--max-trials", str(plan.perf_max_trials)]
+    # A healthy run needs its windows plus start-up; perf_analyzer 2.51 can hang on HTTP at high
+    # concurrency, so a hung attempt costs a few windows' worth, not minutes (quick run: 32 s).
+    timeout_s = 20 + 4 * plan.perf_max_trials * plan.perf_measurement_ms / 1000
+    attempts = [("stable windows", str(STABILITY_PERCENTAGE)), ("windows averaged without stabilising", "100")]
+    logs, error = [], None
+    for how, stability in attempts:
+        csv_path.unlink(missing_ok=True)
+        try:
+            proc = subprocess.run([*base, "-s", stability], env=env, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            error = f"{how}: timed out after {timeout_s:.0f} s"
+            logs.append(error)
+            continue
+        logs.append(f"--- {how}\n{proc.stdout}{proc.stderr}")
+        if proc.returncode == 0 and csv_path.is_file():
+            (out_dir / f"{name}.log").write_text("\n".join(logs))
+            return {**parse_csv(csv_path),
+                    "method": how if len(logs) == 1 else f"{how}, after {attempts[0][0]} did not stabilise"}
+        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-2:]
+        error = f"{how}: exit {proc.returncode}: {' | '.join(tail)[:300]}"
+    (out_dir / f"{name}.log").write_text("\n".join(logs))
+    return {"concurrency": concurrency, "error": error}
+
+
+def perf_phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
+    """perf_analyzer at every concurrency: the headline Triton over HTTP, triton-grpc, and
+    triton-python over HTTP; ``{"settings", "server", "http", "grpc", "triton-python"}``."""
+    plan = bench.plan
+    runs = [("http", headline)] if headline is not None else []  # (key in the result, contender)
+    if "triton-grpc" in contenders:
+        runs.append(("grpc", "triton-grpc"))
+    if "triton-python" in contenders and headline != "triton-python":
+        runs.append(("triton-python", "triton-python"))
+    if not plan.concurrency or not runs:
+        return {}
+    try:
+        binary, env = find_perf_analyzer(), perf_analyzer_env(bench.work / "lib")
+    except PerfAnalyzerMissing as exc:
+        return {"error": str(exc)}
+    input_data = bench.out / "perf_analyzer" / "perf_input.json"  # the benchmark's own rows, one per request
+    input_data.parent.mkdir(parents=True, exist_ok=True)
+    input_data.write_text(json.dumps({"data": [{"input__0": {"content": row.tolist(), "shape": [len(row)]}}
+                                               for row in np.asarray(bench.rows[:1000], dtype=np.float32)]}))
+    result: dict = {"server": headline, "settings": {
+        "binary": str(binary), "mode": "stable", "measurement_interval_ms": plan.perf_measurement_ms,
+        "max_trials": plan.perf_max_trials, "stability_percentage": STABILITY_PERCENTAGE, "batch_size": 1,
+        "client": "async (--async), closed loop (concurrency = requests in flight)",
+        "input_data": f"{min(len(bench.rows), 1000)} benchmark rows"}}
+    with bench.progress(len(plan.concurrency) * len(runs), "perf_analyzer") as bar:
+        for (key, name), c in itertools.product(runs, plan.concurrency):
+            bar.set_postfix_str(f"perf_analyzer {key} c={c}", refresh=True)
+            result.setdefault(key, []).append(run_perf_analyzer(bench, bench.endpoints[name], c, input_data, env,
+                                                                "" if key in ("http", "grpc") else f"{key}_"))
+            bar.update(1)
+    return result

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark import analysis, load, model_source, perf, report, sequential, servers
+from benchmark import analysis, load, model_source, report, sequential, servers
 from benchmark.servers import BenchmarkError, Endpoint
 from fraudml.tritonconfig import MODEL_NAME
 
@@ -247,7 +247,7 @@ def _measure(bench: Bench, contenders: list[str], phases: Phases, results: dict,
     with phases("load"):
         results.update(load.phase(bench, contenders, headline))
     with phases("perf_analyzer"):
-        results["perf_analyzer"] = perf.phase(bench, contenders, headline)
+        results["perf_analyzer"] = load.perf_phase(bench, contenders, headline)
         for name, triton in [(n, s) for n, s in own.items() if n.startswith("triton-")]:
             stats = load.triton_model_stats(triton.http_port, bench.model_name)
             results["servers"]["tritons"][name.removeprefix("triton-")]["stats_after"] = {
