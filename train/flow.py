@@ -12,8 +12,7 @@ Run:  python train/flow.py run [--data PATH|s3://bucket/key] [--models random_fo
 Help: python train/flow.py run --help
 """
 
-import tempfile
-
+import treelite
 from metaflow import FlowSpec, Parameter, card, current, resources, step
 
 from fraudml import cards, champion
@@ -28,14 +27,9 @@ from fraudml.data import (
     min_positives_for,
     validate_dataset,
 )
-from fraudml.export import (
-    check_export_parity,
-    load_fil_model,
-    predict_proba_treelite,
-    write_fil_model,
-)
+from fraudml.export import check_export_parity, predict_proba_treelite, to_treelite
 from fraudml.features import SPLITS, feature_matrix, labels
-from fraudml.lineage import build_lineage, code_version
+from fraudml.lineage import build_lineage
 from fraudml.metrics import THRESHOLD_RULES
 from fraudml.models import (
     DEFAULT_CV_FOLDS,
@@ -46,9 +40,8 @@ from fraudml.models import (
     score_family,
     train_family,
 )
-from fraudml.tritonconfig import INSTANCE_KINDS
+from fraudml.tritonconfig import INSTANCE_KINDS, MODEL_FILENAMES
 
-MODEL_TYPE = "treelite_checkpoint"
 N_FEATURES = 30
 
 
@@ -201,24 +194,20 @@ class FraudClassifierTreeSelection(FlowSpec):
     @step
     def deploy(self):
         """Export the winner, check parity on raw test rows; with --model-repo, publish it if it beats the served version."""
-        with tempfile.TemporaryDirectory(prefix="fraudml-deploy-") as tmp:
-            path = write_fil_model(self.best_pipeline, tmp, MODEL_TYPE)
-            # Check the file that will be shipped, read back, not the in-memory model.
-            exported = load_fil_model(path, MODEL_TYPE)
-            self.export_max_abs_diff = check_export_parity(self.best_pipeline, exported, self.X_test)
-            challenger_proba = predict_proba_treelite(exported, self.holdout_set.X)
-            self.model_checkpoint = path.read_bytes()
-            self.model_filename = path.name
-        self.model_type = MODEL_TYPE
+        self.model_checkpoint = to_treelite(self.best_pipeline).serialize_bytes()
+        # Check the bytes that will be shipped, read back, not the in-memory model.
+        exported = treelite.Model.deserialize_bytes(self.model_checkpoint)
+        self.export_max_abs_diff = check_export_parity(self.best_pipeline, exported, self.X_test)
+        challenger_proba = predict_proba_treelite(exported, self.holdout_set.X)
+        self.model_type = "treelite_checkpoint"
+        self.model_filename = MODEL_FILENAMES[self.model_type]
         print(f"exported {self.best_family} as {self.model_filename} ({len(self.model_checkpoint):,} bytes); "
               f"max |P(fraud) diff| vs pipeline on the test set {self.export_max_abs_diff:.2e}")
         self.lineage = build_lineage(
-            flow_name=current.flow_name, run_id=current.run_id, task_pathspec=current.pathspec,
-            dataset_fingerprint=self.dataset_fingerprint, dataset_source=self.dataset_source,
-            dataset_rows=self.dataset_rows, parameters={name: getattr(self, name) for name in current.parameter_names},
-            metrics=self.metrics, threshold=self.threshold, family=self.best_family, best_params=self.best_params,
-            model_type=self.model_type, code_version=code_version(__file__),
-            extra={"selection": self.selection, "all_families": {
+            current.pathspec, __file__, parameters={name: getattr(self, name) for name in current.parameter_names},
+            dataset={"fingerprint": self.dataset_fingerprint, "source": self.dataset_source, "rows": self.dataset_rows},
+            family=self.best_family, best_params=self.best_params, model_type=self.model_type,
+            threshold=self.threshold, metrics=self.metrics, extra={"selection": self.selection, "all_families": {
                 f: {"cv_average_precision": m["cv_average_precision"],
                     "test_average_precision": m["average_precision"],
                     "test_average_precision_95ci": m["intervals"]["average_precision"]}

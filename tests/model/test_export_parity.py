@@ -11,13 +11,11 @@ from sklearn.linear_model import LogisticRegression
 from fraudml.export import (
     ExportMismatch,
     check_export_parity,
-    load_fil_model,
     predict_proba_treelite,
     to_treelite,
     write_fil_model,
 )
 from fraudml.models import FAMILIES, build_pipeline
-from fraudml.tritonconfig import MODEL_FILENAMES
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -29,7 +27,7 @@ def test_checkpoint_predicts_like_the_pipeline(trained, split, tmp_path, family)
     pipeline = trained[family].pipeline
     path = write_fil_model(pipeline, tmp_path)
     assert path == tmp_path / "checkpoint.tl"
-    for tl_model in (load_fil_model(path, "treelite_checkpoint"), treelite.Model.deserialize_bytes(path.read_bytes())):
+    for tl_model in (treelite.Model.deserialize(str(path)), treelite.Model.deserialize_bytes(path.read_bytes())):
         assert tl_model.num_feature == 30
         assert check_export_parity(pipeline, tl_model, split.X_test) <= 1e-5
     x = split.X_test[:400].copy()
@@ -37,45 +35,26 @@ def test_checkpoint_predicts_like_the_pipeline(trained, split, tmp_path, family)
     assert np.max(np.abs(predict_proba_treelite(tl_model, x) - pipeline.predict_proba(x)[:, 1])) <= 1e-5
 
 
-@pytest.mark.parametrize(
-    ("family", "model_type"),
-    [("xgboost", "xgboost_json"), ("xgboost", "xgboost_ubj"), ("lightgbm", "lightgbm")],
-)
-def test_native_fil_formats(trained, split, tmp_path, family, model_type):
-    """XGBoost JSON/UBJ and LightGBM text files load in Treelite and predict like the pipeline."""
-    pipeline = trained[family].pipeline
-    path = write_fil_model(pipeline, tmp_path, model_type)
-    assert path.name == MODEL_FILENAMES[model_type]
-    check_export_parity(pipeline, load_fil_model(path, model_type), split.X_test)
-
-
-# name: (a call given the trained families, the split and a folder; the error it raises; what the error says)
+# name: (a call given the trained families and the split; the error it raises; what the error says)
 REFUSALS = {
-    "a model type of another family": (lambda t, s, d: write_fil_model(t["random_forest"].pipeline, d, "xgboost_json"),
-                                       ValueError, "does not fit a random_forest"),
-    "LightGBM's format for XGBoost": (lambda t, s, d: write_fil_model(t["xgboost"].pipeline, d, "lightgbm"),
-                                      ValueError, "does not fit a xgboost"),
-    "an unknown model type": (lambda t, s, d: write_fil_model(t["xgboost"].pipeline, d, "onnx"),
-                              ValueError, "unknown FIL model_type"),
-    "a different model": (lambda t, s, d: check_export_parity(t["random_forest"].pipeline,
-                                                              to_treelite(t["xgboost"].pipeline), s.X_test),
+    "a different model": (lambda t, s: check_export_parity(t["random_forest"].pipeline,
+                                                           to_treelite(t["xgboost"].pipeline), s.X_test),
                           ExportMismatch, r"max \|diff\| 0\.[0-9]+ > atol"),
-    "too few features": (lambda t, s, d: check_export_parity(t["xgboost"].pipeline, to_treelite(t["xgboost"].pipeline),
-                                                             s.X_test[:, :29]), ExportMismatch, "expects 30 features"),
-    "one row, not rows": (lambda t, s, d: predict_proba_treelite(to_treelite(t["extra_trees"].pipeline), s.X_test[0]),
+    "too few features": (lambda t, s: check_export_parity(t["xgboost"].pipeline, to_treelite(t["xgboost"].pipeline),
+                                                          s.X_test[:, :29]), ExportMismatch, "expects 30 features"),
+    "one row, not rows": (lambda t, s: predict_proba_treelite(to_treelite(t["extra_trees"].pipeline), s.X_test[0]),
                           ValueError, "2-D array"),
-    "a linear model": (lambda t, s, d: to_treelite(LogisticRegression()),
-                       TypeError, "cannot export a LogisticRegression"),
+    "a linear model": (lambda t, s: to_treelite(LogisticRegression()), TypeError, "cannot export a LogisticRegression"),
     # each library raises its own "not fitted" error
-    "an unfitted pipeline": (lambda t, s, d: to_treelite(build_pipeline("random_forest")), Exception, None),
+    "an unfitted pipeline": (lambda t, s: to_treelite(build_pipeline("random_forest")), Exception, None),
 }
 
 
 @pytest.mark.parametrize("name", REFUSALS)
-def test_misuse_is_refused(trained, split, tmp_path, name):
+def test_misuse_is_refused(trained, split, name):
     call, error, message = REFUSALS[name]
     with pytest.raises(error, match=message):
-        call(trained, split, tmp_path)
+        call(trained, split)
 
 
 def test_smote_is_not_part_of_the_export(trained):

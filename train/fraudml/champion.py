@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import io
 import json
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -169,16 +167,13 @@ def check_unseen(holdout: Holdout, X_train: np.ndarray, champion_lineage: dict[s
 
 
 def champion_proba(repo, lineage: dict[str, Any], X: np.ndarray) -> np.ndarray:
-    """P(fraud) of the served version on ``X``, from the very model file Triton serves."""
-    from fraudml.export import load_fil_model, predict_proba_treelite
+    """P(fraud) of the served version on ``X``, from the very model file (a Treelite checkpoint) Triton serves."""
+    import treelite
+
+    from fraudml.export import predict_proba_treelite
 
     name = next(n for n in lineage["files"] if n != "lineage.json")
-    data = repo.read_file(lineage["version"], name)
-    with tempfile.TemporaryDirectory(prefix="fraudml-champion-") as tmp:
-        path = Path(tmp) / name
-        path.write_bytes(data)
-        model = load_fil_model(path, lineage.get("model_type", "treelite_checkpoint"))
-    return predict_proba_treelite(model, X)
+    return predict_proba_treelite(treelite.Model.deserialize_bytes(repo.read_file(lineage["version"], name)), X)
 
 
 def _score(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int) -> dict[str, Any]:

@@ -20,8 +20,6 @@ from treelite import gtil
 from fraudml.models import SPECS
 from fraudml.tritonconfig import MODEL_FILENAMES
 
-# Which native formats each family can be written in, besides a Treelite checkpoint.
-_NATIVE_TYPES = {"xgboost": ("xgboost_json", "xgboost_ubj"), "lightgbm": ("lightgbm",)}
 DEFAULT_ATOL = 1e-5
 # classifier class name -> family, from the families' specs
 _FAMILIES = {path.split(":")[1]: family for family, (path, _, _) in SPECS.items()}
@@ -29,19 +27,6 @@ _FAMILIES = {path.split(":")[1]: family for family, (path, _, _) in SPECS.items(
 
 class ExportMismatch(RuntimeError):
     """The exported model does not predict like the trained pipeline."""
-
-
-def classifier_of(pipeline):
-    """The ``clf`` step of a SMOTE pipeline (or the estimator itself when it is not a pipeline)."""
-    return pipeline.named_steps["clf"] if hasattr(pipeline, "named_steps") else pipeline
-
-
-def family_of(estimator) -> str:
-    """``random_forest`` / ``extra_trees`` / ``xgboost`` / ``lightgbm`` / ``hist_gradient_boosting``."""
-    name = type(estimator).__name__
-    if name not in _FAMILIES:
-        raise TypeError(f"cannot export a {name}: supported are {', '.join(_FAMILIES)}")
-    return _FAMILIES[name]
 
 
 def sklearn_forest_to_treelite(clf) -> treelite.Model:
@@ -84,9 +69,11 @@ def sklearn_forest_to_treelite(clf) -> treelite.Model:
 
 
 def to_treelite(pipeline) -> treelite.Model:
-    """The pipeline's classifier as a Treelite model (SMOTE stripped)."""
-    clf = classifier_of(pipeline)
-    family = family_of(clf)
+    """The pipeline's classifier (or a bare classifier) as a Treelite model (SMOTE stripped)."""
+    clf = pipeline.named_steps["clf"] if hasattr(pipeline, "named_steps") else pipeline
+    family = _FAMILIES.get(type(clf).__name__)
+    if family is None:
+        raise TypeError(f"cannot export a {type(clf).__name__}: supported are {', '.join(_FAMILIES)}")
     if family in ("random_forest", "extra_trees"):
         return sklearn_forest_to_treelite(clf)
     if family == "hist_gradient_boosting":
@@ -96,49 +83,21 @@ def to_treelite(pipeline) -> treelite.Model:
     return treelite.frontend.from_lightgbm(clf.booster_)
 
 
-def write_fil_model(pipeline, dest_dir: str | Path, model_type: str = "treelite_checkpoint") -> Path:
-    """Write the pipeline's classifier into ``dest_dir`` in a FIL ``model_type``.
-
-    ``treelite_checkpoint`` works for every family (``checkpoint.tl``); ``xgboost_json`` /
-    ``xgboost_ubj`` for XGBoost and ``lightgbm`` (``model.txt``) for LightGBM. Returns the
-    path of the written file, named per ``MODEL_FILENAMES``.
-    """
-    if model_type not in MODEL_FILENAMES:
-        raise ValueError(f"unknown FIL model_type {model_type!r}; choose from {', '.join(MODEL_FILENAMES)}")
-    dest = Path(dest_dir)
-    dest.mkdir(parents=True, exist_ok=True)
-    path = dest / MODEL_FILENAMES[model_type]
-    clf = classifier_of(pipeline)
-    family = family_of(clf)
-    if model_type == "treelite_checkpoint":
-        to_treelite(pipeline).serialize(str(path))
-    elif model_type in _NATIVE_TYPES.get(family, ()):
-        # XGBoost picks the format from the suffix: .json, .ubj
-        (clf.get_booster() if family == "xgboost" else clf.booster_).save_model(str(path))
-    else:
-        raise ValueError(f"model_type {model_type!r} does not fit a {family} model; "
-                         f"use treelite_checkpoint{''.join(', ' + t for t in _NATIVE_TYPES.get(family, ()))}")
+def write_fil_model(pipeline, dest_dir: str | Path) -> Path:
+    """Write the pipeline's classifier into ``dest_dir`` as a Treelite checkpoint (``checkpoint.tl``,
+    FIL's ``treelite_checkpoint``, which every family exports to); returns its path."""
+    path = Path(dest_dir) / MODEL_FILENAMES["treelite_checkpoint"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_treelite(pipeline).serialize(str(path))
     return path
 
 
-def load_fil_model(path: str | Path, model_type: str = "treelite_checkpoint") -> treelite.Model:
-    """Read a file written by :func:`write_fil_model` back as a Treelite model."""
-    path = Path(path)
-    if model_type == "treelite_checkpoint":
-        return treelite.Model.deserialize(str(path))
-    if model_type in ("xgboost_json", "xgboost_ubj", "xgboost"):
-        return treelite.frontend.load_xgboost_model(path)
-    if model_type == "lightgbm":
-        return treelite.frontend.load_lightgbm_model(path)
-    raise ValueError(f"unknown FIL model_type {model_type!r}; choose from {', '.join(MODEL_FILENAMES)}")
-
-
-def predict_proba_treelite(tl_model: treelite.Model, X: np.ndarray, *, nthread: int = 1) -> np.ndarray:
+def predict_proba_treelite(tl_model: treelite.Model, X: np.ndarray) -> np.ndarray:
     """P(fraud) per row from a Treelite model (GTIL), as float64 ``(n,)``."""
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 2:
         raise ValueError(f"expected a 2-D array of rows, got shape {X.shape}")
-    out = gtil.predict(tl_model, X, nthread=nthread)
+    out = gtil.predict(tl_model, X, nthread=1)
     return np.asarray(out, dtype=np.float64).reshape(X.shape[0], -1)[:, -1]
 
 

@@ -46,60 +46,47 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
 
 
-def code_version(flow_file: str | Path | None = None) -> dict:
+def code_version(flow_file: str | Path) -> dict:
     """What is known about the code: git commit/branch/dirty (when in a repository with
     commits), the flow file's sha256, and Metaflow's code package (remote runs)."""
     info: dict = {}
-    here = Path(flow_file).resolve().parent if flow_file else Path.cwd()
-    commit = _git(["rev-parse", "HEAD"], here)
+    flow_file = Path(flow_file).resolve()
+    commit = _git(["rev-parse", "HEAD"], flow_file.parent)
     if commit:
         info["git_commit"] = commit
-        info["git_branch"] = _git(["rev-parse", "--abbrev-ref", "HEAD"], here)
-        info["git_dirty"] = bool(_git(["status", "--porcelain", "--untracked-files=no"], here))
-    if flow_file and Path(flow_file).is_file():
-        info["flow_file"] = Path(flow_file).name
-        info["flow_sha256"] = hashlib.sha256(Path(flow_file).read_bytes()).hexdigest()
+        info["git_branch"] = _git(["rev-parse", "--abbrev-ref", "HEAD"], flow_file.parent)
+        info["git_dirty"] = bool(_git(["status", "--porcelain", "--untracked-files=no"], flow_file.parent))
+    info["flow_file"] = flow_file.name
+    info["flow_sha256"] = hashlib.sha256(flow_file.read_bytes()).hexdigest()
     for env, key in (("METAFLOW_CODE_URL", "code_package_url"), ("METAFLOW_CODE_SHA", "code_package_sha")):
         if os.environ.get(env):
             info[key] = os.environ[env]
     return info
 
 
-def build_lineage(
-    *, flow_name: str, run_id: str, dataset_fingerprint: str, dataset_source: str, parameters: dict, metrics: dict,
-    threshold: float, family: str, best_params: dict, model_type: str = "treelite_checkpoint",
-    dataset_rows: int | None = None, task_pathspec: str | None = None, code_version: dict | None = None,
-    extra: dict | None = None,
-) -> dict:
+def build_lineage(task_pathspec: str, flow_file: str | Path, **fields) -> dict:
     """The lineage record of one trained model, JSON-able.
 
-    ``pathspec`` in the record is the *run* pathspec (``flow_name/run_id``), which
-    ``metaflow.Run(...)`` opens; ``task_pathspec`` names the task that built the record.
-    ``metrics`` are the winner's test-set metrics (:func:`fraudml.metrics.evaluate`), ``extra``
-    anything else worth keeping (e.g. the other families' scores).
+    ``pathspec`` in the record is the *run* pathspec (``flow/run_id``), which ``metaflow.Run(...)``
+    opens; ``task_pathspec`` names the task that built the record. ``fields``: ``dataset``,
+    ``parameters``, ``family``, ``best_params``, ``model_type``, ``threshold``, ``metrics`` (the
+    winner's test-set metrics, :func:`fraudml.metrics.evaluate`), ``extra`` (e.g. the other families' scores).
     """
+    flow_name, run_id = task_pathspec.split("/")[:2]
     record = {
         "schema": LINEAGE_SCHEMA,
         "created_at": utc_now(),
         "flow": flow_name,
-        "run_id": str(run_id),
+        "run_id": run_id,
         "pathspec": f"{flow_name}/{run_id}",
         "task_pathspec": task_pathspec,
-        "dataset": {"fingerprint": dataset_fingerprint, "source": dataset_source, "rows": dataset_rows},
-        "parameters": parameters,
-        "family": family,
-        "best_params": best_params,
-        "model_type": model_type,
+        **fields,
         "n_features": len(FEATURES),
         "features": list(FEATURES),
-        "threshold": float(threshold),
         "decision": "fraud when P(fraud) >= threshold",
-        "metrics": metrics,
         "input": "raw rows: features in this order, float32, no transform (NaN = missing)",
-        "code_version": code_version or {},
+        "code_version": code_version(flow_file),
         "libraries": library_versions(),
     }
-    if extra:
-        record["extra"] = extra
     # Fail here, not at publish time, if anything is not JSON-able.
     return json.loads(json.dumps(record, allow_nan=False))
