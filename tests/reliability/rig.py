@@ -34,7 +34,6 @@ N_FEATURES = len(FEATURES)
 MAX_BATCH = DEFAULT_MAX_BATCH_SIZE  # what every published version serves
 RECOVERY_TIMEOUT_S = 120.0  # a bound on waiting for a crashed Triton to serve again
 ATOL = 1e-5  # float32 tolerance against the model's own predict_proba
-REPO_URI = "s3://models/reliability"
 # The plan: make test runs the quick cases with these defaults; `make reliability` sets 180 and 300.
 SOAK_SECONDS = int(os.environ.get("RELIABILITY_SOAK_SECONDS", "20"))
 FUZZ_EXAMPLES = int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "50"))  # per fuzz target
@@ -144,7 +143,7 @@ class Rig:
     ledger: Ledger = field(default_factory=Ledger)
     fastapi_url: str | None = None
     fastapi_pid: int | None = None
-    repo_uri: str = REPO_URI
+    repo_uri: str = "s3://models/reliability"
 
     @property
     def env(self) -> dict[str, str]:
