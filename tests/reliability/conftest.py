@@ -1,12 +1,8 @@
-"""The reliability suite's fixtures and summary.
-
-``rig`` (:class:`tests.reliability.rig.Rig`: its own S3 with the reference model as v1 and a
-supervised Triton serving it) is healed before every case, so that one failure does not cascade;
-``fastapi_url`` is the FastAPI baseline on the same checkpoint. At the end, a table per category
-(the module: ``test_faults_s3.py`` -> ``faults-s3``) of cases, failures, skipped and versions lost
-(``record_property("versions_lost", n)``; other properties are listed as figures) is printed and
-saved to ``.state/reliability/summary.md``.
-"""
+"""The reliability suite's fixtures (``rig``: its own S3 with the reference model as v1 and a supervised
+Triton serving it, healed before every case so that one failure does not cascade; ``fastapi_url``) and
+its summary: a table per category (the module: ``test_faults_s3.py`` -> ``faults-s3``) of cases, failures,
+skipped and versions lost (``record_property("versions_lost", n)``; other properties are figures),
+printed and saved to ``.state/reliability/summary.md``."""
 
 from __future__ import annotations
 

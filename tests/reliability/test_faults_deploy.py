@@ -25,8 +25,7 @@ from tests.reliability.rig import (
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 
-def deploy(job: tuple[str, dict[str, str], bytes, dict, str]) -> int:
-    repo_uri, env, checkpoint, lineage, triton_url = job
+def deploy(repo_uri: str, env: dict[str, str], checkpoint: bytes, lineage: dict, triton_url: str) -> int:
     os.environ.update(env)
     repo = ModelRepository(repo_uri, MODEL_NAME)
     previous = repo.served_version()
@@ -46,7 +45,7 @@ def test_two_concurrent_deploys_give_two_complete_versions_and_one_served(rig, o
     jobs = [(rig.repo_uri, rig.env, m.checkpoint, m.lineage(f"concurrent deploy {i} round {round_}"), rig.triton.http_url)
             for i, m in enumerate(models)]
     with multiprocessing.get_context("spawn").Pool(2) as pool:
-        versions = pool.map(deploy, jobs)
+        versions = pool.starmap(deploy, jobs)
     for version, model in zip(versions, models, strict=True):
         rig.ledger.record(version, {"checkpoint.tl": model.checkpoint})
     assert len(set(versions)) == 2, f"both deploys got v{versions[0]}"
