@@ -25,12 +25,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PositiveInt,
     ValidationError,
     create_model,
-    field_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -48,7 +48,7 @@ class AppSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BENCH_", env_ignore_empty=True, extra="ignore",
                                       frozen=True, protected_namespaces=())
-    runtime: Literal["sklearn", "treelite"] = "treelite"
+    runtime: Annotated[Literal["sklearn", "treelite"], BeforeValidator(lambda v: v.strip().lower())] = "treelite"
     model_file: Path | None = None  # treelite: the model file Triton serves (e.g. <version>/checkpoint.tl)
     model_type: str = "treelite_checkpoint"  # treelite: its FIL model_type
     compiled_lib: Path | None = None  # treelite: a tl2cgen library of it (FIL_CACHE_DIR/<key>/libforest.so); unset: GTIL
@@ -57,11 +57,6 @@ class AppSettings(BaseSettings):
     model_version: str = "0"  # echoed in every answer
     n_features: PositiveInt = 30  # row length
     max_rows: PositiveInt = DEFAULT_MAX_BATCH_SIZE  # most rows per request (Triton's max_batch_size)
-
-    @field_validator("runtime", mode="before")
-    @classmethod
-    def _lower(cls, value: Any) -> Any:
-        return value.strip().lower() if isinstance(value, str) else value
 
     @classmethod
     def from_env(cls, *, need_model: bool = True) -> "AppSettings":

@@ -46,9 +46,9 @@ class LoadError(RuntimeError):
     """A locust run failed; the message has the end of its output."""
 
 
-def triton_model_stats(http_port: int, model: str = MODEL_NAME, host: str = "127.0.0.1") -> dict:
+def triton_model_stats(url: str, model: str = MODEL_NAME) -> dict:
     """The model's entry of Triton's inference statistics (cumulative counters)."""
-    doc = inference_statistics(f"http://{host}:{http_port}", model)
+    doc = inference_statistics(url, model)
     return (doc.get("model_stats") or [{}])[0]
 
 
@@ -134,13 +134,14 @@ def phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
             for users, target in itertools.product(plan.users, targets):
                 bar.set_postfix_str(f"{target} u={users}", refresh=True)
                 ep, is_triton = bench.endpoints[target], target.startswith("triton")
-                before = triton_model_stats(ep.port, bench.model_name, ep.host) if is_triton else None
+                url = f"http://{ep.host}:{ep.port}"
+                before = triton_model_stats(url, bench.model_name) if is_triton else None
                 result = load.setdefault(target, {})[str(users)] = run_locust(
-                    target="triton" if is_triton else "fastapi", host=ep.base_url, users=users,
+                    target="triton" if is_triton else "fastapi", host=url, users=users,
                     duration_s=plan.duration_s, rows_file=bench.out / "rows.npy", out_dir=bench.out / "locust",
                     name=f"{target}_u{users}", taskset=taskset(bench.client_cpu), model=bench.model_name)
                 if is_triton:  # its batching statistics, after minus before
-                    result["batching"] = batching_delta(before, triton_model_stats(ep.port, bench.model_name, ep.host))
+                    result["batching"] = batching_delta(before, triton_model_stats(url, bench.model_name))
                 if target == headline:
                     batching[str(users)] = result["batching"]
                 bar.update(1)
@@ -248,11 +249,8 @@ def perf_phase(bench: Bench, contenders: list[str], headline: str | None) -> dic
     """perf_analyzer at every concurrency: the headline Triton over HTTP, triton-grpc, and
     triton-python over HTTP; ``{"settings", "server", "http", "grpc", "triton-python"}``."""
     plan = bench.plan
-    runs = [("http", headline)] if headline is not None else []  # (key in the result, contender)
-    if "triton-grpc" in contenders:
-        runs.append(("grpc", "triton-grpc"))
-    if "triton-python" in contenders and headline != "triton-python":
-        runs.append(("triton-python", "triton-python"))
+    runs = [(key, name) for key, name in (("http", headline), ("grpc", "triton-grpc"), ("triton-python", "triton-python"))
+            if name in contenders and (key == "http" or name != headline)]  # (key in the result, contender)
     if not plan.concurrency or not runs:
         return {}
     try:

@@ -76,22 +76,6 @@ def describe_treelite(model) -> dict[str, Any]:
             "mean_depth": round(float(np.mean(depths)), 2), "max_leaves": max(leaves), "total_leaves": int(sum(leaves))}
 
 
-def run_artifacts(pathspec: str, artifact: str | None = None) -> tuple[Any, np.ndarray | None]:
-    """The trained pipeline (``artifact``, else the first of PIPELINE_ARTIFACTS) and the test
-    rows (``X_test``, raw rows) of the Metaflow run ``pathspec``."""
-    import metaflow
-
-    metaflow.namespace(None)
-    names = (artifact,) if artifact else PIPELINE_ARTIFACTS
-    run = metaflow.Run("/".join(pathspec.strip("/").split("/")[:2]))
-    # a run that published its model but failed later has no end data: the publishing step has it all
-    data = run.data or run["deploy"].task.data
-    pipeline = next((getattr(data, n) for n in names if hasattr(data, n)), None)
-    if pipeline is None:
-        raise ModelSourceError(f"{pathspec}: no artifact named {' or '.join(names)}")
-    return pipeline, np.asarray(data.X_test, dtype=np.float32) if hasattr(data, "X_test") else None
-
-
 def benchmark_rows(n_rows: int, model: BenchModel | None = None, data: str | None = None,
                    seed: int = ROW_SEED) -> tuple[np.ndarray, str]:
     """``n_rows`` raw float32 rows and where they come from: ``data`` (a dataset file) when given, else the
@@ -151,8 +135,19 @@ def from_repository(source_uri: str, work_dir: Path, version: int | None = None,
     pathspec = model.lineage.get("pathspec")
     if not pathspec:
         return model.set_pipeline(None, "missing: lineage.json names no Metaflow run, so fastapi-sklearn is skipped")
+    names = (pipeline_artifact,) if pipeline_artifact else PIPELINE_ARTIFACTS
     try:
-        pipeline, model.test_rows = run_artifacts(pathspec, pipeline_artifact)
+        import metaflow
+
+        metaflow.namespace(None)
+        run = metaflow.Run("/".join(pathspec.strip("/").split("/")[:2]))
+        # a run that published its model but failed later has no end data: the publishing step has it all
+        data = run.data or run["deploy"].task.data
+        pipeline = next((getattr(data, n) for n in names if hasattr(data, n)), None)
+        if pipeline is None:
+            raise ModelSourceError(f"{pathspec}: no artifact named {' or '.join(names)}")
+        if hasattr(data, "X_test"):  # the test rows, raw
+            model.test_rows = np.asarray(data.X_test, dtype=np.float32)
     except Exception as exc:  # noqa: BLE001 - any client failure means: skip that contender
         return model.set_pipeline(None, f"missing: could not load the pipeline of {pathspec} through the Metaflow "
                                         f"client ({type(exc).__name__}: {str(exc)[:200]}); run from the folder the "

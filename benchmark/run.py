@@ -249,7 +249,7 @@ def _measure(bench: Bench, contenders: list[str], phases: Phases, results: dict,
     with phases("perf_analyzer"):
         results["perf_analyzer"] = load.perf_phase(bench, contenders, headline)
         for name, triton in [(n, s) for n, s in own.items() if n.startswith("triton-")]:
-            stats = load.triton_model_stats(triton.http_port, bench.model_name)
+            stats = load.triton_model_stats(triton.http_url, bench.model_name)
             results["servers"]["tritons"][name.removeprefix("triton-")]["stats_after"] = {
                 k: stats.get(k) for k in ("inference_count", "execution_count")}
 

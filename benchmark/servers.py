@@ -38,10 +38,6 @@ class Endpoint:
     protocol: str  # "http" | "grpc"
     server: str  # which server answers: "triton-native", "triton-python", "triton", "fastapi-..."
 
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
 
 def taskset(cpu: int | None) -> list[str]:
     return ["taskset", "-c", str(cpu)] if cpu is not None else []

@@ -134,27 +134,32 @@ def test_plots_and_report_are_written(tiny_run: Path):
 
 @pytest.fixture(scope="module")
 def fastapi_url(tmp_path_factory):
+    """The app on version 7 of a small model repository (the running-servers test serves it with Triton too)."""
     import treelite
     from sklearn.ensemble import RandomForestClassifier
 
+    from fraudml.tritonconfig import render_config
     from serve.ports import free_port
 
-    folder = tmp_path_factory.mktemp("app")
+    repo = tmp_path_factory.mktemp("app") / "repo"
+    (repo / "fraud-classifier" / "7").mkdir(parents=True)
+    model_file = repo / "fraud-classifier" / "7" / "checkpoint.tl"
+    (repo / "fraud-classifier" / "config.pbtxt").write_text(render_config(versions=[7]))
     X = np.random.default_rng(0).normal(size=(300, 30)).astype(np.float32)
     clf = RandomForestClassifier(n_estimators=3, max_depth=3, random_state=0).fit(X, X[:, 0] > 0)
-    treelite.sklearn.import_model(clf).serialize(str(folder / "checkpoint.tl"))
-    server = FastAPIServer("fastapi", free_port(), cpu=None, log=folder / "uvicorn.log", env={
-        "BENCH_RUNTIME": "treelite", "BENCH_MODEL_FILE": str(folder / "checkpoint.tl"), "BENCH_MODEL_VERSION": "7"})
+    treelite.sklearn.import_model(clf).serialize(str(model_file))
+    server = FastAPIServer("fastapi", free_port(), cpu=None, log=repo.parent / "uvicorn.log", env={
+        "BENCH_RUNTIME": "treelite", "BENCH_MODEL_FILE": str(model_file), "BENCH_MODEL_VERSION": "7"})
     server.start()
     try:
         server.wait(60)
-        yield f"http://127.0.0.1:{server.port}", clf, X
+        yield f"http://127.0.0.1:{server.port}", clf, X, repo
     finally:
         server.stop()
 
 
 def test_fastapi_answers_like_triton_output(fastapi_url):
-    url, clf, X = fastapi_url
+    url, clf, X, _ = fastapi_url
     reply = post(url + "/predict", json.dumps({"rows": X[:3].tolist()}).encode(), timeout=10)
     assert reply.status == 200, reply.message
     body = json.loads(reply.body)
@@ -167,15 +172,7 @@ def test_fastapi_answers_like_triton_output(fastapi_url):
 
 def test_running_servers_are_measured_and_the_report_says_so(tmp_path, fastapi_url, triton_factory):
     """--triton-url/--fastapi-url: the same phases measure servers not started here, pin nothing, and say so."""
-    import treelite
-
-    from fraudml.tritonconfig import render_config
-
-    url, clf, _ = fastapi_url
-    repo = tmp_path / "repo"
-    (repo / "fraud-classifier" / "7").mkdir(parents=True)
-    treelite.sklearn.import_model(clf).serialize(str(repo / "fraud-classifier" / "7" / "checkpoint.tl"))
-    (repo / "fraud-classifier" / "config.pbtxt").write_text(render_config(versions=[7]))
+    url, _, _, repo = fastapi_url
     triton = triton_factory(repo, load_models=["fraud-classifier"], fil_compile=False)
     plan = Plan(
         state_dir=tmp_path / "state", results_dir=tmp_path / "results", triton_url=triton.http_url,
