@@ -5,13 +5,7 @@ import pandas as pd
 import pytest
 
 from fraudml.data import FEATURES, LABEL, generate_dataset
-from fraudml.features import (
-    feature_matrix,
-    labels,
-    make_sampler,
-    smote_on_robust_scale,
-    split_train_test,
-)
+from fraudml.features import feature_matrix, labels, smote_on_robust_scale, split_train_test
 
 TIME, AMOUNT = FEATURES.index("Time"), FEATURES.index("Amount")
 
@@ -64,19 +58,6 @@ def test_smote_measures_distance_on_the_scaled_columns():
     new = x_res[len(x):]
     from_base_pair = new[np.isclose(new[:, 1], 0.0)]  # V1 unchanged: interpolated base <-> near_in_time
     assert len(from_base_pair) > 100  # base and near_in_time are each other's nearest neighbour
-
-
-def test_sampler_is_a_pipeline_step_that_clones():
-    """make_sampler gives imbalanced-learn's FunctionSampler, cloneable for cross-validation."""
-    from sklearn.base import clone
-
-    sampler = make_sampler({1: 60}, random_state=1)
-    x = generate_dataset(2_000, 0.02, seed=1)
-    X, y = feature_matrix(x), labels(x)
-    a = sampler.fit_resample(X, y)
-    b = clone(sampler).fit_resample(X, y)
-    np.testing.assert_array_equal(a[0], b[0])
-    assert (a[1] == 1).sum() == 60
 
 
 def test_split_is_stratified_disjoint_and_deterministic(df):

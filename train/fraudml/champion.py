@@ -1,27 +1,18 @@
 """Champion/challenger: publish a new version only when it beats the served one on rows neither saw.
 
-The *reference holdout* is a fixed set of labelled transactions kept in the model
-repository, outside any model folder (Triton never downloads it)::
+The *reference holdout* is kept in the model repository, outside any model folder (Triton never
+downloads it)::
 
     <repo>/_reference/<model>/holdout.csv       the rows (creditcard schema, with Class)
     <repo>/_reference/<model>/holdout.json      fingerprint, size, where the rows came from
     <repo>/_reference/<model>/decisions/<run>.json   every run's promotion decision
 
-It is written once, create-if-absent, by the first run that publishes: the newest slice of
-its data (its out-of-time test set), or a file the user names with ``--holdout``. Every
-later run removes those rows from its training data, so the challenger never sees them, and
-every published version records the holdout fingerprint it was kept away from, so the
-champion provably never saw them either. A comparison on rows either model has seen is
-refused with the reason.
-
-The gate (:func:`judge`): the challenger is promoted when its average precision on the
-holdout beats the champion's by at least ``margin``, and its recall at the run's threshold is
-not lower than the champion's by more than ``recall_tolerance``, the champion flagging as
-many holdout rows as the challenger does at that threshold (the same review workload:
-each model's own threshold is on its own probability scale, so comparing recall at two
-thresholds would reward whichever flags more rows).
-Scores carry 95 % bootstrap intervals; the AP gain's interval comes from *paired* resamples
-(the same rows for both models).
+The first run that publishes writes it (create-if-absent); every later run removes its rows from
+training, and every published version records its fingerprint, so a comparison on rows either
+model has seen is refused. The gate (:func:`judge`) compares recall with the champion flagging as
+many holdout rows as the challenger does at its threshold (the same review workload): each
+model's threshold is on its own probability scale, so recall at two thresholds would reward
+whichever flags more rows. The AP gain's 95 % interval comes from *paired* resamples.
 """
 
 from __future__ import annotations
@@ -74,12 +65,8 @@ def row_keys(rows: pd.DataFrame | np.ndarray) -> np.ndarray:
 def select_test_set(
     df: pd.DataFrame, repo, holdout_path: str = "", *, by: str = "time", test_size: float = 0.2, seed: int = 7
 ) -> tuple[pd.DataFrame, Holdout, bool]:
-    """The training rows and the test set of a run: ``(train_df, holdout, stored)``.
-
-    The repository's reference holdout when it has one (``stored`` True); else the file named
-    by ``holdout_path``; else the newest ``test_size`` of ``df`` (``by="time"``) or a
-    stratified sample. Holdout rows found in ``df`` are removed from the training rows.
-    """
+    """``(train_df, holdout, stored)``: the repository's reference holdout (``stored``), else the file
+    ``holdout_path``, else a split of ``df``; holdout rows found in ``df`` leave the training rows."""
     stored = read_holdout(repo) if repo is not None else None
     named = make_holdout(load_dataset(holdout_path), holdout_path) if holdout_path else None
     if stored is not None and named is not None and named.fingerprint != stored.fingerprint:
@@ -222,12 +209,8 @@ def judge(y: np.ndarray, champion: tuple[np.ndarray, float] | None, challenger: 
 def decide(repo, holdout: Holdout, X_train: np.ndarray, challenger: tuple[np.ndarray, float], *,
            margin: float = DEFAULT_MARGIN, recall_tolerance: float = DEFAULT_RECALL_TOLERANCE,
            force: bool = False) -> dict[str, Any]:
-    """Judge the challenger (``(P(fraud) on the holdout, threshold)``) against the served version.
-
-    Returns :func:`judge`'s decision plus ``champion_version``, ``holdout`` (its metadata) and
-    ``forced``. With ``force``, a refused comparison (ComparisonRefused otherwise) or a lost one
-    is published anyway and recorded as forced.
-    """
+    """:func:`judge` the challenger against the served version, plus ``champion_version``, ``holdout``
+    and ``forced``: with ``force``, a refused (else ComparisonRefused) or lost comparison is published anyway."""
     served = repo.served_version()
     champion_lineage = repo.read_lineage(served) if served is not None else None
     common = {"champion_version": served, "holdout": holdout.meta, "forced": False}

@@ -1,11 +1,9 @@
 """The dataset: the `creditcard.csv` schema, a synthetic generator, loading, validation, fingerprint.
 
-The public credit-card fraud dataset (284,807 card transactions over two days, 492 frauds)
-has the columns ``Time`` (seconds since the first transaction), ``V1``..``V28`` (PCA
-components of undisclosed features), ``Amount`` and ``Class`` (1 = fraud). It cannot be
-downloaded here, so :func:`generate_dataset` makes a deterministic synthetic stand-in with
-the same schema and a realistic shape; a user who has the real file passes its path or an
-``s3://`` URL to :func:`load_dataset` instead.
+The public credit-card fraud dataset (284,807 transactions over two days, 492 frauds) has
+``Time`` (seconds since the first transaction), ``V1``..``V28`` (PCA components of undisclosed
+features), ``Amount`` and ``Class`` (1 = fraud). It cannot be downloaded here, so
+:func:`generate_dataset` makes a deterministic stand-in with the same schema and a realistic shape.
 
 CLI::
 
@@ -178,12 +176,8 @@ def _read_s3(url: str) -> pd.DataFrame:
 
 
 def load_dataset(source: str | Path) -> pd.DataFrame:
-    """Read a dataset from a local CSV file or an ``s3://bucket/key`` URL.
-
-    Floats are parsed round-trip exactly, so a written and re-read frame has the same
-    fingerprint. The frame is returned as read; call :func:`validate_dataset` next.
-    Raises DatasetError when the file does not exist, is empty, is not a CSV, or S3 is unreachable.
-    """
+    """A dataset from a local CSV file or an ``s3://bucket/key`` URL, as read (floats round-trip exactly, so
+    the fingerprint survives a write and a read); DatasetError when it cannot be read."""
     source = str(source)
     if source.startswith("s3://"):
         return _read_s3(source)
@@ -197,12 +191,8 @@ def load_dataset(source: str | Path) -> pd.DataFrame:
 
 
 def min_positives_for(test_size: float = 0.2, cv_folds: int = 3, k_neighbors: int = SMOTE_K_NEIGHBORS) -> int:
-    """The fewest frauds for which a stratified split and a ``cv_folds``-fold search with SMOTE work.
-
-    The test set needs at least one fraud, and every cross-validation training fold needs at
-    least ``k_neighbors + 1`` frauds for SMOTE (assuming the split puts as many frauds in the
-    test set as rounding allows).
-    """
+    """The fewest frauds for which a split and a ``cv_folds``-fold search with SMOTE work: one in the test set,
+    and ``k_neighbors + 1`` in every CV training fold (the split taking as many as rounding allows)."""
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be in (0, 1), got {test_size}")
     if cv_folds < 2:

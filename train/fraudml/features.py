@@ -1,15 +1,11 @@
 """What the model sees: the raw transaction, and SMOTE that measures distance on a fair scale.
 
-The served model takes the raw row, ``Time, V1..V28, Amount`` in that order, so any KServe
-v2 client gets the right answer without a feature transform. Trees do not need scaled
-inputs; only SMOTE's neighbour search does: the ``V`` columns are PCA components on a
-common scale, while ``Time`` (seconds) and ``Amount`` (heavy-tailed) are not, and SMOTE
-picks neighbours by Euclidean distance. So the scaling lives *inside the resampling step*:
-:func:`smote_on_robust_scale` scales ``Time`` and ``Amount`` by median and interquartile
-range of the rows it is given, finds neighbours and interpolates there, and maps the new
-rows back to raw units. The classifier, the exported Treelite model and Triton all see raw
-rows. Interpolation commutes with a per-column affine map, so this is exactly SMOTE with a
-scaled distance; the original rows are passed through untouched, bit for bit.
+The served model takes the raw row, ``Time, V1..V28, Amount``, so any KServe v2 client gets the
+right answer without a transform. Trees need no scaling; only SMOTE's Euclidean neighbour search
+does (``Time`` in seconds and heavy-tailed ``Amount`` next to PCA components), so the scaling lives
+inside the resampling step (:func:`smote_on_robust_scale`). Interpolation commutes with a
+per-column affine map, so this is exactly SMOTE with a scaled distance; original rows pass through
+bit for bit, and the classifier, Treelite and Triton all see raw rows.
 """
 
 from __future__ import annotations
@@ -42,8 +38,8 @@ def smote_on_robust_scale(
     X = np.asarray(X)
     idx = [i for i in _SCALED_IDX if i < X.shape[1]]  # a narrower test model may lack Amount
     scaled = X.astype(np.float64, copy=True)
-    scaler = RobustScaler().fit(scaled[:, idx])
-    scaled[:, idx] = scaler.transform(scaled[:, idx])
+    scaler = RobustScaler()
+    scaled[:, idx] = scaler.fit_transform(scaled[:, idx])
     smote = SMOTE(sampling_strategy=sampling_strategy, k_neighbors=k_neighbors, random_state=random_state)
     X_res, y_res = smote.fit_resample(scaled, y)
     new = X_res[len(X):]  # imblearn appends the synthetic rows after the originals
@@ -52,11 +48,8 @@ def smote_on_robust_scale(
 
 
 def make_sampler(sampling_strategy, *, k_neighbors: int = SMOTE_K_NEIGHBORS, random_state: int | None = None):
-    """The pipeline step: imbalanced-learn's ``FunctionSampler`` around :func:`smote_on_robust_scale`.
-
-    A sampler runs only in ``fit`` (imbalanced-learn skips samplers in ``predict_proba``), so
-    cross-validation resamples the training folds only, and serving never sees it.
-    """
+    """The pipeline step: imbalanced-learn's ``FunctionSampler`` around :func:`smote_on_robust_scale` (a sampler
+    runs only in ``fit``: cross-validation resamples training folds only, and serving never sees it)."""
     from imblearn import FunctionSampler
 
     return FunctionSampler(
@@ -79,14 +72,9 @@ SPLITS = ("time", "stratified")
 def split_train_test(
     df: pd.DataFrame, test_size: float = 0.2, seed: int = 7, by: str = "stratified"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split off a test set.
-
-    ``by="time"`` (the flow's default): out of time, the way a fraud model meets the world;
-    the newest ``test_size`` of the rows by ``Time`` are the test set, the older ones train.
-    ``by="stratified"``: a random split with the same fraud rate in both parts.
-    Rows keep their original index, so a test row can be traced back to the dataset.
-    ValueError for an unknown ``by`` or a part without frauds.
-    """
+    """``(train, test)``: ``by="time"`` (the flow's default: out of time, the way a fraud model meets the
+    world) the newest ``test_size`` of the rows by ``Time`` are the test set; ``by="stratified"`` a random
+    split with the same fraud rate in both. Rows keep their index, so a test row can be traced back."""
     if by == "stratified":
         from sklearn.model_selection import train_test_split  # lazy: keeps `import fraudml.*` light
 

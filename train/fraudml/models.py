@@ -1,14 +1,10 @@
 """Model families, each an imbalanced-learn ``Pipeline([("smote", sampler), ("clf", ...)])``.
 
-SMOTE lives inside the pipeline, so it runs only in ``fit``: in cross-validation it
-oversamples the training folds and never the validation fold, and ``predict_proba`` (test
-set, serving) sees real rows only. Every step takes raw rows; SMOTE scales ``Time`` and
-``Amount`` for its own neighbour search only (:mod:`fraudml.features`). Every family is a tree ensemble that Treelite can import
-(see :mod:`fraudml.export`), so each can be served by Triton's FIL backend.
-
-The hyperparameter search is a small ``RandomizedSearchCV`` over stratified folds, scored
-by average precision. Defaults are sized for 2 CPU cores: the flow trains all four default
-families on 60,000 rows in about a minute and a half.
+SMOTE lives inside the pipeline, so it runs only in ``fit``: cross-validation oversamples the
+training folds, never the validation fold, and ``predict_proba`` sees real rows only. Every
+family is a tree ensemble Treelite imports (:mod:`fraudml.export`), so FIL can serve it. The
+search is a small ``RandomizedSearchCV`` on stratified folds, scored by average precision, sized
+for 2 cores (the four default families on 60,000 rows in about a minute and a half).
 """
 
 from __future__ import annotations
@@ -21,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fraudml.data import SMOTE_K_NEIGHBORS
 from fraudml.features import make_sampler
 from fraudml.metrics import bootstrap_intervals, choose_threshold, evaluate
 
@@ -111,7 +106,7 @@ def build_pipeline(family: str, *, seed: int = 7, n_jobs: int = 1) -> Pipeline:
     module, name = path.split(":")
     threads = {} if family == "hist_gradient_boosting" else {"n_jobs": n_jobs}
     classifier = getattr(importlib.import_module(module), name)(**defaults, **threads, random_state=seed)
-    return Pipeline([("smote", make_sampler(oversampling_target, k_neighbors=SMOTE_K_NEIGHBORS, random_state=seed)),
+    return Pipeline([("smote", make_sampler(oversampling_target, random_state=seed)),
                      ("clf", classifier)])
 
 
@@ -130,14 +125,10 @@ class TrainedFamily:
 
 def train_family(family: str, X: np.ndarray, y: np.ndarray, *, seed: int = 7, cv_folds: int = DEFAULT_CV_FOLDS,
                  n_iter: int = DEFAULT_N_ITER, n_jobs: int | None = None) -> TrainedFamily:
-    """Search ``n_iter`` candidates of the family's space (capped at the grid size) with
-    stratified ``cv_folds``-fold CV (average precision), refit the best on all of ``X``, ``y``.
-
-    ``n_jobs``: threads for the classifier (None: ``DEFAULT_THREADS`` or 1); the search itself
-    runs candidates one by one (the flow trains the families in parallel). Every training row is
-    also predicted by a model that did not see it (best parameters, same folds), for choosing the
-    decision threshold without touching the test set (``cv_folds`` more fits).
-    """
+    """Search ``n_iter`` candidates (capped at the grid size) with stratified CV on average precision
+    and refit the best; ``n_jobs``: classifier threads (None: ``DEFAULT_THREADS`` or 1), candidates run
+    one by one (the flow trains families in parallel). ``oof_proba``: every training row scored by a
+    model that did not see it (``cv_folds`` more fits), to choose the threshold without the test set."""
     from sklearn.base import clone
     from sklearn.model_selection import RandomizedSearchCV, StratifiedKFold, cross_val_predict
     from threadpoolctl import threadpool_limits
@@ -177,15 +168,9 @@ def predict_proba(pipeline: Pipeline, X: np.ndarray) -> np.ndarray:
 
 def score_family(trained: TrainedFamily, X_test: np.ndarray, y_test: np.ndarray, y_train: np.ndarray,
                  *, rule: str = "best_f1", precision_target: float = 0.9, n_boot: int = 500) -> tuple[dict, np.ndarray]:
-    """Metrics of one trained family on the untouched test set, for the report.
-
-    The family is *chosen* on its cross-validated average precision (:func:`pick_best`); the
-    test set is scored once per family afterwards and never feeds back into a choice. The
-    decision threshold is chosen with ``rule`` on the out-of-fold training scores.
-
-    Returns ``(metrics, test_proba)``: :func:`fraudml.metrics.evaluate` plus 95 % bootstrap
-    ``intervals`` and how the family was trained and its threshold chosen.
-    """
+    """``(metrics, test_proba)`` of one family on the test set, for the report only (never a choice):
+    :func:`fraudml.metrics.evaluate` at a threshold chosen by ``rule`` on the out-of-fold training
+    scores, plus 95 % bootstrap ``intervals`` and how the family was trained."""
     proba = predict_proba(trained.pipeline, X_test)
     threshold = choose_threshold(y_train, trained.oof_proba, rule, precision_target)
     metrics = evaluate(y_test, proba, threshold, precision_target=precision_target)
@@ -199,10 +184,8 @@ def score_family(trained: TrainedFamily, X_test: np.ndarray, y_test: np.ndarray,
 
 
 def pick_best(cv_average_precision: dict[str, float]) -> str:
-    """The family with the highest cross-validated average precision (ties: name).
-
-    Chosen on training folds only, so the test set stays an unbiased report of the winner.
-    """
+    """The family with the highest cross-validated average precision (ties: name): training folds only,
+    so the test set stays an unbiased report of the winner."""
     if not cv_average_precision:
         raise ValueError("no trained families to choose from")
     return min(cv_average_precision, key=lambda f: (-cv_average_precision[f], f))
