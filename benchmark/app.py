@@ -59,21 +59,23 @@ class AppSettings(BaseSettings):
     max_rows: PositiveInt = DEFAULT_MAX_BATCH_SIZE  # most rows per request (Triton's max_batch_size)
 
     @classmethod
-    def from_env(cls, *, need_model: bool = True) -> "AppSettings":
-        """The settings from the environment; with ``need_model``, the runtime's model file must exist."""
+    def from_env(cls) -> "AppSettings":
+        """The settings from the environment, one clear message per wrong variable."""
         try:
-            settings = cls()
+            return cls()
         except ValidationError as exc:
             raise AppSettingsError("; ".join(
                 f"BENCH_{str(e['loc'][0]).upper()}={e.get('input')!r}: {e['msg']}" for e in exc.errors())) from None
-        if need_model:
-            name, path = {"treelite": ("BENCH_MODEL_FILE", settings.model_file),
-                          "sklearn": ("BENCH_PIPELINE_FILE", settings.pipeline_file)}[settings.runtime]
-            if path is None:
-                raise AppSettingsError(f"BENCH_RUNTIME={settings.runtime} needs {name} (a path)")
-            if not path.is_file():
-                raise AppSettingsError(f"{name}={path} does not exist")
-        return settings
+
+    def model_path(self) -> Path:
+        """The runtime's model file (BENCH_MODEL_FILE or BENCH_PIPELINE_FILE), which must exist."""
+        name, path = {"treelite": ("BENCH_MODEL_FILE", self.model_file),
+                      "sklearn": ("BENCH_PIPELINE_FILE", self.pipeline_file)}[self.runtime]
+        if path is None:
+            raise AppSettingsError(f"BENCH_RUNTIME={self.runtime} needs {name} (a path)")
+        if not path.is_file():
+            raise AppSettingsError(f"{name}={path} does not exist")
+        return path
 
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # rows (n, n_features) float32 -> (n, 2) [1-p, p]
@@ -87,13 +89,13 @@ def sklearn_single_thread(pipeline: Any) -> Any:
 def load_predictor(settings: AppSettings) -> Predictor:
     """The runtime on one thread (the server is pinned to one core, like Triton's one model instance)."""
     if settings.runtime == "sklearn":
-        with open(settings.pipeline_file, "rb") as fh:
+        with open(settings.model_path(), "rb") as fh:
             pipeline = pickle.load(fh)  # noqa: S301 - a local file the benchmark wrote itself
         return sklearn_single_thread(pipeline).predict_proba
     # the fil backend's own predictor and output shaping
     from serve.backends.fil import fil_forest as ff
 
-    gtil = ff.GTILPredictor(ff.load_model(settings.model_file, settings.model_type), threads=1)
+    gtil = ff.GTILPredictor(ff.load_model(settings.model_path(), settings.model_type), threads=1)
     shape = ff.OutputFormat(n_model_outputs=gtil.n_outputs, predict_proba=True, output_class=True, threshold=0.5)
     engine = gtil if settings.compiled_lib is None else ff.CompiledPredictor(
         settings.compiled_lib, n_features=gtil.n_features, n_outputs=gtil.n_outputs, threads=1)
@@ -151,29 +153,27 @@ def explain(error: Mapping[str, Any], n_features: int, max_rows: int) -> str:
     return f"{where}: {error.get('msg')}"
 
 
-def create_app(settings: AppSettings | None = None) -> FastAPI:
-    """The baseline app. ``settings`` default: read from the environment at start-up."""
-    state: dict[str, Any] = {}
+def create_app() -> FastAPI:
+    """The baseline app: its settings are read at import (row length and batch limit shape the request
+    schema), its model at start-up."""
+    s = AppSettings.from_env()
+    PredictRequest = request_model(s.n_features, s.max_rows)
+    state: dict[str, Predictor] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        s = settings or AppSettings.from_env()
-        state["settings"] = s
         state["predict"] = load_predictor(s)
         # one warm call, so that the first timed request does not pay for lazy set-up
         state["predict"](np.zeros((1, s.n_features), dtype=np.float32))
         yield
         state.clear()
 
-    # row length and batch limit shape the request schema at import, before any model is read
-    s0 = settings or AppSettings.from_env(need_model=False)
-    PredictRequest = request_model(s0.n_features, s0.max_rows)
     app = FastAPI(title="fraud-classifier FastAPI baseline", lifespan=lifespan)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        messages = [explain(e, s0.n_features, s0.max_rows) for e in errors[:10]]
+        messages = [explain(e, s.n_features, s.max_rows) for e in errors[:10]]
         if len(errors) > 10:
             messages.append(f"... and {len(errors) - 10} more problems")
         return JSONResponse(
@@ -186,7 +186,6 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
-        s = state["settings"]
         return {"status": "ok", "runtime": s.runtime, "model_name": s.model_name,
                 "model_version": s.model_version}
 
@@ -197,7 +196,6 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     # baseline, which is the side a fair benchmark should err on.
     @app.post("/predict", response_model=PredictResponse)
     async def predict(body: PredictRequest) -> PredictResponse:  # type: ignore[valid-type]
-        s = state["settings"]
         rows = np.asarray(body.rows, dtype=np.float32)
         proba = state["predict"](rows)
         return PredictResponse(model_name=s.model_name, model_version=s.model_version,
