@@ -34,7 +34,7 @@ def reliability_s3(tmp_path_factory, free_port):
 @pytest.fixture(scope="session")
 def _rig(reliability_s3, triton_factory) -> Rig:
     rig = Rig(reliability_s3, None, train_reference())
-    rig.publish_reference("reliability reference model")
+    rig.publish("reliability reference model")
     # Supervised, like `make serve`: shape attacks abort tritonserver 2.51 on purpose and
     # faults-triton kills it, more often than the launcher's default allows. GTIL only (no
     # background compile), so that every load behaves the same way in every run.

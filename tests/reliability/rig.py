@@ -1,5 +1,5 @@
-"""What the reliability cases run against: the reference model, the ledger of published
-versions and the rig (S3, a supervised Triton, the FastAPI baseline) with the shared checks."""
+"""What the reliability cases run against: the reference model and the rig (S3, a supervised Triton,
+the FastAPI baseline, the ledger of published versions) with the shared checks."""
 
 from __future__ import annotations
 
@@ -97,50 +97,15 @@ def train_reference(seed: int = 7, rows: int = 3000, n_trees: int = 20, max_dept
 
 
 @dataclass
-class Ledger:
-    """Every version whose publish reported success (number -> file name -> sha256) and the
-    numbers that failed publishes retired: "versions lost" is computed from it, never assumed."""
-
-    published: dict[int, dict[str, str]] = field(default_factory=dict)
-    failed: list[int] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def record(self, version: int, files: dict[str, bytes]) -> None:
-        with self._lock:
-            assert version not in self.published, f"version {version} was reported twice by successful publishes"
-            self.published[version] = {name: sha256(data) for name, data in files.items()}
-
-    def record_failed(self, message: str) -> int | None:
-        m = re.search(rf"{re.escape(MODEL_NAME)}/(\d+)", message)
-        if m:
-            self.failed.append(int(m.group(1)))
-        return int(m.group(1)) if m else None
-
-    def publish(self, repo, files: dict[str, bytes], lineage: dict[str, Any]) -> int:
-        version = repo.publish(files, lineage, dict(CONFIG_KWARGS))
-        self.record(version, files)
-        return version
-
-    def problems(self, repo) -> dict[int, str]:
-        """Version -> what is wrong with it, read back from S3 (empty: no version lost)."""
-        problems = {n: "failed once and was later reported published" for n in set(self.published) & set(self.failed)}
-        for version, files in self.published.items():
-            differ = [name for name, digest in files.items()
-                      if (data := repo.read_file(version, name)) is None or sha256(data) != digest]
-            lineage = repo.read_file(version, "lineage.json")
-            if differ:
-                problems[version] = f"{differ} missing or differing from what was published"
-            elif lineage is None or json.loads(lineage).get("files") != files:
-                problems[version] = "lineage.json does not list the published files and hashes"
-        return problems
-
-
-@dataclass
 class Rig:
     s3: Any  # serve.s3.SeaweedS3
     triton: Any  # serve.triton.TritonServer (supervised)
     model: RefModel
-    ledger: Ledger = field(default_factory=Ledger)
+    # The ledger: every version whose publish reported success (number -> file name -> sha256) and the
+    # numbers failed publishes retired; "versions lost" is computed from it, never assumed.
+    published: dict[int, dict[str, str]] = field(default_factory=dict)
+    failed: list[int] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     fastapi_url: str | None = None
     fastapi_pid: int | None = None
     repo_uri: str = "s3://models/reliability"
@@ -156,9 +121,23 @@ class Rig:
     def served_version(self) -> int | None:
         return self.repo().served_version()
 
-    def publish_reference(self, note: str, repo=None) -> int:
-        return self.ledger.publish(repo or self.repo(), {"checkpoint.tl": self.model.checkpoint},
-                                   self.model.lineage(note))
+    def publish(self, note: str, repo=None, checkpoint: bytes | None = None) -> int:
+        """Publish ``checkpoint`` (default: the reference model's) and record it in the ledger."""
+        files = {"checkpoint.tl": self.model.checkpoint if checkpoint is None else checkpoint}
+        version = (repo or self.repo()).publish(files, self.model.lineage(note), dict(CONFIG_KWARGS))
+        self.record(version, files)
+        return version
+
+    def record(self, version: int, files: dict[str, bytes]) -> None:
+        with self._lock:
+            assert version not in self.published, f"version {version} was reported twice by successful publishes"
+            self.published[version] = {name: sha256(data) for name, data in files.items()}
+
+    def record_failed(self, message: str) -> int | None:
+        m = re.search(rf"{re.escape(MODEL_NAME)}/(\d+)", message)
+        if m:
+            self.failed.append(int(m.group(1)))
+        return int(m.group(1)) if m else None
 
     def check_serving(self, protocol: str = "http", *, version: int | None = None, model: RefModel | None = None,
                       server_ready: bool = False) -> int:
@@ -192,7 +171,7 @@ class Rig:
         if self.s3.pid() is None:
             self.s3.start(timeout=60)
         repo = self.repo()
-        good = sorted(v for v, files in self.ledger.published.items()  # the reference model's own bytes
+        good = sorted(v for v, files in self.published.items()  # the reference model's own bytes
                       if files.get("checkpoint.tl") == sha256(self.model.checkpoint))
         if good and repo.served_version() not in good:
             repo.set_served_version(good[-1])
@@ -204,6 +183,19 @@ class Rig:
             repo.touch_config()
             load_and_confirm(self.triton.http_url, repo)
             self.check_serving(version=repo.served_version())
+
+    def problems(self, repo) -> dict[int, str]:
+        """Version -> what is wrong with it, read back from S3 (empty: no version lost)."""
+        problems = {n: "failed once and was later reported published" for n in set(self.published) & set(self.failed)}
+        for version, files in self.published.items():
+            differ = [name for name, digest in files.items()
+                      if (data := repo.read_file(version, name)) is None or sha256(data) != digest]
+            lineage = repo.read_file(version, "lineage.json")
+            if differ:
+                problems[version] = f"{differ} missing or differing from what was published"
+            elif lineage is None or json.loads(lineage).get("files") != files:
+                problems[version] = "lineage.json does not list the published files and hashes"
+        return problems
 
 
 class RequestLoop(threading.Thread):
@@ -316,6 +308,6 @@ def test_every_published_version_is_intact(rig: Rig, record_property) -> None:
     """Versions lost, computed: every version whose publish reported success is read back from
     S3 and compared by sha256 with what was published, and no retired number was reused
     (each faults module imports this case: its category's count)."""
-    problems = rig.ledger.problems(rig.repo())
+    problems = rig.problems(rig.repo())
     record_property("versions_lost", len(problems))
     assert not problems, problems

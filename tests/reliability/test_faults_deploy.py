@@ -47,7 +47,7 @@ def test_two_concurrent_deploys_give_two_complete_versions_and_one_served(rig, o
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         versions = pool.starmap(deploy, jobs)
     for version, model in zip(versions, models, strict=True):
-        rig.ledger.record(version, {"checkpoint.tl": model.checkpoint})
+        rig.record(version, {"checkpoint.tl": model.checkpoint})
     assert len(set(versions)) == 2, f"both deploys got v{versions[0]}"
     repo = rig.repo()
     status = {v.version: v.status for v in repo.list_versions()}
@@ -71,7 +71,7 @@ def test_config_repointed_twice_within_one_second_is_still_served(rig, record_pr
     the store, as a writer without ModelRepository's own one-second guard would."""
     repo = rig.repo()
     first = repo.served_version()
-    second = rig.publish_reference("same-second re-point", repo)
+    second = rig.publish("same-second re-point", repo)
     config_kwargs = repo.read_lineage(second)["triton_config"]
     key = f"{MODEL_NAME}/config.pbtxt"
 

@@ -50,7 +50,7 @@ def publish_and_roll_out(rig, data: bytes, kind: str) -> tuple[int, int, str]:
     """(previous version, the refused one, the rollout's error): the rollout must be refused."""
     repo = rig.repo()
     previous = repo.served_version()
-    bad = rig.ledger.publish(repo, {"checkpoint.tl": data}, rig.model.lineage(f"bad file: {kind}"))
+    bad = rig.publish(f"bad file: {kind}", repo, data)
     try:
         roll_out(repo, [rig.triton.http_url], previous)
     except RolloutError as exc:

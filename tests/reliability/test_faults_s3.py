@@ -50,11 +50,11 @@ def test_s3_gone_in_the_middle_of_a_publish(rig, point, record_property):
     repo.store = store = FaultyStore(repo.store, point, lambda: stop_s3(rig, point))
     with RequestLoop(rig.triton.http_url, rig.model.x[:1], max_seconds=240) as loop:
         with pytest.raises(PublishError) as info:
-            rig.publish_reference(f"S3 fault {point}", repo)
+            rig.publish(f"S3 fault {point}", repo)
         message = str(info.value)
         assert store.fired_at is not None, "the fault never fired: the publish took another path"
         record_property("publish failed", f"{time.monotonic() - store.fired_at:.1f} s after the fault: {message[:160]}")
-        failed = rig.ledger.record_failed(message)
+        failed = rig.record_failed(message)
         assert failed is not None, f"the error does not name the version: {message}"
         assert re.search(r"unreachable|S3|endpoint", message, re.I), f"the error does not say S3 failed: {message}"
         assert "nothing was served" in message.lower(), message
@@ -69,7 +69,7 @@ def test_s3_gone_in_the_middle_of_a_publish(rig, point, record_property):
         load_model(rig.triton.http_url, MODEL_NAME)  # a reload (operator, restart) sees only what the config names
         rig.check_serving(version=previous)
 
-        retry = rig.publish_reference(f"retry after S3 fault {point}", repo)
+        retry = rig.publish(f"retry after S3 fault {point}", repo)
         assert retry > failed, f"the retry got v{retry}, not a number after the failed v{failed}"
         roll_out(repo, [rig.triton.http_url], previous)
         loop.wait_for(lambda lp: bool(lp.versions) and lp.versions[-1] == retry, f"Triton serving v{retry}")

@@ -74,7 +74,7 @@ def test_triton_restarted_in_the_middle_of_a_publish_comes_up_on_the_previous_ve
     reached, release = threading.Event(), threading.Event()
     repo.store = FaultyStore(repo.store, "before-config-swap", lambda: (reached.set(), release.wait(120)))
     with ThreadPoolExecutor(1) as pool:
-        publish = pool.submit(rig.publish_reference, "published across a Triton restart", repo)
+        publish = pool.submit(rig.publish, "published across a Triton restart", repo)
         try:
             assert reached.wait(60), "the publish never reached the config swap"
             rig.triton.stop()
