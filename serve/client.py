@@ -91,16 +91,6 @@ def served_threshold(*, url: str, protocol: str = "http", model_name: str, timeo
         raise ClientError(f"Triton at {url} ({protocol}) did not give the model config: {exc}") from exc
 
 
-def read_lineage_line(model_repo: str, model_name: str, version: int) -> tuple[dict[str, Any] | None, str]:
-    """``(lineage, line)`` of ``version``; ``(None, note)`` when the repository cannot be read."""
-    try:
-        lineage = ModelRepository(model_repo, model_name).read_lineage(version)
-    except (StorageError, LookupError, OSError) as exc:
-        return None, (f"lineage: not available ({model_repo} could not be read: {exc}); "
-                      "the answer above needs only Triton")
-    return lineage, lineage_line(lineage)
-
-
 def read_rows(path: str, n: int, seed: int | None) -> pd.DataFrame:
     df = pd.read_csv(path)
     missing = [c for c in FEATURES if c not in df.columns]
@@ -140,16 +130,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ClientError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    lineage, line = read_lineage_line(args.model_repo, args.model_name, answer.model_version)
+    try:
+        lineage = ModelRepository(args.model_repo, args.model_name).read_lineage(answer.model_version)
+        line = lineage_line(lineage)
+    except (StorageError, LookupError, OSError) as exc:
+        lineage = {}
+        line = f"lineage: not available ({args.model_repo} could not be read: {exc}); the answer needs only Triton"
 
     labels = rows[LABEL].tolist() if LABEL in rows.columns else [None] * len(rows)
     result: dict[str, Any] = {
         "model_name": answer.model_name,
         "model_version": answer.model_version,
         "threshold": threshold,
-        "lineage": {"pathspec": lineage["pathspec"] if lineage else None,
-                    "dataset_fingerprint": lineage.get("dataset", {}).get("fingerprint") if lineage else None,
-                    "line": line},
+        "lineage": {"pathspec": lineage.get("pathspec"),
+                    "dataset_fingerprint": lineage.get("dataset", {}).get("fingerprint"), "line": line},
         "rows": [{"p_fraud": float(p), "fraud": bool(p >= threshold), "label": None if y is None else int(y)}
                  for p, y in zip(answer.probabilities, labels, strict=True)],
     }

@@ -31,7 +31,7 @@ from dotenv import dotenv_values
 
 from serve.ports import free_ports, port_in_use
 from serve.settings import command_line
-from serve.supervisor import Service, ServiceError
+from serve.supervisor import Service, ServiceError, Supervised
 
 CREDENTIALS_FILE = "credentials.env"  # the publisher: read and write
 READER_CREDENTIALS_FILE = "reader-credentials.env"  # Triton and the reconciler: read only
@@ -61,7 +61,7 @@ def find_weed() -> Path:
     return Path(found)
 
 
-class SeaweedS3:
+class SeaweedS3(Supervised):
     """A SeaweedFS S3 server with its state (data, credentials, pid, log) in ``state_dir``; a context
     manager. ``start()`` on a state folder whose server runs attaches to it instead of starting another."""
 
@@ -79,12 +79,6 @@ class SeaweedS3:
     @property
     def endpoint_url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-    def pid(self) -> int | None:
-        return self.service.pid()
-
-    def is_running(self) -> bool:
-        return self.service.is_running()
 
     def env(self, reader: bool = False) -> dict[str, str]:
         """The AWS_* variables a client needs for this server: the publisher's, or with ``reader`` the
@@ -169,22 +163,17 @@ class SeaweedS3:
                          read_timeout=timeout)
 
     def _wait_ready(self, timeout: float) -> None:
-        """Until S3 answers an authenticated request for the bucket (created when missing)."""
+        """Until S3 answers an authenticated request for the bucket."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         client = self.client(timeout=2.0)
 
-        def bucket_ready() -> bool:
+        def bucket_ready() -> bool:  # weed creates the bucket (-bucket) once it is up
             try:
                 client.head_bucket(Bucket=self.bucket)
-                return True
-            except ClientError as e:
-                if e.response.get("Error", {}).get("Code", "") in ("404", "NoSuchBucket", "NotFound"):
-                    with contextlib.suppress(ClientError):
-                        client.create_bucket(Bucket=self.bucket)
-            except BotoCoreError:  # not listening yet
-                pass
-            return False
+            except (BotoCoreError, ClientError):
+                return False
+            return True
 
         try:
             self.service.wait(bucket_ready, timeout, what=f"S3 (weed) at {self.endpoint_url}")
@@ -201,12 +190,6 @@ class SeaweedS3:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
         return stopped
-
-    def __enter__(self) -> SeaweedS3:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def s3_client(endpoint_url: str | None, access_key: str, secret_key: str, region: str, *,

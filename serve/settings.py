@@ -12,7 +12,6 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -62,7 +61,6 @@ class TritonSettings(_Group):
 
 class Settings(_Group):
     triton: TritonSettings = Field(default_factory=TritonSettings)
-    s3_endpoint_url: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL")
     s3_region: str = Field("us-east-1", validation_alias="AWS_DEFAULT_REGION")
     s3_port: Port = Field(8333, validation_alias="S3_PORT")
     s3_bucket: str = Field("models", validation_alias="S3_BUCKET")
@@ -72,13 +70,6 @@ class Settings(_Group):
     fil_cache_dir: Path | None = Field(None, validation_alias="FIL_CACHE_DIR")  # default: <state_dir>/fil-cache
     reconciler_port: Port = Field(8003, validation_alias="RECONCILER_PORT")
     reconciler_interval_s: float = Field(2.0, gt=0, validation_alias="RECONCILER_INTERVAL_S")
-
-    @field_validator("s3_endpoint_url")
-    @classmethod
-    def _is_url(cls, value: str | None) -> str | None:
-        if value and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname):
-            raise ValueError("is not an http(s)://host:port URL")
-        return value
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

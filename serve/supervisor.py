@@ -279,6 +279,30 @@ class Service:
         return supervisor is not None
 
 
+class Supervised:
+    """What the launchers (serve.s3, serve.triton) share: their server runs under ``self.service``."""
+
+    service: Service
+
+    def pid(self) -> int | None:  # changes when the supervisor restarts the server
+        return self.service.pid()
+
+    def supervisor_pid(self) -> int | None:
+        return self.service.supervisor_pid()
+
+    def is_running(self) -> bool:
+        return self.service.is_running()
+
+    def supervisor_events(self) -> list[dict]:
+        return self.service.events()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:

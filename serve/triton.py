@@ -42,7 +42,7 @@ from serve.fil_backend import install_fil_backend
 from serve.ports import port_in_use
 from serve.s3 import read_env_file, s3_client, write_private
 from serve.settings import Settings, TritonSettings, command_line
-from serve.supervisor import Service, ServiceError
+from serve.supervisor import Service, ServiceError, Supervised
 
 LAUNCH_FILE = "launch.json"  # what `status`/`load` need to know of the running server
 LAUNCH_KEYS = ("model_repository", "host", "http_port", "grpc_port", "metrics_port", "load_models", "model_control",
@@ -160,7 +160,7 @@ def relevant_log_lines(text: str, limit: int = 8, width: int = 600) -> str:
 
 
 # -- the server -----------------------------------------------------------------------------------
-class TritonServer:
+class TritonServer(Supervised):
     """A bundled ``tritonserver`` with its copy, pid file and log in ``state_dir``."""
 
     restart_window_s = 600.0  # the supervisor gives up after max_restarts restarts within this many seconds
@@ -191,18 +191,6 @@ class TritonServer:
     http_url = property(lambda self: self._addresses.http_url)
     grpc_url = property(lambda self: self._addresses.grpc_url)
     metrics_url = property(lambda self: self._addresses.metrics_url)
-
-    def pid(self) -> int | None:  # changes when the supervisor restarts the server
-        return self.service.pid()
-
-    def supervisor_pid(self) -> int | None:
-        return self.service.supervisor_pid()
-
-    def is_running(self) -> bool:
-        return self.service.is_running()
-
-    def supervisor_events(self) -> list[dict]:
-        return self.service.events()
 
     @property
     def _explicit_models(self) -> tuple[str, ...]:
@@ -387,12 +375,6 @@ class TritonServer:
     def stop(self, timeout: float = 20.0) -> bool:
         """Stop the server of this state folder, its backend processes and their shared memory; False if none ran."""
         return self.service.stop(timeout)
-
-    def __enter__(self) -> TritonServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def local_api_key(state_dir: Path, *, create: bool) -> str | None:
