@@ -1,6 +1,4 @@
-"""Champion/challenger through real flow runs (Metaflow Runner) on a local model repository:
-the first version is published, a worse challenger is not, a better one is, forcing works, and
-a comparison against a version that may have seen the holdout is refused."""
+"""Champion/challenger through real flow runs (Metaflow Runner) on a local model repository."""
 
 import json
 import subprocess
@@ -49,8 +47,7 @@ def _flow(rig, data: str, **params):
 
 
 def test_champion_challenger_sequence(rig):
-    """v1 first (fixes the holdout) even from label-shuffled data; full data beats it and is
-    promoted; label-shuffled data again is not; forced, it is published and marked so."""
+    """v1 (fixes the holdout), a better v2, a worse run not promoted, a forced v3; listed and traced."""
     repo = ModelRepository(rig["repo"])
 
     run, out = _flow(rig, "shuffled", holdout=str(rig["paths"]["holdout"]))

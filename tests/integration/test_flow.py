@@ -44,8 +44,7 @@ def run(metaflow_local):
 
 
 def test_flow_ran_its_dag_and_printed_the_comparison(run):
-    """One train task per family; eval printed the comparison table and the winner, end the
-    client hint."""
+    """One train task per family; eval printed the comparison and the winner, end the client hint."""
     steps = {s.id: s for s in run["run"]}
     assert set(steps) == {"start", "preprocess", "train", "eval", "deploy", "end"}
     assert sorted(t.data.family for t in steps["train"]) == ["random_forest", "xgboost"]

@@ -20,10 +20,7 @@ from fraudml.models import FAMILIES, build_pipeline
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_checkpoint_predicts_like_the_pipeline(trained, split, tmp_path, family):
-    """checkpoint.tl, written and read back (from the file and from its bytes), gives the
-    pipeline's P(fraud) within 1e-5 on every test row; and on rows with missing values too:
-    NaN takes each split's default branch, which the export sets to the pipeline's own
-    (sklearn forests included)."""
+    """checkpoint.tl (file and bytes) gives the pipeline's P(fraud) within 1e-5, NaN rows included."""
     pipeline = trained[family].pipeline
     path = write_fil_model(pipeline, tmp_path)
     assert path == tmp_path / "checkpoint.tl"

@@ -51,8 +51,7 @@ def test_oversampling_adds_synthetic_frauds_to_training_only(split):
 
 
 def test_cross_validation_never_resamples_the_validation_fold(split, resample_spy):
-    """Only training folds (2/3 of the rows: the search's and the out-of-fold predictions') and the
-    final refit (all rows) are resampled."""
+    """Only training folds (2/3 of the rows, search and out-of-fold) and the final refit are resampled."""
     n = len(split.y_train)
     train_family("lightgbm", split.X_train, split.y_train, seed=0, cv_folds=3, n_iter=1)
     assert len(resample_spy) == 3 + 1 + 3
@@ -62,9 +61,7 @@ def test_cross_validation_never_resamples_the_validation_fold(split, resample_sp
 
 
 def test_scoring_the_winner_leaves_the_test_set_untouched(trained, split):
-    """Scoring reads the test rows without changing or resampling them; the family pick_best
-    chooses (on CV AP, never on the test set) beats a constant score by far, and its test AP
-    comes with a bootstrap interval around it."""
+    """Scoring leaves the test rows untouched; the CV-chosen family beats a constant score, AP in its interval."""
     before = split.X_test.copy(), split.y_test.copy()
     best = pick_best({f: t.cv_average_precision for f, t in trained.items()})
     metrics, proba = score_family(trained[best], split.X_test, split.y_test, split.y_train, n_boot=200)
@@ -78,8 +75,7 @@ def test_scoring_the_winner_leaves_the_test_set_untouched(trained, split):
 
 
 def test_threshold_comes_from_out_of_fold_scores(trained, split):
-    """The decision threshold is chosen on training out-of-fold scores, not on the test set;
-    asking for high precision moves it up (or keeps it)."""
+    """The threshold comes from out-of-fold training scores; a high precision target moves it up (or keeps it)."""
     t = trained["xgboost"]
     for rule in ("best_f1", "precision_target"):
         metrics, _ = score_family(t, split.X_test, split.y_test, split.y_train, rule=rule, precision_target=0.8)
@@ -91,8 +87,7 @@ def test_threshold_comes_from_out_of_fold_scores(trained, split):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_beats_a_constant_predictor_by_far(trained, split, family):
-    """Minimum functionality: AP far above the fraud rate (a constant score's AP), but below 1, on
-    the test set and on the out-of-fold scores, which cover every training row."""
+    """AP far above a constant score's (the fraud rate) but below 1, on the test set and out-of-fold scores."""
     ap = average_precision(split.y_test, predict_proba(trained[family].pipeline, split.X_test))
     base_rate = split.y_test.mean()
     assert average_precision(split.y_test, np.full(len(split.y_test), 0.5)) == pytest.approx(base_rate)

@@ -64,8 +64,7 @@ def test_min_positives_for_split_and_cv():
 
 
 def test_cli_generate_then_validate(tmp_path, capsys):
-    """`generate` writes a CSV (folders created) and prints a summary; `validate` accepts it; the
-    file reads back as the same frame with the same fingerprint."""
+    """`generate` writes a CSV and a summary, `validate` accepts it, it reads back with the same fingerprint."""
     out = tmp_path / "sub" / "cc.csv"
     assert main(["generate", "--rows", "3000", "--fraud-rate", "0.01", "--seed", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out

@@ -40,8 +40,7 @@ def test_smote_keeps_original_rows_and_adds_rows_in_raw_units(df):
 
 
 def test_smote_measures_distance_on_the_scaled_columns():
-    """Neighbours are chosen on robust-scaled Time/Amount: a fraud 50 s away in Time is nearer
-    than one 1 unit away in V1, although raw Euclidean distance says the opposite."""
+    """SMOTE's neighbours: 50 s in Time is nearer than 1 unit of V1 once Time/Amount are robust-scaled."""
     rng = np.random.default_rng(0)
     legit = rng.normal(size=(200, 30))
     legit[:, TIME] = rng.uniform(0, 172_800, 200)  # IQR of Time ~ 86,000 s

@@ -44,8 +44,7 @@ def test_worse_or_equal_challenger_is_not_promoted():
 
 
 def test_recall_guard_compares_at_the_same_number_of_alerts():
-    """Better AP is not enough when, at the run's threshold, the challenger finds fewer frauds
-    than the champion would with as many alerts; a strict threshold alone is no loss."""
+    """Recall is compared at as many alerts as the challenger raises; a strict threshold alone is no loss."""
     rng = np.random.default_rng(1)
     top_frauds = np.r_[rng.uniform(0.95, 1.0, 20), rng.uniform(0.0, 0.5, 40)]
     champion = np.where(Y == 1, np.r_[top_frauds, np.zeros(Y.size - 60)], rng.uniform(0.0, 0.9, Y.size))

@@ -110,9 +110,7 @@ def _served_side(tmp_path) -> list[str]:
 
 
 def test_only_the_newest_versions_stay_where_triton_downloads(tmp_path):
-    """Claims live outside the model folder; each publish, before it moves the pointer, moves
-    all but the newest keep_versions complete versions (the new one included) and the served
-    one to _archive/."""
+    """Each publish moves all but the newest keep_versions complete and the served one to _archive/."""
     repo = ModelRepository(str(tmp_path), keep_versions=3)
     served_side = [["1"], ["1", "2"], ["1", "2", "3"], ["2", "3", "4"], ["3", "4", "5"]]
     for i, expected in enumerate(served_side):

@@ -1,8 +1,4 @@
-"""Golden and property tests of fraudml.tritonconfig, the one config.pbtxt generator.
-
-Regenerate the golden files after an intended change with
-``UPDATE_GOLDEN=1 python -m pytest tests/unit/test_tritonconfig.py`` and review the diff.
-"""
+"""Golden and property tests of fraudml.tritonconfig (regenerate goldens: UPDATE_GOLDEN=1 pytest this file)."""
 
 from __future__ import annotations
 
@@ -48,8 +44,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_render_config_matches_golden(case):
-    """Byte for byte the reviewed golden file (score_lightgbm_is_classifier: no version_policy,
-    Triton's latest)."""
+    """Byte for byte the reviewed golden file (score_lightgbm_is_classifier: Triton's latest policy)."""
     text = render_config(**CASES[case])
     golden = GOLDEN / f"{case}.pbtxt"
     if os.environ.get("UPDATE_GOLDEN") == "1":
@@ -115,9 +110,7 @@ def test_model_filenames_match_the_local_fil_backend():
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_rendered_config_is_what_the_local_fil_backend_reads(case):
-    """The local fil backend's parameter reader (native FIL's rules) accepts every config with the
-    pinned release's key and reads back the flags and threshold; a [1] output is answered squeezed,
-    as native FIL does (the fields themselves: the golden files)."""
+    """The local fil backend reads back the pinned release's flags, threshold and squeezed [1] output."""
     from serve.backends.fil import fil_config
 
     kwargs = CASES[case]
@@ -140,9 +133,8 @@ def test_rendered_config_is_what_the_local_fil_backend_reads(case):
 
 
 def test_pinned_release_is_the_one_the_backend_follows():
-    """The local backend follows the release pinned as NGC_TAG in docker/.env, and render_config
-    writes the classifier key that release reads; moving the pin fails here until the rules in
-    serve/backends/fil/fil_config.py are re-read for the new release."""
+    """The backend follows NGC_TAG in docker/.env and render_config writes that release's classifier key."""
+    # moving the pin fails here until serve/backends/fil/fil_config.py's rules are re-read for the new release
     from serve.backends.fil import fil_config
 
     env = (Path(__file__).resolve().parents[2] / "docker" / ".env").read_text()
