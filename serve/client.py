@@ -4,13 +4,12 @@
     python -m serve.client --data my.csv --protocol grpc --json
     python -m serve.client --data my.csv --save response.json   # then: python -m serve.lineage --response response.json
 
-Rows are raw creditcard-schema records (Time, V1..V28, Amount; a Class column is shown
-beside the answer when present), sent to Triton exactly as they are: the served model takes
-raw rows. Only Triton is needed for the answer: the decision threshold comes from the
-model's own config (``get_model_config``, FIL's ``threshold`` parameter) and the version
-from the response. The lineage line ``fraud-classifier/<version> ->
-FraudClassifierTreeSelection/<run id>`` is read from the model repository (S3) when it is
-reachable; when it is not, a note says so and the answer still stands.
+Rows are raw creditcard-schema records (Time, V1..V28, Amount; a Class column is shown beside the answer when
+present), sent to Triton exactly as they are: the served model takes raw rows. Only Triton is needed for the
+answer: the decision threshold comes from the model's own config (``get_model_config``, FIL's ``threshold``
+parameter) and the version from the response. The lineage line ``fraud-classifier/<version> ->
+FraudClassifierTreeSelection/<run id>`` is read from the model repository (S3) when it is reachable; when it is
+not, a note says so and the answer still stands.
 """
 
 from __future__ import annotations

@@ -4,9 +4,8 @@
          -> Triton (bundled tritonserver, local `fil` backend) and its reconciler -> a query
          -> its lineage -> a quick benchmark
 
-Every step runs the same command a user would run by hand (shown before it runs), so the
-demo doubles as the README walkthrough. S3 and Triton keep running afterwards; stop them
-with `make serve-stop s3-stop`.
+Every step runs the same command a user would run by hand (shown before it runs), so the demo doubles as the
+README walkthrough. S3 and Triton keep running afterwards; stop them with `make serve-stop s3-stop`.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@
     python -m serve.lineage --version 3
     python -m serve.lineage --response out.json  # a response saved by `serve.client --save`
 
-Prints the run pathspec, its parameters, metrics and dataset fingerprint, then proves the
-link: the run is loaded through the Metaflow client, and its dataset fingerprint and model
-checkpoint must equal what lineage.json records for the published version.
+Prints the run pathspec, its parameters, metrics and dataset fingerprint, then proves the link: the run is loaded
+through the Metaflow client, and its dataset fingerprint and model checkpoint must equal what lineage.json records
+for the published version.
 """
 
 from __future__ import annotations

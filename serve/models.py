@@ -5,13 +5,13 @@
     python -m serve.models load      [--triton-url URL ...]
     python -m serve.models canary    --version N --percent P | --promote | --abort
 
-Rolling back moves config.pbtxt's version pointer to an earlier complete version (copied back
-from the archive if it was archived) and asks each Triton to load it: no restart, requests in
-flight finish on the old version. Where a reconciler runs beside each Triton (Kubernetes,
-`make serve`), the pointer move alone is enough: `--triton-url none`.
+Rolling back moves config.pbtxt's version pointer to an earlier complete version (copied back from the archive if
+it was archived) and asks each Triton to load it: no restart, requests in flight finish on the old version.
+Where a reconciler runs beside each Triton (Kubernetes, `make serve`), the pointer move alone is enough:
+`--triton-url none`.
 
-A canary lets a share of the Triton pods serve another version (the reconcilers decide by pod
-name); `--promote` makes it the served version, `--abort` sends every pod back to config.pbtxt's.
+A canary lets a share of the Triton pods serve another version (the reconcilers decide by pod name); `--promote`
+makes it the served version, `--abort` sends every pod back to config.pbtxt's.
 """
 
 from __future__ import annotations

