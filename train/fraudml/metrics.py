@@ -113,16 +113,9 @@ def _between(scores: np.ndarray, i: int) -> float:
 
 
 def choose_threshold(y_true, proba, rule: str = "best_f1", precision_target: float = 0.9) -> float:
-    """Pick the decision threshold on labelled scores (use out-of-fold or validation scores).
-
-    Rules:
-        ``best_f1``: the threshold with the highest F1 (ties: the higher threshold).
-        ``precision_target``: the most recall among thresholds whose precision is at
-        least ``precision_target`` (of several with that recall, the higher threshold).
-        If no threshold reaches it, the most precise one is used and a warning says so.
-
-    The threshold lies half-way between two observed scores (see the module docstring).
-    """
+    """The decision threshold on labelled (out-of-fold) scores, half-way between two observed scores:
+    ``best_f1`` the highest F1; ``precision_target`` the most recall at a precision of at least
+    ``precision_target`` (none reaching it: the most precise, with a warning). Ties: the higher threshold."""
     if rule not in THRESHOLD_RULES:
         raise ValueError(f"unknown threshold rule {rule!r}; choose one of {', '.join(THRESHOLD_RULES)}")
     y, p = _check(y_true, proba)

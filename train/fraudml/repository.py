@@ -8,25 +8,14 @@ Layout (DESIGN §3)::
     <repo>/_publish/fraud-classifier/<n>.json    the claim on number n, then its status
     <repo>/_archive/fraud-classifier/<n>/...     older versions, restored when rolled back to
 
-Triton downloads the whole ``fraud-classifier/`` folder at every load, so only what it may
-serve lives there: claims sit outside it, and each publish, before it moves the pointer (so
-that no Triton is loading while the folder shrinks), moves to ``_archive/`` every version
-except the newest ``keep_versions`` complete ones (the new one included), the served and the
-canary one (``MODEL_KEEP_VERSIONS``, default 5).
-
-How publishing stays safe:
-- A version number is claimed with a create-if-absent write of ``_publish/<model>/<n>.json``,
-  so two publishers never get the same number, and a number is never reused, even after a
-  failure or once the version is archived: claims are never deleted.
-- Files are uploaded into ``<n>/`` and read back and compared by hash.
-- Only then is ``config.pbtxt`` rewritten (one atomic object write, compare-and-swap) to name
-  ``n`` in ``version_policy { specific }``, never within the second of the previous write
-  (Triton tells a changed config from its modification time, which S3 keeps in seconds).
-  Triton, in explicit model-control mode, loads exactly the version the config names, so a
-  half-written ``<n>/`` is never visible to it, not even to a Triton that restarts in the
-  middle of a publish.
-- Rolling back is the same pointer move to an earlier complete version (copied back from
-  ``_archive/`` first when it was archived).
+Triton downloads the whole ``fraud-classifier/`` folder at every load, so only what it may serve
+lives there (``MODEL_KEEP_VERSIONS`` complete versions, default 5, plus the served and canary ones).
+A number is claimed by a create-if-absent write and never reused; files are uploaded and read back
+by hash; only then is ``config.pbtxt`` compare-and-swapped to name ``n`` (``version_policy
+specific``), never within the second of the previous write (Triton tells a changed config by its
+modification time, which S3 keeps in seconds). In explicit model-control mode Triton loads exactly
+the version the config names, so it never sees a half-written ``<n>/``. A rollback is the same
+pointer move (after copying the version back from ``_archive/``).
 """
 
 from __future__ import annotations
@@ -225,13 +214,9 @@ class ModelRepository:
         config_kwargs: dict[str, Any],
         canary_percent: int | None = None,
     ) -> int:
-        """Publish ``files`` as a new version and point config.pbtxt at it.
-
-        ``files``: name -> path or bytes; ``config_kwargs``: :func:`render_config` arguments.
-        With ``canary_percent``, config.pbtxt keeps naming the served version and that share of
-        the Triton pods serves the new one (:meth:`set_canary`; a first version is always served).
-        Returns the new version number.
-        """
+        """Publish ``files`` (name -> path or bytes) as a new version and point config.pbtxt (rendered from
+        ``config_kwargs``) at it; with ``canary_percent``, config.pbtxt keeps the served version and that share
+        of the pods serves the new one (:meth:`set_canary`; a first version is always served). Returns its number."""
         self.store.check()  # fail fast: credentials, endpoint, bucket
         payload = {name: (p if isinstance(p, bytes) else Path(p).read_bytes()) for name, p in files.items()}
         if LINEAGE in payload:

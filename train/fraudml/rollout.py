@@ -26,15 +26,11 @@ def vanished_during_copy(exc: Exception) -> bool:
 
 
 def load_and_confirm(url: str, repo: ModelRepository, attempts: int = 4) -> None:
-    """Ask ``url`` to load, then check it serves the version config.pbtxt names now.
-
-    Triton skips a reload when the model files look unchanged, and S3 modification times have a
-    one-second resolution: a config rewritten within a second of the last load can be ignored
-    (the load still answers 200). Then the config is rewritten unchanged and loaded again.
-    The config is read anew each time: a concurrent publisher may have moved it on. A load
-    that failed because a file vanished while Triton copied the model folder (a concurrent
-    publisher archived an old version, R9) is tried again.
-    """
+    """Ask ``url`` to load, then check it serves the version config.pbtxt names now (read anew each time:
+    a concurrent publisher may have moved it on). Triton skips a reload when the files look unchanged,
+    and S3 times have one-second resolution, so a config rewritten within a second of the last load
+    can be ignored (the load still answers 200): then it is rewritten unchanged and loaded again. A load
+    that failed because a concurrent publisher archived a file Triton was copying (R9) is tried again."""
     for attempt in range(attempts):
         try:
             load_model(url, repo.model_name)
@@ -57,11 +53,8 @@ def load_and_confirm(url: str, repo: ModelRepository, attempts: int = 4) -> None
 
 
 def roll_out(repo: ModelRepository, triton_urls: list[str], previous: int | None) -> None:
-    """Load what config.pbtxt names on every Triton in ``triton_urls``.
-
-    On the first failure the pointer goes back to ``previous`` and the Tritons that had
-    already switched are asked to load it again, then RolloutError is raised.
-    """
+    """Load what config.pbtxt names on every Triton in ``triton_urls``; on the first failure, point back at
+    ``previous``, have the Tritons that had switched load it again, and raise RolloutError."""
     new = repo.served_version()
     done: list[str] = []
     for url in triton_urls:

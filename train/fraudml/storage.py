@@ -114,12 +114,8 @@ class LocalStore:
 
 
 class S3Store:
-    """A bucket and prefix on S3 or any S3-compatible service (SeaweedFS locally).
-
-    Endpoint and credentials come from the standard variables (``AWS_ENDPOINT_URL``,
-    ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``). Time-outs and
-    retries are short so that a store that is down fails in seconds, not minutes.
-    """
+    """A bucket and prefix on S3 or an S3-compatible service (SeaweedFS locally), configured by the standard
+    ``AWS_*`` variables; short time-outs and retries, so a store that is down fails in seconds, not minutes."""
 
     def __init__(self, uri: str, *, connect_timeout: float = 3.0, read_timeout: float = 20.0):
         parsed = urlparse(uri)

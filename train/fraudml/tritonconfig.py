@@ -55,28 +55,19 @@ def render_config(
 
     Args:
         model_type: FIL ``model_type``; the version folder holds ``MODEL_FILENAMES[model_type]``.
-        threshold: the run's decision threshold for the positive class. FIL applies it only
-            for a label output (``predict_proba`` false) of a single-output model; with
-            ``predict_proba`` true it travels with the model for clients (DESIGN §3).
-        predict_proba: true: ``output__0`` is ``[n_classes]`` probabilities (``[1-p, p]``);
-            false: ``output__0`` is ``[1]`` (class label; without ``output_class`` the model's
-            own output, ``[n_model_outputs]`` wide). FIL answers a ``[1]`` output as shape
-            ``[rows]``.
-        versions: serve exactly these versions (``version_policy specific``); ``None`` keeps
-            Triton's default policy (latest one).
-        max_queue_delay_us: how long the dynamic batcher may hold a request to grow a batch.
-            0 (default): a lone request runs at once, and under load requests still batch,
-            because they queue while the instance is busy; a delay would add to every
-            sequential request's latency.
+        threshold: the positive-class threshold; FIL applies it only to a label output (``predict_proba``
+            false) of a single-output model, else it travels with the model for clients (DESIGN §3).
+        predict_proba: ``output__0`` is ``[n_classes]`` probabilities; false: ``[1]`` (class label; without
+            ``output_class`` the model's own ``[n_model_outputs]``). FIL answers a ``[1]`` output as ``[rows]``.
+        versions: serve exactly these (``version_policy specific``); ``None``: Triton's latest.
+        max_queue_delay_us: 0 (default): a lone request runs at once, and under load requests still
+            batch while the instance is busy; a delay would add to every sequential request's latency.
         storage_type: FIL ``storage_type`` (GPU only; ``AUTO`` is FIL's heuristic).
         classifier_key: ``output_class`` for NGC images up to 25.08, ``is_classifier`` from 25.09.
-        n_model_outputs: outputs per row of the model's Treelite form (its ``num_class``): 1
-            for XGBoost/LightGBM binary models and regressors, 2 for sklearn binary forests,
-            the class count for multi-class models. When given, combinations FIL would not
-            serve as asked are refused: a label output of a model with more than one output
-            (FIL takes the arg-max and ignores ``threshold``; native FIL 25.08 on CPU fails
-            every request), and probabilities whose width is not ``n_classes``. ``None``
-            (the caller does not know the model) skips these checks.
+        n_model_outputs: outputs per row of the Treelite model (its ``num_class``: 1 for XGBoost/LightGBM
+            binary models, 2 for sklearn binary forests). When given, refused: a label output of a model
+            with more outputs (FIL takes the arg-max and ignores ``threshold``; native FIL 25.08 on CPU
+            fails every request), and probabilities whose width is not ``n_classes``.
     """
     threshold = float(threshold)
     versions = _check(model_type=model_type, instance_kind=instance_kind, classifier_key=classifier_key,
