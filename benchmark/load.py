@@ -130,7 +130,7 @@ def phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
     targets = [t for t in LOAD_TARGETS if t in contenders]
     load, batching = {}, {}
     if plan.users and plan.duration_s > 0 and targets:
-        with bench.progress(len(plan.users) * len(targets), "load") as bar:
+        with bench.plan.bar(len(plan.users) * len(targets), "load") as bar:
             for users, target in itertools.product(plan.users, targets):
                 bar.set_postfix_str(f"{target} u={users}", refresh=True)
                 ep, is_triton = bench.endpoints[target], target.startswith("triton")
@@ -249,8 +249,9 @@ def perf_phase(bench: Bench, contenders: list[str], headline: str | None) -> dic
     """perf_analyzer at every concurrency: the headline Triton over HTTP, triton-grpc, and
     triton-python over HTTP; ``{"settings", "server", "http", "grpc", "triton-python"}``."""
     plan = bench.plan
-    runs = [(key, name) for key, name in (("http", headline), ("grpc", "triton-grpc"), ("triton-python", "triton-python"))
-            if name in contenders and (key == "http" or name != headline)]  # (key in the result, contender)
+    candidates = (("http", headline), ("grpc", "triton-grpc"), ("triton-python", "triton-python"))
+    runs = [(key, name) for key, name in candidates  # (key in the result, contender)
+            if name in contenders and (key == "http" or name != headline)]
     if not plan.concurrency or not runs:
         return {}
     try:
@@ -266,7 +267,7 @@ def perf_phase(bench: Bench, contenders: list[str], headline: str | None) -> dic
         "max_trials": plan.perf_max_trials, "stability_percentage": STABILITY_PERCENTAGE, "batch_size": 1,
         "client": "async (--async), closed loop (concurrency = requests in flight)",
         "input_data": f"{min(len(bench.rows), 1000)} benchmark rows"}}
-    with bench.progress(len(plan.concurrency) * len(runs), "perf_analyzer") as bar:
+    with bench.plan.bar(len(plan.concurrency) * len(runs), "perf_analyzer") as bar:
         for (key, name), c in itertools.product(runs, plan.concurrency):
             bar.set_postfix_str(f"perf_analyzer {key} c={c}", refresh=True)
             result.setdefault(key, []).append(run_perf_analyzer(bench, bench.endpoints[name], c, input_data, env,

@@ -57,7 +57,6 @@ ALL_CONTENDERS = ("triton-native", "triton-python", "triton-http", "triton-grpc"
 SCHEMA = "fraud-classifier-benchmark/2"
 
 
-
 @dataclass
 class Plan:
     """Every knob of one run (the CLI fills it; tests build it directly)."""
@@ -105,13 +104,12 @@ class Plan:
                       concurrency=(32,), perf_measurement_ms=1000, perf_max_trials=3, in_process_calls=200)
         return cls(**(values | overrides))
 
+    def bar(self, total: int, desc: str):
+        """A tqdm progress bar, silent with --no-progress."""
+        from tqdm import tqdm
 
-def _progress(plan: Plan, total: int, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="req" if desc == "sequential" else "step",
-                disable=not plan.progress, dynamic_ncols=True, mininterval=0.5,
-                leave=desc == "benchmark")
+        return tqdm(total=total, desc=desc, unit="req" if desc == "sequential" else "step", disable=not self.progress,
+                    dynamic_ncols=True, mininterval=0.5, leave=desc == "benchmark")
 
 
 class Phases:
@@ -141,9 +139,6 @@ class Bench:
     work: Path  # <state-dir>/benchmark
     client_cpu: int | None
 
-    def progress(self, total: int, desc: str):
-        return _progress(self.plan, total, desc)
-
 
 def run(plan: Plan) -> Path:
     """Run the whole benchmark into ``<results_dir>/<UTC time>`` (``<UTC time>-failed`` on failure, ``latest`` kept)."""
@@ -168,7 +163,7 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
     results: dict = {"schema": SCHEMA, "created_utc": stamp, "command": plan.command, "quick": plan.quick,
                      "machine": servers.machine_info(), "load_average": {"before": list(os.getloadavg())},
                      "servers_started_by_benchmark": not plan.external, "skipped": skipped}
-    phases = Phases(_progress(plan, 7, "benchmark"))
+    phases = Phases(plan.bar(7, "benchmark"))
 
     with phases("model"):
         model, endpoints, server_facts = None, {}, {}
@@ -223,17 +218,14 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
         results["duration_s"] = round(time.monotonic() - started, 1)
         results["phase_seconds"] = phases.seconds
         results["analysis"] = analysis.analyze(results)
-        (out / "results.json").write_text(json.dumps(results, indent=2, default=_to_json))
+        (out / "results.json").write_text(json.dumps(  # numpy scalars and the compiled library's Path as JSON
+            results, indent=2, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)))
         report.write_report(out)
         latest = plan.results_dir / "latest"
         latest.unlink(missing_ok=True)
         latest.symlink_to(out.name)
     phases.bar.close()
     return out
-
-
-def _to_json(value):  # numpy scalars and the compiled library's Path
-    return value.item() if isinstance(value, np.generic) else str(value)
 
 
 def _measure(bench: Bench, contenders: list[str], phases: Phases, results: dict, own: dict) -> None:

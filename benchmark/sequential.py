@@ -203,7 +203,7 @@ def phase(bench: Bench, contenders: list[str]) -> dict:
     """The published method; the results' ``n``, ``warmup``, ``contenders`` and ``parity``, and the raw files."""
     plan, rows = bench.plan, bench.rows
     timed = [contender(name, bench.endpoints[name], rows, bench.model_name) for name in contenders]
-    with bench.progress(plan.n * len(timed), "sequential") as bar:
+    with bench.plan.bar(plan.n * len(timed), "sequential") as bar:
         run_sequential(timed, plan.n, warmup=plan.warmup, n_rows=len(rows), progress=bar)
     for c in timed:
         c.close()
