@@ -14,6 +14,7 @@ Help: python train/flow.py run --help
 
 import treelite
 from metaflow import FlowSpec, Parameter, card, current, resources, step
+from metaflow.cards import Image, Markdown, Table
 
 from fraudml import cards, champion
 from fraudml.data import (
@@ -40,6 +41,8 @@ from fraudml.models import (
     score_family,
     train_family,
 )
+from fraudml.repository import ModelRepository
+from fraudml.rollout import roll_out
 from fraudml.tritonconfig import INSTANCE_KINDS, MODEL_FILENAMES
 
 N_FEATURES = 30
@@ -92,9 +95,7 @@ class FraudClassifierTreeSelection(FlowSpec):
         if self.promotion_margin < 0 or self.recall_tolerance < 0:
             raise ValueError("--promotion-margin and --recall-tolerance must be >= 0")
         if self.model_repo:  # fail now, not after training, if the repository cannot be written
-            from fraudml.storage import open_store
-
-            open_store(self.model_repo).check()
+            ModelRepository(self.model_repo).store.check()
         print(f"families: {', '.join(self.families)}")
         self.next(self.preprocess)
 
@@ -111,8 +112,6 @@ class FraudClassifierTreeSelection(FlowSpec):
         validate_dataset(df, min_positives=min_positives_for(self.test_size, self.cv_folds))
         self.dataset_fingerprint = dataset_fingerprint(df)
         self.dataset_rows = len(df)
-        from fraudml.repository import ModelRepository
-
         repo = ModelRepository(self.model_repo) if self.model_repo else None
         train_df, holdout, self.holdout_stored = champion.select_test_set(
             df, repo, self.holdout, by=self.split, test_size=self.test_size, seed=self.seed)
@@ -126,9 +125,6 @@ class FraudClassifierTreeSelection(FlowSpec):
         self.X_test, self.y_test = feature_matrix(test_df), labels(test_df)
         self.test_index = test_df.index.to_numpy()
         self.class_distribution = {"all": describe(df), "train": describe(train_df), "test": describe(test_df)}
-
-        from metaflow.cards import Markdown, Table
-
         headers, rows = cards.class_distribution_rows(self.class_distribution)
         current.card.append(Markdown(
             f"# Class distribution\n\nsource `{self.dataset_source}`  \n`{self.dataset_fingerprint}`  \n"
@@ -166,8 +162,6 @@ class FraudClassifierTreeSelection(FlowSpec):
         self.best_params = trained[self.best_family].best_params
         self.metrics = self.metrics_by_family[self.best_family]
         self.threshold = self.metrics["threshold"]
-
-        from metaflow.cards import Image, Markdown, Table
 
         headers, rows = cards.comparison_rows(self.metrics_by_family, self.best_family)
         cm_headers, cm_rows = cards.confusion_rows(self.metrics["confusion_matrix"])
@@ -217,8 +211,6 @@ class FraudClassifierTreeSelection(FlowSpec):
         self.model_version, self.promotion = None, None
 
         if self.model_repo:
-            from fraudml.repository import ModelRepository
-
             repo = ModelRepository(self.model_repo)
             previous = repo.served_version()
             self.promotion = champion.decide(
@@ -245,16 +237,12 @@ class FraudClassifierTreeSelection(FlowSpec):
                 "published_version": self.model_version,
             })
             if self.triton_url and self.model_version is not None:
-                from fraudml.rollout import roll_out
-
                 urls = [u.strip() for u in self.triton_url.split(",") if u.strip()]
                 roll_out(repo, urls, previous)
                 print(f"loaded fraud-classifier/{self.model_version} on {', '.join(urls)}")
         self.next(self.end)
 
     def _promotion_card(self):
-        from metaflow.cards import Markdown, Table
-
         p, meta = self.promotion, self.holdout_set.meta
         current.card.append(Markdown(
             f"# Champion / challenger on the reference holdout\n\n**{champion.describe_decision(p)}**  \n"

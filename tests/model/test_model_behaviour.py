@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 from imblearn.over_sampling import SMOTE
+from sklearn.metrics import average_precision_score
 
 from fraudml.data import FEATURES
-from fraudml.metrics import average_precision, choose_threshold
+from fraudml.metrics import choose_threshold
 from fraudml.models import (
     DEFAULT_FAMILIES,
     FAMILIES,
@@ -88,13 +89,13 @@ def test_threshold_comes_from_out_of_fold_scores(trained, split):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_beats_a_constant_predictor_by_far(trained, split, family):
     """AP far above a constant score's (the fraud rate) but below 1, on the test set and out-of-fold scores."""
-    ap = average_precision(split.y_test, predict_proba(trained[family].pipeline, split.X_test))
+    ap = average_precision_score(split.y_test, predict_proba(trained[family].pipeline, split.X_test))
     base_rate = split.y_test.mean()
-    assert average_precision(split.y_test, np.full(len(split.y_test), 0.5)) == pytest.approx(base_rate)
+    assert average_precision_score(split.y_test, np.full(len(split.y_test), 0.5)) == pytest.approx(base_rate)
     assert 20 * base_rate < ap < 0.999
     oof = trained[family].oof_proba
     assert oof.shape == split.y_train.shape and ((oof >= 0) & (oof <= 1)).all()
-    assert average_precision(split.y_train, oof) > 10 * split.y_train.mean()
+    assert average_precision_score(split.y_train, oof) > 10 * split.y_train.mean()
 
 
 def test_moving_along_the_fraud_direction_raises_the_score(trained, split):

@@ -38,14 +38,6 @@ def _precision_recall_points(y: np.ndarray, p: np.ndarray):
     return scores[::-1], precision[-2::-1], recall[-2::-1]
 
 
-def average_precision(y_true, proba) -> float:
-    """Area under the precision-recall curve (step-wise, as scikit-learn computes it)."""
-    from sklearn.metrics import average_precision_score  # lazy: keeps `import fraudml.*` light
-
-    y, p = _check(y_true, proba)
-    return float(average_precision_score(y, p))
-
-
 def stratified_resamples(y: np.ndarray, n_boot: int, seed: int = 0):
     """``n_boot`` bootstrap index arrays, frauds and legitimate rows resampled separately (so
     every resample holds the same number of frauds, and AP stays defined)."""
@@ -82,7 +74,12 @@ def evaluate(y_true, proba, threshold: float, *, precision_target: float = 0.9) 
     """All the numbers reported for one model on one labelled set: threshold-free ones, the
     highest recall at a precision of at least ``precision_target``, and those of the decision
     ``proba >= threshold`` (precision, recall and F1 0.0 where undefined)."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+    from sklearn.metrics import (
+        average_precision_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     y, p = _check(y_true, proba)
     _, curve_precision, curve_recall = _precision_recall_points(y, p)
@@ -90,7 +87,7 @@ def evaluate(y_true, proba, threshold: float, *, precision_target: float = 0.9) 
     precision, recall, f1, _ = precision_recall_fscore_support(y, p >= threshold, average="binary", zero_division=0.0)
     tn, fp, fn, tp = confusion_matrix(y, p >= threshold, labels=[0, 1]).ravel()
     return {
-        "average_precision": average_precision(y, p),
+        "average_precision": float(average_precision_score(y, p)),
         "roc_auc": float(roc_auc_score(y, p)),
         "recall_at_precision": float(curve_recall[reached].max()) if reached.any() else 0.0,
         "precision_target": float(precision_target),
