@@ -7,8 +7,7 @@ import socket
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct TCP ports nobody listens on right now (the kernel's choice; all held open
-    while choosing, so they differ)."""
+    """``n`` distinct TCP ports nobody listens on right now (the kernel's choice; all held open while choosing)."""
     with contextlib.ExitStack() as stack:
         socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
         for s in socks:

@@ -72,7 +72,6 @@ class SeaweedS3(Supervised):
         self.port, self.bucket, self.region = port, bucket, region
         self._internal_ports: list[int] = []
         self.service = Service(self.state_dir, "weed")  # weed.pid, weed.log, ... (serve.supervisor)
-        self.log_file = self.service.log_file
         self.credentials_file = self.state_dir / CREDENTIALS_FILE
         self.reader_credentials_file = self.state_dir / READER_CREDENTIALS_FILE
 

@@ -84,8 +84,7 @@ class Settings(_Group):
 
 
 def command_line(module: str, doc: str | None) -> tuple[Settings, argparse.ArgumentParser]:
-    """The settings from the environment, and an argument parser for ``python -m <module>``
-    whose --help starts with the module's docstring (every serve/ command starts here)."""
+    """The settings from the environment, and the parser of ``python -m <module>`` (--help: the module's docstring)."""
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     return Settings.from_env(), parser

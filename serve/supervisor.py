@@ -29,7 +29,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +40,6 @@ PR_SET_CHILD_SUBREAPER = 36
 
 def _prctl(option: int, value: int) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def describe_exit(returncode: int) -> str:
@@ -94,13 +89,14 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
-        restarts: deque[float] = deque()
+        restarts: list[float] = []  # the times of the restarts within the window
         crashed_at: float | None = None
         unready_runs = 0  # consecutive runs that died before becoming ready: back off
         try:
             while not self.stopping:
                 started = time.monotonic()
-                self.child = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                self.child = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,  # preexec_fn: in the child
+                                              preexec_fn=lambda: _prctl(PR_SET_PDEATHSIG, signal.SIGTERM))
                 self.pid_file.write_text(f"{self.child.pid}\n")
                 self.event("started", pid=self.child.pid, restarts=len(restarts))
                 ready = self._wait_ready()
@@ -125,8 +121,7 @@ class Supervisor:
                     self.say("it failed to start: not restarting (the launcher reports why)")
                     return returncode
                 crashed_at = died_at
-                while restarts and died_at - restarts[0] > self.window_s:
-                    restarts.popleft()
+                restarts = [t for t in restarts if died_at - t <= self.window_s]
                 if len(restarts) >= self.max_restarts:
                     self.say(f"giving up: {len(restarts)} restarts within {self.window_s:.0f} s already")
                     self.event("gave-up", restarts=len(restarts), window_s=self.window_s)
@@ -289,6 +284,14 @@ class Supervised:
 
     def supervisor_events(self) -> list[dict]:
         return self.service.events()
+
+    @property
+    def log_file(self) -> Path:
+        return self.service.log_file
+
+    def stop(self, timeout: float = 20.0) -> bool:
+        """Stop the supervisor, the server and what it left behind (cleanup_globs); False if none ran."""
+        return self.service.stop(timeout)
 
     def __enter__(self):
         return self.start()

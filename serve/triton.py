@@ -182,7 +182,6 @@ class TritonServer(Supervised):
         self.startup_seconds: float | None = None
         self.shm_prefix: str | None = None
         self.service = Service(self.state_dir, "tritonserver")  # tritonserver.pid, .log, ... (serve.supervisor)
-        self.log_file = self.service.log_file
 
     # one place formats Triton's URLs
     _addresses = property(lambda self: TritonSettings(host=self.host, http_port=self.http_port,
@@ -334,10 +333,9 @@ class TritonServer(Supervised):
             raise TritonError(self._failure_message(f"loading model {name!r} failed: {e}", new_log)) from None
 
     def predictor_state(self, name: str = MODEL_NAME, settle_s: float = 10.0) -> dict[int, str]:
-        """Per loaded version of ``name`` (in version order), what the local ``fil`` backend serves it
-        with, from its ``fil_compiled`` gauge (PREDICTOR_STATES, docs/fil_contract.md). A ready model
-        without a series yet (a busy machine, or the stub's report still on its way) is asked again
-        for up to ``settle_s`` seconds; then empty."""
+        """Per loaded version of ``name`` (in version order), what the local ``fil`` backend serves it with, from its
+        ``fil_compiled`` gauge (PREDICTOR_STATES, docs/fil_contract.md). A ready model without a series yet (a busy
+        machine, the stub's report on its way) is asked again for up to ``settle_s`` seconds; then empty."""
         deadline = time.monotonic() + settle_s
         while True:
             values: dict[int, float] = {}
@@ -370,10 +368,6 @@ class TritonServer(Supervised):
             if time.monotonic() > deadline:
                 raise TritonError(f"{name}/{target} was not compiled within {timeout:.0f} s (state: {current}); see {self.log_file}")
             time.sleep(0.2)
-
-    def stop(self, timeout: float = 20.0) -> bool:
-        """Stop the server of this state folder, its backend processes and their shared memory; False if none ran."""
-        return self.service.stop(timeout)
 
 
 def local_api_key(state_dir: Path, *, create: bool) -> str | None:

@@ -8,20 +8,14 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
-import treelite.sklearn
-import tritonclient.http as httpclient
 from botocore.exceptions import ClientError
 
 from fraudml.repository import ModelRepository
-from fraudml.tritonconfig import MODEL_NAME
 from serve.s3 import S3Error, SeaweedS3
 from serve.triton import TritonError, triton_repository_uri
 
 pytestmark = pytest.mark.slow
-
-N_FEATURES = 30
 
 
 # -- SeaweedFS (anonymous and wrong-credential requests, loopback-only ports: reliability/test_security)
@@ -105,32 +99,6 @@ def publish(prefix: str, checkpoint: bytes) -> int:
     """Publish one version with the real publisher (needs ``publisher_env``)."""
     repo = ModelRepository(f"s3://models/{prefix}")
     return repo.publish({"checkpoint.tl": checkpoint}, {"pathspec": "test/1"}, {"threshold": 0.5})
-
-
-def test_triton_serves_from_s3_and_loads_a_new_version(publisher_env, triton_factory, tmp_path):
-    """Triton on s3://models/<prefix> (AWS_* env) answers like the model and serves a new version after load_model."""
-    from sklearn.ensemble import RandomForestClassifier
-
-    X = np.random.default_rng(5).normal(size=(1000, N_FEATURES)).astype(np.float32)
-    forest = RandomForestClassifier(n_estimators=10, max_depth=5, random_state=0).fit(X, (X[:, 0] > 0).astype(int))
-    treelite.sklearn.import_model(forest).serialize(str(tmp_path / "checkpoint.tl"))
-    checkpoint, prefix = (tmp_path / "checkpoint.tl").read_bytes(), f"triton-{uuid.uuid4().hex[:8]}"
-    assert publish(prefix, checkpoint) == 1
-    server = triton_factory(f"s3://models/{prefix}", env=publisher_env.env(), fil_compile=False)
-    print(f"\nTriton ready from S3 in {server.startup_seconds:.2f} s")
-    client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
-    x = np.random.default_rng(0).normal(size=(5, N_FEATURES)).astype(np.float32)
-    tensor = httpclient.InferInput("input__0", list(x.shape), "FP32")
-    tensor.set_data_from_numpy(x)
-    result = client.infer(MODEL_NAME, [tensor])
-    np.testing.assert_allclose(result.as_numpy("output__0"), forest.predict_proba(x), atol=1e-5)
-    assert result.get_response()["model_version"] == "1"
-
-    assert publish(prefix, checkpoint) == 2
-    server.load_model(MODEL_NAME)
-    assert client.infer(MODEL_NAME, [tensor]).get_response()["model_version"] == "2"
-    client.close()
-    server.stop()
 
 
 def test_triton_without_s3_credentials_fails_fast(s3_server, triton_factory, monkeypatch):
