@@ -93,7 +93,10 @@ def test_every_family_beats_a_constant_predictor_by_far(trained, split, family):
     base_rate = split.y_test.mean()
     assert average_precision_score(split.y_test, np.full(len(split.y_test), 0.5)) == pytest.approx(base_rate)
     assert 20 * base_rate < ap < 0.999
-    oof = trained[family].oof_proba
+    t = trained[family]
+    assert t.family == family and all(not k.startswith("clf__") for k in t.best_params)
+    assert 0 < t.cv_average_precision <= 1 and t.cv_average_precision_std >= 0
+    oof = t.oof_proba
     assert oof.shape == split.y_train.shape and ((oof >= 0) & (oof <= 1)).all()
     assert average_precision_score(split.y_train, oof) > 10 * split.y_train.mean()
 
@@ -124,12 +127,6 @@ def test_training_is_deterministic(split):
     assert a.best_params == b.best_params
     np.testing.assert_array_equal(a.oof_proba, b.oof_proba)
     np.testing.assert_array_equal(predict_proba(a.pipeline, split.X_test), predict_proba(b.pipeline, split.X_test))
-
-
-def test_trained_family_records_the_search(trained):
-    t = trained["extra_trees"]
-    assert t.family == "extra_trees" and all(not k.startswith("clf__") for k in t.best_params)
-    assert 0 < t.cv_average_precision <= 1 and t.cv_average_precision_std >= 0
 
 
 def test_oversampling_target_never_removes_frauds():

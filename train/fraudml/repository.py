@@ -61,21 +61,17 @@ def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def keep_versions_from_env() -> int:
-    """``MODEL_KEEP_VERSIONS``: complete versions kept where Triton downloads them (default 5)."""
-    raw = os.environ.get("MODEL_KEEP_VERSIONS") or str(DEFAULT_KEEP_VERSIONS)
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"MODEL_KEEP_VERSIONS={raw!r} must be an integer >= 1")
-    return int(raw)
-
-
 class ModelRepository:
     """One model (``fraud-classifier`` by default) inside a Triton model repository."""
 
     def __init__(self, uri: str, model_name: str = MODEL_NAME, keep_versions: int | None = None):
         self.uri = uri
         self.model_name = model_name
-        self.keep_versions = keep_versions or keep_versions_from_env()
+        # MODEL_KEEP_VERSIONS: complete versions kept where Triton downloads them
+        raw = str(keep_versions or os.environ.get("MODEL_KEEP_VERSIONS") or DEFAULT_KEEP_VERSIONS)
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"MODEL_KEEP_VERSIONS={raw!r} must be an integer >= 1")
+        self.keep_versions = int(raw)
         self.store: LocalStore | S3Store = open_store(uri)
 
     def _k(self, *parts: object) -> str:
