@@ -69,7 +69,7 @@ def test_champion_challenger_sequence(rig):
     assert run.data.model_version == 2 and repo.served_version() == 2
     # the holdout was the test set and none of its rows reached training
     assert not np.isin(row_keys(stored.df), row_keys(run.data.X_train)).any()
-    np.testing.assert_array_equal(run.data.y_test, stored.y)
+    np.testing.assert_array_equal(run.data.y_test, stored.df["Class"].to_numpy())
 
     run, out = _flow(rig, "shuffled")
     assert run is not None, out  # not promoted is a successful run

@@ -92,15 +92,12 @@ def test_lookups_of_missing_versions_are_clear_errors(tmp_path):
         ModelRepository(str(tmp_path)).set_served_version(7)
 
 
-def test_unreachable_s3_is_a_clear_error(monkeypatch, free_port):
+def test_unreachable_s3_and_unsupported_uris_are_clear_errors(monkeypatch, free_port):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     with pytest.raises(StorageError, match="unreachable"):
         open_store("s3://models/triton").check()
-
-
-def test_unsupported_uri_is_rejected():
     with pytest.raises(StorageError, match="unsupported"):
         open_store("gs://bucket/x")
 

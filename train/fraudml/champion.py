@@ -46,14 +46,6 @@ class Holdout:
     fingerprint: str
     meta: dict[str, Any]
 
-    @property
-    def X(self) -> np.ndarray:
-        return feature_matrix(self.df)
-
-    @property
-    def y(self) -> np.ndarray:
-        return labels(self.df)
-
 
 def row_keys(rows: pd.DataFrame | np.ndarray) -> np.ndarray:
     """One 64-bit hash per row of the features as the model sees them (float32): the same
@@ -223,8 +215,10 @@ def decide(repo, holdout: Holdout, X_train: np.ndarray, challenger: tuple[np.nda
                 "reason": f"--force-publish; no comparison: {exc}"}
     champion = None
     if champion_lineage is not None:
-        champion = (champion_proba(repo, champion_lineage, holdout.X), float(champion_lineage["threshold"]))
-    result = {**judge(holdout.y, champion, challenger, margin=margin, recall_tolerance=recall_tolerance), **common}
+        champion = (champion_proba(repo, champion_lineage, feature_matrix(holdout.df)),
+                    float(champion_lineage["threshold"]))
+    result = {**judge(labels(holdout.df), champion, challenger, margin=margin, recall_tolerance=recall_tolerance),
+              **common}
     if force and not result["promoted"]:
         result.update(promoted=True, forced=True, reason=f"--force-publish; the gate said: {result['reason']}")
     return result

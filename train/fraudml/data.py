@@ -77,17 +77,11 @@ def _time_of_day(rng: np.random.Generator, n: int, night_level: float) -> np.nda
 def generate_dataset(
     rows: int = DEFAULT_ROWS, fraud_rate: float = DEFAULT_FRAUD_RATE, seed: int = DEFAULT_SEED
 ) -> pd.DataFrame:
-    """Make a synthetic dataset with the `creditcard.csv` schema.
-
-    The same arguments always give the same frame. Exactly ``round(rows * fraud_rate)`` rows
-    are frauds. Legitimate rows have heavy-tailed, PCA-like ``V`` components with decreasing
-    variance; frauds shift a dozen components by a severity that varies from row to row (some
-    frauds are nearly indistinguishable, so average precision stays well below 1), a quarter
-    of them also show unusually large ``|V5|``/``|V6|`` in either direction (a pattern that
-    needs non-linear splits). ``Amount`` is log-normal with a Pareto tail (frauds: many tiny
-    "card test" amounts plus a wider spread), and ``Time`` covers two days with a daily cycle;
-    rows are sorted by ``Time`` like the public file. Features are float64, ``Class`` int64.
-    """
+    """A synthetic dataset with the `creditcard.csv` schema, the same for the same arguments, with exactly
+    ``round(rows * fraud_rate)`` frauds, sorted by ``Time`` (two days, a daily cycle). Legitimate ``V``s are
+    heavy-tailed PCA-like components; frauds shift a dozen by a severity that varies per row (some look
+    ordinary, so AP stays below 1), a quarter with large ``|V5|``/``|V6|`` (needs non-linear splits).
+    ``Amount``: log-normal with a Pareto tail (frauds: many tiny "card test" amounts)."""
     if rows < 1:
         raise ValueError(f"rows must be >= 1, got {rows}")
     if not 0.0 <= fraud_rate < 0.5:

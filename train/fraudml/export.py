@@ -1,12 +1,8 @@
 """Export a trained pipeline for Triton's FIL backend, and check that the export predicts alike.
 
-Only the classifier step is exported: SMOTE is a training-time step (imbalanced-learn
-skips samplers outside ``fit``), so the served model is exactly what ``predict_proba`` uses.
-scikit-learn forests are built node by node with Treelite's model builder
-(:func:`sklearn_forest_to_treelite`), so a missing value (NaN) takes the branch scikit-learn
-takes; XGBoost and LightGBM boosters come in through Treelite's frontends and carry their own
-missing-value branches. Positive-class probability is the last column of ``gtil.predict``'s
-output (``(n, 1, 2)`` for scikit-learn forests, ``(n, 1, 1)`` for boosted models).
+Only the classifier is exported (imbalanced-learn skips samplers outside ``fit``), so the served
+model is exactly what ``predict_proba`` uses. Positive-class probability is the last column of
+``gtil.predict``'s output (``(n, 1, 2)`` for scikit-learn forests, ``(n, 1, 1)`` for boosted models).
 """
 
 from __future__ import annotations
@@ -30,16 +26,11 @@ class ExportMismatch(RuntimeError):
 
 
 def sklearn_forest_to_treelite(clf) -> treelite.Model:
-    """A fitted scikit-learn RandomForest/ExtraTrees classifier as a Treelite model.
-
-    Written with Treelite's model builder rather than ``treelite.sklearn.import_model``
-    because the importer (Treelite 4.4) sends NaN to the left child at every split, while
-    scikit-learn sends it where ``tree_.missing_go_to_left`` says (for features without
-    missing values in training: the child that saw more samples). Here each split's default
-    branch is scikit-learn's, so FIL (native or local: NaN = missing = default branch)
-    answers a row with NaN exactly as ``predict_proba`` does. Leaves hold class fractions
-    and trees are averaged, as ``predict_proba`` does.
-    """
+    """A fitted scikit-learn RandomForest/ExtraTrees classifier as a Treelite model, built node by node
+    because ``treelite.sklearn.import_model`` (Treelite 4.4) sends NaN left at every split, while
+    scikit-learn follows ``tree_.missing_go_to_left`` (without missing values in training: the child
+    that saw more samples). With scikit-learn's default branches, FIL (NaN = missing = default branch)
+    answers NaN rows exactly as ``predict_proba``; leaves hold class fractions, trees are averaged."""
     from treelite import model_builder as mb
 
     n_classes, trees = int(clf.n_classes_), [e.tree_ for e in clf.estimators_]

@@ -1,8 +1,5 @@
-"""Lineage: the record that ties a model version to the run, data and code that made it.
-
-It is stored as the flow artifact ``lineage`` and, when publishing, as
-``<version>/lineage.json`` next to the model (DESIGN §4).
-"""
+"""Lineage: the record (flow artifact ``lineage``, ``<version>/lineage.json``) that ties a model version to
+the run, data and code that made it (DESIGN §4)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,8 @@
-"""The one place that talks to Triton's control API (readiness, load, config, statistics),
-through ``tritonclient`` — the client Triton's own QA and the FIL backend's tests use.
+"""The one place that talks to Triton's control API (HTTP ``http://host:port``), through ``tritonclient``.
 
-URLs are ``http://host:port`` (the HTTP endpoint); errors become :class:`TritonUnavailable`
-(cannot connect) or :class:`TritonRefused` (Triton answered with an error), each saying which
-server and what it said. Every call carries the API key Triton's restricted APIs require
-(``TRITON_API_KEY`` in the header ``TRITON_API_KEY_HEADER``, default ``fraudml-api-key``) when
-the variable is set: the model-repository API (load) answers 403 without it.
+Errors become :class:`TritonUnavailable` or :class:`TritonRefused`, naming the server and what it said.
+Every call carries ``TRITON_API_KEY`` (header ``TRITON_API_KEY_HEADER``, default ``fraudml-api-key``)
+when set: the model-repository API (load) answers 403 without it.
 """
 
 from __future__ import annotations
