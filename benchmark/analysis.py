@@ -62,13 +62,11 @@ def perf_top(results: dict, keys: tuple[str, ...] = ("http", "grpc")) -> tuple[f
     pa = results.get("perf_analyzer") or {}
     levels = [(p, r) for p in keys for r in (pa.get(p) or []) if r.get("rps") is not None]
     top = 32 if any(r["concurrency"] == 32 for _, r in levels) else max((r["concurrency"] for _, r in levels), default=None)
-    best, note = None, ""
-    for protocol, r in levels:
-        if r["concurrency"] == top and (best is None or r["rps"] > best):
-            best, note = r["rps"], f"{protocol.upper() if protocol in ('http', 'grpc') else protocol}, --async"
-    if top is not None and top != 32:
-        note += f"; 32 not measured, shown at {top}"
-    return best, note
+    if top is None:
+        return None, ""
+    protocol, r = max(((p, r) for p, r in levels if r["concurrency"] == top), key=lambda pr: pr[1]["rps"])
+    note = f"{protocol.upper() if protocol in ('http', 'grpc') else protocol}, --async"
+    return r["rps"], note + (f"; 32 not measured, shown at {top}" if top != 32 else "")
 
 
 def analyze(results: dict) -> dict:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import gc
 import http.client
+import itertools
 import json
 import pickle
 import time
+import timeit
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,14 +189,11 @@ def in_process_runtimes(model: BenchModel, rows: np.ndarray, library: Path | Non
         runtimes["compiled"] = ("tl2cgen-compiled library, 1 thread (fil backend default)", compiled.predict)
     runtimes["gtil_python"] = ("treelite.gtil.predict, the public Python wrapper, nthread=1",
                                lambda x: treelite.gtil.predict(tl, x, nthread=1))
-    out, one_rows = {}, [r[None, :] for r in rows]
+    out, one_rows = {}, itertools.cycle([r[None, :] for r in rows])
     for key, (what, fn) in runtimes.items():
-        n, us = max(20, calls // 5) if key == "sklearn" else calls, []
-        for i in range(-min(20, n), n):  # the first 20 calls untimed
-            t0 = time.perf_counter_ns()
-            fn(one_rows[i % len(one_rows)])
-            us.append((time.perf_counter_ns() - t0) / 1e3)
-        us = np.asarray(us[min(20, n):])
+        n = max(20, calls // 5) if key == "sklearn" else calls
+        # one timing per call, the first 20 untimed (timeit pauses the garbage collector while it times)
+        us = 1e6 * np.asarray(timeit.repeat(lambda fn=fn: fn(next(one_rows)), number=1, repeat=20 + n)[20:])
         out[key] = {"what": what, "calls": n, "p50_us": float(np.median(us)), "mean_us": float(us.mean())}
     return out
 
