@@ -86,27 +86,23 @@ def pytest_collection_modifyitems(items) -> None:
 
 
 RANK = ("passed", "skipped", "failed")  # a case's outcome is its worst phase's
-_outcomes: dict[str, str] = {}
-_properties: dict[str, list[tuple[str, object]]] = {}
-_why_failed: dict[str, str] = {}
 
 
-def pytest_runtest_logreport(report) -> None:
-    if category(report.nodeid) is None:
-        return
-    _outcomes[report.nodeid] = max(_outcomes.get(report.nodeid, "passed"), report.outcome, key=RANK.index)
-    if report.failed:
-        crash = getattr(report.longrepr, "reprcrash", None)
-        _why_failed.setdefault(report.nodeid, " ".join(str(getattr(crash, "message", report.longrepr)).split())[:300])
-    if report.user_properties:
-        _properties[report.nodeid] = list(report.user_properties)
-
-
-def summary_markdown(config) -> str:
+def summary_markdown(config, reports) -> str:
+    """The summary of the suite's ``reports`` (every phase of every case, as pytest's terminal reporter keeps them)."""
+    outcomes: dict[str, str] = {}
+    properties: dict[str, list[tuple[str, object]]] = {}
+    why_failed: dict[str, str] = {}
+    for report in reports:
+        outcomes[report.nodeid] = max(outcomes.get(report.nodeid, "passed"), report.outcome, key=RANK.index)
+        properties[report.nodeid] = report.user_properties or properties.get(report.nodeid, [])
+        if report.failed:
+            crash = getattr(report.longrepr, "reprcrash", None)
+            why_failed.setdefault(report.nodeid, " ".join(str(getattr(crash, "message", report.longrepr)).split())[:300])
     rows: dict[str, list] = {}  # category -> [cases, failures, skipped, versions lost (None: not measured)]
-    for nodeid, outcome in sorted(_outcomes.items(), key=lambda item: order(category(item[0]))):
+    for nodeid, outcome in sorted(outcomes.items(), key=lambda item: order(category(item[0]))):
         row = rows.setdefault(category(nodeid), [0, 0, 0, None])
-        lost = [int(value) for key, value in _properties.get(nodeid, []) if key == "versions_lost"]
+        lost = [int(value) for key, value in properties[nodeid] if key == "versions_lost"]
         row[:] = [row[0] + 1, row[1] + (outcome == "failed"), row[2] + (outcome == "skipped"),
                   sum(lost, row[3] or 0) if lost else row[3]]
     measured = [row[3] for row in rows.values() if row[3] is not None]
@@ -118,17 +114,19 @@ def summary_markdown(config) -> str:
            "| category | cases | failures | skipped | versions lost |", "| --- | ---: | ---: | ---: | ---: |"]
     out += [f"| {name} | " + " | ".join(f"{'-' if v is None else v}" for v in row) + " |" for name, row in rows.items()]
     out.append("| **total** | " + " | ".join(f"**{'-' if v is None else v}**" for v in total) + " |")
-    figures = [f"- `{nodeid.split('::', 1)[1]}` {key}: {value}" for nodeid, props in _properties.items()
+    figures = [f"- `{nodeid.split('::', 1)[1]}` {key}: {value}" for nodeid, props in properties.items()
                for key, value in props if key != "versions_lost"]
-    failed = [f"- `{nodeid}`: {why}" for nodeid, why in _why_failed.items()]
+    failed = [f"- `{nodeid}`: {why}" for nodeid, why in why_failed.items()]
     return "\n".join(out + (["", "Figures:", ""] + figures if figures else [])
                      + (["", "Failed:", ""] + failed if failed else [])) + "\n"
 
 
 def pytest_terminal_summary(terminalreporter, config) -> None:
-    if not _outcomes:
+    reports = [r for rs in terminalreporter.stats.values() for r in rs
+               if isinstance(r, pytest.TestReport) and category(r.nodeid)]
+    if not reports:
         return
-    text = summary_markdown(config)
+    text = summary_markdown(config, reports)
     path = config.rootpath / ".state" / "reliability" / "summary.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -255,31 +255,30 @@ class FaultyStore:
     def __init__(self, inner, point: str, fault: Callable[[], None]):
         self.inner, self.point, self.fault = inner, point, fault
         self.fired_at: float | None = None
-        self.uploaded: list[str] = []
+        self.uploaded = False
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
-    def _fire(self) -> None:
-        if self.fired_at is None:
+    def _reached(self, point: str) -> None:
+        if self.point.endswith(point) and self.fired_at is None:
             self.fired_at = time.monotonic()
             self.fault()
 
     def put(self, key: str, data: bytes) -> None:
         self.inner.put(key, data)
         if VERSION_FILE.match(key):
-            self.uploaded.append(key)
-            if self.point.endswith("after-first-file-put"):
-                self._fire()
+            self.uploaded = True
+            self._reached("after-first-file-put")
 
     def get(self, key: str):
-        if self.point == "during-read-back" and VERSION_FILE.match(key) and self.uploaded:
-            self._fire()
+        if self.uploaded and VERSION_FILE.match(key):
+            self._reached("during-read-back")
         return self.inner.get(key)
 
     def replace(self, key: str, data: bytes, tag: str | None) -> None:
-        if self.point == "before-config-swap" and key.endswith("/config.pbtxt"):
-            self._fire()
+        if key.endswith("/config.pbtxt"):
+            self._reached("before-config-swap")
         return self.inner.replace(key, data, tag)
 
 

@@ -1,10 +1,7 @@
-"""Bad input to Triton's ``fil`` backend (HTTP JSON, HTTP binary, gRPC) and to the FastAPI
-baseline: each gets a clear refusal naming the problem (HTTP 4xx, or Triton 2.51's own parser
-500; gRPC INVALID_ARGUMENT / NOT_FOUND / UNAVAILABLE — never INTERNAL, which clients retry:
-R4), and afterwards the server is ready and a correct request gets the model's own
-predict_proba. NaN/+-Inf are not bad input: native FIL takes NaN as a missing value, so an
-answer is right too — predict_proba's for NaN rows, a well-formed one for +-Inf rows, which
-scikit-learn refuses (docs/fil_contract.md)."""
+"""Bad input to Triton (HTTP JSON, HTTP binary, gRPC) and to the FastAPI baseline gets a clear refusal
+naming the problem (gRPC never INTERNAL, which clients retry: R4), and the server keeps serving the
+model's own predict_proba. NaN/+-Inf are not bad input: native FIL takes NaN as a missing value, so
+an answer is right too (docs/fil_contract.md)."""
 
 from __future__ import annotations
 

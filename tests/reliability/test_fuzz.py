@@ -1,18 +1,8 @@
-"""Hypothesis-generated request bodies (structure-aware: names, datatypes, shapes, values with
-NaN/Inf/strings/bools/nesting, count mismatches, byte-level mutations of the JSON, binary size
-and header mismatches) for Triton JSON, Triton binary and the FastAPI baseline.
-
-The property, per body: an answer always (except the one 2.51 defect below), never a 5xx from
-our code; a 4xx (or Triton's parser 500) carries a message; a 200 only for a valid body and then
-with predict_proba's answer (NaN being a missing value as in native FIL; rows with +-Inf, which
-scikit-learn refuses: a well-formed answer); a valid body always gets a 200; the server keeps
-serving correctly.
-Deterministic (``derandomize``), no example database, shrinking on: a failure is reported as
-the smallest body that breaks the property. ``RELIABILITY_FUZZ_EXAMPLES`` per target.
-
+"""Hypothesis-generated request bodies for Triton JSON, Triton binary and the FastAPI baseline; the
+property each must keep: docs/security.md (fuzz). Deterministic (``derandomize``), no example database,
+shrinking on: a failure is reported as the smallest body that breaks the property.
 A dropped connection is tolerated only for HTTP JSON with a declared shape beyond memory or
-int64 (R8: 2.51 aborts), when the supervisor has Triton ready again; it is counted.
-"""
+int64 (R8: 2.51 aborts), when the supervisor has Triton ready again; it is counted."""
 
 from __future__ import annotations
 
@@ -57,18 +47,20 @@ def declares_oversized(shape: object) -> bool:
 
 
 @st.composite
-def mutated(draw, text: bytes) -> tuple[bytes, bool]:
+def mutated(draw, doc: dict, expected: str) -> tuple[bytes, str]:
+    """``doc`` as JSON, maybe mutated byte-wise, and what it now expects (EITHER once mutated:
+    a mutation may leave valid JSON)."""
+    text = json.dumps(doc, allow_nan=True).encode()
     kind = draw(st.sampled_from(["none"] * 6 + ["truncate", "flip", "insert", "prefix"]))
-    if kind == "none" or not text:
-        return text, False
     at = draw(st.integers(0, len(text) - 1))
-    if kind == "truncate":
-        return text[:at], True
-    if kind == "flip":
-        return text[:at] + bytes([draw(st.integers(0, 255))]) + text[at + 1:], True
-    if kind == "insert":
-        return text[:at] + draw(st.sampled_from([b"{", b"]", b",", b'"', b"\x00", b"NaN", b"\xff"])) + text[at:], True
-    return draw(st.sampled_from([b"\xef\xbb\xbf", b" ", b"x"])) + text, True
+    return {
+        "none": lambda: (text, expected),
+        "truncate": lambda: (text[:at], EITHER),
+        "flip": lambda: (text[:at] + bytes([draw(st.integers(0, 255))]) + text[at + 1:], EITHER),
+        "insert": lambda: (text[:at] + draw(st.sampled_from([b"{", b"]", b",", b'"', b"\x00", b"NaN", b"\xff"]))
+                           + text[at:], EITHER),
+        "prefix": lambda: (draw(st.sampled_from([b"\xef\xbb\xbf", b" ", b"x"])) + text, EITHER),
+    }[kind]()
 
 
 @st.composite
@@ -100,27 +92,20 @@ def triton_json(draw) -> tuple[bytes, str, dict]:
     dtype = draw(st.sampled_from(["FP32"] * 8 + ["FP64", "FP16", "INT32", "INT64", "BYTES", "BOOL", "UINT8", "fp32", "FP33", ""]))
     shape_kind, shape, count = draw(shapes())
     data_kind = draw(st.sampled_from(["finite"] * 6 + ["ints", "weird", "nested", "short", "long", "not-list", "missing"]))
-    if data_kind == "short" and count == 0:
-        data_kind = "finite"  # nothing shorter than empty
-    if data_kind == "finite":
-        data = draw(st.lists(finite, min_size=count, max_size=count))
-    elif data_kind == "ints":
-        data = draw(st.lists(st.integers(-1000, 1000), min_size=count, max_size=count))
-    elif data_kind == "weird":
-        data = draw(st.lists(st.one_of(finite, weird), min_size=max(count, 1), max_size=max(count, 1)).filter(
-            lambda d: any(not_a_finite_number(v) for v in d)))
-    elif data_kind == "nested":
-        flat = draw(st.lists(finite, min_size=count, max_size=count))
-        width = shape[1] if shape_kind == "ok" else draw(st.integers(1, 5))
-        data = [flat[i:i + width] for i in range(0, len(flat), width)]
-    elif data_kind in ("short", "long"):
-        size = count + (-1 if data_kind == "short" else 1)
-        data = draw(st.lists(finite, min_size=size, max_size=size))
-    else:
-        data = draw(weird)
-    tensor = {"name": name, "shape": shape, "datatype": dtype}
-    if data_kind != "missing":
-        tensor["data"] = data
+    flat = draw(st.lists(finite, min_size=count, max_size=count))
+    width = shape[1] if shape_kind == "ok" else draw(st.integers(1, 5))
+    data = {
+        "finite": lambda: flat,
+        "ints": lambda: draw(st.lists(st.integers(-1000, 1000), min_size=count, max_size=count)),
+        "weird": lambda: draw(st.lists(st.one_of(finite, weird), min_size=max(count, 1), max_size=max(count, 1)).filter(
+            lambda d: any(not_a_finite_number(v) for v in d))),
+        "nested": lambda: [flat[i:i + width] for i in range(0, count, width)],
+        "short": lambda: flat[:-1],
+        "long": lambda: flat + [draw(finite)],
+        "not-list": lambda: draw(weird),
+        "missing": lambda: None,
+    }[data_kind]()
+    tensor = {"name": name, "shape": shape, "datatype": dtype, **({} if data_kind == "missing" else {"data": data})}
     doc: dict[str, Any] = {"inputs": [tensor]}
     outputs = draw(st.sampled_from([None] * 6 + ["output__0", "output__9", "binary"]))
     if outputs:
@@ -128,12 +113,10 @@ def triton_json(draw) -> tuple[bytes, str, dict]:
                           else {"name": outputs}]
     if draw(st.booleans()):
         doc["id"] = draw(st.text(max_size=8))
-    body, was_mutated = draw(mutated(json.dumps(doc, allow_nan=True).encode()))
-    clean = (name == "input__0" and dtype == "FP32" and shape_kind == "ok" and outputs != "output__9" and not was_mutated)
-    if clean and data_kind in ("finite", "ints", "nested"):
-        expected = VALID if data_kind == "finite" else EITHER  # KServe allows nested and integral JSON numbers
-    else:
-        expected = EITHER if was_mutated else INVALID  # a mutation may leave valid JSON
+    clean = name == "input__0" and dtype == "FP32" and shape_kind == "ok" and outputs != "output__9"
+    # KServe allows nested and integral JSON numbers
+    body, expected = draw(mutated(doc, {"finite": VALID, "ints": EITHER, "nested": EITHER}.get(data_kind, INVALID)
+                                  if clean else INVALID))
     return body, expected, {"shape": shape}
 
 
@@ -182,9 +165,7 @@ def fastapi_json(draw) -> tuple[bytes, str, dict]:
     doc: dict[str, Any] = {} if kind == "missing" else {"rows": rows}
     if kind == "extra":
         doc[draw(st.sampled_from(["model", "version", "x"]))] = draw(weird)
-    body, was_mutated = draw(mutated(json.dumps(doc, allow_nan=True).encode()))
-    expected = VALID if kind == "ok" and not was_mutated else (EITHER if was_mutated else INVALID)
-    return body, expected, {}
+    return (*draw(mutated(doc, VALID if kind == "ok" else INVALID)), {})
 
 
 def sent_rows(target: str, body: bytes, info: dict) -> np.ndarray | None:

@@ -1,15 +1,9 @@
-"""Declared-shape attacks (issue 13, docs/security.md R8): inputs whose declared shape is
-huge, overflows int64, is negative or zero, or exceeds ``max_batch_size``, with four values of
-data, over HTTP JSON, HTTP binary and gRPC, to the FastAPI baseline, and to a Triton started
-with the Kubernetes start script's API restrictions. Each ends in a clear refusal with the
-server still serving correct answers.
-
-One exception is recorded, not hidden: tritonserver 2.51 (the bundled one) sizes an HTTP JSON
-input from its declared shape before checking anything, so the largest shapes abort it
-(SIGABRT). Over HTTP JSON, and only there, such a case passes when the launcher's supervisor
-has restarted it on the same ports and it is ready again (polled, bounded); the signal and the
-time from the crash to ready are recorded as figures.
-"""
+"""Declared-shape attacks (issue 13, docs/security.md R8) with four values of data over HTTP JSON,
+HTTP binary and gRPC, to the FastAPI baseline, and to a Triton with the Kubernetes start script's API
+restrictions: each ends in a clear refusal with the server still serving correct answers. One
+exception, recorded: tritonserver 2.51 sizes an HTTP JSON input from its declared shape before
+checking anything, so the largest shapes abort it; over HTTP JSON only, such a case passes when the
+supervisor has it ready again on the same ports (the signal and crash-to-ready time are figures)."""
 
 from __future__ import annotations
 
