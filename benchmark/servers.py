@@ -48,7 +48,7 @@ class FastAPIServer:
     restarts: a baseline that dies must show in the results); its log is ``log``."""
 
     def __init__(self, name: str, port: int, env: dict[str, str], cpu: int | None, log: Path):
-        self.name, self.port, self.log = name, port, log
+        self.name, self.port = name, port
         self.cmd = [*taskset(cpu), sys.executable, "-m", "uvicorn", "benchmark.app:app",
                     "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                     "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "120"]
@@ -102,12 +102,10 @@ def triton_facts(base_url: str, model: str, ready_s: float | None = None) -> dic
         facts["server_version"] = triton_control.server_version(base_url)
         config = triton_control.model_config(base_url, model)
         groups = config.get("instance_group") or []
-        facts["instance_group"] = [{"kind": g.get("kind"), "count": g.get("count")} for g in groups]
-        facts["instance_count"] = sum(int(g.get("count") or 1) for g in groups) or 1
-        facts["backend"] = config.get("backend")
-        facts["max_batch_size"] = config.get("max_batch_size")
-        facts["dynamic_batching"] = config.get("dynamic_batching")
-        facts["n_features"] = int(next(iter(config.get("input") or []), {}).get("dims", [0])[-1])
+        facts |= {"instance_group": [{"kind": g.get("kind"), "count": g.get("count")} for g in groups],
+                  "instance_count": sum(int(g.get("count") or 1) for g in groups) or 1,
+                  **{k: config.get(k) for k in ("backend", "max_batch_size", "dynamic_batching")},
+                  "n_features": int(next(iter(config.get("input") or []), {}).get("dims", [0])[-1])}
     return facts
 
 
