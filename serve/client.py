@@ -63,9 +63,8 @@ def infer(x: np.ndarray, *, url: str, protocol: str = "http", model_name: str, t
         inp = tc.InferInput(INPUT, list(x.shape), "FP32")
         inp.set_data_from_numpy(x)  # binary over HTTP too (its default)
         res = client.infer(model_name, [inp], outputs=[tc.InferRequestedOutput(OUTPUT)], **call)
-        meta = res.get_response()
-        grpc = protocol == "grpc"
-        name, version = (meta.model_name, meta.model_version) if grpc else (meta["model_name"], meta["model_version"])
+        meta = res.get_response(as_json=True) if protocol == "grpc" else res.get_response()
+        name, version = meta["model_name"], meta["model_version"]
         out = res.as_numpy(OUTPUT)
     except Exception as exc:  # noqa: BLE001 - tritonclient raises many types; all become one clear error
         msg = getattr(exc, "message", None)

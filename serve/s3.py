@@ -48,8 +48,8 @@ _INTERNAL_PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volum
                         "filer.port.grpc", "s3.port.grpc", "admin.port", "admin.port.grpc")
 
 
-class S3Error(RuntimeError):
-    """The local S3 server cannot be started, reached or stopped; the message says why."""
+class S3Error(ServiceError):
+    """The local S3 server cannot be started; the message says why (so does a ServiceError of its start-up)."""
 
 
 def find_weed() -> Path:
@@ -117,7 +117,7 @@ class SeaweedS3(Supervised):
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> SeaweedS3:
         """Start the server (or attach to the running one) and wait until S3 answers an
-        authenticated request for the bucket; S3Error says why not."""
+        authenticated request for the bucket; a ServiceError (S3Error) says why not."""
         if self.is_running():
             self._load_running_port()
             self._wait_ready(timeout)
@@ -162,7 +162,7 @@ class SeaweedS3(Supervised):
                          read_timeout=timeout)
 
     def _wait_ready(self, timeout: float) -> None:
-        """Until S3 answers an authenticated request for the bucket."""
+        """Until S3 answers an authenticated request for the bucket; ServiceError (with the log) if it does not."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         client = self.client(timeout=2.0)
@@ -174,10 +174,7 @@ class SeaweedS3(Supervised):
                 return False
             return True
 
-        try:
-            self.service.wait(bucket_ready, timeout, what=f"S3 (weed) at {self.endpoint_url}")
-        except ServiceError as e:
-            raise S3Error(str(e)) from None
+        self.service.wait(bucket_ready, timeout, what=f"S3 (weed) at {self.endpoint_url}")
 
     def stop(self, timeout: float = 15.0) -> bool:
         """Stop the server of this state folder. Returns False if none was running."""
@@ -248,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             server._load_running_port()
             for key, value in server.env(args.reader).items():
                 print(f"export {key}={value}")
-    except S3Error as e:
+    except ServiceError as e:  # S3Error too
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -65,14 +65,12 @@ def bundle_paths() -> tuple[Path, Path]:
     # Located, not imported: only the bundled binary is used, and the wheel is installed
     # without the dependencies of its Python API (requirements.txt, "no-deps").
     spec = importlib.util.find_spec("pytriton")
-    if spec is None or not spec.submodule_search_locations:
+    if spec is None:
         raise TritonError("the nvidia-pytriton package is not installed; it bundles tritonserver (`make venv`)")
-    root = Path(list(spec.submodule_search_locations)[0]).resolve()
-    bundle = root / "tritonserver"
-    libs = root.parent / "nvidia_pytriton.libs"
-    if not (bundle / "bin" / "tritonserver").is_file():
-        raise TritonError(f"{bundle}/bin/tritonserver is missing: reinstall nvidia-pytriton")
-    return bundle, libs
+    root = Path(spec.origin).resolve().parent
+    if not (root / "tritonserver" / "bin" / "tritonserver").is_file():
+        raise TritonError(f"{root}/tritonserver/bin/tritonserver is missing: reinstall nvidia-pytriton")
+    return root / "tritonserver", root.parent / "nvidia_pytriton.libs"
 
 
 def python_libdir() -> str:

@@ -19,7 +19,6 @@ import pytest
 
 from fraudml.data import FEATURES, generate_dataset
 from fraudml.repository import ModelRepository
-from fraudml.rollout import roll_out
 from serve.client import infer
 from tests.reliability.rig import RequestLoop
 
@@ -66,17 +65,6 @@ def triton(e2e, triton_factory, s3_server):
 def cli_env(e2e, triton) -> dict[str, str]:
     """The environment of the serve.* commands: the module's, with this Triton's ports."""
     return {**e2e["env"], "TRITON_HTTP_PORT": str(triton.http_port), "TRITON_GRPC_PORT": str(triton.grpc_port)}
-
-
-def test_flow_published_version_1_with_lineage(e2e):
-    repo = ModelRepository(e2e["repo_uri"])
-    assert repo.served_version() == 1
-    lineage = repo.read_lineage(1)
-    assert lineage["pathspec"].startswith("FraudClassifierTreeSelection/")
-    assert lineage["dataset"]["fingerprint"].startswith("sha256:")
-    assert lineage["family"] in ("random_forest", "lightgbm")
-    assert 0.0 < lineage["threshold"] < 1.0
-    assert [v.status for v in repo.list_versions()] == ["complete"]
 
 
 def test_client_answers_and_lineage_leads_back_to_the_run(e2e, cli_env):
@@ -137,14 +125,6 @@ def test_client_answers_with_only_triton_when_s3_is_down(e2e, cli_env):
         assert out["lineage"]["line"].startswith("lineage: not available") and "needs only Triton" in out["lineage"]["line"]
 
 
-def _publish_copy_of(repo: ModelRepository, version: int, **lineage_changes) -> int:
-    """A new version with ``version``'s files, lineage and config."""
-    lineage = repo.read_lineage(version)
-    files = {name: repo.read_file(version, name) for name in lineage["files"]}
-    record = {k: v for k, v in lineage.items() if k not in ("version", "files", "published_at", "triton_config")}
-    return repo.publish(files, {**record, **lineage_changes}, lineage["triton_config"])
-
-
 def serves(version: int):
     return lambda loop: loop.versions[-1:] == [version]
 
@@ -154,9 +134,11 @@ def test_new_version_and_rollback_without_a_failed_request(e2e, triton, cli_env)
     x = e2e["df"].head(1)[FEATURES].to_numpy(np.float32)  # a raw row: the served model needs no transform
     with RequestLoop(triton.http_url, x, max_seconds=120) as loop:
         loop.wait_for(serves(1), "v1 answering")
-        previous = repo.served_version()
-        new = _publish_copy_of(repo, 1, note="republished by the hot-swap test")
-        roll_out(repo, [triton.http_url], previous)
+        lineage = repo.read_lineage(1)  # the new version: v1's files, lineage and config again
+        record = {k: v for k, v in lineage.items() if k not in ("version", "files", "published_at", "triton_config")}
+        new = repo.publish({name: repo.read_file(1, name) for name in lineage["files"]},
+                           {**record, "note": "republished by the hot-swap test"}, lineage["triton_config"])
+        triton.load_model()  # the launcher's `serve.triton load`; the rollback below goes through roll_out
         loop.wait_for(serves(new), f"v{new} answering")
 
         _run([sys.executable, "-m", "serve.models", "rollback", "--version", "1"], cli_env)
