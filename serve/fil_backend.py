@@ -1,11 +1,9 @@
 """Which ``fil`` backend the local Triton serves with, and putting it in place.
 
-Two implementations of one contract (docs/fil_contract.md): ``native``
-(``serve/backends/fil_native``, a C++17 Triton backend, no Python stub in the request path) and
-``python`` (``serve/backends/fil``, run by Triton's Python backend stub). ``FIL_BACKEND`` chooses:
-``auto`` (default) serves native when the library is built or can be built here (g++,
-nlohmann-json3-dev), else Python with a one-line notice; ``native`` fails when it cannot be
-built; ``python`` always serves the Python one.
+Two implementations of one contract (docs/fil_contract.md): ``native`` (``serve/backends/fil_native``,
+a C++17 Triton backend) and ``python`` (``serve/backends/fil``, run by Triton's Python backend stub).
+``FIL_BACKEND``: ``auto`` (default) serves native when it is built or builds here (g++,
+nlohmann-json3-dev), else Python with a one-line notice; ``native`` fails instead; ``python``.
 
     python -m serve.fil_backend build     # what `make native-backend` runs after installing deps
     python -m serve.fil_backend status
@@ -41,9 +39,8 @@ def native_is_fresh() -> bool:
 
 
 def build_native(*, quiet: bool = True) -> Path:
-    """Build ``libtriton_fil.so`` with the system compiler unless it is up to date; concurrent
-    callers wait for one build. Raises NativeBackendUnavailable (no ``make``/``g++``, no
-    nlohmann/json.hpp, or a failed build) with the build's own error line."""
+    """Build ``libtriton_fil.so`` unless it is up to date (concurrent callers wait for one build), or
+    raise NativeBackendUnavailable with the build's own error line."""
     if native_is_fresh():
         return NATIVE_LIB
     for tool in ("make", os.environ.get("CXX", "g++")):
@@ -66,8 +63,7 @@ def build_native(*, quiet: bool = True) -> Path:
 
 def install_fil_backend(dest: Path, env: Mapping[str, str] | None = None) -> str:
     """Put the ``fil`` backend ``env["FIL_BACKEND"]`` asks for into ``dest`` (Triton's empty
-    ``<backend-dir>/fil``); returns ``"native"`` or ``"python"``. Raises serve.triton.TritonError
-    when ``FIL_BACKEND`` is not one of KINDS, or is ``native`` and native cannot be built."""
+    ``<backend-dir>/fil``); returns ``"native"`` or ``"python"``, or raises serve.triton.TritonError."""
     from serve.triton import TritonError  # the launcher's error type; it imports this module
 
     kind = ((env if env is not None else os.environ).get("FIL_BACKEND") or "auto").strip().lower()
@@ -96,15 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m serve.fil_backend", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["build", "status"])
-    args = p.parse_args(argv)
-    if args.command == "build":
-        try:
-            print(build_native(quiet=False))
-        except NativeBackendUnavailable as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+    if p.parse_args(argv).command == "status":
+        print(f"{NATIVE_LIB}: {'built, up to date' if native_is_fresh() else 'not built or out of date'}")
         return 0
-    print(f"{NATIVE_LIB}: {'built, up to date' if native_is_fresh() else 'not built or out of date'}")
+    try:
+        print(build_native(quiet=False))
+    except NativeBackendUnavailable as e:
+        p.exit(1, f"error: {e}\n")
     return 0
 
 

@@ -1,9 +1,5 @@
-"""One real Triton per fil backend and predictor, for the suites of the local fil backends.
-
-``fil_server`` (module scope, one per FIL_BACKENDS entry) serves the models a module's own
-``fil_repository`` fixture names (``(root, [model names])``) with the native or the Python fil
-backend (native skipped with the reason where it cannot be built), on Treelite GTIL or on the
-library compiled in the background, checked before any test runs; ``fil_clients``: its Clients.
+"""``fil_server``: one real Triton per FIL_BACKENDS entry (module scope) serving the models of the module's
+``fil_repository`` fixture (``(root, [model names])``), its predictor checked first; ``fil_clients``: its Clients.
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
-"""Conformance: the local ``fil`` backends answer as native FIL of the pinned NGC image
-(``fil_config.NATIVE_RELEASE``) does, for every model format they claim (XGBoost JSON, UBJSON,
-legacy binary; LightGBM; scikit-learn, XGBoost and LightGBM through Treelite checkpoints), in one
-real Triton per backend (native, Python) and predictor (GTIL, compiled), over HTTP and gRPC,
-against each library's own predictions on a full max_batch_size batch with NaN and +-Inf, on
-Hypothesis-generated rows and in requests batched into one execute(); they refuse at load what
-native FIL refuses or cannot serve; an uncompiled model serves at once, then switches. (Triton
-refuses malformed requests before a backend sees them, tests/reliability/test_bad_input.py.)
+"""Conformance: the local ``fil`` backends answer as native FIL of the pinned NGC image does, for
+every model format they claim, in one real Triton per backend (native, Python) and predictor (GTIL,
+compiled), over HTTP and gRPC, against each library's own predictions (rows with NaN and +-Inf,
+Hypothesis-generated rows, requests batched into one execute()); they refuse at load what native FIL
+refuses or cannot serve; an uncompiled model serves at once, then switches.
 
-The references: XGBoost and LightGBM take NaN as missing themselves; +-Inf reaches them as
-+-1e30, since FIL compares it like any number (XGBoost refuses Inf). Treelite imports sklearn
-trees with every split sending NaN left (``x <= threshold``, Treelite src/model_loader/sklearn.cc),
-so native FIL answers NaN like -Inf there: the sklearn reference gets NaN as -1e30.
+The references: XGBoost and LightGBM take NaN as missing; +-Inf reaches them as +-1e30, since FIL
+compares it like any number (XGBoost refuses Inf). Treelite imports sklearn trees with every split
+sending NaN left (Treelite src/model_loader/sklearn.cc): the sklearn reference gets NaN as -1e30.
 """
 
 from __future__ import annotations
@@ -30,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from prometheus_client.parser import text_string_to_metric_families
+from scipy.special import softmax
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
@@ -48,67 +45,74 @@ ATOL = 1e-5
 BIG = 1e30  # how +-Inf (and NaN for sklearn) reach the reference libraries
 
 
+# each trained model's outputs per row (Treelite num_class; sklearn binary forests: 2)
+MODEL_OUTPUTS = {"xgb": 1, "xgb3": 3, "lgbm": 1, "lgbm_cat": 1, "lgbm3": 3, "lgbm_ova": 3, "lgbm_reg": 1,
+                 "sk_rf": 2, "sk_et": 2, "sk_gb": 1, "sk_rf3": 3, "sk_rf_reg": 1}
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
     model: str  # key of the trained model
     model_type: str  # FIL model_type rendered into the config
+    expect: str = "proba"  # output__0: "proba" | "label" | "value" (the model's own outputs)
     config: dict = field(default_factory=dict)  # further render_config arguments
     edit: dict = field(default_factory=dict)  # parameters set (str) or removed (None) afterwards
-    expect: str = "proba"  # "proba" | "label" | "value" (the model's own output)
     save_as: str | None = None  # the file format written, when not model_type's
     refused: tuple[str, ...] = ()  # words the load error must hold; empty: the model serves
 
 
 # holds requests 50 ms, so that concurrent ones share one execute()
-BATCHED = Case("sk-random-forest-batched", "sk_rf", "treelite_checkpoint", dict(n_model_outputs=2, max_queue_delay_us=50_000))
+BATCHED = Case("sk-random-forest-batched", "sk_rf", "treelite_checkpoint", config=dict(max_queue_delay_us=50_000))
 SERVED = [
     Case("xgb-json-proba", "xgb", "xgboost_json"),
-    Case("xgb-ubj-label", "xgb", "xgboost_ubj", dict(predict_proba=False, n_model_outputs=1), expect="label"),
+    Case("xgb-ubj-label", "xgb", "xgboost_ubj", "label"),
     Case("xgb-legacy-binary-proba", "xgb", "xgboost"),
-    Case("xgb-treelite-checkpoint-proba", "xgb", "treelite_checkpoint", dict(n_model_outputs=1)),
-    Case("xgb-score", "xgb", "xgboost_json", dict(predict_proba=False, output_class=False, n_model_outputs=1), expect="value"),
+    Case("xgb-treelite-checkpoint-proba", "xgb", "treelite_checkpoint"),
+    Case("xgb-score", "xgb", "xgboost_json", "value"),
     # model_type left out: FIL's default, xgboost (legacy binary, xgboost.model)
     Case("xgb-default-model-type", "xgb", "xgboost", edit={"model_type": None}),
     # native FIL loads predict_proba without output_class: [1-p, p] all the same
     Case("xgb-proba-without-output-class", "xgb", "xgboost_json", edit={"output_class": "false", "threshold": None}),
-    Case("xgb-multiclass-proba", "xgb3", "xgboost_json", dict(n_classes=3, n_model_outputs=3)),
-    Case("xgb-multiclass-both-flags-false", "xgb3", "xgboost_ubj", dict(predict_proba=False, output_class=False, n_model_outputs=3), expect="value"),
+    Case("xgb-multiclass-proba", "xgb3", "xgboost_json"),
+    Case("xgb-multiclass-both-flags-false", "xgb3", "xgboost_ubj", "value"),
     Case("lgbm-proba", "lgbm", "lightgbm"),
-    Case("lgbm-label", "lgbm", "lightgbm", dict(predict_proba=False, n_model_outputs=1), expect="label"),
-    Case("lgbm-treelite-checkpoint-proba", "lgbm", "treelite_checkpoint", dict(n_model_outputs=1)),
-    Case("lgbm-score", "lgbm", "lightgbm", dict(predict_proba=False, output_class=False, n_model_outputs=1), expect="value"),
+    Case("lgbm-label", "lgbm", "lightgbm", "label"),
+    Case("lgbm-treelite-checkpoint-proba", "lgbm", "treelite_checkpoint"),
+    Case("lgbm-score", "lgbm", "lightgbm", "value"),
     Case("lgbm-categorical-proba", "lgbm_cat", "lightgbm"),
-    Case("lgbm-multiclass-proba", "lgbm3", "lightgbm", dict(n_classes=3, n_model_outputs=3)),
+    Case("lgbm-multiclass-proba", "lgbm3", "lightgbm"),
     # native FIL replaces one-vs-all sigmoids by a softmax when predict_proba is true
-    Case("lgbm-multiclassova-proba", "lgbm_ova", "lightgbm", dict(n_classes=3, n_model_outputs=3)),
-    Case("lgbm-regressor", "lgbm_reg", "lightgbm", dict(predict_proba=False, output_class=False, n_model_outputs=1), expect="value"),
-    Case("sk-random-forest-proba", "sk_rf", "treelite_checkpoint", dict(n_model_outputs=2)),
-    Case("sk-extra-trees-proba", "sk_et", "treelite_checkpoint", dict(n_model_outputs=2)),
-    Case("sk-gradient-boosting-proba", "sk_gb", "treelite_checkpoint", dict(n_model_outputs=1)),
-    Case("sk-gradient-boosting-label", "sk_gb", "treelite_checkpoint", dict(predict_proba=False, n_model_outputs=1), expect="label"),
-    Case("sk-random-forest-multiclass-proba", "sk_rf3", "treelite_checkpoint", dict(n_classes=3, n_model_outputs=3)),
-    Case("sk-random-forest-both-flags-false", "sk_rf", "treelite_checkpoint", dict(predict_proba=False, output_class=False, n_model_outputs=2), expect="value"),
-    Case("sk-random-forest-regressor", "sk_rf_reg", "treelite_checkpoint", dict(predict_proba=False, output_class=False, n_model_outputs=1), expect="value"),
+    Case("lgbm-multiclassova-proba", "lgbm_ova", "lightgbm"),
+    Case("lgbm-regressor", "lgbm_reg", "lightgbm", "value"),
+    Case("sk-random-forest-proba", "sk_rf", "treelite_checkpoint"),
+    Case("sk-extra-trees-proba", "sk_et", "treelite_checkpoint"),
+    Case("sk-gradient-boosting-proba", "sk_gb", "treelite_checkpoint"),
+    Case("sk-gradient-boosting-label", "sk_gb", "treelite_checkpoint", "label"),
+    Case("sk-random-forest-multiclass-proba", "sk_rf3", "treelite_checkpoint"),
+    Case("sk-random-forest-both-flags-false", "sk_rf", "treelite_checkpoint", "value"),
+    Case("sk-random-forest-regressor", "sk_rf_reg", "treelite_checkpoint", "value"),
     BATCHED,
     # keys native FIL 25.08 does not read, or reads only on GPU with defaults that absorb bad values
-    Case("unknown-keys-ignored", "lgbm", "lightgbm", dict(extra_parameters={
+    Case("unknown-keys-ignored", "lgbm", "lightgbm", config=dict(extra_parameters={
         "is_classifier": "banana", "no_such_key": "1", "algo": "NO_SUCH_ALGO", "threads_per_tree": "many",
         "blocks_per_sm": "x", "transfer_threshold": "-", "cpu_nthread": "2",
     })),  # fmt: skip
 ]
 
-REFUSED = [
+REFUSED = [  # rendered without n_model_outputs, which would make render_config refuse some first
     Case("no-output-class", "xgb", "xgboost_json", edit={"output_class": None}, refused=("Required parameter output_class",)),
     Case("no-threshold", "xgb", "xgboost_json", edit={"threshold": None}, refused=("Required parameter threshold",)),
-    Case("is-classifier-only", "xgb", "xgboost_json", dict(classifier_key="is_classifier"), refused=("output_class", "25.09")),
+    Case("is-classifier-only", "xgb", "xgboost_json", config=dict(classifier_key="is_classifier"),
+         refused=("output_class", "25.09")),
     Case("bool-not-lowercase", "xgb", "xgboost_json", edit={"predict_proba": "True"}, refused=("Expected 'true' or 'false'",)),
-    Case("unknown-model-type", "xgb", "xgboost_json", edit={"model_type": "onnx"}, refused=("not recognized as a valid serialization format",)),
+    Case("unknown-model-type", "xgb", "xgboost_json", edit={"model_type": "onnx"},
+         refused=("not recognized as a valid serialization format",)),
     # more than one class output + label: 'max_index', which native FIL 25.08 on CPU lacks
-    Case("forest-label", "sk_rf", "treelite_checkpoint", dict(predict_proba=False), refused=("max_index",)),
-    Case("multiclass-label", "xgb3", "xgboost_json", dict(predict_proba=False), refused=("max_index",)),
+    Case("forest-label", "sk_rf", "treelite_checkpoint", "label", refused=("max_index",)),
+    Case("multiclass-label", "xgb3", "xgboost_json", "label", refused=("max_index",)),
     # an sklearn forest writes 2 values per row: a [1] output cannot hold them
-    Case("forest-outputs-in-one-column", "sk_rf", "treelite_checkpoint", dict(predict_proba=False, output_class=False), refused=("dims", "2")),
+    Case("forest-outputs-in-one-column", "sk_rf", "treelite_checkpoint", "value", refused=("dims", "2")),
     # XGBoost >= 2.1 save_model("xgboost.model") writes UBJSON, not the legacy binary format
     Case("ubjson-named-xgboost-model", "xgb", "xgboost", save_as="xgboost_ubj", refused=("legacy binary",)),
 ]
@@ -163,9 +167,11 @@ def write_model(estimator, fmt: str, dest: Path) -> None:
 
 def config_text(case: Case) -> str:
     """render_config's text, with ``case.edit`` applied through Triton's ModelConfig protobuf."""
+    k = MODEL_OUTPUTS[case.model]
     text = render_config(
         model_name=case.name, n_features=N_FEATURES, max_batch_size=MAX_BATCH, model_type=case.model_type,
-        threshold=THRESHOLD, versions=[1], **case.config,
+        threshold=THRESHOLD, versions=[1], predict_proba=case.expect == "proba", output_class=case.expect != "value",
+        n_classes=max(2, k), **({} if case.refused else {"n_model_outputs": k}), **case.config,
     )  # fmt: skip
     if not case.edit:
         return text
@@ -181,7 +187,8 @@ def config_text(case: Case) -> str:
 def write_repository(root: Path, models: dict, cases: list[Case]) -> None:
     for case in cases:
         (root / case.name / "1").mkdir(parents=True)
-        write_model(models[case.model], case.save_as or case.model_type, root / case.name / "1" / MODEL_FILENAMES[case.model_type])
+        dest = root / case.name / "1" / MODEL_FILENAMES[case.model_type]
+        write_model(models[case.model], case.save_as or case.model_type, dest)
         (root / case.name / "config.pbtxt").write_text(config_text(case))
 
 
@@ -205,15 +212,13 @@ def reference(case: Case, estimator, x: np.ndarray) -> np.ndarray:
     rows = np.nan_to_num(x, nan=-BIG if case.model.startswith("sk_") else np.nan, posinf=BIG, neginf=-BIG)
     if not hasattr(estimator, "predict_proba"):
         return estimator.predict(rows).astype(np.float32)  # a regressor: [rows]
-    if case.model == "lgbm_ova":
-        raw = estimator.predict(rows, raw_score=True)
-        proba = np.exp(raw - raw.max(axis=1, keepdims=True))
-        proba /= proba.sum(axis=1, keepdims=True)
+    if case.model == "lgbm_ova":  # native FIL's softmax, not the one-vs-all sigmoids
+        proba = softmax(estimator.predict(rows, raw_score=True), axis=1)
     else:
         proba = estimator.predict_proba(rows)
     if case.expect == "label":
         return (proba[:, 1] > THRESHOLD).astype(np.float32)  # dims [1] -> [rows]
-    if case.expect == "value" and case.config["n_model_outputs"] == 1:  # the model's own p
+    if case.expect == "value" and MODEL_OUTPUTS[case.model] == 1:  # the model's own p
         return proba[:, 1]
     return proba
 

@@ -1,10 +1,7 @@
-"""How native FIL reads ``config.pbtxt`` and shapes its answer: the configuration half of the
-contract the local ``fil`` backend follows (``fil_forest.py`` has the prediction half).
+"""How native FIL reads ``config.pbtxt`` and shapes its answer (``fil_forest.py``: the prediction half).
 
-Each rule names the native source it mirrors, in release ``NATIVE_RELEASE``:
-``triton-inference-server/fil_backend`` branch ``r<release>`` and the ``rapidsai/rapids-triton``
-branch it builds with (``branch-25.06`` for r25.08, per its CMakeLists.txt); docs/fil_contract.md
-lists the rules and the remaining differences. Pure Python, no Triton or Treelite import.
+Each rule names the source it mirrors in release ``NATIVE_RELEASE``: ``triton-inference-server/fil_backend``
+branch ``r<release>`` and the ``rapidsai/rapids-triton`` branch it builds with (``branch-25.06`` for r25.08).
 """
 
 from __future__ import annotations
@@ -15,10 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# The native FIL release this backend behaves like. tests/unit/test_tritonconfig.py checks
-# it equals NGC_TAG in docker/.env, so moving the pin makes that test fail until the rules below
-# were re-read for the new release. The switches that depend on it: classifier_key() and
-# cpu_label_argmax().
+# The native FIL release this backend behaves like; tests/unit/test_tritonconfig.py fails when the
+# NGC pin moves, until the rules below (switches: classifier_key(), cpu_label_argmax()) are re-read.
 NATIVE_RELEASE = "25.08"
 
 # src/serialization.h, string_to_serialization(): the accepted model_type values.
@@ -34,17 +29,15 @@ def _at_least(release: str) -> bool:
 
 
 def classifier_key() -> str:
-    """The parameter saying "this model is a classifier". src/shared_state.h r25.08 reads
-    ``output_class`` (``is_classifier`` is an unknown key there); from r25.09 the key is
-    ``is_classifier``, and a literal ``output_class`` "true"/"false" still wins, with a warning."""
+    """The classifier flag's key: ``output_class`` in src/shared_state.h r25.08 (``is_classifier`` is
+    unknown there); ``is_classifier`` from r25.09, where a literal ``output_class`` still wins."""
     return "is_classifier" if _at_least("25.09") else "output_class"
 
 
 def cpu_label_argmax() -> bool:
-    """Whether native FIL on CPU answers a label for a model with more than one class output
-    (sklearn forests: num_class 2; multi-class models). src/tl_model.h r25.08 asks Treelite for
-    a ``max_index`` post-processor that Treelite 4.4.1's GTIL lacks, so every CPU request fails;
-    r25.09 (commit 7d3497b "Fix CPU test", same file) computes the arg-max itself."""
+    """Whether native FIL on CPU answers a label for a model with several class outputs: src/tl_model.h
+    r25.08 asks Treelite 4.4.1 for a ``max_index`` post-processor it lacks, so every CPU request fails;
+    r25.09 (commit 7d3497b "Fix CPU test") computes the arg-max itself."""
     return _at_least("25.09")
 
 
@@ -64,11 +57,9 @@ _MISSING = object()
 
 
 class _Reader:
-    """rapids-triton cpp/include/rapids_triton/model/shared_state.hpp, get_config_param():
-    a missing key takes the default or, without one, fails with "Required parameter";
-    a bool must be exactly "true" or "false" (even when it has a default); a number or
-    string is read with ``std::istringstream >>`` and a failed read takes the default or,
-    without one, fails with "Bad input for parameter"."""
+    """rapids-triton model/shared_state.hpp get_config_param(): a missing key takes the default, else
+    "Required parameter"; a bool is exactly "true" or "false" (default or not); a number is read with
+    ``std::istringstream >>``, and a failed read takes the default, else "Bad input for parameter"."""
 
     def __init__(self, parameters: Mapping[str, Any]):
         # Triton's JSON form: key -> {"string_value": ...}
@@ -111,13 +102,9 @@ def _istream_number(text: str, kind: type) -> float | int | None:
 
 
 def read_parameters(parameters: Mapping[str, Any]) -> FilParameters:
-    """Parse config.pbtxt's ``parameters`` in the order and with the defaults of src/shared_state.h
-    ``RapidsSharedState::load()``, raising ConfigError with native FIL's message where its load fails.
-
-    Keys native FIL does not read are ignored, as there. The GPU-only keys (``algo``,
-    ``storage_type``, ``blocks_per_sm``, ``threads_per_tree``, ``transfer_threshold``) are
-    read with defaults that absorb any bad value, so they can never fail a load.
-    """
+    """config.pbtxt's ``parameters`` read in the order and with the defaults of src/shared_state.h
+    ``RapidsSharedState::load()`` (ConfigError: native FIL's message). Unread keys are ignored; GPU-only
+    keys (``algo``, ``storage_type``, ...) never fail a load there (defaults absorb bad values): not read."""
     read = _Reader(parameters)
     predict_proba = read.boolean("predict_proba", False)
     words = read.text.get("model_type", "").split()  # `istream >> std::string`: one word
@@ -143,9 +130,7 @@ def read_parameters(parameters: Mapping[str, Any]) -> FilParameters:
 
 
 def response_dims(output: Mapping[str, Any]) -> tuple[int, ...]:
-    """The per-row shape native FIL answers for one output entry of the config: fil_backend
-    src/shared_state.h makes rapids-triton's SharedModelState ``squeeze_output``, and its
-    shared_state.hpp takes ``reshape.shape`` (or ``dims``) and erases every 1 (``dims: [ 1 ]``
-    answers shape ``[N]``, ``dims: [ 2 ]`` ``[N, 2]``)."""
+    """Native FIL's per-row answer shape for an output: src/shared_state.h sets rapids-triton's
+    ``squeeze_output``, which erases every 1 of ``reshape.shape`` or ``dims`` (``[ 1 ]`` answers ``[N]``)."""
     dims = output["reshape"].get("shape", []) if "reshape" in output else output.get("dims", [])
     return tuple(int(d) for d in dims if int(d) != 1)

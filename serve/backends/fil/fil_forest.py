@@ -1,9 +1,6 @@
-"""Tree-ensemble prediction for the local ``fil`` backend: load a model file, predict with Treelite
-GTIL or a tl2cgen-compiled library, and shape the output as native FIL does (fil_backend r25.08
-src/tl_utils.h, src/tl_model.h, cited next to the code; docs/fil_contract.md lists the rules).
-
-Free of ``triton_python_backend_utils`` and of sibling imports (benchmark/app.py loads this file
-on its own), so it can be tested and benchmarked in process.
+"""Load a model file, predict with Treelite GTIL or a tl2cgen-compiled library, and shape the output
+as native FIL does (fil_backend r25.08 src/tl_utils.h, src/tl_model.h; docs/fil_contract.md).
+No Triton or sibling imports: benchmark/app.py and the native backend's fil_compile.py load it alone.
 """
 
 from __future__ import annotations
@@ -49,9 +46,8 @@ class ModelLoadError(ValueError):
 
 
 def load_model(path: Path, model_type: str, *, xgboost_allow_unknown_field: bool = False) -> treelite.Model:
-    """Load ``path`` written in FIL ``model_type`` into a Treelite model, with the Treelite
-    loader native FIL uses for it (fil_backend src/tl_utils.h ``load_tl_base_model``;
-    ``xgboost_allow_unknown_field`` applies to JSON and UBJSON, as there)."""
+    """``path`` read with the Treelite loader native FIL uses for ``model_type`` (fil_backend
+    src/tl_utils.h ``load_tl_base_model``; ``xgboost_allow_unknown_field``: JSON and UBJSON)."""
     if not path.is_file():
         raise ModelLoadError(f"model file {path} does not exist (model_type {model_type!r} reads {path.name})")
     fe = treelite.frontend
@@ -81,22 +77,18 @@ def file_sha256(path: Path) -> str:
 
 
 def library_key(path: Path, postprocessor: str | None) -> str:
-    """The compile-cache key of a model file (both backends: forest.cc CacheKey): its sha256,
-    or sha256("<file sha256>:<postprocessor>") when native FIL sets a post-processor, which
-    the library bakes in."""
+    """The compile-cache key (as forest.cc CacheKey): the file's sha256, or sha256("<that>:<postprocessor>")
+    when native FIL sets a post-processor, which the library bakes in."""
     key = file_sha256(path)
     return hashlib.sha256(f"{key}:{postprocessor}".encode()).hexdigest() if postprocessor is not None else key
 
 
 # -- what native FIL does to the model and its output -------------------------------------------
 def apply_native_postprocessor(model: treelite.Model, *, predict_proba: bool) -> str | None:
-    """Give ``model`` the Treelite post-processor native FIL gives it; return its name, or None
-    when native FIL keeps the model's own. fil_backend src/tl_model.h (r25.08), TreeliteModel's
-    constructor: with ``predict_proba`` a multi-class model gets ``softmax`` when each leaf holds
-    one value (XGBoost, LightGBM, sklearn gradient boosting) and ``identity_multiclass`` when
-    leaves hold class vectors (sklearn forests), so a LightGBM ``multiclassova`` model answers a
-    softmax, not its one-vs-all sigmoids. (Its label ``max_index``: see fil_config.cpu_label_argmax.)
-    """
+    """Set the post-processor native FIL sets and return its name (None: the model's own is kept).
+    fil_backend src/tl_model.h r25.08 TreeliteModel(): with ``predict_proba`` a multi-class model
+    gets ``softmax`` when leaves hold one value (so LightGBM ``multiclassova`` answers a softmax) and
+    ``identity_multiclass`` when they hold class vectors (sklearn forests)."""
     header = model.get_header_accessor()
     if not predict_proba or int(header.get_field("task_type")[0]) != 2:  # treelite::TaskType::kMultiClf
         return None
@@ -108,18 +100,10 @@ def apply_native_postprocessor(model: treelite.Model, *, predict_proba: bool) ->
 
 
 class OutputFormat:
-    """Turns the forest's output (rows x k, float32, post-processed as GTIL does) into native
-    FIL's ``output__0`` rows: fil_backend src/tl_model.h (r25.08) ``TreeliteModel::predict``, k
-    the model's ``num_class`` (1: XGBoost/LightGBM binary, regressors; 2: sklearn binary forests):
-
-    * ``predict_proba`` true (``output_class`` is not looked at): k == 1 gives ``[1-p, p]``,
-      also for a regressor; k > 1 gives the k outputs.
-    * ``output_class`` true, ``predict_proba`` false: k == 1 gives ``1.0 if p > threshold
-      else 0.0`` (a float32 comparison); k > 1 gives the arg-max class and ignores the
-      threshold (GPU r25.08, CPU from r25.09; CPU r25.08 fails, refused in model.py).
-    * both false: the k outputs as they are (a regressor's value, a binary model's p,
-      a multi-class model's per-class outputs).
-    """
+    """The forest's rows x k outputs as native FIL's ``output__0`` (fil_backend src/tl_model.h r25.08
+    ``TreeliteModel::predict``; k the model's ``num_class``): ``predict_proba``: ``[1-p, p]`` if k == 1
+    (regressors too), else the k outputs; a label: ``p > threshold`` in float32 if k == 1, else the
+    arg-max (GPU r25.08, CPU from r25.09; refused in model.py on CPU r25.08); else the k outputs."""
 
     RAW, PROBA, LABEL = 0, 1, 2  # mode codes shared with the compiled library's fil_predict()
 
@@ -151,12 +135,9 @@ _GTIL_PREDICT.restype = ctypes.c_int
 
 
 class GTILPredictor:
-    """Treelite's General Tree Inference Library through its C API (the Python wrapper
-    ``treelite.gtil.predict`` spends ~60 us per call on set-up). Float32 in, float32 out, as
-    native FIL on CPU calls ``treelite::gtil::Predict`` (fil_backend src/tl_model.h r25.08).
-    GTIL sends NaN down each split's default branch and compares +-Inf like any number
-    (Treelite src/gtil/predict.cc ``EvaluateTree``/``NextNode``): no value is rejected.
-    """
+    """Treelite GTIL through its C API (``treelite.gtil.predict`` spends ~60 us per call on set-up),
+    float32 in and out as native FIL on CPU calls it (fil_backend src/tl_model.h r25.08). NaN takes
+    each split's default branch, +-Inf is compared like any number (Treelite src/gtil/predict.cc)."""
 
     def __init__(self, model: treelite.Model, *, threads: int = 0):
         header = model.get_header_accessor()
@@ -166,18 +147,15 @@ class GTILPredictor:
         self._cfg_one = GTILConfig(predict_type="default", nthread=1)
         self._cfg_all = GTILConfig(predict_type="default", nthread=threads if threads > 0 else -1)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """``x``: float32 (rows, n_features), C order. Returns float32 (rows, n_outputs)."""
+    def predict(self, x: np.ndarray, fmt: OutputFormat | None = None) -> np.ndarray:
+        """float32 (rows, n_features) -> float32 (rows, n_outputs), or ``output__0`` when given ``fmt``."""
         n = x.shape[0]
         x = np.ascontiguousarray(x, dtype=np.float32)  # no copy for a C-ordered request
         out = np.empty((n, self.n_outputs), dtype=np.float32)
         cfg = self._cfg_all if n >= PARALLEL_MIN_ROWS else self._cfg_one
         if _GTIL_PREDICT(self.model.handle, x.ctypes.data, b"float32", n, out.ctypes.data, cfg.handle) != 0:
             raise RuntimeError(f"Treelite GTIL failed: {_TREELITE_LIB.TreeliteGetLastError().decode()}")
-        return out
-
-    def predict_formatted(self, x: np.ndarray, fmt: OutputFormat) -> np.ndarray:
-        return fmt(self.predict(x))
+        return out if fmt is None else fmt(out)
 
     def close(self) -> None:
         pass
@@ -203,15 +181,10 @@ class CompiledPredictor:
         # ctypes drops the GIL during the call, so row blocks of a large batch run on separate cores
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fil-predict") if threads > 1 else None
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Every model output: float32 (rows, n_outputs), like GTILPredictor.predict."""
-        return self._run(x, OutputFormat.RAW, self.n_outputs, 0.0)
-
-    def predict_formatted(self, x: np.ndarray, fmt: OutputFormat) -> np.ndarray:
-        """``output__0`` directly, formatted by the library."""
-        return self._run(x, fmt.mode, fmt.width, fmt.threshold)
-
-    def _run(self, x: np.ndarray, mode: int, width: int, threshold: float) -> np.ndarray:
+    def predict(self, x: np.ndarray, fmt: OutputFormat | None = None) -> np.ndarray:
+        """As GTILPredictor.predict; the library itself writes the ``fmt`` format."""
+        mode, width, threshold = (OutputFormat.RAW, self.n_outputs, 0.0) if fmt is None else (
+            fmt.mode, fmt.width, fmt.threshold)
         n = x.shape[0]
         x = np.ascontiguousarray(x, dtype=np.float32)  # no copy for a C-ordered request
         out = np.empty((n, width), dtype=np.float32)
@@ -235,15 +208,12 @@ class CompiledPredictor:
 
 # -- compilation ------------------------------------------------------------------------------
 _WRAPPER_C = r"""
-/* Batch entry point around tl2cgen's per-row predict(): one call per batch from Python,
-   output written as native FIL writes it (fil_backend src/tl_model.h, r25.08):
-   mode 0: every model output; 1: probabilities ([1-p, p] for a single-output model);
-   2: class label (p > threshold for a single-output model, else the arg-max).
-   A NaN feature is marked missing (Entry.missing = -1), so tl2cgen's generated code takes
-   the split's default branch, as Treelite GTIL does; +-Inf is compared like any number.
-   (For a double Entry the int overlay cannot collide with a float32 value widened to
-   double: its low 29 mantissa bits are zero. For a float Entry only a NaN has the bits
-   of -1.) Returns 0, or -1 when n_cols is not the model's feature count. */
+/* One call per batch around tl2cgen's per-row predict(), output as native FIL writes it (fil_backend
+   src/tl_model.h r25.08): mode 0 every output; 1 probabilities ([1-p, p] for one output); 2 a label
+   (p > threshold for one output, else the arg-max). A NaN is marked missing (Entry.missing = -1): the
+   split's default branch, as in GTIL. (A float32 widened to a double Entry has its low 29 mantissa bits
+   zero, so it cannot alias -1; for a float Entry only a NaN has those bits.) Returns 0, or -1 when n_cols
+   is not the model's feature count. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -311,12 +281,9 @@ class CompilerMissing(RuntimeError):
 
 def compile_model(model: treelite.Model, model_sha256: str, cache_dir: Path, *, jobs: int = 2,
                   cancel: threading.Event | None = None, log: Callable[[str], None] = lambda msg: None) -> Path:
-    """Compile ``model`` with tl2cgen + gcc into ``<cache_dir>/<key>/libforest.so`` (or find it).
-
-    The key is the model file's sha256 plus the tl2cgen and wrapper versions. Builds run in a
-    temporary folder, under a lock file, and the library is renamed into place, so concurrent
-    servers compiling the same model wait for one build and never see a half-written library.
-    """
+    """Compile ``model`` with tl2cgen + gcc into ``<cache_dir>/<cache_key>/libforest.so`` (or find it).
+    Built in a temporary folder under a lock file and renamed into place: concurrent servers
+    compiling the same model wait for one build and never see a half-written library."""
     import tl2cgen
 
     cache_dir = Path(cache_dir)
@@ -338,10 +305,11 @@ def compile_model(model: treelite.Model, model_sha256: str, cache_dir: Path, *, 
             (build / "fil_batch.c").write_text(_WRAPPER_C)
             recipe = json.loads((build / "recipe.json").read_text())
             sources = [s["name"] for s in recipe["sources"]] + ["fil_batch"]
-            _run_parallel([["gcc", "-c", *CC_FLAGS, f"-DFIL_LEAF_T={leaf_t}", "-o", f"{s}.o", f"{s}.c"] for s in sources],
-                          cwd=build, jobs=jobs, cancel=cancel)
-            _run_parallel([["gcc", "-shared", "-Wl,-Bsymbolic", "-o", LIB_NAME, *(f"{s}.o" for s in sources), "-lm"]],
-                          cwd=build, jobs=1, cancel=cancel)
+            # tl2cgen wrote max(2, jobs) translation units: one gcc each, all at once
+            _run_all([["gcc", "-c", *CC_FLAGS, f"-DFIL_LEAF_T={leaf_t}", "-o", f"{s}.o", f"{s}.c"] for s in sources],
+                     cwd=build, cancel=cancel)
+            _run_all([["gcc", "-shared", "-Wl,-Bsymbolic", "-o", LIB_NAME, *(f"{s}.o" for s in sources), "-lm"]],
+                     cwd=build, cancel=cancel)
             (cache_dir / key).mkdir(exist_ok=True)
             os.rename(build / LIB_NAME, cache_dir / key / LIB_NAME)
             log(f"compiled {key} in {time.monotonic() - started:.1f} s")
@@ -351,25 +319,21 @@ def compile_model(model: treelite.Model, model_sha256: str, cache_dir: Path, *, 
 _NICE = ["nice", "-n", "10"] if shutil.which("nice") else []
 
 
-def _run_parallel(commands: list[list[str]], *, cwd: Path, jobs: int, cancel: threading.Event | None) -> None:
-    """Run ``commands`` at low CPU priority (serving requests comes first), ``jobs`` at a time;
-    kill them all on ``cancel``."""
-    pending, running = list(commands), []
+def _run_all(commands: list[list[str]], *, cwd: Path, cancel: threading.Event | None) -> None:
+    """Run ``commands`` side by side at low CPU priority (serving requests comes first); kill them on ``cancel``."""
+    procs = [subprocess.Popen(_NICE + cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) for cmd in commands]
     try:
-        while pending or running:
-            while pending and len(running) < max(1, jobs):
-                running.append(subprocess.Popen(_NICE + pending.pop(0), cwd=cwd, stdin=subprocess.DEVNULL,
-                                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        while any(proc.poll() is None for proc in procs):
             time.sleep(0.02)
             if cancel is not None and cancel.is_set():
                 raise CompileCancelled("compilation cancelled (model unloading)")
-            for proc in [p for p in running if p.poll() is not None]:
-                running.remove(proc)
-                if proc.returncode != 0:
-                    err = proc.stderr.read().decode(errors="replace")[-2000:]
-                    raise RuntimeError(f"{' '.join(proc.args)} failed with code {proc.returncode}: {err}")
+        for proc in procs:
+            if proc.returncode != 0:
+                err = proc.stderr.read().decode(errors="replace")[-2000:]
+                raise RuntimeError(f"{' '.join(proc.args)} failed with code {proc.returncode}: {err}")
     finally:
-        for proc in running:
+        for proc in procs:
             proc.kill()
             proc.communicate()
 
@@ -389,14 +353,13 @@ def check_rows(n_features: int) -> np.ndarray:
 
 
 def self_check(reference: GTILPredictor, candidate: CompiledPredictor, fmt: OutputFormat) -> float:
-    """Largest absolute difference between GTIL and a compiled library on check_rows() (NaN
-    and +-Inf included), raw and in FIL's output format (a one-row call included); a library
-    is only used when this is ~0."""
+    """Largest absolute difference between GTIL and a compiled library on check_rows(), raw and in
+    FIL's output format (a one-row call included); a library is only used when this is ~0."""
     x = check_rows(reference.n_features)
     raw = reference.predict(x)
     diff = np.max(np.abs(raw.astype(np.float64) - candidate.predict(x)))
     want = fmt(raw).astype(np.float64)
-    got = np.vstack([candidate.predict_formatted(x[:-1], fmt), candidate.predict_formatted(x[-1:], fmt)])
+    got = np.vstack([candidate.predict(x[:-1], fmt), candidate.predict(x[-1:], fmt)])
     if fmt.mode == OutputFormat.LABEL:  # labels are exact away from the threshold / a tie
         top = np.sort(raw.astype(np.float64), axis=1)
         margin = np.abs(top[:, 0] - fmt.threshold) if raw.shape[1] == 1 else top[:, -1] - top[:, -2]

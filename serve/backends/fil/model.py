@@ -1,12 +1,10 @@
 """A Python-based Triton backend named ``fil``: native FIL's contract on Treelite.
 
-Triton runs ``<backend-directory>/fil/model.py`` for every ``backend: "fil"`` model, so the same
-``config.pbtxt`` and model files serve here and under native FIL of the pinned NGC image (DESIGN
-§2, §5; fil_config.NATIVE_RELEASE), as native FIL on CPU serves them. Each rule names its
-fil_backend source here, in fil_config.py and fil_forest.py; docs/fil_contract.md lists the rules,
-the configs refused at load that native FIL would load and then fail on, and the remaining
-differences. Serves with Treelite GTIL at once and swaps in a tl2cgen-compiled library once a
-background thread has built and self-checked it (gauge ``fil_compiled``).
+Triton runs ``<backend-directory>/fil/model.py`` for every ``backend: "fil"`` model, so one config.pbtxt
+and model file serve here as under native FIL on CPU in the pinned NGC image (DESIGN §2, §5;
+docs/fil_contract.md lists the rules, the configs refused at load and the remaining differences).
+Serves with Treelite GTIL at once, then with a tl2cgen-compiled library once a background thread has
+built and self-checked it (gauge ``fil_compiled``).
 """
 
 from __future__ import annotations
@@ -48,7 +46,7 @@ def _model_file(config: dict, args: dict, model_type: str) -> Path:
 def _response_dims(config: dict, n_features: int, fmt: ff.OutputFormat, params: fc.FilParameters,
                    file: str) -> tuple[int, ...]:
     """Refuse tensors native FIL cannot serve for this model (docs/fil_contract.md, remaining
-    differences 1); return the per-row shape of the answers (e.g. () for dims [1]: shape [rows])."""
+    differences 1); return the answers' per-row shape."""
     if int(config.get("max_batch_size", 0)) < 1:
         raise ff.ModelLoadError("max_batch_size must be >= 1: FIL models take a batch dimension")
     inputs = {t["name"]: t for t in config.get("input", [])}
@@ -104,11 +102,10 @@ class TritonPythonModel:
                                       output_class=params.output_class, threshold=params.threshold)
         self.response_dims = _response_dims(config, self.n_features, self.format, params, self.model_path.name)
 
-        # A truncated or damaged checkpoint can parse and still fail on every row: predict a
-        # few rows now, so that such a version is refused at load and the old one keeps serving.
-        probe = np.linspace(-3.0, 3.0, 4 * self.n_features, dtype=np.float32).reshape(4, self.n_features)
+        # A truncated or damaged checkpoint can parse and still fail on every row: predict rows
+        # now, so that such a version is refused at load and the old one keeps serving.
         try:
-            probe_out = self.gtil.predict_formatted(probe, self.format)
+            probe_out = self.gtil.predict(ff.check_rows(self.n_features), self.format)
         except Exception as e:
             raise ff.ModelLoadError(f"{self.model_path.name} loads but cannot predict ({e}): the file is damaged") from None
         if not np.all(np.isfinite(probe_out)):
@@ -120,8 +117,7 @@ class TritonPythonModel:
         how = "GTIL"
         if os.environ.get("FIL_COMPILE", "1").strip().lower() not in ("0", "false", "no", "off"):
             key = ff.library_key(self.model_path, postprocessor)
-            cached = ff.cached_library(cache_dir, key)
-            if cached is not None and self._try_swap(cached):
+            if (cached := ff.cached_library(cache_dir, key)) is not None and self._try_swap(cached):
                 how = f"compiled library from cache {cached}"
                 self._publish(1)
             else:
@@ -135,9 +131,8 @@ class TritonPythonModel:
 
     # -- compiled model -------------------------------------------------------------------
     def _new_gauge(self, args):
-        """This stub's fil_compiled series. Each stub process has its own family object, and
-        Triton counts references per family object, so series of two stubs must differ (a
-        reload of a version runs beside the old stub): the ``pid`` label."""
+        """This stub's fil_compiled series; a ``pid`` label, since Triton counts references per family
+        object and each stub has its own (a reload of a version runs beside the old stub)."""
         try:
             family = pb_utils.MetricFamily(name=COMPILED_METRIC, description=COMPILED_HELP, kind=pb_utils.MetricFamily.GAUGE)
             labels = {"model": self.model_name, "version": str(args["model_version"]), "pid": str(os.getpid())}
@@ -180,12 +175,11 @@ class TritonPythonModel:
 
     # -- serving --------------------------------------------------------------------------
     def execute(self, requests):
-        """Concatenate the requests of a dynamic batch, predict once, split. Triton has checked
-        each input's dtype and shape against config.pbtxt (tests/reliability/test_bad_input.py)."""
+        """Predict a dynamic batch's requests at once; Triton has checked their dtype and shape."""
         predictor = self._predictor  # one predictor per call, even if a swap happens meanwhile
         xs = [pb_utils.get_input_tensor_by_name(r, INPUT_NAME).as_numpy() for r in requests]
         try:
-            y = predictor.predict_formatted(xs[0] if len(xs) == 1 else np.concatenate(xs), self.format)
+            y = predictor.predict(xs[0] if len(xs) == 1 else np.concatenate(xs), self.format)
         except Exception as e:
             error = pb_utils.TritonError(f"prediction failed: {e}", pb_utils.TritonError.INTERNAL)
             return [pb_utils.InferenceResponse(error=error) for _ in requests]

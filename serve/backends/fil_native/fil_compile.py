@@ -1,8 +1,5 @@
-"""Compile one model into the ``fil`` backends' cache, for the native backend.
-
-The native backend serves with Treelite GTIL at once and runs this in a background child
-process, as the Python backend runs ``fil_forest.compile_model`` in a thread (same loader,
-post-processor, cache key and build: one shared cache). Prints ``LIBRARY <path>`` on success;
+"""Compile one model into the ``fil`` backends' shared cache: the native backend runs this in a child
+process as the Python backend runs ``fil_forest.compile_model`` in a thread. Prints ``LIBRARY <path>``;
 exit code 3: no C compiler. SIGTERM (the model is unloading) cancels the build cleanly.
 """
 
