@@ -216,5 +216,6 @@ def main(argv: list[str] | None = None) -> int:
           f"metrics {metrics[0]}, log {service.log_file}")
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -237,17 +237,12 @@ class Service:
                 start_new_session=True)  # a Ctrl+C in the launching shell does not reach it
         self.supervisor_pid_file.write_text(f"{self._popen.pid}\n")
 
-    def _exited(self) -> bool:
-        if self._popen is not None:
-            return self._popen.poll() is not None
-        return self.supervisor_pid() is None
-
     def wait(self, ready, timeout: float, what: str | None = None) -> None:
         """Poll ``ready()`` until it is true. Raises :class:`ServiceError` (with the log's last
         lines) when the server exits first or ``timeout`` seconds pass."""
         deadline = time.monotonic() + timeout
         while not ready():
-            problem = ("exited during start-up" if self._exited() else
+            problem = ("exited during start-up" if not self.is_running() else
                        f"was not ready within {timeout:.0f} s" if time.monotonic() > deadline else None)
             if problem:
                 tail = self.log_file.read_text(errors="replace").splitlines()[-30:] if self.log_file.exists() else []

@@ -44,7 +44,7 @@ KEY_HEADER = "fraudml-api-key"
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> list[bytes]:
+def checkpoints() -> list[bytes]:
     """Treelite checkpoints of two forests that answer differently, as big as the reference model (about 3 MB)."""
     import treelite.sklearn
     from sklearn.ensemble import RandomForestClassifier
@@ -55,9 +55,7 @@ def checkpoints(tmp_path_factory) -> list[bytes]:
     for seed in (0, 1):
         y = X[:, seed] + rng.normal(size=len(X)) > 0
         model = RandomForestClassifier(n_estimators=100, max_depth=10, random_state=seed, n_jobs=2).fit(X, y)
-        path = tmp_path_factory.mktemp("ckpt") / "checkpoint.tl"
-        treelite.sklearn.import_model(model).serialize(str(path))
-        out.append(path.read_bytes())
+        out.append(treelite.sklearn.import_model(model).serialize_bytes())
     return out
 
 

@@ -67,10 +67,8 @@ def test_cli_start_stop_keeps_credentials_and_data(tmp_path, free_port):
     state, port = tmp_path / "s3", free_port()
 
     def cli(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "serve.s3", *args, "--state-dir", str(state), "--port", str(port)],
-            capture_output=True, text=True, timeout=120,
-        )
+        return subprocess.run([sys.executable, "-m", "serve.s3", *args, "--state-dir", str(state), "--port", str(port)],
+                              capture_output=True, text=True, timeout=120)
 
     try:
         assert cli("start").returncode == 0
