@@ -67,9 +67,7 @@ def infer(x: np.ndarray, *, url: str, protocol: str = "http", model_name: str, t
         name, version = meta["model_name"], meta["model_version"]
         out = res.as_numpy(OUTPUT)
     except Exception as exc:  # noqa: BLE001 - tritonclient raises many types; all become one clear error
-        msg = getattr(exc, "message", None)
-        text = msg() if callable(msg) else str(exc)
-        raise ClientError(f"Triton at {url} ({protocol}) failed: {text}") from exc
+        raise ClientError(f"Triton at {url} ({protocol}) failed: {exc}") from exc  # with the status, if any
     proba = out[:, -1] if out.ndim == 2 else out.reshape(-1)
     return Answer(name, int(version), proba.astype(np.float64))
 
