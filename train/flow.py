@@ -12,6 +12,7 @@ Run:  python train/flow.py run [--data PATH|s3://bucket/key] [--models random_fo
 Help: python train/flow.py run --help
 """
 
+import pandas as pd
 import treelite
 from metaflow import FlowSpec, Parameter, card, current, resources, step
 from metaflow.cards import Image, Markdown, Table
@@ -130,7 +131,7 @@ class FraudClassifierTreeSelection(FlowSpec):
             f"# Class distribution\n\nsource `{self.dataset_source}`  \n`{self.dataset_fingerprint}`  \n"
             f"test set: {self.holdout_set.meta['source']} `{self.holdout_set.fingerprint}`"))
         current.card.append(Table(rows, headers=headers))
-        print(cards.text_table(headers, rows))
+        print(pd.DataFrame(rows, columns=headers).to_string(index=False))
         self.next(self.train, foreach="families")
 
     @resources(cpu=2, memory=4096)
@@ -176,7 +177,7 @@ class FraudClassifierTreeSelection(FlowSpec):
         current.card.append(Image.from_matplotlib(figure, label="Precision-recall, all families"))
         current.card.append(Markdown(f"## Confusion matrix of {self.best_family} at threshold {self.threshold:.4f}"))
         current.card.append(Table(cm_rows, headers=cm_headers))
-        print(cards.text_table(headers, rows))
+        print(pd.DataFrame(rows, columns=headers).to_string(index=False))
         ap_low, ap_high = self.metrics["intervals"]["average_precision"]
         print(f"winner: {self.best_family} (chosen by {self.selection}: {self.metrics['cv_average_precision']:.4f})\n"
               f"test, for the report: average precision {self.metrics['average_precision']:.4f} "

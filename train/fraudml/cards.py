@@ -40,13 +40,6 @@ def comparison_rows(metrics_by_family: dict[str, dict], best: str) -> tuple[list
             "precision [95% CI]", "recall [95% CI]", "F1", "train s"], rows
 
 
-def text_table(headers: list[str], rows: list[list]) -> str:
-    """A fixed-width table for the console."""
-    import pandas as pd
-
-    return pd.DataFrame(rows, columns=headers).to_string(index=False)
-
-
 def confusion_rows(cm: dict[str, int]) -> tuple[list[str], list[list]]:
     """A 2x2 confusion matrix table (rows: actual, columns: predicted)."""
     return ["actual \\ predicted", "legitimate (0)", "fraud (1)"], [

@@ -257,10 +257,8 @@ class ModelRepository:
             raise PublishError(f"{key} did not read back intact")
 
     def archive_old_versions(self, incoming: int | None = None) -> list[int]:
-        """Move every version but the newest ``keep_versions`` complete ones (``incoming``, a
-        version about to be served, counting as one of them), the served and the canary one
-        out of the folder Triton downloads, into ``_archive/``. Versions still being published
-        stay. Returns the versions moved."""
+        """Move to ``_archive/`` every complete, failed or rejected version but the newest ``keep_versions``
+        complete ones (``incoming``, about to be served, counting as one), the served and the canary one."""
         infos = [v for v in self.list_versions() if not v.archived and v.files]
         complete = sorted(v.version for v in infos if v.status == "complete")
         canary = (self.canary() or {}).get("version")
@@ -330,8 +328,7 @@ class ModelRepository:
         self.store.put(f"{CANARY}/{self.model_name}.json", json.dumps({"version": version, "percent": percent}).encode())
 
     def _restore_complete(self, version: int, purpose: str) -> None:
-        """Refuse a version that does not exist or is not complete; copy it back from the archive
-        when it was archived."""
+        """Refuse a version that does not exist or is not complete; restore it when it was archived."""
         info = {v.version: v for v in self.list_versions()}.get(version)
         if info is None:
             raise LookupError(f"{self.model_name}/{version} does not exist in {self.uri}")
