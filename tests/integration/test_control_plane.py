@@ -34,6 +34,7 @@ from fraudml.tritonconfig import MODEL_NAME
 from serve.client import infer
 from serve.ports import free_port
 from serve.reconciler import in_canary
+from serve.supervisor import Service
 from tests.k8s import manifests as m
 from tests.reliability.rig import RequestLoop
 
@@ -91,19 +92,18 @@ def _check_the_api_key(triton, key: str, monkeypatch) -> None:
 
 # -- two Tritons, two reconcilers, one S3 --------------------------------------------------------
 class Fleet:
-    """Two Tritons with their reconcilers (subprocesses, one inside a 50 % canary), a bounded request loop on each
-    (gRPC, HTTP), and the convergence check: the reconcilers and the loops agree on the expected versions."""
+    """Two Tritons with their reconcilers (``serve.reconciler start``, one inside a 50 % canary), a bounded request
+    loop on each (gRPC, HTTP), and the convergence check: reconcilers and loops agree on the expected versions."""
 
-    def __init__(self, tritons, uri: str, env: dict[str, str], log_dir: Path):
+    def __init__(self, tritons, uri: str, env: dict[str, str], state_dir: Path):
         x = np.zeros((1, 30), dtype=np.float32)
-        self.reconcilers: list[tuple[subprocess.Popen, int, Path]] = []
+        self.reconcilers: list[tuple[Service, int]] = []
         for triton, pod in zip(tritons, _pod_names(), strict=True):
-            port, log = free_port(), log_dir / f"{pod}.log"
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "serve.reconciler", "run", "--model-repo", uri, "--triton-url", triton.http_url,
-                 "--port", str(port), "--interval", "0.5", "--pod-name", pod],
-                env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-            self.reconcilers.append((proc, port, log))
+            port, state = free_port(), state_dir / pod
+            subprocess.run([sys.executable, "-m", "serve.reconciler", "start", "--model-repo", uri, "--triton-url",
+                            triton.http_url, "--port", str(port), "--interval", "0.5", "--pod-name", pod,
+                            "--state-dir", str(state)], env=env, check=True)
+            self.reconcilers.append((Service(state, "reconciler"), port))
         self.loops = [RequestLoop(t.grpc_url if p == "grpc" else t.http_url, x, protocol=p, max_seconds=600)
                       for t, p in zip(tritons, ("grpc", "http"), strict=True)]
 
@@ -112,7 +112,7 @@ class Fleet:
         """Seconds until each Triton i serves expected[i] (reconciler metrics and real answers)."""
         started, marks = time.monotonic(), [len(lp.answers) for lp in self.loops]
         while True:
-            states = [_metrics(f"http://127.0.0.1:{port}/metrics") for _, port, _ in self.reconcilers]
+            states = [_metrics(f"http://127.0.0.1:{port}/metrics") for _, port in self.reconcilers]
             ok = all(m.get("fraudml_reconciler_served_version") == want
                      and m.get("fraudml_reconciler_converged") == float(converged)
                      and (not refused or m.get('fraudml_reconciler_loads_total{result="refused"}', 0) > 0)
@@ -121,7 +121,7 @@ class Fleet:
             if ok and answered:
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
-                logs = "\n".join(log.read_text()[-1500:] for _, _, log in self.reconcilers)
+                logs = "\n".join(service.log_file.read_text()[-1500:] for service, _ in self.reconcilers)
                 raise AssertionError(f"not converged on {expected} within {timeout:.0f} s: {states}\n{logs}")
             time.sleep(0.1)
 
@@ -133,9 +133,8 @@ class Fleet:
     def __exit__(self, *exc) -> None:
         for lp in self.loops:
             lp.stop()
-        for proc, _, _ in self.reconcilers:
-            proc.terminate()
-            proc.wait(timeout=15)
+        for service, _ in self.reconcilers:
+            service.stop()
 
 
 def _pod_names() -> tuple[str, str]:
