@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -22,10 +23,8 @@ pytest.register_assert_rewrite("tests.reliability.rig", "tests.reliability.wire"
 @pytest.fixture(autouse=True)
 def _restore_environment() -> Iterator[None]:
     """Code under test may load credentials into os.environ (as the CLIs do): no test sees an earlier one's."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+    with mock.patch.dict(os.environ):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -47,8 +46,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
 
 @pytest.fixture
 def publisher_env(s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> SeaweedS3:
-    """The local S3's writer credentials (AWS_*) in os.environ, as `make` gives the publishing
-    commands; returns ``s3_server``."""
+    """``s3_server`` with its writer credentials (AWS_*) in os.environ, as `make` gives the publishing commands."""
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
     return s3_server
@@ -80,8 +78,8 @@ def fil_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def fil_backend_kind() -> Callable[[str], str]:
-    """``fil_backend_kind(kind)`` returns ``kind`` ("native", "python") for ``triton_factory(fil_backend=...)``,
-    skipping the test with the reason when the native backend cannot be built here (tried once)."""
+    """``fil_backend_kind(kind)`` returns ``kind`` ("native", "python"), skipping the test when it is native
+    and the native backend cannot be built here (tried once)."""
     try:
         build_native()
         unbuildable = None

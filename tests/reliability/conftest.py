@@ -1,4 +1,4 @@
-"""The reliability suite's fixtures (``rig``: its own S3 with the reference model as v1 and a supervised
+"""The reliability suite's fixtures (``rig``: the reference model as v1 on the shared S3 and a supervised
 Triton serving it, healed before every case so that one failure does not cascade; ``fastapi_url``) and
 its summary: a table per category (the module: ``test_faults_s3.py`` -> ``faults-s3``) of cases, failures,
 skipped and versions lost (``record_property("versions_lost", n)``; other properties are figures),
@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from benchmark.servers import FastAPIServer
-from serve.s3 import SeaweedS3
 from tests.reliability.rig import FUZZ_EXAMPLES, MAX_BATCH, SOAK_SECONDS, Rig, train_reference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,17 +22,9 @@ CATEGORIES = ("bad-input", "shape-attacks", "fuzz", "training-input", "faults-s3
 
 
 @pytest.fixture(scope="session")
-def reliability_s3(tmp_path_factory, free_port):
-    """The rig's own S3: faults-s3 stops and kills it, so not the shared ``s3_server``."""
-    s3 = SeaweedS3(tmp_path_factory.mktemp("reliability-s3"), port=free_port(), bucket="models")
-    s3.start(timeout=90)
-    yield s3
-    s3.stop()
-
-
-@pytest.fixture(scope="session")
-def _rig(reliability_s3, triton_factory) -> Rig:
-    rig = Rig(reliability_s3, None, train_reference())
+def _rig(s3_server, triton_factory) -> Rig:
+    # The shared S3, which faults-s3 stops and kills: the suite's cases run after every other test.
+    rig = Rig(s3_server, None, train_reference())
     rig.publish("reliability reference model")
     # Supervised, like `make serve`: shape attacks abort tritonserver 2.51 on purpose and
     # faults-triton kills it, more often than the launcher's default allows. GTIL only (no
@@ -53,7 +44,7 @@ def rig(_rig) -> Rig:
 def fastapi_url(_rig, tmp_path_factory, free_port) -> str:
     """``uvicorn benchmark.app:app`` on a free port, serving the rig's checkpoint with Treelite."""
     work = tmp_path_factory.mktemp("fastapi")
-    model_dir = _rig.repo().download_version(_rig.served_version(), work / "model")
+    model_dir = _rig.repo().download_version(_rig.repo().served_version(), work / "model")
     port = free_port()
     server = FastAPIServer("fastapi", port, cpu=None, log=work / "uvicorn.log", env={
         "BENCH_RUNTIME": "treelite", "BENCH_MODEL_FILE": str(model_dir / "checkpoint.tl"),
@@ -88,8 +79,11 @@ def pytest_collection_modifyitems(items) -> None:
 RANK = ("passed", "skipped", "failed")  # a case's outcome is its worst phase's
 
 
-def summary_markdown(config, reports) -> str:
-    """The summary of the suite's ``reports`` (every phase of every case, as pytest's terminal reporter keeps them)."""
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    reports = [r for rs in terminalreporter.stats.values() for r in rs  # every phase of every case
+               if isinstance(r, pytest.TestReport) and category(r.nodeid)]
+    if not reports:
+        return
     outcomes: dict[str, str] = {}
     properties: dict[str, list[tuple[str, object]]] = {}
     why_failed: dict[str, str] = {}
@@ -117,16 +111,8 @@ def summary_markdown(config, reports) -> str:
     figures = [f"- `{nodeid.split('::', 1)[1]}` {key}: {value}" for nodeid, props in properties.items()
                for key, value in props if key != "versions_lost"]
     failed = [f"- `{nodeid}`: {why}" for nodeid, why in why_failed.items()]
-    return "\n".join(out + (["", "Figures:", ""] + figures if figures else [])
+    text = "\n".join(out + (["", "Figures:", ""] + figures if figures else [])
                      + (["", "Failed:", ""] + failed if failed else [])) + "\n"
-
-
-def pytest_terminal_summary(terminalreporter, config) -> None:
-    reports = [r for rs in terminalreporter.stats.values() for r in rs
-               if isinstance(r, pytest.TestReport) and category(r.nodeid)]
-    if not reports:
-        return
-    text = summary_markdown(config, reports)
     path = config.rootpath / ".state" / "reliability" / "summary.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -17,12 +17,8 @@ import psutil
 import pytest
 
 from fraudml.rollout import roll_out
-from tests.reliability.rig import (
-    FaultyStore,
-    RequestLoop,
-    test_every_published_version_is_intact,  # noqa: F401 - this category's versions lost
-    wait_until,
-)
+from tests.reliability.rig import FaultyStore, RequestLoop, wait_until
+from tests.reliability.rig import test_no_version_lost as test_no_version_lost  # versions lost
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -47,7 +43,7 @@ def test_triton_killed_under_load_comes_back_serving_the_config(rig, round_, rec
         for lp in loops:
             lp.wait_for(lambda lp_: any(t > back_at for t, _ in lp_.answers), "recovering")
             lp.wait_answers()
-    served = rig.served_version()
+    served = rig.repo().served_version()
     rig.check_serving(version=served)
     rig.check_serving("grpc", version=served)
     messages = [m for lp in loops for t, m in lp.failures if t >= killed_at]

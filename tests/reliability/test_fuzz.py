@@ -33,9 +33,11 @@ weird = st.one_of(st.sampled_from([float("nan"), float("inf"), float("-inf")]), 
                   st.dictionaries(st.text(max_size=2), st.integers(), max_size=1))
 
 
-def not_a_finite_number(v: Any) -> bool:
-    """What a JSON-number parser refuses as a finite number: NaN/Inf, strings, bools, null, lists."""
-    return isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not math.isfinite(v))
+def weird_values(size: int) -> st.SearchStrategy[list]:
+    """``size`` values, one at least not what a JSON-number parser takes as finite (NaN/Inf, strings, bools...)."""
+    return st.lists(st.one_of(finite, weird), min_size=size, max_size=size).filter(lambda vs: any(
+        isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not math.isfinite(v))
+        for v in vs))
 
 
 def declares_oversized(shape: object) -> bool:
@@ -97,8 +99,7 @@ def triton_json(draw) -> tuple[bytes, str, dict]:
     data = {
         "finite": lambda: flat,
         "ints": lambda: draw(st.lists(st.integers(-1000, 1000), min_size=count, max_size=count)),
-        "weird": lambda: draw(st.lists(st.one_of(finite, weird), min_size=max(count, 1), max_size=max(count, 1)).filter(
-            lambda d: any(not_a_finite_number(v) for v in d))),
+        "weird": lambda: draw(weird_values(max(count, 1))),
         "nested": lambda: [flat[i:i + width] for i in range(0, count, width)],
         "short": lambda: flat[:-1],
         "long": lambda: flat + [draw(finite)],
@@ -153,8 +154,7 @@ def fastapi_json(draw) -> tuple[bytes, str, dict]:
         "ok": lambda: draw(st.lists(row, min_size=1, max_size=5)),
         "ragged": lambda: draw(st.lists(st.lists(finite, max_size=40), min_size=1, max_size=4).filter(
             lambda rs: any(len(r) != N_FEATURES for r in rs))),
-        "weird": lambda: [draw(st.lists(st.one_of(finite, weird), min_size=N_FEATURES, max_size=N_FEATURES).filter(
-            lambda r: any(not_a_finite_number(v) for v in r)))],
+        "weird": lambda: [draw(weird_values(N_FEATURES))],
         "empty": lambda: [],
         "not-list": lambda: draw(weird),
         "flat": lambda: draw(row),
@@ -166,19 +166,6 @@ def fastapi_json(draw) -> tuple[bytes, str, dict]:
     if kind == "extra":
         doc[draw(st.sampled_from(["model", "version", "x"]))] = draw(weird)
     return (*draw(mutated(doc, VALID if kind == "ok" else INVALID)), {})
-
-
-def sent_rows(target: str, body: bytes, info: dict) -> np.ndarray | None:
-    """The rows a 200 answer must be about, read from what was sent."""
-    try:
-        if target == "triton-binary":
-            return np.frombuffer(info["raw"], dtype=np.float32).reshape(info["shape"])
-        doc = json.loads(body)
-        if target == "triton-json":
-            return np.asarray(doc["inputs"][0]["data"], dtype=np.float32).reshape(doc["inputs"][0]["shape"])
-        return np.asarray(doc["rows"], dtype=np.float32)
-    except (ValueError, KeyError, TypeError, IndexError):
-        return None
 
 
 def check_one(rig, target: str, body: bytes, expected: str, info: dict) -> str:
@@ -196,7 +183,15 @@ def check_one(rig, target: str, body: bytes, expected: str, info: dict) -> str:
         return "aborted 2.51, restarted"
     if reply.status == 200:
         assert expected != INVALID, "answered 200 to an invalid body"
-        x = sent_rows(target, body, info)
+        try:  # the rows the answer must be about, read from what was sent
+            if target == "triton-binary":
+                x = np.frombuffer(info["raw"], dtype=np.float32).reshape(info["shape"])
+            else:
+                doc = json.loads(body)
+                x = np.asarray(doc["rows"] if target == "fastapi" else doc["inputs"][0]["data"], dtype=np.float32)
+                x = x if target == "fastapi" else x.reshape(doc["inputs"][0]["shape"])
+        except (ValueError, KeyError, TypeError, IndexError):
+            x = None
         assert x is not None and x.ndim == 2 and x.shape[1] == N_FEATURES, "answered 200, but the body holds no (n, 30) rows"
         y = np.asarray(json.loads(reply.body)["probabilities"]) if target == "fastapi" else reply.output
         rig.model.assert_answers(y, x)

@@ -1,13 +1,8 @@
-"""Security: no secret in the repository (``detect-secrets`` against the committed baseline
-``tests/reliability/.secrets.baseline``, over every tracked and not-ignored file and every
-commit's diff), no local credential value anywhere, Dockerfiles take no credentials (the
-manifests: tests/k8s/test_security.py); local servers listen on loopback only; the local S3
-refuses anonymous and wrong-credential requests, also around its gateway (S1); a dependency
-audit (``pip-audit``, skipped with the reason when it cannot reach vulnerability data, D1).
-
+"""Security (docs/security.md): no secret (``detect-secrets``, against the committed baseline) and no local
+credential value in the tree or its history, Dockerfiles take no credentials (the manifests:
+tests/k8s/test_security.py), loopback-only servers, the local S3's refusals (S1), ``pip-audit`` (D1).
 A finding that is not a secret goes into the baseline: ``python -m tests.reliability.test_security``
-rewrites it from the tree and the history (review the diff before committing it).
-"""
+rewrites it from the tree and the history (review the diff before committing it)."""
 
 from __future__ import annotations
 
@@ -66,19 +61,16 @@ def scan(files: list[str] | None = None, *, history: bool = False, config: dict 
     return found
 
 
-def unknown_secrets(found: SecretsCollection) -> list[str]:
+@pytest.mark.parametrize("history", [pytest.param(False, marks=pytest.mark.quick, id="repository"),
+                                     pytest.param(True, id="git history")])
+def test_no_secret_beyond_the_baseline(history):
     # Matched on (file relative to the repository, hashed secret, type): detect-secrets' own
     # set difference also compares each secret's path as scanned, which is absolute with a root
     # and would tie the baseline to one checkout's location.
     known = {(name, s.secret_hash, s.type)
              for name, s in SecretsCollection.load_from_baseline(json.loads(BASELINE.read_text()))}
-    return [f"{name}:{s.line_number}: {s.type}" for name, s in found if (name, s.secret_hash, s.type) not in known]
-
-
-@pytest.mark.parametrize("history", [pytest.param(False, marks=pytest.mark.quick, id="repository"),
-                                     pytest.param(True, id="git history")])
-def test_no_secret_beyond_the_baseline(history):
-    new = unknown_secrets(scan(history=history))
+    new = [f"{name}:{s.line_number}: {s.type}" for name, s in scan(history=history)
+           if (name, s.secret_hash, s.type) not in known]
     assert not new, f"detect-secrets found {new}; if they are not secrets, update {BASELINE.name} (module docstring)"
 
 

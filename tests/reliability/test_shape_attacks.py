@@ -165,10 +165,7 @@ def test_restricted_server_answers_http_with_the_key_and_guards_grpc_unload(rest
     server, key, _ = restricted
     reply = wire.infer(server, "http-json", [1, N_FEATURES], data=[0.25] * N_FEATURES, headers={API_KEY_HEADER: key})
     assert reply.status == 200, reply.message
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    try:
-        with pytest.raises(InferenceServerException, match="restricted"):
-            client.unload_model(MODEL_NAME)
-    finally:
-        client.close()
+    with grpcclient.InferenceServerClient(server.grpc_url) as client, \
+            pytest.raises(InferenceServerException, match="restricted"):
+        client.unload_model(MODEL_NAME)
     assert is_ready(server.http_url, MODEL_NAME)

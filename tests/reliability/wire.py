@@ -1,7 +1,5 @@
-"""Requests exactly as the cases want them on the wire, malformed ones included (tritonclient
-would refuse to build them): HTTP bodies of bytes, gRPC as a hand-made ``ModelInferRequest``.
-Every call returns a :class:`Reply`; a dropped connection is a reply too (``NO_ANSWER``).
-"""
+"""Requests exactly as the cases want them on the wire, malformed ones included (tritonclient would
+refuse to build them); every call returns a :class:`Reply`, a dropped connection too (``NO_ANSWER``)."""
 
 from __future__ import annotations
 
@@ -82,9 +80,8 @@ def binary_body(shape: list[int], datatype: str, raw: bytes, *, declared_size: i
 def infer(server, protocol: str, shape: list[int], datatype: str = "FP32", data: Any = None, *,
           model: str = MODEL_NAME, version: str = "", name: str = "input__0", headers: dict[str, str] | None = None,
           timeout: float = 120, **binary) -> Reply:
-    """One inference request to Triton ``server`` over ``protocol`` ("http-json", "http-binary", "grpc"),
-    declaring ``shape``/``datatype``/``name`` whatever ``data`` holds (an array, raw bytes, a list for
-    JSON; None: no data); ``binary`` goes to :func:`binary_body`."""
+    """One inference request to Triton over ``protocol`` ("http-json", "http-binary", "grpc") declaring
+    ``shape``/``datatype``/``name`` whatever ``data`` holds (an array, bytes, a JSON list; None: none)."""
     raw = np.ascontiguousarray(data).tobytes() if isinstance(data, np.ndarray) else data
     if protocol == "grpc":
         request = service_pb2.ModelInferRequest(model_name=model, model_version=version)
