@@ -23,8 +23,8 @@ GRPC_REFUSALS = ("INVALID_ARGUMENT", "NOT_FOUND", "UNAVAILABLE", "RESOURCE_EXHAU
 EVERY_PROTOCOL = ("http-json", "http-binary", "grpc")
 
 
-def rows(n: int, cols: int = N_FEATURES, dtype=np.float32) -> np.ndarray:
-    return np.random.default_rng(n + cols).normal(size=(n, cols)).astype(dtype)
+def rows(n: int, cols: int = N_FEATURES) -> np.ndarray:
+    return np.random.default_rng(n + cols).normal(size=(n, cols)).astype(np.float32)
 
 
 def with_value(value: float) -> np.ndarray:
@@ -123,11 +123,9 @@ FASTAPI_CASES = {
     "no rows field": (b"{}", ["rows", "missing"]),
     "rows is null": (fa(None), ["rows", "list"]),
     "unexpected extra field": (fa([ROW], model="x"), ["model", "not an accepted field"]),
-    "strings for features": (fa([["0.5"] * 30]), ["rows[0][0]", "number"]),
-    "booleans for features": (fa([[True] * 30]), ["rows[0][0]", "number"]),
-    "nulls for features": (fa([[None] * 30]), ["rows[0][0]", "number"]),
-    "29 features": (fa([[0.25] * 29]), ["29", "30"]),
-    "31 features": (fa([[0.25] * 31]), ["31", "30"]),
+    **{f"{kind} for features": (fa([[value] * 30]), ["rows[0][0]", "number"])
+       for kind, value in (("strings", "0.5"), ("booleans", True), ("nulls", None))},
+    **{f"{n} features": (fa([[0.25] * n]), [str(n), "30"]) for n in (29, 31)},
     "1-D rows": (fa(ROW), ["rows[0]", "list"]),
     "3-D rows": (fa([[ROW]]), ["rows[0][0]", "number"]),
     "NaN feature": (fa([[float("nan")] + ROW[1:]]), ["rows[0][0]", "NaN"]),

@@ -1,8 +1,7 @@
 """Corrupt and wrong model files published and rolled out while a client loop queries Triton:
 Triton refuses them (R3: a truncated checkpoint, once accepted and then failing every request),
 the previous version keeps serving without a failed request, the pointer goes back, the version
-is marked rejected; and the Kubernetes readinessProbe endpoint still says ready afterwards (R1).
-The version ledger is checked at the end (versions lost)."""
+is marked rejected; and the Kubernetes readinessProbe endpoint still says ready afterwards (R1)."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from detect_secrets.core import baseline
 from detect_secrets.settings import transient_settings
 from packaging.version import Version
 
+from serve.s3 import read_env_file
 from tests.reliability.wire import post
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -86,8 +87,7 @@ def test_the_scanner_flags_planted_secrets(tmp_path):
 def test_no_local_s3_credential_value_in_the_repository_or_its_history(rig):
     values = {}
     for path in [*ROOT.glob(".state/**/*credentials.env"), *rig.s3.state_dir.glob("*credentials.env")]:
-        for line in path.read_text().splitlines():
-            key, _, value = line.partition("=")
+        for key, value in read_env_file(path).items():
             if key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") and len(value) >= 8:
                 values[value] = f"{path.name}:{key}"
     texts = {name: (ROOT / name).read_bytes().decode(errors="replace") for name in repository_files()}
@@ -121,13 +121,6 @@ def test_dockerfiles_set_and_copy_no_credentials():
 # -- local servers --------------------------------------------------------------------------
 
 
-def listening(pid: int) -> list[tuple[str, int, int]]:
-    """(ip, port, pid) of every TCP listener and unconnected UDP socket of ``pid`` and its children."""
-    pids = {pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))}
-    return sorted({(c.laddr.ip, c.laddr.port, c.pid) for c in psutil.net_connections(kind="inet") if c.pid in pids
-                   and c.laddr and (c.status == psutil.CONN_LISTEN or (c.type == socket.SOCK_DGRAM and not c.raddr))})
-
-
 def loopback(ip: str) -> bool:
     addr = ipaddress.ip_address(ip.split("%", 1)[0])
     return (addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped else addr).is_loopback
@@ -138,7 +131,9 @@ def loopback(ip: str) -> bool:
 def test_local_server_listens_on_loopback_only(rig, fastapi_url, server):
     pid = {"weed (SeaweedFS S3)": rig.s3.pid(), "tritonserver": rig.triton.pid(),
            "uvicorn (FastAPI baseline)": rig.fastapi_pid}[server]
-    sockets = listening(pid)
+    processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    sockets = sorted({(c.laddr.ip, c.laddr.port, p.pid) for p in processes for c in p.net_connections("inet")
+                      if c.status == psutil.CONN_LISTEN or (c.type == socket.SOCK_DGRAM and not c.raddr)})
     assert sockets, f"no listening socket found for pid {pid}"
     exposed = [s for s in sockets if not loopback(s[0])]
     assert not exposed, f"reachable from other machines: {exposed}"
