@@ -156,15 +156,3 @@ def test_keep_versions_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("MODEL_KEEP_VERSIONS", "0")
     with pytest.raises(ValueError, match="MODEL_KEEP_VERSIONS"):
         ModelRepository(str(tmp_path))
-
-
-def test_claims_of_the_old_layout_still_count(tmp_path):
-    """A repository published before claims moved out of the model folder keeps its history."""
-    old = tmp_path / "fraud-classifier"
-    (old / "_publish").mkdir(parents=True)
-    (old / "_publish" / "1.json").write_text(json.dumps({"status": "complete"}))
-    (old / "1").mkdir()
-    (old / "1" / "checkpoint.tl").write_bytes(b"v1")
-    assert _publish(tmp_path) == 2
-    assert {v.version: v.status for v in ModelRepository(str(tmp_path)).list_versions()} == \
-        {1: "complete", 2: "complete"}

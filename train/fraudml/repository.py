@@ -107,14 +107,12 @@ class ModelRepository:
         return max(versions) if versions else None
 
     def _claims(self) -> dict[int, dict[str, Any]]:
-        claims = {}
-        # the claims of repositories published before they moved out of the served folder too
-        for folder in (self._k(CLAIMS), f"{CLAIMS}/{self.model_name}"):
-            for key in self.store.list(folder + "/"):
-                m = re.fullmatch(rf"{re.escape(folder)}/(\d+)\.json", key)
-                if m:
-                    blob = self.store.get(key)
-                    claims[int(m.group(1))] = json.loads(blob.data) if blob else {}
+        claims, folder = {}, f"{CLAIMS}/{self.model_name}"
+        for key in self.store.list(folder + "/"):
+            m = re.fullmatch(rf"{re.escape(folder)}/(\d+)\.json", key)
+            if m:
+                blob = self.store.get(key)
+                claims[int(m.group(1))] = json.loads(blob.data) if blob else {}
         return claims
 
     def _files(self, prefix: str) -> dict[int, list[str]]:
