@@ -279,7 +279,7 @@ def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], wo
             triton = TritonServer(  # the project's launcher on the benchmark's copy of the repository
                 str(model.triton_repo), http_port=ports[3 * i], grpc_port=ports[3 * i + 1],
                 metrics_port=ports[3 * i + 2], state_dir=work / f"triton-{backend}",
-                load_models=(model.name,), model_control="explicit", env={**fil["env"], "FIL_BACKEND": backend},
+                load_models=(model.name,), env={**fil["env"], "FIL_BACKEND": backend},
                 fil_cache_dir=fil["env"].get("FIL_CACHE_DIR"))
             stack.callback(triton.stop)
             triton.start(timeout=120)

@@ -44,10 +44,9 @@ from serve.settings import Settings, TritonSettings, command_line
 from serve.supervisor import Service, ServiceError, Supervised
 
 LAUNCH_FILE = "launch.json"  # what `status`/`load` need to know of the running server
-LAUNCH_KEYS = ("model_repository", "host", "http_port", "grpc_port", "metrics_port", "load_models", "model_control",
-               "shm_prefix", "supervise")
+LAUNCH_KEYS = ("model_repository", "host", "http_port", "grpc_port", "metrics_port", "load_models", "shm_prefix",
+               "supervise")
 API_KEY_FILE = "api-key.env"  # TRITON_API_KEY of `python -m serve.triton start` (make serve), mode 0600
-MODEL_CONTROL_MODES = ("explicit", "poll", "none")
 # the fil backends' gauge and its values (docs/fil_contract.md, "What a version is served with")
 COMPILED_METRIC = "fil_compiled"
 PREDICTOR_STATES = {1: "compiled", 0: "gtil", -1: "gtil (final)"}
@@ -164,14 +163,12 @@ class TritonServer(Supervised):
 
     def __init__(self, model_repository: str | Path, *, http_port: int = 8000, grpc_port: int = 8001,
                  metrics_port: int = 8002, state_dir: str | Path, env: Mapping[str, str] | None = None,
-                 load_models: Iterable[str] = (MODEL_NAME,), model_control: str = "explicit", host: str = "127.0.0.1",
+                 load_models: Iterable[str] = (MODEL_NAME,), host: str = "127.0.0.1",
                  fil_cache_dir: str | Path | None = None, supervise: bool = False, max_restarts: int = 5,
                  extra_args: Iterable[str] = (), api_key: str | None = None, api_key_header: str = "fraudml-api-key"):
-        if model_control not in MODEL_CONTROL_MODES:
-            raise ValueError(f"model_control must be one of {MODEL_CONTROL_MODES}")
         self.model_repository, self.state_dir = str(model_repository), Path(state_dir).absolute()
         self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
-        self.extra_env, self.load_models, self.model_control = dict(env or {}), tuple(load_models), model_control
+        self.extra_env, self.load_models = dict(env or {}), tuple(load_models)
         self.fil_cache_dir = Path(fil_cache_dir).absolute() if fil_cache_dir else None
         self.supervise, self.max_restarts, self.extra_args = supervise, max_restarts, tuple(extra_args)
         # With a key, the model-repository (load/unload), shared-memory, trace and logging APIs
@@ -187,10 +184,6 @@ class TritonServer(Supervised):
     http_url = property(lambda self: self._addresses.http_url)
     grpc_url = property(lambda self: self._addresses.grpc_url)
     metrics_url = property(lambda self: self._addresses.metrics_url)
-
-    @property
-    def _explicit_models(self) -> tuple[str, ...]:
-        return self.load_models if self.model_control == "explicit" else ()
 
     # -- preparing ------------------------------------------------------------------------------
     def _environment(self) -> dict[str, str]:
@@ -235,17 +228,15 @@ class TritonServer(Supervised):
             f"--backend-directory={server_dir / 'backends'}",
             f"--cache-directory={server_dir / 'caches'}",
             "--disable-auto-complete-config",  # the config is complete; saves a 1.2 s stub start
-            f"--model-control-mode={self.model_control}",
+            "--model-control-mode=explicit",  # a new version is loaded only when asked (README)
             *(arg for api, port in (("http", self.http_port), ("grpc", self.grpc_port), ("metrics", self.metrics_port))
               for arg in (f"--{api}-address={self.host}", f"--{api}-port={port}")),
             "--allow-gpu-metrics=false",
             "--exit-timeout-secs=10",
             # a unique prefix, so several servers on one machine never share Python backend shm
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
-            *(f"--load-model={name}" for name in self._explicit_models),
+            *(f"--load-model={name}" for name in self.load_models),
         ]
-        if self.model_control == "poll":
-            args.append("--repository-poll-secs=2")
         if self.api_key:
             restriction = f"model-repository,shared-memory,trace,logging:{self.api_key_header}={self.api_key}"
             args += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
@@ -262,7 +253,7 @@ class TritonServer(Supervised):
         env = self._environment()
         repository_uri = triton_repository_uri(self.model_repository, env.get("AWS_ENDPOINT_URL"))
         if repository_uri.startswith("s3://"):
-            check_s3_repository(repository_uri, env, self._explicit_models)
+            check_s3_repository(repository_uri, env, self.load_models)
         for name, port in (("HTTP", self.http_port), ("gRPC", self.grpc_port), ("metrics", self.metrics_port)):
             if port_in_use(port, self.host):
                 raise TritonError(f"{name} port {port} on {self.host} is already in use; choose another "
@@ -271,7 +262,7 @@ class TritonServer(Supervised):
         server_dir = self._prepare_server_dir()
         Path(env["FIL_CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
         self.shm_prefix = f"fraudml_{secrets.token_hex(4)}"
-        ready_urls = [f"{self.http_url}/v2/models/{quote(name)}/ready" for name in self._explicit_models]
+        ready_urls = [f"{self.http_url}/v2/models/{quote(name)}/ready" for name in self.load_models]
         started = time.monotonic()
         self.service.start(self.command(server_dir, repository_uri), env=env,
                            ready_urls=ready_urls or [f"{self.http_url}/v2/health/ready"],
@@ -303,7 +294,7 @@ class TritonServer(Supervised):
         """Every model this server was asked to load answers ready (the server itself, when
         it loads none). Under strict readiness one failed load of a new version makes
         /v2/health/ready fail while the previous version still serves; this does not."""
-        models = self._explicit_models
+        models = self.load_models
         return all(self.model_ready(m) for m in models) if models else self.model_ready()
 
     def wait_ready(self, timeout: float = 120.0) -> None:
@@ -389,7 +380,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc-port", type=int, default=settings.triton.grpc_port)
     parser.add_argument("--metrics-port", type=int, default=settings.triton.metrics_port)
     parser.add_argument("--model", action="append", help=f"model to load (repeatable; default {settings.model_name})")
-    parser.add_argument("--model-control", choices=MODEL_CONTROL_MODES, default="explicit")
     parser.add_argument("--fil-cache-dir", default=str(settings.fil_cache_dir or settings.state_dir / "fil-cache"),
                         help="compiled-model cache (FIL_CACHE_DIR)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
@@ -403,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
 
     server = TritonServer(
         args.model_repo, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
-        state_dir=args.state_dir, load_models=args.model, model_control=args.model_control, host=settings.triton.host,
+        state_dir=args.state_dir, load_models=args.model, host=settings.triton.host,
         fil_cache_dir=args.fil_cache_dir, supervise=not args.no_supervise, max_restarts=args.max_restarts,
         api_key=settings.triton.api_key or local_api_key(Path(args.state_dir), create=args.command == "start"),
         api_key_header=settings.triton.api_key_header)
