@@ -24,7 +24,9 @@ from detect_secrets.core import baseline
 from detect_secrets.settings import transient_settings
 from packaging.version import Version
 
+from fraudml.tritonconfig import MODEL_NAME
 from serve.s3 import read_env_file
+from tests.reliability.rig import Rig
 from tests.reliability.wire import post
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -139,16 +141,12 @@ def test_local_server_listens_on_loopback_only(rig, fastapi_url, server):
     assert not exposed, f"reachable from other machines: {exposed}"
 
 
-def config_key(rig) -> str:
-    prefix = rig.repo_uri.removeprefix(f"s3://{rig.s3.bucket}").strip("/")
-    return f"{prefix}/fraud-classifier/config.pbtxt"
-
-
 def absent(rig, key: str) -> bool:
     return rig.s3.client().list_objects_v2(Bucket=rig.s3.bucket, Prefix=key)["KeyCount"] == 0
 
 
 PROBE = f"reliability-probe/{uuid.uuid4().hex}.txt"
+CONFIG = f"{Rig.repo_uri.split('/', 3)[3]}/{MODEL_NAME}/config.pbtxt"  # the rig's, as a key in its bucket
 # S1: `weed mini` also runs a filer on loopback whose HTTP API, without JWT keys, served and
 # accepted the bucket's objects with no credential at all.
 ANONYMOUS = {  # name: (method, URL below {s3} (the bucket) or {filer} (the bucket's folder), body)
@@ -168,12 +166,12 @@ def test_s3_refuses_anonymous_requests(rig, name):
     method, url, body = ANONYMOUS[name]
     filer_port = int((rig.s3.state_dir / "ports").read_text().split()[5])  # s3, master (2), volume (2), filer
     url = url.format(s3=f"{rig.s3.endpoint_url}/{rig.s3.bucket}", filer=f"http://127.0.0.1:{filer_port}/buckets/"
-                     f"{rig.s3.bucket}", config=config_key(rig), probe=PROBE)
+                     f"{rig.s3.bucket}", config=CONFIG, probe=PROBE)
     reply = post(url, body, {}, method=method, timeout=10)
     if reply.status in (200, 201) and method == "PUT":
         rig.s3.client().delete_object(Bucket=rig.s3.bucket, Key=PROBE)  # this case fails, the next ones need no cleanup
     assert reply.status in (401, 403), f"anonymous {method} {url} answered {reply.status}"
-    assert absent(rig, PROBE) and not absent(rig, config_key(rig)), "a refused request changed the bucket"
+    assert absent(rig, PROBE) and not absent(rig, CONFIG), "a refused request changed the bucket"
 
 
 @pytest.mark.quick
@@ -183,13 +181,13 @@ def test_s3_refuses_wrong_credentials(rig, credentials, operation):
     key = rig.s3.env()["AWS_ACCESS_KEY_ID"] if credentials.startswith("right") else "AK" + uuid.uuid4().hex[:18].upper()
     client = rig.s3.client(access_key=key, secret_key=uuid.uuid4().hex)
     call = {"list": lambda: client.list_objects_v2(Bucket=rig.s3.bucket, MaxKeys=1),
-            "read config.pbtxt": lambda: client.get_object(Bucket=rig.s3.bucket, Key=config_key(rig)),
+            "read config.pbtxt": lambda: client.get_object(Bucket=rig.s3.bucket, Key=CONFIG),
             "write": lambda: client.put_object(Bucket=rig.s3.bucket, Key=PROBE, Body=b"wrong credentials")}[operation]
     with pytest.raises(ClientError) as info:
         call()
     assert info.value.response["Error"]["Code"] in ("AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "403")
     assert absent(rig, PROBE), "a wrong-credential write created an object"
-    rig.s3.client().get_object(Bucket=rig.s3.bucket, Key=config_key(rig))  # the right credentials still work
+    rig.s3.client().get_object(Bucket=rig.s3.bucket, Key=CONFIG)  # the right credentials still work
 
 
 # -- dependencies ---------------------------------------------------------------------------
@@ -200,10 +198,7 @@ def test_pip_audit_finds_no_known_vulnerability(target):
     args = ["--local"] if target == "installed venv" else ["-r", target, "--no-deps", "--disable-pip"]
     proc = subprocess.run([sys.executable, "-m", "pip_audit", "--format", "json", "--progress-spinner", "off", *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
-    try:
-        deps = json.loads(proc.stdout or "{}").get("dependencies", [])
-    except ValueError:
-        deps = []
+    deps = json.loads(proc.stdout or "{}").get("dependencies", [])  # no output: it failed (stderr says why)
     vulns = [f"{d['name']} {d.get('version')}: {v['id']} (fix {v.get('fix_versions')})" for d in deps for v in d.get("vulns", [])]
     assert not vulns, vulns
     if not [d for d in deps if "skip_reason" not in d]:
