@@ -77,9 +77,9 @@ def install_fil_backend(dest: Path, env: Mapping[str, str] | None = None) -> str
                 raise TritonError(f"FIL_BACKEND=native, but the native fil backend cannot be built: {e}") from None
             print(f"notice: native fil backend unavailable ({e}); serving with the Python fil backend", file=sys.stderr)
         else:
-            shutil.copy2(library, dest / library.name)  # Triton loads <backend-dir>/fil/libtriton_fil.so
-            # the background compiler it starts: fil_compile.py on fil_forest.py, with this interpreter
-            for source in (NATIVE_SOURCE / "fil_compile.py", PYTHON_SOURCE / "fil_forest.py"):
+            # Triton loads <backend-dir>/fil/libtriton_fil.so; it compiles with fil_compile.py on
+            # fil_forest.py, run by this interpreter
+            for source in (library, NATIVE_SOURCE / "fil_compile.py", PYTHON_SOURCE / "fil_forest.py"):
                 shutil.copy2(source, dest / source.name)
             (dest / "fil_python").write_text(sys.executable + "\n")
             return "native"

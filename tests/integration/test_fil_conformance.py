@@ -1,8 +1,7 @@
-"""Conformance: the local ``fil`` backends answer as native FIL of the pinned NGC image does, for
-every model format they claim, in one real Triton per backend (native, Python) and predictor (GTIL,
-compiled), over HTTP and gRPC, against each library's own predictions (rows with NaN and +-Inf,
-Hypothesis-generated rows, requests batched into one execute()); they refuse at load what native FIL
-refuses or cannot serve; an uncompiled model serves at once, then switches.
+"""Conformance: the local ``fil`` backends (native, Python; GTIL, compiled; over HTTP and gRPC) answer as
+native FIL of the pinned NGC image for every model format they claim, against each library's own predictions
+(rows with NaN and +-Inf, Hypothesis rows, batched requests); they refuse at load what native FIL refuses or
+cannot serve; an uncompiled model serves at once, then switches.
 
 The references: XGBoost and LightGBM take NaN as missing; +-Inf reaches them as +-1e30, since FIL
 compares it like any number (XGBoost refuses Inf). Treelite imports sklearn trees with every split
@@ -119,13 +118,14 @@ REFUSED = [  # rendered without n_model_outputs, which would make render_config 
 
 
 # -- models and repository -----------------------------------------------------------------------
-def train_models(seed: int = 0) -> dict:
+@pytest.fixture(scope="module")
+def models() -> dict:
     """Small models of every family, XGBoost and LightGBM trained with missing values."""
     from lightgbm import LGBMClassifier, LGBMRegressor
     from sklearn import ensemble
     from xgboost import XGBClassifier
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(0)
     X = rng.normal(size=(2000, N_FEATURES)).astype(np.float32)
     X[:, CATEGORICAL] = rng.integers(0, 10, len(X))
     y = ((X[:, 0] + X[:, 1] * X[:, 2] + (X[:, CATEGORICAL] % 3 == 0)) > 0.5).astype(int)
@@ -133,7 +133,7 @@ def train_models(seed: int = 0) -> dict:
     value = 2 * X[:, 0] + X[:, 1] * X[:, 4]
     Xm = X.copy()  # with missing values, for the libraries that learn where they go
     Xm[rng.random(X.shape) < 0.1] = np.nan
-    small = dict(n_estimators=10, random_state=seed, n_jobs=1)
+    small = dict(n_estimators=10, random_state=0, n_jobs=1)
     lgbm = dict(small, num_leaves=8, min_child_samples=5, verbose=-1)
     return {
         "xgb": XGBClassifier(max_depth=4, **small).fit(Xm, y),
@@ -145,7 +145,7 @@ def train_models(seed: int = 0) -> dict:
         "lgbm_reg": LGBMRegressor(**lgbm).fit(Xm, value),
         "sk_rf": ensemble.RandomForestClassifier(max_depth=5, **small).fit(X, y),
         "sk_et": ensemble.ExtraTreesClassifier(max_depth=5, **small).fit(X, y),
-        "sk_gb": ensemble.GradientBoostingClassifier(n_estimators=10, max_depth=3, random_state=seed).fit(X, y),
+        "sk_gb": ensemble.GradientBoostingClassifier(n_estimators=10, max_depth=3, random_state=0).fit(X, y),
         "sk_rf3": ensemble.RandomForestClassifier(max_depth=5, **small).fit(X, y3),
         "sk_rf_reg": ensemble.RandomForestRegressor(max_depth=5, **small).fit(X, value),
     }
@@ -155,8 +155,7 @@ def write_model(estimator, fmt: str, dest: Path) -> None:
     """Save ``estimator`` in FIL format ``fmt`` with the libraries' public APIs."""
     if fmt.startswith("xgboost"):  # the legacy binary format ("xgboost"): XGBoost 2.1 writes it only when asked
         raw_format = {"xgboost_json": "json", "xgboost_ubj": "ubj", "xgboost": "deprecated"}[fmt]
-        with warnings.catch_warnings():  # XGBoost warns that the legacy format is deprecated; FIL reads it
-            warnings.simplefilter("ignore", UserWarning)
+        with warnings.catch_warnings(action="ignore", category=UserWarning):  # "deprecated" format: FIL reads it
             dest.write_bytes(bytes(estimator.get_booster().save_raw(raw_format=raw_format)))
     elif fmt == "lightgbm":
         estimator.booster_.save_model(str(dest))
@@ -173,8 +172,6 @@ def config_text(case: Case) -> str:
         threshold=THRESHOLD, versions=[1], predict_proba=case.expect == "proba", output_class=case.expect != "value",
         n_classes=max(2, k), **({} if case.refused else {"n_model_outputs": k}), **case.config,
     )  # fmt: skip
-    if not case.edit:
-        return text
     config = text_format.Parse(text, model_config_pb2.ModelConfig())
     for key, value in case.edit.items():
         if value is None:
@@ -192,10 +189,17 @@ def write_repository(root: Path, models: dict, cases: list[Case]) -> None:
         (root / case.name / "config.pbtxt").write_text(config_text(case))
 
 
+@pytest.fixture(scope="module")
+def fil_repository(tmp_path_factory, models):
+    """Every SERVED and REFUSED case; the server loads the SERVED ones."""
+    root = tmp_path_factory.mktemp("fil-conformance")
+    write_repository(root, models, SERVED + REFUSED)
+    return root, [c.name for c in SERVED]
+
+
 # -- references ----------------------------------------------------------------------------------
 def conformance_rows(n: int = MAX_BATCH, seed: int = 5) -> np.ndarray:
-    """Rows with NaN (12 %) and +-Inf (2 % each) anywhere, unseen and negative category ids,
-    and four special rows: all NaN, all zero, all +Inf, all -Inf."""
+    """Rows with NaN and +-Inf anywhere, unseen and negative category ids; rows 0-3: all NaN, 0, +Inf, -Inf."""
     rng = np.random.default_rng(seed)
     x = (rng.normal(size=(n, N_FEATURES)) * 2).astype(np.float32)
     x[:, CATEGORICAL] = rng.integers(-1, 14, n)
@@ -224,27 +228,12 @@ def reference(case: Case, estimator, x: np.ndarray) -> np.ndarray:
 
 
 def assert_answers(case: Case, models: dict, x: np.ndarray, got: np.ndarray, protocol: str) -> None:
-    """``got`` has native FIL's shape and dtype and the library's prediction within ATOL (a label
-    only where p is not at the threshold: float32 vs float64 rounding)."""
+    """``got`` has native FIL's shape, dtype and answers within ATOL (labels away from the threshold)."""
     want, rows = reference(case, models[case.model], x), np.ones(len(x), dtype=bool)
     if case.expect == "label":
         rows = np.abs(reference(replace(case, expect="proba"), models[case.model], x)[:, 1] - THRESHOLD) > 1e-5
     assert got.dtype == np.float32 and got.shape == want.shape, (protocol, got.dtype, got.shape, want.shape)
     np.testing.assert_allclose(got[rows], want[rows], rtol=0, atol=ATOL, err_msg=f"{case.name} over {protocol}")
-
-
-# -- fixtures --------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def models():
-    return train_models()
-
-
-@pytest.fixture(scope="module")
-def fil_repository(tmp_path_factory, models):
-    """Every SERVED and REFUSED case; the server loads the SERVED ones."""
-    root = tmp_path_factory.mktemp("fil-conformance")
-    write_repository(root, models, SERVED + REFUSED)
-    return root, [c.name for c in SERVED]
 
 
 # -- tests ---------------------------------------------------------------------------------------

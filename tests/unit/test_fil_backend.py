@@ -1,5 +1,4 @@
-"""Which fil backend the launcher installs: the native one when it is built (or builds), the
-Python one with a one-line notice when it cannot be built, an error when native is demanded."""
+"""Which fil backend the launcher installs: native when it builds, else Python with a notice or an error."""
 
 from __future__ import annotations
 

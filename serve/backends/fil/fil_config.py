@@ -90,8 +90,7 @@ _FLT_MAX = 3.4028234663852886e38
 
 
 def _istream_number(text: str, kind: type) -> float | int | None:
-    """What ``std::istringstream(text) >> value`` reads (a leading number; trailing text is
-    left unread), or None where the stream fails (no number, "nan"/"inf", "1e", overflow)."""
+    """What ``std::istringstream(text) >> value`` reads, or None where it fails ("nan", "1e", overflow)."""
     match = _NUMBER[kind].match(text)
     if match is None or match.group().endswith(("e", "E", "+", "-")):  # an exponent without digits
         return None
@@ -107,8 +106,8 @@ def read_parameters(parameters: Mapping[str, Any]) -> FilParameters:
     keys (``algo``, ``storage_type``, ...) never fail a load there (defaults absorb bad values): not read."""
     read = _Reader(parameters)
     predict_proba = read.boolean("predict_proba", False)
-    words = read.text.get("model_type", "").split()  # `istream >> std::string`: one word
-    model_type = words[0] if words else "xgboost"  # src/serialization.h string_to_serialization()
+    # `istream >> std::string` reads one word; default and types: src/serialization.h string_to_serialization()
+    model_type = (read.text.get("model_type", "").split() or ["xgboost"])[0]
     if model_type not in MODEL_TYPES:
         raise ConfigError(f"{model_type} not recognized as a valid serialization format. "
                           f"(model_type must be one of {', '.join(MODEL_TYPES)})")

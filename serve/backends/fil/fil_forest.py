@@ -50,16 +50,13 @@ def load_model(path: Path, model_type: str, *, xgboost_allow_unknown_field: bool
     src/tl_utils.h ``load_tl_base_model``; ``xgboost_allow_unknown_field``: JSON and UBJSON)."""
     if not path.is_file():
         raise ModelLoadError(f"model file {path} does not exist (model_type {model_type!r} reads {path.name})")
-    fe = treelite.frontend
+    fe, allow = treelite.frontend, xgboost_allow_unknown_field
+    loaders = {"treelite_checkpoint": treelite.Model.deserialize, "lightgbm": fe.load_lightgbm_model,
+               "xgboost": fe.load_xgboost_model_legacy_binary,
+               "xgboost_json": lambda p: fe.load_xgboost_model(p, format_choice="json", allow_unknown_field=allow),
+               "xgboost_ubj": lambda p: fe.load_xgboost_model(p, format_choice="ubjson", allow_unknown_field=allow)}
     try:
-        if model_type == "treelite_checkpoint":
-            return treelite.Model.deserialize(path)
-        if model_type == "xgboost":
-            return fe.load_xgboost_model_legacy_binary(path)
-        if model_type == "lightgbm":
-            return fe.load_lightgbm_model(path)
-        choice = {"xgboost_json": "json", "xgboost_ubj": "ubjson"}[model_type]  # callers checked model_type
-        return fe.load_xgboost_model(path, format_choice=choice, allow_unknown_field=xgboost_allow_unknown_field)
+        return loaders[model_type](path)  # callers checked model_type
     except treelite.TreeliteError as e:
         hint = ""
         if model_type == "xgboost" and path.read_bytes()[:1] in (b"{", b"["):
@@ -110,12 +107,8 @@ class OutputFormat:
     def __init__(self, *, n_model_outputs: int, predict_proba: bool, output_class: bool, threshold: float):
         k = self.n_model_outputs = int(n_model_outputs)
         self.threshold = float(np.float32(threshold))
-        if predict_proba:
-            self.mode, self.width = self.PROBA, (2 if k == 1 else k)
-        elif output_class:
-            self.mode, self.width = self.LABEL, 1
-        else:
-            self.mode, self.width = self.RAW, k
+        self.mode = self.PROBA if predict_proba else self.LABEL if output_class else self.RAW
+        self.width = {self.PROBA: max(2, k), self.LABEL: 1, self.RAW: k}[self.mode]
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         raw = raw.astype(np.float32, copy=False)
@@ -130,8 +123,7 @@ class OutputFormat:
 # -- predictors -------------------------------------------------------------------------------
 _GTIL_PREDICT = _TREELITE_LIB.TreeliteGTILPredict
 _GTIL_PREDICT.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint64, ctypes.c_void_p,
-                          ctypes.c_void_p]
-_GTIL_PREDICT.restype = ctypes.c_int
+                          ctypes.c_void_p]  # returns int, ctypes' default restype
 
 
 class GTILPredictor:
@@ -162,9 +154,8 @@ class GTILPredictor:
 
 
 class CompiledPredictor:
-    """A tl2cgen-compiled model library with our batch entry point ``fil_predict``, which
-    marks NaN features missing (tl2cgen's ``Entry.missing = -1``: each split's default
-    branch, as GTIL) and writes FIL's output format: one ctypes call per request."""
+    """A tl2cgen-compiled library with our batch entry point ``fil_predict`` (NaN: the default branch,
+    as GTIL; FIL's output format): one ctypes call per request."""
 
     def __init__(self, libpath: Path, *, n_features: int, n_outputs: int, threads: int = 1):
         self.libpath = Path(libpath)
@@ -192,11 +183,9 @@ class CompiledPredictor:
         def rows(a: int, b: int) -> int:
             return self._fn(x[a:b].ctypes.data, int(b - a), self.n_features, out[a:b].ctypes.data, mode, threshold)
 
-        if n < PARALLEL_MIN_ROWS or self._pool is None:
-            rc = rows(0, n)
-        else:
-            bounds = np.linspace(0, n, self._threads + 1, dtype=np.int64)
-            rc = min(self._pool.map(rows, bounds[:-1], bounds[1:]))
+        parts = self._threads if n >= PARALLEL_MIN_ROWS and self._pool is not None else 1
+        bounds = np.linspace(0, n, parts + 1, dtype=np.int64)
+        rc = min(self._pool.map(rows, bounds[:-1], bounds[1:])) if parts > 1 else rows(0, n)
         if rc != 0:
             raise RuntimeError(f"compiled model {self.libpath} rejected the batch (code {rc})")
         return out
@@ -286,17 +275,15 @@ def compile_model(model: treelite.Model, model_sha256: str, cache_dir: Path, *, 
     compiling the same model wait for one build and never see a half-written library."""
     import tl2cgen
 
-    cache_dir = Path(cache_dir)
-    if (cached := cached_library(cache_dir, model_sha256)) is not None:
-        return cached
-    if shutil.which("gcc") is None:
-        raise CompilerMissing("gcc is not installed: the model is served with Treelite GTIL (install gcc to compile it)")
-    key = cache_key(model_sha256)
+    cache_dir, key = Path(cache_dir), cache_key(model_sha256)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with open(cache_dir / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (cached := cached_library(cache_dir, model_sha256)) is not None:
             return cached
+        if shutil.which("gcc") is None:
+            raise CompilerMissing("gcc is not installed: the model is served with Treelite GTIL "
+                                  "(install gcc to compile it)")
         with tempfile.TemporaryDirectory(prefix=f"{key}.build-", dir=cache_dir) as tmp:
             build, started = Path(tmp), time.monotonic()
             tl2cgen.generate_c_code(model, build, {**TL2CGEN_PARAMS, "parallel_comp": max(2, jobs)})
@@ -339,8 +326,7 @@ def _run_all(commands: list[list[str]], *, cwd: Path, cancel: threading.Event | 
 
 
 def check_rows(n_features: int) -> np.ndarray:
-    """512 rows that exercise every branch kind: wide normal values, small integers (category
-    ids), NaN (missing: the default branch), +-Inf, a row of zeros and a row of NaN."""
+    """512 rows for every branch kind: wide values, small integers (category ids), NaN, +-Inf, 0s, all NaN."""
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((512, n_features)) * 3).astype(np.float32)
     ints = rng.random(x.shape) < 0.3

@@ -10,7 +10,6 @@ built and self-checked it (gauge ``fil_compiled``).
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import tempfile
@@ -36,13 +35,6 @@ def _log(level: str, msg: str) -> None:
     getattr(pb_utils.Logger, f"log_{level}")(f"[fil] {msg}")
 
 
-def _model_file(config: dict, args: dict, model_type: str) -> Path:
-    """rapids-triton model_instance_state.hpp joins <model dir>/<version>/<default_model_filename>;
-    fil_backend src/model.h model_file() adds FIL's default name when that is a directory."""
-    path = Path(args["model_repository"]) / str(args["model_version"]) / (config.get("default_model_filename") or "")
-    return path / ff.FIL_MODEL_FILENAMES[model_type] if path.is_dir() else path
-
-
 def _response_dims(config: dict, n_features: int, fmt: ff.OutputFormat, params: fc.FilParameters,
                    file: str) -> tuple[int, ...]:
     """Refuse tensors native FIL cannot serve for this model (docs/fil_contract.md, remaining
@@ -61,11 +53,10 @@ def _response_dims(config: dict, n_features: int, fmt: ff.OutputFormat, params: 
         # native FIL would read rows of the model's width out of a narrower/wider buffer
         raise ff.ModelLoadError(f"{INPUT_NAME} dims are {in_dims} in config.pbtxt but {file} has {n_features} features")
     out_dims = [int(d) for d in outputs[OUTPUT_NAME].get("dims", [])]
-    if math.prod(out_dims) != fmt.width:
-        what = "probabilities" if params.predict_proba else "a label" if params.output_class else "outputs"
+    if np.prod(out_dims) != fmt.width:
         raise ff.ModelLoadError(
-            f"{OUTPUT_NAME} dims are {out_dims} in config.pbtxt but this model writes {fmt.width} "
-            f"{what} per row (predict_proba={str(params.predict_proba).lower()}, "
+            f"{OUTPUT_NAME} dims are {out_dims} in config.pbtxt but this model writes {fmt.width} values per row "
+            f"(predict_proba={str(params.predict_proba).lower()}, "
             f"{fc.classifier_key()}={str(params.output_class).lower()}, {fmt.n_model_outputs} model output(s)); "
             f"declare dims: [ {fmt.width} ] (native FIL would answer wrong values or overrun its buffer)")
     return fc.response_dims(outputs[OUTPUT_NAME])
@@ -81,7 +72,10 @@ class TritonPythonModel:
             params = fc.read_parameters(config.get("parameters", {}))
         except fc.ConfigError as e:
             raise ff.ModelLoadError(f"config.pbtxt: {e}") from None
-        self.model_path = _model_file(config, args, params.model_type)
+        # rapids-triton model_instance_state.hpp: <model dir>/<version>/<default_model_filename>;
+        # fil_backend src/model.h model_file() adds FIL's default name when that is a directory
+        path = Path(args["model_repository"], str(args["model_version"]), config.get("default_model_filename") or "")
+        self.model_path = path / ff.FIL_MODEL_FILENAMES[params.model_type] if path.is_dir() else path
         model = ff.load_model(self.model_path, params.model_type, xgboost_allow_unknown_field=params.xgboost_allow_unknown_field)
         if int(model.get_header_accessor().get_field("num_target")[0]) != 1:
             # src/tl_utils.h tl_get_num_classes(): "Multi-target model not supported"
@@ -102,10 +96,11 @@ class TritonPythonModel:
                                       output_class=params.output_class, threshold=params.threshold)
         self.response_dims = _response_dims(config, self.n_features, self.format, params, self.model_path.name)
 
-        # A truncated or damaged checkpoint can parse and still fail on every row: predict rows
-        # now, so that such a version is refused at load and the old one keeps serving.
+        # A truncated or damaged checkpoint can parse and still fail on every row: predict a
+        # few rows now, so that such a version is refused at load and the old one keeps serving.
+        probe = np.linspace(-3.0, 3.0, 4 * self.n_features, dtype=np.float32).reshape(4, self.n_features)
         try:
-            probe_out = self.gtil.predict(ff.check_rows(self.n_features), self.format)
+            probe_out = self.gtil.predict(probe, self.format)
         except Exception as e:
             raise ff.ModelLoadError(f"{self.model_path.name} loads but cannot predict ({e}): the file is damaged") from None
         if not np.all(np.isfinite(probe_out)):

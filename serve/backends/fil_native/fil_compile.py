@@ -32,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
     os.nice(5)  # serving requests comes first
     model = ff.load_model(args.model_file, args.model_type, xgboost_allow_unknown_field=args.allow_unknown_field)
-    postprocessor = ff.apply_native_postprocessor(model, predict_proba=args.predict_proba)
-    key = ff.library_key(args.model_file, postprocessor)
+    key = ff.library_key(args.model_file, ff.apply_native_postprocessor(model, predict_proba=args.predict_proba))
     try:
         library = ff.compile_model(model, key, args.cache_dir, jobs=args.jobs, cancel=cancel, log=print)
     except ff.CompilerMissing as e:
