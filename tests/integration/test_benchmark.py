@@ -14,7 +14,6 @@ import pytest
 from benchmark import report
 from benchmark.run import INTERNAL_CONTENDERS, SCHEMA, Plan, run
 from benchmark.servers import FastAPIServer
-from tests.reliability.wire import post
 
 pytestmark = pytest.mark.slow
 
@@ -129,57 +128,39 @@ def test_plots_and_report_are_written(tiny_run: Path):
     assert (tiny_run / "report.md").is_file()
 
 
-# -- the FastAPI app (its refusals of bad input: tests/reliability/test_bad_input.py) --
+# -- servers that are already running (FastAPI's own answers and refusals: tests/reliability/rig.check_fastapi,
+# test_bad_input.py) --
 
 
-@pytest.fixture(scope="module")
-def fastapi_url(tmp_path_factory):
-    """The app on version 7 of a small model repository (the running-servers test serves it with Triton too)."""
+def test_running_servers_are_measured_and_the_report_says_so(tmp_path, triton_factory, free_port):
+    """--triton-url/--fastapi-url: the same phases measure servers not started here, pin nothing, and say so."""
     import treelite
     from sklearn.ensemble import RandomForestClassifier
 
     from fraudml.tritonconfig import render_config
-    from serve.ports import free_port
 
-    repo = tmp_path_factory.mktemp("app") / "repo"
+    repo = tmp_path / "repo"  # version 7 of a small model, served by both
     (repo / "fraud-classifier" / "7").mkdir(parents=True)
     model_file = repo / "fraud-classifier" / "7" / "checkpoint.tl"
     (repo / "fraud-classifier" / "config.pbtxt").write_text(render_config(versions=[7]))
     X = np.random.default_rng(0).normal(size=(300, 30)).astype(np.float32)
     clf = RandomForestClassifier(n_estimators=3, max_depth=3, random_state=0).fit(X, X[:, 0] > 0)
     treelite.sklearn.import_model(clf).serialize(str(model_file))
-    server = FastAPIServer("fastapi", free_port(), cpu=None, log=repo.parent / "uvicorn.log", env={
+    fastapi = FastAPIServer("fastapi", free_port(), cpu=None, log=tmp_path / "uvicorn.log", env={
         "BENCH_RUNTIME": "treelite", "BENCH_MODEL_FILE": str(model_file), "BENCH_MODEL_VERSION": "7"})
-    server.start()
+    fastapi.start()
     try:
-        server.wait(60)
-        yield f"http://127.0.0.1:{server.port}", clf, X, repo
+        fastapi.wait(60)
+        triton = triton_factory(repo, load_models=["fraud-classifier"], fil_compile=False)
+        plan = Plan(
+            state_dir=tmp_path / "state", results_dir=tmp_path / "results", triton_url=triton.http_url,
+            triton_grpc_url=triton.grpc_url, fastapi_urls=(f"http://127.0.0.1:{fastapi.port}",), n=40, warmup=5,
+            distinct_rows=30, users=(2,), duration_s=2, concurrency=(1,), perf_measurement_ms=500, perf_max_trials=3,
+            progress=False,
+        )
+        results = json.loads((run(plan) / "results.json").read_text())
     finally:
-        server.stop()
-
-
-def test_fastapi_answers_like_triton_output(fastapi_url):
-    url, clf, X, _ = fastapi_url
-    reply = post(url + "/predict", json.dumps({"rows": X[:3].tolist()}).encode(), timeout=10)
-    assert reply.status == 200, reply.message
-    body = json.loads(reply.body)
-    assert body["model_name"] == "fraud-classifier" and body["model_version"] == "7"
-    np.testing.assert_allclose(body["probabilities"], clf.predict_proba(X[:3]), atol=1e-6)
-
-
-# -- servers that are already running --
-
-
-def test_running_servers_are_measured_and_the_report_says_so(tmp_path, fastapi_url, triton_factory):
-    """--triton-url/--fastapi-url: the same phases measure servers not started here, pin nothing, and say so."""
-    url, _, _, repo = fastapi_url
-    triton = triton_factory(repo, load_models=["fraud-classifier"], fil_compile=False)
-    plan = Plan(
-        state_dir=tmp_path / "state", results_dir=tmp_path / "results", triton_url=triton.http_url,
-        triton_grpc_url=triton.grpc_url, fastapi_urls=(url,), n=40, warmup=5, distinct_rows=30,
-        users=(2,), duration_s=2, concurrency=(1,), perf_measurement_ms=500, perf_max_trials=3, progress=False,
-    )
-    results = json.loads((run(plan) / "results.json").read_text())
+        fastapi.stop()
     assert set(results["contenders"]) == {"triton-http", "triton-grpc", "fastapi-treelite"}
     assert results["servers_started_by_benchmark"] is False and results["pinning"]["enabled"] is False
     assert results["parity"]["ok"], results["parity"]
