@@ -42,13 +42,12 @@ def rig(_rig) -> Rig:
 
 @pytest.fixture(scope="session")
 def fastapi_url(_rig, tmp_path_factory, free_port) -> str:
-    """``uvicorn benchmark.app:app`` on a free port, serving the rig's checkpoint with Treelite."""
+    """``uvicorn benchmark.app:app`` on a free port, serving the reference model's checkpoint with Treelite."""
     work = tmp_path_factory.mktemp("fastapi")
-    model_dir = _rig.repo().download_version(_rig.repo().served_version(), work / "model")
+    (work / "checkpoint.tl").write_bytes(_rig.model.checkpoint)
     port = free_port()
     server = FastAPIServer("fastapi", port, cpu=None, log=work / "uvicorn.log", env={
-        "BENCH_RUNTIME": "treelite", "BENCH_MODEL_FILE": str(model_dir / "checkpoint.tl"),
-        "BENCH_MAX_ROWS": str(MAX_BATCH)})
+        "BENCH_RUNTIME": "treelite", "BENCH_MODEL_FILE": str(work / "checkpoint.tl"), "BENCH_MAX_ROWS": str(MAX_BATCH)})
     server.start()
     try:
         server.wait(90)
