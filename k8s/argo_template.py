@@ -37,18 +37,6 @@ DEFAULTS = {
 _PATHSPEC = re.compile(r"MF_PATHSPEC=\w+/argo-\{\{workflow\.name\}\}/(\w+)/")
 
 
-def compile_flow(env: dict[str, str], timeout: float = 300.0) -> dict:
-    """Run `argo-workflows create --only-json` and return the WorkflowTemplate."""
-    cmd = [sys.executable, str(FLOW), "--no-pylint", "--datastore=s3", "argo-workflows", "create", "--only-json"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd[1:])}` exited {proc.returncode}:\n{proc.stderr.strip()[-4000:]}")
-    template = json.loads(proc.stdout[proc.stdout.find("{"):])
-    if template.get("kind") != "WorkflowTemplate":
-        raise RuntimeError(f"expected a WorkflowTemplate, got: {proc.stdout[:2000]}")
-    return template
-
-
 def step_containers(template: dict) -> dict[str, dict]:
     """Metaflow step name -> the container that runs it (hooks and internal tasks left out)."""
     found = [(_PATHSPEC.search(json.dumps(t["container"])), t["container"])
@@ -56,19 +44,9 @@ def step_containers(template: dict) -> dict[str, dict]:
     return {m.group(1): container for m, container in found if m and not m.group(1).startswith("_")}
 
 
-def summary(template: dict) -> str:
-    steps = step_containers(template)
-    lines = [f"WorkflowTemplate {template['metadata']['name']} in namespace "
-             f"{template['metadata'].get('namespace')}, {len(steps)} steps:"]
-    for name, c in steps.items():
-        req = (c.get("resources") or {}).get("requests") or {}
-        lines.append(f"  {name:<12} cpu={req.get('cpu')} memory={req.get('memory')} image={c.get('image')}")
-    return "\n".join(lines)
-
-
 def build(state_dir: Path, out: Path = OUT, **cluster: str) -> dict:
-    """Start a private S3, compile the flow against it with the DEFAULTS ``cluster`` does not
-    override, write ``out``; the template."""
+    """Start a private S3, compile the flow against it (`argo-workflows create --only-json`) with the
+    DEFAULTS ``cluster`` does not override, write ``out``; the WorkflowTemplate."""
     from serve.ports import free_port
     from serve.s3 import SeaweedS3
 
@@ -77,8 +55,9 @@ def build(state_dir: Path, out: Path = OUT, **cluster: str) -> dict:
     home.mkdir(parents=True, exist_ok=True)
     # None of the caller's METAFLOW_*/AWS_*: a personal Metaflow profile must not leak into the template.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("METAFLOW_", "AWS_"))}
+    cmd = [sys.executable, str(FLOW), "--no-pylint", "--datastore=s3", "argo-workflows", "create", "--only-json"]
     with SeaweedS3(state_dir / "argo-s3", port=free_port(), bucket=DATASTORE_BUCKET) as s3:
-        template = compile_flow({
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env={
             **env, **s3.env(),
             "METAFLOW_HOME": str(home),
             "METAFLOW_USER": "argo-template",
@@ -94,6 +73,11 @@ def build(state_dir: Path, out: Path = OUT, **cluster: str) -> dict:
             "METAFLOW_KUBERNETES_CONTAINER_IMAGE": c["image"],
             "METAFLOW_KUBERNETES_SECRETS": c["secret"],
         })
+    if proc.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd[1:])}` exited {proc.returncode}:\n{proc.stderr.strip()[-4000:]}")
+    template = json.loads(proc.stdout[proc.stdout.find("{"):])
+    if template.get("kind") != "WorkflowTemplate":
+        raise RuntimeError(f"expected a WorkflowTemplate, got: {proc.stdout[:2000]}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(template, indent=2) + "\n")
     return template
@@ -115,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # S3Error, RuntimeError, TimeoutExpired: one line, not a traceback
         print(f"argo-template: error: {exc}", file=sys.stderr)
         return 1
-    print(summary(template))
+    steps = step_containers(template)
+    print(f"WorkflowTemplate {template['metadata']['name']} in namespace "
+          f"{template['metadata'].get('namespace')}, {len(steps)} steps:")
+    for name, c in steps.items():
+        req = (c.get("resources") or {}).get("requests") or {}
+        print(f"  {name:<12} cpu={req.get('cpu')} memory={req.get('memory')} image={c.get('image')}")
     print(f"wrote {args.out}")
     return 0
 
