@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -61,8 +62,8 @@ def fastapi_url(_rig, tmp_path_factory, free_port) -> str:
 
 
 def category(nodeid: str) -> str | None:
-    path = nodeid.split("::", 1)[0]
-    return Path(path).stem.removeprefix("test_").replace("_", "-") if path.startswith("tests/reliability/test_") else None
+    module = re.match(r"tests/reliability/test_(\w+)\.py::", nodeid)
+    return module and module.group(1).replace("_", "-")
 
 
 def order(name: str) -> int:
@@ -83,30 +84,25 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
                if isinstance(r, pytest.TestReport) and category(r.nodeid)]
     if not reports:
         return
-    outcomes: dict[str, str] = {}
-    properties: dict[str, list[tuple[str, object]]] = {}
-    why_failed: dict[str, str] = {}
+    outcomes, properties, why_failed = {}, {}, {}  # by node id
     for report in reports:
         outcomes[report.nodeid] = max(outcomes.get(report.nodeid, "passed"), report.outcome, key=RANK.index)
         properties[report.nodeid] = report.user_properties or properties.get(report.nodeid, [])
         if report.failed:
-            crash = getattr(report.longrepr, "reprcrash", None)
-            why_failed.setdefault(report.nodeid, " ".join(str(getattr(crash, "message", report.longrepr)).split())[:300])
-    rows: dict[str, list] = {}  # category -> [cases, failures, skipped, versions lost (None: not measured)]
-    for nodeid, outcome in sorted(outcomes.items(), key=lambda item: order(category(item[0]))):
-        row = rows.setdefault(category(nodeid), [0, 0, 0, None])
-        lost = [int(value) for key, value in properties[nodeid] if key == "versions_lost"]
-        row[:] = [row[0] + 1, row[1] + (outcome == "failed"), row[2] + (outcome == "skipped"),
-                  sum(lost, row[3] or 0) if lost else row[3]]
-    measured = [row[3] for row in rows.values() if row[3] is not None]
-    total = [sum(row[i] for row in rows.values()) for i in range(3)] + [sum(measured) if measured else None]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+            message = getattr(getattr(report.longrepr, "reprcrash", None), "message", report.longrepr)
+            why_failed.setdefault(report.nodeid, " ".join(str(message).split())[:300])
+    cases = sorted(outcomes, key=lambda nodeid: order(category(nodeid)))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     out = [f"# Reliability run {dt.datetime.now():%Y-%m-%d %H:%M}",
            "", f"`pytest -m \"{config.option.markexpr}\"`, soak {SOAK_SECONDS} s, {FUZZ_EXAMPLES} fuzz examples per "
-           f"target, commit {commit}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}.", "",
-           "| category | cases | failures | skipped | versions lost |", "| --- | ---: | ---: | ---: | ---: |"]
-    out += [f"| {name} | " + " | ".join(f"{'-' if v is None else v}" for v in row) + " |" for name, row in rows.items()]
-    out.append("| **total** | " + " | ".join(f"**{'-' if v is None else v}**" for v in total) + " |")
+           f"target, commit {commit.stdout.strip()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}.",
+           "", "| category | cases | failures | skipped | versions lost |", "| --- | ---: | ---: | ---: | ---: |"]
+    for name in [*dict.fromkeys(map(category, cases)), None]:  # the categories, then the total (None)
+        ids = [n for n in cases if name in (None, category(n))]
+        lost = [int(value) for n in ids for key, value in properties[n] if key == "versions_lost"]
+        values = [name or "total", len(ids), *(sum(outcomes[n] == o for n in ids) for o in ("failed", "skipped")),
+                  sum(lost) if lost else "-"]  # "-": not measured
+        out.append("| " + " | ".join(f"{v}" if name else f"**{v}**" for v in values) + " |")
     figures = [f"- `{nodeid.split('::', 1)[1]}` {key}: {value}" for nodeid, props in properties.items()
                for key, value in props if key != "versions_lost"]
     failed = [f"- `{nodeid}`: {why}" for nodeid, why in why_failed.items()]
