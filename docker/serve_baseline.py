@@ -50,12 +50,6 @@ def model_env(environ: Mapping[str, str]) -> dict[str, str]:
         f"{repo_uri}: {repo.model_name}/{version} holds none of {sorted(MODEL_FILENAMES.values())}")
 
 
-def uvicorn_argv(env: Mapping[str, str]) -> list[str]:
-    # One worker, like the benchmark: the baseline is compared per process with one Triton instance.
-    return ["uvicorn", "benchmark.app:app", "--host", "0.0.0.0", "--port", env.get("PORT") or "8080",
-            "--workers", "1", "--no-access-log"]
-
-
 def main() -> int:
     try:
         env = model_env(os.environ)
@@ -65,7 +59,9 @@ def main() -> int:
     if env.get("BENCH_MODEL_FILE"):
         print(f"serve_baseline: {env.get('BENCH_MODEL_NAME', '')}/{env.get('BENCH_MODEL_VERSION', '?')} "
               f"from {env['BENCH_MODEL_FILE']}", file=sys.stderr)
-    argv = uvicorn_argv(env)
+    # One worker, like the benchmark: the baseline is compared per process with one Triton instance.
+    argv = ["uvicorn", "benchmark.app:app", "--host", "0.0.0.0", "--port", env.get("PORT") or "8080",
+            "--workers", "1", "--no-access-log"]
     os.execvpe(argv[0], argv, env)
     return 0  # not reached
 
