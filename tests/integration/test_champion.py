@@ -1,6 +1,5 @@
 """Champion/challenger through real flow runs (Metaflow Runner) on a local model repository."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +46,7 @@ def _flow(rig, data: str, **params):
 
 
 def test_champion_challenger_sequence(rig):
-    """v1 (fixes the holdout), a better v2, a worse run not promoted, a forced v3; listed and traced."""
+    """v1 (fixes the holdout), a better v2, a worse run not promoted, a forced v3; listed and traced; then refused."""
     repo = ModelRepository(rig["repo"])
 
     run, out = _flow(rig, "shuffled", holdout=str(rig["paths"]["holdout"]))
@@ -101,19 +100,13 @@ def test_champion_challenger_sequence(rig):
     assert "promotion   promoted: average precision +" in lineage.stdout
     assert stored.fingerprint in lineage.stdout
 
-
-def test_comparison_with_a_version_that_may_have_seen_the_holdout_is_refused(rig):
-    """A served version without a holdout record cannot be judged on it: the run fails and says why."""
-    repo = ModelRepository(rig["repo"])
-    if repo.served_version() is None:
-        pytest.skip("needs the repository of the sequence test")
+    # a served version without a holdout record (it may have seen the holdout) cannot be judged on it
     served = repo.read_lineage()
     files = {n: repo.read_file(served["version"], n) for n in served["files"] if n != "lineage.json"}
     legacy = {k: v for k, v in served.items() if k not in ("holdout", "promotion", "version", "files", "triton_config")}
     version = publish_model_version(rig["repo"], files, legacy, served["triton_config"])
-
     run, out = _flow(rig, "full")
     assert run is None
     assert f"the served version {version} does not record that it was kept away from the reference holdout" in out
     assert repo.served_version() == version
-    assert json.loads(json.dumps(read_decisions(repo)))[-1]["published_version"] == 3  # nothing recorded for it
+    assert read_decisions(repo)[-1]["published_version"] == 3  # nothing recorded for it
