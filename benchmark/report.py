@@ -44,16 +44,6 @@ def _fmt_load(values) -> str:
     return ", ".join(f"{v:.2f}" for v in values) if values else "?"
 
 
-def sequential_table(results: dict) -> list[str]:
-    keys = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms")
-    return ["| contender | p50 ms | p90 ms | p99 ms | mean ms | std ms | min ms | max ms |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-            *[f"| {n} | " + " | ".join(_f(results["contenders"][n].get(k), 3) for k in keys) + " |"
-              for n in _names(results)],
-            *[f"| *{ref['label']}* | | | | *{ref['mean_ms']:.2f}* | *{ref['std_ms']:.2f}* | | |"
-              for ref in (REFERENCE["triton"], REFERENCE["fastapi"])]]
-
-
 def summary_text(results: dict) -> str:
     """A short plain-text summary for the terminal."""
     lines = ["sequential, one row per request:"]
@@ -69,8 +59,8 @@ def summary_text(results: dict) -> str:
                   f"failures {r.get('failures')}" for target in ORDER if (r := _get(results, "load", target, str(top)))]
     lines.append("targets:")
     for t in analysis["targets"]:
-        value = str(t["value"]) if t["unit"] == "failures" else _target_value(t)
-        lines.append(f"  [{'MET ' if t['met'] else ('MISS' if t['met'] is False else ' -- ')}] {t['name']}: {value}")
+        lines.append(f"  [{'MET ' if t['met'] else ('MISS' if t['met'] is False else ' -- ')}] {t['name']}: "
+                     + _target_value(t))
     return "\n".join(lines)
 
 
@@ -169,13 +159,19 @@ def _triton_line(t: dict) -> str:
 
 def _sequential_section(results: dict, a: dict) -> list[str]:
     sp = a.get("speedup_vs_reference", {})
+    keys = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms")
     lines = [
         "## Sequential: the published method", "",
         f"{results.get('warmup')} warm-up requests, then N={results.get('n')} one-row requests per contender, "
         "one after another, each timed with `time.perf_counter_ns` from send to the last byte of the answer; "
         "contenders interleaved in blocks of 250. HTTP contenders share one client (`http.client`, kept-alive "
         "connection, bodies encoded before timing); triton-grpc uses `tritonclient.grpc`.", "",
-        *sequential_table(results), "",
+        "| contender | p50 ms | p90 ms | p99 ms | mean ms | std ms | min ms | max ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *[f"| {n} | " + " | ".join(_f(results["contenders"][n].get(k), 3) for k in keys) + " |"
+          for n in _names(results)],
+        *[f"| *{ref['label']}* | | | | *{ref['mean_ms']:.2f}* | *{ref['std_ms']:.2f}* | | |"
+          for ref in (REFERENCE["triton"], REFERENCE["fastapi"])], "",
         f"![sequential latencies]({BOX_PNG})", "",
         f"Published: FastAPI/Triton mean ratio {sp.get('published_mean_ratio')}x. Measured here: "
         f"mean ratio {_f(sp.get('measured_mean_ratio'), 1)}x, p50 ratio {_f(sp.get('measured_p50_ratio'), 1)}x "
@@ -241,14 +237,17 @@ def _perf_section(results: dict) -> list[str]:
     st = pa.get("settings", {})
     how = (f"stable windows of {st.get('measurement_interval_ms')} ms (at most {st.get('max_trials')}, "
            f"within {st.get('stability_percentage')} %), else the same windows averaged without stabilising")
-    labels = {"http": f"{pa.get('server') or 'triton'}, HTTP", "grpc": "triton-grpc, gRPC",
-              "triton-python": "triton-python, HTTP"}
     return ["## perf_analyzer cross-check", "",
             f"`perf_analyzer` from tritonclient {_get(results, 'machine', 'packages', 'tritonclient')}, "
             f"{st.get('client')}, batch 1, {how}, input: {st.get('input_data')}.", "",
             "| server, protocol | concurrency | req/s | p50 ms | p99 ms | server queue ms | server compute ms |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-            *[_perf_row(labels[key], r) for key in PERF_KEYS for r in pa.get(key) or []], ""]
+            *[_perf_row(_perf_label(results, key), r) for key in PERF_KEYS for r in pa.get(key) or []], ""]
+
+
+def _perf_label(results: dict, key: str) -> str:
+    return {"http": f"{_get(results, 'perf_analyzer', 'server') or 'triton'}, HTTP", "grpc": "triton-grpc, gRPC",
+            "triton-python": "triton-python, HTTP"}[key]
 
 
 def _perf_row(label: str, r: dict) -> str:
@@ -379,27 +378,17 @@ def plot_boxplot(results: dict, latencies: dict[str, np.ndarray], path: Path) ->
 def plot_load(results: dict, path: Path) -> None:
     fig = Figure(figsize=(11, 4.5), dpi=120)
     ax_rps, ax_p99 = fig.subplots(1, 2)
-    axes = {"rps": ax_rps, "p99_ms": ax_p99}
-    for target in ORDER:
-        runs = _get(results, "load", target)
-        if not runs:
-            continue
-        users = sorted(int(u) for u in runs)
-        for metric, ax in axes.items():
-            ax.plot(users, [runs[str(u)].get(metric) or np.nan for u in users], "o-", color=COLORS.get(target),
-                    label=f"{target} (locust)")
-    server = _get(results, "perf_analyzer", "server") or "triton"
-    labels = {"http": f"{server} HTTP", "grpc": "triton-grpc", "triton-python": "triton-python HTTP"}
-    for key in PERF_KEYS:
-        runs = [r for r in (_get(results, "perf_analyzer", key) or []) if "error" not in r]
-        if not runs:
-            continue
-        for metric, ax in axes.items():
-            ax.plot([r["concurrency"] for r in runs], [r[metric] for r in runs], "s--",
-                    color=COLORS[f"perf_analyzer {key}"], alpha=0.7, label=f"{labels[key]} (perf_analyzer)")
-    ticks = sorted({int(u) for runs in (results.get("load") or {}).values() for u in runs}
-                   | {r["concurrency"] for p in PERF_KEYS
-                      for r in (_get(results, "perf_analyzer", p) or []) if "concurrency" in r})
+    # (label, line style, colour, alpha, [(users or concurrency, its numbers)]): locust runs, then perf_analyzer's
+    series = [(f"{t} (locust)", "o-", COLORS.get(t), 1, [(int(u), r) for u, r in _by_users(runs)])
+              for t in ORDER if (runs := _get(results, "load", t))]
+    series += [(f"{_perf_label(results, key)} (perf_analyzer)", "s--", COLORS[f"perf_analyzer {key}"], 0.7,
+                [(r["concurrency"], r) for r in runs]) for key in PERF_KEYS
+               if (runs := [r for r in (_get(results, "perf_analyzer", key) or []) if "error" not in r])]
+    for label, style, color, alpha, points in series:
+        for metric, ax in (("rps", ax_rps), ("p99_ms", ax_p99)):
+            ax.plot([x for x, _ in points], [r.get(metric) or np.nan for _, r in points], style, color=color,
+                    alpha=alpha, label=label)
+    ticks = sorted({x for *_, points in series for x, _ in points})
     for ax in (ax_rps, ax_p99):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
