@@ -24,16 +24,13 @@ def base(rows: int = 3000) -> pd.DataFrame:
     return generate_dataset(rows=rows, fraud_rate=0.02, seed=5)
 
 
-def with_value(column: str, row: int, value) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    def change(df: pd.DataFrame) -> pd.DataFrame:
-        df = df.astype({column: object})  # any value fits; the CSV holds its text
-        df.loc[df.index[row], column] = value
-        return df
-    return change
-
-
 def frame(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], None]:
     return lambda path: change(base()).to_csv(path, index=False)
+
+
+def with_value(column: str, row: int, value) -> Callable[[Path], None]:
+    """The dataset with ``value`` at ``row`` of ``column`` (as objects, any value fits; the CSV holds its text)."""
+    return frame(lambda d: d.assign(**{column: d[column].astype(object).mask(d.index == d.index[row], value)}))
 
 
 # name: (writes the file, words the DatasetError must name: each "a|b" for either)
@@ -42,15 +39,17 @@ DATASETS = {
     "missing label column Class": (frame(lambda d: d.drop(columns=["Class"])), ["missing column", "Class"]),
     "extra column": (frame(lambda d: d.assign(merchant_id=1)), ["unexpected column", "merchant_id"]),
     "index column written by pandas": (lambda p: base().to_csv(p, index=True), ["unexpected column"]),
-    "non-numeric value in Amount": (frame(with_value("Amount", 17, "12,50 EUR")), ["non-numeric", "Amount"]),
-    "non-numeric label": (frame(with_value("Class", 3, "fraud")), ["non-numeric", "Class"]),
-    "NaN in V3": (frame(with_value("V3", 40, np.nan)), ["NaN/Inf", "V3"]),
+    "non-numeric value in Amount": (with_value("Amount", 17, "12,50 EUR"), ["non-numeric", "Amount"]),
+    "non-numeric label": (with_value("Class", 3, "fraud"), ["non-numeric", "Class"]),
+    "NaN in V3": (with_value("V3", 40, np.nan), ["NaN/Inf", "V3"]),
     "empty file (0 bytes)": (lambda p: p.write_bytes(b""), ["empty"]),
-    "Class value 2": (frame(with_value("Class", 5, 2)), ["Class", "0", "1", "2"]),
+    "Class value 2": (with_value("Class", 5, 2), ["Class", "0", "1", "2"]),
     "too few frauds (2)": (frame(lambda d: d.drop(d.index[d["Class"] == 1][2:])), ["only 2 fraud", "at least"]),
     "semicolon-separated file": (lambda p: base().to_csv(p, index=False, sep=";"), ["missing column"]),
-    "not a CSV (binary)": (lambda p: p.write_bytes(np.random.default_rng(1).bytes(2048)), ["not a readable CSV|missing column|empty"]),
-    "duplicated header (V1 twice)": (lambda p: base(200).rename(columns={"V2": "V1"}).to_csv(p, index=False), ["V2|V1"]),
+    "not a CSV (binary)": (lambda p: p.write_bytes(np.random.default_rng(1).bytes(2048)),
+                           ["not a readable CSV|missing column|empty"]),
+    "duplicated header (V1 twice)": (lambda p: base(200).rename(columns={"V2": "V1"}).to_csv(p, index=False),
+                                     ["V2|V1"]),
 }
 
 
