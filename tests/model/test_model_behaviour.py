@@ -20,30 +20,10 @@ from fraudml.models import (
 )
 
 
-@pytest.fixture
-def resample_spy(monkeypatch):
-    """Record the number of rows every SMOTE.fit_resample call receives."""
-    calls: list[int] = []
-    original = SMOTE.fit_resample
-
-    def spy(self, X, y, **kwargs):
-        calls.append(len(y))
-        return original(self, X, y, **kwargs)
-
-    monkeypatch.setattr(SMOTE, "fit_resample", spy)
-    return calls
-
-
-def test_smote_runs_in_fit_only(split, resample_spy):
-    pipeline = build_pipeline("random_forest", seed=0).set_params(clf__n_estimators=10)
-    pipeline.fit(split.X_train, split.y_train)
-    assert resample_spy == [len(split.y_train)]
-    proba = predict_proba(pipeline, split.X_test)
-    assert resample_spy == [len(split.y_train)]
-    assert proba.shape == (len(split.y_test),)
-
-
 def test_oversampling_adds_synthetic_frauds_to_training_only(split):
+    """Raise frauds to 10 % of legitimate rows, but keep them all if there are more already."""
+    assert oversampling_target(np.array([0] * 1000 + [1] * 5)) == {1: 100}
+    assert oversampling_target(np.array([0] * 100 + [1] * 40)) == {1: 40}
     pipeline = build_pipeline("xgboost", seed=0).set_params(clf__n_estimators=5)
     X_res, y_res = pipeline.named_steps["smote"].fit_resample(split.X_train, split.y_train)
     n_legit = int((split.y_train == 0).sum())
@@ -51,8 +31,17 @@ def test_oversampling_adds_synthetic_frauds_to_training_only(split):
     assert int(y_res.sum()) == round(0.1 * n_legit) > int(split.y_train.sum())
 
 
-def test_cross_validation_never_resamples_the_validation_fold(split, resample_spy):
-    """Only training folds (2/3 of the rows, search and out-of-fold) and the final refit are resampled."""
+def test_cross_validation_never_resamples_the_validation_fold(split, monkeypatch):
+    """Only training folds (2/3 of the rows, search and out-of-fold) and the final refit are resampled:
+    SMOTE runs in fit only, never when the validation folds are scored."""
+    resample_spy: list[int] = []  # the rows every SMOTE.fit_resample call receives
+    original = SMOTE.fit_resample
+
+    def spy(self, X, y, **kwargs):
+        resample_spy.append(len(y))
+        return original(self, X, y, **kwargs)
+
+    monkeypatch.setattr(SMOTE, "fit_resample", spy)
     n = len(split.y_train)
     train_family("lightgbm", split.X_train, split.y_train, seed=0, cv_folds=3, n_iter=1)
     assert len(resample_spy) == 3 + 1 + 3
@@ -128,12 +117,6 @@ def test_training_is_deterministic(trained, split):
     assert a.best_params == b.best_params
     np.testing.assert_array_equal(a.oof_proba, b.oof_proba)
     np.testing.assert_array_equal(predict_proba(a.pipeline, split.X_test), predict_proba(b.pipeline, split.X_test))
-
-
-def test_oversampling_target_never_removes_frauds():
-    """Raise frauds to 10 % of legitimate rows, but keep them all if there are more already."""
-    assert oversampling_target(np.array([0] * 1000 + [1] * 5)) == {1: 100}
-    assert oversampling_target(np.array([0] * 100 + [1] * 40)) == {1: 40}
 
 
 def test_parse_families():

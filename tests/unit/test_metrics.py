@@ -18,13 +18,6 @@ Y = [0, 0, 1, 1]
 P = [0.1, 0.4, 0.35, 0.8]
 
 
-def test_average_precision_and_roc_auc():
-    """AP = 0.5 * 1 + 0.5 * 2/3; ROC-AUC = 3 of 4 pairs ranked right."""
-    m = evaluate(Y, P, 0.5)
-    assert m["average_precision"] == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)
-    assert m["roc_auc"] == pytest.approx(0.75)
-
-
 @pytest.mark.parametrize(("threshold", "counts", "scores"), [
     (0.5, {"tn": 2, "fp": 0, "fn": 1, "tp": 1}, {"precision": 1.0, "recall": 0.5, "f1": 2 / 3}),
     (0.35, {"tn": 1, "fp": 1, "fn": 0, "tp": 2}, {"precision": 2 / 3, "recall": 1.0, "f1": 0.8}),  # p == threshold: fraud
@@ -35,6 +28,8 @@ def test_confusion_and_threshold_metrics(threshold, counts, scores):
     assert m["confusion_matrix"] == counts
     assert {k: m[k] for k in scores} == pytest.approx(scores)
     assert (m["n"], m["n_positive"], m["positive_rate"], m["threshold"]) == (4, 2, 0.5, threshold)
+    # threshold-free: AP = 0.5 * 1 + 0.5 * 2/3; ROC-AUC = 3 of 4 pairs ranked right
+    assert (m["average_precision"], m["roc_auc"]) == pytest.approx((0.5 * 1.0 + 0.5 * 2 / 3, 0.75))
 
 
 @pytest.mark.parametrize(("y", "p", "target", "expected"), [

@@ -25,11 +25,6 @@ GOOD = np.where(Y == 1, RNG.uniform(0.4, 1.0, Y.size), RNG.uniform(0.0, 0.6, Y.s
 WEAK = np.where(Y == 1, RNG.uniform(0.2, 1.0, Y.size), RNG.uniform(0.0, 0.9, Y.size))
 
 
-def test_first_version_is_promoted_without_a_champion():
-    d = judge(Y, None, (WEAK, 0.5), n_boot=50)
-    assert d["promoted"] and d["champion"] is None and "first version" in d["reason"]
-
-
 def test_better_challenger_is_promoted_with_a_paired_interval():
     d = judge(Y, (WEAK, 0.5), (GOOD, 0.5), n_boot=100)
     assert d["promoted"] and d["ap_gain"] > 0.1

@@ -34,16 +34,6 @@ def test_first_publish_writes_version_1_and_points_config_at_it(tmp_path):
     assert served_versions((model_dir / "config.pbtxt").read_text()) == [1]
 
 
-def test_versions_increase_and_rollback_moves_only_the_pointer(tmp_path):
-    assert [_publish(tmp_path, bytes([i])) for i in range(3)] == [1, 2, 3]
-    repo = ModelRepository(str(tmp_path))
-    assert repo.served_version() == 3
-    assert repo.set_served_version(1) == 3
-    assert repo.served_version() == 1
-    assert [v.status for v in repo.list_versions()] == ["complete"] * 3
-    assert _publish(tmp_path) == 4  # a rollback never frees a number
-
-
 def test_concurrent_publishes_get_distinct_complete_versions(tmp_path):
     with ThreadPoolExecutor(8) as pool:  # map re-raises any publish's exception
         results = list(pool.map(lambda i: _publish(tmp_path, f"m{i}".encode(), run=f"F/{i}"), range(8)))

@@ -6,12 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
-from google.protobuf import text_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tritonclient.grpc import model_config_pb2
 
-from fraudml.tritonconfig import MODEL_FILENAMES, MODEL_NAME, render_config, served_versions
+from fraudml.tritonconfig import MODEL_FILENAMES, render_config, served_versions
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -106,28 +104,4 @@ def test_model_filenames_match_the_local_fil_backend():
 
     assert MODEL_FILENAMES == FIL_MODEL_FILENAMES
     assert "model.so" not in MODEL_FILENAMES.values()
-
-
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_rendered_config_is_what_the_local_fil_backend_reads(case):
-    """The local fil backend reads back the pinned release's flags, threshold and squeezed [1] output."""
-    from serve.backends.fil import fil_config
-
-    kwargs = CASES[case]
-    config = text_format.Parse(render_config(**kwargs), model_config_pb2.ModelConfig())
-    assert config.name == MODEL_NAME
-    parameters = {k: {"string_value": v.string_value} for k, v in config.parameters.items()}  # as Triton hands them
-    if kwargs.get("classifier_key", "output_class") != fil_config.classifier_key():
-        with pytest.raises(fil_config.ConfigError, match="Required parameter"):
-            fil_config.read_parameters(parameters)
-        return
-    params = fil_config.read_parameters(parameters)
-    assert params.model_type == kwargs.get("model_type", "treelite_checkpoint")
-    assert params.predict_proba == kwargs.get("predict_proba", True)
-    assert params.output_class == kwargs.get("output_class", True)
-    if params.output_class:
-        assert params.threshold == pytest.approx(kwargs.get("threshold", 0.5), abs=1e-7)
-    output = config.output[0]
-    squeezed = tuple(d for d in output.dims if d != 1)
-    assert fil_config.response_dims({"dims": list(output.dims)}) == squeezed
 
