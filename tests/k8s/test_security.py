@@ -53,28 +53,21 @@ def test_pod_security_catches_root_literal_secrets_and_missing_limits():
         assert expected in problems
 
 
-def _secret_refs(c: dict) -> dict[str, tuple[str, str, bool]]:
-    return {e["name"]: (r["name"], r["key"], bool(r.get("optional"))) for e in c.get("env", [])
-            if (r := (e.get("valueFrom") or {}).get("secretKeyRef"))}
-
-
 @pytest.mark.parametrize("rel", [*m.TRITON_OVERLAYS, "benchmark"])
-def test_serving_pods_hold_only_the_read_only_s3_identity(rel):
-    """Only the publisher holds the writer key (fraudml-s3); temporary credentials work (optional session token)."""
+def test_serving_pods_hold_only_the_read_only_s3_identity_and_the_api_key(rel):
+    """Only the publisher holds the writer key (fraudml-s3); temporary credentials work (optional session token);
+    Triton and its reconciler hold TRITON_API_KEY from its Secret (not optional)."""
     for where, pod in m.pods(m.build(rel)):
         for c in [c for c in pod["containers"] if c["name"] != "locust"]:
-            refs = _secret_refs(c)
+            refs = {e["name"]: (r["name"], r["key"], bool(r.get("optional"))) for e in c.get("env", [])
+                    if (r := (e.get("valueFrom") or {}).get("secretKeyRef"))}
             assert {name for name, _, _ in refs.values() if name.startswith("fraudml-s3")} == {"fraudml-s3-readonly"}
             assert refs["AWS_SESSION_TOKEN"] == ("fraudml-s3-readonly", "AWS_SESSION_TOKEN", True), where
+            if c["name"] in ("triton", "reconciler"):
+                assert refs["TRITON_API_KEY"] == ("fraudml-triton-api", "TRITON_API_KEY", False), where
 
 
-@pytest.mark.parametrize("rel", m.TRITON_OVERLAYS)
-def test_model_loading_and_http_inference_need_the_api_key(rel):
-    """TRITON_API_KEY from the Secret (not optional); the start script restricts HTTP inference and model loading."""
-    docs = m.build(rel)
-    for name in ("triton", "reconciler"):
-        assert _secret_refs(m.container(docs, "triton", name))["TRITON_API_KEY"] == \
-            ("fraudml-triton-api", "TRITON_API_KEY", False)
+def test_the_start_script_restricts_http_inference_and_model_loading_to_the_api_key():
     args = m.entrypoint(MODEL_REPO="s3://b/p", TRITON_API_KEY="k3y").stdout.splitlines()
     restriction = "fraudml-api-key=k3y"
     assert f"--http-restricted-api=inference,model-repository,shared-memory,trace,logging:{restriction}" in args
@@ -92,7 +85,8 @@ def test_network_policies_admit_only_clients_and_monitoring():
     assert rules[("grpc", "http")] == [{"namespaceSelector": {}, "podSelector": clients}]
     monitoring = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
     assert rules[("metrics", "reconciler")] == [{"namespaceSelector": monitoring}]
-    container_ports = {p["name"] for name in ("triton", "reconciler") for p in m.container(docs, "triton", name)["ports"]}
+    container_ports = {p["name"] for name in ("triton", "reconciler")
+                       for p in m.container(docs, "triton", name)["ports"]}
     assert {p for ports in rules for p in ports} == container_ports  # every port behind one rule
     bench = m.build("benchmark")
     (locust,) = m.find(bench, "Job", "locust")
