@@ -74,8 +74,8 @@ def configmap(docs, prefix: str) -> dict:
     return found
 
 
-def requirement_pin(name: str, path: Path = ROOT / "requirements.txt") -> str | None:
-    m = re.search(rf"^(?:# no-deps: )?{re.escape(name)}(?:\[[^\]]*\])?==(\S+)", path.read_text(),
+def requirement_pin(name: str) -> str | None:
+    m = re.search(rf"^(?:# no-deps: )?{re.escape(name)}(?:\[[^\]]*\])?==(\S+)", (ROOT / "requirements.txt").read_text(),
                   re.MULTILINE | re.IGNORECASE)
     return m.group(1) if m else None
 
@@ -92,12 +92,6 @@ def _strict(schema: Any) -> Any:
     return [_strict(v) for v in schema] if isinstance(schema, list) else schema
 
 
-@cache
-def crd_schema(path: Path) -> dict:
-    (version,) = yaml.safe_load(path.read_text())["spec"]["versions"]
-    return _strict(version["schema"]["openAPIV3Schema"])
-
-
 def _seconds(text: str) -> float:
     units = {"y": 31536000, "w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
     return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)(ms|y|w|d|h|m|s)", text))
@@ -111,7 +105,8 @@ def validate(doc: dict) -> list[str]:
 
     path = CUSTOM_SCHEMAS.get((doc.get("apiVersion"), doc.get("kind")))
     if path is not None:
-        validator = jsonschema.Draft202012Validator(crd_schema(path))
+        (version,) = yaml.safe_load(path.read_text())["spec"]["versions"]
+        validator = jsonschema.Draft202012Validator(_strict(version["schema"]["openAPIV3Schema"]))
         errors = [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(doc)]
         for i, ep in enumerate(doc.get("spec", {}).get("endpoints", []) if not errors else []):
             if _seconds(ep.get("scrapeTimeout", "0")) > _seconds(ep.get("interval", "1y")):

@@ -22,20 +22,12 @@ def test_kustomization_builds_and_validates_strict(rel):
     assert bool(custom) == (rel == "overlays/monitored")
 
 
-def _endpoint(d):
-    return d["spec"]["endpoints"][0]
-
-
-def _rule(d):
-    return d["spec"]["groups"][0]["rules"][0]
-
-
 @pytest.mark.parametrize("kind, mutate, named", [
     ("Deployment", lambda d: d["spec"]["template"]["spec"]["securityContext"].update(runAsNonRot=True), "runAsNonRot"),
-    ("ServiceMonitor", lambda d: _endpoint(d).update(prot=_endpoint(d).pop("port")), "prot"),
-    ("ServiceMonitor", lambda d: _endpoint(d).update(interval="5s", scrapeTimeout="10s"), "scrapeTimeout"),
-    ("PrometheusRule", lambda d: _rule(d).update({"for": "5 minutes"}), "5 minutes"),
-    ("PrometheusRule", lambda d: _rule(d).pop("expr"), "expr"),
+    ("ServiceMonitor", lambda d: (ep := d["spec"]["endpoints"][0]).update(prot=ep.pop("port")), "prot"),
+    ("ServiceMonitor", lambda d: d["spec"]["endpoints"][0].update(interval="5s", scrapeTimeout="10s"), "scrapeTimeout"),
+    ("PrometheusRule", lambda d: d["spec"]["groups"][0]["rules"][0].update({"for": "5 minutes"}), "5 minutes"),
+    ("PrometheusRule", lambda d: d["spec"]["groups"][0]["rules"][0].pop("expr"), "expr"),
     ("Service", lambda d: d.update(apiVersion="example.com/v1", kind="Widget"), "no schema"),
 ], ids=["unknown field", "unknown field of a CRD", "scrapeTimeout over interval", "bad duration", "missing expr",
         "unknown kind"])
