@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from docker import serve_baseline  # docker/serve_baseline.py of this repository, not the Docker SDK
+from fraudml.tritonconfig import MODEL_NAME, render_config
 from tests.k8s import manifests as m
 
 COMPOSE = m.DOCKER / "compose.yaml"
@@ -43,8 +44,6 @@ def test_compose_config_is_valid():
 
 def test_fastapi_launcher_fetches_the_served_version(tmp_path):
     """The baseline in a container serves the version config.pbtxt names, like Triton."""
-    from fraudml.tritonconfig import MODEL_NAME, render_config
-
     model = tmp_path / "repo" / MODEL_NAME
     for version in (1, 2, 3):
         (model / str(version)).mkdir(parents=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from fraudml.tritonconfig import MODEL_NAME
 from tests.k8s import manifests as m
 
 
@@ -40,8 +41,6 @@ def test_the_dashboard_shows_what_an_operator_needs():
 
 
 def test_adapter_rule_defines_the_hpa_metric_per_pod():
-    from fraudml.tritonconfig import MODEL_NAME
-
     (rule,) = [r for r in m.adapter_rules() if r["name"]["as"] == "triton_queue_time_per_request_us"]
     for needle in ("nv_inference_queue_duration_us", "nv_inference_request_success", "<<.LabelMatchers>>",
                    "<<.GroupBy>>", f'model="{MODEL_NAME}"'):

@@ -11,6 +11,9 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
+from fraudml.tritonconfig import MODEL_NAME, render_config
+from serve.backends.fil import fil_config
+from serve.settings import Settings
 from tests.k8s import manifests as m
 
 # Treelite inside NGC Triton's FIL backend, per release (DESIGN §3): (first, last, version).
@@ -26,9 +29,6 @@ def _images(rel: str) -> set[str]:
 
 def test_ngc_release_is_pinned_once_and_followed():
     """docker/.env, the kustomize tag, the local fil backend, the Treelite pin and the classifier key: one release."""
-    from fraudml.tritonconfig import render_config
-    from serve.backends.fil import fil_config
-
     tag = ENV["NGC_TAG"]
     yymm = tuple(int(p) for p in tag.split("."))
     for rel in m.TRITON_OVERLAYS:
@@ -74,9 +74,6 @@ def test_compose_takes_its_values_from_the_env_file():
 
 def test_one_model_repository_for_every_workload():
     """Triton, its reconciler and the baseline read one ConfigMap, nobody overrides it, = serving/Makefile/compose."""
-    from fraudml.tritonconfig import MODEL_NAME
-    from serve.settings import Settings
-
     default = Settings.from_env({}).model_repo
     cm = m.configmap(m.build("overlays/cpu"), "fraudml-model-repo")
     assert cm["data"] == {"MODEL_REPO": default, "MODEL_NAME": MODEL_NAME}
@@ -92,8 +89,6 @@ def test_one_model_repository_for_every_workload():
 
 @pytest.mark.parametrize("rel", m.TRITON_OVERLAYS)
 def test_the_ports_are_the_serving_defaults(rel):
-    from serve.settings import Settings
-
     s = Settings.from_env({})
     want = {"http": s.triton.http_port, "grpc": s.triton.grpc_port, "metrics": s.triton.metrics_port,
             "reconciler": s.reconciler_port}

@@ -10,6 +10,8 @@ import subprocess
 
 import pytest
 
+from fraudml.tritonconfig import MODEL_NAME
+from serve.triton import bundle_paths
 from tests.k8s import manifests as m
 
 LIVENESS_BUDGET_S = 20  # periodSeconds x failureThreshold: a hung Triton is restarted within this
@@ -18,8 +20,6 @@ LIVENESS_BUDGET_S = 20  # periodSeconds x failureThreshold: a hung Triton is res
 @pytest.mark.parametrize("rel", m.TRITON_OVERLAYS)
 def test_probes_are_quick_and_on_model_readiness(rel):
     """Model readiness, not /v2/health/ready: that is 400 after a refused load while the old version serves (R1)."""
-    from fraudml.tritonconfig import MODEL_NAME
-
     triton = m.container(m.build(rel), "triton", "triton")
     ready = {"path": f"/v2/models/{MODEL_NAME}/ready", "port": "http"}
     assert triton["startupProbe"]["httpGet"] == triton["readinessProbe"]["httpGet"] == ready
@@ -103,8 +103,6 @@ def test_entrypoint_refuses_what_triton_would_misread_or_lack(env, named):
 
 def test_entrypoint_flags_exist_in_tritonserver():
     """The 2.51 bundled in nvidia-pytriton accepts every flag (the pinned, newer NGC image keeps them)."""
-    from serve.triton import bundle_paths
-
     bundle, libs = bundle_paths()
     proc = subprocess.run([str(bundle / "bin" / "tritonserver"), "--help"], capture_output=True, text=True, timeout=30,
                           env={**os.environ, "LD_LIBRARY_PATH": str(libs)})
