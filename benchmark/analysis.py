@@ -61,7 +61,7 @@ def perf_top(results: dict, keys: tuple[str, ...] = ("http", "grpc")) -> tuple[f
     """perf_analyzer's best req/s at 32 concurrent (else its highest level) over ``keys``, and a note saying which."""
     pa = results.get("perf_analyzer") or {}
     levels = [(p, r) for p in keys for r in (pa.get(p) or []) if r.get("rps") is not None]
-    top = 32 if any(r["concurrency"] == 32 for _, r in levels) else max((r["concurrency"] for _, r in levels), default=None)
+    top = 32 if 32 in (measured := {r["concurrency"] for _, r in levels}) else max(measured, default=None)
     if top is None:
         return None, ""
     protocol, r = max(((p, r) for p, r in levels if r["concurrency"] == top), key=lambda pr: pr[1]["rps"])
@@ -75,8 +75,7 @@ def analyze(results: dict) -> dict:
     p50 = {name: s.get("p50_ms") for name, s in seq.items()}
     h = headline(seq) or "triton-http"
     perf_rps, perf_note = perf_top(results)
-    users_measured = sorted({int(u) for runs in load.values() for u in runs})
-    top = 32 if 32 in users_measured else (users_measured[-1] if users_measured else None)
+    top = 32 if 32 in (users := {int(u) for runs in load.values() for u in runs}) else max(users, default=None)
     note = "" if top == 32 or top is None else f"32 users not measured; shown at {top} users"
 
     def rps(target):
@@ -103,10 +102,8 @@ def analyze(results: dict) -> dict:
     ]
     failures = {f"{t} u={u}": r.get("failures", 0) for t, runs in load.items() for u, r in runs.items()}
     if failures:
-        total = sum(failures.values())
-        targets.append({"name": "zero errors under load", "description": "no failed request in any load run",
-                        "value": total, "goal": 0, "unit": "failures", "met": total == 0,
-                        "note": ", ".join(f"{k}: {v}" for k, v in failures.items() if v)})
+        targets.append(_target("zero errors under load", "no failed request in any load run", sum(failures.values()),
+                               0, "failures", ", ".join(f"{k}: {v}" for k, v in failures.items() if v), lower=True))
     stub = None
     if "triton-native" in p50 and "triton-python" in p50:  # what the Python backend stub costs
         stub = {"p50_ms": p50["triton-python"] - p50["triton-native"],

@@ -17,7 +17,6 @@ request-count req/s whatever the server did.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import itertools
 import json
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from benchmark.analysis import ORDER
 from benchmark.servers import taskset
 from fraudml.triton_control import inference_statistics
 from fraudml.tritonconfig import MODEL_NAME
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CPU_WARNING = "CPU usage above"
-LOAD_TARGETS = ("triton-native", "triton-http", "triton-python", "fastapi-treelite", "fastapi-sklearn")
 
 
 class LoadError(RuntimeError):
@@ -55,30 +54,22 @@ def triton_model_stats(url: str, model: str = MODEL_NAME) -> dict:
 def batching_delta(before: dict, after: dict) -> dict:
     """Between two stats snapshots: requests, executions, average batch size, executions per batch size."""
 
-    def sizes(s: dict) -> dict[int, int]:
-        return {int(b["batch_size"]): int(b.get("compute_infer", {}).get("count", 0))
-                for b in s.get("batch_stats", []) or []}
+    def counters(s: dict) -> dict[str, int]:  # a snapshot's cumulative counters, flat: "queue ns", "batch 4", ...
+        return {"inference_count": int(s.get("inference_count", 0)), "execution_count": int(s.get("execution_count", 0)),
+                **{f"{k} {f}": int(v.get(f, 0)) for k, v in (s.get("inference_stats") or {}).items() for f in ("count", "ns")},
+                **{f"batch {b['batch_size']}": int((b.get("compute_infer") or {}).get("count", 0))
+                   for b in s.get("batch_stats") or []}}
 
-    def stat(key: str, field: str = "count") -> int:  # after minus before
-        a, b = ((s.get("inference_stats", {}).get(key) or {}).get(field, 0) for s in (after, before))
-        return int(a) - int(b)
-
-    inferences = int(after.get("inference_count", 0)) - int(before.get("inference_count", 0))
-    executions = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
-    b0, b1 = sizes(before), sizes(after)
-    hist = {k: b1[k] - b0.get(k, 0) for k in sorted(b1) if b1[k] - b0.get(k, 0) > 0}
-    out = {
-        "inference_count": inferences,
-        "execution_count": executions,
-        "avg_batch_size": round(inferences / executions, 3) if executions else None,
-        "max_batch_size_seen": max(hist) if hist else None,
-        "batch_size_histogram": {str(k): v for k, v in hist.items()},
-        "failed_requests": stat("fail"),
-    }
-    if success := stat("success"):
-        for key in ("queue", "compute_input", "compute_infer", "compute_output"):
-            out[f"avg_{key}_us"] = round(stat(key, "ns") / success / 1e3, 2)
-    return out
+    old = counters(before)
+    d = {k: v - old.get(k, 0) for k, v in counters(after).items()}  # after minus before
+    sizes = sorted(int(k.split()[1]) for k, v in d.items() if k.startswith("batch ") and v > 0)
+    inferences, executions, success = d["inference_count"], d["execution_count"], d.get("success count")
+    return {"inference_count": inferences, "execution_count": executions,
+            "avg_batch_size": round(inferences / executions, 3) if executions else None,
+            "max_batch_size_seen": max(sizes, default=None),
+            "batch_size_histogram": {str(k): d[f"batch {k}"] for k in sizes}, "failed_requests": d.get("fail count", 0),
+            **{f"avg_{k}_us": round(d.get(f"{k} ns", 0) / success / 1e3, 2) for k in
+               ("queue", "compute_input", "compute_infer", "compute_output") if success}}
 
 
 def run_locust(*, target: str, host: str, users: int, duration_s: int, rows_file: Path,
@@ -99,10 +90,6 @@ def run_locust(*, target: str, host: str, users: int, duration_s: int, rows_file
     (out_dir / f"{name}.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise LoadError(f"locust exited with {proc.returncode}: {(proc.stderr or proc.stdout)[-800:]}")
-    csv_rps = None
-    with contextlib.suppress(FileNotFoundError, StopIteration, KeyError, ValueError):
-        with open(f"{prefix}_stats.csv", newline="") as fh:
-            csv_rps = float(next(r for r in csv.DictReader(fh) if r.get("Name") == "Aggregated")["Requests/s"])
     summary_file = Path(f"{latencies}.summary.json")
     if not summary_file.is_file():
         raise LoadError(f"locust wrote no summary ({summary_file}); see {out_dir / f'{name}.log'}")
@@ -111,7 +98,7 @@ def run_locust(*, target: str, host: str, users: int, duration_s: int, rows_file
     result = {
         "users": users, "duration_s": duration_s, "elapsed_s": round(elapsed, 3),
         "requests": requests, "failures": summary["failures"], "rps": requests / elapsed if elapsed > 0 else None,
-        "failure_examples": summary.get("failure_examples", []), "locust_csv_rps": csv_rps,
+        "failure_examples": summary.get("failure_examples", []),
         "client_cpu_saturated": CPU_WARNING in (proc.stderr + proc.stdout),
     }
     ms = np.load(latencies) if latencies.is_file() else np.empty(0)
@@ -127,7 +114,7 @@ def phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
     """locust at every user count against every HTTP contender: the results' ``load`` (by target and users),
     ``batching`` (the headline Triton's, by users) and ``load_settings``."""
     plan = bench.plan
-    targets = [t for t in LOAD_TARGETS if t in contenders]
+    targets = [t for t in ORDER if t in contenders and bench.endpoints[t].protocol == "http"]
     load, batching = {}, {}
     if plan.users and plan.duration_s > 0 and targets:
         with bench.plan.bar(len(plan.users) * len(targets), "load") as bar:
@@ -164,10 +151,9 @@ class PerfAnalyzerMissing(RuntimeError):
 
 
 def find_perf_analyzer() -> Path:
-    candidate = Path(sys.executable).parent / "perf_analyzer"
-    if candidate.is_file():
-        return candidate
-    if found := shutil.which("perf_analyzer"):
+    """The venv's perf_analyzer, else the one on PATH."""
+    if found := shutil.which("perf_analyzer", path=os.pathsep.join((str(Path(sys.executable).parent),
+                                                                    os.environ.get("PATH", "")))):
         return Path(found)
     raise PerfAnalyzerMissing("perf_analyzer not found: it comes with tritonclient[all]==2.51.0 (make venv)")
 

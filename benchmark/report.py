@@ -263,8 +263,8 @@ def _targets_section(results: dict, a: dict) -> list[str]:
              "| --- | ---: | ---: | --- | --- |"]
     for t in a.get("targets", []):
         unit = t["unit"]
-        goal = (f"≤ {t['goal']} {unit}" if t.get("lower") else f"≥ {t['goal']:,.0f} {unit}" if unit == "req/s"
-                else f"{t['goal']} {unit}" if unit == "failures" else f"≥ {t['goal']}x")
+        goal = (f"{t['goal']} {unit}" if unit == "failures" else f"≤ {t['goal']} {unit}" if t.get("lower")
+                else f"≥ {t['goal']:,.0f} {unit}" if unit == "req/s" else f"≥ {t['goal']}x")
         verdict = "not measured" if t["met"] is None else ("**met**" if t["met"] else "**missed**")
         lines.append(f"| {t['name']} | {goal} | {_target_value(t)} | {verdict} | {t.get('note') or ''} |")
     return [*lines, "", "## Where the gap comes from", "", *decomposition_text(a, results), ""]

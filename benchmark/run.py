@@ -170,16 +170,21 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
         if plan.external:
             endpoints, server_facts = servers.external_endpoints(plan.triton_url, plan.triton_grpc_url,
                                                                  plan.fastapi_urls, plan.model_name)
-            rows, rows_origin, results["model"] = _rows_for_running_servers(plan, server_facts.get("triton", {}))
+            triton = server_facts.get("triton", {})  # what the running servers say of their model
+            results["model"] = {"name": plan.model_name, "source_repo": "not read: the servers were already running",
+                                "n_features": triton.get("n_features") or 30, "max_batch_size": triton.get("max_batch_size")}
             contenders = [c for c in ALL_CONTENDERS if c in endpoints and c in (plan.contenders or ALL_CONTENDERS)]
         else:
             model = _own_model(plan, work)
-            rows, rows_origin = model_source.benchmark_rows(plan.distinct_rows, model, data=plan.data)
             results["model"] = model.to_json()
             contenders = [c for c in (plan.contenders or INTERNAL_CONTENDERS) if c in INTERNAL_CONTENDERS]
             if "fastapi-sklearn" in contenders and model.pipeline_file is None:
                 contenders.remove("fastapi-sklearn")
                 skipped["fastapi-sklearn"] = model.pipeline_note
+        rows, rows_origin = model_source.benchmark_rows(plan.distinct_rows, model, data=plan.data)
+        if rows.shape[1] != results["model"]["n_features"]:
+            raise BenchmarkError(f"the rows have {rows.shape[1]} features, {results['model']['name']} takes "
+                                 f"{results['model']['n_features']}: pass --data with the model's features")
         results["rows"] = {"distinct": int(len(rows)), "n_features": int(rows.shape[1]), "origin": rows_origin,
                            "order": "request i sends row i mod distinct, identical for every contender"}
         out.mkdir(parents=True, exist_ok=True)
@@ -211,7 +216,16 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
                                      + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
         bench = Bench(plan, endpoints, rows, plan.model_name if model is None else model.name, out, work,
                       pins["client_cpu"])
-        _measure(bench, contenders, phases, results, own)
+        headline = analysis.headline(contenders)
+        with phases("sequential"):
+            results.update(sequential.phase(bench, contenders))
+            if plan.external:
+                results["model"]["version"] = ",".join(sorted(
+                    {v for c in results["contenders"].values() for v in c["model_versions_answered"]}))
+        with phases("load"):
+            results.update(load.phase(bench, contenders, headline))
+        with phases("perf_analyzer"):
+            results["perf_analyzer"] = load.perf_phase(bench, contenders, headline)
 
     with phases("report"):
         results["load_average"]["after"] = list(os.getloadavg())
@@ -228,24 +242,6 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
     return out
 
 
-def _measure(bench: Bench, contenders: list[str], phases: Phases, results: dict, own: dict) -> None:
-    """The sequential, load and perf_analyzer phases, into ``results``."""
-    headline = analysis.headline(contenders)
-    with phases("sequential"):
-        results.update(sequential.phase(bench, contenders))
-        if bench.plan.external:
-            results["model"]["version"] = ",".join(sorted(
-                {v for c in results["contenders"].values() for v in c["model_versions_answered"]}))
-    with phases("load"):
-        results.update(load.phase(bench, contenders, headline))
-    with phases("perf_analyzer"):
-        results["perf_analyzer"] = load.perf_phase(bench, contenders, headline)
-        for name, triton in [(n, s) for n, s in own.items() if n.startswith("triton-")]:
-            stats = load.triton_model_stats(triton.http_url, bench.model_name)
-            results["servers"]["tritons"][name.removeprefix("triton-")]["stats_after"] = {
-                k: stats.get(k) for k in ("inference_count", "execution_count")}
-
-
 def _own_model(plan: Plan, work: Path) -> model_source.BenchModel:
     """The reference model trained here, or one version of the model repository."""
     if plan.reference_model:
@@ -255,17 +251,6 @@ def _own_model(plan: Plan, work: Path) -> model_source.BenchModel:
 
         load_dotenv(plan.state_dir / "s3" / "credentials.env", override=False)
     return model_source.from_repository(plan.model_repo, work / "model", plan.version, plan.pipeline_artifact)
-
-
-def _rows_for_running_servers(plan: Plan, triton: dict) -> tuple[np.ndarray, str, dict]:
-    """Rows for servers that are already running, and what they say of their model."""
-    n_features = triton.get("n_features") or 30
-    rows, origin = model_source.benchmark_rows(plan.distinct_rows, data=plan.data)
-    if rows.shape[1] != n_features:
-        raise BenchmarkError(f"the rows have {rows.shape[1]} features, {plan.model_name} takes {n_features}: "
-                             "pass --data with the model's features")
-    return rows, origin, {"name": plan.model_name, "source_repo": "not read: the servers were already running",
-                          "n_features": n_features, "max_batch_size": triton.get("max_batch_size")}
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -340,13 +325,14 @@ def parse_args(argv: list[str] | None = None) -> Plan:
 
 def main(argv: list[str] | None = None) -> int:
     from fraudml.storage import StorageError
+    from serve.supervisor import ServiceError
     from serve.triton import TritonError
 
     plan = parse_args(argv)
     try:
         out = run(plan)
     except (BenchmarkError, model_source.ModelSourceError, LookupError, StorageError, TritonError,
-            load.LoadError) as exc:
+            load.LoadError, ServiceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(report.summary_text(json.loads((out / "results.json").read_text())))

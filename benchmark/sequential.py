@@ -100,10 +100,8 @@ def _grpc_contender(host: str, port: int, rows: np.ndarray, model: str) -> Conte
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(f"{host}:{port}")
-    inputs = []
-    for row in rows:
-        inputs.append([grpcclient.InferInput("input__0", [1, rows.shape[1]], "FP32")])
-        inputs[-1][0].set_data_from_numpy(row[None, :])
+    inputs = [[grpcclient.InferInput("input__0", [1, rows.shape[1]], "FP32").set_data_from_numpy(row[None, :])]
+              for row in rows]
     outputs = [grpcclient.InferRequestedOutput("output__0")]
 
     def send(i: int):
@@ -119,12 +117,9 @@ def _grpc_contender(host: str, port: int, rows: np.ndarray, model: str) -> Conte
 def summarize(latencies_ns: Sequence[int]) -> dict[str, float]:
     """p50/p90/p99/mean/std/min/max in milliseconds."""
     ms = np.asarray(latencies_ns, dtype=np.float64) / 1e6
-    p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99])
-    return {
-        "n": int(ms.size), "p50_ms": float(p50), "p90_ms": float(p90), "p95_ms": float(p95),
-        "p99_ms": float(p99), "mean_ms": float(ms.mean()), "std_ms": float(ms.std(ddof=1)) if ms.size > 1 else 0.0,
-        "min_ms": float(ms.min()), "max_ms": float(ms.max()),
-    }
+    return {"n": int(ms.size), **{f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 90, 95, 99)},
+            "mean_ms": float(ms.mean()), "std_ms": float(ms.std(ddof=1)) if ms.size > 1 else 0.0,
+            "min_ms": float(ms.min()), "max_ms": float(ms.max())}
 
 
 def run_sequential(contenders: Sequence[Contender], n: int, *, warmup: int, n_rows: int,
@@ -159,14 +154,11 @@ def run_sequential(contenders: Sequence[Contender], n: int, *, warmup: int, n_ro
                 progress.set_postfix_str(c.name, refresh=False)
 
 
-def parity(contenders: Sequence[Contender], atol: float = 1e-5) -> dict[str, object]:
-    """Largest difference of every contender's probabilities from the first contender's."""
-    base = contenders[0]
-    diffs = {}
-    for c in contenders[1:]:  # every contender answered the same rows
-        a, b = (np.asarray([x.answers[i] for i in sorted(base.answers)], dtype=np.float64) for x in (base, c))
-        diffs[c.name] = float(np.max(np.abs(a - b))) if a.shape == b.shape else float("inf")
-    return {"reference": base.name, "atol": atol, "rows_compared": len(base.answers), "max_abs_diff": diffs,
+def parity(answers: dict[str, np.ndarray], atol: float = 1e-5) -> dict[str, object]:
+    """Largest difference of every contender's probabilities (of the same rows) from the first contender's."""
+    (reference, base), *others = answers.items()
+    diffs = {name: float(np.max(np.abs(a - base))) if a.shape == base.shape else float("inf") for name, a in others}
+    return {"reference": reference, "atol": atol, "rows_compared": len(base), "max_abs_diff": diffs,
             "ok": all(d <= atol for d in diffs.values())}
 
 
@@ -206,8 +198,8 @@ def phase(bench: Bench, contenders: list[str]) -> dict:
         run_sequential(timed, plan.n, warmup=plan.warmup, n_rows=len(rows), progress=bar)
     for c in timed:
         c.close()
-    np.savez_compressed(bench.out / "answers.npz", **{
-        c.name: np.asarray([c.answers[i] for i in sorted(c.answers)], dtype=np.float64) for c in timed})
+    answers = {c.name: np.asarray([c.answers[i] for i in sorted(c.answers)], dtype=np.float64) for c in timed}
+    np.savez_compressed(bench.out / "answers.npz", **answers)
     np.savez_compressed(bench.out / "sequential_latencies_ns.npz",
                         **{c.name: np.asarray(c.latencies_ns, dtype=np.int64) for c in timed})
     return {"n": plan.n, "warmup": plan.warmup,
@@ -215,4 +207,4 @@ def phase(bench: Bench, contenders: list[str]) -> dict:
                                     "model_versions_answered": sorted(c.versions), "client": c.client,
                                     "reconnects": c.reconnects, "server": bench.endpoints[c.name].server}
                            for c in timed},
-            "parity": parity(timed, plan.parity_atol)}
+            "parity": parity(answers, plan.parity_atol)}

@@ -22,7 +22,7 @@ import numpy as np
 
 from benchmark import model_source
 from fraudml import triton_control
-from serve.supervisor import Service, ServiceError, is_ready
+from serve.supervisor import Service, is_ready
 
 
 class BenchmarkError(RuntimeError):
@@ -62,10 +62,7 @@ class FastAPIServer:
         return self.service.pid()
 
     def wait(self, timeout: float = 90) -> None:
-        try:
-            self.service.wait(lambda: is_ready([f"http://127.0.0.1:{self.port}/healthz"]), timeout, what=self.name)
-        except ServiceError as e:
-            raise BenchmarkError(str(e)) from None
+        self.service.wait(lambda: is_ready([f"http://127.0.0.1:{self.port}/healthz"]), timeout, what=self.name)
 
     def stop(self) -> None:
         self.service.stop(timeout=10)
