@@ -45,7 +45,8 @@ def build_native(*, quiet: bool = True) -> Path:
         return NATIVE_LIB
     for tool in ("make", os.environ.get("CXX", "g++")):
         if shutil.which(tool) is None:
-            raise NativeBackendUnavailable(f"{tool} is not installed (the native fil backend is built with make and g++)")
+            raise NativeBackendUnavailable(f"{tool} is not installed "
+                                           "(the native fil backend is built with make and g++)")
     (NATIVE_SOURCE / "build").mkdir(exist_ok=True)
     with open(NATIVE_SOURCE / "build" / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

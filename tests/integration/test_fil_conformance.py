@@ -100,11 +100,13 @@ SERVED = [
 ]
 
 REFUSED = [  # rendered without n_model_outputs, which would make render_config refuse some first
-    Case("no-output-class", "xgb", "xgboost_json", edit={"output_class": None}, refused=("Required parameter output_class",)),
+    Case("no-output-class", "xgb", "xgboost_json", edit={"output_class": None},
+         refused=("Required parameter output_class",)),
     Case("no-threshold", "xgb", "xgboost_json", edit={"threshold": None}, refused=("Required parameter threshold",)),
     Case("is-classifier-only", "xgb", "xgboost_json", config=dict(classifier_key="is_classifier"),
          refused=("output_class", "25.09")),
-    Case("bool-not-lowercase", "xgb", "xgboost_json", edit={"predict_proba": "True"}, refused=("Expected 'true' or 'false'",)),
+    Case("bool-not-lowercase", "xgb", "xgboost_json", edit={"predict_proba": "True"},
+         refused=("Expected 'true' or 'false'",)),
     Case("unknown-model-type", "xgb", "xgboost_json", edit={"model_type": "onnx"},
          refused=("not recognized as a valid serialization format",)),
     # more than one class output + label: 'max_index', which native FIL 25.08 on CPU lacks
@@ -139,7 +141,8 @@ def models() -> dict:
         "xgb": XGBClassifier(max_depth=4, **small).fit(Xm, y),
         "xgb3": XGBClassifier(max_depth=4, **small).fit(Xm, y3),
         "lgbm": LGBMClassifier(**lgbm).fit(Xm, y),
-        "lgbm_cat": LGBMClassifier(min_data_per_group=5, cat_smooth=1, **lgbm).fit(Xm, y, categorical_feature=[CATEGORICAL]),
+        "lgbm_cat": LGBMClassifier(min_data_per_group=5, cat_smooth=1, **lgbm).fit(
+            Xm, y, categorical_feature=[CATEGORICAL]),
         "lgbm3": LGBMClassifier(**lgbm).fit(Xm, y3),
         "lgbm_ova": LGBMClassifier(objective="multiclassova", **lgbm).fit(Xm, y3),
         "lgbm_reg": LGBMRegressor(**lgbm).fit(Xm, value),
@@ -149,19 +152,6 @@ def models() -> dict:
         "sk_rf3": ensemble.RandomForestClassifier(max_depth=5, **small).fit(X, y3),
         "sk_rf_reg": ensemble.RandomForestRegressor(max_depth=5, **small).fit(X, value),
     }
-
-
-def write_model(estimator, fmt: str, dest: Path) -> None:
-    """Save ``estimator`` in FIL format ``fmt`` with the libraries' public APIs."""
-    if fmt.startswith("xgboost"):  # the legacy binary format ("xgboost"): XGBoost 2.1 writes it only when asked
-        raw_format = {"xgboost_json": "json", "xgboost_ubj": "ubj", "xgboost": "deprecated"}[fmt]
-        with warnings.catch_warnings(action="ignore", category=UserWarning):  # "deprecated" format: FIL reads it
-            dest.write_bytes(bytes(estimator.get_booster().save_raw(raw_format=raw_format)))
-    elif fmt == "lightgbm":
-        estimator.booster_.save_model(str(dest))
-    elif fmt == "treelite_checkpoint":  # scikit-learn through Treelite's importer, boosters through their files
-        from_sklearn = type(estimator).__module__.startswith("sklearn")
-        (treelite.sklearn.import_model(estimator) if from_sklearn else to_treelite(estimator)).serialize(str(dest))
 
 
 def config_text(case: Case) -> str:
@@ -182,11 +172,21 @@ def config_text(case: Case) -> str:
 
 
 def write_repository(root: Path, models: dict, cases: list[Case]) -> None:
+    """Each case's config.pbtxt and model, saved in its format with the libraries' public APIs."""
     for case in cases:
         (root / case.name / "1").mkdir(parents=True)
-        dest = root / case.name / "1" / MODEL_FILENAMES[case.model_type]
-        write_model(models[case.model], case.save_as or case.model_type, dest)
         (root / case.name / "config.pbtxt").write_text(config_text(case))
+        estimator, fmt = models[case.model], case.save_as or case.model_type
+        dest = root / case.name / "1" / MODEL_FILENAMES[case.model_type]
+        if fmt.startswith("xgboost"):  # the legacy binary format ("xgboost"): XGBoost 2.1 writes it only when asked
+            raw_format = {"xgboost_json": "json", "xgboost_ubj": "ubj", "xgboost": "deprecated"}[fmt]
+            with warnings.catch_warnings(action="ignore", category=UserWarning):  # "deprecated" format: FIL reads it
+                dest.write_bytes(bytes(estimator.get_booster().save_raw(raw_format=raw_format)))
+        elif fmt == "lightgbm":
+            estimator.booster_.save_model(str(dest))
+        else:  # treelite_checkpoint: scikit-learn through Treelite's importer, boosters through their files
+            from_sklearn = type(estimator).__module__.startswith("sklearn")
+            (treelite.sklearn.import_model(estimator) if from_sklearn else to_treelite(estimator)).serialize(str(dest))
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +242,7 @@ def assert_answers(case: Case, models: dict, x: np.ndarray, got: np.ndarray, pro
 def test_answers_like_native_fil(case, protocol, models, fil_clients):
     """A full max_batch_size batch and one-row requests (all NaN, zeros, +Inf, -Inf): native FIL's answers."""
     x = conformance_rows()
-    got = [fil_clients.infer(protocol, case.name, x[rows]) for rows in (slice(None), *(slice(i, i + 1) for i in range(4)))]
+    got = [fil_clients.infer(protocol, case.name, rows) for rows in (x, *np.split(x[:4], 4))]
     assert_answers(case, models, np.concatenate([x, x[:4]]), np.concatenate(got), protocol)
 
 
@@ -293,7 +293,8 @@ def test_fil_compiled_gauge_says_what_each_version_is_served_with(fil_server):
     [family] = [f for f in text_string_to_metric_families(text) if f.name == "fil_compiled"]
     assert family.type == "gauge"
     want = 1.0 if fil_server.extra_env["FIL_COMPILE"] == "1" else 0.0
-    assert {(s.labels["model"], s.labels["version"]): s.value for s in family.samples} == {(c.name, "1"): want for c in SERVED}
+    got = {(s.labels["model"], s.labels["version"]): s.value for s in family.samples}
+    assert got == {(c.name, "1"): want for c in SERVED}
 
 
 @pytest.mark.parametrize("backend", ["native", "python"])

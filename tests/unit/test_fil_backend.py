@@ -17,7 +17,7 @@ def unbuildable(monkeypatch):
 
 def test_auto_falls_back_to_python_with_a_one_line_notice(tmp_path, unbuildable, capsys):
     assert fil_backend.install_fil_backend(tmp_path, {"FIL_BACKEND": "auto"}) == "python"
-    assert (tmp_path / "model.py").is_file() and not (tmp_path / "libtriton_fil.so").exists()
+    assert {p.name for p in tmp_path.iterdir()} == {p.name for p in fil_backend.PYTHON_SOURCE.glob("*.py")}
     notice = capsys.readouterr().err.strip().splitlines()
     assert len(notice) == 1 and notice[0].startswith("notice: native fil backend unavailable")
     assert "no-such-c++-compiler is not installed" in notice[0]
@@ -30,11 +30,6 @@ def test_auto_falls_back_to_python_with_a_one_line_notice(tmp_path, unbuildable,
 def test_an_impossible_choice_is_an_error(tmp_path, unbuildable, choice, message):
     with pytest.raises(TritonError, match=message):
         fil_backend.install_fil_backend(tmp_path, {"FIL_BACKEND": choice})
-
-
-def test_python_is_installed_when_asked(tmp_path):
-    assert fil_backend.install_fil_backend(tmp_path, {"FIL_BACKEND": "python"}) == "python"
-    assert {p.name for p in tmp_path.iterdir()} == {p.name for p in fil_backend.PYTHON_SOURCE.glob("*.py")}
 
 
 def test_native_install_holds_the_library_and_its_compile_helper(tmp_path):

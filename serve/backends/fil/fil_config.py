@@ -56,33 +56,18 @@ class FilParameters:
 _MISSING = object()
 
 
-class _Reader:
+def _get(text: Mapping[str, str], name: str, kind: type, default: Any = _MISSING) -> Any:
     """rapids-triton model/shared_state.hpp get_config_param(): a missing key takes the default, else
     "Required parameter"; a bool is exactly "true" or "false" (default or not); a number is read with
     ``std::istringstream >>``, and a failed read takes the default, else "Bad input for parameter"."""
-
-    def __init__(self, parameters: Mapping[str, Any]):
-        # Triton's JSON form: key -> {"string_value": ...}
-        self.text = {name: str(entry.get("string_value", "")) for name, entry in parameters.items()}
-
-    def boolean(self, name: str, default: Any = _MISSING) -> bool:
-        text = self.text.get(name)
-        if text not in (None, "true", "false"):
-            raise ConfigError(f"Expected 'true' or 'false' for parameter '{name}', got: '{text}'")
-        return self._default(name, default) if text is None else text == "true"
-
-    def number(self, name: str, kind: type, default: Any = _MISSING) -> Any:
-        text = self.text.get(name)
-        value = None if text is None else _istream_number(text, kind)
-        if value is None and text is not None and default is _MISSING:
-            raise ConfigError(f"Bad input for parameter {name} (got {text!r})")
-        return self._default(name, default) if value is None else value
-
-    @staticmethod
-    def _default(name: str, default: Any) -> Any:
-        if default is _MISSING:
-            raise ConfigError(f"Required parameter {name} not found in config")
-        return default
+    raw = text.get(name)
+    if kind is bool and raw not in (None, "true", "false"):
+        raise ConfigError(f"Expected 'true' or 'false' for parameter '{name}', got: '{raw}'")
+    value = None if raw is None else raw == "true" if kind is bool else _istream_number(raw, kind)
+    if value is None and default is _MISSING:
+        raise ConfigError(f"Required parameter {name} not found in config" if raw is None
+                          else f"Bad input for parameter {name} (got {raw!r})")
+    return default if value is None else value
 
 
 _NUMBER = {float: re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d*)?"), int: re.compile(r"\s*[+-]?\d+")}
@@ -104,27 +89,27 @@ def read_parameters(parameters: Mapping[str, Any]) -> FilParameters:
     """config.pbtxt's ``parameters`` read in the order and with the defaults of src/shared_state.h
     ``RapidsSharedState::load()`` (ConfigError: native FIL's message). Unread keys are ignored; GPU-only
     keys (``algo``, ``storage_type``, ...) never fail a load there (defaults absorb bad values): not read."""
-    read = _Reader(parameters)
-    predict_proba = read.boolean("predict_proba", False)
+    text = {name: str(entry.get("string_value", "")) for name, entry in parameters.items()}  # Triton's JSON form
+    predict_proba = _get(text, "predict_proba", bool, False)
     # `istream >> std::string` reads one word; default and types: src/serialization.h string_to_serialization()
-    model_type = (read.text.get("model_type", "").split() or ["xgboost"])[0]
+    model_type = (text.get("model_type", "").split() or ["xgboost"])[0]
     if model_type not in MODEL_TYPES:
         raise ConfigError(f"{model_type} not recognized as a valid serialization format. "
                           f"(model_type must be one of {', '.join(MODEL_TYPES)})")
-    xgboost_allow_unknown_field = read.boolean("xgboost_allow_unknown_field", False)
+    xgboost_allow_unknown_field = _get(text, "xgboost_allow_unknown_field", bool, False)
     if _at_least("25.09"):
-        deprecated = read.text.get("output_class")
-        output_class = deprecated == "true" if deprecated in ("true", "false") else read.boolean("is_classifier")
-    elif "output_class" not in read.text and "is_classifier" in read.text:
+        deprecated = text.get("output_class")
+        output_class = deprecated == "true" if deprecated in ("true", "false") else _get(text, "is_classifier", bool)
+    elif "output_class" not in text and "is_classifier" in text:
         raise ConfigError(f"Required parameter output_class not found in config (is_classifier is read from "
                           f"FIL 25.09 on; {NATIVE_RELEASE} reads output_class)")
     else:
-        output_class = read.boolean("output_class")
+        output_class = _get(text, "output_class", bool)
     # threshold is required only for a classifier; otherwise native FIL sets 0.5 unread
-    threshold = read.number("threshold", float) if output_class else 0.5
-    cpu_nthread = read.number("cpu_nthread", int, -1)
+    threshold = _get(text, "threshold", float) if output_class else 0.5
+    cpu_nthread = _get(text, "cpu_nthread", int, -1)
     # read so that a bad bool fails as there; the local backend always serves Treelite's semantics
-    read.boolean("use_experimental_optimizations", False)
+    _get(text, "use_experimental_optimizations", bool, False)
     return FilParameters(model_type, predict_proba, output_class, threshold, xgboost_allow_unknown_field, cpu_nthread)
 
 

@@ -303,12 +303,10 @@ def compile_model(model: treelite.Model, model_sha256: str, cache_dir: Path, *, 
     return cache_dir / key / LIB_NAME
 
 
-_NICE = ["nice", "-n", "10"] if shutil.which("nice") else []
-
-
 def _run_all(commands: list[list[str]], *, cwd: Path, cancel: threading.Event | None) -> None:
     """Run ``commands`` side by side at low CPU priority (serving requests comes first); kill them on ``cancel``."""
-    procs = [subprocess.Popen(_NICE + cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    nice = ["nice", "-n", "10"] if shutil.which("nice") else []
+    procs = [subprocess.Popen(nice + cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE) for cmd in commands]
     try:
         while any(proc.poll() is None for proc in procs):
@@ -325,23 +323,18 @@ def _run_all(commands: list[list[str]], *, cwd: Path, cancel: threading.Event | 
             proc.communicate()
 
 
-def check_rows(n_features: int) -> np.ndarray:
-    """512 rows for every branch kind: wide values, small integers (category ids), NaN, +-Inf, 0s, all NaN."""
+def self_check(reference: GTILPredictor, candidate: CompiledPredictor, fmt: OutputFormat) -> float:
+    """Largest absolute difference between GTIL and a compiled library on 512 rows with every branch kind
+    (wide values, small integers as category ids, NaN, +-Inf, 0s, all NaN), raw and in FIL's output format
+    (a one-row call included); a library is only used when this is ~0."""
     rng = np.random.default_rng(0)
-    x = (rng.standard_normal((512, n_features)) * 3).astype(np.float32)
+    x = (rng.standard_normal((512, reference.n_features)) * 3).astype(np.float32)
     ints = rng.random(x.shape) < 0.3
     x[ints] = rng.integers(-1, 12, size=int(ints.sum()))
     x[rng.random(x.shape) < 0.1] = np.nan
     x[rng.random(x.shape) < 0.02] = np.inf
     x[rng.random(x.shape) < 0.02] = -np.inf
     x[0], x[1] = 0.0, np.nan
-    return x
-
-
-def self_check(reference: GTILPredictor, candidate: CompiledPredictor, fmt: OutputFormat) -> float:
-    """Largest absolute difference between GTIL and a compiled library on check_rows(), raw and in
-    FIL's output format (a one-row call included); a library is only used when this is ~0."""
-    x = check_rows(reference.n_features)
     raw = reference.predict(x)
     diff = np.max(np.abs(raw.astype(np.float64) - candidate.predict(x)))
     want = fmt(raw).astype(np.float64)

@@ -76,7 +76,8 @@ class TritonPythonModel:
         # fil_backend src/model.h model_file() adds FIL's default name when that is a directory
         path = Path(args["model_repository"], str(args["model_version"]), config.get("default_model_filename") or "")
         self.model_path = path / ff.FIL_MODEL_FILENAMES[params.model_type] if path.is_dir() else path
-        model = ff.load_model(self.model_path, params.model_type, xgboost_allow_unknown_field=params.xgboost_allow_unknown_field)
+        model = ff.load_model(self.model_path, params.model_type,
+                              xgboost_allow_unknown_field=params.xgboost_allow_unknown_field)
         if int(model.get_header_accessor().get_field("num_target")[0]) != 1:
             # src/tl_utils.h tl_get_num_classes(): "Multi-target model not supported"
             raise ff.ModelLoadError(f"{self.model_path.name} is a multi-target model; FIL serves single-target models")
@@ -102,7 +103,8 @@ class TritonPythonModel:
         try:
             probe_out = self.gtil.predict(probe, self.format)
         except Exception as e:
-            raise ff.ModelLoadError(f"{self.model_path.name} loads but cannot predict ({e}): the file is damaged") from None
+            raise ff.ModelLoadError(f"{self.model_path.name} loads but cannot predict ({e}): "
+                                    "the file is damaged") from None
         if not np.all(np.isfinite(probe_out)):
             raise ff.ModelLoadError(f"{self.model_path.name} predicts non-finite values: the file is damaged")
 
@@ -129,7 +131,8 @@ class TritonPythonModel:
         """This stub's fil_compiled series; a ``pid`` label, since Triton counts references per family
         object and each stub has its own (a reload of a version runs beside the old stub)."""
         try:
-            family = pb_utils.MetricFamily(name=COMPILED_METRIC, description=COMPILED_HELP, kind=pb_utils.MetricFamily.GAUGE)
+            gauge = pb_utils.MetricFamily.GAUGE
+            family = pb_utils.MetricFamily(name=COMPILED_METRIC, description=COMPILED_HELP, kind=gauge)
             labels = {"model": self.model_name, "version": str(args["model_version"]), "pid": str(os.getpid())}
             return family, family.Metric(labels=labels)
         except Exception as e:  # metrics report; they never fail a load

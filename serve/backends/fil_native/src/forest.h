@@ -119,7 +119,7 @@ class CompiledPredictor : public Predictor {
 
 constexpr int64_t kParallelMinRows = 1024;  // fil_forest.PARALLEL_MIN_ROWS
 
-// Rows with NaN, +-Inf, small integers and wide values (fil_forest.check_rows' kinds).
+// Rows with NaN, +-Inf, small integers and wide values (fil_forest.self_check's kinds).
 std::vector<float> CheckRows(int n_features, int rows, uint64_t seed);
 
 // Largest difference between GTIL and a compiled library on CheckRows(), raw and in FIL's
