@@ -145,16 +145,6 @@ def check_unseen(holdout: Holdout, X_train: np.ndarray, champion_lineage: dict[s
                                 "those rows. Publish anyway with --force-publish, or roll back to a version that records it")
 
 
-def champion_proba(repo, lineage: dict[str, Any], X: np.ndarray) -> np.ndarray:
-    """P(fraud) of the served version on ``X``, from the very model file (a Treelite checkpoint) Triton serves."""
-    import treelite
-
-    from fraudml.export import predict_proba_treelite
-
-    name = next(n for n in lineage["files"] if n != "lineage.json")
-    return predict_proba_treelite(treelite.Model.deserialize_bytes(repo.read_file(lineage["version"], name)), X)
-
-
 def _score(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int) -> dict[str, Any]:
     from sklearn.metrics import average_precision_score
 
@@ -214,9 +204,14 @@ def decide(repo, holdout: Holdout, X_train: np.ndarray, challenger: tuple[np.nda
         return {**common, "promoted": True, "forced": True, "challenger": None, "champion": None,
                 "reason": f"--force-publish; no comparison: {exc}"}
     champion = None
-    if champion_lineage is not None:
-        champion = (champion_proba(repo, champion_lineage, feature_matrix(holdout.df)),
-                    float(champion_lineage["threshold"]))
+    if champion_lineage is not None:  # scored with the very model file (a Treelite checkpoint) Triton serves
+        import treelite
+
+        from fraudml.export import predict_proba_treelite
+
+        name = next(n for n in champion_lineage["files"] if n != "lineage.json")
+        model = treelite.Model.deserialize_bytes(repo.read_file(served, name))
+        champion = (predict_proba_treelite(model, feature_matrix(holdout.df)), float(champion_lineage["threshold"]))
     result = {**judge(labels(holdout.df), champion, challenger, margin=margin, recall_tolerance=recall_tolerance),
               **common}
     if force and not result["promoted"]:

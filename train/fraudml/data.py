@@ -153,28 +153,25 @@ def _read_csv(source, *, compression="infer", name: str) -> pd.DataFrame:
                            f"with the header {','.join(COLUMNS[:3])},...,Amount,Class") from exc
 
 
-def _read_s3(url: str) -> pd.DataFrame:
-    from fraudml.storage import S3Store, StorageError
-
-    bucket, _, key = url[len("s3://") :].partition("/")
-    if not bucket or not key:
-        raise DatasetError(f"{url!r} is not an s3://bucket/key URL. Fix: name the object, e.g. s3://data/creditcard.csv")
-    try:  # the model repository's client: endpoint and credentials from AWS_*, short time-outs
-        blob = S3Store(f"s3://{bucket}").get(key)
-    except StorageError as exc:
-        raise DatasetError(f"cannot read {url}: {exc}. Fix: check the AWS_* variables and that the S3 server "
-                           "is up (`make s3`)") from exc
-    if blob is None:
-        raise DatasetError(f"S3 refused to read {url} (NoSuchKey). Fix: check the bucket and key exist")
-    return _read_csv(io.BytesIO(blob.data), compression="gzip" if key.endswith(".gz") else None, name=url)
-
-
 def load_dataset(source: str | Path) -> pd.DataFrame:
     """A dataset from a local CSV file or an ``s3://bucket/key`` URL, as read (floats round-trip exactly, so
     the fingerprint survives a write and a read); DatasetError when it cannot be read."""
     source = str(source)
     if source.startswith("s3://"):
-        return _read_s3(source)
+        from fraudml.storage import S3Store, StorageError
+
+        bucket, _, key = source[len("s3://") :].partition("/")
+        if not bucket or not key:
+            raise DatasetError(f"{source!r} is not an s3://bucket/key URL. Fix: name the object, "
+                               "e.g. s3://data/creditcard.csv")
+        try:  # the model repository's client: endpoint and credentials from AWS_*, short time-outs
+            blob = S3Store(f"s3://{bucket}").get(key)
+        except StorageError as exc:
+            raise DatasetError(f"cannot read {source}: {exc}. Fix: check the AWS_* variables and that the S3 server "
+                               "is up (`make s3`)") from exc
+        if blob is None:
+            raise DatasetError(f"S3 refused to read {source} (NoSuchKey). Fix: check the bucket and key exist")
+        return _read_csv(io.BytesIO(blob.data), compression="gzip" if key.endswith(".gz") else None, name=source)
     if "://" in source:
         raise DatasetError(f"unsupported dataset URL {source!r}. Fix: pass a local CSV path or an s3://bucket/key URL")
     path = Path(source).expanduser()
@@ -269,13 +266,6 @@ def describe(df: pd.DataFrame) -> dict:
             "fraud_rate": positives / len(df) if len(df) else 0.0}
 
 
-def _summary(df: pd.DataFrame) -> str:
-    d = describe(df)
-    return (f"{d['rows']:,} rows, {d['fraud']:,} frauds ({d['fraud_rate']:.3%}), "
-            f"Time {df['Time'].min():.0f}-{df['Time'].max():.0f} s, "
-            f"Amount median {df['Amount'].median():.2f} max {df['Amount'].max():.2f}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fraudml.data", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -297,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
             df = load_dataset(args.source)
             validate_dataset(df, min_positives=args.min_positives)
             done = f"ok {args.source}"
-        print(f"{done}: {_summary(df)}; {dataset_fingerprint(df)}")
+        d = describe(df)
+        print(f"{done}: {d['rows']:,} rows, {d['fraud']:,} frauds ({d['fraud_rate']:.3%}), "
+              f"Time {df['Time'].min():.0f}-{df['Time'].max():.0f} s, "
+              f"Amount median {df['Amount'].median():.2f} max {df['Amount'].max():.2f}; {dataset_fingerprint(df)}")
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

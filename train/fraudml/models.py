@@ -149,17 +149,15 @@ def train_family(family: str, X: np.ndarray, y: np.ndarray, *, seed: int = 7, cv
         warnings.filterwarnings("ignore", message=".*feature names.*")
         search.fit(X, y)
         oof = cross_val_predict(clone(search.best_estimator_), X, y, cv=folds, method="predict_proba")[:, 1]
+    # without the clf__ prefix, numpy scalars as Python ones (JSON-able for lineage)
+    best_params = {k.removeprefix("clf__"): v.item() if isinstance(v, np.generic) else v
+                   for k, v in search.best_params_.items()}
     return TrainedFamily(
-        family=family, pipeline=search.best_estimator_, best_params=_plain_params(search.best_params_),
+        family=family, pipeline=search.best_estimator_, best_params=best_params,
         cv_average_precision=float(search.best_score_),
         cv_average_precision_std=float(search.cv_results_["std_test_score"][search.best_index_]),
         oof_proba=oof.astype(np.float64), train_seconds=time.perf_counter() - started,
     )
-
-
-def _plain_params(params: dict) -> dict:
-    """Without the ``clf__`` prefix, numpy scalars as Python ones (JSON-able for lineage)."""
-    return {k.removeprefix("clf__"): v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
 
 
 def predict_proba(pipeline: Pipeline, X: np.ndarray) -> np.ndarray:

@@ -83,14 +83,6 @@ class ModelRepository:
     def _claim_key(self, version: int) -> str:
         return f"{CLAIMS}/{self.model_name}/{version}.json"
 
-    def _version_keys(self, version: int) -> tuple[str, list[str]]:
-        """(prefix, keys) of ``version``'s files: served side first, else the archive."""
-        for prefix in (self._k(version) + "/", self._archived(version) + "/"):
-            keys = self.store.list(prefix)
-            if keys:
-                return prefix, keys
-        return self._k(version) + "/", []
-
     def read_config(self):
         """config.pbtxt as a :class:`fraudml.storage.Blob` (data, ETag, modification time), or None."""
         return self.store.get(self._k(CONFIG))
@@ -152,8 +144,10 @@ class ModelRepository:
         """Copy the files of ``version`` into ``dest`` (a folder) and return it."""
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
-        prefix, keys = self._version_keys(version)
-        if not keys:
+        for prefix in (self._k(version) + "/", self._archived(version) + "/"):  # served side first
+            if keys := self.store.list(prefix):
+                break
+        else:
             raise LookupError(f"{self.uri}: {self.model_name}/{version} does not exist")
         for key in keys:
             blob = self.store.get(key)
@@ -287,8 +281,8 @@ class ModelRepository:
     def restore_version(self, version: int) -> None:
         """Copy an archived version back where Triton finds it, checked against its lineage."""
         lineage = self.read_lineage(version)
-        prefix, keys = self._version_keys(version)
-        for key in keys:
+        prefix = self._archived(version) + "/"
+        for key in self.store.list(prefix):
             name = key[len(prefix):]
             data = self.store.get(key).data
             if name in lineage.get("files", {}) and _sha256(data) != lineage["files"][name]:

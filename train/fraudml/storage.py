@@ -188,18 +188,15 @@ class S3Store:
         return sorted(self._call(f"listing {prefix}",
                                  lambda: [o["Key"][start:] for page in pages for o in page.get("Contents", [])]))
 
-    def _put(self, what: str, key: str, data: bytes, **conditions) -> None:
-        self._call(f"{what} {key}", self._client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data,
+    def put(self, key: str, data: bytes, **conditions) -> None:
+        self._call(f"writing {key}", self._client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data,
                    **conditions)
 
-    def put(self, key: str, data: bytes) -> None:
-        self._put("writing", key, data)
-
     def create(self, key: str, data: bytes) -> None:
-        self._put("creating", key, data, IfNoneMatch="*")
+        self.put(key, data, IfNoneMatch="*")
 
     def replace(self, key: str, data: bytes, tag: str | None) -> None:
-        self._put("replacing", key, data, **({"IfMatch": tag} if tag else {"IfNoneMatch": "*"}))
+        self.put(key, data, **({"IfMatch": tag} if tag else {"IfNoneMatch": "*"}))
 
     def delete(self, key: str) -> None:
         self._call(f"deleting {key}", self._client.delete_object, Bucket=self.bucket, Key=self._key(key))

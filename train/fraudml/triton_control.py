@@ -19,21 +19,18 @@ class TritonRefused(RuntimeError):
     """Triton answered the call with an error."""
 
 
-def api_key_headers() -> dict[str, str]:
-    """The header that carries ``TRITON_API_KEY`` (empty when no key is set)."""
-    key = os.environ.get("TRITON_API_KEY")
-    return {os.environ.get("TRITON_API_KEY_HEADER") or "fraudml-api-key": key} if key else {}
-
-
 def _call(url: str, what: str, fn, timeout: float, headers: dict[str, str] | None = None):
     import tritonclient.http as th  # lazy: the flow imports this module only to roll out
     from tritonclient.utils import InferenceServerException
 
+    if headers is None:  # the header that carries TRITON_API_KEY, when one is set
+        key = os.environ.get("TRITON_API_KEY")
+        headers = {os.environ.get("TRITON_API_KEY_HEADER") or "fraudml-api-key": key} if key else {}
     client = None
     try:
         client = th.InferenceServerClient(url.split("://", 1)[-1].rstrip("/"), connection_timeout=timeout,
                                           network_timeout=timeout)
-        return fn(client, api_key_headers() if headers is None else headers)
+        return fn(client, headers)
     except InferenceServerException as exc:
         status = str(exc.status() or "")
         if status.startswith(("4", "5")) and status.isdigit():
