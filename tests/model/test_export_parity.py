@@ -56,12 +56,6 @@ def test_misuse_is_refused(trained, split, name):
         call(trained, split)
 
 
-def test_smote_is_not_part_of_the_export(trained):
-    """The export is the classifier only: same number of trees as the fitted classifier."""
-    pipeline = trained["random_forest"].pipeline
-    assert to_treelite(pipeline).num_tree == len(pipeline.named_steps["clf"].estimators_)
-
-
 @pytest.mark.parametrize("family", ["random_forest", "xgboost", "lightgbm"])
 def test_parity_on_generated_rows(trained, family):
     pipeline = trained[family].pipeline

@@ -57,14 +57,6 @@ def test_choose_threshold_unreachable_target_warns_and_takes_the_most_precise():
     assert evaluate([1, 0], [0.2, 0.9], t)["confusion_matrix"] == {"tn": 0, "fp": 1, "fn": 0, "tp": 1}
 
 
-def test_ties_are_one_operating_point():  # rows with the same score fall on one side
-    assert choose_threshold([1, 1, 0], [0.5, 0.5, 0.2], "best_f1") == pytest.approx(0.35)
-    # the tie {0.5: fraud, 0.5: legit} cannot be split: best F1 takes all three rows
-    t = choose_threshold([0, 1, 1], [0.5, 0.5, 0.2], "best_f1")
-    assert t < 0.2
-    assert evaluate([0, 1, 1], [0.5, 0.5, 0.2], t)["confusion_matrix"] == {"tn": 0, "fp": 1, "fn": 0, "tp": 2}
-
-
 def test_bad_inputs():
     with pytest.raises(ValueError, match="unknown threshold rule"):
         choose_threshold(Y, P, "max_accuracy")
