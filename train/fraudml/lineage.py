@@ -3,7 +3,6 @@ the run, data and code that made it (DESIGN §4)."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -24,15 +23,6 @@ _LIBRARIES = (
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries that shape the model (missing ones left out)."""
-    versions = {}
-    for name in _LIBRARIES:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[name] = metadata.version(name)
-    return {**versions, "python": platform.python_version()}
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -83,7 +73,9 @@ def build_lineage(task_pathspec: str, flow_file: str | Path, **fields) -> dict:
         "decision": "fraud when P(fraud) >= threshold",
         "input": "raw rows: features in this order, float32, no transform (NaN = missing)",
         "code_version": code_version(flow_file),
-        "libraries": library_versions(),
+        # installed versions of the libraries that shape the model (missing ones left out)
+        "libraries": {**{d.name: d.version for d in metadata.distributions() if d.name in _LIBRARIES},
+                      "python": platform.python_version()},
     }
     # Fail here, not at publish time, if anything is not JSON-able.
     return json.loads(json.dumps(record, allow_nan=False))
