@@ -74,21 +74,17 @@ def evaluate(y_true, proba, threshold: float, *, precision_target: float = 0.9) 
     """All the numbers reported for one model on one labelled set: threshold-free ones, the
     highest recall at a precision of at least ``precision_target``, and those of the decision
     ``proba >= threshold`` (precision, recall and F1 0.0 where undefined)."""
-    from sklearn.metrics import (
-        average_precision_score,
-        confusion_matrix,
-        precision_recall_fscore_support,
-        roc_auc_score,
-    )
+    from sklearn import metrics
 
     y, p = _check(y_true, proba)
     _, curve_precision, curve_recall = _precision_recall_points(y, p)
     reached = curve_precision >= precision_target
-    precision, recall, f1, _ = precision_recall_fscore_support(y, p >= threshold, average="binary", zero_division=0.0)
-    tn, fp, fn, tp = confusion_matrix(y, p >= threshold, labels=[0, 1]).ravel()
+    precision, recall, f1, _ = metrics.precision_recall_fscore_support(y, p >= threshold, average="binary",
+                                                                        zero_division=0.0)
+    tn, fp, fn, tp = metrics.confusion_matrix(y, p >= threshold, labels=[0, 1]).ravel()
     return {
-        "average_precision": float(average_precision_score(y, p)),
-        "roc_auc": float(roc_auc_score(y, p)),
+        "average_precision": float(metrics.average_precision_score(y, p)),
+        "roc_auc": float(metrics.roc_auc_score(y, p)),
         "recall_at_precision": float(curve_recall[reached].max()) if reached.any() else 0.0,
         "precision_target": float(precision_target),
         "threshold": float(threshold),
