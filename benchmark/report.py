@@ -46,22 +46,19 @@ def _fmt_load(values) -> str:
 
 def summary_text(results: dict) -> str:
     """A short plain-text summary for the terminal."""
-    lines = ["sequential, one row per request:"]
-    for name in _names(results):
-        s = results["contenders"][name]
-        lines.append(f"  {name:<17} p50 {s['p50_ms']:7.3f} ms   p99 {s['p99_ms']:7.3f} ms   "
-                     f"mean {s['mean_ms']:7.3f} ms (std {s['std_ms']:.3f})")
     analysis = results.get("analysis") or analyze(results)
     top = analysis.get("load_top_users")
-    if top is not None:
-        lines.append(f"load, {top} users (locust):")
-        lines += [f"  {target:<17} {_f(r.get('rps'), 0):>8} req/s   p99 {_f(r.get('p99_ms'), 2)} ms   "
-                  f"failures {r.get('failures')}" for target in ORDER if (r := _get(results, "load", target, str(top)))]
-    lines.append("targets:")
-    for t in analysis["targets"]:
-        lines.append(f"  [{'MET ' if t['met'] else ('MISS' if t['met'] is False else ' -- ')}] {t['name']}: "
-                     + _target_value(t))
-    return "\n".join(lines)
+    return "\n".join([
+        "sequential, one row per request:",
+        *[f"  {name:<17} p50 {s['p50_ms']:7.3f} ms   p99 {s['p99_ms']:7.3f} ms   mean {s['mean_ms']:7.3f} ms "
+          f"(std {s['std_ms']:.3f})" for name in _names(results) if (s := results["contenders"][name])],
+        *([f"load, {top} users (locust):"] if top is not None else []),
+        *[f"  {target:<17} {_f(r.get('rps'), 0):>8} req/s   p99 {_f(r.get('p99_ms'), 2)} ms   "
+          f"failures {r.get('failures')}" for target in ORDER if (r := _get(results, "load", target, str(top)))],
+        "targets:",
+        *[f"  [{'MET ' if t['met'] else ('MISS' if t['met'] is False else ' -- ')}] {t['name']}: {_target_value(t)}"
+          for t in analysis["targets"]],
+    ])
 
 
 def render_markdown(results: dict) -> str:
@@ -82,28 +79,23 @@ def render_markdown(results: dict) -> str:
 
 
 def _warnings(results: dict) -> list[str]:
-    warnings = []
     before = _get(results, "load_average", "before", default=[0])[0]
     cores = _get(results, "machine", "cpu_count") or 1
-    if before > 0.25 * cores:
-        warnings.append(f"the machine was not quiet: 1-minute load average {before:.2f} on {cores} cores "
-                        "before the run; other work competed with client and servers")
-    if results.get("servers_started_by_benchmark") is False:
-        urls = ", ".join(f"{k} {v.get('url')}" for k, v in results.get("servers", {}).items()
-                         if isinstance(v, dict) and v.get("url"))
-        warnings.append(f"the servers were already running and were not started by this benchmark ({urls}): their "
-                        "build, configuration, CPU placement and any other load on them are theirs; the benchmark "
-                        "measured them with the same methods, pinned nothing and read no model files")
-    if results.get("quick"):
-        warnings.append(f"quick mode: N={results.get('n')} and short load runs; tails (p99) and "
-                        "throughput are indicative only — `make benchmark` for the full run")
-    pins = results.get("pinning", {})
-    if not pins.get("enabled"):
-        warnings.append(f"no CPU pinning ({pins.get('why')})")
-    parity = results.get("parity", {})
-    if parity and not parity.get("ok"):
-        warnings.append(f"parity check FAILED: {parity.get('max_abs_diff')}")
-    return warnings + [f"{name} skipped: {why}" for name, why in (results.get("skipped") or {}).items()]
+    urls = ", ".join(f"{k} {v.get('url')}" for k, v in results.get("servers", {}).items()
+                     if isinstance(v, dict) and v.get("url"))
+    pins, parity = results.get("pinning", {}), results.get("parity", {})
+    return [warning for when, warning in [
+        (before > 0.25 * cores, f"the machine was not quiet: 1-minute load average {before:.2f} on {cores} cores "
+                                "before the run; other work competed with client and servers"),
+        (results.get("servers_started_by_benchmark") is False,
+         f"the servers were already running and were not started by this benchmark ({urls}): their build, "
+         "configuration, CPU placement and any other load on them are theirs; the benchmark measured them with "
+         "the same methods, pinned nothing and read no model files"),
+        (results.get("quick"), f"quick mode: N={results.get('n')} and short load runs; tails (p99) and "
+                               "throughput are indicative only — `make benchmark` for the full run"),
+        (not pins.get("enabled"), f"no CPU pinning ({pins.get('why')})"),
+        (parity and not parity.get("ok"), f"parity check FAILED: {parity.get('max_abs_diff')}"),
+    ] if when] + [f"{name} skipped: {why}" for name, why in (results.get("skipped") or {}).items()]
 
 
 def _setup_section(results: dict) -> list[str]:

@@ -112,21 +112,6 @@ class Plan:
                     dynamic_ncols=True, mininterval=0.5, leave=desc == "benchmark")
 
 
-class Phases:
-    """The top-level progress bar and each phase's seconds (results.json): ``with phases("load"): ...``."""
-
-    def __init__(self, bar):
-        self.bar, self.seconds = bar, {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str):
-        t0 = time.monotonic()
-        self.bar.set_postfix_str(name, refresh=True)
-        yield
-        self.seconds[name] = round(time.monotonic() - t0, 1)
-        self.bar.update(1)
-
-
 @dataclass
 class Bench:
     """What the measuring phases share."""
@@ -163,7 +148,15 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
     results: dict = {"schema": SCHEMA, "created_utc": stamp, "command": plan.command, "quick": plan.quick,
                      "machine": servers.machine_info(), "load_average": {"before": list(os.getloadavg())},
                      "servers_started_by_benchmark": not plan.external, "skipped": skipped}
-    phases = Phases(plan.bar(7, "benchmark"))
+    bar, seconds = plan.bar(7, "benchmark"), {}
+
+    @contextlib.contextmanager
+    def phases(name: str):  # the top-level progress bar and each phase's seconds (results.json)
+        t0 = time.monotonic()
+        bar.set_postfix_str(name, refresh=True)
+        yield
+        seconds[name] = round(time.monotonic() - t0, 1)
+        bar.update(1)
 
     with phases("model"):
         model, endpoints, server_facts = None, {}, {}
@@ -230,7 +223,7 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
     with phases("report"):
         results["load_average"]["after"] = list(os.getloadavg())
         results["duration_s"] = round(time.monotonic() - started, 1)
-        results["phase_seconds"] = phases.seconds
+        results["phase_seconds"] = seconds
         results["analysis"] = analysis.analyze(results)
         (out / "results.json").write_text(json.dumps(  # numpy scalars and the compiled library's Path as JSON
             results, indent=2, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)))
@@ -238,7 +231,7 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
         latest = plan.results_dir / "latest"
         latest.unlink(missing_ok=True)
         latest.symlink_to(out.name)
-    phases.bar.close()
+    bar.close()
     return out
 
 

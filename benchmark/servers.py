@@ -154,10 +154,8 @@ def machine_info() -> dict:
     import psutil
 
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    versions = {}
-    for pkg in PACKAGES:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[pkg] = importlib.metadata.version(pkg)
+    versions = {d.metadata["Name"].lower(): d.version for d in importlib.metadata.distributions()
+                if d.metadata["Name"].lower() in PACKAGES}
     return {
         "cpu_model": next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines()
                            if ln.startswith("model name")), "unknown"),
