@@ -30,7 +30,7 @@ def _rig(s3_server, triton_factory) -> Rig:
     # Supervised, like `make serve`: shape attacks abort tritonserver 2.51 on purpose and
     # faults-triton kills it, more often than the launcher's default allows. GTIL only (no
     # background compile), so that every load behaves the same way in every run.
-    rig.triton = triton_factory(rig.repo_uri, env=rig.env, fil_compile=False, timeout=180, supervise=True,
+    rig.triton = triton_factory(rig.repo_uri, env=rig.s3.env(), fil_compile=False, timeout=180, supervise=True,
                                 max_restarts=100)
     return rig
 
@@ -70,9 +70,15 @@ def order(name: str) -> int:
     return CATEGORIES.index(name) if name in CATEGORIES else len(CATEGORIES)
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items) -> None:
-    """The suite's cases after the other tests, by category in the order of CATEGORIES: input first,
-    faults (which leave Triton 2.51's strict server readiness false after a refused load, R1) after."""
+    """Every test of a category module is a case, marked ``reliability`` and ``slow`` (``quick`` is the
+    module's or the case's own). The cases run after the other tests, by category in the order of CATEGORIES:
+    input first, faults (which leave Triton 2.51's strict server readiness false after a refused load, R1) after."""
+    for item in items:
+        if category(item.nodeid):
+            item.add_marker(pytest.mark.reliability)
+            item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: order(category(item.nodeid)) if category(item.nodeid) else -1)  # stable
 
 

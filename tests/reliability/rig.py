@@ -3,6 +3,7 @@ the FastAPI baseline, the ledger of published versions) with the shared checks."
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -105,12 +106,8 @@ class Rig:
     fastapi_pid: int | None = None
     repo_uri: str = "s3://models/reliability"
 
-    @property
-    def env(self) -> dict[str, str]:
-        return self.s3.env()
-
     def repo(self):
-        with mock.patch.dict("os.environ", self.env):  # the store reads AWS_* once, when made
+        with mock.patch.dict("os.environ", self.s3.env()):  # the store reads AWS_* once, when made
             return ModelRepository(self.repo_uri, MODEL_NAME)
 
     def publish(self, note: str, repo=None, checkpoint: bytes | None = None) -> int:
@@ -167,26 +164,25 @@ class Rig:
 
 
 class RequestLoop(threading.Thread):
-    """One-row requests through ``serve.client.infer``, back to back until stopped (bounded in
-    count and time); records each answer's version and each failure's message, with when."""
+    """One-row requests through ``serve.client.infer``, back to back while the ``with`` block runs (300 s
+    at most); records each answer's version and each failure's message, with when."""
 
-    def __init__(self, url: str, row: np.ndarray, *, protocol: str = "http", max_seconds: float = 300,
-                 timeout: float = 10.0):
+    def __init__(self, url: str, row: np.ndarray, *, protocol: str = "http", timeout: float = 10.0):
         super().__init__(daemon=True, name=f"request-loop-{protocol}")
-        self.url, self.row, self.protocol, self.max_seconds, self.timeout = url, row, protocol, max_seconds, timeout
+        self.protocol, self.done = protocol, threading.Event()
+        self.send = functools.partial(infer, row, url=url, protocol=protocol, model_name=MODEL_NAME, timeout=timeout)
         self.answers: list[tuple[float, int]] = []  # (time, version that answered)
         self.failures: list[tuple[float, str]] = []
-        self._stop_event = threading.Event()
 
     @property
     def versions(self) -> list[int]:
         return [v for _, v in self.answers]
 
     def run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        while not self._stop_event.is_set() and time.monotonic() < deadline:
+        deadline = time.monotonic() + 300
+        while not self.done.is_set() and time.monotonic() < deadline:
             try:
-                answer = infer(self.row, url=self.url, protocol=self.protocol, model_name=MODEL_NAME, timeout=self.timeout)
+                answer = self.send()
                 self.answers.append((time.monotonic(), answer.model_version))
             except ClientError as exc:
                 self.failures.append((time.monotonic(), str(exc)))
@@ -200,17 +196,14 @@ class RequestLoop(threading.Thread):
         start = len(self.answers)
         self.wait_for(lambda lp: len(lp.answers) >= start + n, f"{n} more answers")
 
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=30)
-
     def __enter__(self) -> RequestLoop:
         self.start()
         self.wait_answers()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.stop()
+        self.done.set()
+        self.join(timeout=30)
 
 
 VERSION_FILE = re.compile(rf"^{re.escape(MODEL_NAME)}/\d+/")

@@ -14,7 +14,7 @@ from tritonclient.utils import serialize_byte_tensor
 from tests.reliability import wire
 from tests.reliability.rig import MAX_BATCH, N_FEATURES
 
-pytestmark = [pytest.mark.reliability, pytest.mark.quick, pytest.mark.slow]
+pytestmark = pytest.mark.quick
 
 LARGE_BYTES = 50_000_000  # "a very large payload"
 OVER = MAX_BATCH + 1

@@ -18,8 +18,6 @@ from fraudml.tritonconfig import MODEL_NAME, render_config
 from tests.reliability.rig import CONFIG_KWARGS, sha256, train_reference
 from tests.reliability.rig import test_no_version_lost as test_no_version_lost  # versions lost
 
-pytestmark = [pytest.mark.reliability, pytest.mark.slow]
-
 
 def deploy(repo_uri: str, env: dict[str, str], checkpoint: bytes, lineage: dict, triton_url: str) -> int:
     os.environ.update(env)
@@ -38,8 +36,8 @@ def other_model(_rig):
 @pytest.mark.parametrize("round_", [pytest.param(1, marks=pytest.mark.quick), 2])
 def test_two_concurrent_deploys_give_two_complete_versions_and_one_served(rig, other_model, round_):
     models = [rig.model, other_model]
-    jobs = [(rig.repo_uri, rig.env, m.checkpoint, m.lineage(f"concurrent deploy {i} round {round_}"), rig.triton.http_url)
-            for i, m in enumerate(models)]
+    jobs = [(rig.repo_uri, rig.s3.env(), m.checkpoint, m.lineage(f"concurrent deploy {i} round {round_}"),
+             rig.triton.http_url) for i, m in enumerate(models)]
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         versions = pool.starmap(deploy, jobs)
     for version, model in zip(versions, models, strict=True):

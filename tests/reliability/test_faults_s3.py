@@ -19,8 +19,6 @@ from fraudml.tritonconfig import MODEL_NAME
 from tests.reliability.rig import FaultyStore, RequestLoop, served_by_triton, wait_until
 from tests.reliability.rig import test_no_version_lost as test_no_version_lost  # versions lost
 
-pytestmark = [pytest.mark.reliability, pytest.mark.slow]
-
 POINTS = {  # where in a publish the S3 server goes away (DESIGN §3: claim, upload, read back, swap)
     "after-first-file-put": "stopped right after the first file of the new version was uploaded",
     "during-read-back": "stopped after every file was uploaded, before they were read back",
@@ -43,7 +41,7 @@ def test_s3_gone_in_the_middle_of_a_publish(rig, point, record_property):
     repo = rig.repo()
     previous = repo.served_version()
     repo.store = store = FaultyStore(repo.store, point, lambda: stop_s3(rig, point))
-    with RequestLoop(rig.triton.http_url, rig.model.x[:1], max_seconds=240) as loop:
+    with RequestLoop(rig.triton.http_url, rig.model.x[:1]) as loop:
         with pytest.raises(PublishError) as info:
             rig.publish(f"S3 fault {point}", repo)
         message = str(info.value)

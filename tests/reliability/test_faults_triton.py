@@ -20,8 +20,6 @@ from fraudml.rollout import roll_out
 from tests.reliability.rig import FaultyStore, RequestLoop, wait_until
 from tests.reliability.rig import test_no_version_lost as test_no_version_lost  # versions lost
 
-pytestmark = [pytest.mark.reliability, pytest.mark.slow]
-
 
 def alive(procs: list[psutil.Process]) -> list[int]:
     return [p.pid for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

@@ -21,7 +21,7 @@ from tritonclient.utils import triton_to_np_dtype
 from tests.reliability import wire
 from tests.reliability.rig import FUZZ_EXAMPLES, MAX_BATCH, N_FEATURES, assert_recovered_from_crash
 
-pytestmark = [pytest.mark.reliability, pytest.mark.quick, pytest.mark.slow]
+pytestmark = pytest.mark.quick
 
 VALID, INVALID, EITHER = "valid", "invalid", "either"
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, derandomize=True, database=None, deadline=None, print_blob=False,
@@ -171,10 +171,8 @@ def check_one(rig, target: str, body: bytes, expected: str, info: dict) -> str:
     """Send one body and check the property; returns how it was answered (for the figures)."""
     triton = rig.triton
     events_before, pid_before, sent_at = len(triton.supervisor_events()), triton.pid(), time.monotonic()
-    if target == "fastapi":
-        reply = wire.post(f"{rig.fastapi_url}/predict", body, timeout=30)
-    else:
-        reply = wire.post(triton.http_url + wire.INFER, body, info.get("headers", wire.JSON), timeout=30)
+    url = f"{rig.fastapi_url}/predict" if target == "fastapi" else triton.http_url + wire.INFER
+    reply = wire.post(url, body, info.get("headers", wire.JSON), timeout=30)
     if reply.status == wire.NO_ANSWER:
         assert target == "triton-json" and declares_oversized(info["shape"]), \
             f"no answer to a body declaring shape {info.get('shape')!r}: {reply.message}"

@@ -26,7 +26,7 @@ from tests.k8s import manifests as m
 from tests.reliability import wire
 from tests.reliability.rig import MAX_BATCH, N_FEATURES, assert_recovered_from_crash, wait_until
 
-pytestmark = [pytest.mark.reliability, pytest.mark.quick, pytest.mark.slow]
+pytestmark = pytest.mark.quick
 
 API_KEY_HEADER = "fraudml-api-key"
 
@@ -111,7 +111,8 @@ def processes_of(state_dir: Path) -> list[int]:
 
 
 def test_restarts_are_bounded_and_stop_leaves_no_process(rig, triton_factory):
-    srv = triton_factory(rig.repo_uri, env=rig.env, fil_compile=False, timeout=180, supervise=True, max_restarts=1)
+    srv = triton_factory(rig.repo_uri, env=rig.s3.env(), fil_compile=False, timeout=180, supervise=True,
+                         max_restarts=1)
     assert srv.supervisor_pid() and processes_of(srv.state_dir)
     before, first = len(srv.supervisor_events()), srv.pid()
     os.kill(first, signal.SIGKILL)
@@ -138,7 +139,7 @@ def restricted(_rig, triton_factory):
     args = m.entrypoint(MODEL_REPO="s3://unused/prefix", TRITON_API_KEY=key).stdout.splitlines()
     flags = [a for a in args if a.startswith(("--http-restricted-api=", "--grpc-restricted-protocol="))]
     assert len(flags) == 2, f"the entrypoint sets no API restrictions: {args}"
-    server = triton_factory(_rig.repo_uri, env=_rig.env, fil_compile=False, timeout=180, supervise=True,
+    server = triton_factory(_rig.repo_uri, env=_rig.s3.env(), fil_compile=False, timeout=180, supervise=True,
                             extra_args=flags)
     yield server, key, server.pid()
     server.stop()

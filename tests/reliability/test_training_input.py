@@ -15,8 +15,6 @@ import pytest
 from fraudml.data import DatasetError, generate_dataset, load_dataset, validate_dataset
 from tests.reliability.wire import unnamed
 
-pytestmark = [pytest.mark.reliability, pytest.mark.slow]
-
 FLOW = str(Path(__file__).resolve().parents[2] / "train" / "flow.py")
 
 
