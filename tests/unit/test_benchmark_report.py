@@ -35,13 +35,6 @@ def test_targets_met_and_missed_follow_the_numbers():
     assert verdicts["zero errors under load"]["met"] is True
 
 
-def test_a_slow_triton_misses_the_latency_target():
-    results = _results({"triton-http": 0.31, "fastapi-treelite": 0.5}, {})
-    verdicts = {t["name"]: t for t in report.analyze(results)["targets"]}
-    assert verdicts["sequential p50: triton-http"]["met"] is False
-    assert verdicts["req/s at 32 concurrent: triton-http (perf_analyzer)"]["met"] is None  # not measured
-
-
 def test_native_backend_is_the_headline_and_the_stub_cost_is_reported():
     """With both fil backends measured, the targets are about triton-native; the report shows the stub's cost."""
     results = _results({"triton-native": 0.25, "triton-python": 0.55, "fastapi-treelite": 0.6},
@@ -77,6 +70,8 @@ def test_missing_contenders_and_user_counts_are_reported_not_invented():
                        failures=3)
     a = report.analyze(results)
     verdicts = {t["name"]: t for t in a["targets"]}
+    assert verdicts["sequential p50: triton-http"]["met"] is False  # 0.4 ms > 0.30 ms
+    assert verdicts["req/s at 32 concurrent: triton-http (perf_analyzer)"]["met"] is None  # not measured
     assert verdicts["sequential p50: triton-http vs fastapi-sklearn"]["met"] is None
     assert verdicts["req/s at 8 users: triton-http vs fastapi-treelite"]["note"].startswith("32 users not measured")
     assert verdicts["zero errors under load"]["met"] is False
