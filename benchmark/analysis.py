@@ -114,7 +114,6 @@ def analyze(results: dict) -> dict:
     return {
         "headline": h,
         "stub_cost": stub,
-        "sequential_p50_ms": p50,
         "speedup_vs_reference": {
             "published_mean_ratio": round(REFERENCE["ratio"], 2),
             "measured_mean_ratio": _ratio(_get(seq, "fastapi-sklearn", "mean_ms"), _get(seq, h, "mean_ms")),

@@ -121,10 +121,8 @@ class PredictResponse(BaseModel):
 
 
 def _where(loc: tuple) -> str:
-    out = ""
-    for p in [p for p in loc if p != "body"]:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "body"
+    """``("body", "rows", 3, 5)`` -> ``rows[3][5]``."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc if p != "body").lstrip(".") or "body"
 
 
 def explain(error: Mapping[str, Any], n_features: int, max_rows: int) -> str:

@@ -19,6 +19,7 @@ from matplotlib.ticker import FuncFormatter
 
 from benchmark.analysis import ORDER, PERF_KEYS, REFERENCE, _get, _names, analyze
 
+PERF_LABELS = {"http": "{server}, HTTP", "grpc": "triton-grpc, gRPC", "triton-python": "triton-python, HTTP"}
 FIL_KIND = {"native": "native `fil` backend, libtriton_fil.so", "python": "Python-based `fil` backend"}
 BOX_PNG = "sequential_latency_boxplot.png"
 LOAD_PNG = "throughput_p99_vs_users.png"
@@ -234,12 +235,8 @@ def _perf_section(results: dict) -> list[str]:
             f"{st.get('client')}, batch 1, {how}, input: {st.get('input_data')}.", "",
             "| server, protocol | concurrency | req/s | p50 ms | p99 ms | server queue ms | server compute ms |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-            *[_perf_row(_perf_label(results, key), r) for key in PERF_KEYS for r in pa.get(key) or []], ""]
-
-
-def _perf_label(results: dict, key: str) -> str:
-    return {"http": f"{_get(results, 'perf_analyzer', 'server') or 'triton'}, HTTP", "grpc": "triton-grpc, gRPC",
-            "triton-python": "triton-python, HTTP"}[key]
+            *[_perf_row(PERF_LABELS[key].format(server=pa.get("server") or "triton"), r)
+              for key in PERF_KEYS for r in pa.get(key) or []], ""]
 
 
 def _perf_row(label: str, r: dict) -> str:
@@ -373,7 +370,8 @@ def plot_load(results: dict, path: Path) -> None:
     # (label, line style, colour, alpha, [(users or concurrency, its numbers)]): locust runs, then perf_analyzer's
     series = [(f"{t} (locust)", "o-", COLORS.get(t), 1, [(int(u), r) for u, r in _by_users(runs)])
               for t in ORDER if (runs := _get(results, "load", t))]
-    series += [(f"{_perf_label(results, key)} (perf_analyzer)", "s--", COLORS[f"perf_analyzer {key}"], 0.7,
+    server = _get(results, "perf_analyzer", "server") or "triton"
+    series += [(f"{PERF_LABELS[key].format(server=server)} (perf_analyzer)", "s--", COLORS[f"perf_analyzer {key}"], 0.7,
                 [(r["concurrency"], r) for r in runs]) for key in PERF_KEYS
                if (runs := [r for r in (_get(results, "perf_analyzer", key) or []) if "error" not in r])]
     for label, style, color, alpha, points in series:
@@ -403,8 +401,6 @@ def write_report(out_dir: Path) -> Path:
     """(Re)write the PNGs and report.md of a results folder; returns report.md's path."""
     out_dir = Path(out_dir)
     results = json.loads((out_dir / "results.json").read_text())
-    if "analysis" not in results:
-        results["analysis"] = analyze(results)
     npz = out_dir / "sequential_latencies_ns.npz"
     if npz.is_file() and (latencies := dict(np.load(npz))):
         plot_boxplot(results, latencies, out_dir / BOX_PNG)

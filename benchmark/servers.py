@@ -90,11 +90,9 @@ SERVED_WITH = {  # predictor_state -> what the report says
 }
 
 
-def triton_facts(base_url: str, model: str, ready_s: float | None = None) -> dict:
+def triton_facts(base_url: str, model: str) -> dict:
     """What a Triton says about itself and the model (any Triton, started here or not)."""
     facts: dict = {"url": base_url}
-    if ready_s is not None:
-        facts["start_to_ready_s"] = round(ready_s, 2)
     with contextlib.suppress(triton_control.TritonUnavailable, triton_control.TritonRefused):
         facts["server_version"] = triton_control.server_version(base_url)
         config = triton_control.model_config(base_url, model)
@@ -290,7 +288,7 @@ def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], wo
                 triton.wait_compiled(model.name, timeout=180)
         version, how = list(triton.predictor_state(model.name).items() or [(None, None)])[-1]
         serving = how and f"{model.name}/{version}: {SERVED_WITH[how]}"
-        facts[backend] = {**triton_facts(triton.http_url, model.name, time.monotonic() - t0),
+        facts[backend] = {"start_to_ready_s": round(time.monotonic() - t0, 2), **triton_facts(triton.http_url, model.name),
                           "fil_backend_kind": backend, "fil_backend": serving, "fil_compile": fil["env"]["FIL_COMPILE"]}
         if compiled and how != "compiled":
             raise BenchmarkError(f"Triton's {backend} fil backend is not serving the compiled library ({serving}); "
