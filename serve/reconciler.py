@@ -42,7 +42,7 @@ from fraudml.triton_control import TritonRefused, TritonUnavailable, load_model,
 from fraudml.tritonconfig import parse_config, served_versions
 from serve.ports import port_in_use
 from serve.settings import command_line
-from serve.supervisor import Service, ServiceError, is_ready
+from serve.supervisor import Service, ServiceError
 
 
 def in_canary(pod: str, percent: int) -> bool:
@@ -205,11 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     cmd = [sys.executable, "-m", "serve.reconciler", "run", "--model-repo", args.model_repo, "--triton-url",
            args.triton_url, "--port", str(args.port), "--interval", str(args.interval), "--pod-name", args.pod_name]
-    service.start(cmd, env=dict(os.environ), cwd=Path.cwd(), max_restarts=5, ready_urls=metrics)
     try:
-        service.wait(lambda: is_ready(metrics), 30)  # what the supervisor calls ready, too
+        service.launch(cmd, env=dict(os.environ), cwd=Path.cwd(), max_restarts=5, ready_urls=metrics, timeout=30)
     except ServiceError as e:
-        service.stop()
         print(f"error: the reconciler did not start: {e}", file=sys.stderr)
         return 1
     print(f"reconciler started (pid {service.pid()}): {args.triton_url} follows {args.model_repo}; "

@@ -19,7 +19,6 @@ serves models cannot change them.
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import secrets
@@ -31,7 +30,7 @@ from dotenv import dotenv_values
 
 from serve.ports import free_ports, port_in_use
 from serve.settings import command_line
-from serve.supervisor import Service, ServiceError, Supervised
+from serve.supervisor import Service, ServiceError
 
 CREDENTIALS_FILE = "credentials.env"  # the publisher: read and write
 READER_CREDENTIALS_FILE = "reader-credentials.env"  # Triton and the reconciler: read only
@@ -39,6 +38,7 @@ IDENTITIES_FILE = "s3-identities.json"  # weed's -s3.config
 # SeaweedFS actions per identity (Admin creates the bucket; Write covers put and delete).
 IDENTITY_ACTIONS = {"publisher": ["Admin", "Read", "List", "Tagging", "Write"], "triton": ["Read", "List"]}
 DATA_DIR = "data"
+PORTS_FILE = "ports"  # the S3 port, then weed's internal ones in _INTERNAL_PORT_FLAGS order
 
 SIGNING_KEYS_FILE = "internal-signing-keys.env"
 _SIGNING_KEY_VARS = ("WEED_JWT_FILER_SIGNING_KEY", "WEED_JWT_FILER_SIGNING_READ_KEY", "WEED_JWT_SIGNING_KEY",
@@ -61,19 +61,20 @@ def find_weed() -> Path:
     return Path(found)
 
 
-class SeaweedS3(Supervised):
+class SeaweedS3(Service):
     """A SeaweedFS S3 server with its state (data, credentials, pid, log) in ``state_dir``; a context
     manager. ``start()`` on a state folder whose server runs attaches to it instead of starting another."""
 
     host = "127.0.0.1"
 
     def __init__(self, state_dir: str | Path, port: int = 8333, *, bucket: str = "models", region: str = "us-east-1"):
-        self.state_dir = Path(state_dir).absolute()
+        super().__init__(state_dir, "weed")  # weed.pid, weed.log, ... (serve.supervisor)
         self.port, self.bucket, self.region = port, bucket, region
-        self._internal_ports: list[int] = []
-        self.service = Service(self.state_dir, "weed")  # weed.pid, weed.log, ... (serve.supervisor)
         self.credentials_file = self.state_dir / CREDENTIALS_FILE
         self.reader_credentials_file = self.state_dir / READER_CREDENTIALS_FILE
+        if self.is_running():  # attached to the running server: its port (then weed's internal ones)
+            with contextlib.suppress(FileNotFoundError, ValueError, IndexError):
+                self.port = int((self.state_dir / PORTS_FILE).read_text().split()[0])
 
     @property
     def endpoint_url(self) -> str:
@@ -92,7 +93,6 @@ class SeaweedS3(Supervised):
 
     def _write_credentials(self) -> Path:
         """Both identities' env files and weed's -s3.config naming them (all mode 0600)."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         identities = []
         for name, reader, path in (("publisher", False, self.credentials_file),
                                    ("triton", True, self.reader_credentials_file)):
@@ -119,38 +119,29 @@ class SeaweedS3(Supervised):
         """Start the server (or attach to the running one) and wait until S3 answers an
         authenticated request for the bucket; a ServiceError (S3Error) says why not."""
         if self.is_running():
-            self._load_running_port()
-            self._wait_ready(timeout)
+            self.wait(self._bucket_ready(), timeout, what=f"S3 (weed) at {self.endpoint_url}")
             return self
         weed = find_weed()
         if port_in_use(self.port, self.host):
             raise S3Error(f"port {self.port} on {self.host} is already in use by another process; "
                           f"choose another with --port (or S3_PORT), or stop what listens there "
                           f"(`ss -ltnp | grep :{self.port}`)")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / DATA_DIR).mkdir(exist_ok=True)
+        (self.state_dir / DATA_DIR).mkdir(parents=True, exist_ok=True)
         identities = self._write_credentials()
-        ports = [p for p in free_ports(len(_INTERNAL_PORT_FLAGS) + 1, self.host) if p != self.port]
-        self._internal_ports = ports[: len(_INTERNAL_PORT_FLAGS)]
+        internal = [p for p in free_ports(len(_INTERNAL_PORT_FLAGS) + 1, self.host) if p != self.port]
+        ports = [self.port, *internal[: len(_INTERNAL_PORT_FLAGS)]]
         args = [str(weed), "mini", f"-dir={self.state_dir / DATA_DIR}", f"-ip={self.host}", f"-ip.bind={self.host}",
                 f"-s3.port={self.port}",
-                *(f"-{flag}={port}" for flag, port in zip(_INTERNAL_PORT_FLAGS, self._internal_ports, strict=True)),
+                *(f"-{flag}={port}" for flag, port in zip(_INTERNAL_PORT_FLAGS, ports[1:], strict=True)),
                 "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false", "-webdav=false",
                 "-master.telemetry=false", f"-bucket={self.bucket}", f"-s3.config={identities}"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | self._internal_signing_keys()
-        (self.state_dir / "ports").write_text(f"{self.port} {' '.join(map(str, self._internal_ports))}\n")
-        self.service.start(args, env=env)
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
+        (self.state_dir / PORTS_FILE).write_text(" ".join(map(str, ports)) + "\n")
+        # weed leaves unix sockets in /tmp named after its ports: the supervisor removes them when it dies
+        self.launch(args, env=env, ready=self._bucket_ready(), timeout=timeout,
+                    what=f"S3 (weed) at {self.endpoint_url}",
+                    cleanup_globs=[f"/tmp/seaweedfs-*-{port}.sock" for port in ports])
         return self
-
-    def _load_running_port(self) -> None:
-        with contextlib.suppress(FileNotFoundError, ValueError, IndexError):
-            ports = [int(p) for p in (self.state_dir / "ports").read_text().split()]
-            self.port, self._internal_ports = ports[0], ports[1:]
 
     def client(self, *, access_key: str | None = None, secret_key: str | None = None, timeout: float = 5.0,
                reader: bool = False):
@@ -161,31 +152,20 @@ class SeaweedS3(Supervised):
                          secret_key or env["AWS_SECRET_ACCESS_KEY"], self.region, connect_timeout=timeout,
                          read_timeout=timeout)
 
-    def _wait_ready(self, timeout: float) -> None:
-        """Until S3 answers an authenticated request for the bucket; ServiceError (with the log) if it does not."""
+    def _bucket_ready(self):
+        """A check that S3 answers an authenticated request for the bucket (weed creates it, -bucket, once up)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         client = self.client(timeout=2.0)
 
-        def bucket_ready() -> bool:  # weed creates the bucket (-bucket) once it is up
+        def bucket_ready() -> bool:
             try:
                 client.head_bucket(Bucket=self.bucket)
             except (BotoCoreError, ClientError):
                 return False
             return True
 
-        self.service.wait(bucket_ready, timeout, what=f"S3 (weed) at {self.endpoint_url}")
-
-    def stop(self, timeout: float = 15.0) -> bool:
-        """Stop the server of this state folder. Returns False if none was running."""
-        self._load_running_port()
-        stopped = self.service.stop(timeout)
-        # weed leaves some unix sockets in /tmp named after their ports; ours are dead now
-        for port in [self.port, *self._internal_ports]:
-            for path in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-        return stopped
+        return bucket_ready
 
 
 def s3_client(endpoint_url: str | None, access_key: str, secret_key: str, region: str, *,
@@ -236,13 +216,11 @@ def main(argv: list[str] | None = None) -> int:
             if server.pid() is None:
                 print(f"S3 not running (state dir {server.state_dir})")
                 return 1
-            server._load_running_port()
             print(f"S3 running: {server.endpoint_url} bucket={server.bucket} pid={server.pid()} log={server.log_file}")
         elif args.command == "env":
             if not server.credentials_file.exists():
                 print(f"error: {server.credentials_file} does not exist; run `python -m serve.s3 start` first", file=sys.stderr)
                 return 1
-            server._load_running_port()
             for key, value in server.env(args.reader).items():
                 print(f"export {key}={value}")
     except ServiceError as e:  # S3Error too

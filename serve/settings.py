@@ -8,17 +8,18 @@ serve/fil_backend.py; ``FIL_CACHE_DIR``/``FIL_COMPILE``: the local ``fil`` backe
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fraudml.tritonconfig import MODEL_NAME
 
 Port = Annotated[int, Field(gt=0, lt=65536)]
+# goes into Triton's command line and an HTTP header: letters, digits, - and _ only (e.g. openssl rand -hex 32)
+HeaderSafe = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 class SettingsError(ValueError):
@@ -35,16 +36,8 @@ class TritonSettings(_Group):
     http_port: Port = Field(8000, validation_alias="TRITON_HTTP_PORT")
     grpc_port: Port = Field(8001, validation_alias="TRITON_GRPC_PORT")
     metrics_port: Port = Field(8002, validation_alias="TRITON_METRICS_PORT")
-    api_key: str | None = Field(None, validation_alias="TRITON_API_KEY")
-    api_key_header: str = Field("fraudml-api-key", validation_alias="TRITON_API_KEY_HEADER")
-
-    @field_validator("api_key", "api_key_header")
-    @classmethod
-    def _header_safe(cls, value: str | None) -> str | None:
-        # it goes into Triton's command line and an HTTP header: letters, digits, - and _ only
-        if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", value):
-            raise ValueError("may hold only A-Z a-z 0-9 _ - (e.g. openssl rand -hex 32)")
-        return value
+    api_key: HeaderSafe | None = Field(None, validation_alias="TRITON_API_KEY")
+    api_key_header: HeaderSafe = Field("fraudml-api-key", validation_alias="TRITON_API_KEY_HEADER")
 
     @property
     def http_url(self) -> str:

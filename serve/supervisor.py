@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import glob
 import json
 import os
@@ -43,21 +44,18 @@ def _prctl(option: int, value: int) -> None:
 
 
 def describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit code {returncode}"
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    with contextlib.suppress(ValueError):  # a signal without a name
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"killed by signal {-returncode}"
 
 
 def is_ready(urls: list[str]) -> bool:
-    """Every URL answers 200 (an HTTPError is an OSError)."""
+    """Every URL answers 2xx (any other status is an HTTPError, an OSError)."""
     try:
         for url in urls:
-            with urllib.request.urlopen(url, timeout=1.0) as response:
-                if response.status != 200:
-                    return False
+            urllib.request.urlopen(url, timeout=1.0).close()
     except OSError:
         return False
     return True
@@ -171,13 +169,9 @@ def _running(pid_file: Path, *, must_contain: str | None = None, parent: int | N
     command line contains ``must_contain``, or its parent is ``parent`` (a recycled pid is not)."""
     try:
         proc = psutil.Process(int(pid_file.read_text().strip()))
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        if must_contain is not None and not any(must_contain in part for part in proc.cmdline()):
-            return None
-        if parent is not None and proc.ppid() != parent:
-            return None
-        return proc.pid
+        ours = ((must_contain is None or any(must_contain in part for part in proc.cmdline()))
+                and (parent is None or proc.ppid() == parent))
+        return proc.pid if ours and proc.status() != psutil.STATUS_ZOMBIE else None
     except (FileNotFoundError, ValueError, psutil.Error):
         return None
 
@@ -194,7 +188,8 @@ def stop_process(pid: int, timeout: float = 15.0) -> None:
 
 
 class Service:
-    """The launcher's handle on one supervised server with its files in ``state_dir``."""
+    """The launcher's handle on one supervised server with its files in ``state_dir``; the base of the
+    launchers (serve.s3, serve.triton), whose ``start()`` runs their server with :meth:`launch`."""
 
     def __init__(self, state_dir: str | Path, name: str):
         self.state_dir, self.name = Path(state_dir).absolute(), name
@@ -214,15 +209,17 @@ class Service:
     def is_running(self) -> bool:
         return self.supervisor_pid() is not None
 
-    def events(self) -> list[dict]:
+    def supervisor_events(self) -> list[dict]:
         """Since the last start, oldest first: ``started``, ``exited`` (``how``: the signal or exit
         code), ``ready`` (``seconds_since_crash``), ``gave-up``, ``stopped``."""
         lines = self.events_file.read_text().splitlines() if self.events_file.exists() else []
         return [json.loads(line) for line in lines if line.strip()]
 
-    def start(self, args: list[str], *, env: dict[str, str], cwd: Path | None = None, ready_urls: list[str] = (),
-              max_restarts: int = 0, window_s: float = 600.0, cleanup_globs: list[str] = ()) -> None:
-        """Run ``args`` under the supervisor; the log starts empty. Returns at once: see :meth:`wait`."""
+    def launch(self, args: list[str], *, env: dict[str, str], cwd: Path | None = None, ready_urls: list[str] = (),
+               max_restarts: int = 0, window_s: float = 600.0, cleanup_globs: list[str] = (), ready=None,
+               timeout: float = 60.0, what: str | None = None) -> None:
+        """Run ``args`` under the supervisor (the log starts empty) and :meth:`wait` until ``ready()`` (default:
+        every one of ``ready_urls`` answers 200); a server that is not ready is stopped. Neither: returns at once."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         spec = {"args": args, "pid_file": str(self.pid_file), "events_file": str(self.events_file),
                 "ready_urls": list(ready_urls), "max_restarts": max_restarts, "window_s": window_s,
@@ -236,6 +233,14 @@ class Service:
                 stdout=log, stderr=subprocess.STDOUT, cwd=cwd or self.state_dir, env=env,
                 start_new_session=True)  # a Ctrl+C in the launching shell does not reach it
         self.supervisor_pid_file.write_text(f"{self._popen.pid}\n")
+        if ready is None and ready_urls:
+            ready = functools.partial(is_ready, list(ready_urls))  # what the supervisor calls ready, too
+        if ready is not None:
+            try:
+                self.wait(ready, timeout, what)
+            except BaseException:
+                self.stop()
+                raise
 
     def wait(self, ready, timeout: float, what: str | None = None) -> None:
         """Poll ``ready()`` until it is true. Raises :class:`ServiceError` (with the log's last
@@ -250,8 +255,10 @@ class Service:
                                    + ("\n".join(tail) or "(no log)"))
             time.sleep(0.05)
 
+    start = launch  # a launcher's start() takes its place; benchmark.servers calls a plain Service's start
+
     def stop(self, timeout: float = 20.0) -> bool:
-        """Stop the supervisor, which stops the server and what it left; False if none ran."""
+        """Stop the supervisor, which stops the server and what it left (cleanup_globs); False if none ran."""
         supervisor = self.supervisor_pid()
         if supervisor is not None:
             stop_process(supervisor, timeout=timeout + 10)
@@ -262,32 +269,6 @@ class Service:
         self.pid_file.unlink(missing_ok=True)
         return supervisor is not None
 
-
-class Supervised:
-    """What the launchers (serve.s3, serve.triton) share: their server runs under ``self.service``."""
-
-    service: Service
-
-    def pid(self) -> int | None:  # changes when the supervisor restarts the server
-        return self.service.pid()
-
-    def supervisor_pid(self) -> int | None:
-        return self.service.supervisor_pid()
-
-    def is_running(self) -> bool:
-        return self.service.is_running()
-
-    def supervisor_events(self) -> list[dict]:
-        return self.service.events()
-
-    @property
-    def log_file(self) -> Path:
-        return self.service.log_file
-
-    def stop(self, timeout: float = 20.0) -> bool:
-        """Stop the supervisor, the server and what it left behind (cleanup_globs); False if none ran."""
-        return self.service.stop(timeout)
-
     def __enter__(self):
         return self.start()
 
@@ -295,13 +276,5 @@ class Supervised:
         self.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m serve.supervisor <spec.json>", file=sys.stderr)
-        return 2
-    return Supervisor(json.loads(Path(argv[0]).read_text())).run()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m serve.supervisor <spec.json>, as Service.launch runs it
+    sys.exit(Supervisor(json.loads(Path(sys.argv[1]).read_text())).run())

@@ -3,11 +3,10 @@
 Only the wheel's binary is used: the launcher copies its bundle into the state folder with the Python backend stub
 built for this interpreter and our ``fil`` backend (native when it builds here, else Python; ``FIL_BACKEND``,
 serve/fil_backend.py), and runs it bound to 127.0.0.1 with explicit model control, so a new version is loaded only
-when asked (``load_model``).
+when asked (by its reconciler, or ``python -m serve.models load``).
 
     python -m serve.triton start  --model-repo s3://models/triton --state-dir .state/triton
     python -m serve.triton status --state-dir .state/triton
-    python -m serve.triton load   --state-dir .state/triton [--model fraud-classifier]
     python -m serve.triton stop   --state-dir .state/triton
 
 ``start`` runs the server under serve/supervisor.py: a server that crashes (one bad HTTP request can abort
@@ -41,15 +40,17 @@ from serve.fil_backend import install_fil_backend
 from serve.ports import port_in_use
 from serve.s3 import read_env_file, s3_client, write_private
 from serve.settings import Settings, TritonSettings, command_line
-from serve.supervisor import Service, ServiceError, Supervised
+from serve.supervisor import Service, ServiceError, is_ready
 
-LAUNCH_FILE = "launch.json"  # what `status`/`load` need to know of the running server
+LAUNCH_FILE = "launch.json"  # what `status` (and a TritonServer attached to it) knows of the running server
 LAUNCH_KEYS = ("model_repository", "host", "http_port", "grpc_port", "metrics_port", "load_models", "shm_prefix",
                "supervise")
 API_KEY_FILE = "api-key.env"  # TRITON_API_KEY of `python -m serve.triton start` (make serve), mode 0600
 # the fil backends' gauge and its values (docs/fil_contract.md, "What a version is served with")
 COMPILED_METRIC = "fil_compiled"
 PREDICTOR_STATES = {1: "compiled", 0: "gtil", -1: "gtil (final)"}
+# harmless log lines of a machine without a GPU, left out of error messages
+_LOG_NOISE = ("NVML", "DCGM", "CUDA driver", "CudaDriverHelper", "pinned memory", "GPU metrics")
 
 
 class TritonError(RuntimeError):
@@ -135,28 +136,8 @@ def check_s3_repository(model_repo: str, env: Mapping[str, str], models: Iterabl
             raise TritonError(f"S3 endpoint {endpoint or 'AWS'} is unreachable ({e}); is the local S3 running (`make s3`)?") from None
 
 
-_LOG_NOISE = ("NVML", "DCGM", "CUDA driver", "CudaDriverHelper", "pinned memory", "GPU metrics")
-
-
-def relevant_log_lines(text: str, limit: int = 8, width: int = 600) -> str:
-    """What a Triton log says about a failure: the cause of each failed model load if there
-    is one (Python traceback frames dropped), else the error lines without the harmless
-    no-GPU warnings, each cut to ``width`` characters."""
-    causes: dict[str, str] = {}
-    for match in re.finditer(r"failed to load '([^']+)' version (\d+): (.*?)\"?$", text, re.MULTILINE):
-        message = match.group(3).replace("\\n", "\n").split("\n\nAt:", 1)[0].strip()
-        causes[f"{match.group(1)}/{match.group(2)}"] = message
-    if causes:
-        return "\n".join(f"model {name} failed to load: {message}" for name, message in causes.items())
-    lines = [line for line in text.splitlines() if not any(noise in line for noise in _LOG_NOISE)]
-    keep = [line for line in lines
-            if re.match(r"^E\d{4} ", line) or re.search(r"\b(error|failed|Failed|Error|Exception|UNAVAILABLE)\b", line)]
-    keep = keep or lines[-limit:]
-    return "\n".join(line if len(line) <= width else line[:width] + " ..." for line in keep[-limit:])
-
-
 # -- the server -----------------------------------------------------------------------------------
-class TritonServer(Supervised):
+class TritonServer(Service):
     """A bundled ``tritonserver`` with its copy, pid file and log in ``state_dir``."""
 
     restart_window_s = 600.0  # the supervisor gives up after max_restarts restarts within this many seconds
@@ -166,7 +147,8 @@ class TritonServer(Supervised):
                  load_models: Iterable[str] = (MODEL_NAME,), host: str = "127.0.0.1",
                  fil_cache_dir: str | Path | None = None, supervise: bool = False, max_restarts: int = 5,
                  extra_args: Iterable[str] = (), api_key: str | None = None, api_key_header: str = "fraudml-api-key"):
-        self.model_repository, self.state_dir = str(model_repository), Path(state_dir).absolute()
+        super().__init__(state_dir, "tritonserver")  # tritonserver.pid, .log, ... (serve.supervisor)
+        self.model_repository = str(model_repository)
         self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
         self.extra_env, self.load_models = dict(env or {}), tuple(load_models)
         self.fil_cache_dir = Path(fil_cache_dir).absolute() if fil_cache_dir else None
@@ -176,7 +158,11 @@ class TritonServer(Supervised):
         self.api_key, self.api_key_header = api_key, api_key_header
         self.startup_seconds: float | None = None
         self.shm_prefix: str | None = None
-        self.service = Service(self.state_dir, "tritonserver")  # tritonserver.pid, .log, ... (serve.supervisor)
+        if self.is_running():  # attached to the running server: its addresses and models from its launch file
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                launch = json.loads((self.state_dir / LAUNCH_FILE).read_text())
+                for key in set(LAUNCH_KEYS) & launch.keys():
+                    setattr(self, key, tuple(launch[key]) if key == "load_models" else launch[key])
 
     # one place formats Triton's URLs
     _addresses = property(lambda self: TritonSettings(host=self.host, http_port=self.http_port,
@@ -195,9 +181,7 @@ class TritonServer(Supervised):
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "/usr/bin:/bin")])
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             p for p in [python_libdir(), str(bundle_paths()[1]), env.get("LD_LIBRARY_PATH", "")] if p)
-        if self.fil_cache_dir is not None:
-            env["FIL_CACHE_DIR"] = str(self.fil_cache_dir)
-        env.setdefault("FIL_CACHE_DIR", str(self.state_dir / "fil-cache"))
+        env["FIL_CACHE_DIR"] = str(self.fil_cache_dir or env.get("FIL_CACHE_DIR") or self.state_dir / "fil-cache")
         return env
 
     def _prepare_server_dir(self) -> Path:
@@ -246,80 +230,51 @@ class TritonServer(Supervised):
     def start(self, timeout: float = 120.0) -> TritonServer:
         """Start Triton (or attach to the running one) and wait until it and ``load_models`` are ready;
         TritonError says why not (with the log lines of a model that failed to load)."""
-        if self.is_running():
-            self._load_launch()
-            self.wait_ready(timeout)
-            return self
-        env = self._environment()
-        repository_uri = triton_repository_uri(self.model_repository, env.get("AWS_ENDPOINT_URL"))
-        if repository_uri.startswith("s3://"):
-            check_s3_repository(repository_uri, env, self.load_models)
-        for name, port in (("HTTP", self.http_port), ("gRPC", self.grpc_port), ("metrics", self.metrics_port)):
-            if port_in_use(port, self.host):
-                raise TritonError(f"{name} port {port} on {self.host} is already in use; choose another "
-                                  f"(--{name.lower()}-port / TRITON_{name.upper()}_PORT) or stop what listens there")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        server_dir = self._prepare_server_dir()
-        Path(env["FIL_CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
-        self.shm_prefix = f"fraudml_{secrets.token_hex(4)}"
-        ready_urls = [f"{self.http_url}/v2/models/{quote(name)}/ready" for name in self.load_models]
-        started = time.monotonic()
-        self.service.start(self.command(server_dir, repository_uri), env=env,
-                           ready_urls=ready_urls or [f"{self.http_url}/v2/health/ready"],
-                           max_restarts=self.max_restarts if self.supervise else 0,
-                           window_s=self.restart_window_s, cleanup_globs=[f"/dev/shm/{self.shm_prefix}*"])
-        (self.state_dir / LAUNCH_FILE).write_text(json.dumps({k: getattr(self, k) for k in LAUNCH_KEYS}, indent=2))
         try:
-            self.wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
+            if self.is_running():
+                self.wait(lambda: is_ready(self.ready_urls), timeout, what="tritonserver")
+                return self
+            env = self._environment()
+            repository_uri = triton_repository_uri(self.model_repository, env.get("AWS_ENDPOINT_URL"))
+            if repository_uri.startswith("s3://"):
+                check_s3_repository(repository_uri, env, self.load_models)
+            for name, port in (("HTTP", self.http_port), ("gRPC", self.grpc_port), ("metrics", self.metrics_port)):
+                if port_in_use(port, self.host):
+                    raise TritonError(f"{name} port {port} on {self.host} is already in use; choose another (--"
+                                      f"{name.lower()}-port / TRITON_{name.upper()}_PORT) or stop what listens there")
+            server_dir = self._prepare_server_dir()  # makes state_dir
+            Path(env["FIL_CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
+            self.shm_prefix = f"fraudml_{secrets.token_hex(4)}"
+            (self.state_dir / LAUNCH_FILE).write_text(json.dumps({k: getattr(self, k) for k in LAUNCH_KEYS}, indent=2))
+            started = time.monotonic()
+            self.launch(self.command(server_dir, repository_uri), env=env, ready_urls=self.ready_urls, timeout=timeout,
+                        max_restarts=self.max_restarts if self.supervise else 0, window_s=self.restart_window_s,
+                        cleanup_globs=[f"/dev/shm/{self.shm_prefix}*"])
+        except ServiceError as e:
+            raise TritonError(self._failure_message(str(e).split(";", 1)[0])) from None
         self.startup_seconds = time.monotonic() - started
         return self
-
-    def _load_launch(self) -> None:
-        """Take the addresses and models of the running server from its launch file."""
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            launch = json.loads((self.state_dir / LAUNCH_FILE).read_text())
-            for key in set(LAUNCH_KEYS) & launch.keys():
-                setattr(self, key, tuple(launch[key]) if key == "load_models" else launch[key])
-
-    def _headers(self) -> dict[str, str]:
-        return {self.api_key_header: self.api_key} if self.api_key else {}
 
     def model_ready(self, name: str | None = None) -> bool:  # without a name: the server itself
         return triton_control.is_ready(self.http_url, name, timeout=1.0)
 
-    def _serving(self) -> bool:
-        """Every model this server was asked to load answers ready (the server itself, when
+    @property
+    def ready_urls(self) -> list[str]:
+        """Where every model this server was asked to load answers ready (the server itself, when
         it loads none). Under strict readiness one failed load of a new version makes
-        /v2/health/ready fail while the previous version still serves; this does not."""
-        models = self.load_models
-        return all(self.model_ready(m) for m in models) if models else self.model_ready()
+        /v2/health/ready fail while the previous version still serves; these do not."""
+        return ([f"{self.http_url}/v2/models/{quote(name)}/ready" for name in self.load_models]
+                or [f"{self.http_url}/v2/health/ready"])
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        """Poll until the server and its ``load_models`` are ready (or it exits)."""
-        try:
-            self.service.wait(self._serving, timeout, what="tritonserver")
-        except ServiceError as e:
-            raise TritonError(self._failure_message(str(e).split(";", 1)[0])) from None
-
-    def _failure_message(self, headline: str, log_text: str | None = None) -> str:
-        if log_text is None and self.log_file.exists():
-            log_text = self.log_file.read_text(errors="replace")
-        return f"{headline}; from {self.log_file}:\n{relevant_log_lines(log_text or '')}"
-
-    def load_model(self, name: str = MODEL_NAME, timeout: float = 120.0) -> None:
-        """Ask Triton to (re)load ``name``: the versions its config names are loaded, then swapped in;
-        on failure the previous versions keep serving and TritonError has the log lines that say why."""
-        offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-        try:
-            triton_control.load_model(self.http_url, name, timeout=timeout, headers=self._headers())
-        except triton_control.TritonUnavailable as e:
-            raise TritonError(str(e)) from None
-        except triton_control.TritonRefused as e:
-            new_log = self.log_file.read_bytes()[offset:].decode(errors="replace") if self.log_file.exists() else ""
-            raise TritonError(self._failure_message(f"loading model {name!r} failed: {e}", new_log)) from None
+    def _failure_message(self, headline: str, limit: int = 12, width: int = 600) -> str:
+        """``headline`` and what the log says about it: the cause of each failed model load if there is one
+        (Python traceback frames dropped), else its last lines without the harmless no-GPU warnings."""
+        text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+        causes = {f"{m[1]}/{m[2]}": m[3].replace("\\n", "\n").split("\n\nAt:", 1)[0].strip()
+                  for m in re.finditer(r"failed to load '([^']+)' version (\d+): (.*?)\"?$", text, re.MULTILINE)}
+        lines = ([f"model {name} failed to load: {message}" for name, message in causes.items()]
+                 or [line[:width] for line in text.splitlines() if not any(n in line for n in _LOG_NOISE)][-limit:])
+        return f"{headline}; from {self.log_file}:\n" + "\n".join(lines)
 
     def predictor_state(self, name: str = MODEL_NAME, settle_s: float = 10.0) -> dict[int, str]:
         """Per loaded version of ``name`` (in version order), what the local ``fil`` backend serves it with, from its
@@ -373,7 +328,7 @@ def local_api_key(state_dir: Path, *, create: bool) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     settings, parser = command_line("serve.triton", __doc__)
-    parser.add_argument("command", choices=["start", "stop", "status", "load"])
+    parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--model-repo", default=settings.model_repo, help="s3://bucket/prefix or a folder (MODEL_REPO)")
     parser.add_argument("--state-dir", default=str(settings.state_dir / "triton"), help="server copy, pid, log")
     parser.add_argument("--http-port", type=int, default=settings.triton.http_port)
@@ -387,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="start tritonserver alone, without the supervisor that restarts it after a crash")
     parser.add_argument("--max-restarts", type=int, default=5, help="restarts within 10 minutes before giving up")
     parser.add_argument("--wait-compiled", action="store_true",
-                        help="after start/load, also wait until the model is served compiled")
+                        help="after start, also wait until the model is served compiled")
     args = parser.parse_args(argv)
     args.model = args.model or [settings.model_name]
 
@@ -401,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "stop":
             print("Triton stopped" if server.stop() else "Triton was not running")
             return 0
-        return {"start": _start, "status": _status, "load": _load}[args.command](server, args, settings)
+        return (_start if args.command == "start" else _status)(server, args, settings)
     except TritonError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -433,8 +388,7 @@ def _status(server: TritonServer, args, settings: Settings) -> int:
     if server.pid() is None:
         print(f"Triton not running (state dir {server.state_dir})")
         return 1
-    server._load_launch()
-    ready, health_ready = server._serving(), server.model_ready()
+    ready, health_ready = is_ready(server.ready_urls), server.model_ready()
     health = "" if health_ready == ready else f"; /v2/health/ready says {'ready' if health_ready else 'NOT ready'}"
     print(f"Triton running (pid {server.pid()}, {'ready' if ready else 'NOT ready'}{health}) on {server.model_repository}")
     print(f"  HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
@@ -443,28 +397,14 @@ def _status(server: TritonServer, args, settings: Settings) -> int:
     print(f"  supervisor pid {server.supervisor_pid()}: {len(crashes)} crash(es) since start{last}")
     models = []
     with contextlib.suppress(triton_control.TritonUnavailable, triton_control.TritonRefused):
-        models = triton_control.repository_index(server.http_url, headers=server._headers())
+        headers = {server.api_key_header: server.api_key} if server.api_key else {}
+        models = triton_control.repository_index(server.http_url, headers=headers)
     for m in (m for m in models if m.get("state")):  # not the folders never loaded
         reason = f" ({m['reason'].splitlines()[0]})" if m.get("reason") else ""
         predictor = server.predictor_state(m.get("name", "")).get(int(m.get("version") or 0))
         how = f", {predictor}" if predictor and m.get("state") == "READY" else ""
         print(f"  {m.get('name')}/{m.get('version', '-')}: {m.get('state', '?')}{how}{reason}")
     return 0 if ready else 1
-
-
-def _load(server: TritonServer, args, settings: Settings) -> int:
-    if not server.is_running():
-        print(f"error: Triton is not running (state dir {server.state_dir}); start it first", file=sys.stderr)
-        return 1
-    server._load_launch()
-    for name in args.model:
-        started = time.monotonic()
-        server.load_model(name)
-        print(f"loaded {name} in {time.monotonic() - started:.2f} s")
-        if args.wait_compiled:
-            server.wait_compiled(name)
-            print(f"{name} served with the compiled library")
-    return 0
 
 
 if __name__ == "__main__":

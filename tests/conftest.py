@@ -36,12 +36,8 @@ def free_port() -> Callable[[], int]:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
     """A real SeaweedFS S3 gateway on a free port with its own credentials and bucket "models"."""
-    server = SeaweedS3(tmp_path_factory.mktemp("s3"), port=_free_port(), bucket="models")
-    server.start(timeout=60)
-    try:
+    with SeaweedS3(tmp_path_factory.mktemp("s3"), port=_free_port(), bucket="models") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ converging on it by itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -30,7 +31,6 @@ from tritonclient.utils import InferenceServerException
 from fraudml.repository import ModelRepository
 from fraudml.triton_control import load_model
 from fraudml.tritonconfig import MODEL_NAME
-from serve.client import infer
 from serve.ports import free_port
 from serve.reconciler import in_canary
 from serve.supervisor import Service
@@ -64,29 +64,23 @@ def _publish(repo: ModelRepository, data: bytes, **kwargs) -> int:
 
 
 def _check_the_api_key(triton, key: str, monkeypatch) -> None:
-    """The model-repository API refuses loads without the right key on both protocols; inference stays open."""
-    http = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
-    grpc = grpcclient.InferenceServerClient(triton.grpc_url)
-    for headers in ({}, {KEY_HEADER: "wrong"}):
-        for client in (http, grpc):
-            for call in (client.load_model, client.unload_model):
-                with pytest.raises(InferenceServerException, match="restricted") as refused:
-                    call(MODEL_NAME, headers=headers)
-                assert client is grpc or refused.value.status() == "403"
-    assert http.is_model_ready(MODEL_NAME)  # the refused unloads did nothing
+    """The model-repository API refuses loads without the right key on both protocols; inference stays open
+    (the Fleet's request loops, over gRPC and HTTP, send no key)."""
+    with httpclient.InferenceServerClient(triton.http_url.removeprefix("http://")) as http, \
+            grpcclient.InferenceServerClient(triton.grpc_url) as grpc:
+        for headers in ({}, {KEY_HEADER: "wrong"}):
+            for client in (http, grpc):
+                for call in (client.load_model, client.unload_model):
+                    with pytest.raises(InferenceServerException, match="restricted") as refused:
+                        call(MODEL_NAME, headers=headers)
+                    assert client is grpc or refused.value.status() == "403"
+        assert http.is_model_ready(MODEL_NAME)  # the refused unloads did nothing
 
-    http.load_model(MODEL_NAME, headers={KEY_HEADER: key})
-    grpc.load_model(MODEL_NAME, headers={f"triton-grpc-protocol-{KEY_HEADER}": key})
-    monkeypatch.setenv("TRITON_API_KEY", key)
-    load_model(triton.http_url, MODEL_NAME)  # what the roll-out and the reconciler call
-    triton.load_model()  # the launcher's own `serve.triton load`
-
-    x = np.zeros((1, 30), dtype=np.float32)
-    for protocol, url in (("http", triton.http_url), ("grpc", triton.grpc_url)):
-        assert infer(x, url=url, protocol=protocol, model_name=MODEL_NAME).model_version == 1
-    assert http.is_server_live() and grpc.is_model_ready(MODEL_NAME)
-    http.close()
-    grpc.close()
+        http.load_model(MODEL_NAME, headers={KEY_HEADER: key})
+        grpc.load_model(MODEL_NAME, headers={f"triton-grpc-protocol-{KEY_HEADER}": key})
+        monkeypatch.setenv("TRITON_API_KEY", key)
+        load_model(triton.http_url, MODEL_NAME)  # what the roll-out, the reconciler and `serve.models load` call
+        assert http.is_server_live() and grpc.is_model_ready(MODEL_NAME)
 
 
 # -- two Tritons, two reconcilers, one S3 --------------------------------------------------------
@@ -103,7 +97,7 @@ class Fleet:
                             triton.http_url, "--port", str(port), "--interval", "0.5", "--pod-name", pod,
                             "--state-dir", str(state)], env=env, check=True)
             self.reconcilers.append((Service(state, "reconciler"), port))
-        self.loops = [RequestLoop(t.grpc_url if p == "grpc" else t.http_url, x, protocol=p, max_seconds=600)
+        self.loops = [RequestLoop(t.grpc_url if p == "grpc" else t.http_url, x, protocol=p)
                       for t, p in zip(tritons, ("grpc", "http"), strict=True)]
 
     def wait(self, expected: list[int], *, converged: bool = True, refused: bool = False,
@@ -125,15 +119,15 @@ class Fleet:
             time.sleep(0.1)
 
     def __enter__(self) -> Fleet:
+        self.running = contextlib.ExitStack()
+        for service, _ in self.reconcilers:
+            self.running.callback(service.stop)
         for lp in self.loops:
-            lp.start()
+            self.running.enter_context(lp)  # stopped first
         return self
 
     def __exit__(self, *exc) -> None:
-        for lp in self.loops:
-            lp.stop()
-        for service, _ in self.reconcilers:
-            service.stop()
+        self.running.close()
 
 
 def _pod_names() -> tuple[str, str]:
@@ -180,7 +174,8 @@ def test_two_tritons_converge_on_publish_rollback_corrupt_and_canary(
         assert [v.version for v in repo.list_versions() if v.archived] == [2]  # keep 2: 3, 4 and the served 1
         repo.set_served_version(2)  # copied back from the archive, then pointed at
         times["rollback to an archived version"] = fleet.wait([2, 2])
-        exposed = _series(tritons[0].metrics_url) | _series(f"http://127.0.0.1:{fleet.reconcilers[0][1]}/metrics")
+        urls = (tritons[0].metrics_url, f"http://127.0.0.1:{fleet.reconcilers[0][1]}/metrics")
+        exposed = {re.split(r"[{ ]", series, maxsplit=1)[0] for url in urls for series in _metrics(url)}  # no labels
     failures = [f"{lp.url}: {message}" for lp in fleet.loops for _, message in lp.failures]
     requests = sum(len(lp.answers) + len(lp.failures) for lp in fleet.loops)
     print("\nconvergence of 2 Tritons (s): " + ", ".join(f"{k} {v:.2f}" for k, v in times.items())
@@ -201,19 +196,7 @@ def _metrics(url: str) -> dict[str, float]:
     return {key: float(value) for key, value in (line.rsplit(" ", 1) for line in lines if line and line[0] != "#")}
 
 
-def _series(url: str) -> set[str]:
-    return {re.split(r"[{ ]", key, maxsplit=1)[0] for key in _metrics(url)}
-
-
 # -- what a load downloads, as versions accumulate ----------------------------------------------
-def _legacy_layout(repo: ModelRepository) -> None:
-    """Put every archived version and claim back into the model folder: the layout before issue 10."""
-    for key in repo.store.list("_archive/" + MODEL_NAME + "/"):
-        repo.store.put(key.removeprefix("_archive/"), repo.store.get(key).data)
-    for key in repo.store.list("_publish/" + MODEL_NAME + "/"):
-        repo.store.put(f"{MODEL_NAME}/_publish/{key.rsplit('/', 1)[1]}", repo.store.get(key).data)
-
-
 @pytest.mark.parametrize("versions", [2, int(os.environ.get("FRAUDML_MEASURE_VERSIONS", "12"))])
 def test_a_load_downloads_only_the_newest_versions(publisher_env, triton_factory, checkpoints, tmp_path, versions):
     """Triton's copy of the model folder at a load holds at most 5 versions; the pre-archive layout grows with each."""
@@ -223,8 +206,11 @@ def test_a_load_downloads_only_the_newest_versions(publisher_env, triton_factory
         _publish(repo, checkpoints[i % 2])
     figures = {}
     for layout in ("archived", "legacy"):
-        if layout == "legacy":
-            _legacy_layout(repo)
+        if layout == "legacy":  # every archived version and claim back in the model folder, as before issue 10
+            for key in repo.store.list(f"_archive/{MODEL_NAME}/"):
+                repo.store.put(key.removeprefix("_archive/"), repo.store.get(key).data)
+            for key in repo.store.list(f"_publish/{MODEL_NAME}/"):
+                repo.store.put(f"{MODEL_NAME}/_publish/{key.rsplit('/', 1)[1]}", repo.store.get(key).data)
         mount = tmp_path / layout
         mount.mkdir()
         triton = triton_factory(uri, env={**publisher_env.env(reader=True), "TRITON_AWS_MOUNT_DIRECTORY": str(mount)},
@@ -235,7 +221,7 @@ def test_a_load_downloads_only_the_newest_versions(publisher_env, triton_factory
         repo.touch_config()
         time.sleep(1.1)  # a later second: Triton sees the config changed and downloads it again
         started = time.monotonic()
-        triton.load_model()
+        load_model(triton.http_url, MODEL_NAME)
         figures[layout] = (triton.startup_seconds, time.monotonic() - started, len(files),
                            sum(p.stat().st_size for p in files))
         triton.stop()

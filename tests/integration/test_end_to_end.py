@@ -19,6 +19,7 @@ import pytest
 
 from fraudml.data import FEATURES, generate_dataset
 from fraudml.repository import ModelRepository
+from fraudml.triton_control import load_model
 from serve.client import infer
 from tests.reliability.rig import RequestLoop
 
@@ -28,31 +29,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("publisher_env")]
 
 
 def _run(cmd: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
 
 
 @pytest.fixture(scope="module")
-def e2e(s3_server, tmp_path_factory):
-    """The real flow trained on a tiny dataset and published to a fresh prefix on the real S3."""
-    work = tmp_path_factory.mktemp("e2e")
-    csv = work / "tiny.csv"
+def e2e(s3_server, metaflow_local):
+    """The real flow trained on a tiny dataset and published to a fresh prefix on the real S3; the commands run
+    in metaflow_local's folder, where its local datastore is."""
+    csv = metaflow_local[0] / "tiny.csv"
     df = generate_dataset(rows=6000, fraud_rate=0.02, seed=3)
     df.to_csv(csv, index=False)
     repo_uri = f"s3://models/e2e-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        **s3_server.env(),
-        "METAFLOW_USER": "pytest",  # Metaflow ignores "root", the CI user
-        "METAFLOW_DEFAULT_DATASTORE": "local",
-        "METAFLOW_DEFAULT_METADATA": "local",
-        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(work / "mf"),
-        "METAFLOW_S3_TRANSIENT_RETRY_COUNT": "0",
-        "MODEL_REPO": repo_uri,
-    }
-    _run([sys.executable, "train/flow.py", "--quiet", "run", "--data", str(csv), "--models", "random_forest,lightgbm",
-          "--cv-folds", "2", "--n-iter", "1", "--model-repo", repo_uri], env, timeout=600)
+    env = {**os.environ, **s3_server.env(), "MODEL_REPO": repo_uri}  # os.environ: metaflow_local's METAFLOW_*
+    flow = [str(ROOT / "train" / "flow.py"), "--quiet", "run", "--data", str(csv), "--models", "random_forest,lightgbm"]
+    _run([sys.executable, *flow, "--cv-folds", "2", "--n-iter", "1", "--model-repo", repo_uri], env, timeout=600)
     return {"csv": csv, "df": df, "repo_uri": repo_uri, "env": env}
 
 
@@ -82,9 +74,8 @@ def test_client_answers_and_lineage_leads_back_to_the_run(e2e, cli_env):
     proof = json.loads(_run(lineage_cmd, cli_env).stdout)
     assert proof["lineage"]["pathspec"] == lineage["pathspec"]
     assert proof["verification"]["ok"], proof["verification"]
-    checks = {c["check"] for c in proof["verification"]["checks"] if c["ok"]}
-    assert "dataset fingerprint matches" in checks
-    assert "published model file == the run's model_checkpoint artifact" in checks
+    assert {"dataset fingerprint matches", "published model file == the run's model_checkpoint artifact"} <= {
+        c["check"] for c in proof["verification"]["checks"] if c["ok"]}
 
 
 _RUN_PROBA = """
@@ -104,7 +95,7 @@ def test_raw_rows_straight_to_triton_equal_the_runs_pipeline(e2e, triton):
     x[200:, :][np.random.default_rng(1).random((56, 30)) < 0.2] = np.nan  # NaN = missing, answered like the pipeline
     served = ModelRepository(e2e["repo_uri"]).read_lineage()["pathspec"]
     result = subprocess.run([sys.executable, "-c", _RUN_PROBA, served], input=json.dumps(x.tolist()), env=e2e["env"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     expected = np.asarray(json.loads(result.stdout))
     for protocol, url in (("http", triton.http_url), ("grpc", triton.grpc_url)):
@@ -132,13 +123,13 @@ def serves(version: int):
 def test_new_version_and_rollback_without_a_failed_request(e2e, triton, cli_env):
     repo = ModelRepository(e2e["repo_uri"])
     x = e2e["df"].head(1)[FEATURES].to_numpy(np.float32)  # a raw row: the served model needs no transform
-    with RequestLoop(triton.http_url, x, max_seconds=120) as loop:
+    with RequestLoop(triton.http_url, x) as loop:
         loop.wait_for(serves(1), "v1 answering")
         lineage = repo.read_lineage(1)  # the new version: v1's files, lineage and config again
         record = {k: v for k, v in lineage.items() if k not in ("version", "files", "published_at", "triton_config")}
         new = repo.publish({name: repo.read_file(1, name) for name in lineage["files"]},
                            {**record, "note": "republished by the hot-swap test"}, lineage["triton_config"])
-        triton.load_model()  # the launcher's `serve.triton load`; the rollback below goes through roll_out
+        load_model(triton.http_url, "fraud-classifier")  # as `serve.models load`; the rollback: through roll_out
         loop.wait_for(serves(new), f"v{new} answering")
 
         _run([sys.executable, "-m", "serve.models", "rollback", "--version", "1"], cli_env)
