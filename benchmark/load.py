@@ -75,38 +75,27 @@ def batching_delta(before: dict, after: dict) -> dict:
 def run_locust(*, target: str, host: str, users: int, duration_s: int, rows_file: Path,
                out_dir: Path, name: str, taskset: list[str], model: str = MODEL_NAME) -> dict:
     """One headless locust run: req/s, percentiles (ms) and failures from the locustfile's own bookkeeping
-    (req/s = requests / seconds from test start to stop); locust's CSV stays beside them."""
+    (req/s = requests / seconds from test start to stop); its summary and locust's CSV stay beside them."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    prefix = out_dir / name
-    latencies = Path(f"{prefix}_latencies.npy")
+    prefix, summary_file = out_dir / name, out_dir / f"{name}_summary.json"
     cmd = [*taskset, sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
            "-u", str(users), "-r", str(users), "-t", f"{duration_s}s", "--host", host,
            "--csv", str(prefix), "--only-summary", "--stop-timeout", "2",
            "--loglevel", "WARNING", "--exit-code-on-error", "0"]
     env = {**os.environ, "BENCH_TARGET": target, "BENCH_ROWS_FILE": str(rows_file),
-           "BENCH_LATENCY_OUT": str(latencies), "BENCH_MODEL_NAME": model}
+           "BENCH_SUMMARY_OUT": str(summary_file), "BENCH_MODEL_NAME": model}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
                           timeout=duration_s + 180)  # starting locust on a busy pinned core can take a minute
     (out_dir / f"{name}.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise LoadError(f"locust exited with {proc.returncode}: {(proc.stderr or proc.stdout)[-800:]}")
-    summary_file = Path(f"{latencies}.summary.json")
     if not summary_file.is_file():
         raise LoadError(f"locust wrote no summary ({summary_file}); see {out_dir / f'{name}.log'}")
     summary = json.loads(summary_file.read_text())
-    requests, elapsed = summary["requests"], summary["elapsed_s"]
-    result = {
-        "users": users, "duration_s": duration_s, "elapsed_s": round(elapsed, 3),
-        "requests": requests, "failures": summary["failures"], "rps": requests / elapsed if elapsed > 0 else None,
-        "failure_examples": summary.get("failure_examples", []),
-        "client_cpu_saturated": CPU_WARNING in (proc.stderr + proc.stdout),
-    }
-    ms = np.load(latencies) if latencies.is_file() else np.empty(0)
-    if ms.size:
-        result.update({f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 95, 99)}, mean_ms=float(ms.mean()))
-    latencies.unlink(missing_ok=True)  # large; the summary is what is kept
-    summary_file.unlink()
-    return result
+    elapsed = summary["elapsed_s"]
+    return {"users": users, "duration_s": duration_s, **summary, "elapsed_s": round(elapsed, 3),
+            "rps": summary["requests"] / elapsed if elapsed > 0 else None,
+            "client_cpu_saturated": CPU_WARNING in (proc.stderr + proc.stdout)}
 
 
 def phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:

@@ -11,14 +11,14 @@ Environment:
 | ``BENCH_TARGET`` | ``triton`` | ``triton``: POST ``/v2/models/<model>/infer`` (KServe v2 JSON); ``fastapi``: POST ``/predict`` |
 | ``BENCH_MODEL_NAME`` | ``fraud-classifier`` | Triton model name |
 | ``BENCH_ROWS_FILE`` | – | ``.npy`` of float32 rows (n, 30); without it, rows of zeros |
-| ``BENCH_LATENCY_OUT`` | – | where to write every successful request's latency (ms, ``.npy``) |
+| ``BENCH_SUMMARY_OUT`` | – | where to write the run's summary (JSON) at test stop |
 | ``TRITON_API_KEY`` | – | sent as the ``fraudml-api-key`` header (Triton on Kubernetes restricts HTTP inference to it) |
 
 Locust's percentiles round anything under 100 ms to a whole millisecond
 (``locust.stats.bucket_response_time``) and the CSV of a short headless run can miss the last
 requests, so the task times (``time.perf_counter``) and counts every request itself; at test stop
-it writes the successful latencies (``BENCH_LATENCY_OUT``) and ``<that>.summary.json`` (requests,
-failures, seconds from test start to stop, a few failure messages).
+it writes ``BENCH_SUMMARY_OUT``: requests, failures, seconds from test start to stop, the successful
+requests' latency percentiles and mean (ms) and a few failure messages.
 """
 
 import functools
@@ -60,13 +60,13 @@ def _on_start(environment, **_kwargs):
 
 @events.test_stop.add_listener
 def _on_stop(environment, **_kwargs):
-    out = os.environ.get("BENCH_LATENCY_OUT")
-    if out:
-        np.save(out, np.asarray(_latencies_ms, dtype=np.float64))
-        summary = {"requests": _counts["requests"], "failures": _counts["failures"],
-                   "elapsed_s": time.perf_counter() - _counts["started"], "failure_examples": _failures}
-        with open(out + ".summary.json", "w") as fh:
-            json.dump(summary, fh)
+    if out := os.environ.get("BENCH_SUMMARY_OUT"):
+        ms = np.asarray(_latencies_ms, dtype=np.float64)
+        latency = ({f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 95, 99)} | {"mean_ms": float(ms.mean())}
+                   if ms.size else {})  # none when every request failed
+        with open(out, "w") as fh:
+            json.dump({"requests": _counts["requests"], "failures": _counts["failures"], "failure_examples": _failures,
+                       "elapsed_s": time.perf_counter() - _counts["started"], **latency}, fh)
 
 
 class OneRowUser(FastHttpUser):

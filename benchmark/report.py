@@ -344,15 +344,13 @@ def plot_boxplot(results: dict, latencies: dict[str, np.ndarray], path: Path) ->
                      flierprops={"marker": ".", "markersize": 2, "alpha": 0.3},
                      meanprops={"marker": "^", "markerfacecolor": "white", "markeredgecolor": "black"})
     for patch, name in zip(box["boxes"], names, strict=True):
-        patch.set_facecolor(COLORS.get(name, "#999999"))
-        patch.set_alpha(0.7)
+        patch.set(facecolor=COLORS.get(name, "#999999"), alpha=0.7)
     for ref, style in ((REFERENCE["triton"], ":"), (REFERENCE["fastapi"], "--")):
         ax.axhline(ref["mean_ms"], color="grey", linestyle=style, linewidth=1,
                    label=f"{ref['label']}: mean {ref['mean_ms']} ms")
     ax.legend(fontsize=7, loc="upper left")
-    ax.set_yscale("log")
+    ax.set(yscale="log", ylabel="latency per request (ms, log scale)")
     _plain_ticks(ax.yaxis)
-    ax.set_ylabel("latency per request (ms, log scale)")
     ax.set_title(f"One-row requests, sequential client, N={results.get('n')} per contender\n"
                  f"box: p25-p75, line: median, triangle: mean, whiskers: p1-p99 "
                  f"({_get(results, 'machine', 'cpu_model', default='')})", fontsize=9)
@@ -379,19 +377,16 @@ def plot_load(results: dict, path: Path) -> None:
             ax.plot([x for x, _ in points], [r.get(metric) or np.nan for _, r in points], style, color=color,
                     alpha=alpha, label=label)
     ticks = sorted({x for *_, points in series for x, _ in points})
-    for ax in (ax_rps, ax_p99):
+    for ax, ylabel, title in ((ax_rps, "requests per second (log)", "Throughput"),
+                              (ax_p99, "p99 latency, ms (log)", "p99 latency under load")):
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        ax.set(yscale="log", xlabel="concurrent users / requests in flight", ylabel=ylabel)
         if ticks:
             ax.set_xticks(ticks)
         _plain_ticks(ax.xaxis)
         _plain_ticks(ax.yaxis)
-        ax.set_xlabel("concurrent users / requests in flight")
+        ax.set_title(title, fontsize=10)
         ax.grid(which="both", alpha=0.3)
-    ax_rps.set_ylabel("requests per second (log)")
-    ax_rps.set_title("Throughput", fontsize=10)
-    ax_p99.set_ylabel("p99 latency, ms (log)")
-    ax_p99.set_title("p99 latency under load", fontsize=10)
     ax_rps.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)  # a Figure without pyplot: no GUI backend, nothing to close

@@ -53,7 +53,6 @@ from fraudml.tritonconfig import MODEL_NAME
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # what a run that starts its own servers measures; triton-http is the contender of --triton-url
 INTERNAL_CONTENDERS = ("triton-native", "triton-python", "triton-grpc", "fastapi-sklearn", "fastapi-treelite")
-ALL_CONTENDERS = ("triton-native", "triton-python", "triton-http", "triton-grpc", "fastapi-sklearn", "fastapi-treelite")
 SCHEMA = "fraud-classifier-benchmark/2"
 
 
@@ -166,7 +165,7 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
             triton = server_facts.get("triton", {})  # what the running servers say of their model
             results["model"] = {"name": plan.model_name, "source_repo": "not read: the servers were already running",
                                 "n_features": triton.get("n_features") or 30, "max_batch_size": triton.get("max_batch_size")}
-            contenders = [c for c in ALL_CONTENDERS if c in endpoints and c in (plan.contenders or ALL_CONTENDERS)]
+            contenders = [c for c in analysis.ORDER if c in endpoints and c in (plan.contenders or analysis.ORDER)]
         else:
             model = _own_model(plan, work)
             results["model"] = model.to_json()
@@ -255,8 +254,8 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def _names(text: str) -> tuple[str, ...]:
     names = tuple(x.strip() for x in text.split(",") if x.strip())
-    if not names or not set(names) <= set(ALL_CONTENDERS):
-        raise argparse.ArgumentTypeError(f"{text!r}: choose contenders from {', '.join(ALL_CONTENDERS)}")
+    if not names or not set(names) <= set(analysis.ORDER):
+        raise argparse.ArgumentTypeError(f"{text!r}: choose contenders from {', '.join(analysis.ORDER)}")
     return names
 
 
@@ -276,7 +275,7 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     add("--concurrency", type=_ints, help="perf_analyzer concurrency levels (default 1,2,4,8,16,32; quick 32)")
     add("--no-load", action="store_const", const=(), dest="users", help="skip the locust phase")
     add("--no-perf", action="store_const", const=(), dest="concurrency", help="skip the perf_analyzer phase")
-    add("--contenders", type=_names, help=f"subset of {','.join(ALL_CONTENDERS)} (default: every one of the "
+    add("--contenders", type=_names, help=f"subset of {','.join(analysis.ORDER)} (default: every one of the "
         "mode: triton-http only with --triton-url)")
     add("--triton-url", help="measure this already-running Triton (http://host:port) instead of starting one; "
         "nothing is started or pinned")
