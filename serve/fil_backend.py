@@ -79,12 +79,13 @@ def install_fil_backend(dest: Path, env: Mapping[str, str] | None = None) -> str
             print(f"notice: native fil backend unavailable ({e}); serving with the Python fil backend", file=sys.stderr)
         else:
             # Triton loads <backend-dir>/fil/libtriton_fil.so; it compiles with fil_compile.py on
-            # fil_forest.py, run by this interpreter
-            for source in (library, NATIVE_SOURCE / "fil_compile.py", PYTHON_SOURCE / "fil_forest.py"):
+            # fil_forest.py (and its fil_batch.c), run by this interpreter
+            for source in (library, NATIVE_SOURCE / "fil_compile.py", PYTHON_SOURCE / "fil_forest.py",
+                           PYTHON_SOURCE / "fil_batch.c"):
                 shutil.copy2(source, dest / source.name)
             (dest / "fil_python").write_text(sys.executable + "\n")
             return "native"
-    for source in PYTHON_SOURCE.glob("*.py"):
+    for source in [*PYTHON_SOURCE.glob("*.py"), PYTHON_SOURCE / "fil_batch.c"]:
         shutil.copy2(source, dest / source.name)
     return "python"
 

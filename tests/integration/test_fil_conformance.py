@@ -154,28 +154,25 @@ def models() -> dict:
     }
 
 
-def config_text(case: Case) -> str:
-    """render_config's text, with ``case.edit`` applied through Triton's ModelConfig protobuf."""
-    k = MODEL_OUTPUTS[case.model]
-    text = render_config(
-        model_name=case.name, n_features=N_FEATURES, max_batch_size=MAX_BATCH, model_type=case.model_type,
-        threshold=THRESHOLD, versions=[1], predict_proba=case.expect == "proba", output_class=case.expect != "value",
-        n_classes=max(2, k), **({} if case.refused else {"n_model_outputs": k}), **case.config,
-    )  # fmt: skip
-    config = text_format.Parse(text, model_config_pb2.ModelConfig())
-    for key, value in case.edit.items():
-        if value is None:
-            del config.parameters[key]
-        else:
-            config.parameters[key].string_value = value
-    return text_format.MessageToString(config)
-
-
 def write_repository(root: Path, models: dict, cases: list[Case]) -> None:
-    """Each case's config.pbtxt and model, saved in its format with the libraries' public APIs."""
+    """Each case's config.pbtxt (render_config's, ``case.edit`` applied through Triton's ModelConfig protobuf)
+    and model, saved in its format with the libraries' public APIs."""
     for case in cases:
+        k = MODEL_OUTPUTS[case.model]
+        text = render_config(
+            model_name=case.name, n_features=N_FEATURES, max_batch_size=MAX_BATCH, model_type=case.model_type,
+            threshold=THRESHOLD, versions=[1], predict_proba=case.expect == "proba",
+            output_class=case.expect != "value", n_classes=max(2, k),
+            **({} if case.refused else {"n_model_outputs": k}), **case.config,
+        )  # fmt: skip
+        config = text_format.Parse(text, model_config_pb2.ModelConfig())
+        for key, value in case.edit.items():
+            if value is None:
+                del config.parameters[key]
+            else:
+                config.parameters[key].string_value = value
         (root / case.name / "1").mkdir(parents=True)
-        (root / case.name / "config.pbtxt").write_text(config_text(case))
+        (root / case.name / "config.pbtxt").write_text(text_format.MessageToString(config))
         estimator, fmt = models[case.model], case.save_as or case.model_type
         dest = root / case.name / "1" / MODEL_FILENAMES[case.model_type]
         if fmt.startswith("xgboost"):  # the legacy binary format ("xgboost"): XGBoost 2.1 writes it only when asked

@@ -1,6 +1,7 @@
 """Load a model file, predict with Treelite GTIL or a tl2cgen-compiled library, and shape the output
 as native FIL does (fil_backend r25.08 src/tl_utils.h, src/tl_model.h; docs/fil_contract.md).
-No Triton or sibling imports: benchmark/app.py and the native backend's fil_compile.py load it alone.
+No Triton or sibling imports (fil_batch.c, the compiled library's C entry point, lies beside it):
+benchmark/app.py and the native backend's fil_compile.py load it alone.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from treelite.gtil.gtil import GTILConfig
 FIL_MODEL_FILENAMES = {"treelite_checkpoint": "checkpoint.tl", "xgboost_json": "xgboost.json",
                        "xgboost_ubj": "xgboost.ubj", "xgboost": "xgboost.model", "lightgbm": "model.txt"}
 
-# Bump when the generated wrapper or the compile flags change: old cache entries are ignored.
+# The batch entry point fil_predict() compiled with each model. Bump WRAPPER_VERSION when it or the
+# compile flags change: old cache entries are ignored.
+WRAPPER_SOURCE = Path(__file__).with_name("fil_batch.c")
 WRAPPER_VERSION = 4
 LIB_NAME = "libforest.so"  # never "model.so": the Python backend would import it as the model
 # Measured on the project machines (100 trees of depth 10, 30 features): -O1 with quantized
@@ -196,59 +199,6 @@ class CompiledPredictor:
 
 
 # -- compilation ------------------------------------------------------------------------------
-_WRAPPER_C = r"""
-/* One call per batch around tl2cgen's per-row predict(), output as native FIL writes it (fil_backend
-   src/tl_model.h r25.08): mode 0 every output; 1 probabilities ([1-p, p] for one output); 2 a label
-   (p > threshold for one output, else the arg-max). A NaN is marked missing (Entry.missing = -1): the
-   split's default branch, as in GTIL. (A float32 widened to a double Entry has its low 29 mantissa bits
-   zero, so it cannot alias -1; for a float Entry only a NaN has those bits.) Returns 0, or -1 when n_cols
-   is not the model's feature count. */
-#include <math.h>
-#include <stdint.h>
-#include <string.h>
-#include "header.h"
-
-#define FIL_N_OUT (N_TARGET * MAX_N_CLASS)
-
-int fil_num_outputs(void) { return FIL_N_OUT; }
-int fil_num_features(void) { return get_num_feature(); }
-
-int64_t fil_predict(const float* x, int64_t n_rows, int64_t n_cols, float* out, int mode, float threshold) {
-  const int32_t nf = get_num_feature();
-  if (n_cols != nf) return -1;
-  const int k_out = FIL_N_OUT;
-  const int width = mode == 0 ? k_out : mode == 1 ? (k_out == 1 ? 2 : k_out) : 1;
-  union Entry row[nf];
-  FIL_LEAF_T res[FIL_N_OUT];
-  float p[FIL_N_OUT];
-  for (int64_t r = 0; r < n_rows; ++r) {
-    const float* xr = x + r * n_cols;
-    for (int32_t j = 0; j < nf; ++j) {
-      if (isnan(xr[j])) row[j].missing = -1;
-      else row[j].fvalue = xr[j];
-    }
-    memset(res, 0, sizeof(res));
-    predict(row, 0, res);
-    for (int k = 0; k < k_out; ++k) p[k] = (float)res[k];  /* native FIL's output is float */
-    float* o = out + r * width;
-    if (mode == 1 && k_out == 1) {
-      o[1] = p[0];
-      o[0] = 1.0f - p[0];
-    } else if (mode == 2 && k_out == 1) {
-      o[0] = p[0] > threshold ? 1.0f : 0.0f;
-    } else if (mode == 2) {
-      int best = 0;
-      for (int k = 1; k < k_out; ++k) if (p[k] > p[best]) best = k;
-      o[0] = (float)best;
-    } else {
-      for (int k = 0; k < k_out; ++k) o[k] = p[k];
-    }
-  }
-  return 0;
-}
-"""
-
-
 def cache_key(model_sha256: str) -> str:
     import tl2cgen
 
@@ -289,9 +239,9 @@ def compile_model(model: treelite.Model, model_sha256: str, cache_dir: Path, *, 
             tl2cgen.generate_c_code(model, build, {**TL2CGEN_PARAMS, "parallel_comp": max(2, jobs)})
             header = (build / "header.h").read_text()
             leaf_t = "float" if "float* result" in header.split("void predict(", 1)[1].split(")", 1)[0] else "double"
-            (build / "fil_batch.c").write_text(_WRAPPER_C)
+            shutil.copy(WRAPPER_SOURCE, build)
             recipe = json.loads((build / "recipe.json").read_text())
-            sources = [s["name"] for s in recipe["sources"]] + ["fil_batch"]
+            sources = [s["name"] for s in recipe["sources"]] + [WRAPPER_SOURCE.stem]
             # tl2cgen wrote max(2, jobs) translation units: one gcc each, all at once
             _run_all([["gcc", "-c", *CC_FLAGS, f"-DFIL_LEAF_T={leaf_t}", "-o", f"{s}.o", f"{s}.c"] for s in sources],
                      cwd=build, cancel=cancel)
