@@ -89,8 +89,7 @@ def sklearn_single_thread(pipeline: Any) -> Any:
 def load_predictor(settings: AppSettings) -> Predictor:
     """The runtime on one thread (the server is pinned to one core, like Triton's one model instance)."""
     if settings.runtime == "sklearn":
-        with open(settings.model_path(), "rb") as fh:
-            pipeline = pickle.load(fh)  # noqa: S301 - a local file the benchmark wrote itself
+        pipeline = pickle.loads(settings.model_path().read_bytes())  # noqa: S301 - a local file the benchmark wrote
         return sklearn_single_thread(pipeline).predict_proba
     # the fil backend's own predictor and output shaping
     from serve.backends.fil import fil_forest as ff

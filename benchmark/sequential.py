@@ -122,10 +122,10 @@ def summarize(latencies_ns: Sequence[int]) -> dict[str, float]:
             "min_ms": float(ms.min()), "max_ms": float(ms.max())}
 
 
-def run_sequential(contenders: Sequence[Contender], n: int, *, warmup: int, n_rows: int,
-                   block: int = 250, progress=None) -> None:
+def run_sequential(contenders: Sequence[Contender], n: int, *, warmup: int, n_rows: int, progress,
+                   block: int = 250) -> None:
     """Warm every contender up, then time ``n`` requests each, round-robin in blocks; the answers to the
-    first ``n_rows`` requests (rows 0..n_rows-1) are kept for the parity check."""
+    first ``n_rows`` requests (rows 0..n_rows-1) are kept for the parity check; ``progress`` (tqdm) counts."""
     for c in contenders:
         for i in range(warmup):
             c.send(i)
@@ -149,9 +149,8 @@ def run_sequential(contenders: Sequence[Contender], n: int, *, warmup: int, n_ro
             for i, answer in kept:
                 c.answers[i], version = c.parse(answer)
                 c.versions.add(version)
-            if progress is not None:
-                progress.update(stop - start)
-                progress.set_postfix_str(c.name, refresh=False)
+            progress.update(stop - start)
+            progress.set_postfix_str(c.name, refresh=False)
 
 
 def parity(answers: dict[str, np.ndarray], atol: float = 1e-5) -> dict[str, object]:

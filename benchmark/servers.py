@@ -243,17 +243,14 @@ def start_servers(model, rows: np.ndarray, fil: dict, contenders: list[str], pin
 
 
 def _fastapi_env(name: str, model, rows: np.ndarray, fil: dict) -> dict[str, str]:
-    """What benchmark.app reads: the model and the runtime of contender ``name``."""
-    runtime = name.split("-", 1)[1]
-    env = {"BENCH_MODEL_NAME": model.name, "BENCH_MODEL_VERSION": str(model.version),
-           "BENCH_N_FEATURES": str(rows.shape[1]), "BENCH_MAX_ROWS": str(model.max_batch_size),
-           "BENCH_RUNTIME": runtime}
-    if runtime != "treelite":
-        return env | {"BENCH_PIPELINE_FILE": str(model.pipeline_file.resolve())}
-    env |= {"BENCH_MODEL_FILE": str(model.model_file.resolve()), "BENCH_MODEL_TYPE": model.model_type}
-    if fil["library"] is not None:  # the same library Triton's fil backend loads
-        env["BENCH_COMPILED_LIB"] = str(fil["library"])
-    return env
+    """What benchmark.app reads: the model and the runtime of contender ``name`` (the app ignores empty
+    values, so a BENCH_* variable of this process's environment does not leak into it)."""
+    return {"BENCH_MODEL_NAME": model.name, "BENCH_MODEL_VERSION": str(model.version),
+            "BENCH_N_FEATURES": str(rows.shape[1]), "BENCH_MAX_ROWS": str(model.max_batch_size),
+            "BENCH_RUNTIME": name.split("-", 1)[1], "BENCH_MODEL_FILE": str(model.model_file.resolve()),
+            "BENCH_MODEL_TYPE": model.model_type,
+            "BENCH_COMPILED_LIB": str(fil["library"] or ""),  # the same library Triton's fil backend loads
+            "BENCH_PIPELINE_FILE": str(model.pipeline_file.resolve()) if model.pipeline_file else ""}
 
 
 def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], work: Path, skipped: dict,
