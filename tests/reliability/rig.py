@@ -86,9 +86,8 @@ def train_reference(seed: int = 7, rows: int = 3000, n_trees: int = 20, max_dept
                     n_features: int = N_FEATURES) -> RefModel:
     df = generate_dataset(rows=rows, fraud_rate=0.03, seed=seed)
     x = feature_matrix(df)[:, :n_features]
-    pipeline = build_pipeline("random_forest", seed=seed, n_jobs=1)
-    pipeline.set_params(clf__n_estimators=n_trees, clf__max_depth=max_depth, clf__max_samples=None)
-    pipeline.fit(x, df[LABEL].to_numpy())
+    pipeline = build_pipeline("random_forest", seed=seed, n_jobs=1).set_params(
+        clf__n_estimators=n_trees, clf__max_depth=max_depth, clf__max_samples=None).fit(x, df[LABEL].to_numpy())
     sample = np.ascontiguousarray(x[np.random.default_rng(seed + 1).permutation(len(x))[:256]])
     return RefModel(pipeline, to_treelite(pipeline).serialize_bytes(), sample, seed)
 
