@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from benchmark.analysis import ORDER
-from benchmark.servers import taskset
+from benchmark.servers import BenchmarkError, taskset
 from fraudml.triton_control import inference_statistics
 from fraudml.tritonconfig import MODEL_NAME
 
@@ -39,10 +39,6 @@ if TYPE_CHECKING:
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CPU_WARNING = "CPU usage above"
-
-
-class LoadError(RuntimeError):
-    """A locust run failed; the message has the end of its output."""
 
 
 def triton_model_stats(url: str, model: str = MODEL_NAME) -> dict:
@@ -88,9 +84,9 @@ def run_locust(*, target: str, host: str, users: int, duration_s: int, rows_file
                           timeout=duration_s + 180)  # starting locust on a busy pinned core can take a minute
     (out_dir / f"{name}.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
-        raise LoadError(f"locust exited with {proc.returncode}: {(proc.stderr or proc.stdout)[-800:]}")
+        raise BenchmarkError(f"locust exited with {proc.returncode}: {(proc.stderr or proc.stdout)[-800:]}")
     if not summary_file.is_file():
-        raise LoadError(f"locust wrote no summary ({summary_file}); see {out_dir / f'{name}.log'}")
+        raise BenchmarkError(f"locust wrote no summary ({summary_file}); see {out_dir / f'{name}.log'}")
     summary = json.loads(summary_file.read_text())
     elapsed = summary["elapsed_s"]
     return {"users": users, "duration_s": duration_s, **summary, "elapsed_s": round(elapsed, 3),
@@ -134,16 +130,12 @@ LIBS = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*
 STABILITY_PERCENTAGE = 20
 
 
-class PerfAnalyzerMissing(RuntimeError):
-    """perf_analyzer or one of its libraries cannot be found."""
-
-
 def find_perf_analyzer() -> Path:
     """The venv's perf_analyzer, else the one on PATH."""
     if found := shutil.which("perf_analyzer", path=os.pathsep.join((str(Path(sys.executable).parent),
                                                                     os.environ.get("PATH", "")))):
         return Path(found)
-    raise PerfAnalyzerMissing("perf_analyzer not found: it comes with tritonclient[all]==2.51.0 (make venv)")
+    raise BenchmarkError("perf_analyzer not found: it comes with tritonclient[all]==2.51.0 (make venv)")
 
 
 def perf_analyzer_env(lib_dir: Path) -> dict[str, str]:
@@ -155,7 +147,7 @@ def perf_analyzer_env(lib_dir: Path) -> dict[str, str]:
     for plain, pattern in LIBS.items():
         matches = sorted(libs.glob(pattern))
         if not matches:
-            raise PerfAnalyzerMissing(f"{pattern} not found in {libs}: reinstall nvidia-pytriton")
+            raise BenchmarkError(f"{pattern} not found in {libs}: reinstall nvidia-pytriton")
         (lib_dir / plain).unlink(missing_ok=True)
         (lib_dir / plain).symlink_to(matches[0])
     return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(filter(None, (str(lib_dir),
@@ -223,7 +215,7 @@ def perf_phase(bench: Bench, contenders: list[str], headline: str | None) -> dic
         return {}
     try:
         binary, env = find_perf_analyzer(), perf_analyzer_env(bench.work / "lib")
-    except PerfAnalyzerMissing as exc:
+    except BenchmarkError as exc:  # perf_analyzer or one of its libraries cannot be found
         return {"error": str(exc)}
     input_data = bench.out / "perf_analyzer" / "perf_input.json"  # the benchmark's own rows, one per request
     input_data.parent.mkdir(parents=True, exist_ok=True)

@@ -323,8 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = parse_args(argv)
     try:
         out = run(plan)
-    except (BenchmarkError, model_source.ModelSourceError, LookupError, StorageError, TritonError,
-            load.LoadError, ServiceError) as exc:
+    except (BenchmarkError, model_source.ModelSourceError, LookupError, StorageError, TritonError, ServiceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(report.summary_text(json.loads((out / "results.json").read_text())))
