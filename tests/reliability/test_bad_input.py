@@ -39,28 +39,23 @@ def large_json() -> bytes:
     return head + b"0.123456," * (n * N_FEATURES - 1) + b"0.123456]}]}"
 
 
-def bad(case, words, shape, data, datatype="FP32", *, over=EVERY_PROTOCOL, answerable=None, **kw) -> list:
+def bad(case, words, shape=None, data=None, datatype="FP32", *, over=EVERY_PROTOCOL, answerable=None, **kw) -> list:
     """One case per protocol of ``over``: ``data`` (or a function making it, called only when the case
-    runs: the 50 MB ones are not kept around) as :func:`wire.infer` sends it; ``words`` must all be in
-    the error ("a|b": either); rows ``answerable`` may be answered instead (NaN, +-Inf)."""
-    request = {"shape": shape, "datatype": datatype, "data": data, **kw}
+    runs: the 50 MB ones are not kept around) as :func:`wire.infer` sends it, or a ``body`` (the same) posted
+    as it is; ``words`` must all be in the error ("a|b": either); rows ``answerable`` may be answered instead."""
+    request = kw if "body" in kw else {"shape": shape, "datatype": datatype, "data": data, **kw}
     return [pytest.param(p, request, tuple(words), answerable, id=f"{p}: {case}") for p in over]
-
-
-def raw(name, words, body, headers=wire.JSON) -> list:
-    """One case: ``body`` (bytes, or a function making them) posted as it is."""
-    protocol = "http-json" if headers is wire.JSON else "http-binary"
-    return [pytest.param(protocol, {"body": body, "headers": headers}, tuple(words), None, id=f"{protocol}: {name}")]
 
 
 x2 = rows(2)
 TRITON_CASES = [
-    raw("malformed JSON (truncated body)", ["parse|JSON"], b'{"inputs": [{"name": "input__0", "shape": [1,'),
-    raw("JSON that is not an object", ["inputs"], b"[1, 2, 3]"),
-    raw("no inputs field", ["inputs"], b'{"outputs": []}'),
+    bad("malformed JSON (truncated body)", ["parse|JSON"], over=["http-json"],
+        body=b'{"inputs": [{"name": "input__0", "shape": [1,'),
+    bad("JSON that is not an object", ["inputs"], over=["http-json"], body=b"[1, 2, 3]"),
+    bad("no inputs field", ["inputs"], over=["http-json"], body=b'{"outputs": []}'),
     bad("binary header longer than the body", ["header"], [2, 30], x2, over=["http-binary"], header_length=10**6),
-    raw("binary header that is not JSON", ["parse|JSON"], b"\xff\xfe" + x2.tobytes(),
-        {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": "2"}),
+    bad("binary header that is not JSON", ["parse|JSON"], over=["http-binary"], body=b"\xff\xfe" + x2.tobytes(),
+        headers={"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": "2"}),
     bad("declared data size differs from the shape", ["size|shape"], [2, 30], x2.reshape(-1)[:25]),
     bad("no data for the input", ["data"], [2, 30], None, over=["http-json", "grpc"]),
     bad("wrong input name", ["input__1"], [2, 30], x2, name="input__1"),
@@ -79,14 +74,15 @@ TRITON_CASES = [
       for label, v, words in (("NaN", np.nan, ["NaN", "row 1", "feature 3"]),
                               ("+Inf", np.inf, ["inf", "row 1", "feature 3"]),
                               ("-Inf", -np.inf, ["-inf", "row 1"]))),
-    raw("number beyond float range (1e999)", ["number|big|inf"],
-        wire.json_body([1, 30], data=[0.25] * 30).replace(b"[0.25,", b"[1e999,", 1)),
+    bad("number beyond float range (1e999)", ["number|big|inf"], over=["http-json"],
+        body=wire.json_body([1, 30], data=[0.25] * 30).replace(b"[0.25,", b"[1e999,", 1)),
     bad("NaN given as a string", ["number|double"], [1, 30], ["NaN"] + [0.25] * 29, over=["http-json"]),
     bad("empty batch (0 rows)", ["input__0", "size|batch|shape"], [0, 30], rows(0)),
     bad(f"batch over max_batch_size ({OVER} rows)", ["batch", str(MAX_BATCH)], [OVER, 30], rows(OVER)),
     bad("unknown model", ["no-such-model"], [2, 30], x2, model="no-such-model"),
     bad("unknown version", ["version", "999"], [2, 30], x2, version="999"),
-    raw(f"very large payload (~{LARGE_BYTES // 10**6} MB)", ["batch", str(MAX_BATCH)], large_json),
+    bad(f"very large payload (~{LARGE_BYTES // 10**6} MB)", ["batch", str(MAX_BATCH)], over=["http-json"],
+        body=large_json),
     bad(f"very large payload (~{LARGE_BYTES // 10**6} MB)", ["batch", str(MAX_BATCH)], [LARGE_ROWS, 30],
         lambda: np.zeros((LARGE_ROWS, N_FEATURES), np.float32), over=["http-binary", "grpc"]),
 ]
