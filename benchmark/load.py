@@ -118,8 +118,8 @@ def phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
                 bar.update(1)
     settings = {"tool": "locust (headless, FastHttpUser, no wait time: closed loop)", "users": list(plan.users),
                 "spawn_rate": "all users at once", "duration_s": plan.duration_s, "processes": 1,
-                "measured_by": "the locustfile times and counts every request itself (locust 2.18's "
-                               "FastHttpUser reports whole milliseconds); req/s = requests / "
+                "measured_by": "the locustfile times and counts every request itself (locust's "
+                               "percentiles round to whole milliseconds); req/s = requests / "
                                "seconds from test start to stop"}
     return {"load": load, "batching": batching, "load_settings": settings}
 

@@ -118,8 +118,7 @@ class SeaweedS3(Service):
     def start(self, timeout: float = 60.0) -> SeaweedS3:
         """Start the server (or attach to the running one) and wait until S3 answers an
         authenticated request for the bucket; a ServiceError (S3Error) says why not."""
-        if self.is_running():
-            self.wait(self._bucket_ready(), timeout, what=f"S3 (weed) at {self.endpoint_url}")
+        if self.is_running() and self.attach(self._bucket_ready(), timeout, what=f"S3 (weed) at {self.endpoint_url}"):
             return self
         weed = find_weed()
         if port_in_use(self.port, self.host):

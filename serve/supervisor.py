@@ -255,6 +255,18 @@ class Service:
                                    + ("\n".join(tail) or "(no log)"))
             time.sleep(0.05)
 
+    def attach(self, ready, timeout: float, what: str | None = None) -> bool:
+        """Wait for the server that is already running; False when its supervisor exits first (its server died
+        and is not restarted: the supervisor was on its way out), so the caller starts a new one."""
+        try:
+            self.wait(ready, timeout, what)
+        except ServiceError:
+            if self.is_running():
+                raise
+            self.stop()  # clears its pid files
+            return False
+        return True
+
     start = launch  # a launcher's start() takes its place; benchmark.servers calls a plain Service's start
 
     def stop(self, timeout: float = 20.0) -> bool:

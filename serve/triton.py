@@ -231,8 +231,7 @@ class TritonServer(Service):
         """Start Triton (or attach to the running one) and wait until it and ``load_models`` are ready;
         TritonError says why not (with the log lines of a model that failed to load)."""
         try:
-            if self.is_running():
-                self.wait(lambda: is_ready(self.ready_urls), timeout, what="tritonserver")
+            if self.is_running() and self.attach(lambda: is_ready(self.ready_urls), timeout, what="tritonserver"):
                 return self
             env = self._environment()
             repository_uri = triton_repository_uri(self.model_repository, env.get("AWS_ENDPOINT_URL"))
@@ -363,9 +362,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _start(server: TritonServer, args, settings: Settings) -> int:
-    was_running = server.is_running()
     server.start(timeout=args.timeout)
-    if was_running:
+    if server.startup_seconds is None:  # attached to the running one
         print(f"Triton already running (pid {server.pid()})")
     else:
         print(f"Triton ready in {server.startup_seconds:.1f} s (pid {server.pid()}), models: {', '.join(server.load_models)}")
