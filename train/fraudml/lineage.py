@@ -26,11 +26,11 @@ def utc_now() -> str:
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False)
+    try:  # SubprocessError: a time-out or a non-zero exit (check=True)
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5,
+                              check=True).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
 
 
 def code_version(flow_file: str | Path) -> dict:

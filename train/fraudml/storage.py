@@ -55,8 +55,8 @@ class LocalStore:
         base = self.root / prefix
         return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file()) if base.is_dir() else []
 
-    def _write_aside(self, key: str, data: bytes) -> tuple[Path, str]:
-        """Write ``data`` completely into a temporary file next to ``key``'s path."""
+    def _write(self, key: str, data: bytes, place) -> None:
+        """Write ``data`` completely into a temporary file next to ``key``'s path, then ``place(tmp, path)``."""
         path = self.root / key
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -65,28 +65,20 @@ class LocalStore:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path, tmp
-
-    def put(self, key: str, data: bytes) -> None:
-        path, tmp = self._write_aside(key, data)
-        try:
-            os.replace(tmp, path)
+            place(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
+
+    def put(self, key: str, data: bytes) -> None:
+        self._write(key, data, os.replace)
 
     def create(self, key: str, data: bytes) -> None:
         """Write the whole file aside, then hard-link it into place: the link fails if the key
         exists, and a reader never sees the file empty or half written."""
-        path, tmp = self._write_aside(key, data)
         try:
-            os.link(tmp, path)
+            self._write(key, data, os.link)
         except FileExistsError as exc:
             raise PreconditionFailed(key) from exc
-        finally:
-            Path(tmp).unlink(missing_ok=True)
 
     def replace(self, key: str, data: bytes, tag: str | None) -> None:
         """Write ``key`` only if it still has ``tag`` (``None``: only if it does not exist)."""
@@ -142,17 +134,11 @@ class S3Store:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _call(self, what: str, fn, **kwargs):
-        from botocore.exceptions import (
-            ClientError,
-            ConnectTimeoutError,
-            EndpointConnectionError,
-            NoCredentialsError,
-            ReadTimeoutError,
-        )
+        import botocore.exceptions as boto
 
         try:
             return fn(**kwargs)
-        except ClientError as exc:
+        except boto.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
@@ -166,10 +152,10 @@ class S3Store:
                 raise StorageError(f"S3 refused the credentials for {what} on {self.uri} ({code}): "
                                    "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY") from exc
             raise StorageError(f"S3 error during {what} on {self.uri}: {code or exc}") from exc
-        except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as exc:
+        except (boto.ConnectionError, boto.HTTPClientError) as exc:  # refused, timed out, reset
             raise StorageError(f"S3 endpoint {self.endpoint or 'AWS S3'} is unreachable during {what}: {exc}. "
                                "Is the server up (`make s3`) and AWS_ENDPOINT_URL right?") from exc
-        except NoCredentialsError as exc:
+        except boto.NoCredentialsError as exc:
             raise StorageError("no S3 credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from exc
 
     def check(self) -> None:

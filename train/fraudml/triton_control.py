@@ -26,11 +26,10 @@ def _call(url: str, what: str, fn, timeout: float, headers: dict[str, str] | Non
     if headers is None:  # the header that carries TRITON_API_KEY, when one is set
         key = os.environ.get("TRITON_API_KEY")
         headers = {os.environ.get("TRITON_API_KEY_HEADER") or "fraudml-api-key": key} if key else {}
-    client = None
     try:
-        client = th.InferenceServerClient(url.split("://", 1)[-1].rstrip("/"), connection_timeout=timeout,
-                                          network_timeout=timeout)
-        return fn(client, headers)
+        with th.InferenceServerClient(url.split("://", 1)[-1].rstrip("/"), connection_timeout=timeout,
+                                      network_timeout=timeout) as client:
+            return fn(client, headers)
     except InferenceServerException as exc:
         status = str(exc.status() or "")
         if status.startswith(("4", "5")) and status.isdigit():
@@ -38,9 +37,6 @@ def _call(url: str, what: str, fn, timeout: float, headers: dict[str, str] | Non
         raise TritonUnavailable(f"{url} is unreachable ({what}): {exc.message()}") from exc
     except OSError as exc:  # connection refused/reset, timeouts from the HTTP layer
         raise TritonUnavailable(f"{url} is unreachable ({what}): {exc}") from exc
-    finally:
-        if client is not None:
-            client.close()
 
 
 def is_ready(url: str, model: str | None = None, timeout: float = 2.0) -> bool:
