@@ -4,7 +4,6 @@ the FastAPI baseline, the ledger of published versions) with the shared checks."
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from fraudml.export import to_treelite
 from fraudml.features import feature_matrix
 from fraudml.models import build_pipeline
 from fraudml.repository import ModelRepository
+from fraudml.repository import _sha256 as sha256  # the digest lineage.json lists
 from fraudml.rollout import load_and_confirm
 from fraudml.triton_control import is_ready, repository_index
 from fraudml.tritonconfig import DEFAULT_MAX_BATCH_SIZE, MODEL_NAME
@@ -37,10 +37,6 @@ ATOL = 1e-5  # float32 tolerance against the model's own predict_proba
 SOAK_SECONDS = int(os.environ.get("RELIABILITY_SOAK_SECONDS", "20"))
 FUZZ_EXAMPLES = int(os.environ.get("RELIABILITY_FUZZ_EXAMPLES", "50"))  # per fuzz target
 CONFIG_KWARGS = {"model_type": "treelite_checkpoint", "threshold": 0.5, "n_features": N_FEATURES}
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05) -> bool:

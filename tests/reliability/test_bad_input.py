@@ -19,6 +19,7 @@ pytestmark = pytest.mark.quick
 LARGE_BYTES = 50_000_000  # "a very large payload"
 OVER = MAX_BATCH + 1
 LARGE_ROWS = LARGE_BYTES // (4 * N_FEATURES) + 1
+JSON_ROWS = LARGE_BYTES // (len("0.123456, ") * N_FEATURES) + 1  # as many in JSON
 GRPC_REFUSALS = ("INVALID_ARGUMENT", "NOT_FOUND", "UNAVAILABLE", "RESOURCE_EXHAUSTED")
 EVERY_PROTOCOL = ("http-json", "http-binary", "grpc")
 
@@ -31,12 +32,6 @@ def with_value(value: float) -> np.ndarray:
     x = rows(2)
     x[1, 3] = value
     return x
-
-
-def large_json() -> bytes:
-    n = LARGE_BYTES // (len(b"0.123456,") * N_FEATURES) + 1
-    head = b'{"inputs":[{"name":"input__0","shape":[%d,%d],"datatype":"FP32","data":[' % (n, N_FEATURES)
-    return head + b"0.123456," * (n * N_FEATURES - 1) + b"0.123456]}]}"
 
 
 def bad(case, words, shape=None, data=None, datatype="FP32", *, over=EVERY_PROTOCOL, answerable=None, **kw) -> list:
@@ -82,7 +77,7 @@ TRITON_CASES = [
     bad("unknown model", ["no-such-model"], [2, 30], x2, model="no-such-model"),
     bad("unknown version", ["version", "999"], [2, 30], x2, version="999"),
     bad(f"very large payload (~{LARGE_BYTES // 10**6} MB)", ["batch", str(MAX_BATCH)], over=["http-json"],
-        body=large_json),
+        body=lambda: wire.json_body([JSON_ROWS, N_FEATURES], data=[0.123456] * (JSON_ROWS * N_FEATURES))),
     bad(f"very large payload (~{LARGE_BYTES // 10**6} MB)", ["batch", str(MAX_BATCH)], [LARGE_ROWS, 30],
         lambda: np.zeros((LARGE_ROWS, N_FEATURES), np.float32), over=["http-binary", "grpc"]),
 ]
@@ -107,11 +102,6 @@ def fa(rows=None, **extra) -> bytes:
     return json.dumps({"rows": rows, **extra}, allow_nan=True).encode()
 
 
-def large_rows_body() -> bytes:
-    n = LARGE_BYTES // (len(b"0.123456, ") * N_FEATURES) + 1
-    return b'{"rows": [' + b",".join([b"[" + b", ".join([b"0.123456"] * 30) + b"]"] * n) + b"]}"
-
-
 # name: (body, words the error must name[, how it is sent when not as JSON to POST /predict: path, wire.post's keywords])
 FASTAPI_CASES = {
     "malformed JSON": (b'{"rows": [[0.1, ', ["JSON"]),
@@ -130,7 +120,8 @@ FASTAPI_CASES = {
     "number beyond float range (1e999)": (b'{"rows": [[1e999' + b", 0.25" * 29 + b"]]}", ["rows[0][0]", "inf"]),
     "empty batch (0 rows)": (fa([]), ["rows", "0"]),
     f"batch over the row limit ({OVER} rows)": (fa([ROW] * OVER), ["rows", str(MAX_BATCH)]),
-    f"very large payload (~{LARGE_BYTES // 10**6} MB)": (large_rows_body, ["rows", str(MAX_BATCH)]),
+    f"very large payload (~{LARGE_BYTES // 10**6} MB)": (lambda: fa([[0.123456] * N_FEATURES] * JSON_ROWS),
+                                                     ["rows", str(MAX_BATCH)]),
     "text/plain body": (fa([ROW]), ["body|object|dictionary"], {"headers": {"Content-Type": "text/plain"}}),
     "unknown path": (fa([ROW]), ["not found"], {"path": "/predict/v2"}),
     "wrong method (GET /predict)": (None, ["method not allowed"], {"method": "GET"}),
