@@ -23,24 +23,12 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PositiveInt,
-    ValidationError,
-    create_model,
-)
+from pydantic import BaseModel, BeforeValidator, Field, PositiveInt, ValidationError, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fraudml.tritonconfig import DEFAULT_MAX_BATCH_SIZE, MODEL_NAME
 
 FEATURE_HINT = "Time, V1..V28, Amount, raw, like Triton's input__0"
-
-
-class AppSettingsError(ValueError):
-    """An environment variable of the baseline app is missing or wrong."""
 
 
 class AppSettings(BaseSettings):
@@ -64,7 +52,7 @@ class AppSettings(BaseSettings):
         try:
             return cls()
         except ValidationError as exc:
-            raise AppSettingsError("; ".join(
+            raise ValueError("; ".join(
                 f"BENCH_{str(e['loc'][0]).upper()}={e.get('input')!r}: {e['msg']}" for e in exc.errors())) from None
 
     def model_path(self) -> Path:
@@ -72,9 +60,9 @@ class AppSettings(BaseSettings):
         name, path = {"treelite": ("BENCH_MODEL_FILE", self.model_file),
                       "sklearn": ("BENCH_PIPELINE_FILE", self.pipeline_file)}[self.runtime]
         if path is None:
-            raise AppSettingsError(f"BENCH_RUNTIME={self.runtime} needs {name} (a path)")
+            raise ValueError(f"BENCH_RUNTIME={self.runtime} needs {name} (a path)")
         if not path.is_file():
-            raise AppSettingsError(f"{name}={path} does not exist")
+            raise ValueError(f"{name}={path} does not exist")
         return path
 
 
@@ -107,7 +95,7 @@ def request_model(n_features: int, max_rows: int) -> type[BaseModel]:
     row = Annotated[list[feature], Field(min_length=n_features, max_length=n_features)]
     return create_model(
         "PredictRequest",
-        __config__=ConfigDict(extra="forbid"),
+        __config__={"extra": "forbid"},  # a ConfigDict
         rows=(Annotated[list[row], Field(min_length=1, max_length=max_rows)], ...),
     )
 
@@ -135,19 +123,15 @@ def explain(error: Mapping[str, Any], n_features: int, max_rows: int) -> str:
         return f"{where} has {got} features; expected exactly {n_features} ({FEATURE_HINT})"
     if kind in ("too_short", "too_long") and depth == 1:
         return f"rows must hold 1 to {max_rows} rows; got {actual if actual is not None else '?'}"
-    if kind == "finite_number":
-        return f"{where} is {error.get('input')!r}: NaN and Infinity are not valid feature values"
     if kind.startswith("float") or kind in ("int_type", "bool_type"):
         return f"{where} is {error.get('input')!r}: features must be JSON numbers"
-    if kind == "missing":
-        return f'{where} is missing: send {{"rows": [[{n_features} numbers], ...]}}'
-    if kind == "list_type":
-        return f"{where} must be a list"
-    if kind == "extra_forbidden":
-        return f'{where} is not an accepted field: send only {{"rows": [...]}}'
-    if kind == "json_invalid":
-        return f"the body is not valid JSON: {error.get('msg')}"
-    return f"{where}: {error.get('msg')}"
+    return {
+        "finite_number": f"{where} is {error.get('input')!r}: NaN and Infinity are not valid feature values",
+        "missing": f'{where} is missing: send {{"rows": [[{n_features} numbers], ...]}}',
+        "list_type": f"{where} must be a list",
+        "extra_forbidden": f'{where} is not an accepted field: send only {{"rows": [...]}}',
+        "json_invalid": f"the body is not valid JSON: {error.get('msg')}",
+    }.get(kind, f"{where}: {error.get('msg')}")
 
 
 def create_app() -> FastAPI:

@@ -38,19 +38,14 @@ if TYPE_CHECKING:
     from benchmark.run import Bench
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-CPU_WARNING = "CPU usage above"
-
-
-def triton_model_stats(url: str, model: str = MODEL_NAME) -> dict:
-    """The model's entry of Triton's inference statistics (cumulative counters)."""
-    doc = inference_statistics(url, model)
-    return (doc.get("model_stats") or [{}])[0]
 
 
 def batching_delta(before: dict, after: dict) -> dict:
-    """Between two stats snapshots: requests, executions, average batch size, executions per batch size."""
+    """Between two snapshots of Triton's inference statistics of one model: requests, executions, average batch
+    size, executions per batch size."""
 
-    def counters(s: dict) -> dict[str, int]:  # a snapshot's cumulative counters, flat: "queue ns", "batch 4", ...
+    def counters(doc: dict) -> dict[str, int]:  # a snapshot's cumulative counters, flat: "queue ns", "batch 4", ...
+        s = (doc.get("model_stats") or [{}])[0]
         return {"inference_count": int(s.get("inference_count", 0)), "execution_count": int(s.get("execution_count", 0)),
                 **{f"{k} {f}": int(v.get(f, 0)) for k, v in (s.get("inference_stats") or {}).items() for f in ("count", "ns")},
                 **{f"batch {b['batch_size']}": int((b.get("compute_infer") or {}).get("count", 0))
@@ -91,7 +86,7 @@ def run_locust(*, target: str, host: str, users: int, duration_s: int, rows_file
     elapsed = summary["elapsed_s"]
     return {"users": users, "duration_s": duration_s, **summary, "elapsed_s": round(elapsed, 3),
             "rps": summary["requests"] / elapsed if elapsed > 0 else None,
-            "client_cpu_saturated": CPU_WARNING in (proc.stderr + proc.stdout)}
+            "client_cpu_saturated": "CPU usage above" in (proc.stderr + proc.stdout)}  # locust's warning
 
 
 def phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
@@ -106,13 +101,13 @@ def phase(bench: Bench, contenders: list[str], headline: str | None) -> dict:
                 bar.set_postfix_str(f"{target} u={users}", refresh=True)
                 ep, is_triton = bench.endpoints[target], target.startswith("triton")
                 url = f"http://{ep.host}:{ep.port}"
-                before = triton_model_stats(url, bench.model_name) if is_triton else None
+                before = inference_statistics(url, bench.model_name) if is_triton else None
                 result = load.setdefault(target, {})[str(users)] = run_locust(
                     target="triton" if is_triton else "fastapi", host=url, users=users,
                     duration_s=plan.duration_s, rows_file=bench.out / "rows.npy", out_dir=bench.out / "locust",
                     name=f"{target}_u{users}", taskset=taskset(bench.client_cpu), model=bench.model_name)
                 if is_triton:  # its batching statistics, after minus before
-                    result["batching"] = batching_delta(before, triton_model_stats(url, bench.model_name))
+                    result["batching"] = batching_delta(before, inference_statistics(url, bench.model_name))
                 if target == headline:
                     batching[str(users)] = result["batching"]
                 bar.update(1)

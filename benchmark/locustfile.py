@@ -18,7 +18,8 @@ Locust's percentiles round anything under 100 ms to a whole millisecond
 (``locust.stats.bucket_response_time``) and the CSV of a short headless run can miss the last
 requests, so the task times (``time.perf_counter``) and counts every request itself; at test stop
 it writes ``BENCH_SUMMARY_OUT``: requests, failures, seconds from test start to stop, the successful
-requests' latency percentiles and mean (ms) and a few failure messages.
+requests' latency summary (``benchmark.sequential.summarize``: percentiles, mean, ... in ms) and a few failure
+messages.
 """
 
 import functools
@@ -30,7 +31,7 @@ import time
 import numpy as np
 from locust import FastHttpUser, constant, events, task
 
-from benchmark.sequential import one_row_requests
+from benchmark.sequential import one_row_requests, summarize
 from fraudml.tritonconfig import MODEL_NAME
 
 HEADERS = {"Content-Type": "application/json"}
@@ -61,11 +62,9 @@ def _on_start(environment, **_kwargs):
 @events.test_stop.add_listener
 def _on_stop(environment, **_kwargs):
     if out := os.environ.get("BENCH_SUMMARY_OUT"):
-        ms = np.asarray(_latencies_ms, dtype=np.float64)
-        latency = ({f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 95, 99)} | {"mean_ms": float(ms.mean())}
-                   if ms.size else {})  # none when every request failed
+        latency = summarize(1e6 * np.asarray(_latencies_ms)) if _latencies_ms else {}  # none when every request failed
         with open(out, "w") as fh:
-            json.dump({"requests": _counts["requests"], "failures": _counts["requests"] - ms.size,
+            json.dump({"requests": _counts["requests"], "failures": _counts["requests"] - len(_latencies_ms),
                        "failure_examples": _failures, "elapsed_s": time.perf_counter() - _counts["started"], **latency}, fh)
 
 

@@ -21,14 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.servers import BenchmarkError
 from fraudml.tritonconfig import MODEL_NAME
 
 ROW_SEED = 20_240  # never a training seed (the flow's default is 7)
 PIPELINE_ARTIFACTS = ("best_pipeline", "pipeline", "best_model", "model")
-
-
-class ModelSourceError(RuntimeError):
-    """The benchmark cannot get its model; the message says what is missing and what to do."""
 
 
 @dataclass
@@ -107,19 +104,18 @@ def _copy_version(source_uri: str, version: int | None, work_dir: Path) -> Bench
 
     repo = ModelRepository(source_uri, MODEL_NAME)
     if version is None and (version := repo.served_version()) is None:
-        raise ModelSourceError(f"{source_uri}: no version of {MODEL_NAME} is published yet. Train and publish "
+        raise BenchmarkError(f"{source_uri}: no version of {MODEL_NAME} is published yet. Train and publish "
                                "one (`make train`), or benchmark the reference model: --reference-model")
     lineage = repo.read_lineage(version)
     triton_repo = work_dir / "triton-repo"
     shutil.rmtree(triton_repo, ignore_errors=True)
     version_dir = repo.download_version(version, triton_repo / MODEL_NAME / str(version))
-    config = dict(lineage.get("triton_config") or {})
-    config.pop("versions", None)
+    config = {k: v for k, v in (lineage.get("triton_config") or {}).items() if k != "versions"}
     (triton_repo / MODEL_NAME / "config.pbtxt").write_text(render_config(versions=[version], **config))
     model_type = config.get("model_type", "treelite_checkpoint")
     model_file = version_dir / MODEL_FILENAMES[model_type]
     if not model_file.is_file():
-        raise ModelSourceError(f"{MODEL_NAME}/{version} has no {MODEL_FILENAMES[model_type]}")
+        raise BenchmarkError(f"{MODEL_NAME}/{version} has no {MODEL_FILENAMES[model_type]}")
     info = {"family": lineage.get("family", "unknown"),
             **describe_treelite(fil_forest.load_model(model_file, model_type))}
     return BenchModel(name=MODEL_NAME, version=version, source_repo=source_uri, triton_repo=triton_repo,
@@ -130,7 +126,6 @@ def _copy_version(source_uri: str, version: int | None, work_dir: Path) -> Bench
 def from_repository(source_uri: str, work_dir: Path, version: int | None = None,
                     pipeline_artifact: str | None = None) -> BenchModel:
     """The benchmark model from a published version (see the module docstring)."""
-    work_dir.mkdir(parents=True, exist_ok=True)
     model = _copy_version(source_uri, version, work_dir)
     pathspec = model.lineage.get("pathspec")
     if not pathspec:
@@ -145,7 +140,7 @@ def from_repository(source_uri: str, work_dir: Path, version: int | None = None,
         data = run.data or run["deploy"].task.data
         pipeline = next((getattr(data, n) for n in names if hasattr(data, n)), None)
         if pipeline is None:
-            raise ModelSourceError(f"{pathspec}: no artifact named {' or '.join(names)}")
+            raise BenchmarkError(f"{pathspec}: no artifact named {' or '.join(names)}")
         if hasattr(data, "X_test"):  # the test rows, raw
             model.test_rows = np.asarray(data.X_test, dtype=np.float32)
     except Exception as exc:  # noqa: BLE001 - any client failure means: skip that contender
@@ -165,12 +160,10 @@ def reference_model(work_dir: Path, n_trees: int = 100, max_depth: int = 10,
     from fraudml.models import build_pipeline
     from fraudml.repository import publish_model_version
 
-    work_dir.mkdir(parents=True, exist_ok=True)
     df = generate_dataset(rows=rows, seed=seed)
-    pipeline = build_pipeline("random_forest", seed=seed, n_jobs=-1)
-    pipeline.set_params(clf__n_estimators=n_trees, clf__max_depth=max_depth)
-    pipeline.fit(feature_matrix(df), df[LABEL].to_numpy())
-    pipeline.set_params(clf__n_jobs=1)
+    # fitted on every core; fastapi-sklearn and the in-process timing set n_jobs=1 (app.sklearn_single_thread)
+    pipeline = build_pipeline("random_forest", seed=seed, n_jobs=-1).set_params(
+        clf__n_estimators=n_trees, clf__max_depth=max_depth).fit(feature_matrix(df), df[LABEL].to_numpy())
     model_file = Path(write_fil_model(pipeline, work_dir / "export"))
     source = work_dir / "reference-repo"
     shutil.rmtree(source, ignore_errors=True)

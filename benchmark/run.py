@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from benchmark import analysis, load, model_source, report, sequential, servers
 from benchmark.servers import BenchmarkError, Endpoint
@@ -105,8 +106,6 @@ class Plan:
 
     def bar(self, total: int, desc: str):
         """A tqdm progress bar, silent with --no-progress."""
-        from tqdm import tqdm
-
         return tqdm(total=total, desc=desc, unit="req" if desc == "sequential" else "step", disable=not self.progress,
                     dynamic_ncols=True, mininterval=0.5, leave=desc == "benchmark")
 
@@ -137,8 +136,6 @@ def run(plan: Plan) -> Path:
 
 
 def _run(plan: Plan, out: Path, stamp: str) -> Path:
-    from tqdm import tqdm
-
     tqdm.monitor_interval = 0  # no monitor thread beside the timed client
     started = time.monotonic()
     work = plan.state_dir / "benchmark"
@@ -323,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = parse_args(argv)
     try:
         out = run(plan)
-    except (BenchmarkError, model_source.ModelSourceError, LookupError, StorageError, TritonError, ServiceError) as exc:
+    except (BenchmarkError, LookupError, StorageError, TritonError, ServiceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(report.summary_text(json.loads((out / "results.json").read_text())))

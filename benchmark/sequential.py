@@ -24,13 +24,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from benchmark.servers import BenchmarkError
+
 if TYPE_CHECKING:
     from benchmark.model_source import BenchModel
     from benchmark.run import Bench
-
-
-class SequentialError(RuntimeError):
-    """A contender answered a benchmark request with an error."""
 
 
 @dataclass
@@ -82,7 +80,7 @@ def contender(name: str, endpoint, rows: np.ndarray, model: str) -> Contender:
             response = conn.getresponse()
         body = response.read()
         if response.status != 200:
-            raise SequentialError(f"POST {path} -> HTTP {response.status}: {body[:300]!r}")
+            raise BenchmarkError(f"POST {path} -> HTTP {response.status}: {body[:300]!r}")
         return body
 
     def parse(body: bytes) -> tuple[list[float], str]:  # Triton's output__0, or the app's probabilities

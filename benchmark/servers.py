@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from benchmark import model_source
 from fraudml import triton_control
 from serve.supervisor import Service, is_ready
 
@@ -68,7 +67,7 @@ class FastAPIServer:
         self.service.stop(timeout=10)
 
 
-def prepare_fil_runtime(model: model_source.BenchModel, runtime: str, cache_dir: Path) -> dict:
+def prepare_fil_runtime(model, runtime: str, cache_dir: Path) -> dict:
     """Make Triton's ``fil`` backend serve ``runtime`` from its first request: ``gtil`` is FIL_COMPILE=0;
     ``compiled`` compiles into the backends' cache before Triton starts, so the backend loads the library at
     once instead of serving GTIL while gcc runs on the server CPU, changing the runtime mid-run."""
@@ -216,9 +215,15 @@ def start_servers(model, rows: np.ndarray, fil: dict, contenders: list[str], pin
     ports, own = free_ports(8), {}
     with pinned(pins["server_cpu"]):  # the servers inherit it
         for name in [c for c in contenders if c.startswith("fastapi-")]:
-            own[name] = FastAPIServer(name, ports[6] if name == "fastapi-treelite" else ports[7],
-                                      _fastapi_env(name, model, rows, fil), pins["server_cpu"],
-                                      work / f"uvicorn-{name}.log")
+            # what benchmark.app reads; it ignores empty values, so a BENCH_* of this process's environment
+            # does not leak in. BENCH_COMPILED_LIB is the library Triton's fil backend loads.
+            env = {"BENCH_MODEL_NAME": model.name, "BENCH_MODEL_VERSION": str(model.version),
+                   "BENCH_N_FEATURES": str(rows.shape[1]), "BENCH_MAX_ROWS": str(model.max_batch_size),
+                   "BENCH_RUNTIME": name.split("-", 1)[1], "BENCH_MODEL_FILE": str(model.model_file.resolve()),
+                   "BENCH_MODEL_TYPE": model.model_type, "BENCH_COMPILED_LIB": str(fil["library"] or ""),
+                   "BENCH_PIPELINE_FILE": str(model.pipeline_file.resolve()) if model.pipeline_file else ""}
+            own[name] = FastAPIServer(name, ports[6] if name == "fastapi-treelite" else ports[7], env,
+                                      pins["server_cpu"], work / f"uvicorn-{name}.log")
             own[name].start()
             stack.callback(own[name].stop)
         facts: dict = {"tritons": _start_tritons(model, fil, contenders, ports, work, skipped, own, stack)}
@@ -240,17 +245,6 @@ def start_servers(model, rows: np.ndarray, fil: dict, contenders: list[str], pin
         "treelite_runtime": "the fil backend's predictor, " + (f"tl2cgen-compiled library {library}" if library
                                                               else "Treelite GTIL (C API)") + ", 1 thread"}
     return endpoints, facts, own
-
-
-def _fastapi_env(name: str, model, rows: np.ndarray, fil: dict) -> dict[str, str]:
-    """What benchmark.app reads: the model and the runtime of contender ``name`` (the app ignores empty
-    values, so a BENCH_* variable of this process's environment does not leak into it)."""
-    return {"BENCH_MODEL_NAME": model.name, "BENCH_MODEL_VERSION": str(model.version),
-            "BENCH_N_FEATURES": str(rows.shape[1]), "BENCH_MAX_ROWS": str(model.max_batch_size),
-            "BENCH_RUNTIME": name.split("-", 1)[1], "BENCH_MODEL_FILE": str(model.model_file.resolve()),
-            "BENCH_MODEL_TYPE": model.model_type,
-            "BENCH_COMPILED_LIB": str(fil["library"] or ""),  # the same library Triton's fil backend loads
-            "BENCH_PIPELINE_FILE": str(model.pipeline_file.resolve()) if model.pipeline_file else ""}
 
 
 def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], work: Path, skipped: dict,
