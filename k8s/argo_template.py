@@ -88,11 +88,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".state")
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--image", default=DEFAULTS["image"], help="step image (default: %(default)s)")
-    parser.add_argument("--namespace", default=DEFAULTS["namespace"], help="default: %(default)s")
-    parser.add_argument("--service-account", default=DEFAULTS["service_account"], help="default: %(default)s")
-    parser.add_argument("--secret", default=DEFAULTS["secret"],
-                        help="Secret the step pods read AWS_* from (default: %(default)s)")
+    for key, what in (("image", "step image "), ("namespace", ""), ("service_account", ""),
+                      ("secret", "Secret the step pods read AWS_* from ")):
+        parser.add_argument("--" + key.replace("_", "-"), default=DEFAULTS[key], help=f"{what}(default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         template = build(args.state_dir.absolute(), args.out, **{key: getattr(args, key) for key in DEFAULTS})

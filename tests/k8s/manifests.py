@@ -155,15 +155,11 @@ def adapter_rules() -> list[dict]:
 
 def promql_expressions() -> dict[str, str]:
     """Every PromQL expression shipped (Grafana and adapter template variables replaced by what they stand for)."""
-    out = {f"alert {name}": str(rule["expr"]) for name, rule in alert_rules().items()}
-    for panel in dashboard()["panels"]:
-        for target in panel["targets"]:
-            expr = target["expr"].replace("$__rate_interval", "1m").replace("$namespace", "fraudml")
-            out[f"panel {panel['title']} {target['refId']}"] = expr
-    for rule in adapter_rules():
-        out[f"adapter {rule['name']['as']}"] = (rule["metricsQuery"].replace("<<.GroupBy>>", "pod")
-                                                .replace("<<.LabelMatchers>>", 'namespace="fraudml"'))
-    return out
+    return {**{f"alert {name}": str(rule["expr"]) for name, rule in alert_rules().items()},
+            **{f"panel {panel['title']} {t['refId']}": t["expr"].replace("$__rate_interval", "1m")
+               .replace("$namespace", "fraudml") for panel in dashboard()["panels"] for t in panel["targets"]},
+            **{f"adapter {rule['name']['as']}": rule["metricsQuery"].replace("<<.GroupBy>>", "pod")
+               .replace("<<.LabelMatchers>>", 'namespace="fraudml"') for rule in adapter_rules()}}
 
 
 def metric_names(expressions) -> set[str]:
