@@ -67,12 +67,6 @@ def metaflow_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[P
 
 
 @pytest.fixture(scope="session")
-def fil_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The compiled-model cache shared by the session's Tritons."""
-    return tmp_path_factory.mktemp("fil-cache")
-
-
-@pytest.fixture(scope="session")
 def fil_backend_kind() -> Callable[[str], str]:
     """``fil_backend_kind(kind)`` returns ``kind`` ("native", "python"), skipping the test when it is native
     and the native backend cannot be built here (tried once)."""
@@ -91,11 +85,13 @@ def fil_backend_kind() -> Callable[[str], str]:
 
 
 @pytest.fixture(scope="session")
-def triton_factory(tmp_path_factory: pytest.TempPathFactory, fil_cache_dir: Path) -> Iterator[Callable[..., TritonServer]]:
+def triton_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., TritonServer]]:
     """``triton_factory(model_repository, **kwargs)`` starts a :class:`TritonServer` on free ports and
     returns it ready; all are stopped at the session's end. ``fil_compile=False``: Treelite GTIL only;
-    ``fil_backend`` sets ``FIL_BACKEND`` (default: the launcher's auto); other ``kwargs`` go to TritonServer."""
+    ``fil_backend`` sets ``FIL_BACKEND`` (default: the launcher's auto); other ``kwargs`` go to TritonServer
+    (``fil_cache_dir``: default, one compiled-model cache shared by the session's Tritons)."""
     started: list[TritonServer] = []
+    fil_cache_dir = tmp_path_factory.mktemp("fil-cache")
 
     def start(model_repository: str | Path, *, env: dict[str, str] | None = None, fil_compile: bool = True,
               fil_backend: str | None = None, timeout: float = 120.0, **kwargs) -> TritonServer:

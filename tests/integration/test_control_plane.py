@@ -84,11 +84,12 @@ def _check_the_api_key(triton, key: str, monkeypatch) -> None:
 
 
 # -- two Tritons, two reconcilers, one S3 --------------------------------------------------------
-class Fleet:
+class Fleet(contextlib.ExitStack):
     """Two Tritons with their reconcilers (``serve.reconciler start``, one inside a 50 % canary), a bounded request
     loop on each (gRPC, HTTP), and the convergence check: reconcilers and loops agree on the expected versions."""
 
     def __init__(self, tritons, uri: str, env: dict[str, str], state_dir: Path):
+        super().__init__()
         x = np.zeros((1, 30), dtype=np.float32)
         self.reconcilers: list[tuple[Service, int]] = []
         for triton, pod in zip(tritons, _pod_names(), strict=True):
@@ -119,15 +120,11 @@ class Fleet:
             time.sleep(0.1)
 
     def __enter__(self) -> Fleet:
-        self.running = contextlib.ExitStack()
         for service, _ in self.reconcilers:
-            self.running.callback(service.stop)
+            self.callback(service.stop)
         for lp in self.loops:
-            self.running.enter_context(lp)  # stopped first
+            self.enter_context(lp)  # stopped first
         return self
-
-    def __exit__(self, *exc) -> None:
-        self.running.close()
 
 
 def _pod_names() -> tuple[str, str]:

@@ -1,7 +1,8 @@
 """Conformance: the local ``fil`` backends (native, Python; GTIL, compiled; over HTTP and gRPC) answer as
 native FIL of the pinned NGC image for every model format they claim, against each library's own predictions
 (rows with NaN and +-Inf, Hypothesis rows, batched requests); they refuse at load what native FIL refuses or
-cannot serve; an uncompiled model serves at once, then switches.
+cannot serve; an uncompiled model serves at once, then switches. One real Triton per FIL_BACKENDS entry (module
+scope, ``fil_clients``) serves them, its predictor checked first.
 
 The references: XGBoost and LightGBM take NaN as missing; +-Inf reaches them as +-1e30, since FIL
 compares it like any number (XGBoost refuses Inf). Treelite imports sklearn trees with every split
@@ -20,6 +21,8 @@ import numpy as np
 import pytest
 import treelite
 import treelite.sklearn
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 from google.protobuf import text_format
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,7 +35,6 @@ from tritonclient.utils import InferenceServerException
 from fraudml.export import to_treelite
 from fraudml.tritonconfig import MODEL_FILENAMES, render_config
 from serve.backends.fil import fil_forest
-from tests.integration.conftest import Clients
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +44,7 @@ MAX_BATCH = 256
 THRESHOLD = 0.4213  # unlikely to equal a predicted probability
 ATOL = 1e-5
 BIG = 1e30  # how +-Inf (and NaN for sklearn) reach the reference libraries
+FIL_BACKENDS = [("native", "gtil"), ("native", "compiled"), ("python", "gtil"), ("python", "compiled")]
 
 
 # each trained model's outputs per row (Treelite num_class; sklearn binary forests: 2)
@@ -186,12 +189,44 @@ def write_repository(root: Path, models: dict, cases: list[Case]) -> None:
             (treelite.sklearn.import_model(estimator) if from_sklearn else to_treelite(estimator)).serialize(str(dest))
 
 
-@pytest.fixture(scope="module")
-def fil_repository(tmp_path_factory, models):
-    """Every SERVED and REFUSED case; the server loads the SERVED ones."""
+class Clients:
+    """tritonclient's HTTP and gRPC clients of one ``server``."""
+
+    modules = {"http": httpclient, "grpc": grpcclient}
+
+    def __init__(self, server):
+        self.server = server
+        self.http = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+        self.grpc = grpcclient.InferenceServerClient(server.grpc_url)
+
+    def infer(self, protocol: str, model: str, x: np.ndarray) -> np.ndarray:
+        """output__0 of one request holding ``x`` as input__0 (FP32)."""
+        tensor = self.modules[protocol].InferInput("input__0", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        return getattr(self, protocol).infer(model, [tensor]).as_numpy("output__0")
+
+    def close(self) -> None:
+        self.http.close()
+        self.grpc.close()
+
+
+@pytest.fixture(scope="module", params=FIL_BACKENDS, ids=["-".join(b) for b in FIL_BACKENDS])
+def fil_clients(request, tmp_path_factory, models, triton_factory, fil_backend_kind):
+    """A repository with every SERVED and REFUSED case, served by one Triton that loads the SERVED ones: its Clients."""
+    backend, predictor = request.param
     root = tmp_path_factory.mktemp("fil-conformance")
     write_repository(root, models, SERVED + REFUSED)
-    return root, [c.name for c in SERVED]
+    server = triton_factory(root, load_models=[c.name for c in SERVED], fil_compile=predictor == "compiled",
+                            fil_backend=fil_backend_kind(backend))
+    for case in SERVED:
+        if predictor == "compiled":
+            server.wait_compiled(case.name, timeout=900)
+        assert server.predictor_state(case.name) == {1: predictor}, case.name
+    assert server.fil_backend == backend and ("native backend" in server.log_file.read_text()) == (backend == "native")
+    clients = Clients(server)
+    yield clients
+    clients.close()
+    server.stop()
 
 
 # -- references ----------------------------------------------------------------------------------
@@ -284,12 +319,12 @@ def test_refused_config_fails_to_load_with_the_reason(case, fil_clients):
     assert http.is_model_ready(SERVED[0].name)
 
 
-def test_fil_compiled_gauge_says_what_each_version_is_served_with(fil_server):
+def test_fil_compiled_gauge_says_what_each_version_is_served_with(fil_clients):
     """fil_compiled{model, version} per loaded version: 1 compiled, 0 GTIL (FIL_COMPILE=0); none for refused ones."""
-    text = urllib.request.urlopen(fil_server.metrics_url, timeout=5).read().decode()
+    text = urllib.request.urlopen(fil_clients.server.metrics_url, timeout=5).read().decode()
     [family] = [f for f in text_string_to_metric_families(text) if f.name == "fil_compiled"]
     assert family.type == "gauge"
-    want = 1.0 if fil_server.extra_env["FIL_COMPILE"] == "1" else 0.0
+    want = 1.0 if fil_clients.server.extra_env["FIL_COMPILE"] == "1" else 0.0
     got = {(s.labels["model"], s.labels["version"]): s.value for s in family.samples}
     assert got == {(c.name, "1"): want for c in SERVED}
 
