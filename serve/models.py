@@ -108,21 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", parents=[common], help="list versions, their status and which one is served")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(fn=cmd_list)
     p = sub.add_parser("rollback", parents=[common, triton], help="serve an earlier (or later) complete version")
     p.add_argument("--version", type=int, required=True, help="the version to serve")
-    p.set_defaults(fn=cmd_roll_out)
     p = sub.add_parser("load", parents=[common, triton], help="ask Triton to load what config.pbtxt names")
-    p.set_defaults(fn=cmd_roll_out)
     p = sub.add_parser("canary", parents=[common], help="serve a version on a share of the pods; promote or abort it")
     p.add_argument("--version", type=int, help="the version the canary pods serve")
     p.add_argument("--percent", type=int, help="share of the pods, 1..100 (chosen by pod name)")
     p.add_argument("--promote", action="store_true", help="serve the canary version everywhere")
     p.add_argument("--abort", action="store_true", help="end the canary: every pod back to config.pbtxt's version")
-    p.set_defaults(fn=cmd_canary)
     args = parser.parse_args(argv)
     try:
-        return args.fn(ModelRepository(args.model_repo, args.model_name), args, settings)
+        command = {"list": cmd_list, "rollback": cmd_roll_out, "load": cmd_roll_out, "canary": cmd_canary}
+        return command[args.command](ModelRepository(args.model_repo, args.model_name), args, settings)
     except (StorageError, PublishError, RolloutError, LookupError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

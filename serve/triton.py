@@ -39,7 +39,7 @@ from fraudml.tritonconfig import MODEL_NAME
 from serve.fil_backend import install_fil_backend
 from serve.ports import port_in_use
 from serve.s3 import read_env_file, s3_client, write_private
-from serve.settings import Settings, TritonSettings, command_line
+from serve.settings import TritonSettings, command_line
 from serve.supervisor import Service, ServiceError, is_ready
 
 LAUNCH_FILE = "launch.json"  # what `status` (and a TritonServer attached to it) knows of the running server
@@ -71,16 +71,6 @@ def bundle_paths() -> tuple[Path, Path]:
     if not (root / "tritonserver" / "bin" / "tritonserver").is_file():
         raise TritonError(f"{root}/tritonserver/bin/tritonserver is missing: reinstall nvidia-pytriton")
     return root / "tritonserver", root.parent / "nvidia_pytriton.libs"
-
-
-def python_libdir() -> str:
-    """Folder with libpython3.x.so of the running interpreter (the stub and backend need it)."""
-    libdir = sysconfig.get_config_var("LIBDIR") or ""
-    name = f"libpython{sys.version_info.major}.{sys.version_info.minor}.so.1.0"
-    if not (Path(libdir) / name).exists():
-        raise TritonError(f"{name} was not found in {libdir!r}: the Python backend stub needs a Python built "
-                          "with --enable-shared (pyenv: PYTHON_CONFIGURE_OPTS=--enable-shared)")
-    return libdir
 
 
 # -- repository URIs ----------------------------------------------------------------------------
@@ -179,8 +169,14 @@ class TritonServer(Service):
         # The stub finds its Python prefix from the first `python3` on PATH: the venv's bin
         # (not resolved through symlinks) makes it use the venv's site-packages.
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "/usr/bin:/bin")])
+        # the stub and backend need libpython3.x.so of the running interpreter
+        libdir = sysconfig.get_config_var("LIBDIR") or ""
+        libpython = f"libpython{sys.version_info.major}.{sys.version_info.minor}.so.1.0"
+        if not (Path(libdir) / libpython).exists():
+            raise TritonError(f"{libpython} was not found in {libdir!r}: the Python backend stub needs a Python "
+                              "built with --enable-shared (pyenv: PYTHON_CONFIGURE_OPTS=--enable-shared)")
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
-            p for p in [python_libdir(), str(bundle_paths()[1]), env.get("LD_LIBRARY_PATH", "")] if p)
+            p for p in [libdir, str(bundle_paths()[1]), env.get("LD_LIBRARY_PATH", "")] if p)
         env["FIL_CACHE_DIR"] = str(self.fil_cache_dir or env.get("FIL_CACHE_DIR") or self.state_dir / "fil-cache")
         return env
 
@@ -313,18 +309,6 @@ class TritonServer(Service):
             time.sleep(0.2)
 
 
-def local_api_key(state_dir: Path, *, create: bool) -> str | None:
-    """The API key of the server in ``state_dir``: ``<state_dir>/api-key.env``, generated at its
-    first start (``make serve`` and ``make rollback`` read the file: set -a; . <file>)."""
-    key = read_env_file(state_dir / API_KEY_FILE).get("TRITON_API_KEY")
-    if key or not create:
-        return key or None
-    key = secrets.token_hex(24)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    write_private(state_dir / API_KEY_FILE, f"TRITON_API_KEY={key}\n")
-    return key
-
-
 def main(argv: list[str] | None = None) -> int:
     settings, parser = command_line("serve.triton", __doc__)
     parser.add_argument("command", choices=["start", "stop", "status"])
@@ -343,46 +327,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-compiled", action="store_true",
                         help="after start, also wait until the model is served compiled")
     args = parser.parse_args(argv)
-    args.model = args.model or [settings.model_name]
+    key_file = Path(args.state_dir) / API_KEY_FILE
+    # the API key of the server in --state-dir: api-key.env, generated at its first start (`make serve` and
+    # `make rollback` read the file: set -a; . <file>)
+    api_key = settings.triton.api_key or read_env_file(key_file).get("TRITON_API_KEY")
+    if not api_key and args.command == "start":
+        api_key = secrets.token_hex(24)
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        write_private(key_file, f"TRITON_API_KEY={api_key}\n")
 
     server = TritonServer(
         args.model_repo, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
-        state_dir=args.state_dir, load_models=args.model, host=settings.triton.host,
+        state_dir=args.state_dir, load_models=args.model or [settings.model_name], host=settings.triton.host,
         fil_cache_dir=args.fil_cache_dir, supervise=not args.no_supervise, max_restarts=args.max_restarts,
-        api_key=settings.triton.api_key or local_api_key(Path(args.state_dir), create=args.command == "start"),
-        api_key_header=settings.triton.api_key_header)
+        api_key=api_key or None, api_key_header=settings.triton.api_key_header)
     try:
         if args.command == "stop":
             print("Triton stopped" if server.stop() else "Triton was not running")
             return 0
-        return (_start if args.command == "start" else _status)(server, args, settings)
-    except TritonError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
-
-def _start(server: TritonServer, args, settings: Settings) -> int:
-    server.start(timeout=args.timeout)
-    if server.startup_seconds is None:  # attached to the running one
-        print(f"Triton already running (pid {server.pid()})")
-    else:
-        print(f"Triton ready in {server.startup_seconds:.1f} s (pid {server.pid()}), models: {', '.join(server.load_models)}")
-        if server.supervise:
-            print(f"  supervised (pid {server.supervisor_pid()}): restarted after a crash, "
-                  f"at most {server.max_restarts} times in {server.restart_window_s / 60:.0f} min")
-    print(f"  HTTP    {server.http_url}\n  gRPC    {server.grpc_url}\n  metrics {server.metrics_url}\n  log     {server.log_file}")
-    if server.api_key and not settings.triton.api_key:
-        print(f"  model-repository API key: {Path(args.state_dir) / API_KEY_FILE} (TRITON_API_KEY)")
-    if args.wait_compiled:
-        for name in server.load_models:
+        if args.command == "status":
+            return _status(server)
+        server.start(timeout=args.timeout)
+        if server.startup_seconds is None:  # attached to the running one
+            print(f"Triton already running (pid {server.pid()})")
+        else:
+            print(f"Triton ready in {server.startup_seconds:.1f} s (pid {server.pid()}), "
+                  f"models: {', '.join(server.load_models)}")
+            if server.supervise:
+                print(f"  supervised (pid {server.supervisor_pid()}): restarted after a crash, "
+                      f"at most {server.max_restarts} times in {server.restart_window_s / 60:.0f} min")
+        print(f"  HTTP    {server.http_url}\n  gRPC    {server.grpc_url}\n  metrics {server.metrics_url}\n"
+              f"  log     {server.log_file}")
+        if server.api_key and not settings.triton.api_key:
+            print(f"  model-repository API key: {key_file} (TRITON_API_KEY)")
+        for name in server.load_models if args.wait_compiled else ():
             if server.predictor_state(name):  # a fil model
                 started = time.monotonic()
                 server.wait_compiled(name)
                 print(f"{name} served with the compiled library (waited {time.monotonic() - started:.1f} s)")
+    except TritonError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
-def _status(server: TritonServer, args, settings: Settings) -> int:
+def _status(server: TritonServer) -> int:
     if server.pid() is None:
         print(f"Triton not running (state dir {server.state_dir})")
         return 1
