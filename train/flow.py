@@ -22,6 +22,7 @@ from fraudml.data import (
     DEFAULT_FRAUD_RATE,
     DEFAULT_ROWS,
     DEFAULT_SEED,
+    FEATURES,
     dataset_fingerprint,
     describe,
     generate_dataset,
@@ -45,8 +46,6 @@ from fraudml.models import (
 from fraudml.repository import ModelRepository
 from fraudml.rollout import roll_out
 from fraudml.tritonconfig import INSTANCE_KINDS, MODEL_FILENAMES
-
-N_FEATURES = 30
 
 
 class FraudClassifierTreeSelection(FlowSpec):
@@ -227,7 +226,7 @@ class FraudClassifierTreeSelection(FlowSpec):
                 self.model_version = repo.publish(
                     {self.model_filename: self.model_checkpoint}, self.lineage,
                     {"model_type": self.model_type, "threshold": self.threshold,
-                     "n_features": N_FEATURES, "instance_kind": self.instance_kind},
+                     "n_features": len(FEATURES), "instance_kind": self.instance_kind},
                     canary_percent=self.canary_percent or None,
                 )
                 print(f"published {self.model_repo} fraud-classifier/{self.model_version}")

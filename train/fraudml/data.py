@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -66,8 +67,7 @@ def _unit_t(rng: np.random.Generator, df: float, size) -> np.ndarray:
 
 def _time_of_day(rng: np.random.Generator, n: int, night_level: float) -> np.ndarray:
     """Seconds into the day, busy in the afternoon and quiet at night (``night_level`` sets how quiet)."""
-    seconds = np.arange(86_400)
-    hours = seconds / 3600.0
+    hours = np.arange(86_400) / 3600.0  # one point per second of the day
     density = night_level + np.exp(-(((hours - 14.0) / 5.0) ** 2))
     cdf = np.cumsum(density)
     cdf /= cdf[-1]
@@ -188,14 +188,12 @@ def min_positives_for(test_size: float = 0.2, cv_folds: int = 3, k_neighbors: in
         raise ValueError(f"test_size must be in (0, 1), got {test_size}")
     if cv_folds < 2:
         raise ValueError(f"cv_folds must be >= 2, got {cv_folds}")
-    positives = 2
-    while True:
+    for positives in itertools.count(2):
         test = math.ceil(positives * test_size)
         train = positives - test
         smallest_fold = train - math.ceil(train / cv_folds)
         if math.floor(positives * test_size) >= 1 and smallest_fold >= k_neighbors + 1:
             return positives
-        positives += 1
 
 
 def validate_dataset(df: pd.DataFrame, min_positives: int | None = None) -> None:
@@ -207,17 +205,14 @@ def validate_dataset(df: pd.DataFrame, min_positives: int | None = None) -> None
         raise DatasetError(f"the dataset has no rows ({len(df.columns)} columns, 0 rows). Fix: regenerate it with "
                            f"`{GENERATE_HINT}` or pass a non-empty creditcard.csv")
     columns = [str(c) for c in df.columns]
-    missing = [c for c in COLUMNS if c not in columns]
-    if missing:
+    if missing := [c for c in COLUMNS if c not in columns]:
         shown = ", ".join(missing[:6]) + (f" (+{len(missing) - 6} more)" if len(missing) > 6 else "")
         raise DatasetError(f"missing column(s): {shown}. Fix: the file needs exactly the creditcard.csv header "
                            "Time,V1..V28,Amount,Class (check the header line and the separator)")
-    extra = [c for c in columns if c not in COLUMNS]
-    if extra:
+    if extra := [c for c in columns if c not in COLUMNS]:
         raise DatasetError(f"unexpected column(s): {', '.join(extra[:6])}. Fix: drop them so that only "
                            "Time,V1..V28,Amount,Class remain (an index column? write the CSV with index=False)")
-    if len(set(columns)) != len(columns):
-        dupes = sorted({c for c in columns if columns.count(c) > 1})
+    if dupes := sorted({c for c in columns if columns.count(c) > 1}):
         raise DatasetError(f"duplicated column(s): {', '.join(dupes)}. Fix: keep one column of each name")
     for column in COLUMNS:
         series = df[column]
@@ -227,19 +222,16 @@ def validate_dataset(df: pd.DataFrame, min_positives: int | None = None) -> None
             where = f" e.g. {bad.iloc[0]!r} in row {bad.index[0]}" if len(bad) else ""
             raise DatasetError(f"column {column} has non-numeric values{where}. Fix: clean or drop those rows; "
                                "every column must be a number")
-    values = df[COLUMNS].to_numpy(dtype=np.float64)
-    finite = np.isfinite(values)
-    if not finite.all():
-        counts = (~finite).sum(axis=0)
+    counts = (~np.isfinite(df[COLUMNS].to_numpy(dtype=np.float64))).sum(axis=0)
+    if counts.any():
         bad = [f"{c} ({n})" for c, n in zip(COLUMNS, counts, strict=True) if n]
         raise DatasetError(f"NaN/Inf values in {', '.join(bad[:6])}. Fix: drop or impute those rows before training "
                            "(e.g. df.dropna())")
-    labels = df[LABEL].to_numpy(dtype=np.float64)
-    odd = np.unique(labels[(labels != 0) & (labels != 1)])
+    odd = np.setdiff1d(df[LABEL].to_numpy(dtype=np.float64), [0, 1])  # sorted, unique
     if odd.size:
         shown = ", ".join(f"{x:g}" for x in odd[:5])
         raise DatasetError(f"{LABEL} must be 0 (legitimate) or 1 (fraud) but has {shown}. Fix: map the labels to 0/1")
-    positives = int(labels.sum())
+    positives = int(df[LABEL].sum())
     if positives < min_positives:
         raise DatasetError(f"only {positives} fraud rows (Class=1) among {len(df)}; the stratified split and "
                            f"cross-validation with SMOTE need at least {min_positives}. Fix: use more rows "

@@ -88,8 +88,7 @@ def predict_proba_treelite(tl_model: treelite.Model, X: np.ndarray) -> np.ndarra
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 2:
         raise ValueError(f"expected a 2-D array of rows, got shape {X.shape}")
-    out = gtil.predict(tl_model, X, nthread=1)
-    return np.asarray(out, dtype=np.float64).reshape(X.shape[0], -1)[:, -1]
+    return np.asarray(gtil.predict(tl_model, X, nthread=1), dtype=np.float64).reshape(X.shape[0], -1)[:, -1]
 
 
 def check_export_parity(pipeline, tl_model: treelite.Model, X: np.ndarray, atol: float = DEFAULT_ATOL) -> float:

@@ -123,5 +123,4 @@ def choose_threshold(y_true, proba, rule: str = "best_f1", precision_target: flo
         warnings.warn(f"no threshold reaches precision {precision_target:g} (best {precision[best]:.3f}); "
                       "using the most precise threshold", stacklevel=2)
         return _between(scores, best)
-    best_recall = recall[ok].max()
-    return _between(scores, int(ok[recall[ok] == best_recall][0]))
+    return _between(scores, int(ok[np.argmax(recall[ok])]))  # argmax: the first, i.e. highest, score

@@ -258,9 +258,9 @@ class ModelRepository:
         keep = set(complete[max(0, len(complete) - newest):]) | {self.served_version(), canary, incoming}
         moved = []
         for info in infos:
-            if info.version not in keep and info.status in ("complete", "rejected", "failed"):
-                if self._move_to_archive(info.version):
-                    moved.append(info.version)
+            if info.version not in keep and info.status in ("complete", "rejected", "failed") \
+                    and self._move_to_archive(info.version):
+                moved.append(info.version)
         return moved
 
     def _move_to_archive(self, version: int) -> bool:
