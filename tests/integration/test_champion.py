@@ -40,9 +40,7 @@ def _flow(rig, data: str, **params):
 
     with Runner(FLOW, show_output=False, cwd=str(rig["work"]), env=rig["env"]) as runner:
         result = runner.run(data=str(rig["paths"][data]), model_repo=rig["repo"], **FAST, **params)
-        output = result.stdout + result.stderr
-        run = result.run if result.status == "successful" else None
-    return run, output
+        return result.run if result.status == "successful" else None, result.stdout + result.stderr
 
 
 def test_champion_challenger_sequence(rig):

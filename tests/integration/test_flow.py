@@ -11,6 +11,7 @@ import pytest
 
 from fraudml.data import (
     FEATURES,
+    DatasetError,
     dataset_fingerprint,
     generate_dataset,
     load_dataset,
@@ -36,9 +37,7 @@ def run(metaflow_local):
             models="random_forest,xgboost", n_iter=1, cv_folds=2,
         )
         assert result.status == "successful", result.stdout + result.stderr
-        stdout = result.stdout
-        run = result.run
-    return {"run": run, "stdout": stdout}
+        return {"run": result.run, "stdout": result.stdout}
 
 
 def test_flow_ran_its_dag_and_printed_the_comparison(run):
@@ -46,7 +45,6 @@ def test_flow_ran_its_dag_and_printed_the_comparison(run):
     steps = {s.id: s for s in run["run"]}
     assert set(steps) == {"start", "preprocess", "train", "eval", "deploy", "end"}
     assert sorted(t.data.family for t in steps["train"]) == ["random_forest", "xgboost"]
-    assert run["run"].successful
     out = run["stdout"]
     assert "test AP" in out and "CV AP (selects)" in out and "random_forest" in out and "xgboost" in out
     assert "winner: " in out and "chosen by highest cross-validated average precision" in out
@@ -59,7 +57,6 @@ def test_artifacts_read_back_with_the_client(run):
     df = generate_dataset(TINY["rows"], TINY["fraud_rate"], TINY["seed"])
     assert data.dataset_fingerprint == dataset_fingerprint(df)
     assert data.dataset_source.startswith("synthetic:rows=4000")
-    assert data.best_family in ("random_forest", "xgboost")
     assert set(data.metrics_by_family) == {"random_forest", "xgboost"}
     assert data.metrics == data.metrics_by_family[data.best_family]
     # chosen on cross-validated AP (training folds), not on the test set
@@ -134,8 +131,6 @@ def test_load_dataset_from_s3(publisher_env, tmp_path):
     s3_server.client().upload_file(str(path), "models", "datasets/cc.csv")
     back = load_dataset("s3://models/datasets/cc.csv")
     assert dataset_fingerprint(back) == dataset_fingerprint(df)
-    from fraudml.data import DatasetError
-
     with pytest.raises(DatasetError, match="S3 refused to read .*NoSuchKey"):
         load_dataset("s3://models/datasets/missing.csv")
     assert os.environ["AWS_ENDPOINT_URL"] == s3_server.env()["AWS_ENDPOINT_URL"]

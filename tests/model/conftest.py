@@ -1,21 +1,14 @@
 """Shared, small training data and trained families for the model tests (trained once per session)."""
 
-from dataclasses import dataclass
+from collections import namedtuple
 
-import numpy as np
 import pytest
 
 from fraudml.data import generate_dataset
 from fraudml.features import feature_matrix, labels, split_train_test
 from fraudml.models import FAMILIES, TrainedFamily, train_family
 
-
-@dataclass
-class Split:
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
+Split = namedtuple("Split", "X_train y_train X_test y_test")  # float32 rows, int64 labels
 
 
 @pytest.fixture(scope="session")

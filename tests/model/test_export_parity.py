@@ -68,4 +68,3 @@ def test_parity_on_generated_rows(trained, family):
         check_export_parity(pipeline, tl_model, rows)
 
     check()
-

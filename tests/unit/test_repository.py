@@ -109,10 +109,8 @@ def test_only_the_newest_versions_stay_where_triton_downloads(tmp_path):
     assert sorted(p.name for p in (tmp_path / "_archive" / "fraud-classifier").iterdir()) == ["1", "2", "3"]
     assert sorted(p.name for p in (tmp_path / "_publish" / "fraud-classifier").iterdir()) == \
         ["1.json", "2.json", "3.json", "4.json", "5.json"]
-    infos = repo.list_versions()
-    assert [(v.version, v.status, v.archived) for v in infos] == [(1, "complete", True), (2, "complete", True),
-                                                                  (3, "complete", True), (4, "complete", False),
-                                                                  (5, "complete", False)]
+    assert [(v.version, v.status, v.archived) for v in repo.list_versions()] == \
+        [(v, "complete", v <= 3) for v in range(1, 6)]
     assert repo.read_file(1, "checkpoint.tl") == bytes([0]) and repo.read_lineage(1)["version"] == 1
 
 

@@ -17,26 +17,13 @@ CASES = {
     # the CPU overlay's published version: probabilities [1-p, p], one pinned version
     "cpu_proba_v3": dict(versions=[3]),
     # the GPU overlay: labels at a tuned threshold, XGBoost UBJSON, two instances
-    "gpu_label_xgboost_ubj": dict(
-        model_type="xgboost_ubj",
-        predict_proba=False,
-        threshold=0.37,
-        instance_kind="KIND_GPU",
-        instance_count=2,
-        versions=[7, 5],
-        max_queue_delay_us=100,
-    ),
+    "gpu_label_xgboost_ubj": dict(model_type="xgboost_ubj", predict_proba=False, threshold=0.37,
+                                  instance_kind="KIND_GPU", instance_count=2, versions=[7, 5], max_queue_delay_us=100),
     # an sklearn forest's own two outputs (both flags false): dims [2]
     "raw_forest_two_outputs": dict(predict_proba=False, output_class=False, n_model_outputs=2, versions=[1]),
     # a regressor-style raw score, LightGBM text, NGC >= 25.09 key, Triton's latest policy
-    "score_lightgbm_is_classifier": dict(
-        model_type="lightgbm",
-        predict_proba=False,
-        output_class=False,
-        classifier_key="is_classifier",
-        max_batch_size=32768,
-        n_features=12,
-    ),
+    "score_lightgbm_is_classifier": dict(model_type="lightgbm", predict_proba=False, output_class=False,
+                                         classifier_key="is_classifier", max_batch_size=32768, n_features=12),
 }
 
 
@@ -104,4 +91,3 @@ def test_model_filenames_match_the_local_fil_backend():
 
     assert MODEL_FILENAMES == FIL_MODEL_FILENAMES
     assert "model.so" not in MODEL_FILENAMES.values()
-
