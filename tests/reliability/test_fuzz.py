@@ -181,12 +181,10 @@ def check_one(rig, target: str, body: bytes, expected: str, info: dict) -> str:
     if reply.status == 200:
         assert expected != INVALID, "answered 200 to an invalid body"
         try:  # the rows the answer must be about, read from what was sent
-            if target == "triton-binary":
-                x = np.frombuffer(info["raw"], dtype=np.float32).reshape(info["shape"])
-            else:
-                doc = json.loads(body)
-                x = np.asarray(doc["rows"] if target == "fastapi" else doc["inputs"][0]["data"], dtype=np.float32)
-                x = x if target == "fastapi" else x.reshape(doc["inputs"][0]["shape"])
+            doc = None if target == "triton-binary" else json.loads(body)
+            x = (np.frombuffer(info["raw"], np.float32).reshape(info["shape"]) if doc is None
+                 else np.asarray(doc["rows"], np.float32) if target == "fastapi"
+                 else np.asarray(doc["inputs"][0]["data"], np.float32).reshape(doc["inputs"][0]["shape"]))
         except (ValueError, KeyError, TypeError, IndexError):
             x = None
         assert x is not None and x.ndim == 2 and x.shape[1] == N_FEATURES, "answered 200, but the body holds no (n, 30) rows"
