@@ -27,20 +27,19 @@ POINTS = {  # where in a publish the S3 server goes away (DESIGN §3: claim, upl
 }
 
 
-def stop_s3(rig, point: str) -> None:
-    if point.startswith("sigkill"):
-        os.kill(rig.s3.pid(), signal.SIGKILL)
-        wait_until(lambda: rig.s3.pid() is None, 10)
-    else:
-        rig.s3.stop(timeout=10)
-
-
 @pytest.mark.parametrize("point", [pytest.param(p, marks=pytest.mark.quick) if p == "after-first-file-put" else p
                                    for p in POINTS])
 def test_s3_gone_in_the_middle_of_a_publish(rig, point, record_property):
+    def stop_s3() -> None:
+        if point.startswith("sigkill"):
+            os.kill(rig.s3.pid(), signal.SIGKILL)
+            wait_until(lambda: rig.s3.pid() is None, 10)
+        else:
+            rig.s3.stop(timeout=10)
+
     repo = rig.repo()
     previous = repo.served_version()
-    repo.store = store = FaultyStore(repo.store, point, lambda: stop_s3(rig, point))
+    repo.store = store = FaultyStore(repo.store, point, stop_s3)
     with RequestLoop(rig.triton.http_url, rig.model.x[:1]) as loop:
         with pytest.raises(PublishError) as info:
             rig.publish(f"S3 fault {point}", repo)

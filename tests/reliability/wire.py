@@ -34,14 +34,6 @@ class Reply:
         return self.status in (200, "OK")
 
 
-def _error_text(body: bytes) -> str:
-    try:
-        doc = json.loads(body)
-        return str(doc["error"]) if "error" in doc else json.dumps(doc["detail"])
-    except (ValueError, TypeError, KeyError):  # not JSON, or not an error document
-        return body.decode(errors="replace")
-
-
 def post(url: str, body: bytes | None, headers: dict[str, str] | None = None, *, method: str = "POST",
          timeout: float = 120) -> Reply:
     try:
@@ -51,7 +43,12 @@ def post(url: str, body: bytes | None, headers: dict[str, str] | None = None, *,
         return Reply(NO_ANSWER, f"{type(exc).__name__}: {exc}")
     status, data = response.status_code, response.content
     if status != 200:
-        return Reply(status, _error_text(data), data)
+        try:
+            doc = json.loads(data)
+            message = str(doc["error"]) if "error" in doc else json.dumps(doc["detail"])
+        except (ValueError, TypeError, KeyError):  # not JSON, or not an error document
+            message = data.decode(errors="replace")
+        return Reply(status, message, data)
     output = None
     if data.startswith(b"{") and b'"outputs"' in data:
         out = json.loads(data)["outputs"][0]
