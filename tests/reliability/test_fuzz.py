@@ -43,9 +43,8 @@ def weird_values(size: int) -> st.SearchStrategy[list]:
 def declares_oversized(shape: object) -> bool:
     """A shape whose FP32 size is beyond any memory or int64: what 2.51's HTTP JSON front end
     aborts on (the fuzz category tolerates that crash, and only that one)."""
-    if not (isinstance(shape, list | tuple) and shape and all(type(d) is int for d in shape)):
-        return False
-    return any(d >= 2**63 for d in shape) or (all(d > 0 for d in shape) and math.prod(shape) * 4 >= 2**38)
+    return (isinstance(shape, list | tuple) and bool(shape) and all(type(d) is int for d in shape)
+            and (any(d >= 2**63 for d in shape) or (all(d > 0 for d in shape) and math.prod(shape) * 4 >= 2**38)))
 
 
 @st.composite
