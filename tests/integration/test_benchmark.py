@@ -14,6 +14,7 @@ import pytest
 from benchmark import report
 from benchmark.run import INTERNAL_CONTENDERS, SCHEMA, Plan, run
 from benchmark.servers import FastAPIServer
+from serve.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -118,7 +119,7 @@ def test_plots_and_report_are_written(tiny_run: Path):
 # test_bad_input.py) --
 
 
-def test_running_servers_are_measured_and_the_report_says_so(tiny_run, tmp_path, triton_factory, free_port):
+def test_running_servers_are_measured_and_the_report_says_so(tiny_run, tmp_path, triton_factory):
     """--triton-url/--fastapi-url: the same phases measure servers not started here, pin nothing, and say so."""
     repo = tiny_run.parent.parent / "state" / "benchmark" / "model" / "triton-repo"  # tiny_run's version 1
     fastapi = FastAPIServer("fastapi", free_port(), cpu=None, log=tmp_path / "uvicorn.log", env={

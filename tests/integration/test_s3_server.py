@@ -12,7 +12,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from fraudml.repository import ModelRepository
-from serve.s3 import S3Error, SeaweedS3
+from serve.ports import free_port
+from serve.s3 import SeaweedS3
+from serve.supervisor import ServiceError
 from serve.triton import TritonError, triton_repository_uri
 
 pytestmark = pytest.mark.slow
@@ -58,11 +60,11 @@ def test_conditional_put_never_overwrites(s3_server):
 
 
 def test_busy_port_is_a_clear_error(s3_server, tmp_path):
-    with pytest.raises(S3Error, match=f"port {s3_server.port} .* already in use"):
+    with pytest.raises(ServiceError, match=f"port {s3_server.port} .* already in use"):
         SeaweedS3(tmp_path / "other", port=s3_server.port).start(timeout=10)
 
 
-def test_cli_start_stop_keeps_credentials_and_data(tmp_path, free_port):
+def test_cli_start_stop_keeps_credentials_and_data(tmp_path):
     """start, write, stop, start: same credentials (private; `env` prints them), the object kept, nothing left."""
     state, port = tmp_path / "s3", free_port()
 

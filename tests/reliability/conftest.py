@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.servers import FastAPIServer
+from serve.ports import free_port
 from tests.reliability.rig import FUZZ_EXAMPLES, MAX_BATCH, SOAK_SECONDS, Rig, train_reference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,7 @@ def rig(_rig) -> Rig:
 
 
 @pytest.fixture(scope="session")
-def fastapi_url(_rig, tmp_path_factory, free_port) -> str:
+def fastapi_url(_rig, tmp_path_factory) -> str:
     """``uvicorn benchmark.app:app`` on a free port, serving the reference model's checkpoint with Treelite."""
     work = tmp_path_factory.mktemp("fastapi")
     (work / "checkpoint.tl").write_bytes(_rig.model.checkpoint)

@@ -10,6 +10,7 @@ import pytest
 from fraudml.repository import ModelRepository, PublishError, publish_model_version
 from fraudml.storage import StorageError, open_store
 from fraudml.tritonconfig import served_versions
+from serve.ports import free_port
 
 CONFIG_KWARGS = {"model_type": "treelite_checkpoint", "threshold": 0.7, "n_features": 30}
 
@@ -82,7 +83,7 @@ def test_lookups_of_missing_versions_are_clear_errors(tmp_path):
         ModelRepository(str(tmp_path)).set_served_version(7)
 
 
-def test_unreachable_s3_and_unsupported_uris_are_clear_errors(monkeypatch, free_port):
+def test_unreachable_s3_and_unsupported_uris_are_clear_errors(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
