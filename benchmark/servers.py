@@ -55,7 +55,7 @@ class FastAPIServer:
         self.service = Service(log.parent, log.stem)
 
     def start(self) -> None:
-        self.service.start(self.cmd, env=self.env, cwd=Path(__file__).resolve().parent.parent)
+        self.service.launch(self.cmd, env=self.env, cwd=Path(__file__).resolve().parent.parent)
 
     def pid(self) -> int | None:
         return self.service.pid()

