@@ -90,15 +90,10 @@ class Fleet(contextlib.ExitStack):
 
     def __init__(self, tritons, uri: str, env: dict[str, str], state_dir: Path):
         super().__init__()
-        x = np.zeros((1, 30), dtype=np.float32)
+        self.tritons, self.uri, self.env, self.state_dir = tritons, uri, env, state_dir
         self.reconcilers: list[tuple[Service, int]] = []
-        for triton, pod in zip(tritons, _pod_names(), strict=True):
-            port, state = free_port(), state_dir / pod
-            subprocess.run([sys.executable, "-m", "serve.reconciler", "start", "--model-repo", uri, "--triton-url",
-                            triton.http_url, "--port", str(port), "--interval", "0.5", "--pod-name", pod,
-                            "--state-dir", str(state)], env=env, check=True)
-            self.reconcilers.append((Service(state, "reconciler"), port))
-        self.loops = [RequestLoop(t.grpc_url if p == "grpc" else t.http_url, x, protocol=p)
+        x = np.zeros((1, 30), dtype=np.float32)
+        self.loops = [RequestLoop(t.grpc_url if p == "grpc" else t.http_url, x, protocol=p, max_seconds=600)
                       for t, p in zip(tritons, ("grpc", "http"), strict=True)]
 
     def wait(self, expected: list[int], *, converged: bool = True, refused: bool = False,
@@ -120,10 +115,19 @@ class Fleet(contextlib.ExitStack):
             time.sleep(0.1)
 
     def __enter__(self) -> Fleet:
-        for service, _ in self.reconcilers:
-            self.callback(service.stop)
-        for lp in self.loops:
-            self.enter_context(lp)  # stopped first
+        try:  # whatever started is stopped, also when a later start fails
+            for triton, pod in zip(self.tritons, _pod_names(), strict=True):
+                port, service = free_port(), Service(self.state_dir / pod, "reconciler")
+                self.callback(service.stop)
+                subprocess.run([sys.executable, "-m", "serve.reconciler", "start", "--model-repo", self.uri,
+                                "--triton-url", triton.http_url, "--port", str(port), "--interval", "0.5",
+                                "--pod-name", pod, "--state-dir", str(service.state_dir)], env=self.env, check=True)
+                self.reconcilers.append((service, port))
+            for lp in self.loops:
+                self.enter_context(lp)  # stopped first
+        except BaseException:
+            self.close()
+            raise
         return self
 
 

@@ -75,12 +75,18 @@ def order(name: str) -> int:
 def pytest_collection_modifyitems(items) -> None:
     """Every test of a category module is a case, marked ``reliability`` and ``slow`` (``quick`` is the
     module's or the case's own). The cases run after the other tests, by category in the order of CATEGORIES:
-    input first, faults (which leave Triton 2.51's strict server readiness false after a refused load, R1) after."""
+    input first, faults (which leave Triton 2.51's strict server readiness false after a refused load, R1) after;
+    in each faults module the versions-lost case (test_no_version_lost, imported from rig) last."""
     for item in items:
         if category(item.nodeid):
             item.add_marker(pytest.mark.reliability)
             item.add_marker(pytest.mark.slow)
-    items.sort(key=lambda item: order(category(item.nodeid)) if category(item.nodeid) else -1)  # stable
+
+    def rank(item) -> tuple[int, bool]:  # stable; a faults module's ledger case after its faults, which it checks
+        name = category(item.nodeid)
+        return (order(name), item.originalname == "test_no_version_lost") if name else (-1, False)
+
+    items.sort(key=rank)
 
 
 RANK = ("passed", "skipped", "failed")  # a case's outcome is its worst phase's

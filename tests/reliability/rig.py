@@ -159,12 +159,13 @@ class Rig:
 
 
 class RequestLoop(threading.Thread):
-    """One-row requests through ``serve.client.infer``, back to back while the ``with`` block runs (300 s
-    at most); records each answer's version and each failure's message, with when."""
+    """One-row requests through ``serve.client.infer``, back to back while the ``with`` block runs
+    (``max_seconds`` at most); records each answer's version and each failure's message, with when."""
 
-    def __init__(self, url: str, row: np.ndarray, *, protocol: str = "http", timeout: float = 10.0):
+    def __init__(self, url: str, row: np.ndarray, *, protocol: str = "http", timeout: float = 10.0,
+                 max_seconds: float = 300.0):
         super().__init__(daemon=True, name=f"request-loop-{protocol}")
-        self.protocol, self.done = protocol, threading.Event()
+        self.protocol, self.done, self.max_seconds = protocol, threading.Event(), max_seconds
         self.send = functools.partial(infer, row, url=url, protocol=protocol, model_name=MODEL_NAME, timeout=timeout)
         self.answers: list[tuple[float, int]] = []  # (time, version that answered)
         self.failures: list[tuple[float, str]] = []
@@ -174,7 +175,7 @@ class RequestLoop(threading.Thread):
         return [v for _, v in self.answers]
 
     def run(self) -> None:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + self.max_seconds
         while not self.done.is_set() and time.monotonic() < deadline:
             try:
                 answer = self.send()
