@@ -75,8 +75,11 @@ def build(state_dir: Path, out: Path = OUT, **cluster: str) -> dict:
         })
     if proc.returncode != 0:
         raise RuntimeError(f"`{' '.join(cmd[1:])}` exited {proc.returncode}:\n{proc.stderr.strip()[-4000:]}")
-    template = json.loads(proc.stdout[proc.stdout.find("{"):])
-    if template.get("kind") != "WorkflowTemplate":
+    try:  # what Metaflow prints before the JSON is skipped; no JSON at all is said with the output
+        template = json.loads(proc.stdout[proc.stdout.index("{"):])
+    except ValueError:
+        template = None
+    if not isinstance(template, dict) or template.get("kind") != "WorkflowTemplate":
         raise RuntimeError(f"expected a WorkflowTemplate, got: {proc.stdout[:2000]}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(template, indent=2) + "\n")

@@ -9,10 +9,10 @@ import tomllib
 
 import pytest
 import yaml
-from dotenv import dotenv_values
 
 from fraudml.tritonconfig import MODEL_NAME, render_config
 from serve.backends.fil import fil_config
+from serve.s3 import read_env_file
 from serve.settings import Settings
 from tests.k8s import manifests as m
 
@@ -20,7 +20,7 @@ from tests.k8s import manifests as m
 NGC_TREELITE = (((24, 9), (24, 10), "4.3.0"), ((24, 11), (24, 12), "4.4.0"), ((25, 1), (25, 12), "4.4.1"),
                 ((26, 1), (26, 5), "4.6.1"), ((26, 6), (26, 6), "4.7.0"))
 NGC = "nvcr.io/nvidia/tritonserver"
-ENV = dotenv_values(m.DOCKER / ".env")
+ENV = read_env_file(m.DOCKER / ".env")
 
 
 def _images(rel: str) -> set[str]:
