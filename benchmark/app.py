@@ -125,8 +125,9 @@ def explain(error: Mapping[str, Any], n_features: int, max_rows: int) -> str:
         return f"rows must hold 1 to {max_rows} rows; got {actual if actual is not None else '?'}"
     if kind.startswith("float") or kind in ("int_type", "bool_type"):
         return f"{where} is {error.get('input')!r}: features must be JSON numbers"
+    if kind == "finite_number":  # the input is one value here; for the kinds below it may be the whole body
+        return f"{where} is {error.get('input')!r}: NaN and Infinity are not valid feature values"
     return {
-        "finite_number": f"{where} is {error.get('input')!r}: NaN and Infinity are not valid feature values",
         "missing": f'{where} is missing: send {{"rows": [[{n_features} numbers], ...]}}',
         "list_type": f"{where} must be a list",
         "extra_forbidden": f'{where} is not an accepted field: send only {{"rows": [...]}}',

@@ -162,8 +162,8 @@ def parse_csv(path: Path) -> dict:
             "server_compute_ms": ms("Server Compute Input", "Server Compute Infer", "Server Compute Output")}
 
 
-def run_perf_analyzer(bench: Bench, endpoint, concurrency: int, input_data: Path, env: dict[str, str],
-                      tag: str) -> dict:
+def run_perf_analyzer(bench: Bench, endpoint, concurrency: int, input_data: Path, binary: Path,
+                      env: dict[str, str], tag: str) -> dict:
     """One perf_analyzer run at one concurrency; returns the parsed CSV row or the error.
 
     ``--async``: the requests in flight are kept by one client thread, not one thread each
@@ -171,7 +171,7 @@ def run_perf_analyzer(bench: Bench, endpoint, concurrency: int, input_data: Path
     out_dir, plan = bench.out / "perf_analyzer", bench.plan
     name = f"perf_{tag}{endpoint.protocol}_c{concurrency}"
     csv_path = out_dir / f"{name}.csv"
-    base = [*taskset(bench.client_cpu), str(find_perf_analyzer()), "-m", bench.model_name,
+    base = [*taskset(bench.client_cpu), str(binary), "-m", bench.model_name,
             "-u", f"{endpoint.host}:{endpoint.port}", "--async", "-i", endpoint.protocol, "-b", "1",
             "--concurrency-range", f"{concurrency}:{concurrency}", "--input-data", str(input_data), "-f", str(csv_path),
             "-p", str(plan.perf_measurement_ms), "--max-trials", str(plan.perf_max_trials)]
@@ -217,14 +217,14 @@ def perf_phase(bench: Bench, contenders: list[str], headline: str | None) -> dic
     input_data.write_text(json.dumps({"data": [{"input__0": {"content": row.tolist(), "shape": [len(row)]}}
                                                for row in np.asarray(bench.rows[:1000], dtype=np.float32)]}))
     result: dict = {"server": headline, "settings": {
-        "binary": str(binary), "mode": "stable", "measurement_interval_ms": plan.perf_measurement_ms,
+        "binary": str(binary), "measurement_interval_ms": plan.perf_measurement_ms,
         "max_trials": plan.perf_max_trials, "stability_percentage": STABILITY_PERCENTAGE, "batch_size": 1,
         "client": "async (--async), closed loop (concurrency = requests in flight)",
         "input_data": f"{min(len(bench.rows), 1000)} benchmark rows"}}
     with bench.plan.bar(len(plan.concurrency) * len(runs), "perf_analyzer") as bar:
         for (key, name), c in itertools.product(runs, plan.concurrency):
             bar.set_postfix_str(f"perf_analyzer {key} c={c}", refresh=True)
-            result.setdefault(key, []).append(run_perf_analyzer(bench, bench.endpoints[name], c, input_data, env,
+            result.setdefault(key, []).append(run_perf_analyzer(bench, bench.endpoints[name], c, input_data, binary, env,
                                                                 "" if key in ("http", "grpc") else f"{key}_"))
             bar.update(1)
     return result

@@ -189,11 +189,11 @@ def _run(plan: Plan, out: Path, stamp: str) -> Path:
                 results["in_process"] = sequential.in_process_runtimes(model, rows, fil["library"],
                                                                        plan.in_process_calls)
 
-    own: dict = {}  # contender -> the server started here for it
     # this process is a client from here on; the stack stops every server started here, also after a failure
     with servers.pinned(pins["client_cpu"]), contextlib.ExitStack() as stack:
         with phases("servers"):
             if not plan.external:
+                # own: contender -> the server started here for it
                 endpoints, server_facts, own = servers.start_servers(model, rows, fil, contenders, pins, work,
                                                                      skipped, stack)
                 contenders = [c for c in contenders if c in endpoints]

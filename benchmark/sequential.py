@@ -178,11 +178,13 @@ def in_process_runtimes(model: BenchModel, rows: np.ndarray, library: Path | Non
         runtimes["compiled"] = ("tl2cgen-compiled library, 1 thread (fil backend default)", compiled.predict)
     runtimes["gtil_python"] = ("treelite.gtil.predict, the public Python wrapper, nthread=1",
                                lambda x: treelite.gtil.predict(tl, x, nthread=1))
-    out, one_rows = {}, itertools.cycle([r[None, :] for r in rows])
+    out, one_rows = {}, [r[None, :] for r in rows]
     for key, (what, fn) in runtimes.items():
         n = max(20, calls // 5) if key == "sklearn" else calls
-        # one timing per call, the first 20 untimed (timeit pauses the garbage collector while it times)
-        us = 1e6 * np.asarray(timeit.repeat(lambda fn=fn: fn(next(one_rows)), number=1, repeat=20 + n)[20:])
+        # one timing per call, the first 20 untimed (timeit pauses the garbage collector while it times);
+        # every runtime is timed on the same rows, from the first
+        it = itertools.cycle(one_rows)
+        us = 1e6 * np.asarray(timeit.repeat(lambda fn=fn, it=it: fn(next(it)), number=1, repeat=20 + n)[20:])
         out[key] = {"what": what, "calls": n, "p50_us": float(np.median(us)), "mean_us": float(us.mean())}
     return out
 

@@ -5,7 +5,6 @@ measures the same way; and the machine they share: its facts, and the servers' a
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from fraudml import triton_control
+from fraudml.lineage import installed_versions
 from serve.supervisor import Service, is_ready
 
 
@@ -151,8 +151,6 @@ def machine_info() -> dict:
     import psutil
 
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    versions = {d.metadata["Name"].lower(): d.version for d in importlib.metadata.distributions()
-                if d.metadata["Name"].lower() in PACKAGES}
     return {
         "cpu_model": next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines()
                            if ln.startswith("model name")), "unknown"),
@@ -161,7 +159,7 @@ def machine_info() -> dict:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "packages": versions,
+        "packages": installed_versions(PACKAGES),
     }
 
 
@@ -225,7 +223,7 @@ def start_servers(model, rows: np.ndarray, fil: dict, contenders: list[str], pin
             own[name] = FastAPIServer(name, ports[6] if name == "fastapi-treelite" else ports[7], env,
                                       pins["server_cpu"], work / f"uvicorn-{name}.log")
             own[name].start()
-            stack.callback(own[name].stop)
+            stack.callback(_stop_quietly, own[name])
         facts: dict = {"tritons": _start_tritons(model, fil, contenders, ports, work, skipped, own, stack)}
         for name in [c for c in contenders if c.startswith("fastapi-")]:
             own[name].wait()
@@ -247,6 +245,12 @@ def start_servers(model, rows: np.ndarray, fil: dict, contenders: list[str], pin
     return endpoints, facts, own
 
 
+def _stop_quietly(server) -> None:
+    """A server that will not stop cleanly must not fail (or hide the error of) a run that measured."""
+    with contextlib.suppress(Exception):
+        server.stop()
+
+
 def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], work: Path, skipped: dict,
                    own: dict, stack: contextlib.ExitStack) -> dict:
     """A Triton per ``fil`` backend the contenders need, into ``own``; their facts by backend.
@@ -258,14 +262,13 @@ def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], wo
     backends = [backend for backend, names in wanted.items() if names & set(contenders)]
     compiled, facts = fil["runtime"] == "compiled", {}
     for i, backend in enumerate(backends):  # grows by "python" when gRPC needs it as a stand-in
-        t0 = time.monotonic()
         try:
             triton = TritonServer(  # the project's launcher on the benchmark's copy of the repository
                 str(model.triton_repo), http_port=ports[3 * i], grpc_port=ports[3 * i + 1],
                 metrics_port=ports[3 * i + 2], state_dir=work / f"triton-{backend}",
                 load_models=(model.name,), env={**fil["env"], "FIL_BACKEND": backend},
                 fil_cache_dir=fil["env"].get("FIL_CACHE_DIR"))
-            stack.callback(triton.stop)
+            stack.callback(_stop_quietly, triton)
             triton.start(timeout=120)
         except TritonError as e:
             if backend != "native":
@@ -279,7 +282,7 @@ def _start_tritons(model, fil: dict, contenders: list[str], ports: list[int], wo
                 triton.wait_compiled(model.name, timeout=180)
         version, how = list(triton.predictor_state(model.name).items() or [(None, None)])[-1]
         serving = how and f"{model.name}/{version}: {SERVED_WITH[how]}"
-        facts[backend] = {"start_to_ready_s": round(time.monotonic() - t0, 2), **triton_facts(triton.http_url, model.name),
+        facts[backend] = {"start_to_ready_s": round(triton.startup_seconds, 2), **triton_facts(triton.http_url, model.name),
                           "fil_backend_kind": backend, "fil_backend": serving, "fil_compile": fil["env"]["FIL_COMPILE"]}
         if compiled and how != "compiled":
             raise BenchmarkError(f"Triton's {backend} fil backend is not serving the compiled library ({serving}); "

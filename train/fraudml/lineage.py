@@ -3,6 +3,7 @@ the run, data and code that made it (DESIGN §4)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -51,6 +52,15 @@ def code_version(flow_file: str | Path) -> dict:
     return info
 
 
+def installed_versions(names) -> dict[str, str]:
+    """The installed version of each of ``names``, in that order (missing ones left out)."""
+    versions = {}
+    for name in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
 def build_lineage(task_pathspec: str, flow_file: str | Path, **fields) -> dict:
     """The lineage record of one trained model, JSON-able.
 
@@ -73,9 +83,7 @@ def build_lineage(task_pathspec: str, flow_file: str | Path, **fields) -> dict:
         "decision": "fraud when P(fraud) >= threshold",
         "input": "raw rows: features in this order, float32, no transform (NaN = missing)",
         "code_version": code_version(flow_file),
-        # installed versions of the libraries that shape the model (missing ones left out)
-        "libraries": {**{d.name: d.version for d in metadata.distributions() if d.name in _LIBRARIES},
-                      "python": platform.python_version()},
+        "libraries": {**installed_versions(_LIBRARIES), "python": platform.python_version()},  # that shape the model
     }
     # Fail here, not at publish time, if anything is not JSON-able.
     return json.loads(json.dumps(record, allow_nan=False))
