@@ -192,7 +192,6 @@ class FraudClassifierTreeSelection(FlowSpec):
         # Check the bytes that will be shipped, read back, not the in-memory model.
         exported = treelite.Model.deserialize_bytes(self.model_checkpoint)
         self.export_max_abs_diff = check_export_parity(self.best_pipeline, exported, self.X_test)
-        challenger_proba = predict_proba_treelite(exported, self.X_test)  # the test set is the holdout
         self.model_type = "treelite_checkpoint"
         self.model_filename = MODEL_FILENAMES[self.model_type]
         print(f"exported {self.best_family} as {self.model_filename} ({len(self.model_checkpoint):,} bytes); "
@@ -213,6 +212,7 @@ class FraudClassifierTreeSelection(FlowSpec):
         if self.model_repo:
             repo = ModelRepository(self.model_repo)
             previous = repo.served_version()
+            challenger_proba = predict_proba_treelite(exported, self.X_test)  # X_test: the holdout's rows
             self.promotion = champion.decide(
                 repo, self.holdout_set, self.X_train, (challenger_proba, self.threshold),
                 margin=self.promotion_margin, recall_tolerance=self.recall_tolerance, force=self.force_publish,

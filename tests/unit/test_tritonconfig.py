@@ -70,6 +70,10 @@ def test_served_versions_on_hand_written_configs(text, expected):
         (dict(threshold=float("nan")), "threshold"),
         (dict(versions=[]), "versions"),
         (dict(versions=[0]), "versions"),
+        # not integers: True would render as 1, 8.0 and "3" fail in the protobuf with a TypeError
+        (dict(n_features=True), "n_features"),
+        (dict(max_batch_size=8.0), "max_batch_size"),
+        (dict(versions=["3"]), "versions"),
         (dict(predict_proba=True, output_class=False), "predict_proba"),
         (dict(classifier_key="classifier"), "classifier_key"),
         (dict(extra_parameters={"threshold": "0.1"}), "threshold"),

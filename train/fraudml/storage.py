@@ -152,7 +152,7 @@ class S3Store:
                 raise StorageError(f"S3 refused the credentials for {what} on {self.uri} ({code}): "
                                    "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY") from exc
             raise StorageError(f"S3 error during {what} on {self.uri}: {code or exc}") from exc
-        except (boto.ConnectionError, boto.HTTPClientError) as exc:  # refused, timed out, reset
+        except (boto.ConnectionError, boto.HTTPClientError, boto.IncompleteReadError) as exc:  # refused, timed out, reset
             raise StorageError(f"S3 endpoint {self.endpoint or 'AWS S3'} is unreachable during {what}: {exc}. "
                                "Is the server up (`make s3`) and AWS_ENDPOINT_URL right?") from exc
         except boto.NoCredentialsError as exc:
@@ -162,11 +162,14 @@ class S3Store:
         self._call("a listing", self._client.list_objects_v2, Bucket=self.bucket, MaxKeys=1)
 
     def get(self, key: str) -> Blob | None:
+        def fetch(**kwargs) -> Blob:  # the body is read inside _call too: a stream cut off is an S3 error
+            obj = self._client.get_object(**kwargs)
+            return Blob(obj["Body"].read(), obj["ETag"], obj["LastModified"].timestamp())
+
         try:
-            obj = self._call(f"reading {key}", self._client.get_object, Bucket=self.bucket, Key=self._key(key))
+            return self._call(f"reading {key}", fetch, Bucket=self.bucket, Key=self._key(key))
         except FileNotFoundError:
             return None
-        return Blob(obj["Body"].read(), obj["ETag"], obj["LastModified"].timestamp())
 
     def list(self, prefix: str) -> list[str]:
         start = len(self.prefix) + 1 if self.prefix else 0

@@ -103,6 +103,10 @@ def render_config(
     return _HEADER + text_format.MessageToString(config)
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True would render as 1
+
+
 def _check(*, model_type, instance_kind, classifier_key, n_features, max_batch_size, n_classes, instance_count,
            max_queue_delay_us, threshold, predict_proba, output_class, n_model_outputs, model_name, versions):
     """Raise ValueError for an argument of :func:`render_config` that FIL or Triton would reject;
@@ -117,7 +121,7 @@ def _check(*, model_type, instance_kind, classifier_key, n_features, max_batch_s
                              ("n_classes", n_classes, 2), ("instance_count", instance_count, 1),
                              ("max_queue_delay_us", max_queue_delay_us, 0),
                              ("n_model_outputs", 1 if n_model_outputs is None else n_model_outputs, 1)):
-        if value < low:  # a non-integer is refused by the protobuf message itself
+        if not _is_int(value) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if not math.isfinite(threshold) or (output_class and not 0.0 <= threshold <= 1.0):
         raise ValueError(f"threshold must be a probability in [0, 1], got {threshold!r}")
@@ -133,7 +137,7 @@ def _check(*, model_type, instance_kind, classifier_key, n_features, max_batch_s
                              f"{2 if n_model_outputs == 1 else n_model_outputs} probabilities per row")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", model_name):
         raise ValueError(f"model_name {model_name!r} is not a valid Triton model name")
-    if versions is not None and (not versions or min(versions) < 1):
+    if versions is not None and (not versions or any(not _is_int(v) or v < 1 for v in versions)):
         raise ValueError(f"versions must be a non-empty list of integers >= 1, got {versions!r}")
     return None if versions is None else sorted(set(versions))
 
