@@ -26,6 +26,7 @@ import pandas as pd
 from fraudml.data import FEATURES, LABEL
 from fraudml.repository import ModelRepository
 from fraudml.storage import StorageError
+from fraudml.triton_control import model_config
 from serve.lineage import lineage_line
 from serve.settings import command_line
 
@@ -75,11 +76,11 @@ def infer(x: np.ndarray, *, url: str, protocol: str = "http", model_name: str, t
 def served_threshold(*, url: str, protocol: str = "http", model_name: str, timeout: float = 10.0) -> float:
     """The decision threshold in the served model's config (FIL parameter ``threshold``)."""
     try:
-        _, client, call = _client(url, protocol, timeout)
         if protocol == "grpc":
+            _, client, call = _client(url, protocol, timeout)
             config = client.get_model_config(model_name, as_json=True, **call)["config"]
-        else:
-            config = client.get_model_config(model_name)
+        else:  # the control API's one HTTP client
+            config = model_config(url, model_name, timeout)
         return float(config["parameters"]["threshold"]["string_value"])
     except KeyError:
         raise ClientError(f"{model_name} on {url} has no threshold parameter in its config") from None

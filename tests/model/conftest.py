@@ -19,10 +19,13 @@ def split() -> Split:
     return Split(feature_matrix(train), labels(train), feature_matrix(test), labels(test))
 
 
+TRAIN_KWARGS = dict(seed=0, cv_folds=2, n_iter=1, n_jobs=1)  # what `trained` fits each family with
+
+
 @pytest.fixture(scope="session")
 def trained(split) -> dict[str, TrainedFamily]:
     """Every family, one candidate, 2-fold CV: small but real."""
     return {
-        family: train_family(family, split.X_train, split.y_train, seed=0, cv_folds=2, n_iter=1, n_jobs=1)
+        family: train_family(family, split.X_train, split.y_train, **TRAIN_KWARGS)
         for family in FAMILIES
     }

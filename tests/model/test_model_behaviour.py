@@ -18,6 +18,7 @@ from fraudml.models import (
     score_family,
     train_family,
 )
+from tests.model.conftest import TRAIN_KWARGS
 
 
 def test_oversampling_adds_synthetic_frauds_to_training_only(split):
@@ -113,7 +114,7 @@ def test_irrelevant_change_barely_moves_the_score(trained, split):
 def test_training_is_deterministic(trained, split):
     """Training again with the session fixture's arguments gives the same search, scores and model."""
     a = trained["xgboost"]
-    b = train_family("xgboost", split.X_train, split.y_train, seed=0, cv_folds=2, n_iter=1, n_jobs=1)
+    b = train_family("xgboost", split.X_train, split.y_train, **TRAIN_KWARGS)
     assert a.best_params == b.best_params
     np.testing.assert_array_equal(a.oof_proba, b.oof_proba)
     np.testing.assert_array_equal(predict_proba(a.pipeline, split.X_test), predict_proba(b.pipeline, split.X_test))
