@@ -211,7 +211,6 @@ class FraudClassifierTreeSelection(FlowSpec):
 
         if self.model_repo:
             repo = ModelRepository(self.model_repo)
-            previous = repo.served_version()
             challenger_proba = predict_proba_treelite(exported, self.X_test)  # X_test: the holdout's rows
             self.promotion = champion.decide(
                 repo, self.holdout_set, self.X_train, (challenger_proba, self.threshold),
@@ -231,14 +230,14 @@ class FraudClassifierTreeSelection(FlowSpec):
                 )
                 print(f"published {self.model_repo} fraud-classifier/{self.model_version}")
             else:
-                print(f"not promoted: fraud-classifier/{previous} keeps serving")
+                print(f"not promoted: fraud-classifier/{self.promotion['champion_version']} keeps serving")
             champion.record_decision(repo, current.run_id, {
                 **self.promotion, "run": f"{current.flow_name}/{current.run_id}",
                 "published_version": self.model_version,
             })
             if self.triton_url and self.model_version is not None:
                 urls = [u.strip() for u in self.triton_url.split(",") if u.strip()]
-                roll_out(repo, urls, previous)
+                roll_out(repo, urls, self.promotion["champion_version"])
                 print(f"loaded fraud-classifier/{self.model_version} on {', '.join(urls)}")
         self.next(self.end)
 

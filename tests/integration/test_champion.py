@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fraudml.champion import read_decisions, read_holdout, row_keys
-from fraudml.data import dataset_fingerprint, generate_dataset
+from fraudml.data import dataset_fingerprint, generate_dataset, write_dataset
 from fraudml.features import split_train_test
 from fraudml.repository import ModelRepository, publish_model_version
 
@@ -28,10 +28,8 @@ def rig(metaflow_local):
     shuffled = full.copy()
     rng = np.random.default_rng(0)
     shuffled.loc[older.index, "Class"] = rng.permutation(shuffled.loc[older.index, "Class"].to_numpy())
-    paths = {}
-    for name, df in (("full", full), ("holdout", newest), ("shuffled", shuffled)):
-        paths[name] = work / f"{name}.csv"
-        df.to_csv(paths[name], index=False)
+    paths = {name: write_dataset(df, work / f"{name}.csv")
+             for name, df in (("full", full), ("holdout", newest), ("shuffled", shuffled))}
     return {"work": work, "paths": paths, "repo": str(work / "repo"), "env": env, "holdout": newest}
 
 

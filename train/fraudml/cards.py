@@ -23,19 +23,15 @@ def with_interval(value: float, interval: list[float], digits: int) -> str:
 def comparison_rows(metrics_by_family: dict[str, dict], best: str) -> tuple[list[str], list[list]]:
     """One row per family (:func:`fraudml.models.score_family` metrics), best cross-validated AP
     (the selection criterion) first; the winner is marked ``*``."""
-    order = sorted(metrics_by_family, key=lambda f: (-metrics_by_family[f]["cv_average_precision"], f))
-    rows = []
-    for family in order:
-        m = metrics_by_family[family]
-        ci = m["intervals"]
-        rows.append([
-            f"{family}{' *' if family == best else ''}", f"{m['cv_average_precision']:.4f}",
-            with_interval(m["average_precision"], ci["average_precision"], 3), f"{m['roc_auc']:.4f}",
-            f"{m['recall_at_precision']:.3f}", f"{m['threshold']:.4f}",
-            with_interval(m["precision"], ci["precision"], 3), with_interval(m["recall"], ci["recall"], 3),
-            f"{m['f1']:.3f}", f"{m['train_seconds']:.1f}",
-        ])
-    target = metrics_by_family[order[0]]["precision_target"]
+    order = sorted(metrics_by_family.items(), key=lambda item: (-item[1]["cv_average_precision"], item[0]))
+    rows = [[f"{family}{' *' if family == best else ''}", f"{m['cv_average_precision']:.4f}",
+             with_interval(m["average_precision"], m["intervals"]["average_precision"], 3),
+             f"{m['roc_auc']:.4f}", f"{m['recall_at_precision']:.3f}", f"{m['threshold']:.4f}",
+             with_interval(m["precision"], m["intervals"]["precision"], 3),
+             with_interval(m["recall"], m["intervals"]["recall"], 3),
+             f"{m['f1']:.3f}", f"{m['train_seconds']:.1f}"]
+            for family, m in order]
+    target = order[0][1]["precision_target"]
     return ["family", "CV AP (selects)", "test AP [95% CI]", "ROC-AUC", f"recall@P{target:g}", "threshold",
             "precision [95% CI]", "recall [95% CI]", "F1", "train s"], rows
 

@@ -30,6 +30,7 @@ from fraudml.data import COLUMNS, LABEL, dataset_fingerprint, load_dataset, vali
 from fraudml.features import feature_matrix, labels, split_train_test
 from fraudml.lineage import utc_now
 from fraudml.metrics import bootstrap_intervals, percentile_interval, stratified_resamples
+from fraudml.storage import PreconditionFailed
 
 REFERENCE = "_reference"
 DEFAULT_MARGIN = 0.01  # one point of average precision
@@ -105,8 +106,6 @@ def make_holdout(df: pd.DataFrame, source: str) -> Holdout:
 def store_holdout(repo, holdout: Holdout) -> None:
     """Write ``holdout`` as the repository's reference (create-if-absent: of two first runs racing,
     the one written first wins); refuse if another run stored a different one meanwhile."""
-    from fraudml.storage import PreconditionFailed
-
     try:
         repo.store.create(_key(repo.model_name, "holdout.csv"), holdout.df.to_csv(index=False).encode())
     except PreconditionFailed:

@@ -47,17 +47,6 @@ def smote_on_robust_scale(
     return np.vstack([X, new.astype(X.dtype)]), y_res
 
 
-def make_sampler(sampling_strategy, *, k_neighbors: int = SMOTE_K_NEIGHBORS, random_state: int | None = None):
-    """The pipeline step: imbalanced-learn's ``FunctionSampler`` around :func:`smote_on_robust_scale` (a sampler
-    runs only in ``fit``: cross-validation resamples training folds only, and serving never sees it)."""
-    from imblearn import FunctionSampler
-
-    return FunctionSampler(
-        func=smote_on_robust_scale,
-        kw_args={"sampling_strategy": sampling_strategy, "k_neighbors": k_neighbors, "random_state": random_state},
-    )
-
-
 def feature_matrix(df: pd.DataFrame) -> np.ndarray:
     """The model input: raw ``FEATURES`` columns by name, float32 ``(n, 30)`` (Triton's ``input__0``)."""
     missing = [c for c in FEATURES if c not in df.columns]

@@ -39,8 +39,7 @@ def code_version(flow_file: str | Path) -> dict:
     commits), the flow file's sha256, and Metaflow's code package (remote runs)."""
     info: dict = {}
     flow_file = Path(flow_file).resolve()
-    commit = _git(["rev-parse", "HEAD"], flow_file.parent)
-    if commit:
+    if commit := _git(["rev-parse", "HEAD"], flow_file.parent):
         info["git_commit"] = commit
         info["git_branch"] = _git(["rev-parse", "--abbrev-ref", "HEAD"], flow_file.parent)
         info["git_dirty"] = bool(_git(["status", "--porcelain", "--untracked-files=no"], flow_file.parent))

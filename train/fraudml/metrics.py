@@ -52,22 +52,20 @@ def percentile_interval(draws, level: float = 0.95) -> list[float]:
     return [float(v) for v in np.percentile(draws, [tail, 100 - tail])]
 
 
-def bootstrap_intervals(
-    y_true, proba, threshold: float, *, n_boot: int = 500, level: float = 0.95, seed: int = 0
-) -> dict[str, list[float]]:
+def bootstrap_intervals(y_true, proba, threshold: float, *, n_boot: int = 500) -> dict[str, list[float]]:
     """Percentile bootstrap intervals ``[low, high]`` of ``average_precision``, ``precision`` and
     ``recall`` at ``threshold`` (:func:`stratified_resamples`)."""
     from sklearn.metrics import average_precision_score
 
     y, p = _check(y_true, proba)
     draws: dict[str, list[float]] = {"average_precision": [], "precision": [], "recall": []}
-    for idx in stratified_resamples(y, n_boot, seed):
+    for idx in stratified_resamples(y, n_boot):
         yb, pb = y[idx], p[idx]
         draws["average_precision"].append(average_precision_score(yb, pb))
         tp, predicted = int((pb[yb == 1] >= threshold).sum()), int((pb >= threshold).sum())
         draws["precision"].append(tp / predicted if predicted else 0.0)
         draws["recall"].append(tp / int(yb.sum()))
-    return {k: percentile_interval(d, level) for k, d in draws.items()}
+    return {k: percentile_interval(d) for k, d in draws.items()}
 
 
 def evaluate(y_true, proba, threshold: float, *, precision_target: float = 0.9) -> dict:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fraudml.features import make_sampler
+from fraudml.features import smote_on_robust_scale
 from fraudml.metrics import bootstrap_intervals, choose_threshold, evaluate
 
 if TYPE_CHECKING:
@@ -100,14 +100,16 @@ def oversampling_target(y: np.ndarray, ratio: float = SMOTE_SAMPLING_STRATEGY) -
 
 def build_pipeline(family: str, *, seed: int = 7, n_jobs: int = 1) -> Pipeline:
     """``Pipeline([("smote", SMOTE on robust-scaled distance), ("clf", the family's default classifier)])``."""
+    from imblearn import FunctionSampler
     from imblearn.pipeline import Pipeline
 
     path, defaults, _ = SPECS[family]
     module, name = path.split(":")
     threads = {} if family == "hist_gradient_boosting" else {"n_jobs": n_jobs}
     classifier = getattr(importlib.import_module(module), name)(**defaults, **threads, random_state=seed)
-    return Pipeline([("smote", make_sampler(oversampling_target, random_state=seed)),
-                     ("clf", classifier)])
+    smote = FunctionSampler(func=smote_on_robust_scale,
+                            kw_args={"sampling_strategy": oversampling_target, "random_state": seed})
+    return Pipeline([("smote", smote), ("clf", classifier)])
 
 
 @dataclass

@@ -20,6 +20,7 @@ pointer move (after copying the version back from ``_archive/``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -101,8 +102,7 @@ class ModelRepository:
     def _claims(self) -> dict[int, dict[str, Any]]:
         claims, folder = {}, f"{CLAIMS}/{self.model_name}"
         for key in self.store.list(folder + "/"):
-            m = re.fullmatch(rf"{re.escape(folder)}/(\d+)\.json", key)
-            if m:
+            if m := re.fullmatch(rf"{re.escape(folder)}/(\d+)\.json", key):
                 blob = self.store.get(key)
                 claims[int(m.group(1))] = json.loads(blob.data) if blob else {}
         return claims
@@ -110,8 +110,7 @@ class ModelRepository:
     def _files(self, prefix: str) -> dict[int, list[str]]:
         files: dict[int, list[str]] = {}
         for key in self.store.list(prefix + "/"):
-            m = re.fullmatch(rf"{re.escape(prefix)}/(\d+)/(.+)", key)
-            if m:
+            if m := re.fullmatch(rf"{re.escape(prefix)}/(\d+)/(.+)", key):
                 files.setdefault(int(m.group(1)), []).append(m.group(2))
         return files
 
@@ -178,16 +177,13 @@ class ModelRepository:
         text = render_config(versions=[version], **config_kwargs)
         for _ in range(MAX_CLAIM_TRIES):
             current = self.read_config()
-            if current is not None and only_forward:
-                served = served_versions(current.data.decode())
-                if served and max(served) > version:
-                    return max(served)
             if current is not None:
+                served = max(served_versions(current.data.decode()), default=0) if only_forward else 0
+                if served > version:
+                    return served
                 # A write within the second of the previous one would look unchanged to a
                 # Triton that loaded the previous one (S3 times have 1 s resolution, R2).
-                wait = min(1.1, int(current.modified) + 1.05 - time.time())
-                if wait > 0:
-                    time.sleep(wait)
+                time.sleep(max(0.0, min(1.1, int(current.modified) + 1.05 - time.time())))
             try:
                 self.store.replace(self._k(CONFIG), text.encode(), current.tag if current else None)
                 return version
@@ -256,12 +252,8 @@ class ModelRepository:
         canary = (self.canary() or {}).get("version")
         newest = self.keep_versions - (incoming is not None)
         keep = set(complete[max(0, len(complete) - newest):]) | {self.served_version(), canary, incoming}
-        moved = []
-        for info in infos:
-            if info.version not in keep and info.status in ("complete", "rejected", "failed") \
-                    and self._move_to_archive(info.version):
-                moved.append(info.version)
-        return moved
+        return [info.version for info in infos if info.version not in keep
+                and info.status in ("complete", "rejected", "failed") and self._move_to_archive(info.version)]
 
     def _move_to_archive(self, version: int) -> bool:
         """Copy, read back, then delete the served-side copy (unless it became the served one)."""
@@ -291,12 +283,10 @@ class ModelRepository:
 
     def _abandon(self, version: int, claim: dict[str, Any], exc: BaseException) -> None:
         """Best effort: remove the partial files and mark the claim failed (the store may be down)."""
-        try:
+        with contextlib.suppress(Exception):  # the original error is what the caller must see
             for key in self.store.list(self._k(version) + "/"):
                 self.store.delete(key)
             self._set_claim(version, {**claim, "status": "failed", "error": str(exc)[:500], "failed_at": utc_now()})
-        except Exception:  # noqa: BLE001 - the original error is what the caller must see
-            pass
 
     def touch_config(self) -> None:
         """Rewrite config.pbtxt unchanged: a new modification time, so that a Triton that saw
@@ -349,7 +339,6 @@ def publish_model_version(
     files: dict[str, Path | bytes],
     lineage: dict[str, Any],
     config_kwargs: dict[str, Any],
-    model_name: str = MODEL_NAME,
 ) -> int:
-    """Publish a model as the next version of ``model_name`` in ``repo_uri``; see ModelRepository."""
-    return ModelRepository(repo_uri, model_name).publish(files, lineage, config_kwargs)
+    """Publish a model as the next version of ``fraud-classifier`` in ``repo_uri``; see ModelRepository."""
+    return ModelRepository(repo_uri).publish(files, lineage, config_kwargs)

@@ -48,12 +48,10 @@ def is_ready(url: str, model: str | None = None, timeout: float = 2.0) -> bool:
         return False
 
 
-def load_model(url: str, model: str, timeout: float = 60.0, config: str | None = None,
-               headers: dict[str, str] | None = None) -> None:
-    """Ask Triton (explicit model control) to (re)load ``model`` from its repository; with
-    ``config`` (JSON), with that configuration instead of its config.pbtxt (Triton then
-    always reloads). ``headers`` replace the API key header from the environment."""
-    _call(url, f"load {model}", lambda c, h: c.load_model(model, headers=h, config=config), timeout, headers)
+def load_model(url: str, model: str, timeout: float = 60.0, config: str | None = None) -> None:
+    """Ask Triton (explicit model control) to (re)load ``model`` from its repository; with ``config``
+    (JSON), with that configuration instead of its config.pbtxt (Triton then always reloads)."""
+    _call(url, f"load {model}", lambda c, h: c.load_model(model, headers=h, config=config), timeout)
 
 
 def repository_index(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
