@@ -22,10 +22,6 @@ Port = Annotated[int, Field(gt=0, lt=65536)]
 HeaderSafe = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")]
 
 
-class SettingsError(ValueError):
-    """An environment variable has a value the serving side cannot use."""
-
-
 class _Group(BaseSettings):
     # Empty variables count as unset; unknown ones are ignored; settings never change once read.
     model_config = SettingsConfigDict(env_ignore_empty=True, extra="ignore", frozen=True, populate_by_name=True)
@@ -66,14 +62,14 @@ class Settings(_Group):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Every serving setting from ``environ`` (default ``os.environ``); SettingsError names each bad one."""
+        """Every serving setting from ``environ`` (default ``os.environ``); a ValueError names each bad one."""
         try:
             if environ is None:
                 return cls()
             return cls.model_validate({**environ, "triton": TritonSettings.model_validate(environ)})
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}={e.get('input')!r} {e['msg']}" for e in exc.errors())
-            raise SettingsError(f"bad setting in the environment: {problems}") from None
+            raise ValueError(f"bad setting in the environment: {problems}") from None
 
 
 def command_line(module: str, doc: str | None) -> tuple[Settings, argparse.ArgumentParser]:

@@ -43,8 +43,7 @@ from serve.settings import TritonSettings, command_line
 from serve.supervisor import Service, ServiceError, is_ready
 
 LAUNCH_FILE = "launch.json"  # what `status` (and a TritonServer attached to it) knows of the running server
-LAUNCH_KEYS = ("model_repository", "host", "http_port", "grpc_port", "metrics_port", "load_models", "shm_prefix",
-               "supervise")
+LAUNCH_KEYS = ("model_repository", "host", "http_port", "grpc_port", "metrics_port", "load_models", "supervise")
 API_KEY_FILE = "api-key.env"  # TRITON_API_KEY of `python -m serve.triton start` (make serve), mode 0600
 # the fil backends' gauge and its values (docs/fil_contract.md, "What a version is served with")
 COMPILED_METRIC = "fil_compiled"
@@ -278,10 +277,8 @@ class TritonServer(Service):
         deadline = time.monotonic() + settle_s
         while True:
             values: dict[int, float] = {}
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
-                    text = response.read().decode()
-                for family in text_string_to_metric_families(text):
+            with contextlib.suppress(OSError), urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+                for family in text_string_to_metric_families(response.read().decode()):
                     for sample in family.samples if family.name == COMPILED_METRIC else ():
                         if sample.labels.get("model") == name:  # Python backend: a series per stub; the least counts
                             version = int(sample.labels["version"])
@@ -290,15 +287,15 @@ class TritonServer(Service):
                 return {version: PREDICTOR_STATES[int(values[version])] for version in sorted(values)}
             time.sleep(0.1)
 
-    def wait_compiled(self, name: str = MODEL_NAME, version: int | None = None, timeout: float = 600.0) -> None:
-        """Wait until the local ``fil`` backend serves ``name`` (its highest loaded version, or
-        ``version``) with the compiled library; TritonError if compilation failed, is off or is too slow."""
+    def wait_compiled(self, name: str = MODEL_NAME, timeout: float = 600.0) -> None:
+        """Wait until the local ``fil`` backend serves ``name`` (its highest loaded version) with the compiled
+        library; TritonError if compilation failed, is off or is too slow."""
         deadline = time.monotonic() + timeout
         while True:
             state = self.predictor_state(name)
             if not state and self.model_ready(name):
                 raise TritonError(f"{name} is not served by the local fil backend (no {COMPILED_METRIC} on {self.metrics_url})")
-            target = version if version is not None else (list(state)[-1] if state else None)
+            target = list(state)[-1] if state else None
             current = state.get(target)
             if current == "compiled":
                 return

@@ -34,10 +34,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
 
 
 @pytest.fixture
-def publisher_env(s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> SeaweedS3:
+def publisher_env(s3_server: SeaweedS3) -> SeaweedS3:
     """``s3_server`` with its writer credentials (AWS_*) in os.environ, as `make` gives the publishing commands."""
-    for key, value in s3_server.env().items():
-        monkeypatch.setenv(key, value)
+    os.environ.update(s3_server.env())
     return s3_server
 
 

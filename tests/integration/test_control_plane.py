@@ -35,11 +35,10 @@ from serve.ports import free_port
 from serve.reconciler import in_canary
 from serve.supervisor import Service
 from tests.k8s import manifests as m
-from tests.reliability.rig import RequestLoop
+from tests.reliability.rig import CONFIG_KWARGS, RequestLoop
 
 pytestmark = pytest.mark.slow
 
-CONFIG_KWARGS = {"model_type": "treelite_checkpoint", "threshold": 0.5, "n_features": 30}
 KEY_HEADER = "fraudml-api-key"
 
 

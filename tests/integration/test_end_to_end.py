@@ -116,24 +116,20 @@ def test_client_answers_with_only_triton_when_s3_is_down(e2e, cli_env):
         assert out["lineage"]["line"].startswith("lineage: not available") and "needs only Triton" in out["lineage"]["line"]
 
 
-def serves(version: int):
-    return lambda loop: loop.versions[-1:] == [version]
-
-
 def test_new_version_and_rollback_without_a_failed_request(e2e, triton, cli_env):
     repo = ModelRepository(e2e["repo_uri"])
     x = e2e["df"].head(1)[FEATURES].to_numpy(np.float32)  # a raw row: the served model needs no transform
     with RequestLoop(triton.http_url, x) as loop:
-        loop.wait_for(serves(1), "v1 answering")
+        loop.wait_for(lambda lp: lp.versions[-1:] == [1], "v1 answering")
         lineage = repo.read_lineage(1)  # the new version: v1's files, lineage and config again
         record = {k: v for k, v in lineage.items() if k not in ("version", "files", "published_at", "triton_config")}
         new = repo.publish({name: repo.read_file(1, name) for name in lineage["files"]},
                            {**record, "note": "republished by the hot-swap test"}, lineage["triton_config"])
         load_model(triton.http_url, "fraud-classifier")  # as `serve.models load`; the rollback: through roll_out
-        loop.wait_for(serves(new), f"v{new} answering")
+        loop.wait_for(lambda lp: lp.versions[-1:] == [new], f"v{new} answering")
 
         _run([sys.executable, "-m", "serve.models", "rollback", "--version", "1"], cli_env)
-        loop.wait_for(serves(1), "v1 answering after the rollback")
+        loop.wait_for(lambda lp: lp.versions[-1:] == [1], "v1 answering after the rollback")
         assert repo.served_version() == 1
         loop.wait_answers(50)
     assert loop.failures == [], loop.failures[:3]

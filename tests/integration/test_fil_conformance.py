@@ -29,11 +29,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from prometheus_client.parser import text_string_to_metric_families
 from scipy.special import softmax
-from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 from fraudml.export import to_treelite
-from fraudml.tritonconfig import MODEL_FILENAMES, render_config
+from fraudml.tritonconfig import MODEL_FILENAMES, parse_config, render_config
 from serve.backends.fil import fil_forest
 
 pytestmark = pytest.mark.slow
@@ -168,7 +167,7 @@ def write_repository(root: Path, models: dict, cases: list[Case]) -> None:
             output_class=case.expect != "value", n_classes=max(2, k),
             **({} if case.refused else {"n_model_outputs": k}), **case.config,
         )  # fmt: skip
-        config = text_format.Parse(text, model_config_pb2.ModelConfig())
+        config = parse_config(text)
         for key, value in case.edit.items():
             if value is None:
                 del config.parameters[key]
@@ -192,8 +191,6 @@ def write_repository(root: Path, models: dict, cases: list[Case]) -> None:
 class Clients:
     """tritonclient's HTTP and gRPC clients of one ``server``."""
 
-    modules = {"http": httpclient, "grpc": grpcclient}
-
     def __init__(self, server):
         self.server = server
         self.http = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
@@ -201,7 +198,7 @@ class Clients:
 
     def infer(self, protocol: str, model: str, x: np.ndarray) -> np.ndarray:
         """output__0 of one request holding ``x`` as input__0 (FP32)."""
-        tensor = self.modules[protocol].InferInput("input__0", list(x.shape), "FP32")
+        tensor = {"http": httpclient, "grpc": grpcclient}[protocol].InferInput("input__0", list(x.shape), "FP32")
         tensor.set_data_from_numpy(x)
         return getattr(self, protocol).infer(model, [tensor]).as_numpy("output__0")
 
