@@ -33,6 +33,7 @@ from benchmark.analysis import ORDER
 from benchmark.servers import BenchmarkError, taskset
 from fraudml.triton_control import inference_statistics
 from fraudml.tritonconfig import MODEL_NAME
+from serve.triton import bundle_paths
 
 if TYPE_CHECKING:
     from benchmark.run import Bench
@@ -125,18 +126,8 @@ LIBS = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*
 STABILITY_PERCENTAGE = 20
 
 
-def find_perf_analyzer() -> Path:
-    """The venv's perf_analyzer, else the one on PATH."""
-    if found := shutil.which("perf_analyzer", path=os.pathsep.join((str(Path(sys.executable).parent),
-                                                                    os.environ.get("PATH", "")))):
-        return Path(found)
-    raise BenchmarkError("perf_analyzer not found: it comes with tritonclient[all]==2.51.0 (make venv)")
-
-
 def perf_analyzer_env(lib_dir: Path) -> dict[str, str]:
     """Environment for perf_analyzer: ``lib_dir`` with the two plain-named links first on ``LD_LIBRARY_PATH``."""
-    from serve.triton import bundle_paths
-
     _, libs = bundle_paths()  # the nvidia-pytriton wheel's nvidia_pytriton.libs folder
     lib_dir.mkdir(parents=True, exist_ok=True)
     for plain, pattern in LIBS.items():
@@ -162,7 +153,7 @@ def parse_csv(path: Path) -> dict:
             "server_compute_ms": ms("Server Compute Input", "Server Compute Infer", "Server Compute Output")}
 
 
-def run_perf_analyzer(bench: Bench, endpoint, concurrency: int, input_data: Path, binary: Path,
+def run_perf_analyzer(bench: Bench, endpoint, concurrency: int, input_data: Path, binary: str,
                       env: dict[str, str], tag: str) -> dict:
     """One perf_analyzer run at one concurrency; returns the parsed CSV row or the error.
 
@@ -208,9 +199,14 @@ def perf_phase(bench: Bench, contenders: list[str], headline: str | None) -> dic
             if name in contenders and (key == "http" or name != headline)]
     if not plan.concurrency or not runs:
         return {}
+    # the venv's perf_analyzer, else the one on PATH
+    binary = shutil.which("perf_analyzer", path=os.pathsep.join((str(Path(sys.executable).parent),
+                                                                 os.environ.get("PATH", ""))))
+    if binary is None:
+        return {"error": "perf_analyzer not found: it comes with tritonclient[all]==2.51.0 (make venv)"}
     try:
-        binary, env = find_perf_analyzer(), perf_analyzer_env(bench.work / "lib")
-    except BenchmarkError as exc:  # perf_analyzer or one of its libraries cannot be found
+        env = perf_analyzer_env(bench.work / "lib")
+    except BenchmarkError as exc:  # one of its libraries cannot be found
         return {"error": str(exc)}
     input_data = bench.out / "perf_analyzer" / "perf_input.json"  # the benchmark's own rows, one per request
     input_data.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 
 from benchmark.servers import BenchmarkError
-from fraudml.tritonconfig import MODEL_NAME
+from fraudml.data import FEATURES, LABEL, generate_dataset, load_dataset
+from fraudml.repository import ModelRepository, publish_model_version
+from fraudml.tritonconfig import DEFAULT_MAX_BATCH_SIZE, MODEL_FILENAMES, MODEL_NAME, render_config
 
 ROW_SEED = 20_240  # never a training seed (the flow's default is 7)
 PIPELINE_ARTIFACTS = ("best_pipeline", "pipeline", "best_model", "model")
@@ -82,8 +84,6 @@ def benchmark_rows(n_rows: int, model: BenchModel | None = None, data: str | Non
         rows = np.ascontiguousarray(model.test_rows[rng.permutation(len(model.test_rows))[:n_rows]], dtype=np.float32)
         return rows, (f"{len(rows)} rows of the test set (X_test) of Metaflow run {model.lineage.get('pathspec')}: "
                       "rows the model never saw in training")
-    from fraudml.data import FEATURES, generate_dataset, load_dataset
-
     if data:
         df = load_dataset(data)
         df = df.sample(n=min(n_rows, len(df)), random_state=seed)
@@ -98,8 +98,6 @@ def benchmark_rows(n_rows: int, model: BenchModel | None = None, data: str | Non
 
 def _copy_version(source_uri: str, version: int | None, work_dir: Path) -> BenchModel:
     """Copy ``version`` (default: the served one) into ``work_dir/triton-repo`` with a config pinned to it."""
-    from fraudml.repository import ModelRepository
-    from fraudml.tritonconfig import DEFAULT_MAX_BATCH_SIZE, MODEL_FILENAMES, render_config
     from serve.backends.fil import fil_forest
 
     repo = ModelRepository(source_uri, MODEL_NAME)
@@ -154,11 +152,9 @@ def reference_model(work_dir: Path, n_trees: int = 100, max_depth: int = 10,
                     rows: int = 20_000, seed: int = 7) -> BenchModel:
     """The flow's own SMOTE -> RandomForest pipeline with ``n_trees`` trees of depth ``max_depth``, fitted here
     on synthetic data without a search and published as version 1 of a local repository."""
-    from fraudml.data import LABEL, generate_dataset
     from fraudml.export import write_fil_model
     from fraudml.features import feature_matrix
     from fraudml.models import build_pipeline
-    from fraudml.repository import publish_model_version
 
     df = generate_dataset(rows=rows, seed=seed)
     # fitted on every core; fastapi-sklearn and the in-process timing set n_jobs=1 (app.sklearn_single_thread)

@@ -394,7 +394,6 @@ def plot_load(results: dict, path: Path) -> None:
 
 def write_report(out_dir: Path) -> Path:
     """(Re)write the PNGs and report.md of a results folder; returns report.md's path."""
-    out_dir = Path(out_dir)
     results = json.loads((out_dir / "results.json").read_text())
     npz = out_dir / "sequential_latencies_ns.npz"
     if npz.is_file() and (latencies := dict(np.load(npz))):

@@ -45,11 +45,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from dotenv import load_dotenv
 from tqdm import tqdm
 
 from benchmark import analysis, load, model_source, report, sequential, servers
 from benchmark.servers import BenchmarkError, Endpoint
+from fraudml.storage import StorageError
 from fraudml.tritonconfig import MODEL_NAME
+from serve.supervisor import ServiceError
+from serve.triton import TritonError
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # what a run that starts its own servers measures; triton-http is the contender of --triton-url
@@ -236,8 +240,6 @@ def _own_model(plan: Plan, work: Path) -> model_source.BenchModel:
     if plan.reference_model:
         return model_source.reference_model(work / "model", plan.reference_trees, plan.reference_depth)
     if plan.model_repo.startswith("s3://"):  # the local SeaweedFS's, unless the environment has its own
-        from dotenv import load_dotenv
-
         load_dotenv(plan.state_dir / "s3" / "credentials.env", override=False)
     return model_source.from_repository(plan.model_repo, work / "model", plan.version, plan.pipeline_artifact)
 
@@ -313,10 +315,6 @@ def parse_args(argv: list[str] | None = None) -> Plan:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fraudml.storage import StorageError
-    from serve.supervisor import ServiceError
-    from serve.triton import TritonError
-
     plan = parse_args(argv)
     try:
         out = run(plan)

@@ -60,7 +60,16 @@ def contender(name: str, endpoint, rows: np.ndarray, model: str) -> Contender:
     """The client of contender ``name`` at ``endpoint``: Triton over gRPC, or pre-encoded bodies POSTed on one
     kept-alive ``http.client`` connection (it sets TCP_NODELAY) to Triton or a FastAPI app."""
     if endpoint.protocol == "grpc":
-        return _grpc_contender(endpoint.host, endpoint.port, rows, model)
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(f"{endpoint.host}:{endpoint.port}")
+        inputs = [[grpcclient.InferInput("input__0", [1, rows.shape[1]], "FP32").set_data_from_numpy(row[None, :])]
+                  for row in rows]
+        outputs = [grpcclient.InferRequestedOutput("output__0")]
+        return Contender("triton-grpc", "tritonclient.grpc InferenceServerClient.infer, inputs pre-built",
+                         lambda i: client.infer(model, inputs[i % len(inputs)], outputs=outputs),
+                         lambda r: (r.as_numpy("output__0")[0].astype(float).tolist(),
+                                    str(r.get_response().model_version)), client.close)
     target = "triton" if name.startswith("triton") else "fastapi"
     path, bodies = one_row_requests(target, rows, model)
     headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
@@ -92,24 +101,6 @@ def contender(name: str, endpoint, rows: np.ndarray, model: str) -> Contender:
     what = "KServe v2 JSON body" if target == "triton" else "JSON body"
     c = Contender(name, f"http.client keep-alive, {what} pre-encoded", send, parse, conn.close)
     return c
-
-
-def _grpc_contender(host: str, port: int, rows: np.ndarray, model: str) -> Contender:
-    import tritonclient.grpc as grpcclient
-
-    client = grpcclient.InferenceServerClient(f"{host}:{port}")
-    inputs = [[grpcclient.InferInput("input__0", [1, rows.shape[1]], "FP32").set_data_from_numpy(row[None, :])]
-              for row in rows]
-    outputs = [grpcclient.InferRequestedOutput("output__0")]
-
-    def send(i: int):
-        return client.infer(model, inputs[i % len(inputs)], outputs=outputs)
-
-    def parse(result) -> tuple[list[float], str]:
-        return result.as_numpy("output__0")[0].astype(float).tolist(), str(result.get_response().model_version)
-
-    return Contender("triton-grpc", "tritonclient.grpc InferenceServerClient.infer, inputs pre-built",
-                     send, parse, client.close)
 
 
 def summarize(latencies_ns: Sequence[int]) -> dict[str, float]:

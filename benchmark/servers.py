@@ -18,9 +18,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
+import psutil
 
 from fraudml import triton_control
 from fraudml.lineage import installed_versions
+from serve.ports import free_ports
 from serve.supervisor import Service, is_ready
 
 
@@ -148,8 +150,6 @@ PACKAGES = ("fastapi", "uvicorn", "pydantic", "scikit-learn", "imbalanced-learn"
 
 def machine_info() -> dict:
     """The machine and the packages: results.json's ``machine``."""
-    import psutil
-
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     return {
         "cpu_model": next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines()
@@ -191,8 +191,6 @@ def pinned(cpu: int | None):
 
 def process_affinity(root_pid: int) -> dict:
     """CPU lists of a process, its threads and its descendants (what pinning really did)."""
-    import psutil
-
     out = {}
     with contextlib.suppress(psutil.Error):
         root = psutil.Process(root_pid)
@@ -208,8 +206,6 @@ def start_servers(model, rows: np.ndarray, fil: dict, contenders: list[str], pin
                   skipped: dict, stack: contextlib.ExitStack) -> tuple[dict[str, Endpoint], dict, dict]:
     """Start the FastAPI apps and a Triton per ``fil`` backend the contenders need, pinned to the server CPU,
     each stopped by ``stack``; return the contenders' endpoints, the servers' facts and the servers by contender."""
-    from serve.ports import free_ports
-
     ports, own = free_ports(8), {}
     with pinned(pins["server_cpu"]):  # the servers inherit it
         for name in [c for c in contenders if c.startswith("fastapi-")]:
