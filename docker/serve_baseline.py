@@ -58,8 +58,7 @@ def main() -> int:
     # One worker, like the benchmark: the baseline is compared per process with one Triton instance.
     argv = ["uvicorn", "benchmark.app:app", "--host", "0.0.0.0", "--port", env.get("PORT") or "8080",
             "--workers", "1", "--no-access-log"]
-    os.execvpe(argv[0], argv, env)
-    return 0  # not reached
+    os.execvpe(argv[0], argv, env)  # replaces this process: never returns
 
 
 if __name__ == "__main__":

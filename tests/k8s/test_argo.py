@@ -9,15 +9,14 @@ import re
 import pytest
 
 from k8s import argo_template
-from k8s.argo_template import DEFAULTS
 from tests.k8s import manifests as m
 
 
 def test_training_namespace_matches_argo_settings():
     docs = m.build("training")
-    assert m.find(docs, "Namespace", DEFAULTS["namespace"])
-    accounts = m.find(docs, "ServiceAccount", DEFAULTS["service_account"])
-    assert [a["metadata"]["namespace"] for a in accounts] == [DEFAULTS["namespace"]]
+    assert m.find(docs, "Namespace", argo_template.DEFAULTS["namespace"])
+    accounts = m.find(docs, "ServiceAccount", argo_template.DEFAULTS["service_account"])
+    assert [a["metadata"]["namespace"] for a in accounts] == [argo_template.DEFAULTS["namespace"]]
 
 
 @pytest.mark.slow
@@ -26,18 +25,17 @@ def test_argo_template_of_the_training_flow(tmp_path):
     out = tmp_path / "workflow-template.json"
     template = argo_template.build(tmp_path / "state", out)
     assert json.loads(out.read_text()) == template
-    assert template["kind"] == "WorkflowTemplate"
-    assert template["metadata"]["namespace"] == DEFAULTS["namespace"]
+    assert template["metadata"]["namespace"] == argo_template.DEFAULTS["namespace"]
     steps = argo_template.step_containers(template)
     assert {"start", "preprocess", "train", "eval", "deploy", "end"} <= set(steps)
     for name, container in steps.items():
-        assert container["image"] == DEFAULTS["image"], name
+        assert container["image"] == argo_template.DEFAULTS["image"], name
         secrets = [e["secretRef"]["name"] for e in container.get("envFrom") or [] if e.get("secretRef")]
-        assert DEFAULTS["secret"] in secrets, name
+        assert argo_template.DEFAULTS["secret"] in secrets, name
         env = {e["name"]: e.get("value") for e in container.get("env") or []}
         assert env.get("METAFLOW_DEFAULT_DATASTORE") == "s3", name
     accounts = {t.get("serviceAccountName") for t in template["spec"]["templates"] if t.get("container")}
-    assert DEFAULTS["service_account"] in accounts
+    assert argo_template.DEFAULTS["service_account"] in accounts
     cpu, memory = re.search(r"@resources\(cpu=(\d+), memory=(\d+)\)", argo_template.FLOW.read_text()).groups()
     requests = steps["train"]["resources"]["requests"]
     assert float(requests["cpu"]) == float(cpu) and requests["memory"].startswith(memory)

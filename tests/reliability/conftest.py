@@ -10,7 +10,6 @@ import datetime as dt
 import os
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +17,6 @@ from benchmark.servers import FastAPIServer
 from serve.ports import free_port
 from tests.reliability.rig import FUZZ_EXAMPLES, MAX_BATCH, SOAK_SECONDS, Rig, train_reference
 
-ROOT = Path(__file__).resolve().parents[2]
 CATEGORIES = ("bad-input", "shape-attacks", "fuzz", "training-input", "faults-s3", "faults-model",
               "faults-triton", "faults-deploy", "load", "security")
 
@@ -105,7 +103,8 @@ def pytest_terminal_summary(terminalreporter, config) -> None:
             message = getattr(getattr(report.longrepr, "reprcrash", None), "message", report.longrepr)
             why_failed.setdefault(report.nodeid, " ".join(str(message).split())[:300])
     cases = sorted(outcomes, key=lambda nodeid: order(category(nodeid)))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=config.rootpath, capture_output=True,
+                            text=True)
     out = [f"# Reliability run {dt.datetime.now():%Y-%m-%d %H:%M}",
            "", f"`pytest -m \"{config.option.markexpr}\"`, soak {SOAK_SECONDS} s, {FUZZ_EXAMPLES} fuzz examples per "
            f"target, commit {commit.stdout.strip()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}.",
