@@ -139,9 +139,11 @@ def test_a_tampered_archive_is_not_restored(tmp_path):
     assert repo.served_version() == 3
 
 
-def test_keep_versions_from_the_environment(tmp_path, monkeypatch):
+def test_keep_versions_from_the_argument_else_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("MODEL_KEEP_VERSIONS", "3")
     assert ModelRepository(str(tmp_path)).keep_versions == 3
+    with pytest.raises(ValueError, match=r"^keep_versions=0 must"):  # 0 is refused, not taken for "unset"
+        ModelRepository(str(tmp_path), keep_versions=0)
     monkeypatch.setenv("MODEL_KEEP_VERSIONS", "0")
-    with pytest.raises(ValueError, match="MODEL_KEEP_VERSIONS"):
+    with pytest.raises(ValueError, match="^MODEL_KEEP_VERSIONS='0' must"):
         ModelRepository(str(tmp_path))

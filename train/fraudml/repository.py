@@ -68,10 +68,11 @@ class ModelRepository:
     def __init__(self, uri: str, model_name: str = MODEL_NAME, keep_versions: int | None = None):
         self.uri = uri
         self.model_name = model_name
-        # MODEL_KEEP_VERSIONS: complete versions kept where Triton downloads them
-        raw = str(keep_versions or os.environ.get("MODEL_KEEP_VERSIONS") or DEFAULT_KEEP_VERSIONS)
-        if not raw.isdigit() or int(raw) < 1:
-            raise ValueError(f"MODEL_KEEP_VERSIONS={raw!r} must be an integer >= 1")
+        # complete versions kept where Triton downloads them: the argument, else MODEL_KEEP_VERSIONS
+        name, raw = (("keep_versions", keep_versions) if keep_versions is not None
+                     else ("MODEL_KEEP_VERSIONS", os.environ.get("MODEL_KEEP_VERSIONS") or DEFAULT_KEEP_VERSIONS))
+        if not str(raw).isdigit() or int(raw) < 1:
+            raise ValueError(f"{name}={raw!r} must be an integer >= 1")
         self.keep_versions = int(raw)
         self.store: LocalStore | S3Store = open_store(uri)
 
