@@ -157,12 +157,12 @@ def run_perf_analyzer(bench: Bench, endpoint, concurrency: int, input_data: Path
                       env: dict[str, str], tag: str) -> dict:
     """One perf_analyzer run at one concurrency; returns the parsed CSV row or the error.
 
-    ``--async``: the requests in flight are kept by one client thread, not one thread each
-    (32 sync threads on one client core measure the client's scheduling)."""
+    ``--async``: no thread blocks on its request (32 sync threads on one client core measure the client's
+    scheduling); 2.51's HTTP client still polls with one transfer thread per request in flight."""
     out_dir, plan = bench.out / "perf_analyzer", bench.plan
     name = f"perf_{tag}{endpoint.protocol}_c{concurrency}"
     csv_path = out_dir / f"{name}.csv"
-    base = [*taskset(bench.client_cpu), str(binary), "-m", bench.model_name,
+    base = [*taskset(bench.client_cpu), binary, "-m", bench.model_name,
             "-u", f"{endpoint.host}:{endpoint.port}", "--async", "-i", endpoint.protocol, "-b", "1",
             "--concurrency-range", f"{concurrency}:{concurrency}", "--input-data", str(input_data), "-f", str(csv_path),
             "-p", str(plan.perf_measurement_ms), "--max-trials", str(plan.perf_max_trials)]
@@ -215,7 +215,7 @@ def perf_phase(bench: Bench, contenders: list[str], headline: str | None) -> dic
     input_data.write_text(json.dumps({"data": [{"input__0": {"content": row.tolist(), "shape": [len(row)]}}
                                                for row in np.asarray(bench.rows[:1000], dtype=np.float32)]}))
     result: dict = {"server": headline, "settings": {
-        "binary": str(binary), "measurement_interval_ms": plan.perf_measurement_ms,
+        "binary": binary, "measurement_interval_ms": plan.perf_measurement_ms,
         "max_trials": plan.perf_max_trials, "stability_percentage": STABILITY_PERCENTAGE, "batch_size": 1,
         "client": "async (--async), closed loop (concurrency = requests in flight)",
         "input_data": f"{min(len(bench.rows), 1000)} benchmark rows"}}

@@ -19,6 +19,7 @@ An ``s3://bucket/prefix`` repository is read with the AWS_* variables (local S3:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -383,9 +384,10 @@ def _status(server: TritonServer) -> int:
     with contextlib.suppress(triton_control.TritonUnavailable, triton_control.TritonRefused):
         headers = {server.api_key_header: server.api_key} if server.api_key else {}
         models = triton_control.repository_index(server.http_url, headers=headers)
+    states = functools.cache(server.predictor_state)  # one /metrics read (and settle wait) per model, not per version
     for m in (m for m in models if m.get("state")):  # not the folders never loaded
         reason = f" ({m['reason'].splitlines()[0]})" if m.get("reason") else ""
-        predictor = server.predictor_state(m.get("name", "")).get(int(m.get("version") or 0))
+        predictor = states(m.get("name", "")).get(int(m.get("version") or 0))
         how = f", {predictor}" if predictor and m.get("state") == "READY" else ""
         print(f"  {m.get('name')}/{m.get('version', '-')}: {m.get('state', '?')}{how}{reason}")
     return 0 if ready else 1
