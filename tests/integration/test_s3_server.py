@@ -122,17 +122,19 @@ def test_triton_that_cannot_serve_the_repository_says_why(publisher_env, triton_
     ("s3://models/triton", None, "s3://models/triton"),
     ("s3://http://127.0.0.1:1/models/x", "http://ignored:2", "s3://http://127.0.0.1:1/models/x"),
     (".", None, str(Path.cwd())),
-    # Triton takes what follows s3://scheme:// up to the first / as host:port: a path or a
-    # missing scheme would silently turn into a bucket name
-    *(("s3://models/triton", endpoint, TritonError("is not an http")) for endpoint in
-      ("minio.example.com:9000", "https://minio.example.com/s3", "ftp://host:21")),
-    ("/nonexistent/model-repository", None, TritonError("does not exist")),
 ])
 def test_repository_uri_in_tritons_form(repo, endpoint, want):
-    """s3://bucket/prefix + AWS_ENDPOINT_URL -> Triton's s3://http://host:port/bucket/prefix; a folder: its path;
-    what Triton cannot read: a clear error."""
-    if isinstance(want, TritonError):
-        with pytest.raises(TritonError, match=str(want)):
-            triton_repository_uri(repo, endpoint)
-    else:
-        assert triton_repository_uri(repo, endpoint) == want
+    """s3://bucket/prefix + AWS_ENDPOINT_URL -> Triton's s3://http://host:port/bucket/prefix; a folder: its path."""
+    assert triton_repository_uri(repo, endpoint) == want
+
+
+@pytest.mark.parametrize("repo, endpoint, error", [
+    # Triton takes what follows s3://scheme:// up to the first / as host:port: a path or a
+    # missing scheme would silently turn into a bucket name
+    *(("s3://models/triton", endpoint, "is not an http") for endpoint in
+      ("minio.example.com:9000", "https://minio.example.com/s3", "ftp://host:21")),
+    ("/nonexistent/model-repository", None, "does not exist"),
+])
+def test_a_repository_triton_cannot_read_is_a_clear_error(repo, endpoint, error):
+    with pytest.raises(TritonError, match=error):
+        triton_repository_uri(repo, endpoint)
